@@ -1,0 +1,96 @@
+/**
+ * Turns a resource kind (schema + lifecycle) into a pulumi.dynamic.ResourceProvider.
+ * `check` and `diff` are pure and never open SSH; the other methods talk to hosts.
+ */
+import type * as pulumi from "@pulumi/pulumi";
+import type { z } from "zod";
+
+/** What the engine sends in place of a value that is not known yet (during preview). */
+export const UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9";
+
+export interface Kind<Inputs extends object, Outputs extends Inputs> {
+  /** Kind name as in pin paths and IDs, e.g. "xdp-firewall". */
+  readonly kind: string;
+  readonly schema: z.ZodObject<z.ZodRawShape>;
+  /** Input properties whose change needs a new resource. */
+  readonly replaceOn: readonly (keyof Inputs & string)[];
+  /** Extra input-like facts that make an update necessary (e.g. a newer BPF object). */
+  pendingChanges?(olds: Outputs, news: Inputs): string[];
+  create(inputs: Inputs): Promise<{ id: string; outs: Outputs }>;
+  /** undefined: the resource is gone from the host. */
+  read(id: string, olds: Outputs): Promise<{ outs: Outputs; inputs: Inputs } | undefined>;
+  update(id: string, olds: Outputs, news: Inputs): Promise<Outputs>;
+  delete(id: string, olds: Outputs): Promise<void>;
+}
+
+function containsUnknown(value: unknown): boolean {
+  if (value === UNKNOWN) return true;
+  if (Array.isArray(value)) return value.some(containsUnknown);
+  if (value && typeof value === "object") return Object.values(value).some(containsUnknown);
+  return false;
+}
+
+function formatPath(path: readonly PropertyKey[]): string {
+  return path.reduce<string>((text, part) => (typeof part === "number" ? `${text}[${part}]` : /^[A-Za-z_$][\w$]*$/.test(String(part)) ? `${text}${text ? "." : ""}${String(part)}` : `${text}[${JSON.stringify(String(part))}]`), "");
+}
+
+/**
+ * Validates and canonicalises inputs. A property whose value is still unknown
+ * (preview before its dependency exists) is passed through unchecked; it is
+ * checked again when the real value arrives.
+ */
+export function checkInputs(schema: z.ZodObject<z.ZodRawShape>, news: Record<string, unknown>): pulumi.dynamic.CheckResult {
+  const known: Record<string, unknown> = {};
+  const unknown: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(news)) {
+    // Only declared inputs: output placeholders and the serialized provider are not ours to check.
+    if (!(key in schema.shape)) continue;
+    (containsUnknown(value) ? unknown : known)[key] = value;
+  }
+  const knownKeys = Object.keys(schema.shape).filter((key) => !(key in unknown));
+  const result = schema.pick(Object.fromEntries(knownKeys.map((key) => [key, true])) as never).safeParse(known);
+  if (!result.success) {
+    return {
+      failures: result.error.issues.map((issue) => {
+        const property = formatPath(issue.path);
+        return { property, reason: `${property || "inputs"}: ${issue.message}` };
+      }),
+    };
+  }
+  return { inputs: { ...(result.data as Record<string, unknown>), ...unknown } };
+}
+
+function canonicalJson(value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(",")}]`;
+  if (value && typeof value === "object") {
+    return `{${Object.keys(value).sort().filter((k) => (value as Record<string, unknown>)[k] !== undefined).map((k) => `${JSON.stringify(k)}:${canonicalJson((value as Record<string, unknown>)[k])}`).join(",")}}`;
+  }
+  return JSON.stringify(value);
+}
+
+export function diffInputs<I extends object, O extends I>(kind: Kind<I, O>, olds: O, news: I): pulumi.dynamic.DiffResult {
+  const changed = Object.keys(kind.schema.shape).filter((key) => canonicalJson((olds as Record<string, unknown>)[key]) !== canonicalJson((news as Record<string, unknown>)[key]));
+  const replaces = changed.filter((key) => kind.replaceOn.some((r) => key === r));
+  const pending = kind.pendingChanges?.(olds, news) ?? [];
+  return {
+    changes: changed.length > 0 || pending.length > 0,
+    replaces,
+    // The replacement needs the same pins (and the same interface hook) as the original.
+    deleteBeforeReplace: replaces.length > 0,
+  };
+}
+
+export function dynamicProvider<I extends object, O extends I>(kind: Kind<I, O>): pulumi.dynamic.ResourceProvider {
+  return {
+    check: async (_olds, news) => checkInputs(kind.schema, news),
+    diff: async (_id, olds, news) => diffInputs(kind, olds as O, news as I),
+    create: async (inputs) => kind.create(inputs as I),
+    read: async (id, props) => {
+      const observed = await kind.read(id, props as O);
+      if (!observed) return { id: "", props: {} };
+      return { id, props: observed.outs, inputs: observed.inputs } as pulumi.dynamic.ReadResult;
+    },
+    update: async (id, olds, news) => ({ outs: await kind.update(id, olds as O, news as I) }),
+    delete: async (id, props) => kind.delete(id, props as O),
+  };
+}

@@ -1,0 +1,207 @@
+/**
+ * XdpFirewall on a host: create, read, update, delete. Entries change in place
+ * (maps written, never detached); a new BPF object is swapped in atomically
+ * against the same pinned maps; another program on the interface is never
+ * replaced.
+ */
+import { parsePrefix, prefixContains } from "../cidr";
+import type { Kind } from "../dynamicAdapter";
+import { packagedObject } from "../objects";
+import {
+  applyMapOperations,
+  attachXdp,
+  detachXdp,
+  dumpMaps,
+  HostPreconditionError,
+  loadProgram,
+  pathExists,
+  pinLayout,
+  pinnedProgram,
+  preflight,
+  removePins,
+  requireInterface,
+  requireProgramType,
+  uploadObject,
+  xdpAttachment,
+  type PinLayout,
+  type XdpAttachment,
+} from "../remote/bpfHost";
+import { hostLabel } from "../remote/hostSchema";
+import { sessionFor, type SshSession } from "../remote/ssh";
+import { sortedRecord } from "../validation";
+import { decodeDenyEntry, DENY_MAPS, STATS_MAP, sumCounters } from "./codec";
+import { denyOperations, planDeny } from "./plan";
+import { xdpFirewallSchema, type XdpFirewallInputs, type XdpFirewallOutputs } from "./schema";
+
+const KIND = "xdp-firewall";
+const OBJECT = "xdp_firewall";
+
+function firewallId(inputs: XdpFirewallInputs): string {
+  return `${hostLabel(inputs.host)}/${KIND}/${inputs.name}`;
+}
+
+async function connect(inputs: XdpFirewallInputs): Promise<{ session: SshSession; layout: PinLayout }> {
+  const session = await sessionFor(inputs.host, inputs.credentials);
+  return { session, layout: pinLayout(KIND, inputs.name) };
+}
+
+interface Observed {
+  deny: Record<string, "deny">;
+  programId: number;
+  programTag: string;
+  attachment: XdpAttachment | undefined;
+  counters: XdpFirewallOutputs["counters"];
+}
+
+/** What the host really has for this firewall, or undefined when its pins are gone. */
+async function observe(session: SshSession, layout: PinLayout, iface: string): Promise<Observed | undefined> {
+  const program = await pinnedProgram(session, layout.program);
+  if (!program) return undefined;
+  const pins = [...DENY_MAPS, STATS_MAP].map((m) => `${layout.maps}/${m}`);
+  const [dumps, attachment] = await Promise.all([dumpMaps(session, pins), xdpAttachment(session, iface).catch(() => undefined)]);
+  const entries: string[] = [];
+  for (const map of DENY_MAPS) {
+    for (const entry of dumps.get(`${layout.maps}/${map}`) ?? []) entries.push(decodeDenyEntry(map, entry.key));
+  }
+  const stats = dumps.get(`${layout.maps}/${STATS_MAP}`) ?? [];
+  const pass = sumCounters(stats[0]?.values ?? []);
+  const drop = sumCounters(stats[1]?.values ?? []);
+  return {
+    deny: sortedRecord(entries, "deny" as const),
+    programId: program.id,
+    programTag: program.tag,
+    attachment: attachment && attachment.programId === program.id ? attachment : undefined,
+    counters: { passPackets: pass.packets, passBytes: pass.bytes, dropPackets: drop.packets, dropBytes: drop.bytes },
+  };
+}
+
+function outputsOf(inputs: XdpFirewallInputs, observed: Observed, objectSha256: string): XdpFirewallOutputs {
+  return {
+    ...inputs,
+    deny: observed.deny,
+    attached: observed.attachment !== undefined,
+    objectSha256,
+    programId: observed.programId,
+    programTag: observed.programTag,
+    attachMode: observed.attachment?.mode ?? "detached",
+    counters: observed.counters,
+  };
+}
+
+/** Refuses to take over an interface whose XDP hook holds a program this resource did not attach. */
+async function claimInterface(session: SshSession, layout: PinLayout, iface: string): Promise<XdpAttachment | undefined> {
+  const attachment = await xdpAttachment(session, iface);
+  if (!attachment) return undefined;
+  const ours = await pinnedProgram(session, layout.program);
+  if (ours && ours.id === attachment.programId) return attachment;
+  throw new HostPreconditionError(
+    `${session.label}: interface ${iface} already has XDP program id ${attachment.programId} attached (${attachment.mode} mode), which this firewall did not attach. ` +
+      `bpfleet never replaces another program: detach it first (e.g. 'ip link set dev ${iface} xdp off') or pick another interface.`,
+  );
+}
+
+/** Refuses deny entries that would drop this provider's own SSH session. */
+async function guardManagementPath(session: SshSession, inputs: XdpFirewallInputs): Promise<void> {
+  if (!inputs.lockoutGuard || !inputs.attached) return;
+  const peer = await session.managementPeer();
+  if (!peer) return;
+  let address;
+  try {
+    address = parsePrefix(peer.replace(/^::ffff:/, ""));
+  } catch {
+    return;
+  }
+  const covering = Object.keys(inputs.deny).filter((entry) => prefixContains(parsePrefix(entry), address));
+  if (covering.length > 0) {
+    throw new HostPreconditionError(
+      `${session.label}: deny entr${covering.length === 1 ? "y" : "ies"} ${covering.join(", ")} would drop ${peer}, the address this provider's SSH session comes from, and lock the host out of management. ` +
+        `Remove the entry, or set lockoutGuard: false if another path manages this host. Nothing was changed.`,
+    );
+  }
+}
+
+/** Writes the difference between desired and observed entries; returns nothing when already equal. */
+async function syncEntries(session: SshSession, layout: PinLayout, desired: Record<string, string>, observed: Record<string, string>): Promise<void> {
+  const plan = planDeny(Object.keys(desired), Object.keys(observed));
+  await applyMapOperations(session, denyOperations(plan, (map) => `${layout.maps}/${map}`));
+}
+
+async function validateOnHost(session: SshSession, inputs: XdpFirewallInputs): Promise<void> {
+  await preflight(session);
+  await requireProgramType(session, "xdp");
+  await requireInterface(session, inputs.interface);
+  await guardManagementPath(session, inputs);
+}
+
+/**
+ * Brings the host to `inputs`. Used by create and update alike, so a half-finished
+ * earlier run (pins left, program not attached) converges on the next `up`.
+ */
+async function converge(inputs: XdpFirewallInputs, previousSha?: string): Promise<XdpFirewallOutputs> {
+  const { session, layout } = await connect(inputs);
+  await validateOnHost(session, inputs);
+  const attachment = await claimInterface(session, layout, inputs.interface);
+  const object = packagedObject(OBJECT);
+  const hadPins = await pathExists(session, layout.program);
+  const needsLoad = !hadPins || previousSha !== object.sha256;
+
+  let newProgram: string | undefined;
+  try {
+    if (needsLoad) newProgram = await loadProgram(session, layout, await uploadObject(session, object), "xdp");
+    const current = hadPins ? await observe(session, layout, inputs.interface) : undefined;
+    await syncEntries(session, layout, inputs.deny, current?.deny ?? {});
+    if (newProgram) {
+      if (inputs.attached) await attachXdp(session, inputs.interface, newProgram, inputs.mode, attachment);
+      await session.run(["mv", "-f", newProgram, layout.program]);
+    } else if (inputs.attached && !attachment) {
+      await attachXdp(session, inputs.interface, layout.program, inputs.mode);
+    }
+    if (!inputs.attached && attachment) await detachXdp(session, inputs.interface, attachment);
+  } catch (err) {
+    // Leave the host as it was: a fresh firewall that never attached is removed whole;
+    // an existing one keeps its program (the staged one is dropped).
+    if (!hadPins) await removePins(session, layout).catch(() => undefined);
+    else if (newProgram) await session.run(["rm", "-f", newProgram]).catch(() => undefined);
+    throw err;
+  }
+  const observed = await observe(session, layout, inputs.interface);
+  if (!observed) throw new Error(`${session.label}: the firewall's pins vanished right after it was applied`);
+  return outputsOf(inputs, observed, object.sha256);
+}
+
+export const xdpFirewallKind: Kind<XdpFirewallInputs, XdpFirewallOutputs> = {
+  kind: KIND,
+  schema: xdpFirewallSchema,
+  replaceOn: ["host", "interface", "name", "mode"],
+
+  pendingChanges(olds) {
+    const sha = packagedObject(OBJECT).sha256;
+    return olds.objectSha256 === sha ? [] : [`BPF object ${olds.objectSha256?.slice(0, 12)} -> ${sha.slice(0, 12)}`];
+  },
+
+  async create(inputs) {
+    return { id: firewallId(inputs), outs: await converge(inputs) };
+  },
+
+  async read(_id, olds) {
+    const { session, layout } = await connect(olds);
+    const observed = await observe(session, layout, olds.interface);
+    if (!observed) return undefined;
+    const outs = outputsOf(olds, observed, olds.objectSha256);
+    const { objectSha256: _sha, programId: _id2, programTag: _tag, attachMode: _mode, counters: _c, ...inputs } = outs;
+    return { outs, inputs };
+  },
+
+  async update(_id, olds, news) {
+    return converge(news, olds.objectSha256);
+  },
+
+  async delete(_id, olds) {
+    const { session, layout } = await connect(olds);
+    const program = await pinnedProgram(session, layout.program);
+    const attachment = await xdpAttachment(session, olds.interface).catch(() => undefined);
+    // Detach only what this firewall attached; whatever else is on the hook stays.
+    if (program && attachment?.programId === program.id) await detachXdp(session, olds.interface, attachment);
+    await removePins(session, layout);
+  },
+};

@@ -1,0 +1,2 @@
+export type { HostArgs, SshEndpointArgs } from "./host";
+export { XdpFirewall, type XdpFirewallArgs } from "./xdpFirewall";

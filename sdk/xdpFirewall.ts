@@ -1,0 +1,80 @@
+import * as pulumi from "@pulumi/pulumi";
+import { splitHost, type HostArgs } from "./host";
+
+export interface XdpFirewallArgs {
+  /** The host to install the firewall on. Changing it replaces the firewall. */
+  host: pulumi.Input<HostArgs>;
+  /** Interface whose ingress traffic is filtered, e.g. "eth0". Changing it replaces the firewall. */
+  interface: pulumi.Input<string>;
+  /**
+   * Source IPv4/IPv6 addresses and CIDR prefixes to drop. Order and duplicates do
+   * not matter; entries are kept in canonical form ("10.0.0.0/8", "2001:db8::/32",
+   * "192.0.2.9/32"). Changing the list rewrites only the entries that changed.
+   */
+  deny?: pulumi.Input<pulumi.Input<string>[]>;
+  /** "native" (driver), "generic" (skb) or "auto". Default "auto". Changing it replaces the firewall. */
+  mode?: pulumi.Input<"native" | "generic" | "auto">;
+  /** false loads the program and fills its maps without attaching it. Default true. */
+  attached?: pulumi.Input<boolean>;
+  /**
+   * Refuse deny entries that cover the address this provider's SSH session comes
+   * from (as the host sees it). Default true.
+   */
+  lockoutGuard?: pulumi.Input<boolean>;
+  /** Pin directory name under /sys/fs/bpf/bpfleet/xdp-firewall/. Default: the resource name. */
+  pinName?: pulumi.Input<string>;
+}
+
+// The provider object is serialized into the state. It stays a few lines that
+// load the implementation from the installed package (DESIGN.md, "The provider object").
+const provider: pulumi.dynamic.ResourceProvider = {
+  check: (olds, news) => require("bpfleet/provider/xdpFirewall/dynamic").provider.check(olds, news),
+  diff: (id, olds, news) => require("bpfleet/provider/xdpFirewall/dynamic").provider.diff(id, olds, news),
+  create: (inputs) => require("bpfleet/provider/xdpFirewall/dynamic").provider.create(inputs),
+  read: (id, props) => require("bpfleet/provider/xdpFirewall/dynamic").provider.read(id, props),
+  update: (id, olds, news) => require("bpfleet/provider/xdpFirewall/dynamic").provider.update(id, olds, news),
+  delete: (id, props) => require("bpfleet/provider/xdpFirewall/dynamic").provider.delete(id, props),
+};
+
+/** An XDP program that drops packets from denied source addresses on one interface of one host. */
+export class XdpFirewall extends pulumi.dynamic.Resource {
+  /** The deny entries really present in the host's maps (canonical CIDR → "deny"). */
+  declare public readonly deny: pulumi.Output<Record<string, "deny">>;
+  declare public readonly interface: pulumi.Output<string>;
+  declare public readonly attached: pulumi.Output<boolean>;
+  /** Kernel program id and tag of the loaded firewall. */
+  declare public readonly programId: pulumi.Output<number>;
+  declare public readonly programTag: pulumi.Output<string>;
+  /** sha256 of the BPF object that is loaded. */
+  declare public readonly objectSha256: pulumi.Output<string>;
+  /** "driver", "generic", or "detached". */
+  declare public readonly attachMode: pulumi.Output<string>;
+  /** Packets and bytes passed and dropped, summed over CPUs, as of the last create/update/refresh. */
+  declare public readonly counters: pulumi.Output<{ passPackets: number; passBytes: number; dropPackets: number; dropBytes: number }>;
+
+  constructor(name: string, args: XdpFirewallArgs, opts?: pulumi.CustomResourceOptions) {
+    const { host, credentials } = splitHost(args.host);
+    super(
+      provider,
+      name,
+      {
+        host,
+        credentials,
+        interface: args.interface,
+        name: args.pinName ?? name,
+        deny: args.deny ?? [],
+        mode: args.mode,
+        attached: args.attached,
+        lockoutGuard: args.lockoutGuard,
+        programId: undefined,
+        programTag: undefined,
+        objectSha256: undefined,
+        attachMode: undefined,
+        counters: undefined,
+      },
+      { ...opts, additionalSecretOutputs: [...(opts?.additionalSecretOutputs ?? []), "credentials"] },
+      "bpfleet",
+      "XdpFirewall",
+    );
+  }
+}

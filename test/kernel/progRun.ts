@@ -1,0 +1,251 @@
+/**
+ * Loads a BPF object into a private bpffs directory with bpftool and runs
+ * crafted packets through it with BPF_PROG_TEST_RUN (`bpftool prog run`).
+ *
+ * The same bpftool commands the provider runs on a host: `prog load ... pinmaps`,
+ * `map update`/`batch file`, `map lookup`. Every load owns a fresh directory
+ * /sys/fs/bpf/bpfleet-ktest-<pid>-<random>/; close() removes it, a process exit
+ * handler removes what close() did not, and the next load sweeps directories
+ * whose process is gone (a SIGKILLed run).
+ */
+import { execFile, execFileSync } from "node:child_process";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statfsSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { promisify } from "node:util";
+
+const run = promisify(execFile);
+
+export const REPO_ROOT = resolve(__dirname, "../..");
+export const OBJ_DIR = join(REPO_ROOT, "bpf/obj");
+export const BPFFS = "/sys/fs/bpf";
+const BPF_FS_MAGIC = 0xcafe4a11;
+const DIR_PREFIX = "bpfleet-ktest-";
+
+export const XDP = { ABORTED: 0, DROP: 1, PASS: 2, TX: 3, REDIRECT: 4 } as const;
+
+export function isRoot(): boolean {
+  return typeof process.getuid === "function" && process.getuid() === 0;
+}
+
+/** Why kernel tests cannot run here, or undefined when they can. */
+export function kernelTestsUnavailable(): string | undefined {
+  if (!isRoot()) return "kernel tests need root (BPF_PROG_LOAD, bpffs pins): run them as root";
+  return undefined;
+}
+
+async function sh(argv: string[], what: string): Promise<string> {
+  try {
+    const { stdout } = await run(argv[0]!, argv.slice(1), { maxBuffer: 256 * 1024 * 1024 });
+    return stdout;
+  } catch (e) {
+    const err = e as { stderr?: string; stdout?: string; message: string };
+    throw new Error(
+      `${what} failed: ${argv.join(" ")}\n${(err.stderr || err.stdout || err.message).trim()}`,
+    );
+  }
+}
+
+/** Runs `make -C bpf` so tests always see objects built from the current sources. */
+export async function buildObjects(): Promise<void> {
+  await sh(["make", "-s", "-C", join(REPO_ROOT, "bpf")], "building BPF objects");
+}
+
+export function objectPath(name: string): string {
+  return join(OBJ_DIR, `${name}.bpf.o`);
+}
+
+function ensureBpffs(): void {
+  if (statfsSync(BPFFS).type === BPF_FS_MAGIC) return;
+  // systemd mounts it at boot on most distributions; this VM boots without.
+  // bpftool itself would mount here too when asked to pin below it.
+  execFileSync("mount", ["-t", "bpf", "bpf", BPFFS], { stdio: "ignore" });
+  if (statfsSync(BPFFS).type !== BPF_FS_MAGIC) throw new Error(`${BPFFS} is not a bpffs and mounting one failed`);
+}
+
+const liveDirs = new Set<string>();
+process.once("exit", () => {
+  for (const dir of liveDirs) rmSync(dir, { recursive: true, force: true });
+});
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
+
+/** Removes pin directories left by test processes that no longer exist. */
+function sweepStaleDirs(): void {
+  for (const name of readdirSync(BPFFS)) {
+    const m = new RegExp(`^${DIR_PREFIX}(\\d+)-`).exec(name);
+    if (m && !pidAlive(Number(m[1]))) rmSync(join(BPFFS, name), { recursive: true, force: true });
+  }
+}
+
+export interface RunResult {
+  /** The program's return value (an XDP action or a TC verdict). */
+  retval: number;
+  /** Average nanoseconds per run, as measured by the kernel. */
+  durationNs: number;
+  /** The packet as the program left it. */
+  dataOut: Buffer;
+}
+
+export interface MapEntry {
+  key: Buffer;
+  value: Buffer;
+}
+
+export interface MapInfo {
+  id: number;
+  type: string;
+  name: string;
+  flags: number;
+  bytes_key: number;
+  bytes_value: number;
+  max_entries: number;
+}
+
+export interface ProgInfo {
+  id: number;
+  type: string;
+  name: string;
+  tag: string;
+  bytes_xlated: number;
+  jited: boolean;
+  map_ids: number[];
+}
+
+const hex = (b: Buffer) => [...b].map((x) => x.toString(16).padStart(2, "0")).join(" ");
+
+export class LoadedProgram {
+  private closed = false;
+
+  constructor(
+    /** The private bpffs directory holding everything of this load. */
+    readonly dir: string,
+    private readonly workDir: string,
+  ) {}
+
+  get progPin(): string {
+    return join(this.dir, "prog");
+  }
+
+  mapPin(name: string): string {
+    return join(this.dir, "maps", name);
+  }
+
+  mapNames(): string[] {
+    return readdirSync(join(this.dir, "maps")).sort();
+  }
+
+  async run(frame: Buffer, opts: { repeat?: number } = {}): Promise<RunResult> {
+    const tag = `${process.hrtime.bigint()}`;
+    const inFile = join(this.workDir, `in-${tag}`);
+    const outFile = join(this.workDir, `out-${tag}`);
+    writeFileSync(inFile, frame);
+    try {
+      const argv = ["bpftool", "-j", "prog", "run", "pinned", this.progPin, "data_in", inFile, "data_out", outFile];
+      // Room for programs that grow the packet (encapsulation).
+      argv.push("data_size_out", String(frame.length + 256));
+      if (opts.repeat && opts.repeat > 1) argv.push("repeat", String(opts.repeat));
+      const out = JSON.parse(await sh(argv, "BPF_PROG_TEST_RUN")) as { retval: number; duration: number };
+      return { retval: out.retval, durationNs: out.duration, dataOut: readFileSync(outFile) };
+    } finally {
+      rmSync(inFile, { force: true });
+      rmSync(outFile, { force: true });
+    }
+  }
+
+  /** Writes entries in one `bpftool batch` call, as the provider does. */
+  async updateMap(name: string, entries: MapEntry[]): Promise<void> {
+    await this.batch(entries.map((e) => `map update pinned ${this.mapPin(name)} key hex ${hex(e.key)} value hex ${hex(e.value)}`));
+  }
+
+  async deleteFromMap(name: string, keys: Buffer[]): Promise<void> {
+    await this.batch(keys.map((k) => `map delete pinned ${this.mapPin(name)} key hex ${hex(k)}`));
+  }
+
+  private async batch(lines: string[]): Promise<void> {
+    if (lines.length === 0) return;
+    const file = join(this.workDir, `batch-${process.hrtime.bigint()}`);
+    writeFileSync(file, lines.join("\n") + "\n");
+    try {
+      await sh(["bpftool", "batch", "file", file], "bpftool batch");
+    } finally {
+      rmSync(file, { force: true });
+    }
+  }
+
+  /** The value of `key` on every possible CPU of a per-CPU map. */
+  async lookupPerCpu(name: string, key: Buffer): Promise<Buffer[]> {
+    const out = JSON.parse(
+      await sh(["bpftool", "-j", "map", "lookup", "pinned", this.mapPin(name), "key", "hex", ...hex(key).split(" ")], "map lookup"),
+    ) as { values: { cpu: number; value: string[] }[] };
+    return out.values.map((v) => Buffer.from(v.value.map((x) => parseInt(x, 16))));
+  }
+
+  async mapInfo(name: string): Promise<MapInfo> {
+    return JSON.parse(await sh(["bpftool", "-j", "map", "show", "pinned", this.mapPin(name)], "map show")) as MapInfo;
+  }
+
+  async progInfo(): Promise<ProgInfo> {
+    return JSON.parse(await sh(["bpftool", "-j", "prog", "show", "pinned", this.progPin], "prog show")) as ProgInfo;
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    rmSync(this.dir, { recursive: true, force: true });
+    rmSync(this.workDir, { recursive: true, force: true });
+    liveDirs.delete(this.dir);
+    liveDirs.delete(this.workDir);
+  }
+}
+
+/**
+ * Loads `object` (one program) pinned at <dir>/prog with its maps under
+ * <dir>/maps/, exactly as `bpftool prog load OBJ PIN type TYPE pinmaps DIR`.
+ * A verifier rejection throws with bpftool's output, verifier log included.
+ */
+export async function loadProgram(object: string, type = "xdp"): Promise<LoadedProgram> {
+  if (!existsSync(object)) throw new Error(`${object} does not exist: run make -C bpf`);
+  ensureBpffs();
+  sweepStaleDirs();
+  const dir = mkdtempSync(join(BPFFS, `${DIR_PREFIX}${process.pid}-`));
+  const workDir = mkdtempSync(join(tmpdir(), `${DIR_PREFIX}${process.pid}-`));
+  liveDirs.add(dir);
+  liveDirs.add(workDir);
+  const prog = new LoadedProgram(dir, workDir);
+  try {
+    await sh(
+      ["bpftool", "prog", "load", object, prog.progPin, "type", type, "pinmaps", join(dir, "maps")],
+      `loading ${object}`,
+    );
+  } catch (e) {
+    prog.close();
+    throw e;
+  }
+  return prog;
+}
+
+/** Loads, hands the program to `fn`, and removes every pin afterwards, also on failure. */
+export async function withProgram<T>(object: string, fn: (p: LoadedProgram) => Promise<T>, type = "xdp"): Promise<T> {
+  const prog = await loadProgram(object, type);
+  try {
+    return await fn(prog);
+  } finally {
+    prog.close();
+  }
+}
+
+/** Sums a per-CPU array of { u64 packets; u64 bytes } counters. */
+export function sumCounters(perCpu: Buffer[]): { packets: bigint; bytes: bigint } {
+  return perCpu.reduce(
+    (acc, v) => ({ packets: acc.packets + v.readBigUInt64LE(0), bytes: acc.bytes + v.readBigUInt64LE(8) }),
+    { packets: 0n, bytes: 0n },
+  );
+}

@@ -236,9 +236,10 @@ EOF
 }
 
 # Start sshd for host NS in a private mount + UTS namespace, with a fresh bpffs
-# on /sys/fs/bpf, fresh /tmp and /var/tmp, and an /etc/hosts naming it. `ip netns exec` already remounts /sys
-# (so /sys/class/net shows this namespace); the extra unshare keeps our mounts
-# from leaking and pins from being visible to other hosts. Everything the sshd
+# on /sys/fs/bpf, fresh /tmp and /var/tmp, and an /etc/hosts naming it.
+# `ip netns exec` already remounts /sys (so /sys/class/net shows this
+# namespace); the extra unshare keeps our mounts from leaking and pins from
+# being visible to other hosts. Everything the sshd
 # forks (SSH sessions) inherits these namespaces, so pins made in one session
 # are seen by the next, for as long as this sshd lives. setsid + redirected
 # stdio detach it from the caller (a test runner waiting on our stdout would
@@ -424,14 +425,23 @@ write_lab_json() {
 
 # ---------------------------------------------------------------- down
 
+# Alive = exists and is not a zombie (an orphaned sshd is reaped by PID 1,
+# which may take its time; a zombie holds no namespace or socket).
+is_alive() {
+  local st
+  st=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) || return 1
+  [[ -n $st && $st != Z ]]
+}
+
 # TERM then KILL a set of pids, waiting for them to exit.
 kill_pids() {
   (($#)) || return 0
   kill -TERM "$@" 2>/dev/null || true
-  local i p alive
+  local i p
+  local -a alive=()
   for ((i = 0; i < 50; i++)); do
     alive=()
-    for p in "$@"; do [[ -d /proc/$p ]] && alive+=("$p"); done
+    for p in "$@"; do is_alive "$p" && alive+=("$p"); done
     ((${#alive[@]})) || return 0
     sleep 0.05
   done

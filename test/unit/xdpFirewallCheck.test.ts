@@ -1,0 +1,81 @@
+import { describe, expect, it } from "vitest";
+import { checkInputs, diffInputs, UNKNOWN } from "../../provider/dynamicAdapter";
+import { xdpFirewallKind } from "../../provider/xdpFirewall/lifecycle";
+import { xdpFirewallSchema } from "../../provider/xdpFirewall/schema";
+
+const valid = {
+  host: { address: "10.200.1.2", hostKey: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB" },
+  credentials: { privateKey: "-----BEGIN OPENSSH PRIVATE KEY-----" },
+  interface: "eth0",
+  name: "edge-fw",
+  deny: ["203.0.113.7/24", "2001:DB8::/32", "192.0.2.9", "192.0.2.9/32"],
+};
+
+describe("XdpFirewall check", () => {
+  it("canonicalises: network form, deduplicated, sorted, keyed by entry", () => {
+    const result = checkInputs(xdpFirewallSchema, valid);
+    expect(result.failures).toBeUndefined();
+    expect(result.inputs?.deny).toEqual({ "192.0.2.9/32": "deny", "203.0.113.0/24": "deny", "2001:db8::/32": "deny" });
+    expect(Object.keys(result.inputs?.deny)).toEqual(["192.0.2.9/32", "203.0.113.0/24", "2001:db8::/32"]);
+    expect(result.inputs).toMatchObject({ mode: "auto", attached: true, lockoutGuard: true, host: { port: 22, user: "root" } });
+  });
+
+  it("accepts the canonical object form it produced", () => {
+    const once = checkInputs(xdpFirewallSchema, valid).inputs!;
+    expect(checkInputs(xdpFirewallSchema, once).inputs).toEqual(once);
+  });
+
+  it.each([
+    [{ deny: ["10.0.0.0/33"] }, "deny[0]", /prefix length/],
+    [{ deny: ["10.0.0.1", "2001:db8::zz"] }, "deny[1]", /not an IPv4 or IPv6/],
+    [{ deny: ["300.1.1.1"] }, "deny[0]", /not an IPv4 or IPv6/],
+    [{ interface: "" }, "interface", /must not be empty/],
+    [{ interface: "eth0; rm -rf /" }, "interface", /only letters, digits/],
+    [{ interface: "$(reboot)" }, "interface", /only letters, digits/],
+    [{ interface: "averyveryverylongname0" }, "interface", /15 characters/],
+    [{ name: "../etc" }, "name", /only letters, digits/],
+    [{ mode: "fast" }, "mode", /./],
+    [{ host: { address: "10.0.0.1 -oProxyCommand=x" } }, "host.address", /IP address or a DNS name/],
+    [{ host: { address: "10.0.0.1", port: 70000 } }, "host.port", /./],
+    [{ host: { address: "10.0.0.1", hostKey: "not a key" } }, "host.hostKey", /ssh-ed25519/],
+    [{ host: { address: "10.0.0.1", user: "root;id" } }, "host.user", /Unix user name/],
+  ])("rejects %j naming %s", (patch, property, reason) => {
+    const result = checkInputs(xdpFirewallSchema, { ...valid, ...patch });
+    expect(result.inputs).toBeUndefined();
+    const failure = result.failures?.find((f) => f.property === property);
+    expect(failure, JSON.stringify(result.failures)).toBeDefined();
+    expect(failure!.reason).toMatch(reason);
+    expect(failure!.reason.startsWith(property)).toBe(true);
+  });
+
+  it("lets values that are unknown during preview through unchecked", () => {
+    const result = checkInputs(xdpFirewallSchema, { ...valid, host: { address: UNKNOWN }, deny: UNKNOWN });
+    expect(result.failures).toBeUndefined();
+    expect(result.inputs?.deny).toBe(UNKNOWN);
+    expect(result.inputs?.host).toEqual({ address: UNKNOWN });
+    expect(result.inputs?.interface).toBe("eth0");
+  });
+});
+
+describe("XdpFirewall diff", () => {
+  const olds = { ...checkInputs(xdpFirewallSchema, valid).inputs!, objectSha256: "x" } as never;
+  const base = checkInputs(xdpFirewallSchema, valid).inputs as never;
+
+  it("updates in place when only entries change", () => {
+    const news = checkInputs(xdpFirewallSchema, { ...valid, deny: ["10.0.0.0/8"] }).inputs as never;
+    const d = diffInputs(xdpFirewallKind, olds, news);
+    expect(d.changes).toBe(true);
+    expect(d.replaces).toEqual([]);
+  });
+
+  it("replaces when the interface or host changes", () => {
+    const news = checkInputs(xdpFirewallSchema, { ...valid, interface: "eth1" }).inputs as never;
+    expect(diffInputs(xdpFirewallKind, olds, news).replaces).toEqual(["interface"]);
+    const moved = checkInputs(xdpFirewallSchema, { ...valid, host: { ...valid.host, address: "10.200.1.3" } }).inputs as never;
+    expect(diffInputs(xdpFirewallKind, olds, moved)).toMatchObject({ replaces: ["host"], deleteBeforeReplace: true });
+  });
+
+  it("reports a pending object upgrade even with equal inputs", () => {
+    expect(diffInputs(xdpFirewallKind, olds, base).changes).toBe(true);
+  });
+});

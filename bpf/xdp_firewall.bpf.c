@@ -1,12 +1,13 @@
 /* XDP firewall: drop packets whose IPv4/IPv6 source address is denied, by exact
  * address (hash maps) or by prefix (LPM tries); pass everything else.
  *
- * What cannot be parsed passes. A firewall that drops what it cannot parse
- * also drops ARP, IPv6 neighbour discovery behind unusual encapsulations and
- * anything with a third VLAN tag, and would lock the host out of its own
- * network. Truncated or malformed IP headers (ihl < 5, header longer than the
- * frame) are dropped by the kernel's IP input path anyway (ip_rcv_core,
- * ipv6_rcv), so passing them opens no way in.
+ * What cannot be parsed passes. Dropping the unparseable would also drop ARP
+ * and anything behind a third VLAN tag or an encapsulation we do not know,
+ * and lock the host out of its own network. Malformed IP headers (wrong
+ * version, ihl < 5, header longer than the frame) are discarded by the
+ * kernel's own input path (ip_rcv_core, ipv6_rcv) before any socket sees them,
+ * so passing them opens no way in to this host. (A bridge without
+ * br_netfilter would forward them: this program guards the host.)
  *
  * Maps are not pinned by name: the provider pins them per resource with
  * `bpftool prog load ... pinmaps <dir>`, so two firewalls never share a map. */

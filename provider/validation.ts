@@ -12,12 +12,15 @@ export const interfaceName = z
   .regex(/^[A-Za-z0-9][A-Za-z0-9_.-]*$/, "must start with a letter or digit and contain only letters, digits, '_', '.' and '-'")
   .refine((name) => name !== "." && name !== "..", "must not be '.' or '..'");
 
-/** The per-resource pin directory name under /sys/fs/bpf/bpfleet/<kind>/. */
+/**
+ * The per-resource pin directory name under /sys/fs/bpf/bpfleet/<kind>/. bpffs
+ * refuses names containing '.', so a dot is rejected here, before any host is touched.
+ */
 export const pinName = z
   .string()
   .min(1, "must not be empty")
   .max(64, "must be at most 64 characters")
-  .regex(/^[A-Za-z0-9][A-Za-z0-9_.-]*$/, "must start with a letter or digit and contain only letters, digits, '_', '.' and '-'");
+  .regex(/^[A-Za-z0-9][A-Za-z0-9_-]*$/, "must start with a letter or digit and contain only letters, digits, '_' and '-' (bpffs refuses '.')");
 
 /** An IPv4/IPv6 address or CIDR prefix, turned into canonical text (network address, prefix length). */
 export const cidr = z.string().transform((text, ctx) => {

@@ -153,8 +153,8 @@ rmdir "$1"
  */
 export async function loadProgram(session: SshSession, layout: PinLayout, objectPath: string, type: "xdp" | "tc"): Promise<string> {
   const existing = await listPins(session, layout.maps);
-  const staged = `${layout.dir}/maps.staged`;
-  const newPin = `${layout.program}.new`;
+  const staged = `${layout.dir}/maps_staged`;
+  const newPin = `${layout.program}_new`;
   const reuse = existing.flatMap((name) => ["map", "name", name, "pinned", `${layout.maps}/${name}`]);
   await session.run([
     ["mkdir", "-p", layout.maps],

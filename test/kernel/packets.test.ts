@@ -71,9 +71,9 @@ describe("builders", () => {
   it("notices a corrupted byte", () => {
     const frame = ethernet({ etherType: ETH_P.IP, payload: ipv4({ src: "192.0.2.1", dst: "198.51.100.2", payload: tcp({ srcPort: 1, dstPort: 2, payload: Buffer.from("x") }) }) });
     const bad = Buffer.from(frame);
-    bad[bad.length - 1] ^= 0xff;
+    bad.writeUInt8(bad.readUInt8(bad.length - 1) ^ 0xff, bad.length - 1);
     expect(checksumsValid(bad)).toEqual({ ipv4Header: true, l4: false });
-    bad[14 + 8] ^= 0x01; // TTL
+    bad.writeUInt8(bad.readUInt8(14 + 8) ^ 0x01, 14 + 8); // TTL
     expect(checksumsValid(bad).ipv4Header).toBe(false);
   });
 });

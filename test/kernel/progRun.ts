@@ -180,6 +180,16 @@ export class LoadedProgram {
     }
   }
 
+  /** Every entry of a (non-per-CPU) map, as raw bytes. */
+  async dumpMap(name: string): Promise<MapEntry[]> {
+    const out = JSON.parse(await sh(["bpftool", "-j", "map", "dump", "pinned", this.mapPin(name)], "map dump")) as {
+      key: string[];
+      value: string[];
+    }[];
+    const bytes = (h: string[]) => Buffer.from(h.map((x) => parseInt(x, 16)));
+    return out.map((e) => ({ key: bytes(e.key), value: bytes(e.value) }));
+  }
+
   /** The value of `key` on every possible CPU of a per-CPU map. */
   async lookupPerCpu(name: string, key: Buffer): Promise<Buffer[]> {
     const out = JSON.parse(

@@ -34,6 +34,7 @@ describe("XdpFirewall check", () => {
     [{ interface: "$(reboot)" }, "interface", /only letters, digits/],
     [{ interface: "averyveryverylongname0" }, "interface", /15 characters/],
     [{ name: "../etc" }, "name", /only letters, digits/],
+    [{ name: "edge.fw" }, "name", /bpffs refuses/],
     [{ mode: "fast" }, "mode", /./],
     [{ host: { address: "10.0.0.1 -oProxyCommand=x" } }, "host.address", /IP address or a DNS name/],
     [{ host: { address: "10.0.0.1", port: 70000 } }, "host.port", /./],

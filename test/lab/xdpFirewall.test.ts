@@ -1,0 +1,200 @@
+// XdpFirewall's lifecycle against real hosts: real sshd, real kernel, real packets.
+// The provider is driven directly here; test/e2e drives it through the Pulumi CLI.
+import { readFileSync } from "node:fs";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { checkInputs } from "../../provider/dynamicAdapter";
+import { packagedObject } from "../../provider/objects";
+import { closeAllSessions } from "../../provider/remote/ssh";
+import { xdpFirewallKind as firewall } from "../../provider/xdpFirewall/lifecycle";
+import { xdpFirewallSchema, type XdpFirewallInputs, type XdpFirewallOutputs } from "../../provider/xdpFirewall/schema";
+import { createLab, type Lab, type LabHost } from "./lab";
+import { pingReaches, udpReaches } from "./traffic";
+
+let lab: Lab;
+let privateKey: string;
+
+function inputs(host: LabHost, patch: Record<string, unknown> = {}): XdpFirewallInputs {
+  const result = checkInputs(xdpFirewallSchema, {
+    host: { address: host.address, hostKey: host.hostKey, connectTimeoutMs: 3000, commandTimeoutMs: 60_000 },
+    credentials: { privateKey },
+    interface: "eth0",
+    name: "fw",
+    deny: [],
+    ...patch,
+  });
+  if (!result.inputs) throw new Error(JSON.stringify(result.failures));
+  return result.inputs as XdpFirewallInputs;
+}
+
+async function pinsOn(host: LabHost): Promise<string> {
+  const r = await lab.inHost(host, ["sh", "-c", "ls -R /sys/fs/bpf/bpfleet 2>/dev/null || true"]);
+  return String(r.stdout).trim();
+}
+
+async function xdpOn(host: LabHost): Promise<string> {
+  const r = await lab.inHost(host, ["bpftool", "-j", "net", "show", "dev", "eth0"]);
+  return JSON.stringify(JSON.parse(String(r.stdout))[0].xdp);
+}
+
+beforeAll(async () => {
+  lab = await createLab("fwlab", { hosts: 2, clients: 2 });
+  privateKey = readFileSync(lab.privateKeyPath, "utf8");
+});
+
+afterAll(async () => {
+  closeAllSessions();
+  await lab?.destroy();
+});
+
+describe("XdpFirewall on a lab host", () => {
+  let created: { id: string; outs: XdpFirewallOutputs };
+
+  it("create: drops denied sources (v4 and v6, exact and prefix) and passes others", async () => {
+    const [h1, h2] = lab.hosts as [LabHost, LabHost];
+    const [c1, c2] = lab.clients;
+    created = await firewall.create(inputs(h1, { deny: [c1!.address, `${c1!.address6}`, "203.0.113.0/24"] }));
+    expect(created.id).toBe(`root@${h1.address}/xdp-firewall/fw`);
+    expect(Object.keys(created.outs.deny).sort()).toEqual([`${c1!.address}/32`, `${c1!.address6}/128`, "203.0.113.0/24"].sort());
+    expect(created.outs.attachMode).not.toBe("detached");
+
+    expect(await pingReaches(lab, c1!, h1.address)).toBe(false);
+    expect(await pingReaches(lab, c1!, h1.address6)).toBe(false);
+    expect(await udpReaches(lab, c1!, h1, h1.address)).toBe(false);
+    expect(await pingReaches(lab, c2!, h1.address)).toBe(true);
+    expect(await pingReaches(lab, c2!, h1.address6)).toBe(true);
+    expect(await udpReaches(lab, c2!, h1, h1.address)).toBe(true);
+    // The other host is another machine: nothing changed there.
+    expect(await pingReaches(lab, c1!, h2.address)).toBe(true);
+    expect(await pinsOn(h2)).toBe("");
+  });
+
+  it("read: reports entries, attachment and counters that moved", async () => {
+    const read = await firewall.read(created.id, created.outs);
+    expect(read?.outs.programId).toBe(created.outs.programId);
+    expect(read?.outs.counters.dropPackets).toBeGreaterThan(0);
+    expect(read?.outs.counters.passPackets).toBeGreaterThan(0);
+    expect(read?.inputs.deny).toEqual(created.outs.deny);
+  });
+
+  it("update: rewrites only changed entries in place, without detaching", async () => {
+    const h1 = lab.hosts[0]!;
+    const c1 = lab.clients[0]!;
+    const news = inputs(h1, { deny: [c1.address, "198.51.100.0/24"] });
+    const outs = await firewall.update(created.id, created.outs, news);
+    expect(outs.programId).toBe(created.outs.programId);
+    expect(Object.keys(outs.deny)).toEqual([`${c1.address}/32`, "198.51.100.0/24"]);
+    expect(await pingReaches(lab, c1, h1.address)).toBe(false);
+    expect(await pingReaches(lab, c1, h1.address6)).toBe(true);
+    created = { id: created.id, outs };
+  });
+
+  it("read: an entry added by hand with bpftool shows up as drift", async () => {
+    const h1 = lab.hosts[0]!;
+    await lab.inHost(h1, ["bpftool", "map", "update", "pinned", "/sys/fs/bpf/bpfleet/xdp-firewall/fw/maps/deny_v4_exact", "key", "192", "0", "2", "77", "value", "1"]);
+    const read = await firewall.read(created.id, created.outs);
+    expect(Object.keys(read!.inputs.deny)).toContain("192.0.2.77/32");
+    // The next update restores what the program declares.
+    const outs = await firewall.update(created.id, read!.outs, inputs(h1, { deny: Object.keys(created.outs.deny) }));
+    expect(Object.keys(outs.deny)).not.toContain("192.0.2.77/32");
+  });
+
+  it("update: a new BPF object is swapped in atomically against the same maps", async () => {
+    const h1 = lab.hosts[0]!;
+    const c1 = lab.clients[0]!;
+    const mapIdsBefore = await lab.inHost(h1, ["bpftool", "-j", "map", "show", "pinned", "/sys/fs/bpf/bpfleet/xdp-firewall/fw/maps/deny_v4_exact"]);
+    const stale = { ...created.outs, objectSha256: "0".repeat(64) };
+    const outs = await firewall.update(created.id, stale, inputs(h1, { deny: Object.keys(created.outs.deny) }));
+    expect(outs.programId).not.toBe(created.outs.programId);
+    expect(outs.objectSha256).toBe(packagedObject("xdp_firewall").sha256);
+    expect(outs.attachMode).toBe(created.outs.attachMode);
+    const mapIdsAfter = await lab.inHost(h1, ["bpftool", "-j", "map", "show", "pinned", "/sys/fs/bpf/bpfleet/xdp-firewall/fw/maps/deny_v4_exact"]);
+    expect(JSON.parse(String(mapIdsAfter.stdout)).id).toBe(JSON.parse(String(mapIdsBefore.stdout)).id);
+    expect(await pingReaches(lab, c1, h1.address)).toBe(false);
+    expect(await pinsOn(h1)).not.toMatch(/prog_new|maps_staged/);
+    created = { id: created.id, outs };
+  });
+
+  it("refuses a deny entry covering the provider's own SSH address, changing nothing", async () => {
+    const h1 = lab.hosts[0]!;
+    const before = await firewall.read(created.id, created.outs);
+    await expect(firewall.update(created.id, created.outs, inputs(h1, { deny: [`${lab.gateway4}/24`] }))).rejects.toThrow(/lock the host out/);
+    const after = await firewall.read(created.id, created.outs);
+    expect(after!.outs.deny).toEqual(before!.outs.deny);
+  });
+
+  it("delete: detaches and removes its pins; deleting again succeeds", async () => {
+    const h1 = lab.hosts[0]!;
+    await firewall.delete(created.id, created.outs);
+    expect(await pinsOn(h1)).not.toContain("fw");
+    expect(await xdpOn(h1)).toBe("[]");
+    expect(await pingReaches(lab, lab.clients[0]!, h1.address)).toBe(true);
+    await firewall.delete(created.id, created.outs);
+    expect(await firewall.read(created.id, created.outs)).toBeUndefined();
+  });
+});
+
+describe("XdpFirewall refuses, and leaves every host as it was", () => {
+  async function expectUntouched(): Promise<void> {
+    for (const host of lab.hosts) {
+      expect(await pinsOn(host)).not.toMatch(/fw|bad/);
+    }
+  }
+
+  it("an interface that does not exist on the host", async () => {
+    await expect(firewall.create(inputs(lab.hosts[0]!, { interface: "eth9", name: "bad" }))).rejects.toThrow(/interface "eth9" does not exist on the host \(it has: .*eth0/);
+    await expectUntouched();
+  });
+
+  it("an unreachable host", async () => {
+    const host = { ...lab.hosts[0]!, address: lab.subnet4.replace(/0\/24$/, "250") };
+    await expect(firewall.create(inputs(host, { name: "bad" }))).rejects.toThrow(/cannot connect over SSH/);
+    await expectUntouched();
+  });
+
+  it("a host presenting a different host key than the one pinned", async () => {
+    const [h1, h2] = lab.hosts as [LabHost, LabHost];
+    await expect(firewall.create(inputs({ ...h1, hostKey: h2.hostKey }, { name: "bad" }))).rejects.toThrow(/host key verification failed/);
+    await expectUntouched();
+  });
+
+  it("an XDP program it did not attach", async () => {
+    const h2 = lab.hosts[1]!;
+    const empty = packagedObject("empty_xdp").path;
+    await lab.inHost(h2, ["ip", "link", "set", "dev", "eth0", "xdpgeneric", "obj", empty, "sec", "xdp"]);
+    try {
+      await expect(firewall.create(inputs(h2, { name: "bad" }))).rejects.toThrow(/already has XDP program id \d+ attached .*did not attach/);
+      expect(await xdpOn(h2)).toMatch(/"mode":"generic"/);
+      await expectUntouched();
+    } finally {
+      await lab.inHost(h2, ["ip", "link", "set", "dev", "eth0", "xdpgeneric", "off"]);
+    }
+  });
+});
+
+describe("XdpFirewall convergence", () => {
+  it("a create that finds its own leftover pins (an earlier run died) adopts them", async () => {
+    const h2 = lab.hosts[1]!;
+    const c1 = lab.clients[0]!;
+    // A staged firewall stands for the half-done work of a run whose state was lost.
+    const staged = await firewall.create(inputs(h2, { deny: ["192.0.2.1"], attached: false }));
+    expect(staged.outs.attachMode).toBe("detached");
+    expect(await pingReaches(lab, c1, h2.address)).toBe(true);
+    const again = await firewall.create(inputs(h2, { deny: [c1.address] }));
+    expect(Object.keys(again.outs.deny)).toEqual([`${c1.address}/32`]);
+    expect(again.outs.attachMode).not.toBe("detached");
+    expect(await pingReaches(lab, c1, h2.address)).toBe(false);
+    await firewall.delete(again.id, again.outs);
+    expect(await pinsOn(h2)).not.toContain("fw");
+  });
+
+  it("works as a non-root user through sudo", async () => {
+    const h2 = lab.hosts[1]!;
+    const base = inputs(h2, { deny: ["192.0.2.1"] });
+    const viaSudo = { ...base, host: { ...base.host, user: lab.sudoUser } };
+    const made = await firewall.create(viaSudo);
+    expect(made.id).toBe(`${lab.sudoUser}@${h2.address}/xdp-firewall/fw`);
+    expect(await pinsOn(h2)).toContain("deny_v4_exact");
+    await firewall.delete(made.id, made.outs);
+    expect(await pinsOn(h2)).not.toContain("fw");
+  });
+});

@@ -279,7 +279,17 @@ export async function dumpMaps(session: SshSession, pins: readonly string[]): Pr
   return dumps;
 }
 
+// When the last bpfleet resource leaves a host, the pin root and the object cache
+// go too, so that a destroyed stack leaves the host as it found it.
+const REMOVE_PINS_SCRIPT = `
+rm -rf -- "$1"
+rmdir -- "$2" 2>/dev/null
+if rmdir -- "$3" 2>/dev/null; then rm -rf -- "$4"; fi
+exit 0
+`;
+
 /** Removes a resource's pin directory (programs and maps); absent is fine. */
 export async function removePins(session: SshSession, layout: PinLayout): Promise<void> {
-  await session.run(["rm", "-rf", "--", layout.dir]);
+  const kindDir = layout.dir.slice(0, layout.dir.lastIndexOf("/"));
+  await session.runScript(REMOVE_PINS_SCRIPT, [layout.dir, kindDir, PIN_ROOT, OBJECT_DIR.replace(/\/objects$/, "")]);
 }

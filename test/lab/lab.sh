@@ -10,16 +10,18 @@
 #   lab.sh up NAME --hosts N [--clients M]   create (after cleaning) lab NAME; prints lab.json path
 #   lab.sh down NAME                         remove everything lab NAME made (idempotent)
 #   lab.sh down-all                          remove every lab (CI cleanup)
+#   lab.sh list                              names of the labs present
 #
 # Naming: everything is "bfl<NAME>-<role>" so one lab's names never prefix
 # another's (NAME has no '-'): bridge bfl<NAME>-br, namespaces and root-side
 # veths bfl<NAME>-h<i> / bfl<NAME>-c<j>. Interface names must be <= 15 chars,
-# hence NAME <= 7 chars and at most 999 hosts/clients.
+# hence NAME <= 7 chars; at most 100 hosts and 50 clients (see addresses).
 #
 # Addresses: 10.200.<k>.0/24 and fd00:bf:<k>::/64, k derived from NAME (the
 # next free k is taken if another lab already uses it). Gateway (bridge) .1,
-# host i .(10+i), client j .(200+j). Nothing is routed anywhere else: the
-# bridge has no uplink and namespaces get no default route.
+# host i .(10+i) and fd00:bf:<k>::(10+i), client j .(200+j) and ::(200+j).
+# Nothing is routed anywhere else: the bridge has no uplink and namespaces get
+# no default route.
 set -euo pipefail
 
 readonly LAB_ROOT=/run/bpfleet-lab
@@ -236,7 +238,9 @@ EOF
 }
 
 # Start sshd for host NS in a private mount + UTS namespace, with a fresh bpffs
-# on /sys/fs/bpf, fresh /tmp and /var/tmp, and an /etc/hosts naming it.
+# on /sys/fs/bpf, fresh /tmp, /var/tmp and /var/lib/bpfleet (the provider's
+# object cache: shared, it would hide uploads from every host but the first),
+# and an /etc/hosts naming it.
 # `ip netns exec` already remounts /sys (so /sys/class/net shows this
 # namespace); the extra unshare keeps our mounts from leaking and pins from
 # being visible to other hosts. Everything the sshd
@@ -254,6 +258,8 @@ start_sshd() {
       mount -t bpf bpf /sys/fs/bpf
       mount -t tmpfs -o mode=1777 tmpfs /tmp
       mount -t tmpfs -o mode=1777 tmpfs /var/tmp
+      mkdir -p /var/lib/bpfleet
+      mount -t tmpfs -o mode=0755 tmpfs /var/lib/bpfleet
       hostname "$1"
       mount --bind "$5" /etc/hosts
       exec "$2" -D -f "$3" -E "$4"' \
@@ -288,6 +294,9 @@ wait_login() {
   local dir=$1 addr=$2 i
   local -a opts
   mapfile -t opts < <(ssh_opts "$dir")
+  # The default post-quantum kex costs ~0.2 s of CPU per login here; the
+  # readiness probe does not need it (the host key is checked all the same).
+  opts+=(-o KexAlgorithms=curve25519-sha256)
   for ((i = 0; i < 100; i++)); do
     ssh "${opts[@]}" "root@$addr" true </dev/null 2>/dev/null && return 0
     sleep 0.1
@@ -298,6 +307,14 @@ wait_login() {
 }
 
 # ---------------------------------------------------------------- up
+
+on_up_exit() {
+  local rc=$?
+  if ((rc != 0)) && [[ -z ${BPFLEET_LAB_KEEP:-} ]]; then
+    log "up failed; removing lab $1 (set BPFLEET_LAB_KEEP=1 to keep it for debugging)"
+    cmd_down "$1" || true
+  fi
+}
 
 cmd_up() {
   local name="" hosts="" clients=0
@@ -318,7 +335,10 @@ cmd_up() {
   # Clean whatever an earlier (crashed) run of this lab left, and on failure
   # clean what we made unless asked to keep it for debugging.
   cmd_down "$name"
-  trap 'rc=$?; if ((rc != 0)) && [[ -z ${BPFLEET_LAB_KEEP:-} ]]; then log "up failed; cleaning lab $name"; cmd_down "$name" || true; fi' EXIT
+  # (The trap runs after cmd_up's locals are gone: bake the name in; it is
+  # validated [a-z0-9] so this is safe.)
+  # shellcheck disable=SC2064
+  trap "on_up_exit $name" EXIT
 
   local dir br="$PREFIX$name-br" k i
   dir=$(lab_dir "$name")
@@ -493,19 +513,23 @@ cmd_down() {
   [[ -z $left ]] || die "lab $name: could not remove: $left"
 }
 
-cmd_down_all() {
-  local -a names=()
-  local n
-  mapfile -t names < <(
+# Every lab that has a namespace, link or directory on this machine.
+cmd_list() {
+  {
     {
       ip netns list 2>/dev/null | awk '{print $1}'
       ip -o link show 2>/dev/null | awk -F': ' '{print $2}' | cut -d@ -f1
     } | sed -nE "s/^${PREFIX}([a-z0-9]{1,7})-(br|[hc][0-9]+)\$/\\1/p"
     if [[ -d $LAB_ROOT ]]; then
-      find "$LAB_ROOT" -mindepth 1 -maxdepth 1 -type d -printf '%f\n' | grep -E '^[a-z0-9]{1,7}$'
+      find "$LAB_ROOT" -mindepth 1 -maxdepth 1 -type d -printf '%f\n' | grep -E '^[a-z0-9]{1,7}$' || true
     fi
-  )
-  mapfile -t names < <(printf '%s\n' "${names[@]}" | grep . | sort -u)
+  } | sort -u
+}
+
+cmd_down_all() {
+  local -a names=()
+  local n
+  mapfile -t names < <(cmd_list)
   for n in "${names[@]}"; do
     log "removing lab $n"
     cmd_down "$n"
@@ -528,6 +552,7 @@ main() {
     up) cmd_up "$@" ;;
     down) ((EUID == 0)) || die "must run as root"; cmd_down "$@" ;;
     down-all) ((EUID == 0)) || die "must run as root"; cmd_down_all ;;
+    list) cmd_list ;;
     -h | --help | help) usage ;;
     *) usage ;;
   esac

@@ -73,7 +73,7 @@ WORK="$(mktemp -d "${CACHE_ROOT}/pulumi/.build.XXXXXX")"
 trap 'rm -rf "$WORK"' EXIT
 mkdir -p "$WORK/bin"
 
-log "building pulumi v${PULUMI_CLI_VERSION} (cold build takes ~10 min on 2 cores)"
+log "building pulumi v${PULUMI_CLI_VERSION} (cold: about 4-6 min on 2 cores, module downloads included)"
 
 # --- the CLI -----------------------------------------------------------------
 CLI_DIR="$WORK/cli"

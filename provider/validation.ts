@@ -1,6 +1,6 @@
 /** Input rules shared by every resource kind. */
 import { z } from "zod";
-import { canonicalPrefix, CidrError } from "./cidr";
+import { canonicalPrefix, CidrError, parsePrefix } from "./cidr";
 
 // The kernel accepts any name under 16 bytes without '/', ':' or white space; we
 // accept the subset that Linux tooling produces, so a name can never be read as
@@ -44,9 +44,11 @@ export function cidrSet<V extends string>(value: V, maxEntries: number) {
       const texts = Array.isArray(raw) ? raw : Object.keys(raw);
       const canonical = new Set<string>();
       texts.forEach((text, index) => {
-        const parsed = cidr.safeParse(text);
-        if (parsed.success) canonical.add(parsed.data);
-        else ctx.addIssue({ code: "custom", path: Array.isArray(raw) ? [index] : [text], message: parsed.error.issues[0]?.message ?? "invalid" });
+        try {
+          canonical.add(canonicalPrefix(text));
+        } catch (err) {
+          ctx.addIssue({ code: "custom", path: Array.isArray(raw) ? [index] : [text], message: err instanceof CidrError ? err.message : String(err) });
+        }
       });
       if (canonical.size > maxEntries) {
         ctx.addIssue({ code: "custom", message: `has ${canonical.size} entries; the map holds at most ${maxEntries}` });
@@ -57,14 +59,20 @@ export function cidrSet<V extends string>(value: V, maxEntries: number) {
 
 export function sortedRecord<V>(keys: string[], value: V): Record<string, V> {
   const out: Record<string, V> = {};
-  for (const key of [...keys].sort(compareCidrText)) out[key] = value;
+  for (const key of sortCidrs(keys)) out[key] = value;
   return out;
 }
 
-function compareCidrText(a: string, b: string): number {
-  // IPv4 before IPv6, then numerically, so previews list entries in a natural order.
-  const va = a.includes(":") ? 1 : 0;
-  const vb = b.includes(":") ? 1 : 0;
-  if (va !== vb) return va - vb;
-  return a.localeCompare(b, "en", { numeric: true });
+/**
+ * IPv4 before IPv6, then by address bytes, then by prefix length, so previews list
+ * entries in a natural order. Decorate-sort-undecorate: one parse per entry, so a
+ * 100k-entry list sorts in milliseconds.
+ */
+function sortCidrs(keys: string[]): string[] {
+  const decorated = keys.map((key) => {
+    const prefix = parsePrefix(key);
+    return { key, sortKey: `${prefix.family}${Buffer.from(prefix.bytes).toString("hex")}${String(prefix.prefixLength).padStart(3, "0")}` };
+  });
+  decorated.sort((a, b) => (a.sortKey < b.sortKey ? -1 : a.sortKey > b.sortKey ? 1 : 0));
+  return decorated.map((d) => d.key);
 }

@@ -45,34 +45,48 @@ async function connect(inputs: XdpFirewallInputs): Promise<{ session: SshSession
   return { session, layout: pinLayout(KIND, inputs.name) };
 }
 
-interface Observed {
-  deny: Record<string, "deny">;
+interface ObservedProgram {
   programId: number;
   programTag: string;
   attachment: XdpAttachment | undefined;
   counters: XdpFirewallOutputs["counters"];
 }
 
-/** What the host really has for this firewall, or undefined when its pins are gone. */
-async function observe(session: SshSession, layout: PinLayout, iface: string): Promise<Observed | undefined> {
+interface Observed extends ObservedProgram {
+  deny: Record<string, "deny">;
+}
+
+/** The loaded program, its attachment and counters, or undefined when the firewall's pins are gone. */
+async function observeProgram(session: SshSession, layout: PinLayout, iface: string): Promise<ObservedProgram | undefined> {
   const program = await pinnedProgram(session, layout.program);
   if (!program) return undefined;
-  const pins = [...DENY_MAPS, STATS_MAP].map((m) => `${layout.maps}/${m}`);
-  const [dumps, attachment] = await Promise.all([dumpMaps(session, pins), xdpAttachment(session, iface).catch(() => undefined)]);
-  const entries: string[] = [];
-  for (const map of DENY_MAPS) {
-    for (const entry of dumps.get(`${layout.maps}/${map}`) ?? []) entries.push(decodeDenyEntry(map, entry.key));
-  }
-  const stats = dumps.get(`${layout.maps}/${STATS_MAP}`) ?? [];
+  const statsPin = `${layout.maps}/${STATS_MAP}`;
+  const [dumps, attachment] = await Promise.all([dumpMaps(session, [statsPin]), xdpAttachment(session, iface).catch(() => undefined)]);
+  const stats = dumps.get(statsPin) ?? [];
   const pass = sumCounters(stats[0]?.values ?? []);
   const drop = sumCounters(stats[1]?.values ?? []);
   return {
-    deny: sortedRecord(entries, "deny" as const),
     programId: program.id,
     programTag: program.tag,
     attachment: attachment && attachment.programId === program.id ? attachment : undefined,
     counters: { passPackets: pass.packets, passBytes: pass.bytes, dropPackets: drop.packets, dropBytes: drop.bytes },
   };
+}
+
+/** The deny entries really in the host's maps. */
+async function observeEntries(session: SshSession, layout: PinLayout): Promise<Record<string, "deny">> {
+  const dumps = await dumpMaps(session, DENY_MAPS.map((m) => `${layout.maps}/${m}`));
+  const entries: string[] = [];
+  for (const map of DENY_MAPS) {
+    for (const entry of dumps.get(`${layout.maps}/${map}`) ?? []) entries.push(decodeDenyEntry(map, entry.key));
+  }
+  return sortedRecord(entries, "deny" as const);
+}
+
+/** Everything `read` reports, or undefined when the firewall is gone from the host. */
+async function observe(session: SshSession, layout: PinLayout, iface: string): Promise<Observed | undefined> {
+  const program = await observeProgram(session, layout, iface);
+  return program && { ...program, deny: await observeEntries(session, layout) };
 }
 
 function outputsOf(inputs: XdpFirewallInputs, observed: Observed, objectSha256: string): XdpFirewallOutputs {
@@ -148,8 +162,7 @@ async function converge(inputs: XdpFirewallInputs, previousSha?: string): Promis
   let newProgram: string | undefined;
   try {
     if (needsLoad) newProgram = await loadProgram(session, layout, await uploadObject(session, object), "xdp");
-    const current = hadPins ? await observe(session, layout, inputs.interface) : undefined;
-    await syncEntries(session, layout, inputs.deny, current?.deny ?? {});
+    await syncEntries(session, layout, inputs.deny, hadPins ? await observeEntries(session, layout) : {});
     if (newProgram) {
       if (inputs.attached) await attachXdp(session, inputs.interface, newProgram, inputs.mode, attachment);
       await session.run(["mv", "-f", newProgram, layout.program]);
@@ -164,9 +177,11 @@ async function converge(inputs: XdpFirewallInputs, previousSha?: string): Promis
     else if (newProgram) await session.run(["rm", "-f", newProgram]).catch(() => undefined);
     throw err;
   }
-  const observed = await observe(session, layout, inputs.interface);
-  if (!observed) throw new Error(`${session.label}: the firewall's pins vanished right after it was applied`);
-  return outputsOf(inputs, observed, object.sha256);
+  // bpftool batch stops at the first failed write, so after it succeeded the maps hold
+  // exactly the desired entries: only the program side is read back.
+  const program = await observeProgram(session, layout, inputs.interface);
+  if (!program) throw new Error(`${session.label}: the firewall's pins vanished right after it was applied`);
+  return outputsOf(inputs, { ...program, deny: inputs.deny }, object.sha256);
 }
 
 export const xdpFirewallKind: Kind<XdpFirewallInputs, XdpFirewallOutputs> = {

@@ -1,0 +1,86 @@
+/**
+ * Pushing a large deny list to a host: through the provider (SSH, one bpftool
+ * batch, read-back of every map) next to the same bpftool batch run directly on
+ * the host, measured side by side on one lab host.
+ *
+ *   sudo npx vite-node bench/xdp-firewall-push.ts [--entries N]
+ */
+import { readFileSync } from "node:fs";
+import { execa } from "execa";
+import { checkInputs } from "../provider/dynamicAdapter";
+import { batchText } from "../provider/remote/bpfHost";
+import { closeAllSessions } from "../provider/remote/ssh";
+import { xdpFirewallKind as firewall } from "../provider/xdpFirewall/lifecycle";
+import { denyOperations, planDeny } from "../provider/xdpFirewall/plan";
+import { xdpFirewallSchema, type XdpFirewallInputs } from "../provider/xdpFirewall/schema";
+import { createLab } from "../test/lab/lab";
+
+const args = process.argv.slice(2);
+const ENTRIES = Number(args[args.indexOf("--entries") + 1] || 100_000);
+
+/** ENTRIES distinct exact IPv4 addresses in 100.64.0.0/10, away from the lab's own subnet. */
+function denyList(n: number): string[] {
+  return Array.from({ length: n }, (_, i) => `100.${64 + ((i >> 16) & 63)}.${(i >> 8) & 255}.${i & 255}`);
+}
+
+async function timed<T>(fn: () => Promise<T>): Promise<[T, number]> {
+  const start = process.hrtime.bigint();
+  const value = await fn();
+  return [value, Number(process.hrtime.bigint() - start) / 1e6];
+}
+
+async function main(): Promise<void> {
+  const lab = await createLab("bpush", { hosts: 1 });
+  const host = lab.hosts[0]!;
+  const privateKey = readFileSync(lab.privateKeyPath, "utf8");
+  const deny = denyList(ENTRIES);
+  const inputs = (list: string[]) =>
+    checkInputs(xdpFirewallSchema, {
+      host: { address: host.address, hostKey: host.hostKey },
+      credentials: { privateKey },
+      interface: "eth0",
+      name: "bench",
+      deny: list,
+      lockoutGuard: false,
+    }).inputs as XdpFirewallInputs;
+  try {
+    const [, checkMs] = await timed(async () => inputs(deny));
+    const empty = await firewall.create(inputs([]));
+    const all = inputs(deny);
+    const [pushed, providerMs] = await timed(() => firewall.update(empty.id, empty.outs, all));
+    if (Object.keys(pushed.deny).length !== ENTRIES) throw new Error(`expected ${ENTRIES} entries, host has ${Object.keys(pushed.deny).length}`);
+    const same = inputs(deny);
+    const [, noopMs] = await timed(() => firewall.update(empty.id, pushed, same));
+    const oneChange = inputs([...deny.slice(1), "192.0.2.1"]);
+    const [, oneMs] = await timed(() => firewall.update(empty.id, pushed, oneChange));
+    await firewall.delete(empty.id, pushed);
+
+    // The same map writes, straight into a freshly loaded firewall's maps on the host.
+    const direct = await firewall.create(inputs([]));
+    const batch = batchText(denyOperations(planDeny(Object.keys(inputs(deny).deny), []), (m) => `/sys/fs/bpf/bpfleet/xdp-firewall/bench/maps/${m}`));
+    const [, directMs] = await timed(() => lab.inHost(host, ["bpftool", "batch", "file", "-"], { input: batch }));
+    const [, dumpMs] = await timed(() => lab.inHost(host, ["bpftool", "-j", "map", "dump", "pinned", "/sys/fs/bpf/bpfleet/xdp-firewall/bench/maps/deny_v4_exact"], { stdout: "ignore" }));
+    await firewall.delete(direct.id, direct.outs);
+
+    const rows: [string, number][] = [
+      [`check(): canonicalise ${ENTRIES} entries (pure)`, checkMs],
+      [`provider update 0 -> ${ENTRIES} entries (SSH + batch + read-back)`, providerMs],
+      [`bpftool batch of the same ${ENTRIES} updates, run on the host`, directMs],
+      [`bpftool map dump of ${ENTRIES} entries, run on the host`, dumpMs],
+      [`provider update, nothing changed (reads the maps to compare)`, noopMs],
+      [`provider update, one entry replaced`, oneMs],
+    ];
+    console.log(`\nPushing ${ENTRIES} deny entries to one lab host (kernel ${(await execa("uname", ["-r"])).stdout})`);
+    for (const [label, ms] of rows) console.log(`${label.padEnd(70)} ${ms.toFixed(0).padStart(7)} ms`);
+    console.log(`${"ratio provider push / direct bpftool batch".padEnd(70)} ${(providerMs / directMs).toFixed(2).padStart(7)} x`);
+    console.log(`${"ratio provider push / (direct batch + direct dump)".padEnd(70)} ${(providerMs / (directMs + dumpMs)).toFixed(2).padStart(7)} x`);
+  } finally {
+    closeAllSessions();
+    await lab.destroy();
+  }
+}
+
+main().catch((err) => {
+  console.error(err);
+  process.exit(1);
+});

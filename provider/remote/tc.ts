@@ -1,0 +1,179 @@
+/**
+ * TC (clsact) operations on a host, through iproute2's `tc` over one SSH session:
+ * make sure an interface has a clsact qdisc (and say whether we made it), add,
+ * replace and delete one BPF filter identified by its priority and handle, and
+ * read the filters back. A filter is addressed by (hook, priority, handle)
+ * everywhere, so nothing here touches another tool's filters, even at the same
+ * priority.
+ */
+import { HostPreconditionError } from "./bpfHost";
+import type { SshSession } from "./ssh";
+
+export type TcDirection = "ingress" | "egress";
+export const TC_DIRECTIONS: readonly TcDirection[] = ["ingress", "egress"];
+
+export interface TcFilter {
+  direction: TcDirection;
+  /** `pref` in tc's output: lower runs first. */
+  priority: number;
+  protocol: string;
+  kind: string;
+  handle: number;
+  directAction: boolean;
+  programId?: number;
+  programName?: string;
+  programTag?: string;
+}
+
+/** Where one BPF filter sits: hook, priority, handle. */
+export interface TcFilterSlot {
+  iface: string;
+  direction: TcDirection;
+  priority: number;
+  handle: number;
+}
+
+interface TcJsonFilter {
+  protocol?: string;
+  pref?: number;
+  kind?: string;
+  options?: {
+    handle?: string;
+    "direct-action"?: boolean;
+    prog?: { id?: number; name?: string; tag?: string };
+  };
+}
+
+/**
+ * Parses `tc -j filter show dev X ingress|egress`. tc prints one line per
+ * priority (without options) and one per filter; only the latter describe a
+ * filter.
+ */
+export function parseTcFilters(json: string, direction: TcDirection): TcFilter[] {
+  const text = json.trim();
+  if (!text) return [];
+  const rows = JSON.parse(text) as TcJsonFilter[];
+  return rows
+    .filter((row) => row.options?.handle !== undefined)
+    .map((row) => ({
+      direction,
+      priority: row.pref ?? 0,
+      protocol: row.protocol ?? "all",
+      kind: row.kind ?? "",
+      handle: Number(row.options!.handle),
+      directAction: row.options?.["direct-action"] === true,
+      programId: row.options?.prog?.id,
+      programName: row.options?.prog?.name,
+      programTag: row.options?.prog?.tag,
+    }));
+}
+
+/** tc wants handles and priorities as plain words; hex keeps handles readable in `tc filter show`. */
+export function formatHandle(handle: number): string {
+  return `0x${handle.toString(16)}`;
+}
+
+interface TcJsonQdisc {
+  kind?: string;
+  parent?: string;
+}
+
+// ffff:fff1 is the one slot both clsact and the older "ingress" qdisc take.
+async function hookQdisc(session: SshSession, iface: string): Promise<string | undefined> {
+  const result = await session.run(["tc", "-j", "qdisc", "show", "dev", iface]);
+  const rows = JSON.parse(result.stdout.trim() || "[]") as TcJsonQdisc[];
+  return rows.find((q) => q.parent === "ffff:fff1")?.kind;
+}
+
+export async function hasClsact(session: SshSession, iface: string): Promise<boolean> {
+  return (await hookQdisc(session, iface)) === "clsact";
+}
+
+/**
+ * Makes sure `iface` has a clsact qdisc. `created` says whether this call added
+ * it, so the caller can remove it again when it was the last user.
+ */
+export async function ensureClsact(session: SshSession, iface: string): Promise<{ created: boolean }> {
+  const kind = await hookQdisc(session, iface);
+  if (kind === "clsact") return { created: false };
+  if (kind !== undefined) {
+    throw new HostPreconditionError(
+      `${session.label}: interface ${iface} has a "${kind}" qdisc on its ingress hook, which rules out the clsact qdisc TC programs attach to. ` +
+        `Migrate its filters to clsact (tc qdisc del dev ${iface} ${kind}; tc qdisc add dev ${iface} clsact) or pick another interface. Nothing was changed.`,
+    );
+  }
+  const added = await session.run(["tc", "qdisc", "add", "dev", iface, "clsact"], { allowFailure: true });
+  if (added.code === 0) return { created: true };
+  // Someone added one between our look and our add: theirs, not ours.
+  if (await hasClsact(session, iface)) return { created: false };
+  throw new HostPreconditionError(`${session.label}: could not add a clsact qdisc to ${iface}: ${added.stderr.trim()}`);
+}
+
+// Both hooks in one round trip; a hook without clsact lists nothing.
+const SHOW_FILTERS_SCRIPT = `
+set -e
+echo "@@ingress"
+tc -j filter show dev "$1" ingress
+echo
+echo "@@egress"
+tc -j filter show dev "$1" egress
+`;
+
+/** Every filter on both hooks of `iface`. */
+export async function tcFilters(session: SshSession, iface: string): Promise<TcFilter[]> {
+  const result = await session.runScript(SHOW_FILTERS_SCRIPT, [iface]);
+  const [, ingress = "", egress = ""] = result.stdout.split(/^@@(?:ingress|egress)$/m);
+  return [...parseTcFilters(ingress, "ingress"), ...parseTcFilters(egress, "egress")];
+}
+
+export function findFilter(filters: readonly TcFilter[], slot: Omit<TcFilterSlot, "iface">): TcFilter | undefined {
+  return filters.find((f) => f.direction === slot.direction && f.priority === slot.priority && f.handle === slot.handle);
+}
+
+function filterArgv(verb: "add" | "replace", slot: TcFilterSlot, programPin: string): string[] {
+  return [
+    "tc", "filter", verb, "dev", slot.iface, slot.direction,
+    "prio", String(slot.priority), "handle", formatHandle(slot.handle),
+    // direct-action: the program's return value is the verdict, no tc action needed.
+    "bpf", "da", "object-pinned", programPin,
+  ];
+}
+
+/** Adds a BPF filter running the pinned program; fails if the slot is taken. */
+export async function addBpfFilter(session: SshSession, slot: TcFilterSlot, programPin: string): Promise<void> {
+  await session.run(filterArgv("add", slot, programPin));
+}
+
+/**
+ * Swaps the program of an existing filter in one netlink call (cls_bpf replaces
+ * it under RCU): every packet runs either the old or the new program.
+ */
+export async function replaceBpfFilter(session: SshSession, slot: TcFilterSlot, programPin: string): Promise<void> {
+  await session.run(filterArgv("replace", slot, programPin));
+}
+
+/**
+ * Deletes exactly one filter. Naming the handle (and so the kind) matters:
+ * `tc filter del ... prio P` alone would delete every filter at that priority.
+ */
+export async function deleteBpfFilter(session: SshSession, slot: TcFilterSlot): Promise<void> {
+  await session.run(["tc", "filter", "del", "dev", slot.iface, slot.direction, "prio", String(slot.priority), "handle", formatHandle(slot.handle), "bpf"]);
+}
+
+// Checked and removed in one round trip so that the window in which another
+// tool could add a filter between the two is as short as it can be.
+const REMOVE_CLSACT_IF_EMPTY_SCRIPT = `
+set -e
+tc qdisc show dev "$1" | grep -q "qdisc clsact" || { echo absent; exit 0; }
+for hook in ingress egress; do
+  if [ -n "$(tc filter show dev "$1" "$hook")" ]; then echo busy; exit 0; fi
+done
+tc qdisc del dev "$1" clsact
+echo removed
+`;
+
+/** Removes the clsact qdisc of `iface` unless a filter (anyone's) is still on it. */
+export async function removeClsactIfEmpty(session: SshSession, iface: string): Promise<"removed" | "busy" | "absent"> {
+  const result = await session.runScript(REMOVE_CLSACT_IF_EMPTY_SCRIPT, [iface]);
+  return result.stdout.trim() as "removed" | "busy" | "absent";
+}

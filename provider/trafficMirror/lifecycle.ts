@@ -1,0 +1,341 @@
+/**
+ * TrafficMirror on a host: create, read, update, delete. The order of every
+ * change keeps one promise: the program only ever points at a target that
+ * exists. A tunnel is created before the config names it and removed only
+ * after the config names something else (or the filters are gone); filters
+ * change by flipping between two complete sets; a new BPF object is swapped
+ * into the TC filters in place. Only this mirror's filters, tunnels and pins
+ * are ever removed.
+ */
+import type { Kind } from "../dynamicAdapter";
+import { packagedObject } from "../objects";
+import {
+  applyMapOperations,
+  dumpMaps,
+  HostPreconditionError,
+  loadProgram,
+  pinLayout,
+  pinnedProgram,
+  preflight,
+  removePins,
+  requireProgramType,
+  uploadObject,
+  type PinLayout,
+} from "../remote/bpfHost";
+import { hostLabel } from "../remote/hostSchema";
+import { sessionFor, type SshSession } from "../remote/ssh";
+import {
+  addBpfFilter,
+  deleteBpfFilter,
+  ensureClsact,
+  findFilter,
+  formatHandle,
+  removeClsactIfEmpty,
+  replaceBpfFilter,
+  TC_DIRECTIONS,
+  tcFilters,
+  type TcDirection,
+  type TcFilter,
+  type TcFilterSlot,
+} from "../remote/tc";
+import { CONFIG_MAP, countersOf, decodeConfig, EMPTY_CONFIG, FILTERS_MAP, liveFilters, STATS_MAP, type MirrorConfig } from "./codec";
+import { mirrorOperations, planMirror, type ObservedMirror } from "./plan";
+import {
+  trafficMirrorSchema,
+  type Direction,
+  type MirrorFilter,
+  type MirrorTarget,
+  type TrafficMirrorCounters,
+  type TrafficMirrorInputs,
+  type TrafficMirrorOutputs,
+} from "./schema";
+import { ensureTunnel, linkNamed, listLinks, removeOwnedTunnels, tunnelAlias, tunnelGuard, tunnelSpecOf, type LinkInfo } from "./tunnel";
+
+const KIND = "traffic-mirror";
+const OBJECT = "tc_mirror";
+/** The program's name in the kernel (its function name, cut to 15 characters). */
+const PROGRAM_NAME = "tc_mirror";
+
+/**
+ * The TC handle of a mirror's filters: FNV-1a of its pin name, never 0 (0 asks
+ * the kernel to pick one). Two mirrors on one host have different pin names,
+ * so they get different handles even at the same priority.
+ */
+export function tcHandle(pinName: string): number {
+  let hash = 0x811c9dc5;
+  for (const byte of Buffer.from(`${KIND}/${pinName}`, "utf8")) hash = Math.imul(hash ^ byte, 0x01000193) >>> 0;
+  return hash || 1;
+}
+
+export function directionsOf(direction: Direction): TcDirection[] {
+  if (direction === "none") return [];
+  return direction === "both" ? ["ingress", "egress"] : [direction];
+}
+
+function directionOf(attached: readonly TcDirection[]): Direction {
+  if (attached.length === 2) return "both";
+  return attached[0] ?? "none";
+}
+
+function mirrorId(inputs: TrafficMirrorInputs): string {
+  return `${hostLabel(inputs.host)}/${KIND}/${inputs.name}`;
+}
+
+async function connect(inputs: Pick<TrafficMirrorInputs, "host" | "credentials" | "name">): Promise<{ session: SshSession; layout: PinLayout }> {
+  const session = await sessionFor(inputs.host, inputs.credentials);
+  return { session, layout: pinLayout(KIND, inputs.name) };
+}
+
+type Placement = Pick<TrafficMirrorInputs, "interface" | "priority" | "name">;
+
+function slotOf(placement: Placement, direction: TcDirection): TcFilterSlot {
+  return { iface: placement.interface, direction, priority: placement.priority, handle: tcHandle(placement.name) };
+}
+
+interface MapsState extends ObservedMirror {
+  stats: { values: Uint8Array[] }[];
+}
+
+async function readMaps(session: SshSession, layout: PinLayout): Promise<MapsState> {
+  const pin = (m: string) => `${layout.maps}/${m}`;
+  const dumps = await dumpMaps(session, [pin(CONFIG_MAP), pin(FILTERS_MAP), pin(STATS_MAP)]);
+  const configEntry = dumps.get(pin(CONFIG_MAP))?.[0]?.values[0];
+  const config: MirrorConfig = configEntry ? decodeConfig(configEntry) : EMPTY_CONFIG;
+  const slots = new Map<number, Uint8Array>();
+  for (const entry of dumps.get(pin(FILTERS_MAP)) ?? []) {
+    const index = new DataView(entry.key.buffer, entry.key.byteOffset, 4).getUint32(0, true);
+    if (entry.values[0]) slots.set(index, entry.values[0]);
+  }
+  return { config, filters: liveFilters(config, slots), stats: dumps.get(pin(STATS_MAP)) ?? [] };
+}
+
+interface Observed {
+  programId: number;
+  programTag: string;
+  direction: Direction;
+  filters: Record<string, MirrorFilter>;
+  sampleRate: number;
+  target: MirrorTarget;
+  targetInterface: string;
+  targetIfindex: number;
+  counters: TrafficMirrorCounters;
+}
+
+/** What the host really has for this mirror, or undefined when its program pin is gone. */
+async function observe(session: SshSession, layout: PinLayout, placement: Placement): Promise<Observed | undefined> {
+  const program = await pinnedProgram(session, layout.program);
+  if (!program) return undefined;
+  const [maps, hooks, links] = await Promise.all([
+    readMaps(session, layout),
+    tcFilters(session, placement.interface).catch((): TcFilter[] => []),
+    listLinks(session),
+  ]);
+  const attached = TC_DIRECTIONS.filter((d) => findFilter(hooks, slotOf(placement, d))?.programId === program.id);
+  const ifindex = maps.config.targetIfindex;
+  const link = ifindex ? links.find((l) => l.ifindex === ifindex) : undefined;
+  // A target that is gone reads as a name no input can have, so the next preview shows the change.
+  let target: MirrorTarget = { interface: ifindex ? `(ifindex ${ifindex} is gone)` : "(none)" };
+  if (link) {
+    const tunnel = link.alias === tunnelAlias(placement.name) ? tunnelSpecOf(link) : undefined;
+    target = tunnel ? { tunnel } : { interface: link.ifname };
+  }
+  return {
+    programId: program.id,
+    programTag: program.tag,
+    direction: directionOf(attached),
+    filters: maps.filters,
+    sampleRate: Math.max(1, maps.config.sampleRate),
+    target,
+    targetInterface: link?.ifname ?? "",
+    targetIfindex: ifindex,
+    counters: countersOf(maps.stats),
+  };
+}
+
+function outputsOf(inputs: TrafficMirrorInputs, observed: Observed, objectSha256: string, qdiscCreated: boolean): TrafficMirrorOutputs {
+  return {
+    ...inputs,
+    direction: observed.direction,
+    filters: observed.filters,
+    sampleRate: observed.sampleRate,
+    target: observed.target,
+    objectSha256,
+    programId: observed.programId,
+    programTag: observed.programTag,
+    tcHandle: tcHandle(inputs.name),
+    targetInterface: observed.targetInterface,
+    targetIfindex: observed.targetIfindex,
+    qdiscCreated,
+    counters: observed.counters,
+  };
+}
+
+function interfaceList(links: readonly LinkInfo[]): string {
+  return links.map((l) => l.ifname).join(", ");
+}
+
+/** The local target, refused when it is missing, down, loopback, or the mirrored interface itself. */
+function resolveLocalTarget(session: SshSession, links: readonly LinkInfo[], mirrored: LinkInfo, name: string): LinkInfo {
+  const target = linkNamed(links, name);
+  if (!target) {
+    throw new HostPreconditionError(`${session.label}: target interface "${name}" does not exist on the host (it has: ${interfaceList(links)}). Nothing was changed.`);
+  }
+  if (target.ifindex === mirrored.ifindex) {
+    throw new HostPreconditionError(
+      `${session.label}: target interface "${name}" is the mirrored interface ${mirrored.ifname} itself: every copy sent out of it would be mirrored again (a loop). Pick another target. Nothing was changed.`,
+    );
+  }
+  if (target.ifname === "lo") {
+    throw new HostPreconditionError(`${session.label}: target interface "lo" would hand every copy back to this host's own network stack as if it had been received. Use a dummy or veth. Nothing was changed.`);
+  }
+  if (!target.up) {
+    throw new HostPreconditionError(`${session.label}: target interface "${name}" is down, so every copy would be dropped. Bring it up (ip link set ${target.ifname} up); bpfleet does not manage it. Nothing was changed.`);
+  }
+  return target;
+}
+
+/** Refuses a priority/handle on the hook that holds a filter this mirror did not attach. */
+function claimSlots(session: SshSession, hooks: readonly TcFilter[], placement: Placement, programId: number | undefined): void {
+  for (const direction of TC_DIRECTIONS) {
+    const slot = slotOf(placement, direction);
+    const existing = findFilter(hooks, slot);
+    if (!existing || existing.programId === programId || existing.programName === PROGRAM_NAME) continue;
+    throw new HostPreconditionError(
+      `${session.label}: ${placement.interface} ${direction} already has a ${existing.kind} filter at priority ${slot.priority} handle ${formatHandle(slot.handle)}` +
+        `${existing.programName ? ` (program ${existing.programName}, id ${existing.programId})` : ""} that this mirror did not attach. Choose another priority. Nothing was changed.`,
+    );
+  }
+}
+
+/**
+ * Brings the host to `inputs`. Create and update share it, so a run that died
+ * half way (pins left, filters missing) converges on the next `up`.
+ */
+async function converge(inputs: TrafficMirrorInputs, olds?: TrafficMirrorOutputs): Promise<TrafficMirrorOutputs> {
+  const { session, layout } = await connect(inputs);
+  await preflight(session);
+  await requireProgramType(session, "sched_cls");
+  const links = await listLinks(session);
+  const mirrored = linkNamed(links, inputs.interface);
+  if (!mirrored) {
+    throw new HostPreconditionError(`${session.label}: interface "${inputs.interface}" does not exist on the host (it has: ${interfaceList(links)}). Nothing was changed.`);
+  }
+  const localTarget = inputs.target.interface !== undefined ? resolveLocalTarget(session, links, mirrored, inputs.target.interface) : undefined;
+
+  const program = await pinnedProgram(session, layout.program);
+  const hooks = await tcFilters(session, inputs.interface);
+  claimSlots(session, hooks, inputs, program?.id);
+
+  const object = packagedObject(OBJECT);
+  const fresh = program === undefined;
+  const needsLoad = fresh || olds?.objectSha256 !== object.sha256;
+  let qdiscCreated = olds?.qdiscCreated ?? false;
+  let qdiscCreatedNow = false;
+  let newProgram: string | undefined;
+  let tunnel: { link: LinkInfo; created: boolean } | undefined;
+  let pointsAtTunnel = false;
+  const added: TcFilterSlot[] = [];
+  try {
+    if (inputs.target.tunnel) tunnel = await ensureTunnel(session, inputs.name, inputs.target.tunnel, links);
+    const target = tunnel?.link ?? localTarget!;
+    if (needsLoad) newProgram = await loadProgram(session, layout, await uploadObject(session, object), "tc");
+    // Read after loading: a fresh load may have adopted map pins an earlier run left.
+    const current = await readMaps(session, layout);
+    const plan = planMirror(
+      {
+        targetIfindex: target.ifindex,
+        sampleRate: inputs.sampleRate,
+        guard: inputs.target.tunnel ? tunnelGuard(inputs.target.tunnel) : undefined,
+        filters: inputs.filters,
+      },
+      current,
+    );
+    await applyMapOperations(session, mirrorOperations(plan, (map) => `${layout.maps}/${map}`));
+    pointsAtTunnel = tunnel !== undefined;
+
+    const wanted = directionsOf(inputs.direction);
+    if (wanted.length > 0 && (await ensureClsact(session, inputs.interface)).created) {
+      qdiscCreated = true;
+      qdiscCreatedNow = true;
+    }
+    for (const direction of TC_DIRECTIONS) {
+      const slot = slotOf(inputs, direction);
+      const existing = findFilter(hooks, slot);
+      if (wanted.includes(direction)) {
+        if (!existing) {
+          await addBpfFilter(session, slot, newProgram ?? layout.program);
+          added.push(slot);
+        } else if (newProgram || existing.programId !== program?.id) {
+          await replaceBpfFilter(session, slot, newProgram ?? layout.program);
+        }
+      } else if (existing) {
+        await deleteBpfFilter(session, slot);
+      }
+    }
+    if (newProgram) await session.run(["mv", "-f", newProgram, layout.program]);
+  } catch (err) {
+    // Leave the host as it was: a fresh mirror is removed whole; an existing one
+    // keeps its program, and a tunnel the config never named goes again.
+    for (const slot of added) await deleteBpfFilter(session, slot).catch(() => undefined);
+    if (fresh) {
+      await removePins(session, layout).catch(() => undefined);
+      await removeOwnedTunnels(session, inputs.name).catch(() => undefined);
+      if (qdiscCreatedNow) await removeClsactIfEmpty(session, inputs.interface).catch(() => undefined);
+    } else {
+      if (newProgram) await session.run(["rm", "-f", newProgram]).catch(() => undefined);
+      if (tunnel?.created && !pointsAtTunnel) await session.run(["ip", "link", "del", "dev", tunnel.link.ifname]).catch(() => undefined);
+    }
+    throw err;
+  }
+  // Only now that the config names the current target may earlier tunnels go.
+  await removeOwnedTunnels(session, inputs.name, tunnel?.link.ifname);
+  const observed = await observe(session, layout, inputs);
+  if (!observed) throw new Error(`${session.label}: the mirror's pins vanished right after it was applied`);
+  return outputsOf(inputs, observed, object.sha256, qdiscCreated);
+}
+
+export const trafficMirrorKind: Kind<TrafficMirrorInputs, TrafficMirrorOutputs> = {
+  kind: KIND,
+  schema: trafficMirrorSchema,
+  replaceOn: ["host", "interface", "name", "priority"],
+
+  pendingChanges(olds) {
+    const sha = packagedObject(OBJECT).sha256;
+    return olds.objectSha256 === sha ? [] : [`BPF object ${olds.objectSha256?.slice(0, 12)} -> ${sha.slice(0, 12)}`];
+  },
+
+  async create(inputs) {
+    return { id: mirrorId(inputs), outs: await converge(inputs) };
+  },
+
+  async read(_id, olds) {
+    const { session, layout } = await connect(olds);
+    const observed = await observe(session, layout, olds);
+    if (!observed) return undefined;
+    const outs = outputsOf(olds, observed, olds.objectSha256, olds.qdiscCreated);
+    const {
+      objectSha256: _sha, programId: _pid, programTag: _tag, tcHandle: _handle, targetInterface: _ti, targetIfindex: _tx, qdiscCreated: _q, counters: _c,
+      ...inputs
+    } = outs;
+    return { outs, inputs };
+  },
+
+  async update(_id, olds, news) {
+    return converge(news, olds);
+  },
+
+  async delete(_id, olds) {
+    const { session, layout } = await connect(olds);
+    const program = await pinnedProgram(session, layout.program);
+    const hooks = await tcFilters(session, olds.interface).catch((): TcFilter[] => []);
+    // Detach first: once no hook runs the program, nothing points at the tunnel.
+    for (const direction of TC_DIRECTIONS) {
+      const slot = slotOf(olds, direction);
+      const existing = findFilter(hooks, slot);
+      if (existing && (existing.programId === program?.id || existing.programName === PROGRAM_NAME)) await deleteBpfFilter(session, slot);
+    }
+    await removeOwnedTunnels(session, olds.name);
+    await removePins(session, layout);
+    if (olds.qdiscCreated) await removeClsactIfEmpty(session, olds.interface).catch(() => undefined);
+  },
+};

@@ -1,0 +1,279 @@
+/**
+ * Inputs of TrafficMirror, as the user writes them and as check() canonicalises
+ * them. Filters become a record keyed by a tcpdump-like expression
+ * ("tcp and dst port 80"), so that a preview shows one `+`/`-` per filter
+ * whatever order the user listed them in (DESIGN.md, "Inputs are canonical").
+ */
+import { isIPv4, isIPv6 } from "node:net";
+import { z } from "zod";
+import { canonicalPrefix, CidrError, formatAddress, parsePrefix } from "../cidr";
+import { credentialsSchema, hostSchema } from "../remote/hostSchema";
+import { interfaceName, pinName } from "../validation";
+
+/** Filters the program holds (MIRROR_MAX_FILTERS in bpf/include/tc_mirror.h). */
+export const MAX_FILTERS = 64;
+
+/** Protocols known by name; any other is given (and shown) as its number. */
+export const PROTOCOL_NUMBERS = { icmp: 1, tcp: 6, udp: 17, icmpv6: 58, sctp: 132 } as const;
+export type ProtocolName = keyof typeof PROTOCOL_NUMBERS;
+/** The protocols whose headers start with a source and destination port. */
+export const PORT_PROTOCOLS: readonly number[] = [6, 17, 132];
+
+export interface PortRange {
+  from: number;
+  to: number;
+}
+
+/** A port (80) or an inclusive range ("1024-65535"), canonical: a number, or "a-b" when a < b. */
+export type PortSpec = number | string;
+
+export function parsePortSpec(spec: PortSpec): PortRange {
+  const text = typeof spec === "number" ? String(spec) : spec.trim();
+  const m = /^(\d{1,5})(?:\s*-\s*(\d{1,5}))?$/.exec(text);
+  if (!m) throw new Error(`"${String(spec)}" is not a port (0-65535) or a port range "from-to"`);
+  const from = Number(m[1]);
+  const to = m[2] === undefined ? from : Number(m[2]);
+  if (from > 65535 || to > 65535) throw new Error(`"${String(spec)}": ports go from 0 to 65535`);
+  if (from > to) throw new Error(`"${String(spec)}": the range's first port is greater than its last`);
+  return { from, to };
+}
+
+export function formatPortRange(range: PortRange): PortSpec {
+  return range.from === range.to ? range.from : `${range.from}-${range.to}`;
+}
+
+const portSpec = z.union([z.number(), z.string()]).transform((spec, ctx) => {
+  if (typeof spec === "number" && !Number.isInteger(spec)) {
+    ctx.addIssue({ code: "custom", message: `${spec} is not a whole port number` });
+    return z.NEVER;
+  }
+  try {
+    return formatPortRange(parsePortSpec(spec));
+  } catch (err) {
+    ctx.addIssue({ code: "custom", message: (err as Error).message });
+    return z.NEVER;
+  }
+});
+
+const protocol = z.union([z.enum(Object.keys(PROTOCOL_NUMBERS) as [ProtocolName, ...ProtocolName[]]), z.number().int().min(0).max(255)]).transform((p) => {
+  const number = typeof p === "number" ? p : PROTOCOL_NUMBERS[p];
+  const name = (Object.keys(PROTOCOL_NUMBERS) as ProtocolName[]).find((n) => PROTOCOL_NUMBERS[n] === number);
+  return name ?? number;
+});
+
+export function protocolNumber(p: ProtocolName | number): number {
+  return typeof p === "number" ? p : PROTOCOL_NUMBERS[p];
+}
+
+const prefix = z.string().transform((text, ctx) => {
+  try {
+    return canonicalPrefix(text);
+  } catch (err) {
+    ctx.addIssue({ code: "custom", message: err instanceof CidrError ? err.message : String(err) });
+    return z.NEVER;
+  }
+});
+
+/**
+ * One filter: every field it names must match (AND); a packet is mirrored when
+ * any filter matches (OR). A filter naming nothing matches every packet.
+ */
+export const filterSchema = z
+  .strictObject({
+    /** tcp, udp, sctp, icmp, icmpv6, or an IP protocol number 0-255. */
+    protocol: protocol.optional(),
+    /** Source address or prefix, IPv4 or IPv6. */
+    source: prefix.optional(),
+    /** Destination address or prefix, IPv4 or IPv6. */
+    destination: prefix.optional(),
+    /** Source port or range "from-to"; implies tcp, udp or sctp when protocol is not given. */
+    sourcePort: portSpec.optional(),
+    /** Destination port or range "from-to"; same rule as sourcePort. */
+    destinationPort: portSpec.optional(),
+  })
+  .superRefine((f, ctx) => {
+    const family = (p: string | undefined) => (p === undefined ? undefined : p.includes(":") ? 6 : 4);
+    const src = family(f.source);
+    const dst = family(f.destination);
+    if (src && dst && src !== dst) {
+      ctx.addIssue({ code: "custom", path: ["destination"], message: `is IPv${dst} but source is IPv${src}: a packet has one address family` });
+    }
+    const fam = src ?? dst;
+    if (f.protocol === "icmp" && fam === 6) ctx.addIssue({ code: "custom", path: ["protocol"], message: "icmp is IPv4's; IPv6 packets carry icmpv6" });
+    if (f.protocol === "icmpv6" && fam === 4) ctx.addIssue({ code: "custom", path: ["protocol"], message: "icmpv6 is IPv6's; IPv4 packets carry icmp" });
+    if (f.protocol !== undefined && !PORT_PROTOCOLS.includes(protocolNumber(f.protocol))) {
+      for (const field of ["sourcePort", "destinationPort"] as const) {
+        if (f[field] !== undefined) ctx.addIssue({ code: "custom", path: [field], message: `protocol ${f.protocol} has no ports; ports need tcp, udp or sctp` });
+      }
+    }
+  });
+
+export type MirrorFilter = z.infer<typeof filterSchema>;
+
+/**
+ * The filter as a tcpdump-style expression: the key it has in state and in
+ * previews. Equal filters give equal text, and different filters different text.
+ */
+export function filterKey(f: MirrorFilter): string {
+  const parts: string[] = [];
+  if (f.protocol !== undefined) parts.push(typeof f.protocol === "number" ? `proto ${f.protocol}` : f.protocol);
+  if (f.source !== undefined) parts.push(`src net ${f.source}`);
+  if (f.destination !== undefined) parts.push(`dst net ${f.destination}`);
+  const port = (dir: string, spec: PortSpec) => (typeof spec === "number" ? `${dir} port ${spec}` : `${dir} portrange ${spec}`);
+  if (f.sourcePort !== undefined) parts.push(port("src", f.sourcePort));
+  if (f.destinationPort !== undefined) parts.push(port("dst", f.destinationPort));
+  return parts.length ? parts.join(" and ") : "all";
+}
+
+/** Only the fields that are set, in one order, so state never holds `undefined`s. */
+export function canonicalFilter(f: MirrorFilter): MirrorFilter {
+  const out: MirrorFilter = {};
+  if (f.protocol !== undefined) out.protocol = f.protocol;
+  if (f.source !== undefined) out.source = f.source;
+  if (f.destination !== undefined) out.destination = f.destination;
+  if (f.sourcePort !== undefined) out.sourcePort = f.sourcePort;
+  if (f.destinationPort !== undefined) out.destinationPort = f.destinationPort;
+  return out;
+}
+
+export function filterRecord(filters: readonly MirrorFilter[]): Record<string, MirrorFilter> {
+  const byKey = new Map<string, MirrorFilter>();
+  for (const f of filters) byKey.set(filterKey(f), canonicalFilter(f));
+  const out: Record<string, MirrorFilter> = {};
+  for (const key of [...byKey.keys()].sort()) out[key] = byKey.get(key)!;
+  return out;
+}
+
+/**
+ * A list of filters, or the record form check() produced (its keys are
+ * recomputed from the values, never trusted).
+ */
+const filtersSchema = z.union([z.array(z.unknown()), z.record(z.string(), z.unknown())]).transform((raw, ctx) => {
+  const entries: [string | number, unknown][] = Array.isArray(raw) ? raw.map((v, i) => [i, v]) : Object.entries(raw);
+  const parsed: MirrorFilter[] = [];
+  for (const [at, value] of entries) {
+    const result = filterSchema.safeParse(value);
+    if (result.success) parsed.push(result.data);
+    else for (const issue of result.error.issues) ctx.addIssue({ code: "custom", path: [at, ...issue.path.map((p) => (typeof p === "symbol" ? String(p) : p))], message: issue.message });
+  }
+  const record = filterRecord(parsed);
+  const count = Object.keys(record).length;
+  if (count > MAX_FILTERS) ctx.addIssue({ code: "custom", message: `has ${count} distinct filters; the program holds at most ${MAX_FILTERS}` });
+  return record;
+});
+
+/** An IP address (not a prefix, not a name): where a tunnel's packets go. Canonical text. */
+export const ipAddress = z.string().transform((text, ctx) => {
+  const trimmed = text.trim();
+  if (!isIPv4(trimmed) && !(isIPv6(trimmed) && !trimmed.includes("%"))) {
+    ctx.addIssue({ code: "custom", message: `"${text}" is not an IPv4 or IPv6 address (a tunnel endpoint must be an address, not a host name or a prefix)` });
+    return z.NEVER;
+  }
+  return formatAddress(parsePrefix(trimmed).bytes);
+});
+
+const ttl = z.number().int().min(1).max(255);
+
+export const vxlanTunnelSchema = z.strictObject({
+  type: z.literal("vxlan"),
+  /** The collector's address (IPv4 or IPv6). */
+  remote: ipAddress,
+  /** VXLAN network identifier, 0-16777215. */
+  vni: z.number().int().min(0).max(0xffffff),
+  /** UDP destination port; default 4789 (IANA). */
+  port: z.number().int().min(1).max(65535).default(4789),
+  /** Source address of the encapsulated packets; default: chosen by routing. */
+  local: ipAddress.optional(),
+  /** TTL/hop limit of the encapsulated packets; default: the kernel's (64). */
+  ttl: ttl.optional(),
+});
+
+export const gretapTunnelSchema = z.strictObject({
+  type: z.literal("gretap"),
+  /** The collector's address. IPv6 makes an ip6gretap device. */
+  remote: ipAddress,
+  /** GRE key (RFC 2890), 0-4294967295; default: no key. */
+  key: z.number().int().min(0).max(0xffffffff).optional(),
+  /** Source address of the encapsulated packets; required by the kernel for IPv6, optional for IPv4. */
+  local: ipAddress.optional(),
+  ttl: ttl.optional(),
+});
+
+export const tunnelSchema = z.discriminatedUnion("type", [vxlanTunnelSchema, gretapTunnelSchema]).superRefine((t, ctx) => {
+  if (t.local !== undefined && t.local.includes(":") !== t.remote.includes(":")) {
+    ctx.addIssue({ code: "custom", path: ["local"], message: "must be of the same address family as remote" });
+  }
+  if (t.type === "gretap" && t.remote.includes(":") && t.local === undefined) {
+    ctx.addIssue({ code: "custom", path: ["local"], message: "is required for an IPv6 gretap tunnel (ip6gretap needs its source address)" });
+  }
+});
+
+export type TunnelSpec = z.infer<typeof tunnelSchema>;
+
+/** Exactly one of: a local interface, or a tunnel this resource creates and owns. */
+export const targetSchema = z
+  .strictObject({
+    /** An existing interface on the host (a dummy, a veth feeding a capture tool). Not managed by bpfleet. */
+    interface: interfaceName.optional(),
+    /** A tunnel to a remote collector, created before the mirror points at it and removed after. */
+    tunnel: tunnelSchema.optional(),
+  })
+  .superRefine((t, ctx) => {
+    if ((t.interface === undefined) === (t.tunnel === undefined)) {
+      ctx.addIssue({ code: "custom", message: "give exactly one of interface (a local interface) or tunnel (a remote collector)" });
+    }
+  });
+
+export type MirrorTarget = z.infer<typeof targetSchema>;
+
+export const trafficMirrorSchema = z.object({
+  host: hostSchema,
+  credentials: credentialsSchema.default({}),
+  /** The interface whose traffic is mirrored. Changing it replaces the mirror. */
+  interface: interfaceName,
+  /** Pin directory name: /sys/fs/bpf/bpfleet/traffic-mirror/<name>/. Defaults to the resource name. */
+  name: pinName,
+  /**
+   * Which packets of the interface: received (ingress), sent (egress), both, or
+   * none (program, maps and tunnel in place, nothing attached: staging). A read
+   * that finds no filter attached reports "none".
+   */
+  direction: z.enum(["ingress", "egress", "both", "none"]).default("both"),
+  /** Up to 64 filters, ORed; none mirrors every packet. */
+  filters: filtersSchema.default({}),
+  /** Mirror 1 in N matching packets (counted per CPU); 1 mirrors all. */
+  sampleRate: z.number().int().min(1).max(0x7fffffff).default(1),
+  /** Where copies go. */
+  target: targetSchema,
+  /** TC filter priority on the interface's hooks (lower runs first). Changing it replaces the mirror. */
+  priority: z.number().int().min(1).max(0xffff).default(1),
+});
+
+export type TrafficMirrorInputs = z.infer<typeof trafficMirrorSchema>;
+export type Direction = TrafficMirrorInputs["direction"];
+
+export interface TrafficMirrorCounters {
+  /** Packets (and bytes) that matched a filter, before sampling. */
+  matchedPackets: number;
+  matchedBytes: number;
+  /** Copies handed to the target. */
+  mirroredPackets: number;
+  mirroredBytes: number;
+  /** Copies that could not be made or sent; the originals passed all the same. */
+  cloneFailures: number;
+}
+
+export interface TrafficMirrorOutputs extends TrafficMirrorInputs {
+  /** sha256 of the BPF object that is loaded. */
+  objectSha256: string;
+  programId: number;
+  programTag: string;
+  /** The TC filter handle on the interface's hooks (derived from the pin name). */
+  tcHandle: number;
+  /** The interface copies go out of: the local target, or the tunnel device this mirror owns. */
+  targetInterface: string;
+  targetIfindex: number;
+  /** Whether this mirror added the interface's clsact qdisc (and so removes it when it is the last user). */
+  qdiscCreated: boolean;
+  counters: TrafficMirrorCounters;
+}

@@ -70,12 +70,89 @@ export async function requireProgramType(session: SshSession, type: "xdp" | "sch
   }
 }
 
+/** What a resource needs to know about a host before it changes anything, read in one round trip. */
+export interface ResourceSurvey {
+  interfaces: string[];
+  /** The XDP program on the interface, whoever attached it. */
+  xdp: XdpAttachment | undefined;
+  /** The resource's own pinned program, if its pins exist. */
+  program: ProgramInfo | undefined;
+  /** Whether the content-addressed object is already on the host. */
+  objectPresent: boolean;
+}
+
+// Each section is framed by a marker line; a missing thing prints "null" (bpftool -j
+// prints its error as JSON on stdout, so a failed command's output is dropped).
+const JSON_OR_NULL = `json_or() { out=$("$@" 2>/dev/null) && printf '%s\\n' "$out" || echo "$fallback"; }`;
+
+const SURVEY_SCRIPT = `
+${JSON_OR_NULL}
+fallback=null
+echo "@@links"; ip -j link show
+echo "@@net"; json_or bpftool -j net show dev "$1"
+echo "@@prog"; json_or bpftool -j prog show pinned "$2"
+echo "@@object"; if [ -f "$3" ]; then echo true; else echo false; fi
+`;
+
+function sections(stdout: string): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const part of stdout.split(/^@@/m).slice(1)) {
+    const newline = part.indexOf("\n");
+    out.set(part.slice(0, newline).trim(), part.slice(newline + 1).trim());
+  }
+  return out;
+}
+
+export async function surveyResource(session: SshSession, iface: string, layout: PinLayout, object: LocalObject): Promise<ResourceSurvey> {
+  const result = await session.runScript(SURVEY_SCRIPT, [iface, layout.program, objectRemotePath(object)]);
+  const parts = sections(result.stdout);
+  const links = JSON.parse(parts.get("links") || "[]") as { ifname: string }[];
+  const net = JSON.parse(parts.get("net") || "null") as { xdp?: { mode: string; id: number }[] }[] | null;
+  const xdp = net?.[0]?.xdp?.[0];
+  const prog = JSON.parse(parts.get("prog") || "null") as ProgramInfo | null;
+  return {
+    interfaces: links.map((l) => l.ifname),
+    xdp: xdp ? { mode: xdp.mode, programId: xdp.id } : undefined,
+    program: prog ? { id: prog.id, tag: prog.tag, name: prog.name } : undefined,
+    objectPresent: parts.get("object") === "true",
+  };
+}
+
+export interface ProgramState {
+  program: ProgramInfo | undefined;
+  /** The XDP program on the interface, whoever attached it. */
+  xdp: XdpAttachment | undefined;
+  /** Entries of the resource's counters map. */
+  stats: MapEntry[];
+}
+
+const PROGRAM_STATE_SCRIPT = `
+${JSON_OR_NULL}
+fallback=null
+echo "@@prog"; json_or bpftool -j prog show pinned "$2"
+echo "@@net"; json_or bpftool -j net show dev "$1"
+fallback="[]"
+echo "@@stats"; json_or bpftool -j map dump pinned "$3"
+`;
+
+/** A resource's program, the interface's XDP attachment and the resource's counters, in one round trip. */
+export async function programState(session: SshSession, iface: string, layout: PinLayout, statsMap: string): Promise<ProgramState> {
+  const result = await session.runScript(PROGRAM_STATE_SCRIPT, [iface, layout.program, `${layout.maps}/${statsMap}`]);
+  const parts = sections(result.stdout);
+  const prog = JSON.parse(parts.get("prog") || "null") as ProgramInfo | null;
+  const net = JSON.parse(parts.get("net") || "null") as { xdp?: { mode: string; id: number }[] }[] | null;
+  const xdp = net?.[0]?.xdp?.[0];
+  return {
+    program: prog ? { id: prog.id, tag: prog.tag, name: prog.name } : undefined,
+    xdp: xdp ? { mode: xdp.mode, programId: xdp.id } : undefined,
+    stats: parseMapDump(parts.get("stats") || "[]"),
+  };
+}
+
 /** Fails with the host's interface list when `name` does not exist there. */
-export async function requireInterface(session: SshSession, name: string): Promise<void> {
-  const result = await session.run(["ip", "-j", "link", "show"]);
-  const links = JSON.parse(result.stdout) as { ifname: string }[];
-  if (!links.some((l) => l.ifname === name)) {
-    throw new HostPreconditionError(`${session.label}: interface "${name}" does not exist on the host (it has: ${links.map((l) => l.ifname).join(", ")})`);
+export function requireInterface(session: SshSession, survey: ResourceSurvey, name: string): void {
+  if (!survey.interfaces.includes(name)) {
+    throw new HostPreconditionError(`${session.label}: interface "${name}" does not exist on the host (it has: ${survey.interfaces.join(", ")})`);
   }
 }
 
@@ -100,13 +177,18 @@ echo "$3  $tmp" | sha256sum -c --status || { rm -f "$tmp"; echo "checksum mismat
 mv "$tmp" "$2"
 `;
 
-/** Uploads an object to its content-addressed path unless it is already there; returns the remote path. */
-export async function uploadObject(session: SshSession, object: LocalObject): Promise<string> {
-  const remotePath = `${OBJECT_DIR}/${object.sha256}.bpf.o`;
-  const present = await session.run(["test", "-f", remotePath], { allowFailure: true });
-  if (present.code !== 0) {
-    await session.runScript(UPLOAD_SCRIPT, [OBJECT_DIR, remotePath, object.sha256], { stdin: object.bytes });
-  }
+export function objectRemotePath(object: LocalObject): string {
+  return `${OBJECT_DIR}/${object.sha256}.bpf.o`;
+}
+
+/**
+ * Uploads an object to its content-addressed path unless it is there already
+ * (as a survey found, or as a test on the host says); returns the remote path.
+ */
+export async function uploadObject(session: SshSession, object: LocalObject, alreadyPresent?: boolean): Promise<string> {
+  const remotePath = objectRemotePath(object);
+  const present = alreadyPresent ?? (await session.run(["test", "-f", remotePath], { allowFailure: true })).code === 0;
+  if (!present) await session.runScript(UPLOAD_SCRIPT, [OBJECT_DIR, remotePath, object.sha256], { stdin: object.bytes });
   return remotePath;
 }
 
@@ -135,34 +217,34 @@ export async function pinnedProgram(session: SshSession, pin: string): Promise<P
 }
 
 // Existing map pins are reused (flow state and entries survive an upgrade); maps the
-// object adds are pinned beside them. The new program is pinned as prog.new so the
-// caller can swap the hook before it replaces prog.
-const ADOPT_NEW_MAPS_SCRIPT = `
+// object adds are pinned beside them. The new program is pinned as prog_new so the
+// caller can swap the hook before it replaces prog. $1 object, $2 pin dir.
+const LOAD_SCRIPT = `
 set -e
-for staged in "$1"/*; do
-  [ -e "$staged" ] || continue
-  name=$(basename "$staged")
-  if [ -e "$2/$name" ]; then rm -f "$staged"; else mv "$staged" "$2/$name"; fi
+maps="$2/maps"; staged="$2/maps_staged"; new="$2/prog_new"
+mkdir -p "$maps"
+rm -rf "$staged" "$new"
+set -- bpftool prog load "$1" "$new" type "$3"
+for pin in "$maps"/*; do
+  [ -e "$pin" ] || continue
+  set -- "$@" map name "$(basename "$pin")" pinned "$pin"
 done
-rmdir "$1"
+"$@" pinmaps "$staged"
+for pin in "$staged"/*; do
+  [ -e "$pin" ] || continue
+  name=$(basename "$pin")
+  if [ -e "$maps/$name" ]; then rm -f "$pin"; else mv "$pin" "$maps/$name"; fi
+done
+rmdir "$staged"
 `;
 
 /**
- * Loads `objectPath` as `<dir>/prog.new`, reusing every map already pinned under
+ * Loads `objectPath` as `<dir>/prog_new`, reusing every map already pinned under
  * `<dir>/maps` and pinning any others there. Returns the new program's pin path.
  */
 export async function loadProgram(session: SshSession, layout: PinLayout, objectPath: string, type: "xdp" | "tc"): Promise<string> {
-  const existing = await listPins(session, layout.maps);
-  const staged = `${layout.dir}/maps_staged`;
-  const newPin = `${layout.program}_new`;
-  const reuse = existing.flatMap((name) => ["map", "name", name, "pinned", `${layout.maps}/${name}`]);
-  await session.run([
-    ["mkdir", "-p", layout.maps],
-    ["rm", "-rf", staged, newPin],
-    ["bpftool", "prog", "load", objectPath, newPin, "type", type, ...reuse, "pinmaps", staged],
-  ]);
-  await session.runScript(ADOPT_NEW_MAPS_SCRIPT, [staged, layout.maps]);
-  return newPin;
+  await session.runScript(LOAD_SCRIPT, [objectPath, layout.dir, type]);
+  return `${layout.program}_new`;
 }
 
 export async function listPins(session: SshSession, dir: string): Promise<string[]> {
@@ -198,9 +280,9 @@ const ATTACH_TYPE_OF_REPORTED_MODE: Record<string, string> = { driver: "xdpdrv",
  * there is swapped in one netlink call, in the mode it is attached in, so packets
  * never pass unfiltered.
  */
-export async function attachXdp(session: SshSession, iface: string, programPin: string, mode: XdpMode, replacing?: XdpAttachment): Promise<void> {
+export function attachXdpCommand(iface: string, programPin: string, mode: XdpMode, replacing?: XdpAttachment): string[] {
   const type = replacing ? (ATTACH_TYPE_OF_REPORTED_MODE[replacing.mode] ?? ATTACH_TYPE[mode]) : ATTACH_TYPE[mode];
-  await session.run(["bpftool", "net", "attach", type, "pinned", programPin, "dev", iface, ...(replacing ? ["overwrite"] : [])]);
+  return ["bpftool", "net", "attach", type, "pinned", programPin, "dev", iface, ...(replacing ? ["overwrite"] : [])];
 }
 
 export async function detachXdp(session: SshSession, iface: string, attachment: XdpAttachment): Promise<void> {

@@ -41,6 +41,7 @@ export class SshError extends Error {}
 export class SshSession {
   readonly label: string;
   private closed = false;
+  private peer: Promise<string | undefined> | undefined;
 
   constructor(
     private readonly client: Client,
@@ -114,9 +115,11 @@ export class SshSession {
    * The address this provider's SSH session comes from, as the host sees it
    * (first field of $SSH_CONNECTION): what a deny rule must never cover.
    */
-  async managementPeer(): Promise<string | undefined> {
-    const result = await this.run(["sh", "-c", 'printf %s "$SSH_CONNECTION"'], { asLoginUser: true });
-    return result.stdout.trim().split(/\s+/)[0] || undefined;
+  managementPeer(): Promise<string | undefined> {
+    this.peer ??= this.run(["sh", "-c", 'printf %s "$SSH_CONNECTION"'], { asLoginUser: true }).then(
+      (result) => result.stdout.trim().split(/\s+/)[0] || undefined,
+    );
+    return this.peer;
   }
 
   private wantsSudo(): boolean {

@@ -9,21 +9,21 @@ import type { Kind } from "../dynamicAdapter";
 import { packagedObject } from "../objects";
 import {
   applyMapOperations,
-  attachXdp,
+  attachXdpCommand,
   detachXdp,
   dumpMaps,
   HostPreconditionError,
   loadProgram,
-  pathExists,
   pinLayout,
-  pinnedProgram,
   preflight,
+  programState,
   removePins,
   requireInterface,
   requireProgramType,
+  surveyResource,
   uploadObject,
-  xdpAttachment,
   type PinLayout,
+  type ResourceSurvey,
   type XdpAttachment,
 } from "../remote/bpfHost";
 import { hostLabel } from "../remote/hostSchema";
@@ -58,17 +58,14 @@ interface Observed extends ObservedProgram {
 
 /** The loaded program, its attachment and counters, or undefined when the firewall's pins are gone. */
 async function observeProgram(session: SshSession, layout: PinLayout, iface: string): Promise<ObservedProgram | undefined> {
-  const program = await pinnedProgram(session, layout.program);
-  if (!program) return undefined;
-  const statsPin = `${layout.maps}/${STATS_MAP}`;
-  const [dumps, attachment] = await Promise.all([dumpMaps(session, [statsPin]), xdpAttachment(session, iface).catch(() => undefined)]);
-  const stats = dumps.get(statsPin) ?? [];
-  const pass = sumCounters(stats[0]?.values ?? []);
-  const drop = sumCounters(stats[1]?.values ?? []);
+  const state = await programState(session, iface, layout, STATS_MAP);
+  if (!state.program) return undefined;
+  const pass = sumCounters(state.stats[0]?.values ?? []);
+  const drop = sumCounters(state.stats[1]?.values ?? []);
   return {
-    programId: program.id,
-    programTag: program.tag,
-    attachment: attachment && attachment.programId === program.id ? attachment : undefined,
+    programId: state.program.id,
+    programTag: state.program.tag,
+    attachment: state.xdp?.programId === state.program.id ? state.xdp : undefined,
     counters: { passPackets: pass.packets, passBytes: pass.bytes, dropPackets: drop.packets, dropBytes: drop.bytes },
   };
 }
@@ -102,12 +99,14 @@ function outputsOf(inputs: XdpFirewallInputs, observed: Observed, objectSha256: 
   };
 }
 
-/** Refuses to take over an interface whose XDP hook holds a program this resource did not attach. */
-async function claimInterface(session: SshSession, layout: PinLayout, iface: string): Promise<XdpAttachment | undefined> {
-  const attachment = await xdpAttachment(session, iface);
+/**
+ * Refuses to take over an interface whose XDP hook holds a program this resource
+ * did not attach; returns the attachment when it is ours.
+ */
+function claimInterface(session: SshSession, survey: ResourceSurvey, iface: string): XdpAttachment | undefined {
+  const attachment = survey.xdp;
   if (!attachment) return undefined;
-  const ours = await pinnedProgram(session, layout.program);
-  if (ours && ours.id === attachment.programId) return attachment;
+  if (survey.program && survey.program.id === attachment.programId) return attachment;
   throw new HostPreconditionError(
     `${session.label}: interface ${iface} already has XDP program id ${attachment.programId} attached (${attachment.mode} mode), which this firewall did not attach. ` +
       `bpfleet never replaces another program: detach it first (e.g. 'ip link set dev ${iface} xdp off') or pick another interface.`,
@@ -140,34 +139,33 @@ async function syncEntries(session: SshSession, layout: PinLayout, desired: Reco
   await applyMapOperations(session, denyOperations(plan, (map) => `${layout.maps}/${map}`));
 }
 
-async function validateOnHost(session: SshSession, inputs: XdpFirewallInputs): Promise<void> {
-  await preflight(session);
-  await requireProgramType(session, "xdp");
-  await requireInterface(session, inputs.interface);
-  await guardManagementPath(session, inputs);
-}
-
 /**
  * Brings the host to `inputs`. Used by create and update alike, so a half-finished
  * earlier run (pins left, program not attached) converges on the next `up`.
  */
 async function converge(inputs: XdpFirewallInputs, previousSha?: string): Promise<XdpFirewallOutputs> {
   const { session, layout } = await connect(inputs);
-  await validateOnHost(session, inputs);
-  const attachment = await claimInterface(session, layout, inputs.interface);
   const object = packagedObject(OBJECT);
-  const hadPins = await pathExists(session, layout.program);
+  await preflight(session);
+  await requireProgramType(session, "xdp");
+  const survey = await surveyResource(session, inputs.interface, layout, object);
+  requireInterface(session, survey, inputs.interface);
+  await guardManagementPath(session, inputs);
+  const attachment = claimInterface(session, survey, inputs.interface);
+  const hadPins = survey.program !== undefined;
   const needsLoad = !hadPins || previousSha !== object.sha256;
 
   let newProgram: string | undefined;
   try {
-    if (needsLoad) newProgram = await loadProgram(session, layout, await uploadObject(session, object), "xdp");
+    if (needsLoad) newProgram = await loadProgram(session, layout, await uploadObject(session, object, survey.objectPresent), "xdp");
     await syncEntries(session, layout, inputs.deny, hadPins ? await observeEntries(session, layout) : {});
     if (newProgram) {
-      if (inputs.attached) await attachXdp(session, inputs.interface, newProgram, inputs.mode, attachment);
-      await session.run(["mv", "-f", newProgram, layout.program]);
+      await session.run([
+        ...(inputs.attached ? [attachXdpCommand(inputs.interface, newProgram, inputs.mode, attachment)] : []),
+        ["mv", "-f", newProgram, layout.program],
+      ]);
     } else if (inputs.attached && !attachment) {
-      await attachXdp(session, inputs.interface, layout.program, inputs.mode);
+      await session.run(attachXdpCommand(inputs.interface, layout.program, inputs.mode));
     }
     if (!inputs.attached && attachment) await detachXdp(session, inputs.interface, attachment);
   } catch (err) {
@@ -213,10 +211,9 @@ export const xdpFirewallKind: Kind<XdpFirewallInputs, XdpFirewallOutputs> = {
 
   async delete(_id, olds) {
     const { session, layout } = await connect(olds);
-    const program = await pinnedProgram(session, layout.program);
-    const attachment = await xdpAttachment(session, olds.interface).catch(() => undefined);
+    const state = await programState(session, olds.interface, layout, STATS_MAP);
     // Detach only what this firewall attached; whatever else is on the hook stays.
-    if (program && attachment?.programId === program.id) await detachXdp(session, olds.interface, attachment);
+    if (state.program && state.xdp?.programId === state.program.id) await detachXdp(session, olds.interface, state.xdp);
     await removePins(session, layout);
   },
 };

@@ -19,14 +19,14 @@ export const MAPS = {
   flows: "lb_flows",
   nat: "lb_nat",
   config: "lb_config",
-  vipStats: "lb_vip_stats",
-  backendStats: "lb_backend_stats",
+  vipStats: "lb_vip_ctr",
+  backendStats: "lb_backend_ctr",
   stats: "lb_stats",
 } as const;
 
 export const LB_MAX_VIPS = 256;
 export const LB_MAX_BACKENDS = 4096;
-export const LB_TABLE_CAPACITY = 1_048_576;
+export const LB_TABLE_CAPACITY = 16 * 65537;
 /** Slot value and backend index that names no backend; lb_backends[0] is never written. */
 export const NO_BACKEND_INDEX = 0;
 
@@ -122,7 +122,7 @@ export function decodeVipKey(key: Uint8Array): VipKey {
 }
 
 export interface VipValue {
-  /** Index into lb_vip_stats, < LB_MAX_VIPS. */
+  /** Index into lb_vip_ctr, < LB_MAX_VIPS. */
   vipIndex: number;
   /** First slot of the VIP's table in maglev_table. */
   tableOffset: number;

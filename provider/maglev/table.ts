@@ -31,8 +31,8 @@ import { createHash } from "node:crypto";
 
 /** The paper's (and Katran's) default: prime, and ≥ 100 × N up to 655 backends. */
 export const DEFAULT_TABLE_SIZE = 65537;
-/** Table sizes above this are refused: the BPF table array holds 2^20 slots (bpf/include/maglev.h). */
-export const MAX_TABLE_SIZE = 1_048_573;
+/** The largest prime that fits the BPF table array (LB_TABLE_CAPACITY = 16 × 65537 slots, bpf/include/maglev.h). */
+export const MAX_TABLE_SIZE = 1_048_589;
 /** The paper's guidance for M ≫ N: at least this many slots per backend keeps each within ~1% of ideal. */
 export const MIN_SLOTS_PER_BACKEND = 100;
 export const MAX_WEIGHT = 65_535;
@@ -56,7 +56,7 @@ export interface MaglevTable {
 
 export class MaglevError extends Error {}
 
-/** Deterministic primality by trial division: M ≤ 2^20, so at most ~512 divisions. */
+/** Deterministic primality by trial division: M ≤ MAX_TABLE_SIZE, so at most ~350 divisions. */
 export function isPrime(n: number): boolean {
   if (!Number.isSafeInteger(n) || n < 2) return false;
   if (n % 2 === 0) return n === 2;
@@ -149,7 +149,7 @@ export function buildTable(backends: readonly MaglevBackend[], size = DEFAULT_TA
   });
 
   // Min-heap of backends by the virtual time of their next turn, (turns+1)/weight,
-  // compared exactly by cross-multiplying (both factors < 2^20 · 2^16).
+  // compared exactly by cross-multiplying (products < 2^21 · 2^16, exact in a double).
   const before = (a: number, b: number): boolean => {
     const lhs = (turns[a]! + 1) * weight[b]!;
     const rhs = (turns[b]! + 1) * weight[a]!;

@@ -259,3 +259,239 @@ export function sumCounters(perCpu: Buffer[]): { packets: bigint; bytes: bigint 
     { packets: 0n, bytes: 0n },
   );
 }
+
+// ---------------------------------------------------------------- runs with a context, in a namespace
+
+/**
+ * A network namespace for test runs whose routes and neighbours the test
+ * controls: BPF_PROG_TEST_RUN runs in the caller's namespace, and helpers such
+ * as bpf_fib_lookup consult it. Named bpfleet-ktest-<pid>-<random>; close()
+ * deletes it, a process exit handler deletes what close() did not, and the
+ * next createNetns() sweeps namespaces whose process is gone.
+ */
+export class TestNetns {
+  private closed = false;
+
+  constructor(readonly name: string) {}
+
+  get path(): string {
+    return `/run/netns/${this.name}`;
+  }
+
+  /** Runs `argv` inside the namespace (network only: bpffs pins stay visible, unlike `ip netns exec`). */
+  exec(argv: string[], what = argv.join(" ")): Promise<string> {
+    return sh(["nsenter", `--net=${this.path}`, ...argv], what);
+  }
+
+  /** `ip -n <ns> ...` */
+  ip(...args: string[]): Promise<string> {
+    return sh(["ip", "-n", this.name, ...args], `ip ${args.join(" ")}`);
+  }
+
+  sysctl(key: string, value: string | number): Promise<string> {
+    return this.exec(["sysctl", "-qw", `${key}=${value}`]);
+  }
+
+  async link(dev: string): Promise<{ ifindex: number; mac: string }> {
+    const [info] = JSON.parse(await this.ip("-j", "link", "show", "dev", dev)) as { ifindex: number; address: string }[];
+    if (!info) throw new Error(`no link ${dev} in ${this.name}`);
+    return { ifindex: info.ifindex, mac: info.address };
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    deleteNetns(this.name);
+    liveNetns.delete(this.name);
+  }
+}
+
+const liveNetns = new Set<string>();
+process.once("exit", () => {
+  for (const name of liveNetns) deleteNetns(name);
+});
+
+function deleteNetns(name: string): void {
+  try {
+    execFileSync("ip", ["netns", "delete", name], { stdio: "ignore" });
+  } catch {
+    // already gone
+  }
+}
+
+function sweepStaleNetns(): void {
+  let names: string[] = [];
+  try {
+    names = readdirSync("/run/netns");
+  } catch {
+    return;
+  }
+  for (const name of names) {
+    const m = new RegExp(`^${DIR_PREFIX}(\\d+)-`).exec(name);
+    if (m && !pidAlive(Number(m[1]))) deleteNetns(name);
+  }
+}
+
+export async function createNetns(): Promise<TestNetns> {
+  sweepStaleNetns();
+  const name = `${DIR_PREFIX}${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
+  await sh(["ip", "netns", "add", name], "creating a network namespace");
+  liveNetns.add(name);
+  const ns = new TestNetns(name);
+  await ns.ip("link", "set", "lo", "up");
+  return ns;
+}
+
+export interface XdpRunOptions {
+  repeat?: number;
+  /** Run inside this namespace (bpf_fib_lookup sees its routes and neighbours). */
+  netns?: TestNetns;
+  /** struct xdp_md ingress_ifindex; 0 (default) means the namespace's loopback. */
+  ingressIfindex?: number;
+  rxQueueIndex?: number;
+}
+
+/**
+ * BPF_PROG_TEST_RUN of an XDP program with a context (struct xdp_md: data,
+ * data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex), so
+ * the program sees a real ingress interface.
+ */
+export async function runXdp(prog: LoadedProgram, frame: Buffer, opts: XdpRunOptions = {}): Promise<RunResult> {
+  const dir = mkdtempSync(join(tmpdir(), `${DIR_PREFIX}${process.pid}-run-`));
+  try {
+    const inFile = join(dir, "in");
+    const outFile = join(dir, "out");
+    const ctxFile = join(dir, "ctx");
+    writeFileSync(inFile, frame);
+    const ctx = Buffer.alloc(24);
+    ctx.writeUInt32LE(0, 0); // data
+    ctx.writeUInt32LE(frame.length, 4); // data_end: the kernel wants the frame's length
+    ctx.writeUInt32LE(0, 8); // data_meta
+    ctx.writeUInt32LE(opts.ingressIfindex ?? 0, 12);
+    ctx.writeUInt32LE(opts.rxQueueIndex ?? 0, 16);
+    ctx.writeUInt32LE(0, 20); // egress_ifindex must be 0
+    writeFileSync(ctxFile, ctx);
+    const argv = ["bpftool", "-j", "prog", "run", "pinned", prog.progPin, "data_in", inFile, "data_out", outFile, "data_size_out", String(frame.length + 256)];
+    if (opts.ingressIfindex) argv.push("ctx_in", ctxFile);
+    if (opts.repeat && opts.repeat > 1) argv.push("repeat", String(opts.repeat));
+    const stdout = opts.netns ? await opts.netns.exec(argv, "BPF_PROG_TEST_RUN") : await sh(argv, "BPF_PROG_TEST_RUN");
+    const out = JSON.parse(stdout) as { retval: number; duration: number };
+    return { retval: out.retval, durationNs: out.duration, dataOut: readFileSync(outFile) };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+// ---------------------------------------------------------------- objects with several programs
+
+/** TC verdicts as BPF_PROG_TEST_RUN reports them through LoadedObject.runProgram (signed). */
+export const TC = { UNSPEC: -1, OK: 0, SHOT: 2 } as const;
+
+/**
+ * An object whose programs share its maps (e.g. TC ingress and egress),
+ * loaded with `bpftool prog loadall OBJ <dir>/progs type TYPE pinmaps <dir>/maps`:
+ * each program is pinned at <dir>/progs/<function name>. The map helpers of
+ * LoadedProgram apply; `run`/`progInfo` (single-program pin) do not.
+ */
+export class LoadedObject extends LoadedProgram {
+  constructor(
+    dir: string,
+    private readonly scratchDir: string,
+  ) {
+    super(dir, scratchDir);
+  }
+
+  programPin(name: string): string {
+    return join(this.dir, "progs", name);
+  }
+
+  programNames(): string[] {
+    return readdirSync(join(this.dir, "progs")).sort();
+  }
+
+  /** Runs program `name`; retval is signed (TC_ACT_UNSPEC is -1, not 4294967295). */
+  async runProgram(name: string, frame: Buffer, opts: { repeat?: number } = {}): Promise<RunResult> {
+    const tag = `${process.hrtime.bigint()}`;
+    const inFile = join(this.scratchDir, `in-${tag}`);
+    const outFile = join(this.scratchDir, `out-${tag}`);
+    writeFileSync(inFile, frame);
+    try {
+      const argv = ["bpftool", "-j", "prog", "run", "pinned", this.programPin(name), "data_in", inFile, "data_out", outFile];
+      argv.push("data_size_out", String(frame.length + 256));
+      if (opts.repeat && opts.repeat > 1) argv.push("repeat", String(opts.repeat));
+      const out = JSON.parse(await sh(argv, "BPF_PROG_TEST_RUN")) as { retval: number; duration: number };
+      return { retval: out.retval | 0, durationNs: out.duration, dataOut: readFileSync(outFile) };
+    } finally {
+      rmSync(inFile, { force: true });
+      rmSync(outFile, { force: true });
+    }
+  }
+
+  async programInfo(name: string): Promise<ProgInfo> {
+    return JSON.parse(await sh(["bpftool", "-j", "prog", "show", "pinned", this.programPin(name)], "prog show")) as ProgInfo;
+  }
+
+  /** Runs a `bpftool batch` file (one command per line), as the provider sends it. */
+  async batchText(text: string): Promise<void> {
+    if (!text.trim()) return;
+    const file = join(this.scratchDir, `batch-${process.hrtime.bigint()}`);
+    writeFileSync(file, text);
+    try {
+      await sh(["bpftool", "batch", "file", file], "bpftool batch");
+    } finally {
+      rmSync(file, { force: true });
+    }
+  }
+
+  /** The value of `key` in a (non-per-CPU) map, or undefined when absent. */
+  async lookup(name: string, key: Buffer): Promise<Buffer | undefined> {
+    try {
+      const out = JSON.parse(
+        await sh(["bpftool", "-j", "map", "lookup", "pinned", this.mapPin(name), "key", "hex", ...hex(key).split(" ")], "map lookup"),
+      ) as { value: string[] };
+      return Buffer.from(out.value.map((x) => parseInt(x, 16)));
+    } catch (e) {
+      if (/No such file or directory|not found/i.test((e as Error).message)) return undefined;
+      throw e;
+    }
+  }
+}
+
+/**
+ * Loads every program of `object` into a fresh private directory. With
+ * `reuseMapsOf`, each map is the one already pinned there (as the provider
+ * reuses maps on an upgrade), so both loads share state.
+ */
+export async function loadObject(object: string, opts: { type?: string; reuseMapsOf?: LoadedObject } = {}): Promise<LoadedObject> {
+  if (!existsSync(object)) throw new Error(`${object} does not exist: run make -C bpf`);
+  ensureBpffs();
+  sweepStaleDirs();
+  const dir = mkdtempSync(join(BPFFS, `${DIR_PREFIX}${process.pid}-`));
+  const workDir = mkdtempSync(join(tmpdir(), `${DIR_PREFIX}${process.pid}-`));
+  liveDirs.add(dir);
+  liveDirs.add(workDir);
+  const loaded = new LoadedObject(dir, workDir);
+  const reuse = opts.reuseMapsOf
+    ? opts.reuseMapsOf.mapNames().flatMap((name) => ["map", "name", name, "pinned", opts.reuseMapsOf!.mapPin(name)])
+    : [];
+  try {
+    await sh(
+      ["bpftool", "prog", "loadall", object, join(dir, "progs"), "type", opts.type ?? "tc", ...reuse, "pinmaps", join(dir, "maps")],
+      `loading ${object}`,
+    );
+  } catch (e) {
+    loaded.close();
+    throw e;
+  }
+  return loaded;
+}
+
+/** Loads all programs, hands the object to `fn`, and removes every pin afterwards, also on failure. */
+export async function withObject<T>(object: string, fn: (o: LoadedObject) => Promise<T>, opts: { type?: string } = {}): Promise<T> {
+  const loaded = await loadObject(object, opts);
+  try {
+    return await fn(loaded);
+  } finally {
+    loaded.close();
+  }
+}

@@ -1,0 +1,148 @@
+/* Map layouts of the Maglev load balancer (bpf/xdp_maglev.bpf.c), shared with
+ * user space. provider/maglev/codec.ts mirrors these byte for byte and
+ * test/kernel/maglev.test.ts checks sizes and offsets against the BTF of the
+ * compiled object. Every struct spells out its padding as `reserved` fields
+ * (always zero) so that no byte of a key is left to the compiler: a hash-map
+ * key with an uninitialised hole never matches.
+ *
+ * Addresses and ports are in network byte order (as on the wire); indexes,
+ * sizes and counters in host byte order (little-endian on every host we run).
+ * An IPv4 address occupies addr[0..3], the other 12 bytes are zero.
+ *
+ * Map names stay within 15 characters: the kernel keeps only that many
+ * (BPF_OBJ_NAME_LEN), and `bpftool map show` would report another name than
+ * the pin. */
+#ifndef BPFLEET_MAGLEV_H
+#define BPFLEET_MAGLEV_H
+
+#include <linux/types.h>
+
+#define LB_MAX_VIPS 256
+#define LB_MAX_BACKENDS 4096
+/* Slots of all Maglev tables of one load balancer: 16 tables of 65537, or
+ * one of up to 1048589 (the largest prime below). 8 MiB: array values are
+ * kept 8-byte aligned. */
+#define LB_TABLE_CAPACITY (16 * 65537)
+/* LRU maps are preallocated: 262144 entries of 40-byte keys cost ~30 MiB each. */
+#define LB_FLOW_MAX_ENTRIES 262144
+#define LB_NAT_MAX_ENTRIES 262144
+
+#define LB_FAMILY_V4 4
+#define LB_FAMILY_V6 6
+
+/* What a VIP does with the packets it balances. */
+enum lb_mode {
+	/* Rewrite the Ethernet addresses only; the VIP stays the destination
+	 * (backends hold it on a loopback/dummy and answer the client directly). */
+	LB_MODE_DSR = 1,
+	/* Rewrite destination address and port to the backend's; replies come
+	 * back through the load balancer and are translated back (lb_nat). */
+	LB_MODE_NAT = 2,
+	/* Encapsulate in an outer IPv4 or IPv6 header to the backend (IP-in-IP,
+	 * IPv6-in-IPv6, IPv4-in-IPv6, IPv6-in-IPv4); the VIP stays the inner
+	 * destination. For backends on other subnets. */
+	LB_MODE_IPIP = 3,
+};
+
+/* lb_vip.flags */
+/* Pin flows in lb_flows: a flow keeps its backend across table changes for
+ * as long as the backend exists (Katran's LRU connection table). */
+#define LB_VIP_F_FLOW_TABLE 0x01
+
+/* lb_backend.flags */
+/* `mac` may be used when the FIB has no answer (forwarding disabled on the
+ * interface, or no neighbour entry): the frame then leaves by XDP_TX. */
+#define LB_BACKEND_F_STATIC_MAC 0x01
+
+/* lb_config.flags */
+/* Some VIP is in NAT mode: look up every non-VIP TCP/UDP packet in lb_nat
+ * (replies from backends). Off, the non-VIP path costs no lookup. */
+#define LB_CONFIG_F_REVERSE_NAT 0x01
+
+/* Backend index 0 is never given to a backend and lb_backends[0] is never
+ * written: a slot holding 0 names no backend (a VIP without backends), and so
+ * does a slot never written, whatever the table region held before. */
+#define LB_NO_BACKEND 0
+
+/* lb_vips key: where clients send. */
+struct lb_vip_key {
+	__u8 addr[16];
+	__be16 port;
+	__u8 proto;  /* IPPROTO_TCP or IPPROTO_UDP */
+	__u8 family; /* LB_FAMILY_V4 or LB_FAMILY_V6 */
+}; /* 20 bytes */
+
+/* lb_vips value. The VIP's table is
+ * maglev_table[table_offset .. table_offset + table_size - 1]. */
+struct lb_vip {
+	__u32 vip_index;    /* index into lb_vip_ctr, < LB_MAX_VIPS */
+	__u32 table_offset;
+	__u32 table_size;   /* M, prime */
+	__u8 mode;          /* enum lb_mode */
+	__u8 flags;         /* LB_VIP_F_* */
+	__u16 reserved;
+}; /* 16 bytes */
+
+/* lb_backends value, indexed by backend index (1 and up). A record with family 0 names
+ * no backend: the array's "deleted" state, and what a slot pointing at a
+ * removed backend finds (the packet is dropped and counted, never sent to a
+ * stale address). */
+struct lb_backend {
+	__u8 addr[16];
+	__be16 port;   /* NAT: the new destination port; 0 keeps the VIP's port */
+	__u8 family;   /* LB_FAMILY_V4, LB_FAMILY_V6, or 0: no backend */
+	__u8 flags;    /* LB_BACKEND_F_* */
+	__u8 mac[6];   /* next-hop MAC resolved by the provider */
+	__u16 reserved;
+}; /* 28 bytes */
+
+/* A flow as the program sees it: the key of lb_flows (client to VIP), of
+ * lb_nat (backend to client, as replies arrive), and the input of the Maglev
+ * hash (jhash2 over its ten 32-bit words). */
+struct lb_flow_key {
+	__u8 src[16];
+	__u8 dst[16];
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;
+	__u8 family;
+	__u16 reserved;
+}; /* 40 bytes */
+
+/* lb_nat value: what a backend's reply must look like to the client. */
+struct lb_nat_origin {
+	__u8 vip_addr[16];
+	__be16 vip_port;
+	__u16 reserved;
+	__u32 vip_index;
+}; /* 24 bytes */
+
+/* lb_config[0]. A tunnel source of all zeroes means "the address the FIB
+ * picks for the backend" (BPF_FIB_LOOKUP_SRC). */
+struct lb_config {
+	__u32 flags;            /* LB_CONFIG_F_* */
+	__u8 tunnel_src_v4[4];
+	__u8 tunnel_src_v6[16];
+}; /* 24 bytes */
+
+struct lb_counter {
+	__u64 packets;
+	__u64 bytes;
+}; /* 16 bytes */
+
+/* Indexes of lb_stats (per-CPU), each a struct lb_counter. */
+enum lb_stat {
+	LB_STAT_NOT_VIP = 0,     /* passed untouched */
+	LB_STAT_NO_BACKEND = 1,  /* VIP hit, but the slot or record names no backend: dropped */
+	LB_STAT_TX = 2,          /* sent back out of the ingress interface */
+	LB_STAT_REDIRECT = 3,    /* sent out of another interface */
+	LB_STAT_STACK = 4,       /* rewritten and handed to the kernel (NAT, neighbour unresolved) */
+	LB_STAT_FIB_DROP = 5,    /* no route or MAC to the destination: dropped */
+	LB_STAT_STATIC_MAC = 6,  /* the FIB had no answer; the backend's static MAC was used */
+	LB_STAT_REVERSE_NAT = 7, /* replies from backends translated back to the VIP */
+	LB_STAT_FLOW_HIT = 8,    /* backend taken from lb_flows */
+	LB_STAT_ENCAP_FAIL = 9,  /* IPIP: cannot encapsulate (VLAN tag, headroom, no source): dropped */
+	LB_STAT_MAX = 10,
+};
+
+#endif

@@ -4,7 +4,7 @@ import { readFileSync } from "node:fs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { checkInputs } from "../../provider/dynamicAdapter";
 import { packagedObject } from "../../provider/objects";
-import { closeAllSessions } from "../../provider/remote/ssh";
+import { closeAllSessions, sessionFor } from "../../provider/remote/ssh";
 import { xdpFirewallKind as firewall } from "../../provider/xdpFirewall/lifecycle";
 import { xdpFirewallSchema, type XdpFirewallInputs, type XdpFirewallOutputs } from "../../provider/xdpFirewall/schema";
 import { createLab, type Lab, type LabHost } from "./lab";
@@ -197,5 +197,20 @@ describe("XdpFirewall convergence", () => {
     expect(await pinsOn(h2)).toContain("deny_v4_exact");
     await firewall.delete(made.id, made.outs);
     expect(await pinsOn(h2)).not.toContain("fw");
+  });
+
+  it("reaches a host through a jump host: the host sees the session coming from the jump host", async () => {
+    const [h1, h2] = lab.hosts as [LabHost, LabHost];
+    const base = inputs(h2, { deny: ["192.0.2.1"] });
+    const viaJump = { ...base, host: { ...base.host, jumpHost: { address: h1.address, port: 22, user: "root", hostKey: h1.hostKey, insecureSkipHostKeyCheck: false } } };
+    const session = await sessionFor(viaJump.host, viaJump.credentials);
+    expect(await session.managementPeer()).toBe(h1.address);
+    const made = await firewall.create(viaJump);
+    expect(await pinsOn(h2)).toContain("deny_v4_exact");
+    expect(await pinsOn(h1)).not.toContain("fw");
+    await firewall.delete(made.id, made.outs);
+    // A jump host with the wrong pinned key is refused like any other host.
+    const badJump = { ...viaJump.host, jumpHost: { ...viaJump.host.jumpHost, hostKey: h2.hostKey } };
+    await expect(sessionFor(badJump, viaJump.credentials)).rejects.toThrow(/host key verification failed/);
   });
 });

@@ -40,6 +40,13 @@ describe("XdpFirewall check", () => {
     [{ host: { address: "10.0.0.1", port: 70000 } }, "host.port", /./],
     [{ host: { address: "10.0.0.1", hostKey: "not a key" } }, "host.hostKey", /ssh-ed25519/],
     [{ host: { address: "10.0.0.1", user: "root;id" } }, "host.user", /Unix user name/],
+    [{ host: { address: "10.0.0.1", connectTimeoutMs: 5 } }, "host.connectTimeoutMs", /./],
+    [{ host: { address: "10.0.0.1", jumpHost: { address: "bad host" } } }, "host.jumpHost.address", /IP address or a DNS name/],
+    [{ host: { address: "10.0.0.1", sudo: "yes" } }, "host.sudo", /boolean/],
+    [{ credentials: { privateKey: "k", token: "x" } }, "credentials", /token/],
+    [{ attached: "no" }, "attached", /boolean/],
+    [{ lockoutGuard: 0 }, "lockoutGuard", /boolean/],
+    [{ deny: "10.0.0.0/8" }, "deny", /./],
   ])("rejects %j naming %s", (patch, property, reason) => {
     const result = checkInputs(xdpFirewallSchema, { ...valid, ...patch });
     expect(result.inputs).toBeUndefined();

@@ -41,7 +41,6 @@ async function main(): Promise<void> {
       interface: "eth0",
       name: "bench",
       deny: list,
-      lockoutGuard: false,
     }).inputs as XdpFirewallInputs;
   try {
     const [, checkMs] = await timed(async () => inputs(deny));

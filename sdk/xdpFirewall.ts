@@ -17,10 +17,20 @@ export interface XdpFirewallArgs {
   /** false loads the program and fills its maps without attaching it. Default true. */
   attached?: pulumi.Input<boolean>;
   /**
-   * Refuse deny entries that cover the address this provider's SSH session comes
-   * from (as the host sees it). Default true.
+   * Lockout guard. Before a change on the interface that carries the management SSH
+   * session, arm a revert timer on the host; after the change, prove a fresh SSH
+   * login works, then disarm. If it does not, the host undoes the change by itself
+   * and the update fails with what would have locked it out. Default true.
    */
   lockoutGuard?: pulumi.Input<boolean>;
+  /** Seconds until an undisarmed revert timer undoes the change (5–3600). Default 30. */
+  lockoutRevertSeconds?: pulumi.Input<number>;
+  /**
+   * Permit deny entries that cover the address this provider's SSH session comes
+   * from, as the host sees it. Default false: such entries are refused before
+   * anything changes.
+   */
+  allowManagementDeny?: pulumi.Input<boolean>;
   /** Pin directory name under /sys/fs/bpf/bpfleet/xdp-firewall/. Default: the resource name. */
   pinName?: pulumi.Input<string>;
 }
@@ -66,6 +76,8 @@ export class XdpFirewall extends pulumi.dynamic.Resource {
         mode: args.mode,
         attached: args.attached,
         lockoutGuard: args.lockoutGuard,
+        lockoutRevertSeconds: args.lockoutRevertSeconds,
+        allowManagementDeny: args.allowManagementDeny,
         programId: undefined,
         programTag: undefined,
         objectSha256: undefined,

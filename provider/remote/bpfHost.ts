@@ -79,6 +79,8 @@ export interface ResourceSurvey {
   program: ProgramInfo | undefined;
   /** Whether the content-addressed object is already on the host. */
   objectPresent: boolean;
+  /** The interface the host routes the management SSH session's replies through. */
+  managementInterface: string | undefined;
 }
 
 // Each section is framed by a marker line; a missing thing prints "null" (bpftool -j
@@ -92,6 +94,7 @@ echo "@@links"; ip -j link show
 echo "@@net"; json_or bpftool -j net show dev "$1"
 echo "@@prog"; json_or bpftool -j prog show pinned "$2"
 echo "@@object"; if [ -f "$3" ]; then echo true; else echo false; fi
+echo "@@route"; if [ -n "$4" ]; then json_or ip -j route get "$4"; else echo null; fi
 `;
 
 function sections(stdout: string): Map<string, string> {
@@ -104,7 +107,8 @@ function sections(stdout: string): Map<string, string> {
 }
 
 export async function surveyResource(session: SshSession, iface: string, layout: PinLayout, object: LocalObject): Promise<ResourceSurvey> {
-  const result = await session.runScript(SURVEY_SCRIPT, [iface, layout.program, objectRemotePath(object)]);
+  const peer = (await session.managementPeer()) ?? "";
+  const result = await session.runScript(SURVEY_SCRIPT, [iface, layout.program, objectRemotePath(object), peer]);
   const parts = sections(result.stdout);
   const links = JSON.parse(parts.get("links") || "[]") as { ifname: string }[];
   const net = JSON.parse(parts.get("net") || "null") as { xdp?: { mode: string; id: number }[] }[] | null;
@@ -115,6 +119,7 @@ export async function surveyResource(session: SshSession, iface: string, layout:
     xdp: xdp ? { mode: xdp.mode, programId: xdp.id } : undefined,
     program: prog ? { id: prog.id, tag: prog.tag, name: prog.name } : undefined,
     objectPresent: parts.get("object") === "true",
+    managementInterface: (JSON.parse(parts.get("route") || "null") as { dev?: string }[] | null)?.[0]?.dev,
   };
 }
 
@@ -374,4 +379,36 @@ exit 0
 export async function removePins(session: SshSession, layout: PinLayout): Promise<void> {
   const kindDir = layout.dir.slice(0, layout.dir.lastIndexOf("/"));
   await session.runScript(REMOVE_PINS_SCRIPT, [layout.dir, kindDir, PIN_ROOT, OBJECT_DIR.replace(/\/objects$/, "")]);
+}
+
+/** One key to look up in a pinned map. */
+export interface MapLookup {
+  map: string;
+  key: Uint8Array;
+}
+
+/**
+ * Looks keys up in one round trip (`bpftool -j batch`), in order; returns each
+ * entry's value, or one value per CPU for per-CPU maps. bpftool ends the batch
+ * at the first key that is not in the map, so this is for keys that exist
+ * (array maps): a missing one fails the call. Costs the host ~30 µs per key.
+ */
+export async function lookupMapEntries(session: SshSession, lookups: readonly MapLookup[]): Promise<Uint8Array[][]> {
+  if (lookups.length === 0) return [];
+  for (const l of lookups) assertPinPath(l.map);
+  const text = lookups.map((l) => `map lookup pinned ${l.map} key hex ${hexBytes(l.key)}\n`).join("");
+  const command = "bpftool -j batch file -";
+  const result = await session.run(["bpftool", "-j", "batch", "file", "-"], { stdin: text, allowFailure: true });
+  let rows: { output: { value?: string[]; values?: { value: string[] }[] } | null }[];
+  try {
+    rows = JSON.parse(result.stdout || "[]");
+  } catch {
+    throw new RemoteCommandError(session.label, command, result, "bpftool printed something other than JSON");
+  }
+  const failed = rows.findIndex((row) => !row.output);
+  if (failed >= 0 || rows.length < lookups.length) {
+    const at = failed >= 0 ? failed : rows.length;
+    throw new RemoteCommandError(session.label, command, result, `lookup ${at + 1} of ${lookups.length} failed (${lookups[at]?.map} key ${hexBytes(lookups[at]?.key ?? new Uint8Array())})`);
+  }
+  return rows.map((row) => (row.output!.values ? row.output!.values.map((v) => parseHexArray(v.value)) : [parseHexArray(row.output!.value ?? [])]));
 }

@@ -227,6 +227,13 @@ export async function freshLogin(host: HostConnection, credentials: Credentials)
   }
 }
 
+/** Forgets (and closes) the pooled session to a host, e.g. after its management path was cut. */
+export function dropSession(host: HostConnection, credentials: Credentials): void {
+  const key = poolKey(host, credentials);
+  pool.get(key)?.then((s) => s.close(), () => undefined);
+  pool.delete(key);
+}
+
 export function closeAllSessions(): void {
   for (const opening of pool.values()) opening.then((s) => s.close(), () => undefined);
   pool.clear();

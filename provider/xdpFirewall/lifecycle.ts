@@ -10,6 +10,7 @@ import { packagedObject } from "../objects";
 import {
   applyMapOperations,
   attachXdpCommand,
+  batchText,
   detachXdp,
   dumpMaps,
   HostPreconditionError,
@@ -22,12 +23,15 @@ import {
   requireProgramType,
   surveyResource,
   uploadObject,
+  type MapOperation,
   type PinLayout,
   type ResourceSurvey,
   type XdpAttachment,
 } from "../remote/bpfHost";
 import { hostLabel } from "../remote/hostSchema";
-import { sessionFor, type SshSession } from "../remote/ssh";
+import { shellQuote } from "../remote/quote";
+import { armRevert, type RevertTimer } from "../remote/revertTimer";
+import { dropSession, freshLogin, sessionFor, type SshSession } from "../remote/ssh";
 import { sortedRecord } from "../validation";
 import { decodeDenyEntry, DENY_MAPS, STATS_MAP, sumCounters } from "./codec";
 import { denyOperations, planDeny } from "./plan";
@@ -114,8 +118,8 @@ function claimInterface(session: SshSession, survey: ResourceSurvey, iface: stri
 }
 
 /** Refuses deny entries that would drop this provider's own SSH session. */
-async function guardManagementPath(session: SshSession, inputs: XdpFirewallInputs): Promise<void> {
-  if (!inputs.lockoutGuard || !inputs.attached) return;
+async function refuseManagementDeny(session: SshSession, inputs: XdpFirewallInputs): Promise<void> {
+  if (inputs.allowManagementDeny || !inputs.attached) return;
   const peer = await session.managementPeer();
   if (!peer) return;
   let address;
@@ -128,15 +132,52 @@ async function guardManagementPath(session: SshSession, inputs: XdpFirewallInput
   if (covering.length > 0) {
     throw new HostPreconditionError(
       `${session.label}: deny entr${covering.length === 1 ? "y" : "ies"} ${covering.join(", ")} would drop ${peer}, the address this provider's SSH session comes from, and lock the host out of management. ` +
-        `Remove the entry, or set lockoutGuard: false if another path manages this host. Nothing was changed.`,
+        `Remove the entry, or set allowManagementDeny: true if another path manages this host. Nothing was changed.`,
     );
   }
 }
 
-/** Writes the difference between desired and observed entries; returns nothing when already equal. */
-async function syncEntries(session: SshSession, layout: PinLayout, desired: Record<string, string>, observed: Record<string, string>): Promise<void> {
-  const plan = planDeny(Object.keys(desired), Object.keys(observed));
-  await applyMapOperations(session, denyOperations(plan, (map) => `${layout.maps}/${map}`));
+/**
+ * What the host runs if the revert timer fires: restore the entries, and put the
+ * hook back as it was (detach a program that was not attached before, or reattach
+ * the previous one). Every value is quoted; each step runs even if one fails.
+ */
+function revertScript(layout: PinLayout, iface: string, inverse: MapOperation[], hook: "remove" | "restore-previous" | "keep"): string {
+  const lines = [`P=${shellQuote([layout.program])}`, `DEV=${shellQuote([iface])}`];
+  if (inverse.length > 0) lines.push(`bpftool batch file - <<'BPFLEET_BATCH'\n${batchText(inverse)}BPFLEET_BATCH`);
+  if (hook === "remove") {
+    lines.push(
+      `id=$(bpftool -j prog show pinned "$P" 2>/dev/null | grep -o '"id":[0-9]*' | head -n 1 | cut -d: -f2)`,
+      `if [ -n "$id" ] && bpftool -j net show dev "$DEV" | grep -q "\"id\":$id[,}]"; then ip link set dev "$DEV" xdpgeneric off; ip link set dev "$DEV" xdpdrv off; fi 2>/dev/null`,
+      `rm -rf -- ${shellQuote([layout.dir])}`,
+    );
+  } else if (hook === "restore-previous") {
+    lines.push(`bpftool net attach xdp pinned "$P"_old dev "$DEV" overwrite || bpftool net attach xdpgeneric pinned "$P"_old dev "$DEV" overwrite`, `mv -f "$P"_old "$P"`);
+  }
+  return `${lines.join("\n")}\n`;
+}
+
+async function loginWorks(inputs: XdpFirewallInputs, timeoutMs: number): Promise<Error | undefined> {
+  try {
+    await freshLogin({ ...inputs.host, connectTimeoutMs: timeoutMs }, inputs.credentials);
+    return undefined;
+  } catch (err) {
+    return err as Error;
+  }
+}
+
+/** After a fresh login failed: waits for the host to come back by itself (its revert timer) and says what happened. */
+async function reportLockout(session: SshSession, inputs: XdpFirewallInputs, peer: string | undefined, failure: Error): Promise<never> {
+  dropSession(inputs.host, inputs.credentials);
+  const deadline = Date.now() + (inputs.lockoutRevertSeconds + 20) * 1000;
+  let back = false;
+  while (!back && Date.now() < deadline) back = (await loginWorks(inputs, 5000)) === undefined;
+  throw new HostPreconditionError(
+    `${session.label}: after the change, a fresh SSH login failed (${failure.message.split("\n")[0]}): the change cuts the management path ` +
+      `(SSH from ${peer ?? "the provider"} over ${inputs.interface}). The revert timer armed before the change ` +
+      (back ? `undid it and the host is reachable again.` : `undoes it within ${inputs.lockoutRevertSeconds} s; the host was not reachable again yet.`) +
+      ` Nothing was recorded as applied. Check the deny entries against the addresses this host is managed from.`,
+  );
 }
 
 /**
@@ -150,18 +191,32 @@ async function converge(inputs: XdpFirewallInputs, previousSha?: string): Promis
   await requireProgramType(session, "xdp");
   const survey = await surveyResource(session, inputs.interface, layout, object);
   requireInterface(session, survey, inputs.interface);
-  await guardManagementPath(session, inputs);
+  await refuseManagementDeny(session, inputs);
   const attachment = claimInterface(session, survey, inputs.interface);
   const hadPins = survey.program !== undefined;
   const needsLoad = !hadPins || previousSha !== object.sha256;
+  const mapPin = (map: string) => `${layout.maps}/${map}`;
+  const plan = planDeny(Object.keys(inputs.deny), Object.keys(hadPins ? await observeEntries(session, layout) : {}));
+  const attachesNew = inputs.attached && (needsLoad || !attachment);
+  const changesTraffic = plan.add.length + plan.remove.length > 0 || attachesNew;
+  const guarded = inputs.lockoutGuard && changesTraffic && survey.managementInterface === inputs.interface;
+  const swapsProgram = needsLoad && hadPins;
 
   let newProgram: string | undefined;
+  let timer: RevertTimer | undefined;
   try {
     if (needsLoad) newProgram = await loadProgram(session, layout, await uploadObject(session, object, survey.objectPresent), "xdp");
-    await syncEntries(session, layout, inputs.deny, hadPins ? await observeEntries(session, layout) : {});
+    if (guarded) {
+      const hook = !hadPins ? "remove" : swapsProgram && attachment ? "restore-previous" : attachesNew ? "remove" : "keep";
+      const inverse = hadPins ? denyOperations({ add: plan.remove, remove: plan.add }, mapPin) : [];
+      timer = await armRevert(session, revertScript(layout, inputs.interface, inverse, hook), inputs.lockoutRevertSeconds);
+    }
+    await applyMapOperations(session, denyOperations(plan, mapPin));
     if (newProgram) {
       await session.run([
         ...(inputs.attached ? [attachXdpCommand(inputs.interface, newProgram, inputs.mode, attachment)] : []),
+        // The previous program stays pinned as prog_old until the change is proven.
+        ...(swapsProgram ? [["mv", "-f", layout.program, `${layout.program}_old`]] : []),
         ["mv", "-f", newProgram, layout.program],
       ]);
     } else if (inputs.attached && !attachment) {
@@ -171,10 +226,18 @@ async function converge(inputs: XdpFirewallInputs, previousSha?: string): Promis
   } catch (err) {
     // Leave the host as it was: a fresh firewall that never attached is removed whole;
     // an existing one keeps its program (the staged one is dropped).
-    if (!hadPins) await removePins(session, layout).catch(() => undefined);
+    await timer?.disarm().catch(() => undefined);
+    // The same steps the revert timer would run: detach what we attached, drop the pins.
+    if (!hadPins) await session.run(["sh", "-c", revertScript(layout, inputs.interface, [], "remove")]).catch(() => undefined);
     else if (newProgram) await session.run(["rm", "-f", newProgram]).catch(() => undefined);
     throw err;
   }
+  if (timer) {
+    const failure = await loginWorks(inputs, Math.min(inputs.host.connectTimeoutMs, (inputs.lockoutRevertSeconds * 1000) / 2));
+    if (failure) await reportLockout(session, inputs, await session.managementPeer(), failure);
+    await timer.disarm();
+  }
+  if (swapsProgram) await session.run(["rm", "-f", `${layout.program}_old`]);
   // bpftool batch stops at the first failed write, so after it succeeded the maps hold
   // exactly the desired entries: only the program side is read back.
   const program = await observeProgram(session, layout, inputs.interface);

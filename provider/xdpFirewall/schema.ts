@@ -19,8 +19,16 @@ export const xdpFirewallSchema = z.object({
   mode: z.enum(["native", "generic", "auto"]).default("auto"),
   /** false loads the program and fills its maps without attaching it (staging). */
   attached: z.boolean().default(true),
-  /** Refuse deny entries that cover the address this provider's SSH session comes from. */
+  /**
+   * Before a change on the interface that carries the management SSH session, arm a
+   * revert timer on the host; after the change, prove that a fresh SSH login works,
+   * then disarm. If the login fails, the host undoes the change by itself.
+   */
   lockoutGuard: z.boolean().default(true),
+  /** Seconds after which an undisarmed revert timer undoes the change. */
+  lockoutRevertSeconds: z.number().int().min(5).max(3600).default(30),
+  /** Permit deny entries that cover the address this provider's SSH session comes from (refused by default). */
+  allowManagementDeny: z.boolean().default(false),
 });
 
 export type XdpFirewallInputs = z.infer<typeof xdpFirewallSchema>;

@@ -4,7 +4,7 @@ import { readFileSync } from "node:fs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { checkInputs } from "../../provider/dynamicAdapter";
 import { packagedObject } from "../../provider/objects";
-import { closeAllSessions, sessionFor } from "../../provider/remote/ssh";
+import { closeAllSessions, dropSession, sessionFor } from "../../provider/remote/ssh";
 import { xdpFirewallKind as firewall } from "../../provider/xdpFirewall/lifecycle";
 import { xdpFirewallSchema, type XdpFirewallInputs, type XdpFirewallOutputs } from "../../provider/xdpFirewall/schema";
 import { createLab, type Lab, type LabHost } from "./lab";
@@ -117,10 +117,36 @@ describe("XdpFirewall on a lab host", () => {
   it("refuses a deny entry covering the provider's own SSH address, changing nothing", async () => {
     const h1 = lab.hosts[0]!;
     const before = await firewall.read(created.id, created.outs);
-    await expect(firewall.update(created.id, created.outs, inputs(h1, { deny: [`${lab.gateway4}/24`] }))).rejects.toThrow(/lock the host out/);
+    await expect(firewall.update(created.id, created.outs, inputs(h1, { deny: [`${lab.gateway4}/24`] }))).rejects.toThrow(/lock the host out.*allowManagementDeny/);
     const after = await firewall.read(created.id, created.outs);
     expect(after!.outs.deny).toEqual(before!.outs.deny);
   });
+
+  it("lockout guard: a change that cuts the management path is undone by the host itself, and the update fails saying so", async () => {
+    const h1 = lab.hosts[0]!;
+    const before = await firewall.read(created.id, created.outs);
+    const cutting = inputs(h1, { deny: [...Object.keys(created.outs.deny), lab.gateway4], allowManagementDeny: true, lockoutRevertSeconds: 5 });
+    await expect(firewall.update(created.id, created.outs, cutting)).rejects.toThrow(/fresh SSH login failed.*cuts the management path.*undid it and the host is reachable again/s);
+    expect((await lab.ssh(h1, ["true"], { reject: false })).exitCode).toBe(0);
+    const after = await firewall.read(created.id, created.outs);
+    expect(after!.outs.deny).toEqual(before!.outs.deny);
+    expect(after!.outs.programId).toBe(before!.outs.programId);
+    expect(await pinsOn(h1)).not.toMatch(/prog_old|prog_new/);
+  }, 90_000);
+
+  it("without the guard, the same change locks the host out (cleaned up from inside the host)", async () => {
+    const h1 = lab.hosts[0]!;
+    const base = inputs(h1, { deny: [...Object.keys(created.outs.deny), lab.gateway4], allowManagementDeny: true, lockoutGuard: false });
+    const cutting = { ...base, host: { ...base.host, commandTimeoutMs: 5000 } };
+    try {
+      await expect(firewall.update(created.id, created.outs, cutting)).rejects.toThrow();
+      expect((await lab.ssh(h1, ["true"], { reject: false })).exitCode).not.toBe(0);
+    } finally {
+      dropSession(cutting.host, cutting.credentials);
+      await lab.inHost(h1, ["bpftool", "map", "delete", "pinned", "/sys/fs/bpf/bpfleet/xdp-firewall/fw/maps/deny_v4_exact", "key", ...lab.gateway4.split(".")]);
+    }
+    expect((await lab.ssh(h1, ["true"], { reject: false })).exitCode).toBe(0);
+  }, 90_000);
 
   it("delete: detaches and removes its pins; deleting again succeeds", async () => {
     const h1 = lab.hosts[0]!;

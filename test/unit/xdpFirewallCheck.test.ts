@@ -46,6 +46,9 @@ describe("XdpFirewall check", () => {
     [{ credentials: { privateKey: "k", token: "x" } }, "credentials", /token/],
     [{ attached: "no" }, "attached", /boolean/],
     [{ lockoutGuard: 0 }, "lockoutGuard", /boolean/],
+    [{ lockoutRevertSeconds: 1 }, "lockoutRevertSeconds", /./],
+    [{ lockoutRevertSeconds: 2.5 }, "lockoutRevertSeconds", /./],
+    [{ allowManagementDeny: "yes" }, "allowManagementDeny", /boolean/],
     [{ deny: "10.0.0.0/8" }, "deny", /./],
   ])("rejects %j naming %s", (patch, property, reason) => {
     const result = checkInputs(xdpFirewallSchema, { ...valid, ...patch });

@@ -1,0 +1,63 @@
+/**
+ * The lockout guard's remote half: a revert armed on the host before a change
+ * that could cut the management path, disarmed only after a fresh SSH login has
+ * proved the path still works. If the provider never comes back, the host undoes
+ * the change by itself.
+ */
+import { randomBytes } from "node:crypto";
+import type { SshSession } from "./ssh";
+
+const GUARD_DIR = "/run/bpfleet/guards";
+
+// The revert script arrives on stdin. The watcher runs in its own session (setsid),
+// so it outlives this SSH connection. Whoever renames <token>.sh first wins: the
+// watcher (to run it) or disarm (to cancel it), so a revert never runs half way
+// under a late disarm.
+const ARM_SCRIPT = `
+set -e
+mkdir -p "$1"
+f="$1/$2"
+cat > "$f.sh"
+setsid sh -c 'sleep "$1"; mv "$2.sh" "$2.run" 2>/dev/null || exit 0; sh "$2.run" > "$2.log" 2>&1; echo fired > "$2.fired"' bpfleet-guard "$3" "$f" </dev/null >/dev/null 2>&1 &
+echo $! > "$f.pid"
+`;
+
+// Exit 7: too late, the host already reverted (its log is on stderr).
+const DISARM_SCRIPT = `
+f="$1/$2"
+if mv "$f.sh" "$f.disarmed" 2>/dev/null; then
+  kill -- "-$(cat "$f.pid")" 2>/dev/null
+  rm -f "$f.disarmed" "$f.pid"
+  exit 0
+fi
+for i in 1 2 3 4 5 6 7 8 9 10; do [ -e "$f.fired" ] && break; sleep 1; done
+cat "$f.log" >&2 2>/dev/null
+rm -f "$f.run" "$f.pid" "$f.log" "$f.fired"
+exit 7
+`;
+
+export class RevertedError extends Error {}
+
+export interface RevertTimer {
+  readonly token: string;
+  readonly seconds: number;
+  /** Cancels the revert; throws RevertedError when the host had already reverted. */
+  disarm(): Promise<void>;
+}
+
+/** Arms `revertScript` (built from quoted commands) to run on the host after `seconds`. */
+export async function armRevert(session: SshSession, revertScript: string, seconds: number): Promise<RevertTimer> {
+  const token = `${Date.now()}-${randomBytes(6).toString("hex")}`;
+  await session.runScript(ARM_SCRIPT, [GUARD_DIR, token, String(seconds)], { stdin: revertScript });
+  return {
+    token,
+    seconds,
+    async disarm() {
+      const result = await session.runScript(DISARM_SCRIPT, [GUARD_DIR, token], { allowFailure: true });
+      if (result.code === 7) {
+        throw new RevertedError(`${session.label}: the revert timer fired before it could be disarmed, so the host undid the change (raise lockoutRevertSeconds if the change is slow). Revert log: ${result.stderr.trim() || "(empty)"}`);
+      }
+      if (result.code !== 0) throw new Error(`${session.label}: disarming the revert timer failed: ${result.stderr.trim()}`);
+    },
+  };
+}

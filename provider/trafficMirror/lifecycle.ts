@@ -14,6 +14,8 @@ import {
   dumpMaps,
   HostPreconditionError,
   loadProgram,
+  objectRemotePath,
+  pathExists,
   pinLayout,
   pinnedProgram,
   preflight,
@@ -174,8 +176,8 @@ function interfaceList(links: readonly LinkInfo[]): string {
   return links.map((l) => l.ifname).join(", ");
 }
 
-/** The local target, refused when it is missing, down, loopback, or the mirrored interface itself. */
-function resolveLocalTarget(session: SshSession, links: readonly LinkInfo[], mirrored: LinkInfo, name: string): LinkInfo {
+/** The local target, refused when it is missing, down, loopback, the mirrored interface itself, or a tunnel this mirror owns. */
+function resolveLocalTarget(session: SshSession, links: readonly LinkInfo[], mirrored: LinkInfo, name: string, pinName: string): LinkInfo {
   const target = linkNamed(links, name);
   if (!target) {
     throw new HostPreconditionError(`${session.label}: target interface "${name}" does not exist on the host (it has: ${interfaceList(links)}). Nothing was changed.`);
@@ -187,6 +189,10 @@ function resolveLocalTarget(session: SshSession, links: readonly LinkInfo[], mir
   }
   if (target.ifname === "lo") {
     throw new HostPreconditionError(`${session.label}: target interface "lo" would hand every copy back to this host's own network stack as if it had been received. Use a dummy or veth. Nothing was changed.`);
+  }
+  if (target.alias === tunnelAlias(pinName)) {
+    // It would be removed as a leftover tunnel right after the mirror pointed at it.
+    throw new HostPreconditionError(`${session.label}: target interface "${name}" is a tunnel this mirror created; give target.tunnel with its parameters instead. Nothing was changed.`);
   }
   if (!target.up) {
     throw new HostPreconditionError(`${session.label}: target interface "${name}" is down, so every copy would be dropped. Bring it up (ip link set ${target.ifname} up); bpfleet does not manage it. Nothing was changed.`);
@@ -220,7 +226,7 @@ async function converge(inputs: TrafficMirrorInputs, olds?: TrafficMirrorOutputs
   if (!mirrored) {
     throw new HostPreconditionError(`${session.label}: interface "${inputs.interface}" does not exist on the host (it has: ${interfaceList(links)}). Nothing was changed.`);
   }
-  const localTarget = inputs.target.interface !== undefined ? resolveLocalTarget(session, links, mirrored, inputs.target.interface) : undefined;
+  const localTarget = inputs.target.interface !== undefined ? resolveLocalTarget(session, links, mirrored, inputs.target.interface, inputs.name) : undefined;
 
   const program = await pinnedProgram(session, layout.program);
   const hooks = await tcFilters(session, inputs.interface);
@@ -238,7 +244,10 @@ async function converge(inputs: TrafficMirrorInputs, olds?: TrafficMirrorOutputs
   try {
     if (inputs.target.tunnel) tunnel = await ensureTunnel(session, inputs.name, inputs.target.tunnel, links);
     const target = tunnel?.link ?? localTarget!;
-    if (needsLoad) newProgram = await loadProgram(session, layout, await uploadObject(session, object), "tc");
+    if (needsLoad) {
+      const present = await pathExists(session, objectRemotePath(object));
+      newProgram = await loadProgram(session, layout, await uploadObject(session, object, present), "tc");
+    }
     // Read after loading: a fresh load may have adopted map pins an earlier run left.
     const current = await readMaps(session, layout);
     const plan = planMirror(

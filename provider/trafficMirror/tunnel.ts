@@ -147,10 +147,13 @@ export function sameTunnel(a: TunnelSpec | undefined, b: TunnelSpec): boolean {
 }
 
 // The alias is set in the same round trip; a device that cannot be marked as
-// ours is removed again rather than left behind unowned.
+// ours is removed again rather than left behind unowned. No IPv6 link-local
+// address: the tunnel then sends nothing of its own (no MLD, no neighbour or
+// router solicitations), and the collector sees only copies.
 const ADD_TUNNEL_SCRIPT = `
 dev=$1; alias=$2; shift 2
 ip link add "$dev" "$@" || exit 3
+ip link set dev "$dev" addrgenmode none 2>/dev/null || true
 if ! ip link set dev "$dev" alias "$alias" up; then ip link del "$dev"; exit 1; fi
 `;
 

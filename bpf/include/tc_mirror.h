@@ -1,0 +1,80 @@
+/* Map layouts of the TC traffic mirror, shared with user space.
+ * provider/trafficMirror/codec.ts mirrors these byte for byte; test/kernel
+ * checks the sizes and offsets against the BTF of the compiled object.
+ * Addresses and masks are kept as the bytes appear on the wire, so TypeScript
+ * writes them unconverted and the program compares them word by word with the
+ * packet. Ports and every other number are in host byte order (little endian
+ * on every machine this runs on). */
+#ifndef BPFLEET_TC_MIRROR_H
+#define BPFLEET_TC_MIRROR_H
+
+#include <linux/types.h>
+
+#define MIRROR_MAX_FILTERS 64
+/* Two filter sets: user space fills the one the program is not reading, then
+ * flips mirror_config.active_set. A packet never sees half a filter list. */
+#define MIRROR_FILTER_SETS 2
+#define MIRROR_FILTER_SLOTS (MIRROR_MAX_FILTERS * MIRROR_FILTER_SETS)
+
+/* Which fields of a filter take part in the match. A filter with no flags
+ * matches every packet, IP or not. */
+enum mirror_filter_flag {
+	MIRROR_F_IPV4 = 1 << 0,	 /* only IPv4 packets (src or dst is an IPv4 prefix) */
+	MIRROR_F_IPV6 = 1 << 1,	 /* only IPv6 packets */
+	MIRROR_F_PROTO = 1 << 2, /* IPv4 protocol / IPv6 upper-layer header */
+	MIRROR_F_SRC = 1 << 3,
+	MIRROR_F_DST = 1 << 4,
+	MIRROR_F_SPORT = 1 << 5, /* implies TCP, UDP or SCTP, and not a later fragment */
+	MIRROR_F_DPORT = 1 << 6,
+};
+
+/* 80 bytes. An IPv4 prefix uses word 0 of addr/mask; the rest stay zero. */
+struct mirror_filter {
+	__u32 flags;
+	__u8 protocol;
+	__u8 pad[3];
+	__u16 sport_min; /* inclusive range */
+	__u16 sport_max;
+	__u16 dport_min;
+	__u16 dport_max;
+	__u32 src_addr[4]; /* network address, wire order */
+	__u32 src_mask[4];
+	__u32 dst_addr[4];
+	__u32 dst_mask[4];
+};
+
+/* Packets of the resource's own tunnel (the encapsulated copies) are never
+ * mirrored, or mirroring egress of the tunnel's underlay would mirror its own
+ * copies without end. */
+enum mirror_guard_kind {
+	MIRROR_GUARD_NONE = 0,
+	MIRROR_GUARD_GRE = 1,	/* IP protocol 47 to guard_addr */
+	MIRROR_GUARD_VXLAN = 2, /* UDP to guard_addr:guard_port */
+};
+
+/* 40 bytes; the single element of mirror_config. */
+struct mirror_config {
+	__u32 target_ifindex; /* 0: mirror nothing */
+	__u32 active_set;     /* 0 or 1: which half of mirror_filters is live */
+	__u32 set_len[MIRROR_FILTER_SETS]; /* filters in each set; 0 = mirror every packet */
+	__u32 sample_rate;    /* mirror 1 in N matching packets per CPU; 0 and 1 mean all */
+	__u8 guard_kind;      /* enum mirror_guard_kind */
+	__u8 guard_family;    /* 4 or 6 */
+	__u16 guard_port;     /* host byte order */
+	__u32 guard_addr[4];  /* wire order; IPv4 in word 0 */
+};
+
+struct mirror_counter {
+	__u64 packets;
+	__u64 bytes;
+};
+
+/* Indexes of the per-CPU stats array. */
+enum mirror_stat {
+	MIRROR_STAT_MATCHED = 0,      /* matched a filter (before sampling) */
+	MIRROR_STAT_MIRRORED = 1,     /* copy handed to the target */
+	MIRROR_STAT_CLONE_FAILED = 2, /* bpf_clone_redirect failed; the original still passed */
+	MIRROR_STAT_MAX = 3,
+};
+
+#endif

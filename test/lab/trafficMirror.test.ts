@@ -1,0 +1,540 @@
+// TrafficMirror's lifecycle against real hosts: real sshd, real kernel, real
+// packets. A client (c1) talks HTTP-like TCP to port 80 of h1 and other traffic
+// besides; h1 mirrors eth0 to a local veth or, through a VXLAN tunnel it owns,
+// to h2 as the collector. Captures on h1's eth0 with tcpdump's own filter are
+// the reference: the target must see exactly those frames, byte for byte.
+// The provider is driven directly here; test/e2e drives it through the Pulumi CLI.
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { checkInputs } from "../../provider/dynamicAdapter";
+import { packagedObject } from "../../provider/objects";
+import { closeAllSessions } from "../../provider/remote/ssh";
+import { CONFIG_MAP, decodeConfig, encodeConfig, encodeFilter, filterSlot } from "../../provider/trafficMirror/codec";
+import { tcHandle, trafficMirrorKind as mirror } from "../../provider/trafficMirror/lifecycle";
+import { trafficMirrorSchema, type TrafficMirrorInputs, type TrafficMirrorOutputs } from "../../provider/trafficMirror/schema";
+import { checksumsValid, dissect, ETH_P, IPPROTO } from "../kernel/packets";
+import { createLab, type Lab, type LabHost, type Run } from "./lab";
+
+let lab: Lab;
+let privateKey: string;
+let h1: LabHost;
+let h2: LabHost;
+let workDir: string;
+const servers: Run[] = [];
+
+const PIN = "/sys/fs/bpf/bpfleet/traffic-mirror/mir";
+const TARGET = "mir0";
+const TARGET_PEER = "mir0p";
+const HTTP_FILTERS = [
+  { protocol: "tcp", destinationPort: 80 },
+  { protocol: "tcp", sourcePort: 80 },
+];
+
+function inputs(host: LabHost, patch: Record<string, unknown> = {}): TrafficMirrorInputs {
+  const result = checkInputs(trafficMirrorSchema, {
+    host: { address: host.address, hostKey: host.hostKey, connectTimeoutMs: 3000, commandTimeoutMs: 60_000 },
+    credentials: { privateKey },
+    interface: "eth0",
+    name: "mir",
+    direction: "ingress",
+    filters: HTTP_FILTERS,
+    target: { interface: TARGET },
+    ...patch,
+  });
+  if (!result.inputs) throw new Error(JSON.stringify(result.failures));
+  return result.inputs as TrafficMirrorInputs;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function inHostText(host: LabHost, argv: string[]): Promise<string> {
+  return String((await lab.inHost(host, argv)).stdout).trim();
+}
+
+async function pinsOn(host: LabHost): Promise<string> {
+  return inHostText(host, ["sh", "-c", "ls -R /sys/fs/bpf/bpfleet 2>/dev/null || true"]);
+}
+
+interface HookFilter {
+  pref: number;
+  handle: string;
+  name?: string;
+}
+
+async function tcFiltersOn(host: LabHost, hook: "ingress" | "egress"): Promise<HookFilter[]> {
+  const out = await inHostText(host, ["tc", "-j", "filter", "show", "dev", "eth0", hook]);
+  return (JSON.parse(out || "[]") as { pref: number; options?: { handle: string; prog?: { name?: string } } }[])
+    .filter((f) => f.options)
+    .map((f) => ({ pref: f.pref, handle: f.options!.handle, name: f.options!.prog?.name }));
+}
+
+async function hasClsact(host: LabHost): Promise<boolean> {
+  return (await inHostText(host, ["tc", "qdisc", "show", "dev", "eth0"])).includes("clsact");
+}
+
+async function linksOn(host: LabHost): Promise<{ ifname: string; ifalias?: string }[]> {
+  return JSON.parse(await inHostText(host, ["ip", "-j", "link", "show"])) as { ifname: string; ifalias?: string }[];
+}
+
+// ---------------------------------------------------------------- captures
+
+function readPcap(path: string): Buffer[] {
+  const data = readFileSync(path);
+  const frames: Buffer[] = [];
+  for (let off = 24; off + 16 <= data.length; ) {
+    const captured = data.readUInt32LE(off + 8);
+    frames.push(Buffer.from(data.subarray(off + 16, off + 16 + captured)));
+    off += 16 + captured;
+  }
+  return frames;
+}
+
+let captures = 0;
+
+/** Starts tcpdump in a host (or client); the returned function stops it and returns the frames. */
+async function startCapture(
+  where: { host: LabHost } | { client: string },
+  iface: string,
+  direction: "in" | "out" | "inout",
+  filter: string[] = [],
+): Promise<() => Promise<Buffer[]>> {
+  const file = join(workDir, `capture-${++captures}.pcap`);
+  const argv = ["tcpdump", "-i", iface, "-Q", direction, "-U", "-n", "--immediate-mode", "-s", "0", "-w", file, ...filter];
+  const proc = "host" in where ? lab.inHost(where.host, argv, { reject: false }) : lab.inClient(where.client, argv, { reject: false });
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`tcpdump on ${iface} did not start`)), 10_000);
+    proc.stderr!.on("data", (d: Buffer) => {
+      if (d.toString().includes("listening on")) {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+  });
+  return async () => {
+    await sleep(500);
+    proc.kill("SIGINT");
+    await proc;
+    return readPcap(file);
+  };
+}
+
+const hexSorted = (frames: Buffer[]) => frames.map((f) => f.toString("hex")).sort();
+
+// ---------------------------------------------------------------- traffic
+
+interface TrafficResult {
+  /** What the HTTP-like server echoed back, per exchange. */
+  replies: string[];
+  requests: string[];
+}
+
+/** HTTP-like exchanges to h1:80 (echoed), and traffic no HTTP filter matches: TCP 8080, UDP 5353, ping. */
+async function traffic(exchanges = 4): Promise<TrafficResult> {
+  const c1 = lab.clients[0]!;
+  const requests: string[] = [];
+  const replies: string[] = [];
+  for (let i = 0; i < exchanges; i++) {
+    const request = `GET /item/${i} HTTP/1.0\r\nHost: h1\r\nX-Token: ${Math.random().toString(36).slice(2)}\r\n\r\n`;
+    requests.push(request);
+    const r = await lab.inClient(c1, ["socat", "-t", "1", "-", `TCP:${h1.address}:80`], { input: request });
+    replies.push(String(r.stdout));
+  }
+  await lab.inClient(c1, ["socat", "-t", "1", "-", `TCP:${h1.address}:8080`], { input: "not http\n" });
+  for (let i = 0; i < 3; i++) await lab.inClient(c1, ["sh", "-c", `echo dns-ish | socat -u STDIN UDP4-SENDTO:${h1.address}:5353`]);
+  await lab.inClient(c1, ["ping", "-n", "-c", "2", "-i", "0.2", "-W", "1", h1.address], { reject: false });
+  return { requests, replies };
+}
+
+/** The original traffic is intact: every echo is what was sent, every frame the client got has right checksums. */
+function expectUnaffected(result: TrafficResult, clientFrames: Buffer[]): void {
+  // execa drops one final newline from stdout.
+  expect(result.replies).toEqual(result.requests.map((r) => r.replace(/\r?\n$/, "")));
+  const fromServer = clientFrames.filter((f) => dissect(f).protocol === IPPROTO.TCP);
+  expect(fromServer.length).toBeGreaterThan(result.requests.length * 3);
+  for (const frame of fromServer) expect(checksumsValid(frame), frame.toString("hex")).toEqual({ ipv4Header: true, l4: true });
+}
+
+/** Runs traffic with captures on h1's eth0 (tcpdump filter), the target, and the client. */
+async function mirrorRound(o: {
+  direction: "in" | "out" | "inout";
+  reference: string[];
+  target: { host: LabHost; iface: string };
+}): Promise<{ reference: Buffer[]; copies: Buffer[]; all: Buffer[]; result: TrafficResult; client: Buffer[] }> {
+  const stopReference = await startCapture({ host: h1 }, "eth0", o.direction, o.reference);
+  const stopAll = await startCapture({ host: h1 }, "eth0", "inout");
+  const stopCopies = await startCapture({ host: o.target.host }, o.target.iface, "in");
+  const stopClient = await startCapture({ client: lab.clients[0]!.name }, "eth0", "in", ["tcp", "port", "80"]);
+  const result = await traffic();
+  const [reference, all, copies, client] = [await stopReference(), await stopAll(), await stopCopies(), await stopClient()];
+  return { reference, copies, all, result, client };
+}
+
+// ---------------------------------------------------------------- setup
+
+beforeAll(async () => {
+  lab = await createLab("mirlab", { hosts: 2, clients: 1 });
+  privateKey = readFileSync(lab.privateKeyPath, "utf8");
+  [h1, h2] = lab.hosts as [LabHost, LabHost];
+  workDir = mkdtempSync(join(lab.dir, "mirror-"));
+  // The local target: a veth pair inside h1 (this kernel has no dummy driver),
+  // IPv6 off so that nothing but copies crosses it.
+  await lab.inHost(h1, ["ip", "link", "add", TARGET, "type", "veth", "peer", "name", TARGET_PEER]);
+  for (const dev of [TARGET, TARGET_PEER]) {
+    await lab.inHost(h1, ["sysctl", "-qw", `net.ipv6.conf.${dev}.disable_ipv6=1`]);
+    await lab.inHost(h1, ["ip", "link", "set", dev, "up"]);
+  }
+  // Egress copies of h1's own packets still carry CHECKSUM_PARTIAL at the TC
+  // hook (the L4 checksum is completed later, on the way to eth0). With TX
+  // checksum offload off on the target, the kernel completes the copies' too,
+  // as it would for a NIC without offload; a capture tool then sees the bytes
+  // that went out of eth0.
+  await lab.inHost(h1, ["ethtool", "-K", TARGET, "tx", "off"]);
+  // An HTTP-like echo server on 80 and another service on 8080.
+  for (const port of [80, 8080]) {
+    servers.push(lab.inHost(h1, ["socat", `TCP-LISTEN:${port},reuseaddr,fork`, "EXEC:cat"], { reject: false }));
+  }
+  await sleep(300);
+}, 600_000);
+
+afterAll(async () => {
+  for (const s of servers) s.kill("SIGTERM");
+  closeAllSessions();
+  if (workDir) rmSync(workDir, { recursive: true, force: true });
+  await lab?.destroy();
+});
+
+const HTTP = ["tcp", "port", "80"];
+
+describe("TrafficMirror to a local interface", () => {
+  let created: { id: string; outs: TrafficMirrorOutputs };
+
+  it("create, ingress: the target sees exactly the tcp/80 frames h1 received, byte for byte", async () => {
+    expect(await hasClsact(h1)).toBe(false);
+    created = await mirror.create(inputs(h1));
+    expect(created.id).toBe(`root@${h1.address}/traffic-mirror/mir`);
+    expect(created.outs).toMatchObject({ direction: "ingress", targetInterface: TARGET, qdiscCreated: true, sampleRate: 1 });
+    expect(Object.keys(created.outs.filters)).toEqual(["tcp and dst port 80", "tcp and src port 80"]);
+    expect(await tcFiltersOn(h1, "ingress")).toEqual([{ pref: 1, handle: `0x${tcHandle("mir").toString(16)}`, name: "tc_mirror" }]);
+    expect(await tcFiltersOn(h1, "egress")).toEqual([]);
+
+    const round = await mirrorRound({ direction: "in", reference: HTTP, target: { host: h1, iface: TARGET_PEER } });
+    expect(round.reference.length).toBeGreaterThanOrEqual(4 * 4);
+    expect(hexSorted(round.copies)).toEqual(hexSorted(round.reference));
+    // The other traffic was there, and none of it was copied.
+    const seen = round.all.map(dissect);
+    expect(seen.some((d) => d.protocol === IPPROTO.UDP)).toBe(true);
+    expect(seen.some((d) => d.protocol === IPPROTO.ICMP)).toBe(true);
+    expect(round.copies.every((f) => dissect(f).protocol === IPPROTO.TCP)).toBe(true);
+    expectUnaffected(round.result, round.client);
+  });
+
+  it("read: counters count the copies", async () => {
+    const read = await mirror.read(created.id, created.outs);
+    expect(read!.outs.counters.mirroredPackets).toBeGreaterThanOrEqual(16);
+    expect(read!.outs.counters.mirroredPackets).toBe(read!.outs.counters.matchedPackets);
+    expect(read!.outs.counters.cloneFailures).toBe(0);
+    expect(read!.inputs.filters).toEqual(created.outs.filters);
+    expect(read!.inputs.target).toEqual({ interface: TARGET });
+  });
+
+  it("update to egress in place: the same program, now seeing what h1 sends", async () => {
+    const outs = await mirror.update(created.id, created.outs, inputs(h1, { direction: "egress" }));
+    expect(outs.programId).toBe(created.outs.programId);
+    expect(outs.direction).toBe("egress");
+    expect(await tcFiltersOn(h1, "ingress")).toEqual([]);
+    expect((await tcFiltersOn(h1, "egress")).map((f) => f.name)).toEqual(["tc_mirror"]);
+    const round = await mirrorRound({ direction: "out", reference: HTTP, target: { host: h1, iface: TARGET_PEER } });
+    expect(round.reference.length).toBeGreaterThanOrEqual(4 * 4);
+    expect(hexSorted(round.copies)).toEqual(hexSorted(round.reference));
+    expectUnaffected(round.result, round.client);
+    created = { id: created.id, outs };
+  });
+
+  it("update to both directions: requests and replies", async () => {
+    const outs = await mirror.update(created.id, created.outs, inputs(h1, { direction: "both" }));
+    expect(outs.direction).toBe("both");
+    const round = await mirrorRound({ direction: "inout", reference: HTTP, target: { host: h1, iface: TARGET_PEER } });
+    expect(round.reference.length).toBeGreaterThanOrEqual(8 * 4);
+    expect(hexSorted(round.copies)).toEqual(hexSorted(round.reference));
+    expectUnaffected(round.result, round.client);
+    created = { id: created.id, outs };
+  });
+
+  it("update filters in place: UDP 5353 only, and sampling 1 in 3", async () => {
+    const outs = await mirror.update(created.id, created.outs, inputs(h1, { direction: "both", filters: [{ protocol: "udp", destinationPort: 5353 }], sampleRate: 3 }));
+    expect(Object.keys(outs.filters)).toEqual(["udp and dst port 5353"]);
+    expect(outs.programId).toBe(created.outs.programId);
+    const stopCopies = await startCapture({ host: h1 }, TARGET_PEER, "in");
+    for (let round = 0; round < 3; round++) await traffic(1);
+    const copies = await stopCopies();
+    // 9 datagrams, 1 in 3 per CPU: at least 1, at most 9/3 rounded up per CPU.
+    expect(copies.length).toBeGreaterThanOrEqual(1);
+    expect(copies.length).toBeLessThanOrEqual(5);
+    expect(copies.every((f) => dissect(f).protocol === IPPROTO.UDP && f.readUInt16BE(dissect(f).l4Offset! + 2) === 5353)).toBe(true);
+    const read = await mirror.read(created.id, outs);
+    expect(read!.outs.counters.mirroredPackets - created.outs.counters.mirroredPackets).toBeLessThan(read!.outs.counters.matchedPackets - created.outs.counters.matchedPackets);
+    created = { id: created.id, outs: await mirror.update(created.id, outs, inputs(h1, { direction: "both" })) };
+  });
+
+  it("read: a filter deleted by hand and a filter added by hand show up as drift; update restores both", async () => {
+    const handle = `0x${tcHandle("mir").toString(16)}`;
+    await lab.inHost(h1, ["tc", "filter", "del", "dev", "eth0", "egress", "prio", "1", "handle", handle, "bpf"]);
+    // A filter slipped into the live set with bpftool: config and slot written by hand.
+    const dump = JSON.parse(await inHostText(h1, ["bpftool", "-j", "map", "dump", "pinned", `${PIN}/maps/${CONFIG_MAP}`])) as { value: string[] }[];
+    const config = decodeConfig(Uint8Array.from(dump[0]!.value.map((b) => parseInt(b, 16))));
+    const index = config.setLength[config.activeSet];
+    const bytes = (b: Uint8Array) => Array.from(b, (x) => String(x));
+    await lab.inHost(h1, ["bpftool", "map", "update", "pinned", `${PIN}/maps/mirror_filters`, "key", ...bytes(Uint8Array.of(filterSlot(config.activeSet, index), 0, 0, 0)), "value", ...bytes(encodeFilter({ protocol: "icmp" }))]);
+    const setLength: [number, number] = [...config.setLength];
+    setLength[config.activeSet] = index + 1;
+    await lab.inHost(h1, ["bpftool", "map", "update", "pinned", `${PIN}/maps/${CONFIG_MAP}`, "key", "0", "0", "0", "0", "value", ...bytes(encodeConfig({ ...config, setLength }))]);
+
+    const read = await mirror.read(created.id, created.outs);
+    expect(read!.inputs.direction).toBe("ingress");
+    expect(Object.keys(read!.inputs.filters)).toEqual(["icmp", "tcp and dst port 80", "tcp and src port 80"]);
+    const outs = await mirror.update(created.id, read!.outs, inputs(h1, { direction: "both" }));
+    expect(outs.direction).toBe("both");
+    expect(Object.keys(outs.filters)).toEqual(["tcp and dst port 80", "tcp and src port 80"]);
+    expect((await tcFiltersOn(h1, "egress")).map((f) => f.name)).toEqual(["tc_mirror"]);
+    created = { id: created.id, outs };
+  });
+
+  it("update: a new BPF object is swapped into both TC filters in place, against the same maps", async () => {
+    const mapBefore = JSON.parse(await inHostText(h1, ["bpftool", "-j", "map", "show", "pinned", `${PIN}/maps/${CONFIG_MAP}`])) as { id: number };
+    const stale = { ...created.outs, objectSha256: "0".repeat(64) };
+    const outs = await mirror.update(created.id, stale, inputs(h1, { direction: "both" }));
+    expect(outs.programId).not.toBe(created.outs.programId);
+    expect(outs.objectSha256).toBe(packagedObject("tc_mirror").sha256);
+    expect(outs.direction).toBe("both");
+    const mapAfter = JSON.parse(await inHostText(h1, ["bpftool", "-j", "map", "show", "pinned", `${PIN}/maps/${CONFIG_MAP}`])) as { id: number };
+    expect(mapAfter.id).toBe(mapBefore.id);
+    const progs = JSON.parse(await inHostText(h1, ["tc", "-j", "filter", "show", "dev", "eth0", "ingress"])) as { options?: { prog?: { id: number } } }[];
+    expect(progs.filter((p) => p.options).map((p) => p.options!.prog!.id)).toEqual([outs.programId]);
+    expect(await pinsOn(h1)).not.toMatch(/prog_new|maps_staged/);
+    const round = await mirrorRound({ direction: "inout", reference: HTTP, target: { host: h1, iface: TARGET_PEER } });
+    expect(hexSorted(round.copies)).toEqual(hexSorted(round.reference));
+    created = { id: created.id, outs };
+  });
+
+  it("hands every packet on: a TC filter after the mirror still drops what it drops", async () => {
+    // A second program at a later priority that drops UDP to port 7777. Had the
+    // mirror returned TC_ACT_OK, it would never run.
+    const dir = mkdtempSync(join(workDir, "drop-"));
+    const src = join(dir, "drop7777.bpf.c");
+    writeFileSync(
+      src,
+      `#include <linux/bpf.h>\n#include <linux/pkt_cls.h>\n#include <bpf/bpf_helpers.h>\n` +
+        `SEC("tc") int drop7777(struct __sk_buff *skb) {\n` +
+        `  unsigned char b[26];\n` +
+        `  if (bpf_skb_load_bytes(skb, 12, b, sizeof(b))) return TC_ACT_OK;\n` +
+        `  /* IPv4 without options, UDP, destination port 7777 (0x1e61) */\n` +
+        `  if (b[0] == 0x08 && b[1] == 0x00 && b[2] == 0x45 && b[11] == 17 && b[24] == 0x1e && b[25] == 0x61) return TC_ACT_SHOT;\n` +
+        `  return TC_ACT_OK;\n}\nchar LICENSE[] SEC("license") = "GPL";\n`,
+    );
+    const multiarch = execFileSync("gcc", ["-dumpmachine"]).toString().trim();
+    execFileSync("clang", ["-O2", "-g", "-target", "bpf", "-I", `/usr/include/${multiarch}`, "-c", src, "-o", join(dir, "drop7777.bpf.o")]);
+    const outs = await mirror.update(created.id, created.outs, inputs(h1, { direction: "both", filters: [{ protocol: "udp" }] }));
+    await lab.inHost(h1, ["tc", "filter", "add", "dev", "eth0", "ingress", "prio", "200", "handle", "0x7", "bpf", "da", "obj", join(dir, "drop7777.bpf.o"), "sec", "tc"]);
+    try {
+      const receiver = lab.inHost(h1, ["timeout", "3", "socat", "-u", "UDP4-RECV:7777", "STDOUT"], { reject: false });
+      const control = lab.inHost(h1, ["timeout", "3", "socat", "-u", "UDP4-RECV:7778", "STDOUT"], { reject: false });
+      const stopCopies = await startCapture({ host: h1 }, TARGET_PEER, "in", ["udp", "and", "portrange", "7777-7778"]);
+      await sleep(300);
+      for (const port of [7777, 7778]) {
+        await lab.inClient(lab.clients[0]!, ["sh", "-c", `echo token-${port} | socat -u STDIN UDP4-SENDTO:${h1.address}:${port}`]);
+      }
+      const [received, controlled, copies] = [await receiver, await control, await stopCopies()];
+      expect(String(received.stdout)).not.toContain("token-7777");
+      expect(String(controlled.stdout)).toContain("token-7778");
+      // The mirror saw both (it runs first), the later filter dropped one.
+      expect(copies.map((f) => f.readUInt16BE(dissect(f).l4Offset! + 2)).sort()).toEqual([7777, 7778]);
+    } finally {
+      await lab.inHost(h1, ["tc", "filter", "del", "dev", "eth0", "ingress", "prio", "200", "handle", "0x7", "bpf"]);
+    }
+    created = { id: created.id, outs: await mirror.update(created.id, outs, inputs(h1, { direction: "both" })) };
+  });
+});
+
+describe("TrafficMirror through a VXLAN tunnel to a collector", () => {
+  let created: { id: string; outs: TrafficMirrorOutputs };
+  const vxlan = (vni: number) => ({ tunnel: { type: "vxlan", remote: h2.address, vni } });
+
+  beforeAll(async () => {
+    // The collector: h2 decapsulates VNI 42 and 43 on devices of its own.
+    for (const [dev, vni] of [["col42", 42], ["col43", 43]] as const) {
+      await lab.inHost(h2, ["ip", "link", "add", dev, "type", "vxlan", "id", String(vni), "dstport", "4789", "local", h2.address, "nolearning"]);
+      await lab.inHost(h2, ["sysctl", "-qw", `net.ipv6.conf.${dev}.disable_ipv6=1`]);
+      await lab.inHost(h2, ["ip", "link", "set", dev, "up"]);
+    }
+  });
+
+  it("update from the local target: the tunnel exists before the mirror points at it, copies arrive at the collector", async () => {
+    const local = await mirror.create(inputs(h1, { direction: "both" }));
+    const outs = await mirror.update(local.id, local.outs, inputs(h1, { direction: "both", target: vxlan(42) }));
+    expect(outs.programId).toBe(local.outs.programId);
+    expect(outs.targetInterface).toMatch(/^bfm[0-9a-f]{12}$/);
+    expect(outs.target).toEqual({ tunnel: { type: "vxlan", remote: h2.address, vni: 42, port: 4789 } });
+    const tunnel = (await linksOn(h1)).find((l) => l.ifname === outs.targetInterface);
+    expect(tunnel?.ifalias).toBe("bpfleet traffic-mirror mir");
+    created = { id: local.id, outs };
+
+    const round = await mirrorRound({ direction: "inout", reference: HTTP, target: { host: h2, iface: "col42" } });
+    expect(round.reference.length).toBeGreaterThanOrEqual(8 * 4);
+    expect(hexSorted(round.copies)).toEqual(hexSorted(round.reference));
+    expectUnaffected(round.result, round.client);
+  });
+
+  it("with no filters in both directions, its own encapsulated copies are never mirrored again", async () => {
+    // The tunnel leaves through eth0, the very interface mirrored on egress.
+    const outs = await mirror.update(created.id, created.outs, inputs(h1, { direction: "both", filters: [], target: vxlan(42) }));
+    const before = (await mirror.read(created.id, outs))!.outs.counters;
+    const round = await mirrorRound({ direction: "inout", reference: HTTP, target: { host: h2, iface: "col42" } });
+    const after = (await mirror.read(created.id, outs))!.outs.counters;
+    const isVxlanToCollector = (f: Buffer) => {
+      const d = dissect(f);
+      return d.etherType === ETH_P.IP && d.protocol === IPPROTO.UDP && f.readUInt16BE(d.l4Offset! + 2) === 4789;
+    };
+    expect(round.all.filter(isVxlanToCollector).length).toBeGreaterThan(0);
+    expect(round.copies.filter(isVxlanToCollector)).toEqual([]);
+    // Every HTTP frame arrived once, not once per nesting level.
+    const httpCopies = round.copies.filter((f) => { const d = dissect(f); return d.protocol === IPPROTO.TCP && (f.readUInt16BE(d.l4Offset!) === 80 || f.readUInt16BE(d.l4Offset! + 2) === 80); });
+    expect(hexSorted(httpCopies)).toEqual(hexSorted(round.reference));
+    expect(after.cloneFailures).toBe(before.cloneFailures);
+    created = { id: created.id, outs: await mirror.update(created.id, outs, inputs(h1, { direction: "both", target: vxlan(42) })) };
+  });
+
+  it("a new VNI makes a new tunnel before the old one goes", async () => {
+    const old = created.outs.targetInterface;
+    const outs = await mirror.update(created.id, created.outs, inputs(h1, { direction: "both", target: vxlan(43) }));
+    expect(outs.targetInterface).not.toBe(old);
+    const names = (await linksOn(h1)).map((l) => l.ifname);
+    expect(names).toContain(outs.targetInterface);
+    expect(names).not.toContain(old);
+    const round = await mirrorRound({ direction: "inout", reference: HTTP, target: { host: h2, iface: "col43" } });
+    expect(hexSorted(round.copies)).toEqual(hexSorted(round.reference));
+    created = { id: created.id, outs };
+  });
+
+  it("read: a tunnel deleted by hand shows up as drift; update makes it again", async () => {
+    const ifindex = created.outs.targetIfindex;
+    await lab.inHost(h1, ["ip", "link", "del", "dev", created.outs.targetInterface]);
+    const read = await mirror.read(created.id, created.outs);
+    expect(read!.inputs.target).toEqual({ interface: `(ifindex ${ifindex} is gone)` });
+    const outs = await mirror.update(created.id, read!.outs, inputs(h1, { direction: "both", target: vxlan(43) }));
+    expect(outs.target).toEqual({ tunnel: { type: "vxlan", remote: h2.address, vni: 43, port: 4789 } });
+    expect(outs.targetIfindex).not.toBe(ifindex);
+    const round = await mirrorRound({ direction: "inout", reference: HTTP, target: { host: h2, iface: "col43" } });
+    expect(hexSorted(round.copies)).toEqual(hexSorted(round.reference));
+    created = { id: created.id, outs };
+  });
+
+  it("delete removes only its filters, its tunnel and its pins", async () => {
+    // Somebody else's filter and device on the same host.
+    const empty = packagedObject("empty_tc").path;
+    await lab.inHost(h1, ["tc", "filter", "add", "dev", "eth0", "ingress", "prio", "100", "handle", "0x1", "bpf", "da", "obj", empty, "sec", "tc"]);
+    await lab.inHost(h1, ["ip", "link", "add", "other0", "type", "vxlan", "id", "99", "remote", h2.address, "dstport", "4789"]);
+    const tunnel = created.outs.targetInterface;
+    await mirror.delete(created.id, created.outs);
+    expect(await pinsOn(h1)).not.toContain("mir");
+    const names = (await linksOn(h1)).map((l) => l.ifname);
+    expect(names).not.toContain(tunnel);
+    expect(names).toContain("other0");
+    expect(names).toContain(TARGET);
+    expect(await tcFiltersOn(h1, "ingress")).toEqual([{ pref: 100, handle: "0x1", name: "empty_tc" }]);
+    expect(await tcFiltersOn(h1, "egress")).toEqual([]);
+    // We created the clsact qdisc, but another filter still needs it.
+    expect(await hasClsact(h1)).toBe(true);
+    // Deleting again finds nothing to do; read says it is gone.
+    await mirror.delete(created.id, created.outs);
+    expect(await mirror.read(created.id, created.outs)).toBeUndefined();
+
+    await lab.inHost(h1, ["tc", "filter", "del", "dev", "eth0", "ingress", "prio", "100", "handle", "0x1", "bpf"]);
+    await lab.inHost(h1, ["ip", "link", "del", "other0"]);
+    await lab.inHost(h1, ["tc", "qdisc", "del", "dev", "eth0", "clsact"]);
+  });
+
+  it("the clsact qdisc it created goes with the last filter", async () => {
+    const made = await mirror.create(inputs(h1, { target: vxlan(42) }));
+    expect(made.outs.qdiscCreated).toBe(true);
+    await mirror.delete(made.id, made.outs);
+    expect(await hasClsact(h1)).toBe(false);
+    expect((await linksOn(h1)).filter((l) => l.ifalias?.startsWith("bpfleet"))).toEqual([]);
+  });
+
+  it("a clsact qdisc that was there before stays", async () => {
+    await lab.inHost(h1, ["tc", "qdisc", "add", "dev", "eth0", "clsact"]);
+    const made = await mirror.create(inputs(h1, { target: vxlan(42) }));
+    expect(made.outs.qdiscCreated).toBe(false);
+    await mirror.delete(made.id, made.outs);
+    expect(await hasClsact(h1)).toBe(true);
+    await lab.inHost(h1, ["tc", "qdisc", "del", "dev", "eth0", "clsact"]);
+  });
+});
+
+describe("TrafficMirror through a GRE (gretap) tunnel", () => {
+  it("mirrors to the collector where the kernel has gretap, and otherwise fails clearly, changing nothing", async () => {
+    const probe = await lab.inHost(h2, ["ip", "link", "add", "grecol", "type", "gretap", "local", h2.address, "remote", h1.address, "key", "5"], { reject: false });
+    const gretap = { tunnel: { type: "gretap", remote: h2.address, local: h1.address, key: 5 } };
+    if (probe.exitCode !== 0) {
+      // This VM's kernel is built without CONFIG_NET_IPGRE.
+      await expect(mirror.create(inputs(h1, { direction: "both", target: gretap }))).rejects.toThrow(/could not create the gretap tunnel .* no gretap support \(CONFIG_NET_IPGRE\)/);
+      expect(await pinsOn(h1)).toBe("");
+      expect(await hasClsact(h1)).toBe(false);
+      expect((await linksOn(h1)).filter((l) => l.ifname.startsWith("bfm"))).toEqual([]);
+      return;
+    }
+    await lab.inHost(h2, ["sysctl", "-qw", "net.ipv6.conf.grecol.disable_ipv6=1"]);
+    await lab.inHost(h2, ["ip", "link", "set", "grecol", "up"]);
+    const made = await mirror.create(inputs(h1, { direction: "both", target: gretap }));
+    try {
+      const round = await mirrorRound({ direction: "inout", reference: HTTP, target: { host: h2, iface: "grecol" } });
+      expect(hexSorted(round.copies)).toEqual(hexSorted(round.reference));
+    } finally {
+      await mirror.delete(made.id, made.outs);
+      await lab.inHost(h2, ["ip", "link", "del", "grecol"]);
+    }
+  });
+});
+
+describe("TrafficMirror refuses, and leaves the host as it was", () => {
+  async function expectUntouched(): Promise<void> {
+    expect(await pinsOn(h1)).toBe("");
+    expect(await hasClsact(h1)).toBe(false);
+    expect((await linksOn(h1)).filter((l) => l.ifname.startsWith("bfm"))).toEqual([]);
+  }
+
+  it.each([
+    ["a target interface that does not exist", { target: { interface: "nosuch0" } }, /target interface "nosuch0" does not exist on the host \(it has: .*eth0/],
+    ["the mirrored interface as its own target (a loop)", { target: { interface: "eth0" } }, /is the mirrored interface eth0 itself.*loop/],
+    ["loopback as the target", { target: { interface: "lo" } }, /"lo" would hand every copy back/],
+    ["a mirrored interface that does not exist", { interface: "eth9" }, /interface "eth9" does not exist on the host/],
+  ])("%s", async (_name, patch, message) => {
+    await expect(mirror.create(inputs(h1, { name: "bad", ...patch }))).rejects.toThrow(message);
+    await expectUntouched();
+  });
+
+  it("a target interface that is down", async () => {
+    await lab.inHost(h1, ["ip", "link", "set", TARGET, "down"]);
+    try {
+      await expect(mirror.create(inputs(h1, { name: "bad" }))).rejects.toThrow(/target interface "mir0" is down/);
+      await expectUntouched();
+    } finally {
+      await lab.inHost(h1, ["ip", "link", "set", TARGET, "up"]);
+    }
+  });
+
+  it("a priority and handle taken by a filter it did not attach", async () => {
+    const empty = packagedObject("empty_tc").path;
+    await lab.inHost(h1, ["tc", "qdisc", "add", "dev", "eth0", "clsact"]);
+    await lab.inHost(h1, ["tc", "filter", "add", "dev", "eth0", "egress", "prio", "1", "handle", `0x${tcHandle("bad").toString(16)}`, "bpf", "da", "obj", empty, "sec", "tc"]);
+    try {
+      await expect(mirror.create(inputs(h1, { name: "bad" }))).rejects.toThrow(/eth0 egress already has a bpf filter at priority 1 .*empty_tc.*did not attach/);
+      expect(await pinsOn(h1)).toBe("");
+      expect((await tcFiltersOn(h1, "egress")).map((f) => f.name)).toEqual(["empty_tc"]);
+    } finally {
+      await lab.inHost(h1, ["tc", "qdisc", "del", "dev", "eth0", "clsact"]);
+    }
+  });
+});

@@ -171,6 +171,20 @@ describe("XdpFirewall refuses, and leaves every host as it was", () => {
     await expectUntouched();
   });
 
+  it("a host without bpftool", async () => {
+    const h2 = lab.hosts[1]!;
+    // Hide bpftool inside h2's own mount namespace only: a non-executable file over it.
+    await lab.inHost(h2, ["mount", "--bind", "/dev/null", "/usr/sbin/bpftool"]);
+    try {
+      closeAllSessions(); // preflight facts are cached per session
+      await expect(firewall.create(inputs(h2, { name: "bad" }))).rejects.toThrow(/required tools are missing on the host: bpftool.*apt-get install bpftool/);
+    } finally {
+      await lab.inHost(h2, ["umount", "/usr/sbin/bpftool"]);
+      closeAllSessions();
+    }
+    await expectUntouched();
+  });
+
   it("an unreachable host", async () => {
     const host = { ...lab.hosts[0]!, address: lab.subnet4.replace(/0\/24$/, "250") };
     await expect(firewall.create(inputs(host, { name: "bad" }))).rejects.toThrow(/cannot connect over SSH/);

@@ -9,3 +9,5 @@ export {
   type VxlanTunnelArgs,
   type GretapTunnelArgs,
 } from "./trafficMirror";
+export { Fleet, type FleetArgs, type FleetHost, type FleetMember, type FleetHealthArgs, type FleetHealthTarget, type FleetHostStatus } from "./fleet";
+export { HealthGate, type HealthGateArgs, type HealthGateTargetArgs, type CounterCheckArgs, type HealthGateReport } from "./healthGate";

@@ -51,6 +51,8 @@ export class XdpFirewall extends pulumi.dynamic.Resource {
   /** The deny entries really present in the host's maps (canonical CIDR → "deny"). */
   declare public readonly deny: pulumi.Output<Record<string, "deny">>;
   declare public readonly interface: pulumi.Output<string>;
+  /** The pin directory name under /sys/fs/bpf/bpfleet/xdp-firewall/. */
+  declare public readonly name: pulumi.Output<string>;
   declare public readonly attached: pulumi.Output<boolean>;
   /** Kernel program id and tag of the loaded firewall. */
   declare public readonly programId: pulumi.Output<number>;

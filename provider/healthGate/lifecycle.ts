@@ -1,0 +1,211 @@
+/**
+ * HealthGate: create and update run the check; read and delete touch nothing,
+ * since a gate holds nothing on any host. The check, per host of the wave and
+ * all hosts at once:
+ *   1. the resource reads back healthy: pin directory and program pin exist,
+ *      the program is the one the resource reported, and it is on its hook;
+ *   2. the optional probe command exits 0 (retried);
+ *   3. the optional counter grew by at least minIncrease within the window
+ *      (read before the probe, read again when the window has passed).
+ * Any host failing fails the gate, and with it `pulumi up`: later waves depend
+ * on this gate and are never touched.
+ */
+import type { Kind } from "../dynamicAdapter";
+import { parseMapDump, pinLayout, type MapEntry } from "../remote/bpfHost";
+import { hostLabel } from "../remote/hostSchema";
+import { shellQuote } from "../remote/quote";
+import { RemoteCommandError, sessionFor, type SshSession } from "../remote/ssh";
+import { COUNTER_SOURCES } from "./counters";
+import { healthGateSchema, type GateTarget, type HealthGateInputs, type HealthGateOutputs, type TargetReport } from "./schema";
+
+const KIND = "health-gate";
+
+/** What one round trip reads about a target. */
+export interface TargetSurvey {
+  pinDirExists: boolean;
+  /** The pinned program's kernel id, or undefined when the pin is missing. */
+  programId: number | undefined;
+  /** Program ids on the hook's interface by hook type; undefined when the interface could not be read. */
+  hooks: { xdp: number[]; "tc-ingress": number[]; "tc-egress": number[] } | undefined;
+  /** The counter map's entries, when asked for and present. */
+  stats: MapEntry[] | undefined;
+}
+
+// One framed section per fact; a command that fails prints "null" (bpftool -j
+// prints its error as JSON on stdout, so a failed command's output is dropped).
+// $1 pin dir, $2 program pin, $3 interface or "", $4 counter map pin or "".
+const SURVEY_SCRIPT = `
+json_or_null() { out=$("$@" 2>/dev/null) && printf '%s\\n' "$out" || echo null; }
+echo "@@dir"; if [ -d "$1" ]; then echo true; else echo false; fi
+echo "@@prog"; json_or_null bpftool -j prog show pinned "$2"
+echo "@@net"; if [ -n "$3" ]; then json_or_null bpftool -j net show dev "$3"; else echo null; fi
+echo "@@stats"; if [ -n "$4" ]; then json_or_null bpftool -j map dump pinned "$4"; else echo null; fi
+`;
+
+function sections(stdout: string): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const part of stdout.split(/^@@/m).slice(1)) {
+    const newline = part.indexOf("\n");
+    out.set(part.slice(0, newline).trim(), part.slice(newline + 1).trim());
+  }
+  return out;
+}
+
+interface NetShow {
+  xdp?: { id: number }[];
+  tc?: { kind?: string; id?: number; prog_id?: number }[];
+}
+
+/** Parses the survey script's output. Pure. */
+export function parseSurvey(stdout: string): TargetSurvey {
+  const parts = sections(stdout);
+  const prog = JSON.parse(parts.get("prog") || "null") as { id: number } | null;
+  const net = JSON.parse(parts.get("net") || "null") as NetShow[] | null;
+  const stats = parts.get("stats") || "null";
+  const tc = net?.[0]?.tc ?? [];
+  const tcIds = (direction: string) => tc.filter((f) => f.kind?.endsWith(`/${direction}`)).map((f) => f.id ?? f.prog_id ?? 0);
+  return {
+    pinDirExists: parts.get("dir") === "true",
+    programId: prog?.id,
+    hooks: net?.[0] ? { xdp: (net[0].xdp ?? []).map((x) => x.id), "tc-ingress": tcIds("ingress"), "tc-egress": tcIds("egress") } : undefined,
+    stats: stats === "null" ? undefined : parseMapDump(stats),
+  };
+}
+
+/** Why a target does not read back healthy; empty when it does. Pure. */
+export function assessTarget(target: GateTarget, expectedProgramId: number | null | undefined, survey: TargetSurvey): string[] {
+  const layout = pinLayout(target.kind, target.name);
+  if (!survey.pinDirExists) return [`pin directory ${layout.dir} is missing: the resource is not installed on this host (deleted by hand, or the host rebooted)`];
+  if (survey.programId === undefined) return [`program pin ${layout.dir}/${target.program} is missing or unreadable`];
+  const problems: string[] = [];
+  if (expectedProgramId != null && survey.programId !== expectedProgramId) {
+    problems.push(`the pinned program is id ${survey.programId}, but the resource reported id ${expectedProgramId} (changed since it was applied?)`);
+  }
+  if (target.hook) {
+    const { interface: iface, type } = target.hook;
+    if (!survey.hooks) problems.push(`interface ${iface} cannot be read (does it exist?)`);
+    else if (!survey.hooks[type].includes(survey.programId)) {
+      const there = survey.hooks[type];
+      problems.push(`program id ${survey.programId} is not attached to ${iface} ${type} (${there.length ? `the hook holds id ${there.join(", ")}` : "the hook is empty"})`);
+    }
+  }
+  return problems;
+}
+
+function targetName(target: GateTarget): string {
+  const label = hostLabel(target.host);
+  return target.label && target.label !== label ? `${target.label} (${label})` : label;
+}
+
+async function survey(session: SshSession, target: GateTarget, counterMap: string | undefined): Promise<TargetSurvey> {
+  const layout = pinLayout(target.kind, target.name);
+  const result = await session.runScript(SURVEY_SCRIPT, [layout.dir, `${layout.dir}/${target.program}`, target.hook?.interface ?? "", counterMap ? `${layout.maps}/${counterMap}` : ""]);
+  return parseSurvey(result.stdout);
+}
+
+function readCounter(target: GateTarget, name: string, found: TargetSurvey): number {
+  const source = COUNTER_SOURCES[target.kind]!;
+  if (!found.stats) throw new GateProblem(`counter map ${pinLayout(target.kind, target.name).maps}/${source.map} is missing or unreadable`);
+  return source.read(found.stats)[name] ?? 0;
+}
+
+class GateProblem extends Error {}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Command output for a message: its last `max` characters, every line indented under its heading. */
+function excerpt(text: string, max = 600): string {
+  const trimmed = text.trim();
+  const tail = trimmed.length > max ? `...${trimmed.slice(-max)}` : trimmed;
+  return tail.replace(/\n/g, "\n        ");
+}
+
+/** Runs the probe until it passes or the attempts are used up; returns the attempts it took. */
+async function runProbe(session: SshSession, argv: string[], gate: HealthGateInputs): Promise<number> {
+  let last = "";
+  for (let attempt = 1; attempt <= gate.probeAttempts; attempt++) {
+    if (attempt > 1) await sleep(gate.probeIntervalSeconds * 1000);
+    try {
+      const result = await session.run(argv, { allowFailure: true, timeoutMs: gate.probeTimeoutSeconds * 1000 });
+      if (result.code === 0) return attempt;
+      last = `exited ${result.code}${result.stdout.trim() ? `\n      stdout: ${excerpt(result.stdout)}` : ""}${result.stderr.trim() ? `\n      stderr: ${excerpt(result.stderr)}` : ""}`;
+    } catch (err) {
+      if (!(err instanceof RemoteCommandError)) throw err;
+      last = `did not finish: ${excerpt(err.message.split("\n")[0] ?? "")}`;
+    }
+  }
+  throw new GateProblem(`probe \`${shellQuote(argv)}\` failed ${gate.probeAttempts} time(s); last run ${last}`);
+}
+
+async function checkTarget(gate: HealthGateInputs, index: number): Promise<TargetReport> {
+  const target = gate.targets[index]!;
+  const counter = gate.counter;
+  const counterSource = counter && COUNTER_SOURCES[target.kind];
+  if (counter && !counterSource) {
+    const known = Object.keys(COUNTER_SOURCES).join(", ");
+    throw new GateProblem(`a counter check was asked for, but the gate cannot read counters of kind ${target.kind} (it can for: ${known})`);
+  }
+  if (counter && counterSource && !counterSource.names.includes(counter.name)) {
+    throw new GateProblem(`${target.kind} has no counter "${counter.name}" (it has ${counterSource.names.join(", ")})`);
+  }
+  const session = await sessionFor(target.host, gate.credentials[index] ?? {});
+  const started = Date.now();
+  const first = await survey(session, target, counterSource?.map);
+  const problems = assessTarget(target, gate.programIds[index], first);
+  if (problems.length > 0) throw new GateProblem(problems.join("; "));
+  const report: TargetReport = { host: target.label ?? hostLabel(target.host), programId: first.programId! };
+  const before = counter ? readCounter(target, counter.name, first) : 0;
+  if (target.probe) report.probeAttempts = await runProbe(session, target.probe, gate);
+  if (counter) {
+    await sleep(Math.max(0, started + counter.windowSeconds * 1000 - Date.now()));
+    const second = await survey(session, target, counterSource!.map);
+    const after = readCounter(target, counter.name, second);
+    if (after - before < counter.minIncrease) {
+      throw new GateProblem(`counter ${counter.name} grew by ${after - before} in ${counter.windowSeconds} s (from ${before} to ${after}); the gate needs at least ${counter.minIncrease}`);
+    }
+    report.counter = { name: counter.name, before, after };
+  }
+  return report;
+}
+
+function describeWave(gate: HealthGateInputs): string {
+  return `wave ${gate.wave}${gate.canary ? " (canary)" : ""} of fleet "${gate.fleet}"`;
+}
+
+/** Checks every host of the wave at once; throws one message naming every failing host. */
+export async function runGate(gate: HealthGateInputs): Promise<HealthGateOutputs> {
+  const results = await Promise.allSettled(gate.targets.map((_target, i) => checkTarget(gate, i)));
+  const failures = results.flatMap((result, i) => (result.status === "rejected" ? [`  ${targetName(gate.targets[i]!)}: ${result.reason instanceof Error ? result.reason.message : String(result.reason)}`] : []));
+  if (failures.length > 0) {
+    const notReached = gate.notReached.length > 0 ? `Hosts of later waves were not touched and keep their previous version: ${gate.notReached.join(", ")}.` : "This was the last wave.";
+    throw new Error(
+      `health gate of ${describeWave(gate)} failed on ${failures.length} of ${gate.targets.length} host(s):\n${failures.join("\n")}\n` +
+        `The rollout stopped here. ${notReached} Fix the spec or the host and run \`pulumi up\` again: the gate runs again.`,
+    );
+  }
+  const reports = results.map((result) => (result as PromiseFulfilledResult<TargetReport>).value);
+  console.log(`bpfleet: health gate of ${describeWave(gate)} passed on ${reports.map((r) => r.host).join(", ")}`);
+  return { ...gate, checkedAt: new Date().toISOString(), reports };
+}
+
+export const healthGateKind: Kind<HealthGateInputs, HealthGateOutputs> = {
+  kind: KIND,
+  schema: healthGateSchema,
+  replaceOn: ["fleet", "wave"],
+
+  async create(inputs) {
+    return { id: `${KIND}/${inputs.fleet}/wave-${inputs.wave}`, outs: await runGate(inputs) };
+  },
+
+  // Nothing of a gate lives on a host: what it saw when it last passed stands until the wave changes.
+  async read(_id, olds) {
+    const { checkedAt: _at, reports: _reports, ...inputs } = olds;
+    return { outs: olds, inputs };
+  },
+
+  async update(_id, _olds, news) {
+    return runGate(news);
+  },
+
+  async delete() {},
+};

@@ -1,4 +1,5 @@
 import * as pulumi from "@pulumi/pulumi";
+import { kindProvider } from "./kindProvider";
 import { splitHost, type HostArgs } from "./host";
 
 /** One host of a wave and the bpfleet resource on it that must read back healthy. */
@@ -74,16 +75,7 @@ export interface HealthGateReport {
   probeAttempts?: number;
 }
 
-// The provider object is serialized into the state. It stays a few lines that
-// load the implementation from the installed package (DESIGN.md, "The provider object").
-const provider: pulumi.dynamic.ResourceProvider = {
-  check: (olds, news) => require("bpfleet/provider/healthGate/dynamic").provider.check(olds, news),
-  diff: (id, olds, news) => require("bpfleet/provider/healthGate/dynamic").provider.diff(id, olds, news),
-  create: (inputs) => require("bpfleet/provider/healthGate/dynamic").provider.create(inputs),
-  read: (id, props) => require("bpfleet/provider/healthGate/dynamic").provider.read(id, props),
-  update: (id, olds, news) => require("bpfleet/provider/healthGate/dynamic").provider.update(id, olds, news),
-  delete: (id, props) => require("bpfleet/provider/healthGate/dynamic").provider.delete(id, props),
-};
+const provider = kindProvider("healthGate");
 
 /**
  * A health check between rollout waves. It holds nothing on any host: create and

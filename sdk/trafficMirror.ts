@@ -1,4 +1,5 @@
 import * as pulumi from "@pulumi/pulumi";
+import { kindProvider } from "./kindProvider";
 import { splitHost, type HostArgs } from "./host";
 
 /**
@@ -114,16 +115,7 @@ export interface TrafficMirrorArgs {
   pinName?: pulumi.Input<string>;
 }
 
-// The provider object is serialized into the state. It stays a few lines that
-// load the implementation from the installed package (DESIGN.md, "The provider object").
-const provider: pulumi.dynamic.ResourceProvider = {
-  check: (olds, news) => require("bpfleet/provider/trafficMirror/dynamic").provider.check(olds, news),
-  diff: (id, olds, news) => require("bpfleet/provider/trafficMirror/dynamic").provider.diff(id, olds, news),
-  create: (inputs) => require("bpfleet/provider/trafficMirror/dynamic").provider.create(inputs),
-  read: (id, props) => require("bpfleet/provider/trafficMirror/dynamic").provider.read(id, props),
-  update: (id, olds, news) => require("bpfleet/provider/trafficMirror/dynamic").provider.update(id, olds, news),
-  delete: (id, props) => require("bpfleet/provider/trafficMirror/dynamic").provider.delete(id, props),
-};
+const provider = kindProvider("trafficMirror");
 
 /**
  * A TC program that sends copies of selected packets of one interface to a

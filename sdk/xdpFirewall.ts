@@ -1,4 +1,5 @@
 import * as pulumi from "@pulumi/pulumi";
+import { kindProvider } from "./kindProvider";
 import { splitHost, type HostArgs } from "./host";
 
 export interface XdpFirewallArgs {
@@ -35,16 +36,7 @@ export interface XdpFirewallArgs {
   pinName?: pulumi.Input<string>;
 }
 
-// The provider object is serialized into the state. It stays a few lines that
-// load the implementation from the installed package (DESIGN.md, "The provider object").
-const provider: pulumi.dynamic.ResourceProvider = {
-  check: (olds, news) => require("bpfleet/provider/xdpFirewall/dynamic").provider.check(olds, news),
-  diff: (id, olds, news) => require("bpfleet/provider/xdpFirewall/dynamic").provider.diff(id, olds, news),
-  create: (inputs) => require("bpfleet/provider/xdpFirewall/dynamic").provider.create(inputs),
-  read: (id, props) => require("bpfleet/provider/xdpFirewall/dynamic").provider.read(id, props),
-  update: (id, olds, news) => require("bpfleet/provider/xdpFirewall/dynamic").provider.update(id, olds, news),
-  delete: (id, props) => require("bpfleet/provider/xdpFirewall/dynamic").provider.delete(id, props),
-};
+const provider = kindProvider("xdpFirewall");
 
 /** An XDP program that drops packets from denied source addresses on one interface of one host. */
 export class XdpFirewall extends pulumi.dynamic.Resource {

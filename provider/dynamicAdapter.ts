@@ -12,6 +12,11 @@ export interface Kind<Inputs extends object, Outputs extends Inputs> {
   /** Kind name as in pin paths and IDs, e.g. "xdp-firewall". */
   readonly kind: string;
   readonly schema: z.ZodObject<z.ZodRawShape>;
+  /**
+   * Checks that span several inputs (e.g. a rule limit over two lists), run on top
+   * of the schema; default: checkInputs(schema, news) alone.
+   */
+  check?(news: Record<string, unknown>): pulumi.dynamic.CheckResult;
   /** Input properties whose change needs a new resource. */
   readonly replaceOn: readonly (keyof Inputs & string)[];
   /** Extra input-like facts that make an update necessary (e.g. a newer BPF object). */
@@ -82,7 +87,7 @@ export function diffInputs<I extends object, O extends I>(kind: Kind<I, O>, olds
 
 export function dynamicProvider<I extends object, O extends I>(kind: Kind<I, O>): pulumi.dynamic.ResourceProvider {
   return {
-    check: async (_olds, news) => checkInputs(kind.schema, news),
+    check: async (_olds, news) => (kind.check ? kind.check(news) : checkInputs(kind.schema, news)),
     diff: async (_id, olds, news) => diffInputs(kind, olds as O, news as I),
     create: async (inputs) => kind.create(inputs as I),
     read: async (id, props) => {

@@ -93,8 +93,8 @@ static __always_inline int parse_iphdr(struct hdr_cursor *nh, void *data_end,
 	return iph->protocol;
 }
 
-/* Returns the fixed header's next header. Extension headers are not walked:
- * the source and destination addresses are all the current programs need. */
+/* Returns the fixed header's next header. Extension headers are not walked
+ * here (parse_ip6_exthdrs does that for programs that need the upper layer). */
 static __always_inline int parse_ip6hdr(struct hdr_cursor *nh, void *data_end,
 					struct ipv6hdr **ip6hdr)
 {
@@ -146,6 +146,123 @@ static __always_inline int parse_tcphdr(struct hdr_cursor *nh, void *data_end,
 	nh->pos += len;
 	*tcphdr = h;
 	return len;
+}
+
+/* The UAPI has no IPv6 fragment header struct (net/ipv6.h is kernel-internal). */
+struct ipv6_frag_hdr {
+	__u8 nexthdr;
+	__u8 reserved;
+	__be16 frag_off; /* offset in 8-byte units << 3, then 2 reserved bits and M */
+	__be32 identification;
+};
+
+#define IPV6_FRAG_OFFSET_MASK 0xfff8
+/* Longer chains do not occur in legitimate traffic (RFC 9098 reports
+ * operators dropping far shorter ones); the walk gives up. */
+#define IPV6_EXT_MAX_CHAIN 8
+
+/* Walks the IPv6 extension headers (RFC 8200 §4) that follow the fixed
+ * header, starting at the cursor with `nexthdr` from the fixed header:
+ * hop-by-hop options, routing, destination options and fragment headers are
+ * skipped. Returns the first header that is not one of those, with the
+ * cursor on it: the upper-layer protocol (TCP, UDP, ICMPv6, ...), or ESP,
+ * AH, No Next Header or anything unknown, which a program then treats as a
+ * protocol without ports. (AH is not walked: its length unit differs, it is
+ * all but unused, and each extra header kind multiplies the paths the
+ * verifier explores.) A fragment header stores the fragment offset in bytes
+ * in *frag_offset; when it is non-zero the walk stops there, since a later
+ * fragment carries payload where a header would be. Returns -1 when a header
+ * is cut short or the chain is longer than IPV6_EXT_MAX_CHAIN. */
+static __always_inline int parse_ip6_exthdrs(struct hdr_cursor *nh, void *data_end,
+					     __u8 nexthdr, __u16 *frag_offset)
+{
+	struct ipv6_opt_hdr *opt;
+	struct ipv6_frag_hdr *frag;
+	int i, len;
+
+	*frag_offset = 0;
+	for (i = 0; i < IPV6_EXT_MAX_CHAIN; i++) {
+		switch (nexthdr) {
+		case IPPROTO_HOPOPTS:
+		case IPPROTO_ROUTING:
+		case IPPROTO_DSTOPTS:
+			opt = nh->pos;
+			if ((void *)(opt + 1) > data_end)
+				return -1;
+			len = (opt->hdrlen + 1) * 8; /* 8-byte units, not counting the first */
+			nexthdr = opt->nexthdr;
+			if (nh->pos + len > data_end)
+				return -1;
+			nh->pos += len;
+			break;
+		case IPPROTO_FRAGMENT:
+			frag = nh->pos;
+			if ((void *)(frag + 1) > data_end)
+				return -1;
+			nh->pos = frag + 1;
+			nexthdr = frag->nexthdr;
+			*frag_offset = bpf_ntohs(frag->frag_off) & IPV6_FRAG_OFFSET_MASK;
+			if (*frag_offset)
+				return nexthdr;
+			break;
+		default:
+			return nexthdr;
+		}
+	}
+	/* The chain ended exactly at the limit, or goes on beyond it. */
+	if (nexthdr == IPPROTO_HOPOPTS || nexthdr == IPPROTO_ROUTING ||
+	    nexthdr == IPPROTO_DSTOPTS || nexthdr == IPPROTO_FRAGMENT)
+		return -1;
+	return nexthdr;
+}
+
+#define IPV4_FRAG_OFFSET_MASK 0x1fff
+
+/* True for an IPv4 fragment other than the first: its payload starts in
+ * the middle of the upper-layer datagram, so there is no header to read. */
+static __always_inline int ip_is_later_fragment(const struct iphdr *iph)
+{
+	return (iph->frag_off & bpf_htons(IPV4_FRAG_OFFSET_MASK)) != 0;
+}
+
+/* Reads the source and destination ports, the first 4 bytes of TCP, UDP,
+ * UDP-Lite, SCTP and DCCP headers, without moving the cursor. Needs only
+ * those 4 bytes, so it also reads the ports of a header cut short, such as
+ * the 8 bytes of the offending datagram an ICMP error quotes (RFC 792). */
+static __always_inline int parse_ports(struct hdr_cursor *nh, void *data_end,
+				       __be16 *sport, __be16 *dport)
+{
+	__be16 *ports = nh->pos;
+
+	if ((void *)(ports + 2) > data_end)
+		return -1;
+	*sport = ports[0];
+	*dport = ports[1];
+	return 0;
+}
+
+/* The 8 bytes every ICMP and ICMPv6 message starts with; id and sequence
+ * are those of echo messages (and unused or other fields elsewhere). */
+struct icmphdr_common {
+	__u8 type;
+	__u8 code;
+	__sum16 cksum;
+	__be16 id;
+	__be16 sequence;
+};
+
+/* Returns the ICMP or ICMPv6 type. */
+static __always_inline int parse_icmphdr_common(struct hdr_cursor *nh, void *data_end,
+						struct icmphdr_common **icmphdr)
+{
+	struct icmphdr_common *h = nh->pos;
+
+	if ((void *)(h + 1) > data_end)
+		return -1;
+
+	nh->pos = h + 1;
+	*icmphdr = h;
+	return h->type;
 }
 
 #endif

@@ -1,0 +1,387 @@
+/**
+ * Inputs of TcPolicy, as the user writes them and as check() canonicalises them.
+ *
+ * A rule is one line of text (or the same as an object):
+ *
+ *   <allow|deny> <tcp|udp|icmp|any> [<port>|<low>-<high>] [from <cidr>] [to <cidr>]
+ *
+ * e.g. "allow tcp 22", "deny tcp 22 from 10.0.0.0/8", "allow udp 5000-6000 to
+ * 2001:db8::/32", "deny icmp from 203.0.113.0/24". The port is the packet's
+ * destination port; "icmp" means ICMP for IPv4 and ICMPv6 for IPv6. A rule
+ * without from/to applies to both families. Each direction keeps its rules as
+ * an object keyed by the canonical text, so a preview shows `+`/`-` per rule.
+ * A deny rule beats any allow rule that matches the same packet; a packet no
+ * rule matches gets the direction's default.
+ */
+import type * as pulumi from "@pulumi/pulumi";
+import { z } from "zod";
+import { canonicalPrefix, CidrError, parsePrefix, type Family } from "../cidr";
+import { checkInputs, UNKNOWN } from "../dynamicAdapter";
+import { credentialsSchema, hostSchema } from "../remote/hostSchema";
+import { interfaceName, pinName } from "../validation";
+import { MAX_RULES } from "./codec";
+
+export { MAX_RULES };
+
+export type Direction = "ingress" | "egress";
+export type Action = "allow" | "deny";
+export type Protocol = "tcp" | "udp" | "icmp" | "any";
+export const DIRECTIONS: readonly Direction[] = ["ingress", "egress"];
+
+/** One rule in canonical form. */
+export interface PolicyRule {
+  direction: Direction;
+  action: Action;
+  protocol: Protocol;
+  /** Inclusive destination port range; absent: every port (and every protocol's packets without ports). */
+  ports?: readonly [number, number];
+  /** Canonical CIDR of the source, e.g. "10.0.0.0/8". */
+  from?: string;
+  /** Canonical CIDR of the destination. */
+  to?: string;
+}
+
+export class RuleError extends Error {}
+
+const ACTIONS: readonly Action[] = ["allow", "deny"];
+const PROTOCOLS: readonly Protocol[] = ["tcp", "udp", "icmp", "any"];
+
+function parsePort(text: string): number {
+  if (!/^\d{1,5}$/.test(text)) throw new RuleError(`"${text}" is not a port number (1-65535)`);
+  const port = Number(text);
+  if (port === 0) throw new RuleError("port 0 is not a port that traffic can be addressed to (use 1-65535)");
+  if (port > 65535) throw new RuleError(`port ${port} is out of range (1-65535)`);
+  return port;
+}
+
+function parsePorts(text: string): [number, number] {
+  const [lowText, highText, ...rest] = text.split("-");
+  if (rest.length > 0 || lowText === undefined) throw new RuleError(`"${text}" is not a port or a port range like 5000-6000`);
+  const low = parsePort(lowText);
+  const high = highText === undefined ? low : parsePort(highText);
+  if (low > high) throw new RuleError(`port range ${low}-${high} is reversed; write ${high}-${low}`);
+  return [low, high];
+}
+
+function canonicalCidr(text: string, keyword: "from" | "to"): string {
+  try {
+    return canonicalPrefix(text);
+  } catch (err) {
+    throw new RuleError(`${keyword}: ${err instanceof CidrError ? err.message : String(err)}`);
+  }
+}
+
+export function familyOf(cidr: string): Family {
+  return parsePrefix(cidr).family;
+}
+
+/** Checks what a rule's fields allow together and returns it in canonical form. */
+function canonicalRule(direction: Direction, action: string, protocol: string, ports: [number, number] | undefined, from: string | undefined, to: string | undefined): PolicyRule {
+  if (!ACTIONS.includes(action as Action)) throw new RuleError(`"${action}" is not an action: use allow or deny`);
+  if (!PROTOCOLS.includes(protocol as Protocol)) throw new RuleError(`"${protocol}" is not a protocol: use tcp, udp, icmp or any`);
+  if (ports && protocol === "icmp") throw new RuleError("icmp has no ports: remove the port, or use tcp or udp");
+  if (ports && protocol === "any") throw new RuleError("a port needs protocol tcp or udp (\"any\" includes protocols without ports)");
+  const rule: PolicyRule = { direction, action: action as Action, protocol: protocol as Protocol };
+  if (ports) rule.ports = ports;
+  if (from !== undefined) rule.from = canonicalCidr(from, "from");
+  if (to !== undefined) rule.to = canonicalCidr(to, "to");
+  if (rule.from && rule.to && familyOf(rule.from) !== familyOf(rule.to)) {
+    throw new RuleError(`from ${rule.from} and to ${rule.to} are different address families: the rule could never match`);
+  }
+  return rule;
+}
+
+/** Parses the text form of a rule; throws RuleError saying what is wrong. */
+export function parseRuleText(direction: Direction, text: string): PolicyRule {
+  const words = text.trim().split(/\s+/).filter(Boolean);
+  const [action, protocol, ...rest] = words;
+  if (action === undefined || protocol === undefined) {
+    throw new RuleError(`"${text}" is not a rule: write "<allow|deny> <tcp|udp|icmp|any> [port[-port]] [from <cidr>] [to <cidr>]"`);
+  }
+  let ports: [number, number] | undefined;
+  if (rest[0] !== undefined && /^[\d-]+$/.test(rest[0])) ports = parsePorts(rest.shift()!);
+  let from: string | undefined;
+  let to: string | undefined;
+  while (rest.length > 0) {
+    const keyword = rest.shift()!;
+    const value = rest.shift();
+    if (keyword !== "from" && keyword !== "to") throw new RuleError(`unexpected "${keyword}" in "${text}": after the protocol and port come "from <cidr>" and "to <cidr>"`);
+    if (value === undefined) throw new RuleError(`"${keyword}" needs a CIDR after it`);
+    if ((keyword === "from" ? from : to) !== undefined) throw new RuleError(`"${keyword}" appears twice in "${text}"`);
+    if (keyword === "from") from = value;
+    else to = value;
+  }
+  return canonicalRule(direction, action.toLowerCase(), protocol.toLowerCase(), ports, from, to);
+}
+
+/** The canonical text of a rule (without its direction), the key it is stored under. */
+export function ruleText(rule: PolicyRule): string {
+  const parts: string[] = [rule.action, rule.protocol];
+  if (rule.ports) parts.push(rule.ports[0] === rule.ports[1] ? String(rule.ports[0]) : `${rule.ports[0]}-${rule.ports[1]}`);
+  if (rule.from) parts.push("from", rule.from);
+  if (rule.to) parts.push("to", rule.to);
+  return parts.join(" ");
+}
+
+/** Identifies a rule across both directions. */
+export function ruleId(rule: PolicyRule): string {
+  return `${rule.direction} ${ruleText(rule)}`;
+}
+
+const ruleObject = z.strictObject({
+  action: z.enum(["allow", "deny"]),
+  protocol: z.enum(["tcp", "udp", "icmp", "any"]),
+  /** Destination port or inclusive range: 22, "22" or "5000-6000". */
+  port: z.union([z.number(), z.string()]).optional(),
+  /** Source address or prefix. */
+  from: z.string().optional(),
+  /** Destination address or prefix. */
+  to: z.string().optional(),
+});
+
+type RuleInput = string | z.infer<typeof ruleObject>;
+
+function ruleFromInput(direction: Direction, input: RuleInput): PolicyRule {
+  if (typeof input === "string") return parseRuleText(direction, input);
+  let ports: [number, number] | undefined;
+  if (input.port !== undefined) {
+    if (typeof input.port === "number" && !Number.isInteger(input.port)) throw new RuleError(`port ${input.port} is not a whole number`);
+    ports = parsePorts(String(input.port));
+  }
+  return canonicalRule(direction, input.action, input.protocol, ports, input.from, input.to);
+}
+
+/** Orders rules for display: by protocol, then port, then the rest of the text. */
+function compareRuleText(a: string, b: string): number {
+  return a.split(" ").slice(1).join(" ").localeCompare(b.split(" ").slice(1).join(" "), "en", { numeric: true }) || a.localeCompare(b);
+}
+
+/**
+ * The rules of one direction, given as a list of texts or objects (any order,
+ * duplicates allowed) or as the canonical object form kept in state; always
+ * becomes `{ "<canonical text>": "<action>" }` with sorted keys.
+ */
+function ruleSet(direction: Direction) {
+  return z
+    .union([z.array(z.union([z.string(), ruleObject])), z.record(z.string(), z.enum(["allow", "deny"]))])
+    .transform((raw, ctx) => {
+      const entries: [RuleInput, (string | number)[]][] = Array.isArray(raw) ? raw.map((r, i) => [r, [i]]) : Object.keys(raw).map((k) => [k, [k]]);
+      const canonical = new Map<string, Action>();
+      for (const [input, path] of entries) {
+        try {
+          const rule = ruleFromInput(direction, input);
+          if (!Array.isArray(raw) && raw[input as string] !== rule.action) {
+            throw new RuleError(`the value must be the rule's action, "${rule.action}"`);
+          }
+          canonical.set(ruleText(rule), rule.action);
+        } catch (err) {
+          if (!(err instanceof RuleError)) throw err;
+          ctx.addIssue({ code: "custom", path, message: err.message });
+        }
+      }
+      if (canonical.size > MAX_RULES) ctx.addIssue({ code: "custom", message: `has ${canonical.size} rules; the policy holds at most ${MAX_RULES}` });
+      const sorted: Record<string, Action> = {};
+      for (const text of [...canonical.keys()].sort(compareRuleText)) sorted[text] = canonical.get(text)!;
+      return sorted;
+    });
+}
+
+function directionPolicy(direction: Direction) {
+  return z
+    .strictObject({
+      /** What happens to a packet that no rule (and, when stateful, no live flow) matches. Default "allow". */
+      default: z.enum(["allow", "deny"]).default("allow"),
+      /** Rules as texts or objects; kept as `{ "<canonical text>": action }`. */
+      rules: ruleSet(direction).prefault([]),
+    })
+    .prefault({});
+}
+
+const seconds = (fallback: number) =>
+  z.number().min(0.001, "must be at least 0.001 seconds").max(30 * 86_400, "must be at most 30 days (2592000 seconds)").default(fallback);
+
+export const tcPolicySchema = z.object({
+  host: hostSchema,
+  credentials: credentialsSchema.default({}),
+  /** Interface whose TC hooks carry the policy. Changing it replaces the policy. */
+  interface: interfaceName,
+  /** Pin directory name: /sys/fs/bpf/bpfleet/tc-policy/<name>/. Defaults to the resource name. */
+  name: pinName,
+  /** Policy for packets the interface receives. */
+  ingress: directionPolicy("ingress"),
+  /** Policy for packets the interface sends. */
+  egress: directionPolicy("egress"),
+  /**
+   * Track flows: packets of a live flow pass both ways before any rule is
+   * consulted, and a packet the rules let through records its flow. With
+   * ingress default "deny" this admits replies to the host's own connections.
+   */
+  stateful: z.boolean().default(false),
+  /** Idle timeouts of tracked flows, in seconds. */
+  timeouts: z
+    .strictObject({
+      /** A TCP flow seen in both directions. Default 21600 (6 hours). */
+      tcpEstablished: seconds(21_600),
+      /** A TCP flow before its first reply, and after a FIN. Default 120. */
+      tcpTransitory: seconds(120),
+      /** UDP, ICMP and every other protocol. Default 60. */
+      other: seconds(60),
+    })
+    .prefault({}),
+  /** false loads the programs and fills the maps without attaching them (staging). */
+  attached: z.boolean().default(true),
+  /**
+   * Accept a policy that drops the management SSH path (inbound TCP to the
+   * host's sshd port, `host.port`, and its replies). Only for hosts managed
+   * over another interface. Default false.
+   */
+  allowLockout: z.boolean().default(false),
+});
+
+export type TcPolicyInputs = z.infer<typeof tcPolicySchema>;
+export type DirectionPolicy = TcPolicyInputs["ingress"];
+
+/** Every rule of the inputs, in canonical form, ingress first. */
+export function rulesOf(inputs: Pick<TcPolicyInputs, "ingress" | "egress">): PolicyRule[] {
+  return DIRECTIONS.flatMap((direction) => Object.keys(inputs[direction].rules).map((text) => parseRuleText(direction, text)));
+}
+
+// ------------------------------------------------------------ lockout guard
+
+/** Ports from which a management client connects (RFC 6335 dynamic and registered ports). */
+export const CLIENT_PORTS: readonly [number, number] = [1024, 65535];
+
+function coversPort(rule: PolicyRule, port: number): boolean {
+  if (rule.protocol !== "tcp" && rule.protocol !== "any") return false;
+  return !rule.ports || (rule.ports[0] <= port && port <= rule.ports[1]);
+}
+
+function isUnconstrained(cidr: string | undefined): boolean {
+  return cidr === undefined || parsePrefix(cidr).prefixLength === 0;
+}
+
+/**
+ * TCP ports of packets in one direction that the rules let through from an
+ * unknown peer: a deny rule that does not name the peer's side (from on
+ * ingress, to on egress) blocks its ports for everyone; an allow rule opens
+ * its ports for someone.
+ */
+function admittedPorts(policy: DirectionPolicy, direction: Direction): Uint8Array {
+  const rules = Object.keys(policy.rules).map((text) => parseRuleText(direction, text));
+  const peerSide = (r: PolicyRule) => (direction === "ingress" ? r.from : r.to);
+  const admitted = new Uint8Array(65536).fill(policy.default === "allow" ? 1 : 0);
+  const fill = (r: PolicyRule, value: number) => {
+    const [low, high] = r.ports ?? [1, 65535];
+    admitted.fill(value, low, high + 1);
+  };
+  for (const r of rules) if (r.action === "allow" && (r.protocol === "tcp" || r.protocol === "any")) fill(r, 1);
+  for (const r of rules) if (r.action === "deny" && (r.protocol === "tcp" || r.protocol === "any") && isUnconstrained(peerSide(r))) fill(r, 0);
+  admitted[0] = 0;
+  return admitted;
+}
+
+export interface LockoutIssue {
+  property: string;
+  reason: string;
+}
+
+/**
+ * Why the policy would cut the management SSH path, judged without knowing
+ * the manager's address (check is pure): inbound TCP to `managementPort` must
+ * be let through from someone, and in stateless mode the replies (TCP to the
+ * client's port, 1024-65535) must be let out. The lifecycle repeats the check
+ * with the real SSH peer before it changes the host.
+ */
+export function lockoutIssues(inputs: Pick<TcPolicyInputs, "ingress" | "egress" | "stateful" | "allowLockout">, managementPort: number): LockoutIssue[] {
+  if (inputs.allowLockout) return [];
+  const issues: LockoutIssue[] = [];
+  const override = "Add a rule that allows it, or set allowLockout: true if this host is managed over another interface.";
+  if (!admittedPorts(inputs.ingress, "ingress")[managementPort]) {
+    const blocking = Object.keys(inputs.ingress.rules).filter((text) => {
+      const r = parseRuleText("ingress", text);
+      return r.action === "deny" && coversPort(r, managementPort) && isUnconstrained(r.from);
+    });
+    issues.push({
+      property: "ingress",
+      reason:
+        blocking.length > 0
+          ? `ingress: rule "${blocking[0]}" drops inbound TCP to port ${managementPort}, the management SSH path, from every source. ${override}`
+          : `ingress: the policy does not allow inbound TCP to port ${managementPort}, the management SSH path (default "${inputs.ingress.default}" and no allow rule covers it). ${override}`,
+    });
+  }
+  if (!inputs.stateful) {
+    const out = admittedPorts(inputs.egress, "egress");
+    const [low, high] = CLIENT_PORTS;
+    let firstBlocked = -1;
+    for (let port = low; port <= high && firstBlocked < 0; port++) if (!out[port]) firstBlocked = port;
+    if (firstBlocked >= 0) {
+      issues.push({
+        property: "egress",
+        reason:
+          `egress: the policy drops outbound TCP to port ${firstBlocked}, so the SSH server's replies to a management client using that port cannot leave ` +
+          `(a stateless policy must let out TCP to ports ${low}-${high}; a stateful one lets replies of admitted connections out by itself). ${override}`,
+      });
+    }
+  }
+  return issues;
+}
+
+/**
+ * Checks across properties that zod's per-property parse cannot see: the
+ * total number of rules, and the lockout guard. Takes canonical inputs.
+ */
+export function policyIssues(inputs: Pick<TcPolicyInputs, "ingress" | "egress" | "stateful" | "allowLockout"> & { host?: { port?: number } }): LockoutIssue[] {
+  const issues: LockoutIssue[] = [];
+  const total = Object.keys(inputs.ingress.rules).length + Object.keys(inputs.egress.rules).length;
+  if (total > MAX_RULES) {
+    issues.push({ property: "ingress", reason: `ingress, egress: ${total} rules in all; the policy holds at most ${MAX_RULES} (ingress and egress together)` });
+  }
+  return [...issues, ...lockoutIssues(inputs, inputs.host?.port ?? 22)];
+}
+
+/**
+ * check() for TcPolicy: the per-property schema (checkInputs), then the checks
+ * across properties once the properties they read are known. checkInputs
+ * parses a pick of the known properties, which drops object-level refinements,
+ * so they live here.
+ */
+export function checkTcPolicy(news: Record<string, unknown>): pulumi.dynamic.CheckResult {
+  const result = checkInputs(tcPolicySchema, news);
+  if (result.failures?.length || !result.inputs) return result;
+  const inputs = result.inputs as Record<string, unknown>;
+  const host = inputs.host as { port?: unknown } | string | undefined;
+  const port = typeof host === "object" ? host.port : undefined;
+  // Judged once the rules and the management port are known (sshd's default when the host omits it).
+  const needed = [inputs.ingress, inputs.egress, inputs.stateful, inputs.allowLockout, host, port];
+  if (needed.some((value) => JSON.stringify(value ?? null).includes(UNKNOWN))) return result;
+  const issues = policyIssues({ ...(inputs as Pick<TcPolicyInputs, "ingress" | "egress" | "stateful" | "allowLockout">), host: { port: typeof port === "number" ? port : 22 } });
+  return issues.length > 0 ? { failures: issues } : result;
+}
+
+// ------------------------------------------------------------ outputs
+
+export interface TcPolicyCounters {
+  ingressAllowedPackets: number;
+  ingressAllowedBytes: number;
+  ingressDeniedPackets: number;
+  ingressDeniedBytes: number;
+  egressAllowedPackets: number;
+  egressAllowedBytes: number;
+  egressDeniedPackets: number;
+  egressDeniedBytes: number;
+  flowsCreated: number;
+  flowsExpired: number;
+  flowsReset: number;
+}
+
+export interface TcPolicyOutputs extends TcPolicyInputs {
+  /** sha256 of the BPF object that is loaded. */
+  objectSha256: string;
+  /** Program ids and tags, by hook. */
+  programs: Record<Direction, { id: number; tag: string }>;
+  counters: TcPolicyCounters;
+  /** Packets each rule decided, by direction and canonical text. */
+  ruleHits: Record<Direction, Record<string, number>>;
+  /** Flow entries in the table when last read. */
+  liveFlows: number;
+}

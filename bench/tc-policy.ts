@@ -32,6 +32,7 @@ import { desiredPolicy, observePolicy, planPolicy } from "../provider/tcPolicy/p
 import { rulesOf, tcPolicySchema } from "../provider/tcPolicy/schema";
 import { ethernet, ETH_P, arp, ipFrame, tcp } from "../test/kernel/packets";
 import { buildObjects, kernelTestsUnavailable, loadObject, loadProgram, objectPath, REPO_ROOT, TC, type LoadedObject, type LoadedProgram } from "../test/kernel/progRun";
+import { seededRandom } from "../test/support/seededRandom";
 
 const args = process.argv.slice(2);
 const opt = (name: string, dflt: number) => {
@@ -47,16 +48,6 @@ const EGRESS_RULES = 124;
 const HOST4 = "10.0.0.1";
 const HOST6 = "2001:db8:1::1";
 
-/** Deterministic PRNG (mulberry32) so every run builds the same tables. */
-function rng(seed: number) {
-  return () => {
-    seed = (seed + 0x6d2b79f5) >>> 0;
-    let t = seed;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 const int = (rand: () => number, low: number, high: number) => low + Math.floor(rand() * (high - low + 1));
 const hex4 = (rand: () => number) => int(rand, 0, 0xffff).toString(16);
 
@@ -121,7 +112,7 @@ interface Flow {
 }
 
 function makeFlows(n: number): Flow[] {
-  const rand = rng(3);
+  const rand = seededRandom(3);
   const flows: Flow[] = [];
   const seen = new Set<string>();
   while (flows.length < n) {
@@ -157,7 +148,7 @@ async function main(): Promise<void> {
     process.exit(2);
   }
   await buildObjects();
-  const rand = rng(1);
+  const rand = seededRandom(1);
   const rules = {
     ingress: ["allow tcp 22", "allow tcp 8080", ...randomRules(rand, INGRESS_RULES - 2, "from")],
     egress: randomRules(rand, EGRESS_RULES, "to"),

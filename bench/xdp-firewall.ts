@@ -15,6 +15,7 @@ import { cpus, release } from "node:os";
 import { join } from "node:path";
 import { ETH_P, arp, ethernet, ipFrame, udp } from "../test/kernel/packets";
 import { buildObjects, kernelTestsUnavailable, loadProgram, objectPath, REPO_ROOT, XDP, type LoadedProgram } from "../test/kernel/progRun";
+import { seededRandom } from "../test/support/seededRandom";
 
 const args = process.argv.slice(2);
 const opt = (name: string, dflt: number) => {
@@ -26,16 +27,6 @@ const ROUNDS = opt("rounds", 5);
 const EXACT = 100_000;
 const PREFIXES = 10_000;
 
-/** Deterministic PRNG (mulberry32) so every run fills the same tables. */
-function rng(seed: number) {
-  return () => {
-    seed = (seed + 0x6d2b79f5) >>> 0;
-    let t = seed;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const randomBytes = (rand: () => number, n: number) => Buffer.from(Array.from({ length: n }, () => Math.floor(rand() * 256)));
 const toV4 = (b: Buffer) => [...b].join(".");
@@ -59,7 +50,7 @@ interface Family {
 }
 
 function makeFamily(name: "IPv4" | "IPv6", seed: number, lenRange: [number, number]): Family {
-  const rand = rng(seed);
+  const rand = seededRandom(seed);
   const width = name === "IPv4" ? 4 : 16;
   const exact = new Map<string, Buffer>();
   while (exact.size < EXACT) {
@@ -82,7 +73,7 @@ function covered(f: Family, addr: Buffer): boolean {
 
 /** Sources for the three cases, checked against the tables in JavaScript. */
 function probes(f: Family): { exactHit: string; prefixHit: string; miss: string } {
-  const rand = rng(99);
+  const rand = seededRandom(99);
   const exactHit = f.exact[EXACT >> 1]!;
   // The longest prefix in the table: the deepest walk down the trie.
   const deepest = f.prefixes.reduce((a, b) => (b.len > a.len ? b : a));

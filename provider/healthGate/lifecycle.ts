@@ -11,7 +11,7 @@
  * on this gate and are never touched.
  */
 import type { Kind } from "../dynamicAdapter";
-import { parseMapDump, pinLayout, type MapEntry } from "../remote/bpfHost";
+import { parseMapDump, pinLayout, sections, type MapEntry } from "../remote/bpfHost";
 import { hostLabel } from "../remote/hostSchema";
 import { shellQuote } from "../remote/quote";
 import { RemoteCommandError, sessionFor, type SshSession } from "../remote/ssh";
@@ -41,15 +41,6 @@ echo "@@prog"; json_or_null bpftool -j prog show pinned "$2"
 echo "@@net"; if [ -n "$3" ]; then json_or_null bpftool -j net show dev "$3"; else echo null; fi
 echo "@@stats"; if [ -n "$4" ]; then json_or_null bpftool -j map dump pinned "$4"; else echo null; fi
 `;
-
-function sections(stdout: string): Map<string, string> {
-  const out = new Map<string, string>();
-  for (const part of stdout.split(/^@@/m).slice(1)) {
-    const newline = part.indexOf("\n");
-    out.set(part.slice(0, newline).trim(), part.slice(newline + 1).trim());
-  }
-  return out;
-}
 
 interface NetShow {
   xdp?: { id: number }[];

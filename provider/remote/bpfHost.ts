@@ -97,7 +97,8 @@ echo "@@object"; if [ -f "$3" ]; then echo true; else echo false; fi
 echo "@@route"; if [ -n "$4" ]; then json_or ip -j route get "$4"; else echo null; fi
 `;
 
-function sections(stdout: string): Map<string, string> {
+/** Splits the output of a script that frames each part with an "@@name" line. */
+export function sections(stdout: string): Map<string, string> {
   const out = new Map<string, string>();
   for (const part of stdout.split(/^@@/m).slice(1)) {
     const newline = part.indexOf("\n");

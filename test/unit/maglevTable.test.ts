@@ -8,19 +8,10 @@ import {
   buildTable, DEFAULT_TABLE_SIZE, diffTable, entriesBound, entriesPerBackend, isPrime, MaglevError, nextPrime, NO_BACKEND,
   permutationSeeds, tableSizeProblem, type MaglevBackend, type MaglevTable,
 } from "../../provider/maglev/table";
+import { seededRandom } from "../support/seededRandom";
 
 const M = DEFAULT_TABLE_SIZE;
 
-/** mulberry32: a seeded PRNG, so every run checks the same "random" sets. */
-function rng(seed: number) {
-  return () => {
-    seed = (seed + 0x6d2b79f5) >>> 0;
-    let t = seed;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** `n` distinct backend identities as the MaglevService names them, IPv4 and IPv6 mixed. */
 function randomBackends(rand: () => number, n: number): string[] {
@@ -104,7 +95,7 @@ describe("hashing (fixed forever: hosts of a fleet and versions of bpfleet must 
   });
 
   it("keeps every skip in [1, M-1] and every offset in [0, M-1]", () => {
-    const rand = rng(11);
+    const rand = seededRandom(11);
     for (const size of [13, 251, 65537]) {
       for (const id of randomBackends(rand, 500)) {
         const { offset, skip } = permutationSeeds(id, size);
@@ -127,7 +118,7 @@ describe("hashing (fixed forever: hosts of a fleet and versions of bpfleet must 
 
 describe("population", () => {
   it("is the paper's Pseudocode 1 when weights are equal", () => {
-    const rand = rng(1);
+    const rand = seededRandom(1);
     for (const [n, size] of [[1, 13], [3, 13], [13, 13], [7, 251], [50, 1009], [120, 65537]] as const) {
       const ids = randomBackends(rand, n).sort(byId);
       expect(Array.from(buildTable(ids.map((id) => ({ id })), size).slots), `N=${n} M=${size}`).toEqual(paperTable(ids, size));
@@ -135,7 +126,7 @@ describe("population", () => {
   });
 
   it("does not depend on the order backends are listed in", () => {
-    const rand = rng(2);
+    const rand = seededRandom(2);
     const ids = randomBackends(rand, 40);
     const weighted = ids.map((id, i) => ({ id, weight: 1 + (i % 4) }));
     const shuffled = [...weighted].sort(() => rand() - 0.5);
@@ -161,7 +152,7 @@ describe("population", () => {
 });
 
 describe("properties on random backend sets, M = 65537", () => {
-  const rand = rng(42);
+  const rand = seededRandom(42);
   const sets = [...randomSizes(rand, 60), 1000, 1000, 655, 100, 10].map((n) => randomBackends(rand, n));
 
   it("fills every slot with a listed backend, gives each backend floor(M/N) or ceil(M/N) slots, within 1% of ideal for N ≤ 1000", () => {
@@ -272,7 +263,7 @@ describe("properties on random backend sets, M = 65537", () => {
 });
 
 describe("diffTable", () => {
-  const ids = randomBackends(rng(3), 20);
+  const ids = randomBackends(seededRandom(3), 20);
   const before = buildTable(ids.map((id) => ({ id })), 1009);
 
   it("lists exactly the slots whose backend changed, and applying it gives the new table", () => {

@@ -15,19 +15,10 @@ import {
   type DesiredPolicy, type IndexedRule, type ObservedPolicy,
 } from "../../provider/tcPolicy/plan";
 import { parseRuleText, rulesOf, tcPolicySchema, type Direction, type PolicyRule } from "../../provider/tcPolicy/schema";
+import { seededRandom } from "../support/seededRandom";
 
 const hex = (b: Uint8Array) => Buffer.from(b).toString("hex");
 
-/** Deterministic PRNG (mulberry32). */
-function rng(seed: number) {
-  return () => {
-    seed = (seed + 0x6d2b79f5) >>> 0;
-    let t = seed;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 const pick = <T>(rand: () => number, xs: readonly T[]) => xs[Math.floor(rand() * xs.length)]!;
 
 // ---------------------------------------------------------------- the model
@@ -248,7 +239,7 @@ describe("portBlocks", () => {
   });
 
   it("covers any range exactly with aligned, disjoint blocks, never more than 30", () => {
-    const rand = rng(7);
+    const rand = seededRandom(7);
     const wrong: string[] = [];
     for (let i = 0; i < 5000; i++) {
       let low = 1 + Math.floor(rand() * 65535);
@@ -284,7 +275,7 @@ describe("l4Prefixes", () => {
 
 describe("trieContents: the bitmap classifier is exact", () => {
   it.each(Array.from({ length: 12 }, (_, i) => i + 1))("seed %i: the kernel's lookups give the rules' own verdict for every packet", (seed) => {
-    const rand = rng(seed);
+    const rand = seededRandom(seed);
     const rules = randomRules(rand, 5 + Math.floor(rand() * 40));
     const host = hostWith(indexed(rules));
     const wrong: string[] = [];
@@ -414,7 +405,7 @@ describe("planPolicy", () => {
   };
 
   it.each(Array.from({ length: 6 }, (_, i) => i + 100))("seed %i: every prefix of an update's batch is sound", (seed) => {
-    const rand = rng(seed);
+    const rand = seededRandom(seed);
     const oldRules = randomRules(rand, 15);
     const newRules = [...oldRules.filter(() => rand() < 0.6), ...randomRules(rand, 10)];
     const unique = [...new Map(newRules.map((r) => [JSON.stringify(r), r])).values()];
@@ -422,7 +413,7 @@ describe("planPolicy", () => {
   });
 
   it("stays sound when new rules must reuse freed indexes (all 1024 in use)", () => {
-    const rand = rng(4242);
+    const rand = seededRandom(4242);
     const filler = Array.from({ length: MAX_RULES - 12 }, (_, i) => parseRuleText("egress", `deny udp ${40000 + i} to 192.168.0.0/16`));
     const oldRules = [...randomRules(rand, 12).map((r) => ({ ...r, direction: "ingress" as const })), ...filler];
     const newRules = [...oldRules.slice(6), ...randomRules(rand, 6).map((r) => ({ ...r, direction: "ingress" as const }))];

@@ -1,0 +1,13 @@
+/**
+ * mulberry32: a seeded PRNG, so every test run and benchmark builds the same
+ * "random" tables and a failure can be replayed from its seed.
+ */
+export function seededRandom(seed: number): () => number {
+  return () => {
+    seed = (seed + 0x6d2b79f5) >>> 0;
+    let t = seed;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}

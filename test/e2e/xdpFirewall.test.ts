@@ -108,6 +108,18 @@ describe("quickstart through the real Pulumi CLI", () => {
     expect(await entriesOn(h1)).not.toContain("4d");
   });
 
+  it("after a host loses its pins and hooks (as on a reboot), refresh reports the firewall gone and up restores it", async () => {
+    const h2 = lab.hosts[1]!;
+    const c1 = lab.clients[0]!;
+    await lab.inHost(h2, ["sh", "-c", "ip link set dev eth0 xdpgeneric off; ip link set dev eth0 xdpdrv off; rm -rf /sys/fs/bpf/bpfleet; true"]);
+    expect(await pingReaches(lab, c1, h2.address)).toBe(true);
+    const refresh = await project.ok(["refresh", "--yes"]);
+    expect(refresh.stdout).toMatch(new RegExp(`edge-fw-${h2.name}\\s+deleted`));
+    const up = await project.ok(["up", "--yes", "--skip-preview"]);
+    expect(up.stdout).toMatch(/1 created/);
+    expect(await pingReaches(lab, c1, h2.address)).toBe(false);
+  });
+
   it("a bad entry fails the preview with the property and the reason, and changes nothing", async () => {
     const before = await Promise.all(lab.hosts.map(entriesOn));
     await project.setList("deny", [lab.clients[0]!.address, "10.0.0.0/33"]);

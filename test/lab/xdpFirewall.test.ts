@@ -114,6 +114,28 @@ describe("XdpFirewall on a lab host", () => {
     created = { id: created.id, outs };
   });
 
+  it("upgrade under traffic: an established connection keeps flowing and no denied packet gets through", async () => {
+    const h1 = lab.hosts[0]!;
+    const [c1, c2] = lab.clients as [(typeof lab.clients)[0], (typeof lab.clients)[0]];
+    const server = lab.inHost(h1, ["timeout", "20", "socat", "TCP-LISTEN:7000,reuseaddr,fork", "EXEC:cat"], { reject: false });
+    await new Promise((r) => setTimeout(r, 300));
+    // 100 lines, one every 40 ms, over one TCP connection from an allowed client.
+    const lines = Array.from({ length: 100 }, (_, i) => `line-${i}`);
+    const established = lab.inClient(c2, ["sh", "-c", `for l in ${lines.join(" ")}; do echo $l; sleep 0.04; done | socat -t 2 - TCP:${h1.address}:7000`]);
+    // 400 echo requests, one every 10 ms, from a denied client.
+    const denied = lab.inClient(c1, ["ping", "-n", "-q", "-i", "0.01", "-c", "400", "-W", "1", h1.address], { reject: false });
+    let outs = created.outs;
+    for (let swap = 0; swap < 2; swap++) {
+      outs = await firewall.update(created.id, { ...outs, objectSha256: "0".repeat(64) }, inputs(h1, { deny: Object.keys(created.outs.deny) }));
+    }
+    expect(String((await established).stdout).split("\n")).toEqual(lines);
+    const pings = String((await denied).stdout);
+    expect(pings).toMatch(/400 packets transmitted, 0 received/);
+    server.kill();
+    await server;
+    created = { id: created.id, outs };
+  });
+
   it("refuses a deny entry covering the provider's own SSH address, changing nothing", async () => {
     const h1 = lab.hosts[0]!;
     const before = await firewall.read(created.id, created.outs);

@@ -1,16 +1,16 @@
 /**
  * Wall time of the real `pulumi` CLI running examples/quickstart on lab fleets of
- * 1 and 10 hosts: the first `up`, an `up` that changes one deny entry, and a
+ * 1, 10 and 30 hosts: the first `up`, an `up` that changes one deny entry, and a
  * `preview` with nothing to change. Same machine, same run, side by side.
  *
- *   sudo npx vite-node bench/pulumi-up.ts [--sizes 1,10]
+ *   sudo npx vite-node bench/pulumi-up.ts [--sizes 1,10,30]
  */
 import { resolve } from "node:path";
 import { createLab } from "../test/lab/lab";
 import { PulumiProject } from "../test/e2e/pulumiProject";
 
 const args = process.argv.slice(2);
-const SIZES = (args[args.indexOf("--sizes") + 1] && args.includes("--sizes") ? args[args.indexOf("--sizes") + 1]! : "1,10").split(",").map(Number);
+const SIZES = (args[args.indexOf("--sizes") + 1] && args.includes("--sizes") ? args[args.indexOf("--sizes") + 1]! : "1,10,30").split(",").map(Number);
 
 async function seconds(fn: () => Promise<unknown>): Promise<number> {
   const start = process.hrtime.bigint();

@@ -34,8 +34,11 @@ const lab: Lab | undefined = configuredHosts
 const hosts = configuredHosts ?? lab!.hosts;
 const privateKey = config.getSecret("sshKey") ?? pulumi.secret(fs.readFileSync(lab!.privateKeyPath, "utf8"));
 
+// Large lists come from a file (one entry per line): stack config travels to the
+// program in an environment variable, which the kernel caps at 128 KiB.
+const denyFile = config.get("denyFile");
 // In the lab, deny the first client namespace (v4 and v6) and two documentation prefixes.
-const deny = config.getObject<string[]>("deny") ?? [
+const deny = (denyFile ? fs.readFileSync(denyFile, "utf8").split("\n").filter(Boolean) : undefined) ?? config.getObject<string[]>("deny") ?? [
   ...(lab ? [lab.clients[0]!.address, lab.clients[0]!.address6] : []),
   "203.0.113.0/24",
   "2001:db8::/32",

@@ -11,3 +11,4 @@ export {
 } from "./trafficMirror";
 export { Fleet, type FleetArgs, type FleetHost, type FleetMember, type FleetHealthArgs, type FleetHealthTarget, type FleetHostStatus } from "./fleet";
 export { HealthGate, type HealthGateArgs, type HealthGateTargetArgs, type CounterCheckArgs, type HealthGateReport } from "./healthGate";
+export { MaglevService, type MaglevServiceArgs, type MaglevBackendArgs, type MaglevVipArgs } from "./maglevService";

@@ -1,0 +1,126 @@
+/**
+ * What a MaglevService's pins hold on the host, read in as few round trips as
+ * bpftool allows: the VIPs, backend records, lb_config and the table marker in
+ * one dump; counters and (for `read`) every table slot in one batch of
+ * lookups, the program and its counters totals in one more.
+ */
+import {
+  dumpMaps,
+  lookupMapEntries,
+  programState,
+  type MapLookup,
+  type PinLayout,
+  type XdpAttachment,
+} from "../remote/bpfHost";
+import type { SshSession } from "../remote/ssh";
+import { decodeBackend, decodeConfig, decodeIndex, decodeVip, decodeVipKey, encodeIndex, LB_STATS, MAPS, sumCounters, type BackendRecord, type VipValue } from "./codec";
+import type { TableImage } from "./plan";
+import { vipKey, type Counter, type Vip } from "./schema";
+
+/** Our own one-entry array beside the object's maps: the digest of the tables the last complete batch wrote. */
+export const MARKER = "table_digest";
+
+export const mapPin = (layout: PinLayout) => (map: string) => `${layout.maps}/${map}`;
+export const markerPin = (layout: PinLayout) => `${layout.dir}/${MARKER}`;
+
+export interface ObservedMaps {
+  vips: Map<string, VipValue>;
+  vipAddresses: Map<string, Vip>;
+  backends: Map<number, BackendRecord>;
+  reverseNat: boolean;
+  /** The marker's digest; undefined when the marker is missing or cleared. */
+  marker: string | undefined;
+}
+
+function hex(bytes: Uint8Array): string {
+  return Buffer.from(bytes).toString("hex");
+}
+
+/** lb_vips, the lb_backends records that name a backend, lb_config and the marker, in one round trip. */
+export async function observeMaps(session: SshSession, layout: PinLayout): Promise<ObservedMaps & { markerExists: boolean }> {
+  const pin = mapPin(layout);
+  const pins = [pin(MAPS.vips), pin(MAPS.backends), pin(MAPS.config), markerPin(layout)];
+  const dumps = await dumpMaps(session, pins);
+  const vips = new Map<string, VipValue>();
+  const vipAddresses = new Map<string, Vip>();
+  for (const entry of dumps.get(pins[0]!) ?? []) {
+    const vip = decodeVipKey(entry.key);
+    vips.set(vipKey(vip), decodeVip(entry.values[0]!));
+    vipAddresses.set(vipKey(vip), vip);
+  }
+  const backends = new Map<number, BackendRecord>();
+  for (const entry of dumps.get(pins[1]!) ?? []) {
+    const record = decodeBackend(entry.values[0]!);
+    const index = decodeIndex(entry.key);
+    if (record && index !== 0) backends.set(index, record);
+  }
+  const config = dumps.get(pins[2]!)?.[0]?.values[0];
+  const marker = dumps.get(pins[3]!);
+  const digest = marker?.[0]?.values[0];
+  return {
+    vips,
+    vipAddresses,
+    backends,
+    reverseNat: config ? decodeConfig(config).reverseNat : false,
+    marker: digest && digest.some((b) => b !== 0) ? hex(digest) : undefined,
+    markerExists: marker !== undefined,
+  };
+}
+
+export async function createMarker(session: SshSession, layout: PinLayout): Promise<void> {
+  await session.run(["bpftool", "map", "create", markerPin(layout), "type", "array", "key", "4", "value", "32", "entries", "1", "name", "lb_tbl_digest"]);
+}
+
+/** Counter lookups for the VIPs and backends in use, and the slots of `regions`, in one round trip. */
+export async function readCountersAndTables(
+  session: SshSession,
+  layout: PinLayout,
+  vipIndexes: Record<string, number>,
+  backendIndexes: Record<string, number>,
+  regions: readonly { offset: number; size: number }[],
+): Promise<{ vips: Record<string, Counter>; backends: Record<string, Counter>; tables: TableImage }> {
+  const pin = mapPin(layout);
+  const vipKeys = Object.keys(vipIndexes);
+  const backendIds = Object.keys(backendIndexes);
+  const lookups: MapLookup[] = [
+    ...vipKeys.map((k) => ({ map: pin(MAPS.vipStats), key: encodeIndex(vipIndexes[k]!) })),
+    ...backendIds.map((id) => ({ map: pin(MAPS.backendStats), key: encodeIndex(backendIndexes[id]!) })),
+  ];
+  for (const { offset, size } of regions) {
+    for (let s = 0; s < size; s++) lookups.push({ map: pin(MAPS.table), key: encodeIndex(offset + s) });
+  }
+  const values = await lookupMapEntries(session, lookups);
+  const vips = Object.fromEntries(vipKeys.map((k, i) => [k, sumCounters(values[i]!)]));
+  const backends = Object.fromEntries(backendIds.map((id, i) => [id, sumCounters(values[vipKeys.length + i]!)]));
+  const tables: TableImage = new Map();
+  let at = vipKeys.length + backendIds.length;
+  for (const { offset, size } of regions) {
+    const slots = new Uint32Array(size);
+    for (let s = 0; s < size; s++) slots[s] = decodeIndex(values[at++]![0]!);
+    tables.set(offset, slots);
+  }
+  return { vips, backends, tables };
+}
+
+export interface ObservedProgram {
+  programId: number;
+  programTag: string;
+  attachment: XdpAttachment | undefined;
+  totals: Record<string, Counter>;
+}
+
+export async function observeProgram(session: SshSession, layout: PinLayout, iface: string): Promise<ObservedProgram | undefined> {
+  const state = await programState(session, iface, layout, MAPS.stats);
+  if (!state.program) return undefined;
+  const totals: Record<string, Counter> = {};
+  for (const entry of state.stats) {
+    const name = LB_STATS[decodeIndex(entry.key)];
+    if (name) totals[name] = sumCounters(entry.values);
+  }
+  return {
+    programId: state.program.id,
+    programTag: state.program.tag,
+    attachment: state.xdp?.programId === state.program.id ? state.xdp : undefined,
+    totals,
+  };
+}

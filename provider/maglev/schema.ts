@@ -1,0 +1,437 @@
+/**
+ * Inputs of MaglevService, as the user writes them and as check() canonicalises
+ * them. VIPs and backends become records keyed by their canonical text
+ * ("198.51.100.10:80/tcp", "10.0.0.2", "[2001:db8::2]:8080"), so a preview
+ * shows one `+`/`-` per VIP or backend whatever order the user listed them in,
+ * never the table's slots (DESIGN.md, "Inputs are canonical").
+ */
+import type * as pulumi from "@pulumi/pulumi";
+import { z } from "zod";
+import { formatAddress, parsePrefix } from "../cidr";
+import { checkInputs, UNKNOWN } from "../dynamicAdapter";
+import { credentialsSchema, hostSchema } from "../remote/hostSchema";
+import { interfaceName, pinName } from "../validation";
+import { LB_MAX_BACKENDS, LB_MAX_VIPS, LB_TABLE_CAPACITY, type L4Protocol, type LbMode } from "./codec";
+import { DEFAULT_TABLE_SIZE, MAX_WEIGHT, tableSizeProblem } from "./table";
+
+/** Backend indexes run 1..LB_MAX_BACKENDS-1 (0 names no backend). */
+export const MAX_BACKENDS = LB_MAX_BACKENDS - 1;
+export const MAX_VIPS = LB_MAX_VIPS;
+
+/**
+ * Where each table lives in maglev_table. In dsr and nat a packet keeps its
+ * family, so IPv4 VIPs share one table over the IPv4 backends and IPv6 VIPs
+ * one over the IPv6 backends; in ipip every VIP shares one table over all
+ * backends. The offsets are fixed, so that a change of table size rewrites
+ * a table in place without ever overlapping the other one.
+ */
+export const TABLE_OFFSET = { v4: 0, v6: LB_TABLE_CAPACITY / 2, all: 0 } as const;
+export type TableGroup = keyof typeof TABLE_OFFSET;
+/** Largest prime that fits the IPv6 table's half of maglev_table (2^19 - 1). */
+export const MAX_TABLE_SIZE_TWO_TABLES = 524_287;
+
+// ---------------------------------------------------------------- addresses
+
+/** Canonical text of an exact IPv4/IPv6 address, or undefined. */
+export function canonicalAddress(text: string): { address: string; family: 4 | 6 } | undefined {
+  if (typeof text !== "string" || text.includes("/")) return undefined;
+  try {
+    const prefix = parsePrefix(text);
+    return { address: formatAddress(prefix.bytes), family: prefix.family };
+  } catch {
+    return undefined;
+  }
+}
+
+export function familyOf(address: string): 4 | 6 {
+  return address.includes(":") ? 6 : 4;
+}
+
+/** Sort key: IPv4 before IPv6, then address bytes, then the rest. */
+function addressSortKey(address: string): string {
+  const prefix = parsePrefix(address);
+  return `${prefix.family}${Buffer.from(prefix.bytes).toString("hex")}`;
+}
+
+function hostPort(address: string, port: number): string {
+  return familyOf(address) === 6 ? `[${address}]:${port}` : `${address}:${port}`;
+}
+
+// ---------------------------------------------------------------- VIPs
+
+export interface Vip {
+  address: string;
+  port: number;
+  protocol: L4Protocol;
+}
+
+/** "198.51.100.10:80/tcp", "[2001:db8::10]:443/udp": the VIP's key in state and previews. */
+export function vipKey(vip: Vip): string {
+  return `${hostPort(vip.address, vip.port)}/${vip.protocol}`;
+}
+
+const VIP_EXAMPLE = 'write "address:port/protocol", e.g. "198.51.100.10:80/tcp" or "[2001:db8::10]:443/udp"';
+
+/** Parses "addr:port/proto" (IPv6 in brackets), saying exactly what is missing. */
+export function parseVip(text: string): Vip {
+  const trimmed = text.trim();
+  const slash = trimmed.lastIndexOf("/");
+  const hostPart = slash < 0 ? trimmed : trimmed.slice(0, slash);
+  const protocolText = slash < 0 ? undefined : trimmed.slice(slash + 1).toLowerCase();
+  let addressText: string;
+  let portText: string | undefined;
+  const bracketed = /^\[([^\]]+)\](?::(.*))?$/.exec(hostPart);
+  if (bracketed) {
+    addressText = bracketed[1]!;
+    portText = bracketed[2];
+  } else if ((hostPart.match(/:/g) ?? []).length > 1) {
+    throw new Error(`"${text}": write an IPv6 VIP in brackets with its port, e.g. "[2001:db8::10]:80/tcp"`);
+  } else {
+    const colon = hostPart.indexOf(":");
+    addressText = colon < 0 ? hostPart : hostPart.slice(0, colon);
+    portText = colon < 0 ? undefined : hostPart.slice(colon + 1);
+  }
+  const address = canonicalAddress(addressText);
+  if (!address) throw new Error(`"${text}": "${addressText}" is not an IPv4 or IPv6 address (a VIP is one address, not a prefix or a name)`);
+  if (portText === undefined || portText === "") throw new Error(`"${text}" has no port: ${VIP_EXAMPLE}`);
+  if (!/^\d{1,5}$/.test(portText) || Number(portText) < 1 || Number(portText) > 65535) throw new Error(`"${text}": port must be a number from 1 to 65535`);
+  if (protocolText === undefined) throw new Error(`"${text}" has no protocol: ${VIP_EXAMPLE}`);
+  if (protocolText !== "tcp" && protocolText !== "udp") throw new Error(`"${text}": protocol must be tcp or udp, got "${protocolText}"`);
+  return { address: address.address, port: Number(portText), protocol: protocolText };
+}
+
+const vipObject = z.strictObject({
+  /** The address clients send to (IPv4 or IPv6). */
+  address: z.string().transform((text, ctx) => {
+    const address = canonicalAddress(text);
+    if (!address) {
+      ctx.addIssue({ code: "custom", message: `"${text}" is not an IPv4 or IPv6 address (a VIP is one address, not a prefix or a name)` });
+      return z.NEVER;
+    }
+    return address.address;
+  }),
+  port: z.number().int("must be a whole number").min(1, "must be from 1 to 65535").max(65535, "must be from 1 to 65535"),
+  protocol: z.enum(["tcp", "udp"]),
+});
+
+const vipEntry = z.unknown().transform((raw, ctx): Vip => {
+  if (typeof raw === "string") {
+    try {
+      return parseVip(raw);
+    } catch (err) {
+      ctx.addIssue({ code: "custom", message: (err as Error).message });
+      return z.NEVER;
+    }
+  }
+  const result = vipObject.safeParse(raw);
+  if (result.success) return result.data;
+  for (const issue of result.error.issues) ctx.addIssue({ code: "custom", path: issue.path.map((p) => (typeof p === "symbol" ? String(p) : p)), message: issue.message });
+  return z.NEVER;
+});
+
+function entriesOf(raw: unknown[] | Record<string, unknown>): [string | number, unknown][] {
+  return Array.isArray(raw) ? raw.map((v, i) => [i, v]) : Object.entries(raw);
+}
+
+function subIssues(ctx: z.RefinementCtx, at: string | number, issues: readonly { path: PropertyKey[]; message: string }[]): void {
+  for (const issue of issues) ctx.addIssue({ code: "custom", path: [at, ...issue.path.map((p) => (typeof p === "symbol" ? String(p) : p))], message: issue.message });
+}
+
+/**
+ * VIPs as a list of "addr:port/proto" strings or {address, port, protocol}
+ * objects, or the record form check() produced (keys recomputed, never
+ * trusted). Duplicates collapse: a VIP is there or not.
+ */
+const vipsSchema = z.union([z.array(z.unknown()), z.record(z.string(), z.unknown())]).transform((raw, ctx) => {
+  const byKey = new Map<string, Vip>();
+  for (const [at, value] of entriesOf(raw)) {
+    const result = vipEntry.safeParse(value);
+    if (result.success) byKey.set(vipKey(result.data), result.data);
+    else subIssues(ctx, at, result.error.issues);
+  }
+  if (byKey.size > MAX_VIPS) ctx.addIssue({ code: "custom", message: `has ${byKey.size} VIPs; the load balancer holds at most ${MAX_VIPS}` });
+  const sorted = [...byKey.values()].sort((a, b) => compareKeys(`${addressSortKey(a.address)}${pad(a.port)}${a.protocol}`, `${addressSortKey(b.address)}${pad(b.port)}${b.protocol}`));
+  return Object.fromEntries(sorted.map((v) => [vipKey(v), v])) as Record<string, Vip>;
+});
+
+// ---------------------------------------------------------------- backends
+
+export interface Backend {
+  address: string;
+  /** nat: the port the backend listens on; omitted, the VIP's port is kept. Not allowed in dsr and ipip. */
+  port?: number;
+  weight: number;
+  /** Next-hop MAC to use instead of resolving it on the host. */
+  mac?: string;
+}
+
+/** "10.0.0.2", "10.0.0.2:8080", "[2001:db8::2]:8080": the backend's key in state and its Maglev identity. */
+export function backendKey(backend: Pick<Backend, "address" | "port">): string {
+  return backend.port === undefined ? backend.address : hostPort(backend.address, backend.port);
+}
+
+const backendObject = z.strictObject({
+  /** The backend's own IPv4/IPv6 address. */
+  address: z.string().transform((text, ctx) => {
+    const address = canonicalAddress(text);
+    if (!address) {
+      ctx.addIssue({ code: "custom", message: `"${text}" is not an IPv4 or IPv6 address (a backend is one address, not a prefix or a name)` });
+      return z.NEVER;
+    }
+    return address.address;
+  }),
+  port: z.number().int("must be a whole number").min(1, "must be from 1 to 65535").max(65535, "must be from 1 to 65535").optional(),
+  weight: z
+    .number()
+    .int("must be a whole number")
+    .min(1, `must be from 1 to ${MAX_WEIGHT} (a backend that should get no traffic is removed from the list)`)
+    .max(MAX_WEIGHT, `must be from 1 to ${MAX_WEIGHT}`)
+    .default(1),
+  mac: z
+    .string()
+    .regex(/^[0-9a-fA-F]{2}([:-][0-9a-fA-F]{2}){5}$/, 'must be a MAC address like "02:00:00:00:00:0a"')
+    .transform((mac) => mac.toLowerCase().replace(/-/g, ":"))
+    .optional(),
+});
+
+const backendEntry = z.unknown().transform((raw, ctx): Backend => {
+  const result = backendObject.safeParse(typeof raw === "string" ? { address: raw } : raw);
+  if (result.success) {
+    const b = result.data;
+    return { address: b.address, ...(b.port !== undefined ? { port: b.port } : {}), weight: b.weight, ...(b.mac !== undefined ? { mac: b.mac } : {}) };
+  }
+  for (const issue of result.error.issues) ctx.addIssue({ code: "custom", path: issue.path.map((p) => (typeof p === "symbol" ? String(p) : p)), message: issue.message });
+  return z.NEVER;
+});
+
+/**
+ * Backends as a list of {address, port?, weight?, mac?} (or plain addresses),
+ * or the record form check() produced. The same address and port twice is an
+ * error: which weight would count?
+ */
+const backendsSchema = z.union([z.array(z.unknown()), z.record(z.string(), z.unknown())]).transform((raw, ctx) => {
+  const byKey = new Map<string, { backend: Backend; at: string | number }>();
+  for (const [at, value] of entriesOf(raw)) {
+    const result = backendEntry.safeParse(value);
+    if (!result.success) {
+      subIssues(ctx, at, result.error.issues);
+      continue;
+    }
+    const key = backendKey(result.data);
+    const first = byKey.get(key);
+    if (first) {
+      ctx.addIssue({ code: "custom", path: [at], message: `${key} is listed twice (also at ${typeof first.at === "number" ? `backends[${first.at}]` : `backends[${JSON.stringify(first.at)}]`}); list each address and port once and use weight for a bigger share` });
+      continue;
+    }
+    byKey.set(key, { backend: result.data, at });
+  }
+  if (byKey.size > MAX_BACKENDS) ctx.addIssue({ code: "custom", message: `has ${byKey.size} backends; the load balancer holds at most ${MAX_BACKENDS}` });
+  const sorted = [...byKey.values()].map((e) => e.backend).sort((a, b) => compareKeys(`${addressSortKey(a.address)}${pad(a.port ?? 0)}`, `${addressSortKey(b.address)}${pad(b.port ?? 0)}`));
+  return Object.fromEntries(sorted.map((b) => [backendKey(b), b])) as Record<string, Backend>;
+});
+
+function pad(port: number): string {
+  return String(port).padStart(5, "0");
+}
+
+function compareKeys(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+// ---------------------------------------------------------------- the schema
+
+export const maglevServiceSchema = z.object({
+  host: hostSchema,
+  credentials: credentialsSchema.default({}),
+  /** Interface whose ingress carries the VIP traffic (and, in nat, the backends' replies). Changing it replaces the service. */
+  interface: interfaceName,
+  /** Pin directory name: /sys/fs/bpf/bpfleet/maglev/<name>/. Defaults to the resource name. */
+  name: pinName,
+  /** The services: address, port and protocol, IPv4 and IPv6. At most 256. */
+  vips: vipsSchema,
+  /** The backends every VIP of their family balances over (all VIPs in ipip). At most 4095. */
+  backends: backendsSchema,
+  /**
+   * dsr: rewrite the MAC only (backends hold the VIP and answer clients directly);
+   * nat: rewrite destination address/port, replies translated back on the way out;
+   * ipip: encapsulate to backends anywhere. Changes in place.
+   */
+  mode: z.enum(["dsr", "nat", "ipip"]).default("dsr"),
+  /** M: slots per Maglev table, a prime ≥ 100 × backends. Default 65537. */
+  tableSize: z
+    .number()
+    .int("must be a whole number")
+    .default(DEFAULT_TABLE_SIZE)
+    .superRefine((size, ctx) => {
+      const problem = tableSizeProblem(size, 0);
+      if (problem) ctx.addIssue({ code: "custom", message: problem });
+    }),
+  /** Pin each flow to its backend in an LRU table (Katran's), so established flows survive backend changes. Default true. */
+  connectionTable: z.boolean().default(true),
+  /** XDP attach mode: native (driver), generic (skb), or auto. Changing it replaces the service. */
+  xdpMode: z.enum(["native", "generic", "auto"]).default("auto"),
+  /**
+   * Before attaching or swapping the program on the interface that carries the
+   * management SSH session, arm a revert timer on the host; after the change,
+   * prove that a fresh SSH login works, then disarm. If the login fails, the host
+   * undoes the change by itself.
+   */
+  lockoutGuard: z.boolean().default(true),
+  /** Seconds after which an undisarmed revert timer undoes the change. */
+  lockoutRevertSeconds: z.number().int().min(5).max(3600).default(30),
+});
+
+export type MaglevServiceInputs = z.infer<typeof maglevServiceSchema>;
+
+/** The table groups a configuration needs, with the backends each one balances over. */
+export function tableGroups(mode: LbMode, vips: Record<string, Vip>, backends: Record<string, Backend>): Map<TableGroup, string[]> {
+  const groups = new Map<TableGroup, string[]>();
+  const vipList = Object.values(vips);
+  if (vipList.length === 0) return groups;
+  if (mode === "ipip") {
+    groups.set("all", Object.keys(backends));
+    return groups;
+  }
+  for (const family of [4, 6] as const) {
+    if (!vipList.some((v) => familyOf(v.address) === family)) continue;
+    groups.set(family === 4 ? "v4" : "v6", Object.keys(backends).filter((id) => familyOf(backends[id]!.address) === family));
+  }
+  return groups;
+}
+
+export interface InputProblem {
+  property: string;
+  reason: string;
+}
+
+/** Where an entry of `vips`/`backends` sat in what the user wrote: "backends[2]" or backends["10.0.0.2"]. */
+function locate(property: "vips" | "backends", raw: unknown, key: string, keyOf: (value: unknown) => string | undefined): string {
+  if (Array.isArray(raw)) {
+    const index = raw.findIndex((value) => keyOf(value) === key);
+    if (index >= 0) return `${property}[${index}]`;
+  }
+  return `${property}[${JSON.stringify(key)}]`;
+}
+
+function rawVipKey(value: unknown): string | undefined {
+  const result = vipEntry.safeParse(value);
+  return result.success ? vipKey(result.data) : undefined;
+}
+
+function rawBackendKey(value: unknown): string | undefined {
+  const result = backendEntry.safeParse(value);
+  return result.success ? backendKey(result.data) : undefined;
+}
+
+/**
+ * Rules across properties, on canonical inputs: what a mode allows of
+ * backends, families that cannot meet, and the table size for the backends it
+ * holds. `raw` is what the user wrote, to name list positions.
+ */
+export function serviceProblems(
+  inputs: Pick<MaglevServiceInputs, "mode" | "vips" | "backends" | "tableSize">,
+  raw: { vips?: unknown; backends?: unknown } = {},
+): InputProblem[] {
+  const problems: InputProblem[] = [];
+  const add = (property: string, reason: string) => problems.push({ property, reason: `${property}: ${reason}` });
+  const where = (id: string) => locate("backends", raw.backends, id, rawBackendKey);
+  const { mode, vips, backends, tableSize } = inputs;
+
+  if (mode !== "nat") {
+    for (const [id, b] of Object.entries(backends)) {
+      if (b.port !== undefined) {
+        add(`${where(id)}.port`, `${mode} keeps the VIP's destination port, so a backend cannot have its own port (use mode "nat" to rewrite ports)`);
+      }
+    }
+  }
+  if (mode !== "ipip") {
+    const vipFamilies = new Set(Object.values(vips).map((v) => familyOf(v.address)));
+    const backendFamilies = new Set(Object.values(backends).map((b) => familyOf(b.address)));
+    if (vipFamilies.size > 0) {
+      for (const [id, b] of Object.entries(backends)) {
+        const family = familyOf(b.address);
+        if (!vipFamilies.has(family)) {
+          add(
+            where(id),
+            `IPv${family} backend ${b.address}, but every VIP is IPv${family === 4 ? 6 : 4}: in ${mode} mode a packet keeps its address family, so it can only reach a backend of the VIP's family (use mode "ipip" to tunnel across families)`,
+          );
+        }
+      }
+    }
+    if (backendFamilies.size > 0) {
+      for (const [key, v] of Object.entries(vips)) {
+        const family = familyOf(v.address);
+        if (!backendFamilies.has(family)) {
+          add(locate("vips", raw.vips, key, rawVipKey), `IPv${family} VIP ${key} has no IPv${family} backend: in ${mode} mode a packet keeps its address family (add an IPv${family} backend, or use mode "ipip")`);
+        }
+      }
+    }
+  }
+
+  const groups = tableGroups(mode, vips, backends);
+  const largest = Math.max(0, ...[...groups.values()].map((ids) => ids.length));
+  const problem = tableSizeProblem(tableSize, groups.size > 0 ? largest : Object.keys(backends).length);
+  if (problem) {
+    add("tableSize", problem);
+  } else if (groups.has("v6") && tableSize > MAX_TABLE_SIZE_TWO_TABLES) {
+    add("tableSize", `table size ${tableSize} does not fit: IPv6 VIPs in ${mode} mode get a table of their own in the second half of maglev_table (at most ${MAX_TABLE_SIZE_TWO_TABLES} slots)`);
+  }
+  return problems;
+}
+
+function isUnknown(value: unknown): boolean {
+  return JSON.stringify(value ?? null).includes(UNKNOWN);
+}
+
+/**
+ * check() for MaglevService: the per-property schema (checkInputs), then the
+ * rules across properties once the properties they read are known. checkInputs
+ * parses a pick of the known properties, which drops object-level refinements,
+ * so they live here.
+ */
+export function checkMaglevService(news: Record<string, unknown>): pulumi.dynamic.CheckResult {
+  const result = checkInputs(maglevServiceSchema, news);
+  if (result.failures?.length || !result.inputs) return result;
+  const inputs = result.inputs as MaglevServiceInputs;
+  if ([inputs.mode, inputs.vips, inputs.backends, inputs.tableSize].some(isUnknown)) return result;
+  const problems = serviceProblems(inputs, { vips: news.vips, backends: news.backends });
+  return problems.length > 0 ? { failures: problems } : result;
+}
+
+// ---------------------------------------------------------------- outputs
+
+export interface Counter {
+  packets: number;
+  bytes: number;
+}
+
+export interface MaglevCounters {
+  /** Packets that reached each VIP (before a backend was picked). */
+  vips: Record<string, Counter>;
+  /** Packets sent to each backend. */
+  backends: Record<string, Counter>;
+  /** The program's totals by outcome (lb_stats): notVip, noBackend, tx, redirect, stack, fibDrop, staticMac, reverseNat, flowHit, encapFail. */
+  totals: Record<string, Counter>;
+}
+
+export interface MaglevServiceOutputs extends MaglevServiceInputs {
+  /** sha256 of the BPF object that is loaded. */
+  objectSha256: string;
+  programId: number;
+  programTag: string;
+  /** How the kernel reports the attachment ("driver", "generic"), or "detached". */
+  attachMode: string;
+  /** Index of each backend in lb_backends (stable while the backend exists). */
+  backendIndexes: Record<string, number>;
+  /** Where the next new backend's index search starts: freed indexes are not reused right away (lb_flows may still name them). */
+  nextBackendIndex: number;
+  /** Index of each VIP's counters in lb_vip_ctr. */
+  vipIndexes: Record<string, number>;
+  /** The next-hop MAC each backend record carries ("" when the program relies on the FIB alone). */
+  backendMacs: Record<string, string>;
+  /** sha256 over every table's geometry and slots, as on the host: equal digests, equal tables. */
+  tableDigest: string;
+  /** Whether the program translates backends' replies (lb_config), as on the host. */
+  reverseNat: boolean;
+  counters: MaglevCounters;
+}

@@ -65,7 +65,7 @@ export type LabInfo = z.infer<typeof LabInfoSchema>;
  * `stdout: string`). Pass `reject: false` to inspect a failing command.
  */
 export interface RunOptions {
-  input?: string;
+  input?: string | Uint8Array;
   reject?: boolean;
   timeout?: number;
   env?: Record<string, string>;
@@ -97,6 +97,12 @@ export interface Lab extends LabInfo {
    * namespaces of its sshd. Returns execa's promise/subprocess (kill() works).
    */
   inHost(host: LabHost | string, argv: string[], opts?: RunOptions): Run;
+  /**
+   * Writes `contents` to `path` inside the host. A host has its own /tmp, so a
+   * file of the test process (e.g. a BPF object under a /tmp checkout) is not
+   * visible there by its path.
+   */
+  putFile(host: LabHost | string, path: string, contents: string | Buffer): Promise<void>;
   /** Run argv inside a client's netns. */
   inClient(client: LabClient | string, argv: string[], opts?: RunOptions): Run;
   /** ssh argv (without the remote command) with strict host-key checking against the lab's known_hosts. */
@@ -224,6 +230,10 @@ export function openLab(jsonPath: string, { own = false }: { own?: boolean } = {
     inHost(h, argv, opts = {}) {
       const t = host(h);
       return run("nsenter", ["-t", String(t.sshdPid), "-m", "-n", "-u", "--", ...argv], opts);
+    },
+    async putFile(h, path, contents) {
+      const t = host(h);
+      await run("nsenter", ["-t", String(t.sshdPid), "-m", "-n", "-u", "--", "sh", "-c", 'cat > "$0"', path], { input: contents });
     },
     inClient(c, argv, opts = {}) {
       return run("ip", ["netns", "exec", client(c).netns, ...argv], opts);

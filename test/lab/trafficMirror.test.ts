@@ -432,7 +432,8 @@ describe("TrafficMirror through a VXLAN tunnel to a collector", () => {
 
   it("delete removes only its filters, its tunnel and its pins", async () => {
     // Somebody else's filter and device on the same host.
-    const empty = packagedObject("empty_tc").path;
+    const empty = "/tmp/foreign_tc.bpf.o";
+    await lab.putFile(h1, empty, packagedObject("empty_tc").bytes);
     await lab.inHost(h1, ["tc", "filter", "add", "dev", "eth0", "ingress", "prio", "100", "handle", "0x1", "bpf", "da", "obj", empty, "sec", "tc"]);
     await lab.inHost(h1, ["ip", "link", "add", "other0", "type", "vxlan", "id", "99", "remote", h2.address, "dstport", "4789"]);
     const tunnel = created.outs.targetInterface;
@@ -526,7 +527,8 @@ describe("TrafficMirror refuses, and leaves the host as it was", () => {
   });
 
   it("a priority and handle taken by a filter it did not attach", async () => {
-    const empty = packagedObject("empty_tc").path;
+    const empty = "/tmp/foreign_tc.bpf.o";
+    await lab.putFile(h1, empty, packagedObject("empty_tc").bytes);
     await lab.inHost(h1, ["tc", "qdisc", "add", "dev", "eth0", "clsact"]);
     await lab.inHost(h1, ["tc", "filter", "add", "dev", "eth0", "egress", "prio", "1", "handle", `0x${tcHandle("bad").toString(16)}`, "bpf", "da", "obj", empty, "sec", "tc"]);
     try {

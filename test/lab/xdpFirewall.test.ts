@@ -221,8 +221,7 @@ describe("XdpFirewall refuses, and leaves every host as it was", () => {
 
   it("an XDP program it did not attach", async () => {
     const h2 = lab.hosts[1]!;
-    // The host's /tmp is its own, so the object travels in on stdin.
-    await lab.inHost(h2, ["sh", "-c", "cat > /tmp/foreign.bpf.o"], { input: packagedObject("empty_xdp").bytes });
+    await lab.putFile(h2, "/tmp/foreign.bpf.o", packagedObject("empty_xdp").bytes);
     await lab.inHost(h2, ["ip", "link", "set", "dev", "eth0", "xdpgeneric", "obj", "/tmp/foreign.bpf.o", "sec", "xdp"]);
     try {
       await expect(firewall.create(inputs(h2, { name: "bad" }))).rejects.toThrow(/already has XDP program id \d+ attached .*did not attach/);

@@ -12,3 +12,4 @@ export {
 export { Fleet, type FleetArgs, type FleetHost, type FleetMember, type FleetHealthArgs, type FleetHealthTarget, type FleetHostStatus } from "./fleet";
 export { HealthGate, type HealthGateArgs, type HealthGateTargetArgs, type CounterCheckArgs, type HealthGateReport } from "./healthGate";
 export { MaglevService, type MaglevServiceArgs, type MaglevBackendArgs, type MaglevVipArgs } from "./maglevService";
+export { TcPolicy, type TcPolicyArgs, type TcPolicyDirectionArgs, type TcPolicyRuleArgs, type TcPolicyTimeoutsArgs, type TcPolicyCounters } from "./tcPolicy";

@@ -413,3 +413,64 @@ export async function lookupMapEntries(session: SshSession, lookups: readonly Ma
   }
   return rows.map((row) => (row.output!.values ? row.output!.values.map((v) => parseHexArray(v.value)) : [parseHexArray(row.output!.value ?? [])]));
 }
+
+// As LOAD_SCRIPT, for an object whose programs share its maps (e.g. TC ingress
+// and egress): every program is pinned as <dir>/progs_new/<function name>.
+// $1 object, $2 pin dir, $3 program type.
+const LOAD_ALL_SCRIPT = `
+set -e
+maps="$2/maps"; staged="$2/maps_staged"; new="$2/progs_new"
+mkdir -p "$maps"
+rm -rf "$staged" "$new"
+set -- bpftool prog loadall "$1" "$new" type "$3"
+for pin in "$maps"/*; do
+  [ -e "$pin" ] || continue
+  set -- "$@" map name "$(basename "$pin")" pinned "$pin"
+done
+"$@" pinmaps "$staged"
+for pin in "$staged"/*; do
+  [ -e "$pin" ] || continue
+  name=$(basename "$pin")
+  if [ -e "$maps/$name" ]; then rm -f "$pin"; else mv "$pin" "$maps/$name"; fi
+done
+rmdir "$staged"
+`;
+
+/**
+ * Loads every program of `objectPath` under `<dir>/progs_new/`, reusing every map
+ * already pinned under `<dir>/maps` and pinning any others there. Returns the
+ * directory holding the new programs (one pin per program, named after its function).
+ */
+export async function loadAllPrograms(session: SshSession, layout: PinLayout, objectPath: string, type: "xdp" | "tc"): Promise<string> {
+  await session.runScript(LOAD_ALL_SCRIPT, [objectPath, layout.dir, type]);
+  return `${layout.dir}/progs_new`;
+}
+
+const helperFacts = new WeakMap<SshSession, Promise<Record<string, readonly string[]>>>();
+
+async function probeHelpers(session: SshSession): Promise<Record<string, readonly string[]>> {
+  const result = await session.run(["bpftool", "-j", "feature", "probe", "kernel"]);
+  const probed = JSON.parse(result.stdout) as { helpers?: Record<string, string[]> };
+  const helpers: Record<string, readonly string[]> = {};
+  for (const [key, list] of Object.entries(probed.helpers ?? {})) helpers[key.replace(/_available_helpers$/, "")] = list;
+  return helpers;
+}
+
+/**
+ * Fails unless programs of `type` may call every helper in `helpers` on the host's
+ * kernel (probed once per session), naming the missing ones and `why` they are needed.
+ */
+export async function requireHelpers(session: SshSession, type: "xdp" | "sched_cls", helpers: readonly string[], why: string): Promise<void> {
+  let facts = helperFacts.get(session);
+  if (!facts) {
+    facts = probeHelpers(session);
+    helperFacts.set(session, facts);
+    facts.catch(() => helperFacts.delete(session));
+  }
+  const available = new Set((await facts)[type] ?? []);
+  const missing = helpers.filter((h) => !available.has(h));
+  if (missing.length > 0) {
+    const { kernel } = await preflight(session);
+    throw new HostPreconditionError(`${session.label}: kernel ${kernel} does not let ${type} programs call ${missing.join(", ")} (${why}). Nothing was changed.`);
+  }
+}

@@ -177,3 +177,16 @@ export async function removeClsactIfEmpty(session: SshSession, iface: string): P
   const result = await session.runScript(REMOVE_CLSACT_IF_EMPTY_SCRIPT, [iface]);
   return result.stdout.trim() as "removed" | "busy" | "absent";
 }
+
+/**
+ * The argv that adds or replaces a BPF filter, for callers that batch several
+ * hook changes into one round trip (`session.run([...])`).
+ */
+export function bpfFilterCommand(verb: "add" | "replace", slot: TcFilterSlot, programPin: string): string[] {
+  return filterArgv(verb, slot, programPin);
+}
+
+/** The argv that deletes exactly one filter (see deleteBpfFilter), for batching. */
+export function deleteBpfFilterCommand(slot: TcFilterSlot): string[] {
+  return ["tc", "filter", "del", "dev", slot.iface, slot.direction, "prio", String(slot.priority), "handle", formatHandle(slot.handle), "bpf"];
+}

@@ -1,0 +1,190 @@
+/**
+ * TcPolicy's lockout guard (DESIGN.md): the failsafe written into the policy's
+ * config, the check with the real management peer that check() could not make,
+ * and the script the host runs by itself to undo a change when the provider does
+ * not come back to disarm it.
+ */
+import { formatAddress, parsePrefix, prefixContains, type Family, type Prefix } from "../cidr";
+import { batchText, type MapEntry, type MapOperation, type PinLayout } from "../remote/bpfHost";
+import { shellQuote } from "../remote/quote";
+import { formatHandle, type TcFilterSlot } from "../remote/tc";
+import { MAPS, PROGRAMS, ruleFamily } from "./codec";
+import { CLIENT_PORTS, DIRECTIONS, parseRuleText, type Direction, type DirectionPolicy, type PolicyRule, type TcPolicyInputs } from "./schema";
+
+/** The address a session comes from, without the IPv4-mapped prefix sshd reports on dual-stack sockets. */
+export function peerAddress(peer: string | undefined): Prefix | undefined {
+  if (!peer) return undefined;
+  try {
+    return parsePrefix(peer.replace(/^::ffff:(?=\d+\.)/i, ""));
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The failsafe of the config: TCP to and from the management port, only with the
+ * provider's own address when it is known; none with allowLockout.
+ */
+export function failsafeOf(inputs: Pick<TcPolicyInputs, "allowLockout" | "host">, peer: Prefix | undefined): { port: number; peer?: string } {
+  if (inputs.allowLockout) return { port: 0 };
+  return peer ? { port: inputs.host.port, peer: formatAddress(peer.bytes) } : { port: inputs.host.port };
+}
+
+// ------------------------------------------------------------ the check with the real peer
+
+interface Probe {
+  family: Family;
+  /** Destination port of the TCP packet. */
+  port: number;
+  src?: Prefix;
+  dst?: Prefix;
+}
+
+/** Whether a rule matches a TCP packet; "maybe" when it names an address the probe does not know. */
+function matches(rule: PolicyRule, probe: Probe): "yes" | "no" | "maybe" {
+  if (rule.protocol !== "tcp" && rule.protocol !== "any") return "no";
+  if (rule.ports && (probe.port < rule.ports[0] || probe.port > rule.ports[1])) return "no";
+  const family = ruleFamily(rule);
+  if (family !== 0 && family !== probe.family) return "no";
+  let result: "yes" | "maybe" = "yes";
+  for (const [cidr, address] of [[rule.from, probe.src], [rule.to, probe.dst]] as const) {
+    if (cidr === undefined) continue;
+    if (!address) result = "maybe";
+    else if (!prefixContains(parsePrefix(cidr), address)) return "no";
+  }
+  return result;
+}
+
+/** The verdict of one direction's rules on a packet, judged pessimistically where an address is unknown. */
+function verdict(policy: DirectionPolicy, direction: Direction, probe: Probe): { action: "allow" | "deny"; by: string } {
+  const rules = Object.keys(policy.rules).map((text) => ({ text, rule: parseRuleText(direction, text) }));
+  const deny = rules.find(({ rule }) => rule.action === "deny" && matches(rule, probe) !== "no");
+  if (deny) return { action: "deny", by: `rule "${deny.text}"` };
+  if (rules.some(({ rule }) => rule.action === "allow" && matches(rule, probe) === "yes")) return { action: "allow", by: "" };
+  return { action: policy.default, by: `the default "${policy.default}" (no allow rule covers it)` };
+}
+
+/** Representative ports of [low, high]: one per stretch in which no rule's range starts or ends. */
+function portStretches(policy: DirectionPolicy, direction: Direction, low: number, high: number): number[] {
+  const cuts = new Set([low]);
+  for (const text of Object.keys(policy.rules)) {
+    const ports = parseRuleText(direction, text).ports;
+    if (!ports) continue;
+    for (const edge of [ports[0], ports[1] + 1]) if (edge > low && edge <= high) cuts.add(edge);
+  }
+  return [...cuts].sort((a, b) => a - b);
+}
+
+export interface ManagementPath {
+  /** Where the provider's SSH session comes from. */
+  peer: Prefix;
+  /** The host's own address on that path, when the route to the peer says. */
+  local: Prefix | undefined;
+  port: number;
+}
+
+/**
+ * Why the policy's rules would drop the management session from the real peer
+ * (check() judged them against an unknown one), or undefined. The failsafe would
+ * let the session through anyway; a policy that silently does not mean what it
+ * says for the one address that manages the host is refused instead.
+ */
+export function managementCut(inputs: Pick<TcPolicyInputs, "ingress" | "egress" | "stateful">, path: ManagementPath): string | undefined {
+  const family = path.peer.family;
+  const who = formatAddress(path.peer.bytes);
+  const inbound = verdict(inputs.ingress, "ingress", { family, port: path.port, src: path.peer, dst: path.local });
+  if (inbound.action === "deny") {
+    return `ingress: ${inbound.by} drops the management SSH session (TCP from ${who}, where this provider connects from, to port ${path.port})`;
+  }
+  if (inputs.stateful) return undefined;
+  const [low, high] = CLIENT_PORTS;
+  for (const port of portStretches(inputs.egress, "egress", low, high)) {
+    const outbound = verdict(inputs.egress, "egress", { family, port, src: path.local, dst: path.peer });
+    if (outbound.action === "deny") {
+      return `egress: ${outbound.by} drops the SSH server's replies to ${who} (TCP to its port ${port}; a stateless policy must let out TCP to ports ${low}-${high} of the manager)`;
+    }
+  }
+  return undefined;
+}
+
+// ------------------------------------------------------------ undoing a change on the host
+
+const hex = (b: Uint8Array) => Buffer.from(b).toString("hex");
+
+/**
+ * The map writes that take the maps from what `operations` leave back to
+ * `before` (dumps by pin path): deletes of the keys they added, then the old
+ * values of the keys they changed. Hit counters are not restored.
+ */
+export function restoreOperations(before: ReadonlyMap<string, readonly MapEntry[] | undefined>, operations: readonly MapOperation[]): { deletes: MapOperation[]; updates: MapOperation[] } {
+  const after = new Map<string, Map<string, { key: Uint8Array; value: Uint8Array | undefined }>>();
+  for (const o of operations) {
+    if (o.map.endsWith(`/${MAPS.hits}`)) continue;
+    let byKey = after.get(o.map);
+    if (!byKey) after.set(o.map, (byKey = new Map()));
+    byKey.set(hex(o.key), { key: o.key, value: o.op === "update" ? o.value : undefined });
+  }
+  const deletes: MapOperation[] = [];
+  const updates: MapOperation[] = [];
+  for (const [map, byKey] of after) {
+    const was = new Map((before.get(map) ?? []).map((e) => [hex(e.key), e.values[0]!]));
+    for (const [k, now] of byKey) {
+      const old = was.get(k);
+      if (old === undefined) {
+        if (now.value !== undefined) deletes.push({ op: "delete", map, key: now.key });
+      } else if (now.value === undefined || hex(now.value) !== hex(old)) {
+        updates.push({ op: "update", map, key: now.key, value: old });
+      }
+    }
+  }
+  return { deletes, updates };
+}
+
+export interface RevertPlan {
+  layout: PinLayout;
+  iface: string;
+  slots: Record<Direction, Omit<TcFilterSlot, "direction">>;
+  /** The policy had no pins before: remove everything it has. */
+  fresh: boolean;
+  /** A new object was loaded over existing pins: the previous programs are at progs_old once swapped. */
+  swapsPrograms: boolean;
+  /** Per hook: whether one of our filters was there before the change. */
+  hookedBefore: Record<Direction, boolean>;
+  /** The interface had a clsact qdisc before the change. */
+  qdiscBefore: boolean;
+  restore: { deletes: MapOperation[]; updates: MapOperation[] };
+}
+
+/**
+ * What the host runs if the revert timer fires (or the provider rolls back a
+ * failed change): the same steps whether the change got half way or all the
+ * way. Every value is quoted; each step runs even if one fails; a batch that
+ * stops at a key the change never wrote is retried line by line.
+ */
+export function revertScript(plan: RevertPlan): string {
+  const dir = plan.layout.dir;
+  const lines = [
+    "set -f",
+    `D=${shellQuote([dir])}`,
+    `DEV=${shellQuote([plan.iface])}`,
+    `tolerant_batch() { f=$(mktemp); cat > "$f"; bpftool batch file "$f" 2>/dev/null || while IFS= read -r line; do bpftool $line 2>/dev/null; done < "$f"; rm -f "$f"; }`,
+  ];
+  for (const [name, ops] of [["DELETES", plan.restore.deletes], ["UPDATES", plan.restore.updates]] as const) {
+    if (ops.length > 0) lines.push(`tolerant_batch <<'BPFLEET_${name}'\n${batchText(ops)}BPFLEET_${name}`);
+  }
+  lines.push(`OLD="$D/progs"; [ -d "$D/progs_old" ] && OLD="$D/progs_old"`);
+  for (const direction of DIRECTIONS) {
+    const slot = plan.slots[direction];
+    const where = `dev "$DEV" ${direction} prio ${slot.priority} handle ${formatHandle(slot.handle)} bpf`;
+    if (!plan.hookedBefore[direction] || plan.fresh) lines.push(`tc filter del ${where} 2>/dev/null`);
+    else if (plan.swapsPrograms) lines.push(`tc filter replace ${where} da object-pinned "$OLD/${PROGRAMS[direction]}"`);
+  }
+  if (plan.fresh) lines.push(`rm -rf -- "$D"`);
+  else if (plan.swapsPrograms) lines.push(`if [ -d "$D/progs_old" ]; then rm -rf -- "$D/progs"; mv "$D/progs_old" "$D/progs"; fi`, `rm -rf -- "$D/progs_new"`);
+  if (!plan.qdiscBefore) {
+    lines.push(
+      `if tc qdisc show dev "$DEV" | grep -q "qdisc clsact" && [ -z "$(tc filter show dev "$DEV" ingress)" ] && [ -z "$(tc filter show dev "$DEV" egress)" ]; then tc qdisc del dev "$DEV" clsact; fi`,
+    );
+  }
+  return `${lines.join("\n")}\nexit 0\n`;
+}

@@ -4,7 +4,8 @@
  * exists; the gate refuses a counter it cannot read rather than guessing.
  */
 import type { MapEntry } from "../remote/bpfHost";
-import { STATS_MAP as XDP_FIREWALL_STATS, sumCounters } from "../xdpFirewall/codec";
+import { sumCounters } from "../counters";
+import { STATS_MAP as XDP_FIREWALL_STATS } from "../xdpFirewall/codec";
 
 export interface CounterSource {
   /** Map name under the resource's maps/ pin directory. */

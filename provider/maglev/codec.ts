@@ -324,14 +324,3 @@ export function decodeConfig(value: Uint8Array): LbConfig {
 
 // ---------------------------------------------------------------- counters
 
-/** Sums struct lb_counter { u64 packets; u64 bytes; } over CPUs. */
-export function sumCounters(perCpu: readonly Uint8Array[]): { packets: number; bytes: number } {
-  let packets = 0n;
-  let bytes = 0n;
-  for (const value of perCpu) {
-    const v = view(value);
-    packets += v.getBigUint64(0, true);
-    bytes += v.getBigUint64(8, true);
-  }
-  return { packets: Number(packets), bytes: Number(bytes) };
-}

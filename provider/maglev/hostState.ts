@@ -13,7 +13,8 @@ import {
   type XdpAttachment,
 } from "../remote/bpfHost";
 import type { SshSession } from "../remote/ssh";
-import { decodeBackend, decodeConfig, decodeIndex, decodeVip, decodeVipKey, encodeIndex, LB_STATS, MAPS, sumCounters, type BackendRecord, type VipValue } from "./codec";
+import { sumCounters } from "../counters";
+import { decodeBackend, decodeConfig, decodeIndex, decodeVip, decodeVipKey, encodeIndex, LB_STATS, MAPS, type BackendRecord, type VipValue } from "./codec";
 import type { TableImage } from "./plan";
 import { vipKey, type Counter, type Vip } from "./schema";
 

@@ -370,17 +370,6 @@ export function decodeFlowValue(bytes: Uint8Array): FlowValue {
 
 // ------------------------------------------------------------ counters
 
-/** Sums struct tcpol_counter {u64 packets; u64 bytes} over CPUs. */
-export function sumCounter(perCpu: readonly Uint8Array[]): { packets: number; bytes: number } {
-  let packets = 0n;
-  let bytes = 0n;
-  for (const value of perCpu) {
-    packets += view(value).getBigUint64(0, true);
-    bytes += view(value).getBigUint64(8, true);
-  }
-  return { packets: Number(packets), bytes: Number(bytes) };
-}
-
 /** Sums a per-CPU __u64 (tcpol_hits) over CPUs. */
 export function sumU64(perCpu: readonly Uint8Array[]): number {
   let total = 0n;

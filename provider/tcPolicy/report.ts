@@ -6,7 +6,8 @@
  * the next preview shows them as drift and the next update rewrites them.
  */
 import type { MapEntry } from "../remote/bpfHost";
-import { decodeL4Key, MAPS, STAT, sumCounter, sumU64, TRIE_MAPS } from "./codec";
+import { sumCounters } from "../counters";
+import { decodeL4Key, MAPS, STAT, sumU64, TRIE_MAPS } from "./codec";
 import { policyFromHost, trieContents, type ObservedPolicy, type RawEntry } from "./plan";
 import { DIRECTIONS, ruleText, type Action, type Direction, type PolicyRule, type TcPolicyCounters, type TcPolicyInputs } from "./schema";
 
@@ -20,7 +21,7 @@ export function rawEntries(entries: readonly MapEntry[] | undefined): RawEntry[]
 }
 
 export function countersOf(stats: readonly MapEntry[] | undefined): TcPolicyCounters {
-  const byIndex = new Map((stats ?? []).map((e) => [u32At(e.key), sumCounter(e.values)]));
+  const byIndex = new Map((stats ?? []).map((e) => [u32At(e.key), sumCounters(e.values)]));
   const at = (index: number) => byIndex.get(index) ?? { packets: 0, bytes: 0 };
   return {
     ingressAllowedPackets: at(STAT.ingressAllowed).packets,

@@ -15,6 +15,7 @@ import {
   type ProtocolName,
   type TrafficMirrorCounters,
 } from "./schema";
+import { sumCounters } from "../counters";
 
 export const CONFIG_MAP = "mirror_config";
 export const FILTERS_MAP = "mirror_filters";
@@ -180,21 +181,10 @@ export function filterSlot(set: 0 | 1, index: number): number {
   return set * SET_SLOTS + index;
 }
 
-/** Sums struct mirror_counter {u64 packets; u64 bytes} over CPUs. */
-export function sumCounter(perCpu: readonly Uint8Array[]): { packets: number; bytes: number } {
-  let packets = 0n;
-  let bytes = 0n;
-  for (const value of perCpu) {
-    packets += view(value).getBigUint64(0, true);
-    bytes += view(value).getBigUint64(8, true);
-  }
-  return { packets: Number(packets), bytes: Number(bytes) };
-}
-
 export function countersOf(stats: readonly { values: Uint8Array[] }[]): TrafficMirrorCounters {
-  const matched = sumCounter(stats[STAT.MATCHED]?.values ?? []);
-  const mirrored = sumCounter(stats[STAT.MIRRORED]?.values ?? []);
-  const failed = sumCounter(stats[STAT.CLONE_FAILED]?.values ?? []);
+  const matched = sumCounters(stats[STAT.MATCHED]?.values ?? []);
+  const mirrored = sumCounters(stats[STAT.MIRRORED]?.values ?? []);
+  const failed = sumCounters(stats[STAT.CLONE_FAILED]?.values ?? []);
   return {
     matchedPackets: matched.packets,
     matchedBytes: matched.bytes,

@@ -39,14 +39,3 @@ export function decodeDenyEntry(map: DenyMap, key: Uint8Array): string {
   }
 }
 
-/** Sums struct fw_counter {u64 packets; u64 bytes} over CPUs. */
-export function sumCounters(perCpu: readonly Uint8Array[]): { packets: number; bytes: number } {
-  let packets = 0n;
-  let bytes = 0n;
-  for (const value of perCpu) {
-    const view = new DataView(value.buffer, value.byteOffset, value.byteLength);
-    packets += view.getBigUint64(0, true);
-    bytes += view.getBigUint64(8, true);
-  }
-  return { packets: Number(packets), bytes: Number(bytes) };
-}

@@ -33,7 +33,8 @@ import { shellQuote } from "../remote/quote";
 import { armRevert, type RevertTimer } from "../remote/revertTimer";
 import { dropSession, freshLogin, sessionFor, type SshSession } from "../remote/ssh";
 import { sortedRecord } from "../validation";
-import { decodeDenyEntry, DENY_MAPS, STATS_MAP, sumCounters } from "./codec";
+import { sumCounters } from "../counters";
+import { decodeDenyEntry, DENY_MAPS, STATS_MAP } from "./codec";
 import { denyOperations, planDeny } from "./plan";
 import { xdpFirewallSchema, type XdpFirewallInputs, type XdpFirewallOutputs } from "./schema";
 

@@ -28,9 +28,10 @@ import {
 import {
   decodeBackend, decodeConfig, decodeFlowKey, decodeIndex, decodeNatOrigin, decodeVip, decodeVipKey, encodeBackend, encodeConfig,
   encodeFlowKey, encodeIndex, encodeVip, encodeVipKey, LB_MAX_BACKENDS, LB_MAX_VIPS, LB_STATS, LB_TABLE_CAPACITY, MAPS, SIZES,
-  sumCounters, tableOperations, type BackendRecord, type LbConfig, type LbStat, type VipValue,
+  tableOperations, type BackendRecord, type LbConfig, type LbStat, type VipValue,
 } from "../../provider/maglev/codec";
 import { buildTable, diffTable, type MaglevTable } from "../../provider/maglev/table";
+import { sumCounters } from "../../provider/counters";
 
 const unavailable = kernelTestsUnavailable();
 if (unavailable) console.warn(`test/kernel/maglev: skipped: ${unavailable}`);

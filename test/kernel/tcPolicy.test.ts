@@ -8,7 +8,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { batchText } from "../../provider/remote/bpfHost";
 import {
-  decodeFlowKey, decodeFlowValue, FLOW_FLAG, IPPROTO, LAYOUTS, MAPS, PROGRAMS, STAT, sumCounter, sumU64, TRIE_MAPS, u32Key,
+  decodeFlowKey, decodeFlowValue, FLOW_FLAG, IPPROTO, LAYOUTS, MAPS, PROGRAMS, STAT, sumU64, TRIE_MAPS, u32Key,
   type FlowKey,
 } from "../../provider/tcPolicy/codec";
 import {
@@ -19,6 +19,7 @@ import {
   arp, ETH_P, ethernet, icmpv4, icmpv6, ipFrame, ipv4, ipv6, ipv6Bytes, tcp, udp, type Segment, type TcpFlags, type VlanTag,
 } from "./packets";
 import { buildObjects, kernelTestsUnavailable, loadObject, objectPath, TC, withObject, type LoadedObject } from "./progRun";
+import { sumCounters } from "../../provider/counters";
 
 const unavailable = kernelTestsUnavailable();
 if (unavailable) console.warn(`test/kernel/tcPolicy: skipped: ${unavailable}`);
@@ -57,7 +58,7 @@ const ingress = async (obj: LoadedObject, frame: Buffer) => (await obj.runProgra
 const egress = async (obj: LoadedObject, frame: Buffer) => (await obj.runProgram(PROGRAMS.egress, frame)).retval;
 
 async function stat(obj: LoadedObject, index: number) {
-  return sumCounter(await obj.lookupPerCpu(MAPS.stats, Buffer.from(u32Key(index))));
+  return sumCounters(await obj.lookupPerCpu(MAPS.stats, Buffer.from(u32Key(index))));
 }
 
 async function flows(obj: LoadedObject) {

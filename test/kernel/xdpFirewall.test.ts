@@ -10,12 +10,13 @@ import {
   arp, ETH_P, ethernet, icmpv4, icmpv6, ipBytes, ipFrame, ipv4, ipv6, tcp, udp, type Segment, type VlanTag,
 } from "./packets";
 import {
-  decodeDenyEntry, DENY_MAPS, DENY_VALUE as CODEC_DENY_VALUE, encodeDenyEntry, STATS_MAP, sumCounters as codecSumCounters,
+  decodeDenyEntry, DENY_MAPS, DENY_VALUE as CODEC_DENY_VALUE, encodeDenyEntry, STATS_MAP,
 } from "../../provider/xdpFirewall/codec";
 import {
   buildObjects, kernelTestsUnavailable, loadProgram, objectPath, sumCounters, withProgram, XDP,
   type LoadedProgram,
 } from "./progRun";
+import { sumCounters as codecSumCounters } from "../../provider/counters";
 
 const unavailable = kernelTestsUnavailable();
 if (unavailable) console.warn(`test/kernel/xdpFirewall: skipped: ${unavailable}`);

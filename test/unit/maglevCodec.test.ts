@@ -6,7 +6,7 @@ import { describe, expect, it } from "vitest";
 import { batchText } from "../../provider/remote/bpfHost";
 import {
   backendIdentity, CodecError, decodeBackend, decodeConfig, decodeFlowKey, decodeIndex, decodeNatOrigin, decodeVip, decodeVipKey,
-  encodeBackend, encodeConfig, encodeFlowKey, encodeIndex, encodeVip, encodeVipKey, LB_STATS, NO_BACKEND_INDEX, SIZES, sumCounters,
+  encodeBackend, encodeConfig, encodeFlowKey, encodeIndex, encodeVip, encodeVipKey, LB_STATS, NO_BACKEND_INDEX, SIZES,
   tableOperations,
 } from "../../provider/maglev/codec";
 import { buildTable, diffTable } from "../../provider/maglev/table";
@@ -155,15 +155,6 @@ describe("struct lb_config { u32 flags; u8 tunnel_src_v4[4]; u8 tunnel_src_v6[16
 });
 
 describe("counters", () => {
-  it("sums struct lb_counter { u64 packets; u64 bytes; } over CPUs", () => {
-    const cpu = (packets: number, bytes: number) => {
-      const b = Buffer.alloc(16);
-      b.writeBigUInt64LE(BigInt(packets), 0);
-      b.writeBigUInt64LE(BigInt(bytes), 8);
-      return b;
-    };
-    expect(sumCounters([cpu(1, 100), cpu(2, 50)])).toEqual({ packets: 3, bytes: 150 });
-  });
 
   it("lists enum lb_stat in index order", () => {
     expect(LB_STATS).toEqual(["notVip", "noBackend", "tx", "redirect", "stack", "fibDrop", "staticMac", "reverseNat", "flowHit", "encapFail"]);

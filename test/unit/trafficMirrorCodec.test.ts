@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import { batchText } from "../../provider/remote/bpfHost";
 import { parseTcFilters } from "../../provider/remote/tc";
 import {
-  decodeConfig, decodeFilter, EMPTY_CONFIG, encodeConfig, encodeFilter, FILTER_FLAG, GUARD, liveFilters, sumCounter, type MirrorConfig,
+  decodeConfig, decodeFilter, EMPTY_CONFIG, encodeConfig, encodeFilter, FILTER_FLAG, GUARD, liveFilters, type MirrorConfig,
 } from "../../provider/trafficMirror/codec";
 import { directionsOf, tcHandle } from "../../provider/trafficMirror/lifecycle";
 import { mirrorOperations, planMirror } from "../../provider/trafficMirror/plan";
@@ -77,15 +77,6 @@ describe("config codec", () => {
     expect(decodeConfig(encodeConfig(EMPTY_CONFIG))).toEqual(EMPTY_CONFIG);
   });
 
-  it("sums per-CPU counters", () => {
-    const cpu = (packets: number, bytes: number) => {
-      const b = new Uint8Array(16);
-      new DataView(b.buffer).setBigUint64(0, BigInt(packets), true);
-      new DataView(b.buffer).setBigUint64(8, BigInt(bytes), true);
-      return b;
-    };
-    expect(sumCounter([cpu(1, 100), cpu(2, 50)])).toEqual({ packets: 3, bytes: 150 });
-  });
 });
 
 describe("planning", () => {

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { batchText } from "../../provider/remote/bpfHost";
-import { decodeDenyEntry, encodeDenyEntry, sumCounters } from "../../provider/xdpFirewall/codec";
+import { decodeDenyEntry, encodeDenyEntry } from "../../provider/xdpFirewall/codec";
 import { denyOperations, planDeny } from "../../provider/xdpFirewall/plan";
 
 const hex = (b: Uint8Array) => Buffer.from(b).toString("hex");
@@ -31,15 +31,6 @@ describe("deny entry codec", () => {
     expect(decodeDenyEntry("deny_v4_prefix", Uint8Array.of(8, 0, 0, 0, 10, 1, 2, 3))).toBe("10.0.0.0/8");
   });
 
-  it("sums per-CPU counters", () => {
-    const cpu = (packets: number, bytes: number) => {
-      const b = new Uint8Array(16);
-      new DataView(b.buffer).setBigUint64(0, BigInt(packets), true);
-      new DataView(b.buffer).setBigUint64(8, BigInt(bytes), true);
-      return b;
-    };
-    expect(sumCounters([cpu(1, 100), cpu(2, 50)])).toEqual({ packets: 3, bytes: 150 });
-  });
 });
 
 describe("planning", () => {

@@ -10,9 +10,11 @@
  * br_netfilter would forward them: this program guards the host.)
  *
  * Maps are not pinned by name: the provider pins them per resource with
- * `bpftool prog load ... pinmaps <dir>`, so two firewalls never share a map. */
+ * `bpftool prog load ... pinmaps <dir>`, so two firewalls never share a map
+ * (xdp_chain excepted: see xdp_chain.h). */
 #include "parsing.h"
 #include "xdp_firewall.h"
+#include "xdp_chain.h"
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -112,7 +114,7 @@ int xdp_firewall(struct xdp_md *ctx)
 	/* SEC("xdp") without frags: the frame is all linear, so this is its
 	 * full length. */
 	count(denied ? FW_STAT_DROP : FW_STAT_PASS, data_end - data);
-	return denied ? XDP_DROP : XDP_PASS;
+	return xdp_chain_verdict(ctx, denied ? XDP_DROP : XDP_PASS);
 }
 
 char LICENSE[] SEC("license") = "GPL";

@@ -36,6 +36,7 @@
  * table. */
 #include "parsing.h"
 #include "maglev.h"
+#include "xdp_chain.h"
 
 /* The UAPI headers this includes do not define the address families. */
 #define AF_INET 2
@@ -659,8 +660,7 @@ static __always_inline struct lb_backend *pick_backend(const struct lb_vip *vip,
 	return backend;
 }
 
-SEC("xdp")
-int xdp_maglev(struct xdp_md *ctx)
+static __always_inline int balance(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
@@ -717,6 +717,14 @@ int xdp_maglev(struct xdp_md *ctx)
 pass:
 	count(&lb_stats, LB_STAT_NOT_VIP, pkt.bytes);
 	return XDP_PASS;
+}
+
+SEC("xdp")
+int xdp_maglev(struct xdp_md *ctx)
+{
+	/* What the balancer passes goes on to the next program sharing the
+	 * interface, if any (see xdp_chain.h). */
+	return xdp_chain_verdict(ctx, balance(ctx));
 }
 
 char LICENSE[] SEC("license") = "GPL";

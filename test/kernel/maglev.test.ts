@@ -310,11 +310,11 @@ describe.skipIf(unavailable !== undefined)("xdp_maglev", { timeout: 120_000 }, (
     it("passes the verifier and is JIT-compiled as an XDP program", async () => {
       const info = await lb.progInfo();
       expect(info).toMatchObject({ type: "xdp", name: "xdp_maglev", jited: true });
-      expect(info.map_ids).toHaveLength(9);
+      expect(info.map_ids).toHaveLength(11);
     });
 
-    it("pins its nine maps with the types and sizes the codec writes", async () => {
-      expect(lb.mapNames()).toEqual(Object.values(MAPS).sort());
+    it("pins its nine maps and the two of the XDP chain, with the types and sizes the codec writes", async () => {
+      expect(lb.mapNames()).toEqual([...Object.values(MAPS), "xdp_chain", "xdp_chain_next"].sort());
       const expected: Record<string, object> = {
         [MAPS.vips]: { type: "hash", bytes_key: SIZES.vipKey, bytes_value: SIZES.vip, max_entries: LB_MAX_VIPS },
         [MAPS.table]: { type: "array", bytes_key: 4, bytes_value: 4, max_entries: LB_TABLE_CAPACITY },
@@ -325,6 +325,8 @@ describe.skipIf(unavailable !== undefined)("xdp_maglev", { timeout: 120_000 }, (
         [MAPS.vipStats]: { type: "percpu_array", bytes_key: 4, bytes_value: SIZES.counter, max_entries: LB_MAX_VIPS },
         [MAPS.backendStats]: { type: "percpu_array", bytes_key: 4, bytes_value: SIZES.counter, max_entries: LB_MAX_BACKENDS },
         [MAPS.stats]: { type: "percpu_array", bytes_key: 4, bytes_value: SIZES.counter, max_entries: LB_STATS.length },
+        xdp_chain: { type: "prog_array", bytes_key: 4, bytes_value: 4, max_entries: 8 },
+        xdp_chain_next: { type: "array", bytes_key: 4, bytes_value: 4, max_entries: 1 },
       };
       for (const [name, want] of Object.entries(expected)) expect(await lb.mapInfo(name), name).toMatchObject({ name, ...want });
     });

@@ -218,10 +218,11 @@ export class LoadedProgram {
 
 /**
  * Loads `object` (one program) pinned at <dir>/prog with its maps under
- * <dir>/maps/, exactly as `bpftool prog load OBJ PIN type TYPE pinmaps DIR`.
+ * <dir>/maps/, exactly as `bpftool prog load OBJ PIN type TYPE pinmaps DIR`;
+ * `reuse` names maps to take from other pins instead (`map name NAME pinned PIN`).
  * A verifier rejection throws with bpftool's output, verifier log included.
  */
-export async function loadProgram(object: string, type = "xdp"): Promise<LoadedProgram> {
+export async function loadProgram(object: string, type = "xdp", reuse: Record<string, string> = {}): Promise<LoadedProgram> {
   if (!existsSync(object)) throw new Error(`${object} does not exist: run make -C bpf`);
   ensureBpffs();
   sweepStaleDirs();
@@ -232,7 +233,11 @@ export async function loadProgram(object: string, type = "xdp"): Promise<LoadedP
   const prog = new LoadedProgram(dir, workDir);
   try {
     await sh(
-      ["bpftool", "prog", "load", object, prog.progPin, "type", type, "pinmaps", join(dir, "maps")],
+      [
+        "bpftool", "prog", "load", object, prog.progPin, "type", type,
+        ...Object.entries(reuse).flatMap(([name, pin]) => ["map", "name", name, "pinned", pin]),
+        "pinmaps", join(dir, "maps"),
+      ],
       `loading ${object}`,
     );
   } catch (e) {

@@ -67,11 +67,11 @@ describe.skipIf(unavailable !== undefined)("xdp_firewall", { timeout: 60_000 }, 
       expect(info.name).toBe("xdp_firewall");
       expect(info.jited).toBe(true);
       expect(info.bytes_xlated).toBeGreaterThan(0);
-      expect(info.map_ids).toHaveLength(5);
+      expect(info.map_ids).toHaveLength(7);
     });
 
-    it("pins exactly its five maps, with the types, sizes and flags the provider relies on", async () => {
-      expect(fw.mapNames()).toEqual(["deny_v4_exact", "deny_v4_prefix", "deny_v6_exact", "deny_v6_prefix", "fw_stats"]);
+    it("pins exactly its seven maps (five of its own, two of the XDP chain), with the types, sizes and flags the provider relies on", async () => {
+      expect(fw.mapNames()).toEqual(["deny_v4_exact", "deny_v4_prefix", "deny_v6_exact", "deny_v6_prefix", "fw_stats", "xdp_chain", "xdp_chain_next"]);
       const NO_PREALLOC = 1;
       const expected = {
         deny_v4_exact: { type: "hash", flags: NO_PREALLOC, bytes_key: 4, bytes_value: 1, max_entries: 1048576 },
@@ -79,6 +79,8 @@ describe.skipIf(unavailable !== undefined)("xdp_firewall", { timeout: 60_000 }, 
         deny_v4_prefix: { type: "lpm_trie", flags: NO_PREALLOC, bytes_key: 8, bytes_value: 1, max_entries: 262144 },
         deny_v6_prefix: { type: "lpm_trie", flags: NO_PREALLOC, bytes_key: 20, bytes_value: 1, max_entries: 262144 },
         fw_stats: { type: "percpu_array", flags: 0, bytes_key: 4, bytes_value: 16, max_entries: 2 },
+        xdp_chain: { type: "prog_array", bytes_key: 4, bytes_value: 4, max_entries: 8 },
+        xdp_chain_next: { type: "array", bytes_key: 4, bytes_value: 4, max_entries: 1 },
       };
       for (const [name, want] of Object.entries(expected)) {
         expect(await fw.mapInfo(name), name).toMatchObject({ name, ...want });

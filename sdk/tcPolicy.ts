@@ -69,15 +69,40 @@ export interface TcPolicyArgs {
   /** false loads the programs and writes the maps without attaching them. Default true. */
   attached?: pulumi.Input<boolean>;
   /**
-   * The lockout guard is always on: a policy must let in TCP to `host.port`
-   * (and, stateless, let the replies out), checked before anything changes and
-   * again with the address the provider really connects from; the programs
-   * never drop the provider's own SSH session (failsafe); and a change on the
-   * interface that carries it is undone by the host within 30 s unless a fresh
-   * SSH login proves the path still works. true drops the first two, for hosts
-   * managed over another path. Default false.
+   * A policy must let in TCP to `host.port` (and, stateless, let the replies
+   * out), checked before anything changes and again with the address the
+   * provider really connects from, and the programs never drop the provider's
+   * own SSH session (failsafe). true drops both, for hosts managed over another
+   * path; the revert timer (`lockoutGuard`) stays. Default false.
    */
   allowLockout?: pulumi.Input<boolean>;
+  /**
+   * Before a change on the interface that carries the management SSH session,
+   * arm a revert timer on the host; after it, prove that a fresh SSH login
+   * works, then disarm. If the login fails, the host undoes the change by
+   * itself within `lockoutRevertSeconds` (rules, programs and filters as they
+   * were; a new policy is removed whole) and the update fails saying what would
+   * have locked it out. false applies changes without the timer. Default true.
+   */
+  lockoutGuard?: pulumi.Input<boolean>;
+  /** Seconds until an undisarmed revert timer undoes the change (5–3600). Default 30. */
+  lockoutRevertSeconds?: pulumi.Input<number>;
+  /**
+   * TC priority of both filters, 1–65535 (lower runs first; the kernel keeps one
+   * filter kind and protocol per priority, so a priority holding a non-BPF
+   * filter, or one for a single protocol, is refused). Default 2: after a
+   * TrafficMirror at its default 1, before filters added without a priority (tc
+   * numbers those from 49152 down). A filter at a lower priority that returns
+   * TC_ACT_OK ends the hook before the policy sees the packet.
+   *
+   * Changes in place, not by replacement: the filters at the new priority are
+   * added (running the same programs against the same maps, so rules and live
+   * flows carry over) before those at the old one are removed, so no packet
+   * passes unjudged. For that moment a packet may be judged twice with the same
+   * verdict (its counters count it twice). Under the lockout guard, the host
+   * puts the old filters back if the change cuts the management path.
+   */
+  priority?: pulumi.Input<number>;
   /** Pin directory name under /sys/fs/bpf/bpfleet/tc-policy/. Default: the resource name. */
   pinName?: pulumi.Input<string>;
 }
@@ -103,8 +128,8 @@ const provider = kindProvider("tcPolicy");
 /**
  * Stateless rules and stateful flow tracking on the TC ingress and egress hooks
  * of one interface (clsact), IPv4 and IPv6. Other TC filters on the interface are
- * left alone: the policy's filters have their own priority (2) and handle, and a
- * packet it passes goes on to the next filter.
+ * left alone: the policy's filters have their own priority (`priority`, default 2)
+ * and handle, and a packet it passes goes on to the next filter.
  */
 export class TcPolicy extends pulumi.dynamic.Resource {
   declare public readonly interface: pulumi.Output<string>;
@@ -149,6 +174,9 @@ export class TcPolicy extends pulumi.dynamic.Resource {
         timeouts: args.timeouts,
         attached: args.attached,
         allowLockout: args.allowLockout,
+        lockoutGuard: args.lockoutGuard,
+        lockoutRevertSeconds: args.lockoutRevertSeconds,
+        priority: args.priority,
         programs: undefined,
         objectSha256: undefined,
         counters: undefined,

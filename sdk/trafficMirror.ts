@@ -111,6 +111,20 @@ export interface TrafficMirrorArgs {
    * the mirror always hands packets on to the next filter. Changing it replaces the mirror.
    */
   priority?: pulumi.Input<number>;
+  /**
+   * When the mirrored interface, or the interface the tunnel's packets leave
+   * through (its underlay), carries the management SSH session: before a
+   * change, arm a revert timer on the host; after it, prove that a fresh SSH
+   * login works, then disarm. If the login fails, the host undoes the change by
+   * itself within `lockoutRevertSeconds` (config, filters and previous program
+   * back, a tunnel the change made removed; a new mirror removed whole) and the
+   * update fails saying so. A mirror never drops packets, but a change loads a
+   * BPF object into the interface's hooks and may add a device on the path.
+   * false applies changes without the timer. Default true.
+   */
+  lockoutGuard?: pulumi.Input<boolean>;
+  /** Seconds until an undisarmed revert timer undoes the change (5–3600). Default 30. */
+  lockoutRevertSeconds?: pulumi.Input<number>;
   /** Pin directory name under /sys/fs/bpf/bpfleet/traffic-mirror/. Default: the resource name. */
   pinName?: pulumi.Input<string>;
 }
@@ -167,6 +181,8 @@ export class TrafficMirror extends pulumi.dynamic.Resource {
         sampleRate: args.sampleRate,
         target: args.target,
         priority: args.priority,
+        lockoutGuard: args.lockoutGuard,
+        lockoutRevertSeconds: args.lockoutRevertSeconds,
         targetInterface: undefined,
         targetIfindex: undefined,
         tcHandle: undefined,

@@ -148,6 +148,11 @@ export interface RevertPlan {
   fresh: boolean;
   /** A new object was loaded over existing pins: the previous programs are at progs_old once swapped. */
   swapsPrograms: boolean;
+  /**
+   * This policy's filters at another priority (the one before a priority change),
+   * which the change removes once the new ones are in: the revert puts them back.
+   */
+  strays: TcFilterSlot[];
   /** Per hook: whether one of our filters was there before the change. */
   hookedBefore: Record<Direction, boolean>;
   /** The interface had a clsact qdisc before the change. */
@@ -178,6 +183,11 @@ export function revertScript(plan: RevertPlan): string {
     const where = `dev "$DEV" ${direction} prio ${slot.priority} handle ${formatHandle(slot.handle)} bpf`;
     if (!plan.hookedBefore[direction] || plan.fresh) lines.push(`tc filter del ${where} 2>/dev/null`);
     else if (plan.swapsPrograms) lines.push(`tc filter replace ${where} da object-pinned "$OLD/${PROGRAMS[direction]}"`);
+  }
+  if (!plan.fresh) {
+    for (const stray of plan.strays) {
+      lines.push(`tc filter replace dev "$DEV" ${stray.direction} prio ${stray.priority} handle ${formatHandle(stray.handle)} bpf da object-pinned "$OLD/${PROGRAMS[stray.direction]}" 2>/dev/null`);
+    }
   }
   if (plan.fresh) lines.push(`rm -rf -- "$D"`);
   else if (plan.swapsPrograms) lines.push(`if [ -d "$D/progs_old" ]; then rm -rf -- "$D/progs"; mv "$D/progs_old" "$D/progs"; fi`, `rm -rf -- "$D/progs_new"`);

@@ -23,8 +23,9 @@ import {
   type PinLayout,
 } from "../remote/bpfHost";
 import { hostLabel } from "../remote/hostSchema";
+import { proveManagementPath } from "../remote/lockout";
 import { armRevert, type RevertTimer } from "../remote/revertTimer";
-import { dropSession, freshLogin, sessionFor, type SshSession } from "../remote/ssh";
+import { sessionFor, type SshSession } from "../remote/ssh";
 import {
   bpfFilterCommand,
   deleteBpfFilter,
@@ -40,22 +41,20 @@ import { failsafeOf, managementCut, peerAddress, restoreOperations, revertScript
 import { programsDir, surveyPolicy, type PolicyHostState } from "./hostState";
 import { desiredPolicy, observePolicy, planPolicy, type ObservedPolicy } from "./plan";
 import { countersOf, policyAsLoaded, rawEntries, ruleHitsOf } from "./report";
-import { checkTcPolicy, DIRECTIONS, rulesOf, tcPolicySchema, type Direction, type PolicyRule, type TcPolicyInputs, type TcPolicyOutputs } from "./schema";
+import { checkTcPolicy, DEFAULT_PRIORITY, DIRECTIONS, rulesOf, tcPolicySchema, type Direction, type PolicyRule, type TcPolicyInputs, type TcPolicyOutputs } from "./schema";
 
 const KIND = "tc-policy";
 const OBJECT = "tc_policy";
 
 /**
- * TC priority of both filters. Lower runs first: after a TrafficMirror at its
- * default priority 1 (so mirrors still show what arrived, including what the
- * policy drops), before every filter added without a priority (tc numbers
- * those from 49152 down). A filter before ours that returns TC_ACT_OK ends the
- * hook's processing, and the policy never sees those packets.
+ * TC priority of both filters unless the policy's `priority` says otherwise.
+ * Lower runs first: after a TrafficMirror at its default priority 1 (so mirrors
+ * still show what arrived, including what the policy drops), before every
+ * filter added without a priority (tc numbers those from 49152 down). A filter
+ * before ours that returns TC_ACT_OK ends the hook's processing, and the policy
+ * never sees those packets.
  */
-export const TC_PRIORITY = 2;
-
-/** Seconds until an undisarmed revert timer undoes a change on the management interface. */
-export const LOCKOUT_REVERT_SECONDS = 30;
+export const TC_PRIORITY = DEFAULT_PRIORITY;
 
 /** The flow table's per-flow idle timers. */
 const TIMER_HELPERS = ["bpf_timer_init", "bpf_timer_set_callback", "bpf_timer_start"];
@@ -92,8 +91,11 @@ async function connect(inputs: Pick<TcPolicyInputs, "host" | "credentials" | "na
   return { session, layout: pinLayout(KIND, inputs.name) };
 }
 
-function slotOf(inputs: Pick<TcPolicyInputs, "interface" | "name">, direction: Direction): TcFilterSlot {
-  return { iface: inputs.interface, direction, priority: TC_PRIORITY, handle: tcHandle(inputs.name) };
+type Placement = Pick<TcPolicyInputs, "interface" | "name" | "priority">;
+
+// State written before `priority` existed has none: its filters are at the default.
+function slotOf(inputs: Placement, direction: Direction): TcFilterSlot {
+  return { iface: inputs.interface, direction, priority: inputs.priority ?? TC_PRIORITY, handle: tcHandle(inputs.name) };
 }
 
 /** The kernel keeps 15 characters of a program's name. */
@@ -127,10 +129,32 @@ function requireHook(session: SshSession, host: PolicyHostState, iface: string):
   }
 }
 
-/** Refuses a priority/handle on either hook that holds a filter this policy did not attach. */
+/**
+ * This policy's filters at a priority other than `inputs.priority`: those of the
+ * priority before a change of it (or of a run that died half way through one).
+ */
+function strayFilters(host: PolicyHostState, inputs: Placement): TcFilterSlot[] {
+  const handle = tcHandle(inputs.name);
+  return host.filters
+    .filter((f) => f.handle === handle && f.priority !== slotOf(inputs, f.direction).priority && isOurs(f, host, f.direction))
+    .map((f) => ({ iface: inputs.interface, direction: f.direction, priority: f.priority, handle }));
+}
+
+/**
+ * Refuses a priority/handle on either hook that holds a filter this policy did not
+ * attach, and a priority whose filters are of another kind or protocol (the kernel
+ * keeps one kind and protocol per priority, and would refuse ours with EINVAL).
+ */
 function claimSlots(session: SshSession, host: PolicyHostState, inputs: TcPolicyInputs): void {
   for (const direction of DIRECTIONS) {
     const slot = slotOf(inputs, direction);
+    const clash = host.filters.find((f) => f.direction === direction && f.priority === slot.priority && (f.kind !== "bpf" || f.protocol !== "all"));
+    if (clash) {
+      throw new HostPreconditionError(
+        `${session.label}: ${inputs.interface} ${direction} has a ${clash.kind} filter for protocol ${clash.protocol} at priority ${slot.priority}; ` +
+          `the kernel keeps one filter kind and protocol per priority, so the policy's bpf filters (protocol all) cannot join it. Choose another priority. Nothing was changed.`,
+      );
+    }
     const existing = findFilter(host.filters, slot);
     if (!existing || isOurs(existing, host, direction)) continue;
     throw new HostPreconditionError(
@@ -165,7 +189,7 @@ function observedFrom(host: PolicyHostState): ObservedPolicy {
 }
 
 /** Both hooks run this policy's programs. */
-function attachedOn(host: PolicyHostState, inputs: Pick<TcPolicyInputs, "interface" | "name">): boolean {
+function attachedOn(host: PolicyHostState, inputs: Placement): boolean {
   return DIRECTIONS.every((d) => {
     const filter = findFilter(host.filters, slotOf(inputs, d));
     return filter !== undefined && filter.programId !== undefined && filter.programId === host.programs[d]?.id;
@@ -191,36 +215,10 @@ function outputsOf(
     counters: countersOf(host.maps.get(MAPS.stats)),
     ruleHits: ruleHitsOf(host.maps.get(MAPS.hits), rules),
     liveFlows: host.liveFlows ?? 0,
-    tcPriority: TC_PRIORITY,
+    tcPriority: inputs.priority ?? TC_PRIORITY,
     tcHandle: tcHandle(inputs.name),
     qdiscCreated,
   };
-}
-
-// ------------------------------------------------------------ lockout guard
-
-async function loginWorks(inputs: TcPolicyInputs, timeoutMs: number): Promise<Error | undefined> {
-  try {
-    await freshLogin({ ...inputs.host, connectTimeoutMs: timeoutMs }, inputs.credentials);
-    return undefined;
-  } catch (err) {
-    return err as Error;
-  }
-}
-
-/** After a fresh login failed: waits for the host to come back by itself (its revert timer) and says what happened. */
-async function reportLockout(session: SshSession, inputs: TcPolicyInputs, peer: Prefix | undefined, failure: Error): Promise<never> {
-  dropSession(inputs.host, inputs.credentials);
-  const deadline = Date.now() + (LOCKOUT_REVERT_SECONDS + 20) * 1000;
-  let back = false;
-  while (!back && Date.now() < deadline) back = (await loginWorks(inputs, 5000)) === undefined;
-  throw new HostPreconditionError(
-    `${session.label}: after the change, a fresh SSH login failed (${failure.message.split("\n")[0]}): the policy cuts the management path ` +
-      `(SSH from ${peer ? formatAddress(peer.bytes) : "the provider"} over ${inputs.interface}). The revert timer armed before the change ` +
-      (back ? `undid it and the host is reachable again.` : `undoes it within ${LOCKOUT_REVERT_SECONDS} s; the host was not reachable again yet.`) +
-      ` Nothing was recorded as applied. Allow inbound TCP to port ${inputs.host.port} from the addresses this host is managed from` +
-      `${inputs.allowLockout ? ", or drop allowLockout so that the failsafe keeps the provider's own session open" : ""}.`,
-  );
 }
 
 // The programs just loaded become <dir>/progs; the previous ones stay at
@@ -261,16 +259,19 @@ async function converge(inputs: TcPolicyInputs, olds?: TcPolicyState): Promise<T
   const hooked = Object.fromEntries(DIRECTIONS.map((d) => [d, findFilter(host.filters, slotOf(inputs, d))])) as Record<Direction, TcFilter | undefined>;
   const runsOurs = (d: Direction) => hooked[d]?.programId !== undefined && hooked[d]?.programId === host.programs[d]?.id;
   const attachesNew = inputs.attached && (needsLoad || !DIRECTIONS.every(runsOurs));
-  const changesTraffic = inputs.attached && (plan.operations.length > 0 || attachesNew);
+  // After a change of priority, the filters at the old one go once the new ones are in.
+  const strays = strayFilters(host, inputs);
+  const changesTraffic = inputs.attached && (plan.operations.length > 0 || attachesNew || strays.length > 0);
   const managementInterface = host.managementRoute?.dev;
   // Without a route to the peer there is no telling which interface carries the session.
-  const guarded = changesTraffic && (managementInterface === undefined || managementInterface === inputs.interface);
+  const guarded = inputs.lockoutGuard && changesTraffic && (managementInterface === undefined || managementInterface === inputs.interface);
   const revert: RevertPlan = {
     layout,
     iface: inputs.interface,
     slots: { ingress: slotOf(inputs, "ingress"), egress: slotOf(inputs, "egress") },
     fresh: !hadPins,
     swapsPrograms,
+    strays,
     hookedBefore: { ingress: hooked.ingress !== undefined, egress: hooked.egress !== undefined },
     qdiscBefore: host.hookQdisc === "clsact",
     restore: hadPins ? restoreOperations(new Map([...host.maps].map(([m, entries]) => [mapPin(m), entries])), plan.operations) : { deletes: [], updates: [] },
@@ -281,7 +282,7 @@ async function converge(inputs: TcPolicyInputs, olds?: TcPolicyState): Promise<T
   let mapsTouched = false;
   try {
     const newPrograms = needsLoad ? await loadAllPrograms(session, layout, await uploadObject(session, object, host.objectPresent), "tc") : undefined;
-    if (guarded) timer = await armRevert(session, revertScript(revert), LOCKOUT_REVERT_SECONDS);
+    if (guarded) timer = await armRevert(session, revertScript(revert), inputs.lockoutRevertSeconds);
     // Rules before hooks: a filter never runs against maps that are not written yet.
     mapsTouched = true;
     await applyMapOperations(session, plan.operations);
@@ -297,6 +298,7 @@ async function converge(inputs: TcPolicyInputs, olds?: TcPolicyState): Promise<T
       else if (inputs.attached && (newPrograms || !runsOurs(direction))) hookCommands.push(bpfFilterCommand("replace", slot, pin));
       else if (!inputs.attached && hooked[direction]) hookCommands.push(deleteBpfFilterCommand(slot));
     }
+    for (const stray of strays) hookCommands.push(deleteBpfFilterCommand(stray));
     if (newPrograms) hookCommands.push(["sh", "-c", SWAP_SCRIPT, "bpfleet", layout.dir]);
     if (hookCommands.length > 0) await session.run(hookCommands);
     if (addsQdisc) qdiscCreated = true;
@@ -309,9 +311,16 @@ async function converge(inputs: TcPolicyInputs, olds?: TcPolicyState): Promise<T
     throw err;
   }
   if (timer) {
-    const failure = await loginWorks(inputs, Math.min(inputs.host.connectTimeoutMs, (LOCKOUT_REVERT_SECONDS * 1000) / 2));
-    if (failure) await reportLockout(session, inputs, peer, failure);
-    await timer.disarm();
+    await proveManagementPath(session, timer, {
+      host: inputs.host,
+      credentials: inputs.credentials,
+      iface: inputs.interface,
+      lockoutRevertSeconds: inputs.lockoutRevertSeconds,
+      subject: "the policy",
+      advice:
+        `Allow inbound TCP to port ${inputs.host.port} from the addresses this host is managed from` +
+        `${inputs.allowLockout ? ", or drop allowLockout so that the failsafe keeps the provider's own session open" : ""}.`,
+    });
   }
   if (swapsPrograms) await session.run(["rm", "-rf", "--", `${layout.dir}/progs_old`]);
   // bpftool batch stops at the first failed write, so after it succeeded the maps hold
@@ -357,10 +366,12 @@ export const tcPolicyKind: Kind<TcPolicyInputs, TcPolicyState> = {
   async delete(_id, olds) {
     const { session, layout } = await connect(olds);
     const host = await surveyPolicy(session, olds.interface, layout, {});
-    // Only the filters in this policy's slots that run its programs; whatever else is on the hooks stays.
-    for (const direction of DIRECTIONS) {
-      const existing = findFilter(host.filters, slotOf(olds, direction));
-      if (existing && isOurs(existing, host, direction)) await deleteBpfFilter(session, slotOf(olds, direction));
+    // Only the filters with this policy's handle that run its programs (at its priority, or at an
+    // earlier one a priority change died before removing); whatever else is on the hooks stays.
+    const handle = tcHandle(olds.name);
+    for (const filter of host.filters) {
+      if (filter.handle !== handle || !isOurs(filter, host, filter.direction)) continue;
+      await deleteBpfFilter(session, { iface: olds.interface, direction: filter.direction, priority: filter.priority, handle });
     }
     await removePins(session, layout);
     if (olds.qdiscCreated) await removeClsactIfEmpty(session, olds.interface).catch(() => undefined);

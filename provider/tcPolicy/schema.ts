@@ -18,6 +18,7 @@ import { z } from "zod";
 import { canonicalPrefix, CidrError, parsePrefix, type Family } from "../cidr";
 import { checkInputs, UNKNOWN } from "../dynamicAdapter";
 import { credentialsSchema, hostSchema } from "../remote/hostSchema";
+import { lockoutInputs } from "../remote/lockout";
 import { interfaceName, pinName } from "../validation";
 import { MAX_RULES } from "./codec";
 
@@ -27,6 +28,9 @@ export type Direction = "ingress" | "egress";
 export type Action = "allow" | "deny";
 export type Protocol = "tcp" | "udp" | "icmp" | "any";
 export const DIRECTIONS: readonly Direction[] = ["ingress", "egress"];
+
+/** TC priority of a policy's filters unless `priority` says otherwise. */
+export const DEFAULT_PRIORITY = 2;
 
 /** One rule in canonical form. */
 export interface PolicyRule {
@@ -236,6 +240,14 @@ export const tcPolicySchema = z.object({
    * over another interface. Default false.
    */
   allowLockout: z.boolean().default(false),
+  ...lockoutInputs,
+  /**
+   * TC priority of both filters, 1-65535 (lower runs first). Default 2: after a
+   * TrafficMirror at its default 1, before filters added without a priority (tc
+   * numbers those from 49152 down). Changes in place: the filters at the new
+   * priority are added before those at the old one are removed.
+   */
+  priority: z.number().int("must be a whole number").min(1, "must be at least 1 (0 would let the kernel pick one)").max(65535, "must be at most 65535 (TC priorities are 16 bits)").default(DEFAULT_PRIORITY),
 });
 
 export type TcPolicyInputs = z.infer<typeof tcPolicySchema>;

@@ -5,7 +5,8 @@
  * after the config names something else (or the filters are gone); filters
  * change by flipping between two complete sets; a new BPF object is swapped
  * into the TC filters in place. Only this mirror's filters, tunnels and pins
- * are ever removed.
+ * are ever removed. A change on the path of the management SSH session runs
+ * under the lockout guard (guard.ts).
  */
 import type { Kind } from "../dynamicAdapter";
 import { packagedObject } from "../objects";
@@ -25,6 +26,8 @@ import {
   type PinLayout,
 } from "../remote/bpfHost";
 import { hostLabel } from "../remote/hostSchema";
+import { proveManagementPath } from "../remote/lockout";
+import { armRevert, type RevertTimer } from "../remote/revertTimer";
 import { sessionFor, type SshSession } from "../remote/ssh";
 import {
   addBpfFilter,
@@ -32,6 +35,7 @@ import {
   ensureClsact,
   findFilter,
   formatHandle,
+  hasClsact,
   removeClsactIfEmpty,
   replaceBpfFilter,
   TC_DIRECTIONS,
@@ -41,7 +45,8 @@ import {
   type TcFilterSlot,
 } from "../remote/tc";
 import { CONFIG_MAP, countersOf, decodeConfig, EMPTY_CONFIG, FILTERS_MAP, liveFilters, STATS_MAP, type MirrorConfig } from "./codec";
-import { mirrorOperations, planMirror, type ObservedMirror } from "./plan";
+import { changedPaths, mirrorRevertScript, touchesManagementPath, type MirrorRevertPlan } from "./guard";
+import { mirrorOperations, planMirror, type DesiredMirror, type ObservedMirror } from "./plan";
 import {
   trafficMirrorSchema,
   type Direction,
@@ -51,7 +56,18 @@ import {
   type TrafficMirrorInputs,
   type TrafficMirrorOutputs,
 } from "./schema";
-import { ensureTunnel, linkNamed, listLinks, removeOwnedTunnels, tunnelAlias, tunnelGuard, tunnelSpecOf, type LinkInfo } from "./tunnel";
+import {
+  ensureTunnel,
+  linkNamed,
+  listLinks,
+  removeOwnedTunnels,
+  sameTunnel,
+  tunnelAlias,
+  tunnelDeviceName,
+  tunnelGuard,
+  tunnelSpecOf,
+  type LinkInfo,
+} from "./tunnel";
 
 const KIND = "traffic-mirror";
 const OBJECT = "tc_mirror";
@@ -95,6 +111,8 @@ function slotOf(placement: Placement, direction: TcDirection): TcFilterSlot {
 }
 
 interface MapsState extends ObservedMirror {
+  /** The config entry as the map holds it, for the revert to write back. */
+  configBytes: Uint8Array | undefined;
   stats: { values: Uint8Array[] }[];
 }
 
@@ -108,7 +126,7 @@ async function readMaps(session: SshSession, layout: PinLayout): Promise<MapsSta
     const index = new DataView(entry.key.buffer, entry.key.byteOffset, 4).getUint32(0, true);
     if (entry.values[0]) slots.set(index, entry.values[0]);
   }
-  return { config, filters: liveFilters(config, slots), stats: dumps.get(pin(STATS_MAP)) ?? [] };
+  return { config, configBytes: configEntry, filters: liveFilters(config, slots), stats: dumps.get(pin(STATS_MAP)) ?? [] };
 }
 
 interface Observed {
@@ -213,9 +231,27 @@ function claimSlots(session: SshSession, hooks: readonly TcFilter[], placement: 
   }
 }
 
+function desiredMirror(inputs: TrafficMirrorInputs, targetIfindex: number): DesiredMirror {
+  return {
+    targetIfindex,
+    sampleRate: inputs.sampleRate,
+    guard: inputs.target.tunnel ? tunnelGuard(inputs.target.tunnel) : undefined,
+    filters: inputs.filters,
+  };
+}
+
+/** The tunnel `inputs` asks for, when it exists on the host already as this mirror's, up and with its parameters. */
+function readyTunnel(links: readonly LinkInfo[], inputs: TrafficMirrorInputs): LinkInfo | undefined {
+  const spec = inputs.target.tunnel;
+  if (!spec) return undefined;
+  const link = links.find((l) => l.ifname === tunnelDeviceName(inputs.name, spec));
+  return link && link.alias === tunnelAlias(inputs.name) && link.up && sameTunnel(tunnelSpecOf(link), spec) ? link : undefined;
+}
+
 /**
  * Brings the host to `inputs`. Create and update share it, so a run that died
- * half way (pins left, filters missing) converges on the next `up`.
+ * half way (pins left, filters missing) converges on the next `up`. A change
+ * on the path of the management session runs under the lockout guard (guard.ts).
  */
 async function converge(inputs: TrafficMirrorInputs, olds?: TrafficMirrorOutputs): Promise<TrafficMirrorOutputs> {
   const { session, layout } = await connect(inputs);
@@ -235,68 +271,83 @@ async function converge(inputs: TrafficMirrorInputs, olds?: TrafficMirrorOutputs
   const object = packagedObject(OBJECT);
   const fresh = program === undefined;
   const needsLoad = fresh || olds?.objectSha256 !== object.sha256;
+  const swapsProgram = needsLoad && !fresh;
+  const wanted = directionsOf(inputs.direction);
+  const hooked = (d: TcDirection) => findFilter(hooks, slotOf(inputs, d));
+  const hooksChange = TC_DIRECTIONS.some((d) => (wanted.includes(d) ? needsLoad || hooked(d)?.programId !== program?.id : hooked(d) !== undefined));
+  const tunnelBefore = readyTunnel(links, inputs);
+  const tunnelDevice = inputs.target.tunnel && tunnelDeviceName(inputs.name, inputs.target.tunnel);
+  // Read before any change: loading reuses these very maps (a fresh mirror reads again after its load).
+  let current = fresh ? undefined : await readMaps(session, layout);
+  const knownTarget = inputs.target.tunnel ? tunnelBefore : localTarget;
+  const rewritesConfig = !current || !knownTarget || mirrorOperations(planMirror(desiredMirror(inputs, knownTarget.ifindex), current), (map) => map).length > 0;
+  const changes = needsLoad || hooksChange || rewritesConfig;
+  const paths = inputs.lockoutGuard && changes ? await changedPaths(session, inputs.target.tunnel?.remote) : undefined;
+  const guarded = paths !== undefined && touchesManagementPath(paths, inputs.interface, tunnelDevice !== undefined);
+  const revert: MirrorRevertPlan = {
+    layout,
+    iface: inputs.interface,
+    priority: inputs.priority,
+    handle: tcHandle(inputs.name),
+    fresh,
+    hookedBefore: TC_DIRECTIONS.filter((d) => hooked(d) !== undefined),
+    config: current?.configBytes,
+    newTunnel: tunnelDevice !== undefined && !links.some((l) => l.ifname === tunnelDevice) ? tunnelDevice : undefined,
+    qdiscBefore: await hasClsact(session, inputs.interface),
+  };
+
   let qdiscCreated = olds?.qdiscCreated ?? false;
-  let qdiscCreatedNow = false;
+  let timer: RevertTimer | undefined;
   let newProgram: string | undefined;
   let tunnel: { link: LinkInfo; created: boolean } | undefined;
-  let pointsAtTunnel = false;
-  const added: TcFilterSlot[] = [];
   try {
+    if (guarded) timer = await armRevert(session, mirrorRevertScript(revert), inputs.lockoutRevertSeconds);
     if (inputs.target.tunnel) tunnel = await ensureTunnel(session, inputs.name, inputs.target.tunnel, links);
     const target = tunnel?.link ?? localTarget!;
     if (needsLoad) {
       const present = await pathExists(session, objectRemotePath(object));
       newProgram = await loadProgram(session, layout, await uploadObject(session, object, present), "tc");
     }
-    // Read after loading: a fresh load may have adopted map pins an earlier run left.
-    const current = await readMaps(session, layout);
-    const plan = planMirror(
-      {
-        targetIfindex: target.ifindex,
-        sampleRate: inputs.sampleRate,
-        guard: inputs.target.tunnel ? tunnelGuard(inputs.target.tunnel) : undefined,
-        filters: inputs.filters,
-      },
-      current,
-    );
-    await applyMapOperations(session, mirrorOperations(plan, (map) => `${layout.maps}/${map}`));
-    pointsAtTunnel = tunnel !== undefined;
+    // A fresh load may have adopted map pins an earlier run left.
+    current ??= await readMaps(session, layout);
+    await applyMapOperations(session, mirrorOperations(planMirror(desiredMirror(inputs, target.ifindex), current), (map) => `${layout.maps}/${map}`));
 
-    const wanted = directionsOf(inputs.direction);
-    if (wanted.length > 0 && (await ensureClsact(session, inputs.interface)).created) {
-      qdiscCreated = true;
-      qdiscCreatedNow = true;
-    }
+    if (wanted.length > 0 && (await ensureClsact(session, inputs.interface)).created) qdiscCreated = true;
     for (const direction of TC_DIRECTIONS) {
       const slot = slotOf(inputs, direction);
-      const existing = findFilter(hooks, slot);
+      const existing = hooked(direction);
       if (wanted.includes(direction)) {
-        if (!existing) {
-          await addBpfFilter(session, slot, newProgram ?? layout.program);
-          added.push(slot);
-        } else if (newProgram || existing.programId !== program?.id) {
-          await replaceBpfFilter(session, slot, newProgram ?? layout.program);
-        }
+        if (!existing) await addBpfFilter(session, slot, newProgram ?? layout.program);
+        else if (newProgram || existing.programId !== program?.id) await replaceBpfFilter(session, slot, newProgram ?? layout.program);
       } else if (existing) {
         await deleteBpfFilter(session, slot);
       }
     }
-    if (newProgram) await session.run(["mv", "-f", newProgram, layout.program]);
+    // The previous program stays pinned as prog_old until the change is proven.
+    if (newProgram) await session.run([...(swapsProgram ? [["mv", "-f", layout.program, `${layout.program}_old`]] : []), ["mv", "-f", newProgram, layout.program]]);
   } catch (err) {
-    // Leave the host as it was: a fresh mirror is removed whole; an existing one
-    // keeps its program, and a tunnel the config never named goes again.
-    for (const slot of added) await deleteBpfFilter(session, slot).catch(() => undefined);
-    if (fresh) {
-      await removePins(session, layout).catch(() => undefined);
-      await removeOwnedTunnels(session, inputs.name).catch(() => undefined);
-      if (qdiscCreatedNow) await removeClsactIfEmpty(session, inputs.interface).catch(() => undefined);
-    } else {
-      if (newProgram) await session.run(["rm", "-f", newProgram]).catch(() => undefined);
-      if (tunnel?.created && !pointsAtTunnel) await session.run(["ip", "link", "del", "dev", tunnel.link.ifname]).catch(() => undefined);
-    }
+    // Leave the host as it was: the steps the revert timer would run. A fresh
+    // mirror is removed whole; an existing one gets its config, filters and
+    // program back, and a tunnel the change made goes again.
+    await timer?.disarm().catch(() => undefined);
+    await session.run(["sh", "-c", mirrorRevertScript(revert)]).catch(() => undefined);
+    if (fresh) await removePins(session, layout).catch(() => undefined);
     throw err;
   }
-  // Only now that the config names the current target may earlier tunnels go.
+  if (timer) {
+    await proveManagementPath(session, timer, {
+      host: inputs.host,
+      credentials: inputs.credentials,
+      iface: paths?.management ?? inputs.interface,
+      lockoutRevertSeconds: inputs.lockoutRevertSeconds,
+      subject: "the mirror",
+      advice:
+        `A mirror hands every packet on, so look at what else changed on ${inputs.interface}: the BPF object loaded` +
+        `${tunnel ? ` and the tunnel ${tunnel.link.ifname} to ${inputs.target.tunnel!.remote}` : ""}.`,
+    });
+  }
+  if (swapsProgram) await session.run(["rm", "-f", `${layout.program}_old`]);
+  // Only now that the change is proven and the config names the current target may earlier tunnels go.
   await removeOwnedTunnels(session, inputs.name, tunnel?.link.ifname);
   const observed = await observe(session, layout, inputs);
   if (!observed) throw new Error(`${session.label}: the mirror's pins vanished right after it was applied`);

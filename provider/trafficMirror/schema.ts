@@ -8,6 +8,7 @@ import { isIPv4, isIPv6 } from "node:net";
 import { z } from "zod";
 import { canonicalPrefix, CidrError, formatAddress, parsePrefix } from "../cidr";
 import { credentialsSchema, hostSchema } from "../remote/hostSchema";
+import { lockoutInputs } from "../remote/lockout";
 import { interfaceName, pinName } from "../validation";
 
 /** Filters the program holds (MIRROR_MAX_FILTERS in bpf/include/tc_mirror.h). */
@@ -247,6 +248,12 @@ export const trafficMirrorSchema = z.object({
   target: targetSchema,
   /** TC filter priority on the interface's hooks (lower runs first). Changing it replaces the mirror. */
   priority: z.number().int().min(1).max(0xffff).default(1),
+  /**
+   * Guard changes made when the mirrored interface, or the underlay of the
+   * mirror's tunnel, carries the management SSH session: the host undoes the
+   * change by itself unless a fresh SSH login works after it.
+   */
+  ...lockoutInputs,
 });
 
 export type TrafficMirrorInputs = z.infer<typeof trafficMirrorSchema>;

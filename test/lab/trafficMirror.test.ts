@@ -10,6 +10,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { checkInputs } from "../../provider/dynamicAdapter";
 import { packagedObject } from "../../provider/objects";
+import { objectRemotePath } from "../../provider/remote/bpfHost";
 import { closeAllSessions } from "../../provider/remote/ssh";
 import { CONFIG_MAP, decodeConfig, encodeConfig, encodeFilter, filterSlot } from "../../provider/trafficMirror/codec";
 import { tcHandle, trafficMirrorKind as mirror } from "../../provider/trafficMirror/lifecycle";
@@ -121,6 +122,54 @@ async function startCapture(
 }
 
 const hexSorted = (frames: Buffer[]) => frames.map((f) => f.toString("hex")).sort();
+
+// ---------------------------------------------------------------- lockout guards
+
+const GUARD_DIR = "/run/bpfleet/guards";
+
+interface ArmedGuard {
+  token: string;
+  /** The revert window the host's watcher sleeps for. */
+  seconds: number;
+}
+
+/**
+ * Watches, from inside the host, for revert timers armed there: each guard
+ * leaves <token>.pid while armed, naming its watcher, whose command line holds
+ * the window. /run is shared by every lab on this machine, so only watchers in
+ * this host's network namespace count.
+ */
+async function watchGuards(host: LabHost): Promise<() => Promise<ArmedGuard[]>> {
+  const script = `
+me=$(readlink /proc/self/ns/net)
+echo ready
+while :; do
+  for p in "$1"/*.pid; do
+    [ -e "$p" ] || continue
+    pid=$(cat "$p" 2>/dev/null)
+    [ -n "$pid" ] && [ "$(readlink /proc/$pid/ns/net 2>/dev/null)" = "$me" ] || continue
+    echo "armed $(basename "$p" .pid) $(tr '\\0' ' ' < /proc/$pid/cmdline 2>/dev/null)"
+  done
+  sleep 0.005
+done`;
+  const proc = lab.inHost(host, ["sh", "-c", script, "watch", GUARD_DIR], { reject: false });
+  let out = "";
+  proc.stdout!.on("data", (d: Buffer) => (out += d.toString()));
+  while (!out.includes("ready")) await sleep(10);
+  return async () => {
+    proc.kill("SIGTERM");
+    await proc;
+    const armed = new Map<string, number>();
+    for (const m of out.matchAll(/^armed (\S+) .*bpfleet-guard (\d+) /gm)) armed.set(m[1]!, Number(m[2]));
+    return [...armed].map(([token, seconds]) => ({ token, seconds }));
+  };
+}
+
+/** What the guard left on the host: its files (none once disarmed; <token>.fired once the host reverted). */
+async function guardFiles(host: LabHost, token: string): Promise<string[]> {
+  const out = await inHostText(host, ["sh", "-c", 'ls -1 "$0" 2>/dev/null | grep -F -- "$1" || true', GUARD_DIR, token]);
+  return out.split("\n").filter(Boolean).map((f) => f.slice(token.length));
+}
 
 // ---------------------------------------------------------------- traffic
 
@@ -538,5 +587,112 @@ describe("TrafficMirror refuses, and leaves the host as it was", () => {
     } finally {
       await lab.inHost(h1, ["tc", "qdisc", "del", "dev", "eth0", "clsact"]);
     }
+  });
+});
+
+describe("TrafficMirror lockout guard (eth0 carries the provider's SSH session)", () => {
+  let created: { id: string; outs: TrafficMirrorOutputs };
+
+  async function ingressPrograms(): Promise<number[]> {
+    const rows = JSON.parse(await inHostText(h1, ["tc", "-j", "filter", "show", "dev", "eth0", "ingress"])) as { options?: { handle: string; prog?: { id: number } } }[];
+    return rows.filter((r) => r.options?.handle === `0x${tcHandle("grd").toString(16)}`).map((r) => r.options!.prog!.id);
+  }
+
+  it("a change on the management interface arms a revert with the window asked for, and disarms it once a fresh login works", async () => {
+    const stop = await watchGuards(h1);
+    created = await mirror.create(inputs(h1, { name: "grd", lockoutRevertSeconds: 40 }));
+    const outs = await mirror.update(created.id, created.outs, inputs(h1, { name: "grd", lockoutRevertSeconds: 40, sampleRate: 2 }));
+    const armed = await stop();
+    // One guard for the create, one for the update, both with the 40 s window.
+    expect(armed.map((g) => g.seconds)).toEqual([40, 40]);
+    for (const { token } of armed) expect(await guardFiles(h1, token)).toEqual([]);
+    expect(outs.sampleRate).toBe(2);
+    expect(await ingressPrograms()).toEqual([created.outs.programId]);
+    created = { id: created.id, outs };
+  });
+
+  it("with lockoutGuard: false the change is applied with no revert armed; a change that changes nothing arms none either", async () => {
+    const stop = await watchGuards(h1);
+    const outs = await mirror.update(created.id, created.outs, inputs(h1, { name: "grd", lockoutGuard: false, sampleRate: 3 }));
+    await mirror.update(created.id, outs, inputs(h1, { name: "grd", sampleRate: 3 }));
+    expect(await stop()).toEqual([]);
+    expect(outs.sampleRate).toBe(3);
+    expect((await mirror.read(created.id, outs))!.outs.sampleRate).toBe(3);
+    created = { id: created.id, outs };
+  });
+
+  describe("a BPF object that cuts new SSH logins", () => {
+    // Stands in for a faulty upgrade: the mirror's maps, and a program that drops
+    // IPv4 TCP SYNs to port 22. The provider's open session goes on; fresh logins fail.
+    const cached = () => objectRemotePath(packagedObject("tc_mirror"));
+
+    beforeAll(async () => {
+      const src = join(workDir, "cutssh.bpf.c");
+      writeFileSync(
+        src,
+        `#include <linux/bpf.h>\n#include <linux/pkt_cls.h>\n#include <bpf/bpf_helpers.h>\n#include "tc_mirror.h"\n` +
+          `struct { __uint(type, BPF_MAP_TYPE_ARRAY); __uint(max_entries, 1); __type(key, __u32); __type(value, struct mirror_config); } mirror_config SEC(".maps");\n` +
+          `struct { __uint(type, BPF_MAP_TYPE_ARRAY); __uint(max_entries, MIRROR_FILTER_SLOTS); __type(key, __u32); __type(value, struct mirror_filter); } mirror_filters SEC(".maps");\n` +
+          `struct { __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY); __uint(max_entries, MIRROR_STAT_MAX); __type(key, __u32); __type(value, struct mirror_counter); } mirror_stats SEC(".maps");\n` +
+          `SEC("tc") int tc_mirror(struct __sk_buff *skb) {\n` +
+          `  unsigned char b[36];\n` +
+          `  if (bpf_skb_load_bytes(skb, 12, b, sizeof(b))) return TC_ACT_UNSPEC;\n` +
+          `  /* IPv4 without options, TCP to port 22, SYN without ACK */\n` +
+          `  if (b[0] == 0x08 && b[1] == 0x00 && b[2] == 0x45 && b[11] == 6 && b[24] == 0 && b[25] == 22 && (b[35] & 0x12) == 0x02) return TC_ACT_SHOT;\n` +
+          `  return TC_ACT_UNSPEC;\n}\nchar LICENSE[] SEC("license") = "GPL";\n`,
+      );
+      const multiarch = execFileSync("gcc", ["-dumpmachine"]).toString().trim();
+      const include = join(__dirname, "../../bpf/include");
+      execFileSync("clang", ["-O2", "-g", "-target", "bpf", "-I", `/usr/include/${multiarch}`, "-I", include, "-c", src, "-o", join(workDir, "cutssh.bpf.o")]);
+      // In the host's content-addressed cache, where the provider finds it and skips the upload.
+      await lab.putFile(h1, cached(), readFileSync(join(workDir, "cutssh.bpf.o")));
+    });
+
+    afterAll(async () => {
+      await lab.inHost(h1, ["rm", "-f", cached()]);
+    });
+
+    it("an upgrade to it is undone by the host within lockoutRevertSeconds: the previous program runs again, and the update fails saying so", async () => {
+      const before = await mirror.read(created.id, created.outs);
+      const stop = await watchGuards(h1);
+      const started = Date.now();
+      const stale = { ...created.outs, objectSha256: "0".repeat(64) };
+      await expect(mirror.update(created.id, stale, inputs(h1, { name: "grd", sampleRate: 3, lockoutRevertSeconds: 5 }))).rejects.toThrow(
+        /fresh SSH login failed.*the mirror cuts the management path.*over eth0.*undid it and the host is reachable again/s,
+      );
+      const elapsed = Date.now() - started;
+      const armed = await stop();
+      expect(armed.map((g) => g.seconds)).toEqual([5]);
+      // The host ran the revert by itself: its watcher fired (nobody disarmed it), well before the default 30 s.
+      expect(await guardFiles(h1, armed[0]!.token)).toContain(".fired");
+      expect(elapsed).toBeGreaterThanOrEqual(5000);
+      expect(elapsed).toBeLessThan(25_000);
+      expect((await lab.ssh(h1, ["true"], { reject: false })).exitCode).toBe(0);
+      const after = await mirror.read(created.id, created.outs);
+      expect(after!.outs.programId).toBe(before!.outs.programId);
+      expect(await ingressPrograms()).toEqual([before!.outs.programId]);
+      expect(after!.inputs.filters).toEqual(before!.inputs.filters);
+      expect(await pinsOn(h1)).not.toMatch(/prog_old|prog_new/);
+    }, 90_000);
+
+    it("a new mirror loading it is removed whole by the host", async () => {
+      const stop = await watchGuards(h1);
+      await expect(mirror.create(inputs(h1, { name: "grdnew", lockoutRevertSeconds: 5 }))).rejects.toThrow(/fresh SSH login failed.*undid it/s);
+      const armed = await stop();
+      expect(armed).toHaveLength(1);
+      expect(await guardFiles(h1, armed[0]!.token)).toContain(".fired");
+      expect(await pinsOn(h1)).not.toContain("grdnew");
+      const handles = (await tcFiltersOn(h1, "ingress")).map((f) => f.handle);
+      expect(handles).not.toContain(`0x${tcHandle("grdnew").toString(16)}`);
+      expect(handles).toContain(`0x${tcHandle("grd").toString(16)}`);
+      expect((await lab.ssh(h1, ["true"], { reject: false })).exitCode).toBe(0);
+    }, 90_000);
+  });
+
+  it("delete removes it; the host is as before the describe", async () => {
+    await mirror.delete(created.id, created.outs);
+    expect(await pinsOn(h1)).not.toContain("grd");
+    expect(await tcFiltersOn(h1, "ingress")).toEqual([]);
+    expect(await hasClsact(h1)).toBe(false);
   });
 });

@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { checkInputs, UNKNOWN } from "../../provider/dynamicAdapter";
+import { checkInputs, diffInputs, UNKNOWN } from "../../provider/dynamicAdapter";
+import { tcPolicyKind } from "../../provider/tcPolicy/lifecycle";
 import { checkTcPolicy, lockoutIssues, MAX_RULES, parseRuleText, policyIssues, ruleText, tcPolicySchema, type TcPolicyInputs } from "../../provider/tcPolicy/schema";
 
 const base = {
@@ -60,6 +61,9 @@ describe("TcPolicy check", () => {
       timeouts: { tcpEstablished: 21600, tcpTransitory: 120, other: 60 },
       attached: true,
       allowLockout: false,
+      lockoutGuard: true,
+      lockoutRevertSeconds: 30,
+      priority: 2,
     });
   });
 
@@ -96,6 +100,16 @@ describe("TcPolicy check", () => {
     [{ timeouts: { tcpTransitory: 40 * 86_400 } }, "timeouts.tcpTransitory", /30 days/],
     [{ interface: "eth0; reboot" }, "interface", /only letters, digits/],
     [{ name: "web.policy" }, "name", /bpffs refuses/],
+    // lockout guard and placement
+    [{ lockoutRevertSeconds: 4 }, "lockoutRevertSeconds", /at least 5 seconds/],
+    [{ lockoutRevertSeconds: 3601 }, "lockoutRevertSeconds", /at most 3600/],
+    [{ lockoutRevertSeconds: 7.5 }, "lockoutRevertSeconds", /whole number of seconds/],
+    [{ lockoutRevertSeconds: "30" }, "lockoutRevertSeconds", /number/],
+    [{ lockoutGuard: "yes" }, "lockoutGuard", /boolean/],
+    [{ priority: 0 }, "priority", /at least 1 \(0 would let the kernel pick one\)/],
+    [{ priority: 65536 }, "priority", /at most 65535/],
+    [{ priority: 2.5 }, "priority", /whole number/],
+    [{ priority: -3 }, "priority", /at least 1/],
   ])("rejects %j naming %s", (patch, property, reason) => {
     const result = checkTcPolicy({ ...base, ...patch });
     expect(result.inputs).toBeUndefined();
@@ -120,6 +134,23 @@ describe("TcPolicy check", () => {
     expect(result.inputs?.ingress).toEqual({ default: "deny", rules: [UNKNOWN] });
     const hostUnknown = checkTcPolicy({ ...base, host: UNKNOWN, ingress: { default: "deny" } });
     expect(hostUnknown.failures).toBeUndefined();
+  });
+});
+
+describe("TcPolicy diff", () => {
+  const olds = { ...(checkTcPolicy(base).inputs as TcPolicyInputs), objectSha256: "x" } as never;
+  const diff = (patch: Record<string, unknown>) => diffInputs(tcPolicyKind, olds, checkTcPolicy({ ...base, ...patch }).inputs as never);
+
+  it("changes priority, lockoutGuard and lockoutRevertSeconds in place", () => {
+    for (const patch of [{ priority: 7 }, { lockoutGuard: false }, { lockoutRevertSeconds: 120 }]) {
+      expect(diff(patch), JSON.stringify(patch)).toMatchObject({ changes: true, replaces: [] });
+    }
+  });
+
+  it("accepts the bounds", () => {
+    for (const patch of [{ priority: 1 }, { priority: 65535 }, { lockoutRevertSeconds: 5 }, { lockoutRevertSeconds: 3600 }]) {
+      expect(checkTcPolicy({ ...base, ...patch }).failures, JSON.stringify(patch)).toBeUndefined();
+    }
   });
 });
 

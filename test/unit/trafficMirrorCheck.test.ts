@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { checkInputs, diffInputs, UNKNOWN } from "../../provider/dynamicAdapter";
+import { touchesManagementPath } from "../../provider/trafficMirror/guard";
 import { trafficMirrorKind } from "../../provider/trafficMirror/lifecycle";
 import { trafficMirrorSchema } from "../../provider/trafficMirror/schema";
 
@@ -28,6 +29,7 @@ describe("TrafficMirror check", () => {
       "udp and dst net 2001:db8::/32 and src portrange 1024-65535": { protocol: "udp", destination: "2001:db8::/32", sourcePort: "1024-65535" },
     });
     expect(result.inputs).toMatchObject({ sampleRate: 1, priority: 1, direction: "ingress", target: { interface: "mirror0" }, host: { port: 22, user: "root" } });
+    expect(result.inputs).toMatchObject({ lockoutGuard: true, lockoutRevertSeconds: 30 });
   });
 
   it("accepts the canonical record form it produced, and produces it again", () => {
@@ -93,6 +95,11 @@ describe("TrafficMirror check", () => {
     [{ priority: 65536 }, "priority", /./],
     [{ interface: "$(reboot)" }, "interface", /only letters, digits/],
     [{ name: "web.mirror" }, "name", /bpffs refuses/],
+    // lockout guard
+    [{ lockoutRevertSeconds: 4 }, "lockoutRevertSeconds", /at least 5 seconds/],
+    [{ lockoutRevertSeconds: 3601 }, "lockoutRevertSeconds", /at most 3600/],
+    [{ lockoutRevertSeconds: 10.5 }, "lockoutRevertSeconds", /whole number of seconds/],
+    [{ lockoutGuard: "false" }, "lockoutGuard", /boolean/],
   ])("rejects %j naming %s", (patch, property, reason) => {
     const result = checkInputs(trafficMirrorSchema, { ...valid, ...patch });
     expect(result.inputs).toBeUndefined();
@@ -111,6 +118,18 @@ describe("TrafficMirror check", () => {
   });
 });
 
+describe("TrafficMirror lockout guard: which changes it watches", () => {
+  it.each([
+    ["the mirrored interface carries the session", { management: "eth0", underlay: undefined }, "eth0", false, true],
+    ["another interface carries it, no tunnel", { management: "eth1", underlay: undefined }, "eth0", false, false],
+    ["the tunnel leaves through the management interface", { management: "eth1", underlay: "eth1" }, "eth0", true, true],
+    ["the tunnel leaves through another interface", { management: "eth1", underlay: "eth2" }, "eth0", true, false],
+    ["no route to the peer: no telling, so guarded", { management: undefined, underlay: "eth2" }, "eth0", true, true],
+  ])("%s: %s", (_name, paths, iface, tunnel, guarded) => {
+    expect(touchesManagementPath(paths, iface, tunnel)).toBe(guarded);
+  });
+});
+
 describe("TrafficMirror diff", () => {
   const olds = { ...canonical(), objectSha256: "x" } as never;
 
@@ -120,6 +139,8 @@ describe("TrafficMirror diff", () => {
       { sampleRate: 100 },
       { direction: "both" },
       { target: { tunnel: { type: "vxlan", remote: "192.0.2.50", vni: 7 } } },
+      { lockoutGuard: false },
+      { lockoutRevertSeconds: 60 },
     ]) {
       const news = checkInputs(trafficMirrorSchema, { ...valid, ...patch }).inputs as never;
       const d = diffInputs(trafficMirrorKind, olds, news);

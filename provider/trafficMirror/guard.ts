@@ -1,0 +1,104 @@
+/**
+ * TrafficMirror's lockout guard: which interfaces a change touches that could
+ * carry the management SSH session, and the script the host runs by itself to
+ * undo a change when the provider does not come back to disarm it (the same
+ * script rolls back a change that failed half way).
+ *
+ * A mirror never drops a packet by design, but a change still loads a new BPF
+ * object into both hooks of the interface, and a tunnel adds a device whose
+ * packets leave through its underlay: a faulty object or device on the path
+ * of the management session would cut it like any firewall.
+ */
+import { formatHandle } from "../remote/tc";
+import { sections, type PinLayout } from "../remote/bpfHost";
+import { shellQuote } from "../remote/quote";
+import type { SshSession } from "../remote/ssh";
+import type { TcDirection } from "../remote/tc";
+import { CONFIG_MAP } from "./codec";
+
+export interface ChangedPaths {
+  /** The interface the host routes the management session's replies through. */
+  management: string | undefined;
+  /** The interface the tunnel's packets leave through (its underlay), when there is a tunnel. */
+  underlay: string | undefined;
+}
+
+const ROUTES_SCRIPT = `
+route() { if [ -n "$1" ]; then ip -j route get "$1" 2>/dev/null || echo null; else echo null; fi; }
+echo "@@management"; route "$1"
+echo "@@underlay"; route "$2"
+`;
+
+const deviceOf = (json: string | undefined) => (JSON.parse(json || "null") as { dev?: string }[] | null)?.[0]?.dev;
+
+/** The routes to the management peer and to the tunnel's remote, in one round trip. */
+export async function changedPaths(session: SshSession, tunnelRemote: string | undefined): Promise<ChangedPaths> {
+  // sshd reports IPv4 peers of a dual-stack socket as ::ffff:a.b.c.d, which `ip route get` takes for IPv6.
+  const peer = (await session.managementPeer())?.replace(/^::ffff:(?=\d+\.)/i, "") ?? "";
+  const parts = sections((await session.runScript(ROUTES_SCRIPT, [peer, tunnelRemote ?? ""])).stdout);
+  return { management: deviceOf(parts.get("management")), underlay: deviceOf(parts.get("underlay")) };
+}
+
+/**
+ * Whether a change needs the guard: it touches the interface that carries the
+ * session, or a tunnel whose packets leave through it. Without a route to the
+ * peer there is no telling which interface carries the session, so it does.
+ */
+export function touchesManagementPath(paths: ChangedPaths, iface: string, hasTunnel: boolean): boolean {
+  if (paths.management === undefined) return true;
+  return paths.management === iface || (hasTunnel && paths.underlay === paths.management);
+}
+
+export interface MirrorRevertPlan {
+  layout: PinLayout;
+  iface: string;
+  priority: number;
+  handle: number;
+  /** The mirror had no program pinned before: remove everything it has. */
+  fresh: boolean;
+  /** Hooks on which one of the mirror's filters was before the change. */
+  hookedBefore: readonly TcDirection[];
+  /** The config entry before the change (absent when fresh). */
+  config: Uint8Array | undefined;
+  /** A tunnel device the change creates (it did not exist before). */
+  newTunnel: string | undefined;
+  /** The interface had a clsact qdisc before the change. */
+  qdiscBefore: boolean;
+}
+
+const hexWords = (bytes: Uint8Array) => Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join(" ");
+
+/**
+ * What the host runs if the revert timer fires, or the provider rolls back a
+ * failed change: the same steps whether the change got half way or all the
+ * way. The previous program is at prog_old once the change swapped it out, and
+ * at prog before; the config goes back before the new tunnel does, so the
+ * program never points at a device that is gone. Every value is quoted; each
+ * step runs even if one fails.
+ */
+export function mirrorRevertScript(plan: MirrorRevertPlan): string {
+  const lines = [
+    "set -f",
+    `D=${shellQuote([plan.layout.dir])}`,
+    `DEV=${shellQuote([plan.iface])}`,
+    `P="$D/prog"; [ -e "$D/prog_old" ] && P="$D/prog_old"`,
+  ];
+  if (!plan.fresh && plan.config) {
+    lines.push(`bpftool map update pinned "$D/maps/${CONFIG_MAP}" key hex 00 00 00 00 value hex ${hexWords(plan.config)} 2>/dev/null`);
+  }
+  for (const direction of ["ingress", "egress"] as const) {
+    const where = `dev "$DEV" ${direction} prio ${plan.priority} handle ${formatHandle(plan.handle)} bpf`;
+    // replace also re-adds a filter the change removed (tc's replace creates what is missing).
+    if (!plan.fresh && plan.hookedBefore.includes(direction)) lines.push(`tc filter replace ${where} da object-pinned "$P" 2>/dev/null`);
+    else lines.push(`tc filter del ${where} 2>/dev/null`);
+  }
+  if (plan.fresh) lines.push(`rm -rf -- "$D"`, `rmdir -- "$(dirname "$D")" 2>/dev/null`);
+  else lines.push(`if [ -e "$D/prog_old" ]; then mv -f "$D/prog_old" "$D/prog"; fi`, `rm -f -- "$D/prog_new"`);
+  if (plan.newTunnel) lines.push(`ip link del dev ${shellQuote([plan.newTunnel])} 2>/dev/null`);
+  if (!plan.qdiscBefore) {
+    lines.push(
+      `if tc qdisc show dev "$DEV" | grep -q "qdisc clsact" && [ -z "$(tc filter show dev "$DEV" ingress)" ] && [ -z "$(tc filter show dev "$DEV" egress)" ]; then tc qdisc del dev "$DEV" clsact; fi`,
+    );
+  }
+  return `${lines.join("\n")}\nexit 0\n`;
+}

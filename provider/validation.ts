@@ -76,3 +76,10 @@ function sortCidrs(keys: string[]): string[] {
   decorated.sort((a, b) => (a.sortKey < b.sortKey ? -1 : a.sortKey > b.sortKey ? 1 : 0));
   return decorated.map((d) => d.key);
 }
+
+/** A slot of an interface's XDP chain (bpf/include/xdp_chain.h): 0 runs first. */
+export const chainPriority = z
+  .number("must be an integer from 0 to 7 (the slot in the interface's XDP chain; 0 runs first)")
+  .int("must be an integer from 0 to 7")
+  .min(0, "must be from 0 to 7 (0 runs first)")
+  .max(7, "must be from 0 to 7: an interface's XDP chain has 8 slots");

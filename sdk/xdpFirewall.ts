@@ -18,6 +18,17 @@ export interface XdpFirewallArgs {
   /** false loads the program and fills its maps without attaching it. Default true. */
   attached?: pulumi.Input<boolean>;
   /**
+   * Share the interface with other bpfleet XDP programs, e.g.
+   * a firewall (chainPriority 0) in front of a MaglevService (chainPriority 1): each gets a slot of the interface's XDP chain, 0-7, and lower runs first. bpfleet's dispatcher
+   * sits on the hook and runs the members in order; a packet one member passes goes on
+   * to the next, any other verdict ends the chain. The first member to arrive attaches
+   * the dispatcher, the last to leave removes it. Unset (default): attach alone, and
+   * refuse an interface another program uses. Setting it on a program attached alone
+   * moves it into the chain in place (no moment without it); two members may not share
+   * a slot.
+   */
+  chainPriority?: pulumi.Input<number>;
+  /**
    * Lockout guard. Before a change on the interface that carries the management SSH
    * session, arm a revert timer on the host; after the change, prove a fresh SSH
    * login works, then disarm. If it does not, the host undoes the change by itself
@@ -32,6 +43,14 @@ export interface XdpFirewallArgs {
    * anything changes.
    */
   allowManagementDeny?: pulumi.Input<boolean>;
+  /**
+   * Make the firewall come back by itself after a reboot, before the network is up and
+   * before anyone runs Pulumi: every create/update persists a restore script and a
+   * bpftool batch of the deny entries under /var/lib/bpfleet/boot/ and installs and
+   * enables one shared systemd unit, bpfleet-restore.service. false removes them (and
+   * the unit with the host's last such resource). Not with chainPriority. Default false.
+   */
+  bootRestore?: pulumi.Input<boolean>;
   /** Pin directory name under /sys/fs/bpf/bpfleet/xdp-firewall/. Default: the resource name. */
   pinName?: pulumi.Input<string>;
 }
@@ -69,9 +88,11 @@ export class XdpFirewall extends pulumi.dynamic.Resource {
         deny: args.deny ?? [],
         mode: args.mode,
         attached: args.attached,
+        chainPriority: args.chainPriority,
         lockoutGuard: args.lockoutGuard,
         lockoutRevertSeconds: args.lockoutRevertSeconds,
         allowManagementDeny: args.allowManagementDeny,
+        bootRestore: args.bootRestore,
         programId: undefined,
         programTag: undefined,
         objectSha256: undefined,

@@ -15,6 +15,7 @@ import { parseMapDump, pinLayout, sections, type MapEntry } from "../remote/bpfH
 import { hostLabel } from "../remote/hostSchema";
 import { shellQuote } from "../remote/quote";
 import { RemoteCommandError, sessionFor, type SshSession } from "../remote/ssh";
+import { dispatcherDir } from "../remote/xdpHook";
 import { COUNTER_SOURCES } from "./counters";
 import { healthGateSchema, type GateTarget, type HealthGateInputs, type HealthGateOutputs, type TargetReport } from "./schema";
 
@@ -33,13 +34,18 @@ export interface TargetSurvey {
 
 // One framed section per fact; a command that fails prints "null" (bpftool -j
 // prints its error as JSON on stdout, so a failed command's output is dropped).
-// $1 pin dir, $2 program pin, $3 interface or "", $4 counter map pin or "".
+// $1 pin dir, $2 program pin, $3 interface or "", $4 counter map pin or "",
+// $5 the interface's XDP dispatcher pin dir or "" (see remote/xdpHook.ts).
 const SURVEY_SCRIPT = `
 json_or_null() { out=$("$@" 2>/dev/null) && printf '%s\\n' "$out" || echo null; }
 echo "@@dir"; if [ -d "$1" ]; then echo true; else echo false; fi
 echo "@@prog"; json_or_null bpftool -j prog show pinned "$2"
 echo "@@net"; if [ -n "$3" ]; then json_or_null bpftool -j net show dev "$3"; else echo null; fi
 echo "@@stats"; if [ -n "$4" ]; then json_or_null bpftool -j map dump pinned "$4"; else echo null; fi
+if [ -n "$5" ]; then
+  echo "@@dispatcher"; json_or_null bpftool -j prog show pinned "$5/prog"
+  echo "@@chain"; json_or_null bpftool -j map dump pinned "$5/maps/xdp_chain"
+fi
 `;
 
 interface NetShow {
@@ -55,10 +61,15 @@ export function parseSurvey(stdout: string): TargetSurvey {
   const stats = parts.get("stats") || "null";
   const tc = net?.[0]?.tc ?? [];
   const tcIds = (direction: string) => tc.filter((f) => f.kind?.endsWith(`/${direction}`)).map((f) => f.id ?? f.prog_id ?? 0);
+  // Members of bpfleet's XDP chain run on the hook when the dispatcher does.
+  const dispatcher = JSON.parse(parts.get("dispatcher") || "null") as { id: number } | null;
+  const chain = (JSON.parse(parts.get("chain") || "null") ?? []) as { formatted?: { value: number } }[];
+  const xdpIds = (net?.[0]?.xdp ?? []).map((x) => x.id);
+  if (dispatcher && xdpIds.includes(dispatcher.id)) xdpIds.push(...chain.flatMap((e) => (e.formatted ? [e.formatted.value] : [])));
   return {
     pinDirExists: parts.get("dir") === "true",
     programId: prog?.id,
-    hooks: net?.[0] ? { xdp: (net[0].xdp ?? []).map((x) => x.id), "tc-ingress": tcIds("ingress"), "tc-egress": tcIds("egress") } : undefined,
+    hooks: net?.[0] ? { xdp: xdpIds, "tc-ingress": tcIds("ingress"), "tc-egress": tcIds("egress") } : undefined,
     stats: stats === "null" ? undefined : parseMapDump(stats),
   };
 }
@@ -90,7 +101,9 @@ function targetName(target: GateTarget): string {
 
 async function survey(session: SshSession, target: GateTarget, counterMap: string | undefined): Promise<TargetSurvey> {
   const layout = pinLayout(target.kind, target.name);
-  const result = await session.runScript(SURVEY_SCRIPT, [layout.dir, `${layout.dir}/${target.program}`, target.hook?.interface ?? "", counterMap ? `${layout.maps}/${counterMap}` : ""]);
+  const iface = target.hook?.interface ?? "";
+  const chainDir = target.hook?.type === "xdp" ? dispatcherDir(iface) : "";
+  const result = await session.runScript(SURVEY_SCRIPT, [layout.dir, `${layout.dir}/${target.program}`, iface, counterMap ? `${layout.maps}/${counterMap}` : "", chainDir]);
   return parseSurvey(result.stdout);
 }
 

@@ -12,6 +12,7 @@ import {
   type PinLayout,
   type XdpAttachment,
 } from "../remote/bpfHost";
+import { dispatcherDir, hookPosition, placedAttachment, type XdpPlacement } from "../remote/xdpHook";
 import type { SshSession } from "../remote/ssh";
 import { sumCounters } from "../counters";
 import { decodeBackend, decodeConfig, decodeIndex, decodeVip, decodeVipKey, encodeIndex, LB_STATS, MAPS, type BackendRecord, type VipValue } from "./codec";
@@ -110,8 +111,9 @@ export interface ObservedProgram {
   totals: Record<string, Counter>;
 }
 
-export async function observeProgram(session: SshSession, layout: PinLayout, iface: string): Promise<ObservedProgram | undefined> {
-  const state = await programState(session, iface, layout, MAPS.stats);
+/** The attachment counts only where `placement` wants the program: alone, or in its chain slot. */
+export async function observeProgram(session: SshSession, layout: PinLayout, placement: XdpPlacement): Promise<ObservedProgram | undefined> {
+  const state = await programState(session, placement.iface, layout, MAPS.stats, dispatcherDir(placement.iface));
   if (!state.program) return undefined;
   const totals: Record<string, Counter> = {};
   for (const entry of state.stats) {
@@ -121,7 +123,7 @@ export async function observeProgram(session: SshSession, layout: PinLayout, ifa
   return {
     programId: state.program.id,
     programTag: state.program.tag,
-    attachment: state.xdp?.programId === state.program.id ? state.xdp : undefined,
+    attachment: placedAttachment(hookPosition(state.xdp, state.chain, [state.program.id]), placement),
     totals,
   };
 }

@@ -17,8 +17,6 @@ import { UNKNOWN } from "../dynamicAdapter";
 import { packagedObject } from "../objects";
 import {
   applyMapOperations,
-  attachXdpCommand,
-  detachXdp,
   HostPreconditionError,
   loadProgram,
   pinLayout,
@@ -30,13 +28,12 @@ import {
   surveyResource,
   uploadObject,
   type PinLayout,
-  type ResourceSurvey,
-  type XdpAttachment,
 } from "../remote/bpfHost";
 import { hostLabel } from "../remote/hostSchema";
-import { shellQuote } from "../remote/quote";
+import { claimHook, DISPATCHER_OBJECT, dispatcherDir, HookPlan, hookPosition, releaseHook, type XdpPlacement } from "../remote/xdpHook";
+import { proveManagementPath } from "../remote/lockout";
 import { armRevert, type RevertTimer } from "../remote/revertTimer";
-import { dropSession, freshLogin, sessionFor, type SshSession } from "../remote/ssh";
+import { sessionFor, type SshSession } from "../remote/ssh";
 import { LB_TABLE_CAPACITY, MAPS, type LbMode } from "./codec";
 import { createMarker, mapPin, markerPin, observeMaps, observeProgram, readCountersAndTables } from "./hostState";
 import { addressesToResolve, nextHopMacs, surveyRouting } from "./neighbours";
@@ -55,21 +52,11 @@ async function connect(inputs: Pick<MaglevServiceInputs, "host" | "credentials" 
   return { session, layout: pinLayout(KIND, inputs.name) };
 }
 
-// ---------------------------------------------------------------- guards
-
-/**
- * Refuses to take over an interface whose XDP hook holds a program this
- * service did not attach; returns the attachment when it is ours.
- */
-function claimInterface(session: SshSession, survey: ResourceSurvey, iface: string): XdpAttachment | undefined {
-  const attachment = survey.xdp;
-  if (!attachment) return undefined;
-  if (survey.program && survey.program.id === attachment.programId) return attachment;
-  throw new HostPreconditionError(
-    `${session.label}: interface ${iface} already has XDP program id ${attachment.programId} attached (${attachment.mode} mode), which this load balancer did not attach. ` +
-      `bpfleet never replaces another program: detach it first (e.g. 'ip link set dev ${iface} xdp off') or pick another interface.`,
-  );
+function placementOf(inputs: MaglevServiceInputs): XdpPlacement {
+  return { iface: inputs.interface, mode: inputs.xdpMode, chainPriority: inputs.chainPriority };
 }
+
+// ---------------------------------------------------------------- guards
 
 /** Refuses a TCP VIP that is the very address and port this provider's SSH session talks to. */
 async function guardManagementPath(session: SshSession, vips: Record<string, Vip>): Promise<void> {
@@ -86,50 +73,6 @@ async function guardManagementPath(session: SshSession, vips: Record<string, Vip
 }
 
 // ---------------------------------------------------------------- lockout guard
-
-/**
- * What the host runs if the revert timer fires: put the XDP hook back as it was
- * (detach and drop a service that was not attached before, or reattach the
- * previous program). Map contents stay: they only steer VIP traffic, and a VIP
- * can never be the management SSH endpoint (guardManagementPath). As
- * XdpFirewall's revert, every value quoted, each step run even if one fails.
- */
-function revertScript(layout: PinLayout, iface: string, hook: "remove" | "restore-previous"): string {
-  const lines = [`P=${shellQuote([layout.program])}`, `DEV=${shellQuote([iface])}`];
-  if (hook === "remove") {
-    lines.push(
-      `id=$(bpftool -j prog show pinned "$P" 2>/dev/null | grep -o '"id":[0-9]*' | head -n 1 | cut -d: -f2)`,
-      `if [ -n "$id" ] && bpftool -j net show dev "$DEV" | grep -q "\"id\":$id[,}]"; then ip link set dev "$DEV" xdpgeneric off; ip link set dev "$DEV" xdpdrv off; fi 2>/dev/null`,
-      `rm -rf -- ${shellQuote([layout.dir])}`,
-    );
-  } else {
-    lines.push(`bpftool net attach xdp pinned "$P"_old dev "$DEV" overwrite || bpftool net attach xdpgeneric pinned "$P"_old dev "$DEV" overwrite`, `mv -f "$P"_old "$P"`);
-  }
-  return `${lines.join("\n")}\n`;
-}
-
-async function loginWorks(inputs: MaglevServiceInputs, timeoutMs: number): Promise<Error | undefined> {
-  try {
-    await freshLogin({ ...inputs.host, connectTimeoutMs: timeoutMs }, inputs.credentials);
-    return undefined;
-  } catch (err) {
-    return err as Error;
-  }
-}
-
-/** After a fresh login failed: waits for the host to come back by itself (its revert timer) and says what happened. */
-async function reportLockout(session: SshSession, inputs: MaglevServiceInputs, failure: Error): Promise<never> {
-  dropSession(inputs.host, inputs.credentials);
-  const deadline = Date.now() + (inputs.lockoutRevertSeconds + 20) * 1000;
-  let back = false;
-  while (!back && Date.now() < deadline) back = (await loginWorks(inputs, 5000)) === undefined;
-  throw new HostPreconditionError(
-    `${session.label}: after attaching the load balancer to ${inputs.interface}, a fresh SSH login failed (${failure.message.split("\n")[0]}): ` +
-      `the change cuts the management path. The revert timer armed before the change ` +
-      (back ? `undid it and the host is reachable again.` : `undoes it within ${inputs.lockoutRevertSeconds} s; the host was not reachable again yet.`) +
-      ` Nothing was recorded as applied.`,
-  );
-}
 
 // ---------------------------------------------------------------- outputs
 
@@ -158,24 +101,29 @@ async function converge(inputs: MaglevServiceInputs, olds?: MaglevServiceOutputs
   const object = packagedObject(OBJECT);
   await preflight(session);
   await requireProgramType(session, "xdp");
-  const survey = await surveyResource(session, inputs.interface, layout, object);
+  const placement = placementOf(inputs);
+  const survey = await surveyResource(session, inputs.interface, layout, object, dispatcherDir(inputs.interface));
   requireInterface(session, survey, inputs.interface);
-  const attachment = claimInterface(session, survey, inputs.interface);
+  const hook = new HookPlan(placement, true, survey.xdp, survey.chain, layout, survey.program?.id);
+  claimHook(session.label, "load balancer", placement, survey.xdp, survey.chain, hook.position);
   await guardManagementPath(session, inputs.vips);
   const routing = await surveyRouting(session, inputs.interface, addressesToResolve(inputs.backends));
   const macs = nextHopMacs(session.label, inputs, routing);
   const hadPins = survey.program !== undefined;
-  const needsLoad = !hadPins || olds?.objectSha256 !== object.sha256;
-  const swapsProgram = needsLoad && hadPins && attachment !== undefined;
+  const ownIds = survey.program ? [survey.program.id] : [];
+  const needsLoad = !hadPins || olds?.objectSha256 !== object.sha256 || hook.rebinds;
+  const swapsProgram = needsLoad && hadPins;
   // Map writes only steer VIP traffic; what could cut SSH is a program (new or
   // swapped) on the interface that carries it.
-  const guarded = inputs.lockoutGuard && (needsLoad || !attachment) && survey.managementInterface === inputs.interface;
+  const guarded = inputs.lockoutGuard && (needsLoad || !hook.inPlace) && survey.managementInterface === inputs.interface;
+  const change = hook.change(hadPins, needsLoad);
 
   let newProgram: string | undefined;
   let timer: RevertTimer | undefined;
   let plan: ServicePlan;
   try {
-    if (needsLoad) newProgram = await loadProgram(session, layout, await uploadObject(session, object, survey.objectPresent), "xdp");
+    await hook.prepare(session, () => uploadObject(session, packagedObject(DISPATCHER_OBJECT)));
+    if (needsLoad) newProgram = await loadProgram(session, layout, await uploadObject(session, object, survey.objectPresent), "xdp", hook.sharedChain);
     const observed = await observeMaps(session, layout);
     if (!observed.markerExists) await createMarker(session, layout);
     plan = planService(
@@ -185,17 +133,19 @@ async function converge(inputs: MaglevServiceInputs, olds?: MaglevServiceOutputs
       mapPin(layout),
       markerPin(layout),
     );
-    if (guarded) timer = await armRevert(session, revertScript(layout, inputs.interface, swapsProgram ? "restore-previous" : "remove"), inputs.lockoutRevertSeconds);
+    // Map contents stay on a revert: they only steer VIP traffic, and a VIP can
+    // never be the management SSH endpoint (guardManagementPath).
+    if (guarded) timer = await armRevert(session, hook.revertShell(change), inputs.lockoutRevertSeconds);
     await applyMapOperations(session, plan.operations);
     if (newProgram) {
       await session.run([
-        attachXdpCommand(inputs.interface, newProgram, inputs.xdpMode, attachment),
+        ...hook.installCommands(newProgram, ownIds),
         // The previous program stays pinned as prog_old until the change is proven.
         ...(swapsProgram ? [["mv", "-f", layout.program, `${layout.program}_old`]] : []),
         ["mv", "-f", newProgram, layout.program],
       ]);
-    } else if (!attachment) {
-      await session.run(attachXdpCommand(inputs.interface, layout.program, inputs.xdpMode));
+    } else if (!hook.inPlace) {
+      await session.run(hook.installCommands(layout.program, ownIds));
     }
   } catch (err) {
     // Leave the host as it was: a fresh service is detached and removed whole
@@ -203,21 +153,28 @@ async function converge(inputs: MaglevServiceInputs, olds?: MaglevServiceOutputs
     // staged one is dropped).
     await timer?.disarm().catch(() => undefined);
     if (!hadPins) {
-      await session.run(["sh", "-c", revertScript(layout, inputs.interface, "remove")]).catch(() => undefined);
+      await session.run(["sh", "-c", hook.revertShell("new")]).catch(() => undefined);
       await removePins(session, layout).catch(() => undefined);
     } else if (newProgram) await session.run(["rm", "-f", newProgram]).catch(() => undefined);
     throw err;
   }
   if (timer) {
-    const failure = await loginWorks(inputs, Math.min(inputs.host.connectTimeoutMs, (inputs.lockoutRevertSeconds * 1000) / 2));
-    if (failure) await reportLockout(session, inputs, failure);
-    await timer.disarm();
+    await proveManagementPath(session, timer, {
+      host: inputs.host,
+      credentials: inputs.credentials,
+      iface: inputs.interface,
+      lockoutRevertSeconds: inputs.lockoutRevertSeconds,
+      subject: "attaching the load balancer",
+      advice: "",
+    });
   }
+  const cleanup = hook.cleanupCommands(ownIds);
+  if (cleanup.length > 0) await session.run(cleanup);
   if (swapsProgram) await session.run(["rm", "-f", `${layout.program}_old`]);
 
   // bpftool batch stops at the first failed write, so after it succeeded the
   // maps hold exactly the plan: only the program side and counters are read.
-  const program = await observeProgram(session, layout, inputs.interface);
+  const program = await observeProgram(session, layout, placement);
   if (!program) throw new Error(`${session.label}: the load balancer's pins vanished right after it was applied`);
   const { backendIndexes, vipIndexes, nextBackendIndex } = plan.allocation;
   const counters = await readCountersAndTables(session, layout, vipIndexes, backendIndexes, []);
@@ -245,7 +202,7 @@ function observedSetting<T>(values: readonly T[], previous: T): T {
 /** Everything `read` reports, or undefined when the service's pins are gone. */
 async function observe(olds: MaglevServiceOutputs): Promise<MaglevServiceOutputs | undefined> {
   const { session, layout } = await connect(olds);
-  const program = await observeProgram(session, layout, olds.interface);
+  const program = await observeProgram(session, layout, placementOf(olds));
   if (!program) return undefined;
   const maps = await observeMaps(session, layout);
 
@@ -361,9 +318,10 @@ export const maglevServiceKind: Kind<MaglevServiceInputs, MaglevServiceOutputs> 
 
   async delete(_id, olds) {
     const { session, layout } = await connect(olds);
-    const state = await programState(session, olds.interface, layout, MAPS.stats);
-    // Detach only what this service attached; whatever else is on the hook stays.
-    if (state.program && state.xdp?.programId === state.program.id) await detachXdp(session, olds.interface, state.xdp);
+    const state = await programState(session, olds.interface, layout, MAPS.stats, dispatcherDir(olds.interface));
+    // Take off only what this service attached (alone, or its chain slot); whatever else is on the hook stays.
+    const ids = state.program ? [state.program.id] : [];
+    await releaseHook(session, olds.interface, hookPosition(state.xdp, state.chain, ids), ids);
     await removePins(session, layout);
   },
 };

@@ -10,7 +10,8 @@ import { z } from "zod";
 import { formatAddress, parsePrefix } from "../cidr";
 import { checkInputs, UNKNOWN } from "../dynamicAdapter";
 import { credentialsSchema, hostSchema } from "../remote/hostSchema";
-import { interfaceName, pinName } from "../validation";
+import { lockoutInputs } from "../remote/lockout";
+import { chainPriority, interfaceName, pinName } from "../validation";
 import { LB_MAX_BACKENDS, LB_MAX_VIPS, LB_TABLE_CAPACITY, type L4Protocol, type LbMode } from "./codec";
 import { DEFAULT_TABLE_SIZE, MAX_WEIGHT, tableSizeProblem } from "./table";
 
@@ -271,14 +272,16 @@ export const maglevServiceSchema = z.object({
   /** XDP attach mode: native (driver), generic (skb), or auto. Changing it replaces the service. */
   xdpMode: z.enum(["native", "generic", "auto"]).default("auto"),
   /**
-   * Before attaching or swapping the program on the interface that carries the
-   * management SSH session, arm a revert timer on the host; after the change,
-   * prove that a fresh SSH login works, then disarm. If the login fails, the host
-   * undoes the change by itself.
+   * Share the interface with other bpfleet XDP programs (a firewall in front): run as
+   * a member of the interface's chain at this priority, 0 first. Unset: attach alone.
    */
-  lockoutGuard: z.boolean().default(true),
-  /** Seconds after which an undisarmed revert timer undoes the change. */
-  lockoutRevertSeconds: z.number().int().min(5).max(3600).default(30),
+  chainPriority: chainPriority.optional(),
+  /**
+   * The lockout guard (lockoutGuard, default true; lockoutRevertSeconds, default 30),
+   * for attaching or swapping the program on the interface that carries the
+   * management SSH session.
+   */
+  ...lockoutInputs,
 });
 
 export type MaglevServiceInputs = z.infer<typeof maglevServiceSchema>;

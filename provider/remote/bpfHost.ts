@@ -81,6 +81,47 @@ export interface ResourceSurvey {
   objectPresent: boolean;
   /** The interface the host routes the management SSH session's replies through. */
   managementInterface: string | undefined;
+  /** The interface's XDP chain, when asked for. */
+  chain: ChainSurvey;
+}
+
+/** An interface's bpfleet XDP dispatcher and chain (see xdpHook.ts), as found on the host. */
+export interface ChainSurvey {
+  /** Program id of the interface's pinned dispatcher; undefined when there is none. */
+  dispatcherId: number | undefined;
+  /** Chain slot -> program id. */
+  slots: Map<number, number>;
+  /** Program id -> the bpfleet pin holding it ("xdp-firewall/edge"), for messages. */
+  owners: Map<number, string>;
+}
+
+// $5: the dispatcher's pin dir; empty skips these sections.
+const XDP_CHAIN_SECTIONS = `
+if [ -n "$5" ]; then
+  fallback=null
+  echo "@@dispatcher"; json_or bpftool -j prog show pinned "$5/prog"
+  fallback="[]"
+  echo "@@chain"; json_or bpftool -j map dump pinned "$5/maps/xdp_chain"
+  echo "@@owners"
+  for pin in ${PIN_ROOT}/*/*/prog; do
+    [ -e "$pin" ] || continue
+    id=$(bpftool -j prog show pinned "$pin" 2>/dev/null | grep -o '"id":[0-9]*' | head -n 1 | cut -d: -f2)
+    [ -n "$id" ] && echo "$id $pin"
+  done
+fi
+`;
+
+function parseChainSections(parts: Map<string, string>): ChainSurvey {
+  const dispatcher = JSON.parse(parts.get("dispatcher") || "null") as { id: number } | null;
+  const rows = JSON.parse(parts.get("chain") || "[]") as { formatted?: { key: number; value: number } }[];
+  const slots = new Map<number, number>();
+  for (const row of rows) if (row.formatted) slots.set(row.formatted.key, row.formatted.value);
+  const owners = new Map<number, string>();
+  for (const line of (parts.get("owners") ?? "").split("\n")) {
+    const [id, pin] = line.trim().split(" ");
+    if (id && pin) owners.set(Number(id), pin.slice(PIN_ROOT.length + 1).replace(/\/prog$/, ""));
+  }
+  return { dispatcherId: dispatcher?.id, slots, owners };
 }
 
 // Each section is framed by a marker line; a missing thing prints "null" (bpftool -j
@@ -95,6 +136,7 @@ echo "@@net"; json_or bpftool -j net show dev "$1"
 echo "@@prog"; json_or bpftool -j prog show pinned "$2"
 echo "@@object"; if [ -f "$3" ]; then echo true; else echo false; fi
 echo "@@route"; if [ -n "$4" ]; then json_or ip -j route get "$4"; else echo null; fi
+${XDP_CHAIN_SECTIONS}
 `;
 
 /** Splits the output of a script that frames each part with an "@@name" line. */
@@ -107,9 +149,13 @@ export function sections(stdout: string): Map<string, string> {
   return out;
 }
 
-export async function surveyResource(session: SshSession, iface: string, layout: PinLayout, object: LocalObject): Promise<ResourceSurvey> {
+/**
+ * With `dispatcherDir` (XDP resources), the survey also reads the interface's
+ * bpfleet dispatcher and chain and who owns which bpfleet program.
+ */
+export async function surveyResource(session: SshSession, iface: string, layout: PinLayout, object: LocalObject, dispatcherDir = ""): Promise<ResourceSurvey> {
   const peer = (await session.managementPeer()) ?? "";
-  const result = await session.runScript(SURVEY_SCRIPT, [iface, layout.program, objectRemotePath(object), peer]);
+  const result = await session.runScript(SURVEY_SCRIPT, [iface, layout.program, objectRemotePath(object), peer, dispatcherDir]);
   const parts = sections(result.stdout);
   const links = JSON.parse(parts.get("links") || "[]") as { ifname: string }[];
   const net = JSON.parse(parts.get("net") || "null") as { xdp?: { mode: string; id: number }[] }[] | null;
@@ -121,6 +167,7 @@ export async function surveyResource(session: SshSession, iface: string, layout:
     program: prog ? { id: prog.id, tag: prog.tag, name: prog.name } : undefined,
     objectPresent: parts.get("object") === "true",
     managementInterface: (JSON.parse(parts.get("route") || "null") as { dev?: string }[] | null)?.[0]?.dev,
+    chain: parseChainSections(parts),
   };
 }
 
@@ -130,6 +177,8 @@ export interface ProgramState {
   xdp: XdpAttachment | undefined;
   /** Entries of the resource's counters map. */
   stats: MapEntry[];
+  /** The interface's XDP chain, when asked for. */
+  chain: ChainSurvey;
 }
 
 const PROGRAM_STATE_SCRIPT = `
@@ -139,11 +188,13 @@ echo "@@prog"; json_or bpftool -j prog show pinned "$2"
 echo "@@net"; json_or bpftool -j net show dev "$1"
 fallback="[]"
 echo "@@stats"; json_or bpftool -j map dump pinned "$3"
+${XDP_CHAIN_SECTIONS.replaceAll("$5", "$4")}
 `;
 
 /** A resource's program, the interface's XDP attachment and the resource's counters, in one round trip. */
-export async function programState(session: SshSession, iface: string, layout: PinLayout, statsMap: string): Promise<ProgramState> {
-  const result = await session.runScript(PROGRAM_STATE_SCRIPT, [iface, layout.program, `${layout.maps}/${statsMap}`]);
+/** With `dispatcherDir` (XDP resources), also reads the interface's XDP chain. */
+export async function programState(session: SshSession, iface: string, layout: PinLayout, statsMap: string, dispatcherDir = ""): Promise<ProgramState> {
+  const result = await session.runScript(PROGRAM_STATE_SCRIPT, [iface, layout.program, `${layout.maps}/${statsMap}`, dispatcherDir]);
   const parts = sections(result.stdout);
   const prog = JSON.parse(parts.get("prog") || "null") as ProgramInfo | null;
   const net = JSON.parse(parts.get("net") || "null") as { xdp?: { mode: string; id: number }[] }[] | null;
@@ -152,6 +203,7 @@ export async function programState(session: SshSession, iface: string, layout: P
     program: prog ? { id: prog.id, tag: prog.tag, name: prog.name } : undefined,
     xdp: xdp ? { mode: xdp.mode, programId: xdp.id } : undefined,
     stats: parseMapDump(parts.get("stats") || "[]"),
+    chain: parseChainSections(parts),
   };
 }
 
@@ -224,18 +276,24 @@ export async function pinnedProgram(session: SshSession, pin: string): Promise<P
 
 // Existing map pins are reused (flow state and entries survive an upgrade); maps the
 // object adds are pinned beside them. The new program is pinned as prog_new so the
-// caller can swap the hook before it replaces prog. $1 object, $2 pin dir.
+// caller can swap the hook before it replaces prog. $1 object, $2 pin dir, $3 type,
+// $4 (optional) the interface's shared xdp_chain pin, used instead of a private one
+// and never pinned into the resource's own maps.
 const LOAD_SCRIPT = `
 set -e
-maps="$2/maps"; staged="$2/maps_staged"; new="$2/prog_new"
+maps="$2/maps"; staged="$2/maps_staged"; new="$2/prog_new"; chain="\${4:-}"
 mkdir -p "$maps"
 rm -rf "$staged" "$new"
 set -- bpftool prog load "$1" "$new" type "$3"
 for pin in "$maps"/*; do
   [ -e "$pin" ] || continue
-  set -- "$@" map name "$(basename "$pin")" pinned "$pin"
+  name=$(basename "$pin")
+  if [ -n "$chain" ] && [ "$name" = xdp_chain ]; then continue; fi
+  set -- "$@" map name "$name" pinned "$pin"
 done
+if [ -n "$chain" ]; then set -- "$@" map name xdp_chain pinned "$chain"; fi
 "$@" pinmaps "$staged"
+if [ -n "$chain" ]; then rm -f "$staged/xdp_chain"; fi
 for pin in "$staged"/*; do
   [ -e "$pin" ] || continue
   name=$(basename "$pin")
@@ -246,10 +304,11 @@ rmdir "$staged"
 
 /**
  * Loads `objectPath` as `<dir>/prog_new`, reusing every map already pinned under
- * `<dir>/maps` and pinning any others there. Returns the new program's pin path.
+ * `<dir>/maps` and pinning any others there; with `sharedChain`, the program's
+ * xdp_chain is that pin (see xdpHook.ts). Returns the new program's pin path.
  */
-export async function loadProgram(session: SshSession, layout: PinLayout, objectPath: string, type: "xdp" | "tc"): Promise<string> {
-  await session.runScript(LOAD_SCRIPT, [objectPath, layout.dir, type]);
+export async function loadProgram(session: SshSession, layout: PinLayout, objectPath: string, type: "xdp" | "tc", sharedChain?: string): Promise<string> {
+  await session.runScript(LOAD_SCRIPT, [objectPath, layout.dir, type, ...(sharedChain ? [sharedChain] : [])]);
   return `${layout.program}_new`;
 }
 
@@ -368,11 +427,12 @@ export async function dumpMaps(session: SshSession, pins: readonly string[]): Pr
 }
 
 // When the last bpfleet resource leaves a host, the pin root and the object cache
-// go too, so that a destroyed stack leaves the host as it found it.
+// go too, so that a destroyed stack leaves the host as it found it; but not while
+// boot-restore files (bootRestore.ts) still name objects of that cache.
 const REMOVE_PINS_SCRIPT = `
 rm -rf -- "$1"
 rmdir -- "$2" 2>/dev/null
-if rmdir -- "$3" 2>/dev/null; then rm -rf -- "$4"; fi
+if rmdir -- "$3" 2>/dev/null && [ -z "$(ls -A -- "$4/boot" 2>/dev/null)" ]; then rm -rf -- "$4"; fi
 exit 0
 `;
 

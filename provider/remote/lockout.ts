@@ -63,7 +63,7 @@ export async function reportLockout(session: SshSession, change: GuardedChange, 
     `${session.label}: after the change, a fresh SSH login failed (${failure.message.split("\n")[0]}): ${change.subject} cuts the management path ` +
       `(SSH from ${peer ?? "the provider"} over ${change.iface}). The revert timer armed before the change ` +
       (back ? `undid it and the host is reachable again.` : `undoes it within ${change.lockoutRevertSeconds} s; the host was not reachable again yet.`) +
-      ` Nothing was recorded as applied. ${change.advice}`,
+      ` Nothing was recorded as applied.${change.advice ? ` ${change.advice}` : ""}`,
   );
 }
 

@@ -9,9 +9,7 @@ import type { Kind } from "../dynamicAdapter";
 import { packagedObject } from "../objects";
 import {
   applyMapOperations,
-  attachXdpCommand,
   batchText,
-  detachXdp,
   dumpMaps,
   HostPreconditionError,
   loadProgram,
@@ -25,18 +23,19 @@ import {
   uploadObject,
   type MapOperation,
   type PinLayout,
-  type ResourceSurvey,
   type XdpAttachment,
 } from "../remote/bpfHost";
+import { claimHook, DISPATCHER_OBJECT, dispatcherDir, HookPlan, hookPosition, placedAttachment, releaseHook, type HookChange, type XdpPlacement } from "../remote/xdpHook";
+import { persistBootRestore, removeBootRestore } from "../remote/bootRestore";
 import { hostLabel } from "../remote/hostSchema";
-import { shellQuote } from "../remote/quote";
+import { proveManagementPath } from "../remote/lockout";
 import { armRevert, type RevertTimer } from "../remote/revertTimer";
-import { dropSession, freshLogin, sessionFor, type SshSession } from "../remote/ssh";
+import { sessionFor, type SshSession } from "../remote/ssh";
 import { sortedRecord } from "../validation";
 import { sumCounters } from "../counters";
 import { decodeDenyEntry, DENY_MAPS, STATS_MAP } from "./codec";
 import { denyOperations, planDeny } from "./plan";
-import { xdpFirewallSchema, type XdpFirewallInputs, type XdpFirewallOutputs } from "./schema";
+import { checkXdpFirewall, xdpFirewallSchema, type XdpFirewallInputs, type XdpFirewallOutputs } from "./schema";
 
 const KIND = "xdp-firewall";
 const OBJECT = "xdp_firewall";
@@ -61,16 +60,24 @@ interface Observed extends ObservedProgram {
   deny: Record<string, "deny">;
 }
 
-/** The loaded program, its attachment and counters, or undefined when the firewall's pins are gone. */
-async function observeProgram(session: SshSession, layout: PinLayout, iface: string): Promise<ObservedProgram | undefined> {
-  const state = await programState(session, iface, layout, STATS_MAP);
+function placementOf(inputs: XdpFirewallInputs): XdpPlacement {
+  return { iface: inputs.interface, mode: inputs.mode, chainPriority: inputs.chainPriority };
+}
+
+/**
+ * The loaded program, its attachment and counters, or undefined when the firewall's
+ * pins are gone. It counts as attached only where `placement` wants it: alone, or in
+ * its chain slot with the dispatcher on the hook.
+ */
+async function observeProgram(session: SshSession, layout: PinLayout, placement: XdpPlacement): Promise<ObservedProgram | undefined> {
+  const state = await programState(session, placement.iface, layout, STATS_MAP, dispatcherDir(placement.iface));
   if (!state.program) return undefined;
   const pass = sumCounters(state.stats[0]?.values ?? []);
   const drop = sumCounters(state.stats[1]?.values ?? []);
   return {
     programId: state.program.id,
     programTag: state.program.tag,
-    attachment: state.xdp?.programId === state.program.id ? state.xdp : undefined,
+    attachment: placedAttachment(hookPosition(state.xdp, state.chain, [state.program.id]), placement),
     counters: { passPackets: pass.packets, passBytes: pass.bytes, dropPackets: drop.packets, dropBytes: drop.bytes },
   };
 }
@@ -86,8 +93,8 @@ async function observeEntries(session: SshSession, layout: PinLayout): Promise<R
 }
 
 /** Everything `read` reports, or undefined when the firewall is gone from the host. */
-async function observe(session: SshSession, layout: PinLayout, iface: string): Promise<Observed | undefined> {
-  const program = await observeProgram(session, layout, iface);
+async function observe(session: SshSession, layout: PinLayout, placement: XdpPlacement): Promise<Observed | undefined> {
+  const program = await observeProgram(session, layout, placement);
   return program && { ...program, deny: await observeEntries(session, layout) };
 }
 
@@ -102,20 +109,6 @@ function outputsOf(inputs: XdpFirewallInputs, observed: Observed, objectSha256: 
     attachMode: observed.attachment?.mode ?? "detached",
     counters: observed.counters,
   };
-}
-
-/**
- * Refuses to take over an interface whose XDP hook holds a program this resource
- * did not attach; returns the attachment when it is ours.
- */
-function claimInterface(session: SshSession, survey: ResourceSurvey, iface: string): XdpAttachment | undefined {
-  const attachment = survey.xdp;
-  if (!attachment) return undefined;
-  if (survey.program && survey.program.id === attachment.programId) return attachment;
-  throw new HostPreconditionError(
-    `${session.label}: interface ${iface} already has XDP program id ${attachment.programId} attached (${attachment.mode} mode), which this firewall did not attach. ` +
-      `bpfleet never replaces another program: detach it first (e.g. 'ip link set dev ${iface} xdp off') or pick another interface.`,
-  );
 }
 
 /** Refuses deny entries that would drop this provider's own SSH session. */
@@ -139,46 +132,12 @@ async function refuseManagementDeny(session: SshSession, inputs: XdpFirewallInpu
 }
 
 /**
- * What the host runs if the revert timer fires: restore the entries, and put the
- * hook back as it was (detach a program that was not attached before, or reattach
- * the previous one). Every value is quoted; each step runs even if one fails.
+ * What the host runs if the revert timer fires: restore the entries, then put the
+ * hook back as it was (see hookRevertShell). Every value is quoted.
  */
-function revertScript(layout: PinLayout, iface: string, inverse: MapOperation[], hook: "remove" | "restore-previous" | "keep"): string {
-  const lines = [`P=${shellQuote([layout.program])}`, `DEV=${shellQuote([iface])}`];
-  if (inverse.length > 0) lines.push(`bpftool batch file - <<'BPFLEET_BATCH'\n${batchText(inverse)}BPFLEET_BATCH`);
-  if (hook === "remove") {
-    lines.push(
-      `id=$(bpftool -j prog show pinned "$P" 2>/dev/null | grep -o '"id":[0-9]*' | head -n 1 | cut -d: -f2)`,
-      `if [ -n "$id" ] && bpftool -j net show dev "$DEV" | grep -q "\"id\":$id[,}]"; then ip link set dev "$DEV" xdpgeneric off; ip link set dev "$DEV" xdpdrv off; fi 2>/dev/null`,
-      `rm -rf -- ${shellQuote([layout.dir])}`,
-    );
-  } else if (hook === "restore-previous") {
-    lines.push(`bpftool net attach xdp pinned "$P"_old dev "$DEV" overwrite || bpftool net attach xdpgeneric pinned "$P"_old dev "$DEV" overwrite`, `mv -f "$P"_old "$P"`);
-  }
-  return `${lines.join("\n")}\n`;
-}
-
-async function loginWorks(inputs: XdpFirewallInputs, timeoutMs: number): Promise<Error | undefined> {
-  try {
-    await freshLogin({ ...inputs.host, connectTimeoutMs: timeoutMs }, inputs.credentials);
-    return undefined;
-  } catch (err) {
-    return err as Error;
-  }
-}
-
-/** After a fresh login failed: waits for the host to come back by itself (its revert timer) and says what happened. */
-async function reportLockout(session: SshSession, inputs: XdpFirewallInputs, peer: string | undefined, failure: Error): Promise<never> {
-  dropSession(inputs.host, inputs.credentials);
-  const deadline = Date.now() + (inputs.lockoutRevertSeconds + 20) * 1000;
-  let back = false;
-  while (!back && Date.now() < deadline) back = (await loginWorks(inputs, 5000)) === undefined;
-  throw new HostPreconditionError(
-    `${session.label}: after the change, a fresh SSH login failed (${failure.message.split("\n")[0]}): the change cuts the management path ` +
-      `(SSH from ${peer ?? "the provider"} over ${inputs.interface}). The revert timer armed before the change ` +
-      (back ? `undid it and the host is reachable again.` : `undoes it within ${inputs.lockoutRevertSeconds} s; the host was not reachable again yet.`) +
-      ` Nothing was recorded as applied. Check the deny entries against the addresses this host is managed from.`,
-  );
+function revertScript(layout: PinLayout, hook: HookPlan, inverse: MapOperation[], change: HookChange): string {
+  const batch = inverse.length > 0 ? `bpftool batch file - <<'BPFLEET_BATCH'\n${batchText(inverse)}BPFLEET_BATCH\n` : "";
+  return batch + hook.revertShell(change);
 }
 
 /**
@@ -188,60 +147,77 @@ async function reportLockout(session: SshSession, inputs: XdpFirewallInputs, pee
 async function converge(inputs: XdpFirewallInputs, previousSha?: string): Promise<XdpFirewallOutputs> {
   const { session, layout } = await connect(inputs);
   const object = packagedObject(OBJECT);
+  const placement = placementOf(inputs);
   await preflight(session);
   await requireProgramType(session, "xdp");
-  const survey = await surveyResource(session, inputs.interface, layout, object);
+  const survey = await surveyResource(session, inputs.interface, layout, object, dispatcherDir(inputs.interface));
   requireInterface(session, survey, inputs.interface);
   await refuseManagementDeny(session, inputs);
-  const attachment = claimInterface(session, survey, inputs.interface);
+  const hook = new HookPlan(placement, inputs.attached, survey.xdp, survey.chain, layout, survey.program?.id);
+  if (inputs.attached) claimHook(session.label, "firewall", placement, survey.xdp, survey.chain, hook.position);
   const hadPins = survey.program !== undefined;
-  const needsLoad = !hadPins || previousSha !== object.sha256;
+  const ownIds = survey.program ? [survey.program.id] : [];
+  const needsLoad = !hadPins || previousSha !== object.sha256 || hook.rebinds;
   const mapPin = (map: string) => `${layout.maps}/${map}`;
   const plan = planDeny(Object.keys(inputs.deny), Object.keys(hadPins ? await observeEntries(session, layout) : {}));
-  const attachesNew = inputs.attached && (needsLoad || !attachment);
+  const attachesNew = inputs.attached && (needsLoad || !hook.inPlace);
   const changesTraffic = plan.add.length + plan.remove.length > 0 || attachesNew;
   const guarded = inputs.lockoutGuard && changesTraffic && survey.managementInterface === inputs.interface;
   const swapsProgram = needsLoad && hadPins;
+  const change = hook.change(hadPins, needsLoad);
 
   let newProgram: string | undefined;
   let timer: RevertTimer | undefined;
   try {
-    if (needsLoad) newProgram = await loadProgram(session, layout, await uploadObject(session, object, survey.objectPresent), "xdp");
+    await hook.prepare(session, () => uploadObject(session, packagedObject(DISPATCHER_OBJECT)));
+    if (needsLoad) newProgram = await loadProgram(session, layout, await uploadObject(session, object, survey.objectPresent), "xdp", hook.sharedChain);
     if (guarded) {
-      const hook = !hadPins ? "remove" : swapsProgram && attachment ? "restore-previous" : attachesNew ? "remove" : "keep";
       const inverse = hadPins ? denyOperations({ add: plan.remove, remove: plan.add }, mapPin) : [];
-      timer = await armRevert(session, revertScript(layout, inputs.interface, inverse, hook), inputs.lockoutRevertSeconds);
+      timer = await armRevert(session, revertScript(layout, hook, inverse, change), inputs.lockoutRevertSeconds);
     }
     await applyMapOperations(session, denyOperations(plan, mapPin));
     if (newProgram) {
       await session.run([
-        ...(inputs.attached ? [attachXdpCommand(inputs.interface, newProgram, inputs.mode, attachment)] : []),
+        ...hook.installCommands(newProgram, ownIds),
         // The previous program stays pinned as prog_old until the change is proven.
         ...(swapsProgram ? [["mv", "-f", layout.program, `${layout.program}_old`]] : []),
         ["mv", "-f", newProgram, layout.program],
       ]);
-    } else if (inputs.attached && !attachment) {
-      await session.run(attachXdpCommand(inputs.interface, layout.program, inputs.mode));
+    } else if (!hook.inPlace) {
+      await session.run(hook.installCommands(layout.program, ownIds));
     }
-    if (!inputs.attached && attachment) await detachXdp(session, inputs.interface, attachment);
+    await hook.release(session, ownIds);
   } catch (err) {
     // Leave the host as it was: a fresh firewall that never attached is removed whole;
     // an existing one keeps its program (the staged one is dropped).
     await timer?.disarm().catch(() => undefined);
-    // The same steps the revert timer would run: detach what we attached, drop the pins.
-    if (!hadPins) await session.run(["sh", "-c", revertScript(layout, inputs.interface, [], "remove")]).catch(() => undefined);
+    // The same steps the revert timer would run: take off what we attached, drop the pins.
+    if (!hadPins) await session.run(["sh", "-c", revertScript(layout, hook, [], "new")]).catch(() => undefined);
     else if (newProgram) await session.run(["rm", "-f", newProgram]).catch(() => undefined);
     throw err;
   }
   if (timer) {
-    const failure = await loginWorks(inputs, Math.min(inputs.host.connectTimeoutMs, (inputs.lockoutRevertSeconds * 1000) / 2));
-    if (failure) await reportLockout(session, inputs, await session.managementPeer(), failure);
-    await timer.disarm();
+    await proveManagementPath(session, timer, {
+      host: inputs.host,
+      credentials: inputs.credentials,
+      iface: inputs.interface,
+      lockoutRevertSeconds: inputs.lockoutRevertSeconds,
+      subject: "the change",
+      advice: "Check the deny entries against the addresses this host is managed from.",
+    });
   }
+  const cleanup = hook.cleanupCommands(ownIds);
+  if (cleanup.length > 0) await session.run(cleanup);
   if (swapsProgram) await session.run(["rm", "-f", `${layout.program}_old`]);
+  // Only once the change is proven: a reboot must never bring back what the host reverted.
+  if (inputs.bootRestore) {
+    const mapOperations = denyOperations({ add: Object.keys(inputs.deny), remove: [] }, mapPin);
+    const xdp = inputs.attached ? { interface: inputs.interface, mode: inputs.mode } : undefined;
+    await persistBootRestore(session, { kind: KIND, name: inputs.name, layout, object, mapOperations, xdp });
+  } else await removeBootRestore(session, KIND, inputs.name);
   // bpftool batch stops at the first failed write, so after it succeeded the maps hold
   // exactly the desired entries: only the program side is read back.
-  const program = await observeProgram(session, layout, inputs.interface);
+  const program = await observeProgram(session, layout, placement);
   if (!program) throw new Error(`${session.label}: the firewall's pins vanished right after it was applied`);
   return outputsOf(inputs, { ...program, deny: inputs.deny }, object.sha256);
 }
@@ -249,6 +225,7 @@ async function converge(inputs: XdpFirewallInputs, previousSha?: string): Promis
 export const xdpFirewallKind: Kind<XdpFirewallInputs, XdpFirewallOutputs> = {
   kind: KIND,
   schema: xdpFirewallSchema,
+  check: checkXdpFirewall,
   replaceOn: ["host", "interface", "name", "mode"],
 
   pendingChanges(olds) {
@@ -262,7 +239,7 @@ export const xdpFirewallKind: Kind<XdpFirewallInputs, XdpFirewallOutputs> = {
 
   async read(_id, olds) {
     const { session, layout } = await connect(olds);
-    const observed = await observe(session, layout, olds.interface);
+    const observed = await observe(session, layout, placementOf(olds));
     if (!observed) return undefined;
     const outs = outputsOf(olds, observed, olds.objectSha256);
     const { objectSha256: _sha, programId: _id2, programTag: _tag, attachMode: _mode, counters: _c, ...inputs } = outs;
@@ -275,9 +252,11 @@ export const xdpFirewallKind: Kind<XdpFirewallInputs, XdpFirewallOutputs> = {
 
   async delete(_id, olds) {
     const { session, layout } = await connect(olds);
-    const state = await programState(session, olds.interface, layout, STATS_MAP);
-    // Detach only what this firewall attached; whatever else is on the hook stays.
-    if (state.program && state.xdp?.programId === state.program.id) await detachXdp(session, olds.interface, state.xdp);
+    const state = await programState(session, olds.interface, layout, STATS_MAP, dispatcherDir(olds.interface));
+    // Take off only what this firewall attached (alone, or its chain slot); whatever else is on the hook stays.
+    const ids = state.program ? [state.program.id] : [];
+    await releaseHook(session, olds.interface, hookPosition(state.xdp, state.chain, ids), ids);
+    await removeBootRestore(session, KIND, olds.name);
     await removePins(session, layout);
   },
 };

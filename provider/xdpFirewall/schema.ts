@@ -1,7 +1,10 @@
 /** Inputs of XdpFirewall, as the user writes them and as check() canonicalises them. */
+import type * as pulumi from "@pulumi/pulumi";
 import { z } from "zod";
+import { checkInputs, UNKNOWN } from "../dynamicAdapter";
 import { credentialsSchema, hostSchema } from "../remote/hostSchema";
-import { cidrSet, interfaceName, pinName } from "../validation";
+import { lockoutInputs } from "../remote/lockout";
+import { chainPriority, cidrSet, interfaceName, pinName } from "../validation";
 
 /** Capacity of the exact and prefix maps together (see bpf/include/xdp_firewall.h). */
 export const MAX_DENY_ENTRIES = 1_048_576;
@@ -20,18 +23,37 @@ export const xdpFirewallSchema = z.object({
   /** false loads the program and fills its maps without attaching it (staging). */
   attached: z.boolean().default(true),
   /**
-   * Before a change on the interface that carries the management SSH session, arm a
-   * revert timer on the host; after the change, prove that a fresh SSH login works,
-   * then disarm. If the login fails, the host undoes the change by itself.
+   * Share the interface with other bpfleet XDP programs (a load balancer behind this
+   * firewall): run as a member of the interface's chain at this priority, 0 first.
+   * Unset: attach alone. See provider/remote/xdpHook.ts.
    */
-  lockoutGuard: z.boolean().default(true),
-  /** Seconds after which an undisarmed revert timer undoes the change. */
-  lockoutRevertSeconds: z.number().int().min(5).max(3600).default(30),
+  chainPriority: chainPriority.optional(),
+  /** The lockout guard: lockoutGuard (default true) and lockoutRevertSeconds (default 30). */
+  ...lockoutInputs,
   /** Permit deny entries that cover the address this provider's SSH session comes from (refused by default). */
   allowManagementDeny: z.boolean().default(false),
+  /**
+   * Persist on the host what brings the firewall back after a reboot without Pulumi:
+   * a restore script and a bpftool batch of the deny entries under
+   * /var/lib/bpfleet/boot/, run by the shared bpfleet-restore.service before
+   * network-pre.target. false (default) removes them.
+   */
+  bootRestore: z.boolean().default(false),
 });
 
 export type XdpFirewallInputs = z.infer<typeof xdpFirewallSchema>;
+
+/** The schema, then the rules that span inputs. */
+export function checkXdpFirewall(news: Record<string, unknown>): pulumi.dynamic.CheckResult {
+  const result = checkInputs(xdpFirewallSchema, news);
+  const inputs = result.inputs as Record<string, unknown> | undefined;
+  // The restore script attaches the firewall alone; restoring a chain member needs its dispatcher first.
+  if (inputs?.bootRestore === true && inputs.chainPriority !== undefined && inputs.chainPriority !== UNKNOWN) {
+    const reason = "bootRestore: cannot be combined with chainPriority: boot restore of a chained program (an XDP dispatcher member) is not supported; drop one of them";
+    return { failures: [{ property: "bootRestore", reason }] };
+  }
+  return result;
+}
 
 export interface XdpFirewallCounters {
   passPackets: number;

@@ -240,7 +240,8 @@ EOF
 # Start sshd for host NS in a private mount + UTS namespace, with a fresh bpffs
 # on /sys/fs/bpf, fresh /tmp, /var/tmp and /var/lib/bpfleet (the provider's
 # object cache: shared, it would hide uploads from every host but the first),
-# and an /etc/hosts naming it.
+# an empty /etc/systemd/system (boot-restore units must never reach this
+# machine's real /etc) and an /etc/hosts naming it.
 # `ip netns exec` already remounts /sys (so /sys/class/net shows this
 # namespace); the extra unshare keeps our mounts from leaking and pins from
 # being visible to other hosts. Everything the sshd
@@ -260,6 +261,8 @@ start_sshd() {
       mount -t tmpfs -o mode=1777 tmpfs /var/tmp
       mkdir -p /var/lib/bpfleet
       mount -t tmpfs -o mode=0755 tmpfs /var/lib/bpfleet
+      mkdir -p /etc/systemd/system
+      mount -t tmpfs -o mode=0755 tmpfs /etc/systemd/system
       hostname "$1"
       mount --bind "$5" /etc/hosts
       exec "$2" -D -f "$3" -E "$4"' \

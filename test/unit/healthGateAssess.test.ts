@@ -56,6 +56,24 @@ describe("parseSurvey", () => {
     expect(COUNTER_SOURCES["xdp-firewall"]!.read(survey.stats!)).toEqual({ passPackets: 7, passBytes: 80, dropPackets: 0, dropBytes: 0 });
   });
 
+  it("counts the members of bpfleet's XDP chain as on the hook while the dispatcher runs there, and not otherwise", () => {
+    const chained = (hookId: number) =>
+      parseSurvey([
+        "@@dir", "true", "@@prog", '{"id":42}',
+        "@@net", `[{"xdp":[{"devname":"eth0","ifindex":2,"mode":"driver","id":${hookId}}],"tc":[]}]`,
+        "@@stats", "null",
+        "@@dispatcher", '{"id":7,"name":"xdp_dispatcher"}',
+        "@@chain", '[{"key":[],"value":[],"formatted":{"key":0,"value":42}},{"key":[],"value":[],"formatted":{"key":1,"value":43}}]',
+        "",
+      ].join("\n"));
+    expect(chained(7).hooks?.xdp).toEqual([7, 42, 43]);
+    expect(assessTarget(target, 42, chained(7))).toEqual([]);
+    expect(chained(99).hooks?.xdp).toEqual([99]);
+    expect(assessTarget(target, 42, chained(99))).toEqual([
+      "program id 42 is not attached to eth0 xdp (the hook holds id 99)",
+    ]);
+  });
+
   it("reads missing things as missing", () => {
     expect(parseSurvey("@@dir\nfalse\n@@prog\nnull\n@@net\nnull\n@@stats\nnull\n")).toEqual({ pinDirExists: false, programId: undefined, hooks: undefined, stats: undefined });
   });

@@ -1,0 +1,167 @@
+import { execFileSync, spawnSync } from "node:child_process";
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, describe, expect, it } from "vitest";
+import { pinLayout, type LocalObject } from "../../provider/remote/bpfHost";
+import {
+  batchFileName,
+  resourceBootDir,
+  resourceRestoreScript,
+  restoreAssignments,
+  restoreBatchText,
+  restoreEntryScript,
+  unitText,
+  type BootRestoreSpec,
+} from "../../provider/remote/bootRestore";
+import { UNKNOWN } from "../../provider/dynamicAdapter";
+import { denyOperations } from "../../provider/xdpFirewall/plan";
+import { checkXdpFirewall } from "../../provider/xdpFirewall/schema";
+
+const object: LocalObject = { path: "/nowhere/xdp_firewall.bpf.o", bytes: Buffer.alloc(0), sha256: "ab".repeat(32) };
+
+function spec(patch: Partial<BootRestoreSpec> = {}): BootRestoreSpec {
+  const layout = pinLayout("xdp-firewall", "edge-fw");
+  return {
+    kind: "xdp-firewall",
+    name: "edge-fw",
+    layout,
+    object,
+    mapOperations: denyOperations({ add: ["192.0.2.9/32", "2001:db8::/32"], remove: [] }, (m) => `${layout.maps}/${m}`),
+    xdp: { interface: "eth0", mode: "auto" },
+    ...patch,
+  };
+}
+
+const scratch = mkdtempSync(join(tmpdir(), "bpfleet-boot-unit-"));
+afterAll(() => rmSync(scratch, { recursive: true, force: true }));
+
+describe("boot restore unit", () => {
+  const unit = unitText();
+  const directives = (section: string) =>
+    unit
+      .split(/^\[/m)
+      .find((s) => s.startsWith(`${section}]`))!
+      .split("\n")
+      .slice(1)
+      .filter((l) => l && !l.startsWith("#"));
+
+  it("is a oneshot that runs the fixed entry point before the network is configured", () => {
+    expect(directives("Service")).toEqual(["Type=oneshot", "RemainAfterExit=yes", "ExecStart=/bin/sh /var/lib/bpfleet/boot/restore"]);
+    const unitSection = directives("Unit");
+    expect(unitSection).toContain("DefaultDependencies=no");
+    expect(unitSection).toContain("Wants=network-pre.target");
+    expect(unitSection.find((l) => l.startsWith("Before="))).toMatch(/\bnetwork-pre\.target\b/);
+    expect(unitSection).toContain("RequiresMountsFor=/var/lib/bpfleet/boot");
+    expect(unitSection).toContain("ConditionPathExists=/var/lib/bpfleet/boot/restore");
+    // Ordered before network-pre.target, so nothing that comes after the network may be required.
+    expect(unit).not.toMatch(/After=.*network(-online)?\.target/);
+    expect(directives("Install")).toEqual(["WantedBy=sysinit.target"]);
+  });
+
+  it("entry point runs every persisted restore script, carrying on past a failure", () => {
+    const entry = restoreEntryScript();
+    expect(entry).toContain('for script in /var/lib/bpfleet/boot/*/*/restore.sh; do');
+    expect(entry).toContain('sh "$script" || {');
+    execFileSync("sh", ["-n", "-c", entry]);
+  });
+});
+
+describe("per-resource restore script", () => {
+  // What the script's own shell makes of the quoted assignments: exactly the values.
+  function assigned(text: string): Record<string, string> {
+    const out = execFileSync("sh", ["-c", `${text}\nprintf '%s\\0' "$LABEL" "$DIR" "$OBJ" "$BATCH" "$DEV"`]).toString().split("\0");
+    return { LABEL: out[0]!, DIR: out[1]!, OBJ: out[2]!, BATCH: out[3]!, DEV: out[4]! };
+  }
+
+  it.each([
+    ["eth0", "edge-fw"],
+    ["0.1-_x", "1_-a"], // valid: starts with a digit, dots, dashes, underscores
+    ["e'$(id)`;x", "p q"], // not valid inputs, still only ever data
+  ])("passes interface %j and pin dir %j through the shell unchanged", (iface, pin) => {
+    const layout = { ...pinLayout("xdp-firewall", "x"), dir: `/sys/fs/bpf/bpfleet/xdp-firewall/${pin}` };
+    const values = assigned(restoreAssignments(spec({ layout, xdp: { interface: iface, mode: "native" } }), "/var/lib/bpfleet/boot/b b/$x.batch"));
+    expect(values).toEqual({
+      LABEL: "xdp-firewall/edge-fw",
+      DIR: layout.dir,
+      OBJ: `/var/lib/bpfleet/objects/${"ab".repeat(32)}.bpf.o`,
+      BATCH: "/var/lib/bpfleet/boot/b b/$x.batch",
+      DEV: iface,
+    });
+  });
+
+  it("attaches in the declared mode with the interface quoted, and only when attached", () => {
+    const attach = (mode: "native" | "generic" | "auto", iface = "eth0") =>
+      resourceRestoreScript(spec({ xdp: { interface: iface, mode } }), "/b").split("\n").find((l) => l.startsWith("bpftool net attach"));
+    expect(attach("native")).toMatch(/^bpftool net attach xdpdrv pinned \/sys\/fs\/bpf\/bpfleet\/xdp-firewall\/edge-fw\/prog_boot dev eth0 \|\|/);
+    expect(attach("generic")).toMatch(/^bpftool net attach xdpgeneric pinned /);
+    expect(attach("auto")).toMatch(/^bpftool net attach xdp pinned /);
+    expect(attach("auto", "a'b")).toContain(`dev 'a'\\''b' ||`);
+    expect(resourceRestoreScript(spec({ xdp: undefined }), "/b")).not.toMatch(/net attach/);
+  });
+
+  it("parses, and does nothing when the program is pinned already", () => {
+    const script = resourceRestoreScript(spec(), "/b");
+    execFileSync("sh", ["-n", "-c", script]);
+    // A stub bpftool/ip/mount on PATH records any call; with prog pinned there must be none.
+    const bin = join(scratch, "bin");
+    const calls = join(scratch, "calls");
+    mkdirSync(bin, { recursive: true });
+    for (const tool of ["bpftool", "ip", "mount"]) {
+      writeFileSync(join(bin, tool), `#!/bin/sh\necho "${tool} $*" >> '${calls}'\n`);
+      chmodSync(join(bin, tool), 0o755);
+    }
+    const dir = join(scratch, "pins");
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(join(dir, "prog"), "");
+    const layout = { dir, program: join(dir, "prog"), maps: join(dir, "maps") };
+    const result = spawnSync("sh", ["-c", resourceRestoreScript(spec({ layout }), "/b")], { env: { PATH: `${bin}:/usr/bin:/bin` } });
+    expect(result.status).toBe(0);
+    expect(result.stderr.toString()).toMatch(/xdp-firewall\/edge-fw: pins present, nothing to do/);
+    expect(existsSync(calls)).toBe(false);
+    expect(existsSync(join(dir, "prog"))).toBe(true);
+  });
+
+  it("refuses to build paths or batch lines from unsafe names", () => {
+    expect(resourceBootDir("xdp-firewall", "edge-fw")).toBe("/var/lib/bpfleet/boot/xdp-firewall/edge-fw");
+    expect(() => resourceBootDir("xdp-firewall", "../etc")).toThrow(/unsafe name/);
+    expect(() => resourceBootDir("xdp-firewall", "-x")).toThrow(/unsafe name/);
+    expect(() => resourceBootDir("a b", "x")).toThrow(/unsafe kind/);
+    expect(() => restoreBatchText([{ op: "delete", map: "/sys/fs/bpf/x y", key: Uint8Array.of(1) }])).toThrow(/unsafe pin path/);
+  });
+
+  it("batch: the declared entries as bpftool updates, named by a digest of the text", () => {
+    const text = restoreBatchText(spec().mapOperations);
+    expect(text).toBe(
+      "map update pinned /sys/fs/bpf/bpfleet/xdp-firewall/edge-fw/maps/deny_v4_exact key hex c0 00 02 09 value hex 01\n" +
+        "map update pinned /sys/fs/bpf/bpfleet/xdp-firewall/edge-fw/maps/deny_v6_prefix key hex 20 00 00 00 20 01 0d b8 00 00 00 00 00 00 00 00 00 00 00 00 value hex 01\n",
+    );
+    expect(batchFileName(text)).toMatch(/^entries-[0-9a-f]{16}\.batch$/);
+    expect(batchFileName(text)).toBe(batchFileName(`${text}`));
+    expect(batchFileName(text)).not.toBe(batchFileName(""));
+  });
+});
+
+describe("XdpFirewall check: bootRestore", () => {
+  const base = {
+    host: { address: "10.200.1.2", hostKey: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB" },
+    interface: "eth0",
+    name: "edge-fw",
+    deny: ["192.0.2.9"],
+  };
+
+  it("defaults to false and accepts true", () => {
+    expect(checkXdpFirewall(base).inputs?.bootRestore).toBe(false);
+    expect(checkXdpFirewall({ ...base, bootRestore: true }).inputs?.bootRestore).toBe(true);
+    expect(checkXdpFirewall({ ...base, bootRestore: "yes" }).failures?.[0]?.property).toBe("bootRestore");
+  });
+
+  it("refuses it together with chainPriority, naming both", () => {
+    const result = checkXdpFirewall({ ...base, bootRestore: true, chainPriority: 1 });
+    expect(result.inputs).toBeUndefined();
+    expect(result.failures).toEqual([{ property: "bootRestore", reason: expect.stringMatching(/bootRestore: cannot be combined with chainPriority/) }]);
+    expect(checkXdpFirewall({ ...base, bootRestore: false, chainPriority: 1 }).failures).toBeUndefined();
+    // During preview an unknown chainPriority is let through; it is judged when known.
+    expect(checkXdpFirewall({ ...base, bootRestore: true, chainPriority: UNKNOWN }).failures).toBeUndefined();
+  });
+});

@@ -83,6 +83,17 @@ export class PulumiProject {
     return project;
   }
 
+  /**
+   * Like create, with the program given as TypeScript source (written as the
+   * project's index.ts), for tests whose program is too specific for examples/.
+   */
+  static async fromSource(name: string, source: string, projectName = "bpfleet-e2e"): Promise<PulumiProject> {
+    mkdirSync(WORK, { recursive: true });
+    const programFile = join(WORK, `${name}.program.ts`);
+    writeFileSync(programFile, source);
+    return PulumiProject.create(name, programFile, projectName);
+  }
+
   /** Runs the pulumi CLI in the project; never throws for a non-zero exit (assert on it). */
   async pulumi(args: string[], options: { timeoutMs?: number } = {}): Promise<PulumiRun> {
     const result = await execa("pulumi", [...args, "--non-interactive"], {

@@ -160,12 +160,8 @@ async function converge(inputs: MaglevServiceInputs, olds?: MaglevServiceOutputs
   }
   if (timer) {
     await proveManagementPath(session, timer, {
-      host: inputs.host,
-      credentials: inputs.credentials,
-      iface: inputs.interface,
-      lockoutRevertSeconds: inputs.lockoutRevertSeconds,
+      inputs,
       subject: "attaching the load balancer",
-      advice: "",
     });
   }
   const cleanup = hook.cleanupCommands(ownIds);

@@ -17,6 +17,8 @@ export interface HostFacts {
   kernel: string;
   bpftool: string;
   programTypes: Record<string, boolean>;
+  /** Helpers each program type may call, by type ("xdp", "sched_cls"). */
+  helpers: Record<string, readonly string[]>;
 }
 
 const preflightFacts = new WeakMap<SshSession, Promise<HostFacts>>();
@@ -55,12 +57,14 @@ async function runPreflight(session: SshSession): Promise<HostFacts> {
   if (result.code !== 0) throw new RemoteCommandError(session.label, "preflight", result, "preflight failed");
   const [head = "", features = "{}"] = result.stdout.split("@@features\n");
   const field = (name: string) => head.match(new RegExp(`^${name}=(.*)$`, "m"))?.[1] ?? "unknown";
-  const probed = JSON.parse(features) as { program_types?: Record<string, boolean> };
+  const probed = JSON.parse(features) as { program_types?: Record<string, boolean>; helpers?: Record<string, string[]> };
   const programTypes: Record<string, boolean> = {};
   for (const [key, value] of Object.entries(probed.program_types ?? {})) {
     programTypes[key.replace(/^have_|_prog_type$/g, "")] = value;
   }
-  return { kernel: field("kernel"), bpftool: field("bpftool"), programTypes };
+  const helpers: Record<string, readonly string[]> = {};
+  for (const [key, list] of Object.entries(probed.helpers ?? {})) helpers[key.replace(/_available_helpers$/, "")] = list;
+  return { kernel: field("kernel"), bpftool: field("bpftool"), programTypes, helpers };
 }
 
 export async function requireProgramType(session: SshSession, type: "xdp" | "sched_cls"): Promise<void> {
@@ -275,16 +279,19 @@ export async function pinnedProgram(session: SshSession, pin: string): Promise<P
 }
 
 // Existing map pins are reused (flow state and entries survive an upgrade); maps the
-// object adds are pinned beside them. The new program is pinned as prog_new so the
-// caller can swap the hook before it replaces prog. $1 object, $2 pin dir, $3 type,
-// $4 (optional) the interface's shared xdp_chain pin, used instead of a private one
-// and never pinned into the resource's own maps.
+// object adds are pinned beside them. The new program is pinned as prog_new (`load`),
+// or every program as progs_new/<function> (`loadall`: programs sharing their maps),
+// so the caller can swap hooks before they replace prog(s). $1 object, $2 pin dir,
+// $3 type, $4 load|loadall, $5 (optional) the interface's shared xdp_chain pin, used
+// instead of a private one and never pinned into the resource's own maps.
+// A failing load names its command line on stderr, so the error says which it was.
 const LOAD_SCRIPT = `
 set -e
-maps="$2/maps"; staged="$2/maps_staged"; new="$2/prog_new"; chain="\${4:-}"
+maps="$2/maps"; staged="$2/maps_staged"; chain="\${5:-}"
+case "$4" in load) new="$2/prog_new" ;; loadall) new="$2/progs_new" ;; *) echo "bad load verb $4" >&2; exit 2 ;; esac
 mkdir -p "$maps"
 rm -rf "$staged" "$new"
-set -- bpftool prog load "$1" "$new" type "$3"
+set -- bpftool prog "$4" "$1" "$new" type "$3"
 for pin in "$maps"/*; do
   [ -e "$pin" ] || continue
   name=$(basename "$pin")
@@ -292,7 +299,7 @@ for pin in "$maps"/*; do
   set -- "$@" map name "$name" pinned "$pin"
 done
 if [ -n "$chain" ]; then set -- "$@" map name xdp_chain pinned "$chain"; fi
-"$@" pinmaps "$staged"
+"$@" pinmaps "$staged" || { echo "failed: $*" >&2; exit 1; }
 if [ -n "$chain" ]; then rm -f "$staged/xdp_chain"; fi
 for pin in "$staged"/*; do
   [ -e "$pin" ] || continue
@@ -308,8 +315,18 @@ rmdir "$staged"
  * xdp_chain is that pin (see xdpHook.ts). Returns the new program's pin path.
  */
 export async function loadProgram(session: SshSession, layout: PinLayout, objectPath: string, type: "xdp" | "tc", sharedChain?: string): Promise<string> {
-  await session.runScript(LOAD_SCRIPT, [objectPath, layout.dir, type, ...(sharedChain ? [sharedChain] : [])]);
+  await session.runScript(LOAD_SCRIPT, [objectPath, layout.dir, type, "load", ...(sharedChain ? [sharedChain] : [])]);
   return `${layout.program}_new`;
+}
+
+/**
+ * As loadProgram, for an object whose programs share its maps (e.g. TC ingress and
+ * egress): returns the directory holding the new programs, one pin per program,
+ * named after its function.
+ */
+export async function loadAllPrograms(session: SshSession, layout: PinLayout, objectPath: string, type: "xdp" | "tc"): Promise<string> {
+  await session.runScript(LOAD_SCRIPT, [objectPath, layout.dir, type, "loadall"]);
+  return `${layout.dir}/progs_new`;
 }
 
 export async function listPins(session: SshSession, dir: string): Promise<string[]> {
@@ -474,63 +491,14 @@ export async function lookupMapEntries(session: SshSession, lookups: readonly Ma
   return rows.map((row) => (row.output!.values ? row.output!.values.map((v) => parseHexArray(v.value)) : [parseHexArray(row.output!.value ?? [])]));
 }
 
-// As LOAD_SCRIPT, for an object whose programs share its maps (e.g. TC ingress
-// and egress): every program is pinned as <dir>/progs_new/<function name>.
-// $1 object, $2 pin dir, $3 program type.
-const LOAD_ALL_SCRIPT = `
-set -e
-maps="$2/maps"; staged="$2/maps_staged"; new="$2/progs_new"
-mkdir -p "$maps"
-rm -rf "$staged" "$new"
-set -- bpftool prog loadall "$1" "$new" type "$3"
-for pin in "$maps"/*; do
-  [ -e "$pin" ] || continue
-  set -- "$@" map name "$(basename "$pin")" pinned "$pin"
-done
-"$@" pinmaps "$staged"
-for pin in "$staged"/*; do
-  [ -e "$pin" ] || continue
-  name=$(basename "$pin")
-  if [ -e "$maps/$name" ]; then rm -f "$pin"; else mv "$pin" "$maps/$name"; fi
-done
-rmdir "$staged"
-`;
-
-/**
- * Loads every program of `objectPath` under `<dir>/progs_new/`, reusing every map
- * already pinned under `<dir>/maps` and pinning any others there. Returns the
- * directory holding the new programs (one pin per program, named after its function).
- */
-export async function loadAllPrograms(session: SshSession, layout: PinLayout, objectPath: string, type: "xdp" | "tc"): Promise<string> {
-  await session.runScript(LOAD_ALL_SCRIPT, [objectPath, layout.dir, type]);
-  return `${layout.dir}/progs_new`;
-}
-
-const helperFacts = new WeakMap<SshSession, Promise<Record<string, readonly string[]>>>();
-
-async function probeHelpers(session: SshSession): Promise<Record<string, readonly string[]>> {
-  const result = await session.run(["bpftool", "-j", "feature", "probe", "kernel"]);
-  const probed = JSON.parse(result.stdout) as { helpers?: Record<string, string[]> };
-  const helpers: Record<string, readonly string[]> = {};
-  for (const [key, list] of Object.entries(probed.helpers ?? {})) helpers[key.replace(/_available_helpers$/, "")] = list;
-  return helpers;
-}
-
 /**
  * Fails unless programs of `type` may call every helper in `helpers` on the host's
- * kernel (probed once per session), naming the missing ones and `why` they are needed.
+ * kernel (from the preflight probe), naming the missing ones and `why` they are needed.
  */
 export async function requireHelpers(session: SshSession, type: "xdp" | "sched_cls", helpers: readonly string[], why: string): Promise<void> {
-  let facts = helperFacts.get(session);
-  if (!facts) {
-    facts = probeHelpers(session);
-    helperFacts.set(session, facts);
-    facts.catch(() => helperFacts.delete(session));
-  }
-  const available = new Set((await facts)[type] ?? []);
-  const missing = helpers.filter((h) => !available.has(h));
+  const { kernel, helpers: available } = await preflight(session);
+  const missing = helpers.filter((h) => !(available[type] ?? []).includes(h));
   if (missing.length > 0) {
-    const { kernel } = await preflight(session);
     throw new HostPreconditionError(`${session.label}: kernel ${kernel} does not let ${type} programs call ${missing.join(", ")} (${why}). Nothing was changed.`);
   }
 }

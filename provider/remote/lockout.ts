@@ -29,17 +29,23 @@ export const lockoutInputs = {
     .default(DEFAULT_REVERT_SECONDS),
 };
 
-/** What the guard needs to know about the change it watches. */
-export interface GuardedChange {
+/** The inputs every guarded resource has. */
+export interface GuardedInputs {
   host: HostConnection;
   credentials: Credentials;
-  /** The interface the change was made on (for the message). */
-  iface: string;
+  interface: string;
   lockoutRevertSeconds: number;
+}
+
+/** What the guard needs to know about the change it watches. */
+export interface GuardedChange {
+  inputs: GuardedInputs;
+  /** The interface that carries the management session, when not the resource's own (for the message). */
+  iface?: string;
   /** What was changed, for the message: "the policy", "the mirror". */
   subject: string;
   /** What the user can do about it, one sentence. */
-  advice: string;
+  advice?: string;
 }
 
 /** A fresh login's failure, or undefined when it worked. */
@@ -54,15 +60,16 @@ export async function loginWorks(host: HostConnection, credentials: Credentials,
 
 /** After a fresh login failed: waits for the host to come back by itself (its revert timer) and says what happened. */
 export async function reportLockout(session: SshSession, change: GuardedChange, failure: Error): Promise<never> {
+  const { host, credentials, lockoutRevertSeconds } = change.inputs;
   const peer = (await session.managementPeer().catch(() => undefined))?.replace(/^::ffff:(?=\d+\.)/i, "");
-  dropSession(change.host, change.credentials);
-  const deadline = Date.now() + (change.lockoutRevertSeconds + 20) * 1000;
+  dropSession(host, credentials);
+  const deadline = Date.now() + (lockoutRevertSeconds + 20) * 1000;
   let back = false;
-  while (!back && Date.now() < deadline) back = (await loginWorks(change.host, change.credentials, 5000)) === undefined;
+  while (!back && Date.now() < deadline) back = (await loginWorks(host, credentials, 5000)) === undefined;
   throw new HostPreconditionError(
     `${session.label}: after the change, a fresh SSH login failed (${failure.message.split("\n")[0]}): ${change.subject} cuts the management path ` +
-      `(SSH from ${peer ?? "the provider"} over ${change.iface}). The revert timer armed before the change ` +
-      (back ? `undid it and the host is reachable again.` : `undoes it within ${change.lockoutRevertSeconds} s; the host was not reachable again yet.`) +
+      `(SSH from ${peer ?? "the provider"} over ${change.iface ?? change.inputs.interface}). The revert timer armed before the change ` +
+      (back ? `undid it and the host is reachable again.` : `undoes it within ${lockoutRevertSeconds} s; the host was not reachable again yet.`) +
       ` Nothing was recorded as applied.${change.advice ? ` ${change.advice}` : ""}`,
   );
 }
@@ -73,7 +80,8 @@ export async function reportLockout(session: SshSession, change: GuardedChange, 
  * throws the report. Half the window for the login, so the disarm still comes in time.
  */
 export async function proveManagementPath(session: SshSession, timer: RevertTimer, change: GuardedChange): Promise<void> {
-  const failure = await loginWorks(change.host, change.credentials, Math.min(change.host.connectTimeoutMs, (change.lockoutRevertSeconds * 1000) / 2));
+  const { host, credentials, lockoutRevertSeconds } = change.inputs;
+  const failure = await loginWorks(host, credentials, Math.min(host.connectTimeoutMs, (lockoutRevertSeconds * 1000) / 2));
   if (failure) await reportLockout(session, change, failure);
   await timer.disarm();
 }

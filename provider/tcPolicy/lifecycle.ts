@@ -312,10 +312,7 @@ async function converge(inputs: TcPolicyInputs, olds?: TcPolicyState): Promise<T
   }
   if (timer) {
     await proveManagementPath(session, timer, {
-      host: inputs.host,
-      credentials: inputs.credentials,
-      iface: inputs.interface,
-      lockoutRevertSeconds: inputs.lockoutRevertSeconds,
+      inputs,
       subject: "the policy",
       advice:
         `Allow inbound TCP to port ${inputs.host.port} from the addresses this host is managed from` +

@@ -336,10 +336,8 @@ async function converge(inputs: TrafficMirrorInputs, olds?: TrafficMirrorOutputs
   }
   if (timer) {
     await proveManagementPath(session, timer, {
-      host: inputs.host,
-      credentials: inputs.credentials,
-      iface: paths?.management ?? inputs.interface,
-      lockoutRevertSeconds: inputs.lockoutRevertSeconds,
+      inputs,
+      iface: paths?.management,
       subject: "the mirror",
       advice:
         `A mirror hands every packet on, so look at what else changed on ${inputs.interface}: the BPF object loaded` +

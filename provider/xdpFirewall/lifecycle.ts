@@ -198,10 +198,7 @@ async function converge(inputs: XdpFirewallInputs, previousSha?: string): Promis
   }
   if (timer) {
     await proveManagementPath(session, timer, {
-      host: inputs.host,
-      credentials: inputs.credentials,
-      iface: inputs.interface,
-      lockoutRevertSeconds: inputs.lockoutRevertSeconds,
+      inputs,
       subject: "the change",
       advice: "Check the deny entries against the addresses this host is managed from.",
     });

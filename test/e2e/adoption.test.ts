@@ -6,6 +6,7 @@
 // one netlink call, so the hook is never empty.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createLab, type Lab, type LabClient, type LabHost } from "../lab/lab";
+import { tearDownLabProject, useLab } from "./labHosts";
 import { PulumiProject } from "./pulumiProject";
 
 const PROGRAM = `
@@ -79,8 +80,7 @@ beforeAll(async () => {
   h1 = lab.hosts[0]!;
   denied = lab.clients[0]!;
   declared = [`${denied.address}/32`, "203.0.113.0/24"];
-  project = await PulumiProject.fromSource("adoption", PROGRAM, "bpfleet-adopt");
-  await project.ok(["config", "set", "labFile", lab.jsonPath]);
+  project = await useLab(await PulumiProject.fromSource("adoption", PROGRAM, "bpfleet-adopt"), lab);
   await project.setList("deny", declared);
   await project.ok(["up", "--yes", "--skip-preview"]);
   urn = `urn:pulumi:dev::bpfleet-adopt::${TYPE}::adopt-fw`;
@@ -92,14 +92,7 @@ beforeAll(async () => {
   expect(await project.exportState()).not.toContain(urn);
 }, 600_000);
 
-afterAll(async () => {
-  if (project) {
-    await project.pulumi(["destroy", "--yes", "--skip-preview"]);
-    await project.pulumi(["stack", "rm", "dev", "--yes", "--force"]);
-    project.remove();
-  }
-  await lab?.destroy();
-});
+afterAll(() => tearDownLabProject(project, lab));
 
 describe("adopting a firewall already on a host, through the real Pulumi CLI", () => {
   it("the import resource option and `pulumi import` fail for a dynamic resource (pulumi/pulumi#16175), changing nothing on the host", async () => {

@@ -4,6 +4,7 @@ import { existsSync, readFileSync, rmSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createLab, type Lab, type LabHost } from "../lab/lab";
+import { tearDownLabProject, useLab } from "./labHosts";
 import { PulumiProject } from "./pulumiProject";
 
 const WAVES = [["h1"], ["h2", "h3", "h4", "h5", "h6"], ["h7", "h8", "h9", "h10"]];
@@ -82,20 +83,12 @@ function updatedResources(output: string, type: "XdpFirewall" | "HealthGate"): M
 
 beforeAll(async () => {
   lab = await createLab("fleet", { hosts: 10, clients: 1 });
-  project = await PulumiProject.create("fleet", resolve(__dirname, "../../examples/fleet/index.ts"), "bpfleet-fleet");
-  await project.ok(["config", "set", "labFile", lab.jsonPath]);
+  project = await useLab(await PulumiProject.create("fleet", resolve(__dirname, "../../examples/fleet/index.ts"), "bpfleet-fleet"), lab);
   // `--event-log` (the engine's event stream, as the Automation API reads it) is listed only with debug commands on.
   project.env.PULUMI_DEBUG_COMMANDS = "true";
 });
 
-afterAll(async () => {
-  if (project) {
-    await project.pulumi(["destroy", "--yes", "--skip-preview"]);
-    await project.pulumi(["stack", "rm", "dev", "--yes", "--force"]);
-    project.remove();
-  }
-  await lab?.destroy();
-});
+afterAll(() => tearDownLabProject(project, lab));
 
 describe("fleet rollout through the real Pulumi CLI", () => {
   it("a good rollout reaches all 10 hosts, wave after wave, each wave after the previous gate passed", async () => {

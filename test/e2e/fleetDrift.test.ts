@@ -5,6 +5,7 @@
 import { resolve } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createLab, type Lab, type LabHost } from "../lab/lab";
+import { tearDownLabProject, useLab } from "./labHosts";
 import { PulumiProject } from "./pulumiProject";
 
 const DECLARED = ["198.51.100.0/24", "203.0.113.0/24"];
@@ -56,22 +57,14 @@ function firewallChanges(output: string): Map<string, string[]> {
 
 beforeAll(async () => {
   lab = await createLab("e2edrft", { hosts: 3, clients: 1 });
-  project = await PulumiProject.create("fleetdrift", resolve(__dirname, "../../examples/fleet/index.ts"), "bpfleet-fleet");
-  await project.ok(["config", "set", "labFile", lab.jsonPath]);
+  project = await useLab(await PulumiProject.create("fleetdrift", resolve(__dirname, "../../examples/fleet/index.ts"), "bpfleet-fleet"), lab);
   // Canary h1, then h2 and h3 in one wave.
   await project.ok(["config", "set", "waveSize", "2"]);
   await project.setList("deny", DECLARED);
   await project.ok(["up", "--yes", "--skip-preview"]);
 });
 
-afterAll(async () => {
-  if (project) {
-    await project.pulumi(["destroy", "--yes", "--skip-preview"]);
-    await project.pulumi(["stack", "rm", "dev", "--yes", "--force"]);
-    project.remove();
-  }
-  await lab?.destroy();
-});
+afterAll(() => tearDownLabProject(project, lab));
 
 describe("drift on one host of a fleet, through the real Pulumi CLI", () => {
   it("entries changed by hand on one host: refresh --preview-only --diff reports that host's firewall only, and up --refresh restores its maps", async () => {

@@ -5,6 +5,7 @@
 // lockout really happens (and the test cleans up from inside the host).
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createLab, type Lab, type LabHost } from "../lab/lab";
+import { tearDownLabProject, useLab } from "./labHosts";
 import { PulumiProject } from "./pulumiProject";
 
 const PROGRAM = `
@@ -32,7 +33,7 @@ export const deny = firewall.deny.apply((entries) => Object.keys(entries));
 `;
 
 const PIN = "/sys/fs/bpf/bpfleet/xdp-firewall/mgmt-fw";
-const REVERT_SECONDS = 5;
+const REVERT_SECONDS = 10;
 
 let lab: Lab;
 let h1: LabHost;
@@ -58,20 +59,12 @@ beforeAll(async () => {
   lab = await createLab("e2elock", { hosts: 1 });
   h1 = lab.hosts[0]!;
   peer = lab.gateway4;
-  project = await PulumiProject.fromSource("lockout", PROGRAM, "bpfleet-lockout");
-  await project.ok(["config", "set", "labFile", lab.jsonPath]);
+  project = await useLab(await PulumiProject.fromSource("lockout", PROGRAM, "bpfleet-lockout"), lab);
   await project.setList("deny", ["203.0.113.0/24"]);
   await project.ok(["up", "--yes", "--skip-preview"]);
 }, 300_000);
 
-afterAll(async () => {
-  if (project) {
-    await project.pulumi(["destroy", "--yes", "--skip-preview"]);
-    await project.pulumi(["stack", "rm", "dev", "--yes", "--force"]);
-    project.remove();
-  }
-  await lab?.destroy();
-});
+afterAll(() => tearDownLabProject(project, lab));
 
 describe("a deny entry covering the lab's SSH client address, through the real Pulumi CLI", () => {
   it("is refused before anything changes unless allowManagementDeny is set", async () => {

@@ -13,9 +13,8 @@
 // h1's eth0, where the program translates them back to the VIP.
 //
 // XDP_TX on a veth only delivers when the peer (here the root-side bridge port
-// bfl<lab>-h1) has an XDP program (GRO on the peer delivered some frames and lost
-// others in our runs): the setup attaches an XDP_PASS program there, as a
-// real NIC needs nothing of the kind.
+// bfl<lab>-h1) has an XDP program: the setup attaches an XDP_PASS program there
+// (passXdpTxToBridge in ./traffic).
 //
 // Each backend runs tiny socat servers that answer with their host name, so
 // the client learns which backend served a connection:
@@ -23,7 +22,6 @@
 //   tcp 81   — name, then the name again for every line received (established flows)
 //   udp 53   bound to the VIPs (dsr: the reply's source must be the VIP)
 //   tcp/udp 8080 on the backend's own addresses (nat target port) — name and the peer address
-import { execa } from "execa";
 import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -35,6 +33,7 @@ import { buildTable, type MaglevTable } from "../../provider/maglev/table";
 import { packagedObject } from "../../provider/objects";
 import { closeAllSessions } from "../../provider/remote/ssh";
 import { createLab, type Lab, type LabClient, type LabHost, type Run } from "./lab";
+import { passXdpTxToBridge } from "./traffic";
 
 const VIP4 = "198.51.100.10";
 const VIP6 = "2001:db8:100::10";
@@ -295,16 +294,7 @@ beforeAll(async () => {
   [h1] = lab.hosts as [LabHost];
   backends = lab.hosts.slice(1);
   c1 = lab.clients[0]!;
-  // XDP_TX out of h1's veth reaches the bridge only through an XDP program on its peer.
-  // Loaded and attached with bpftool (its pin dropped at once: the attachment holds the program, and the
-  // veth's removal with the lab takes both); `ip link ... obj` would leave iproute2's pin directories behind.
-  const peerPin = `/sys/fs/bpf/bpfleet-lab-${lab.name}-peer`;
-  await execa("bpftool", ["prog", "load", packagedObject("empty_xdp").path, peerPin, "type", "xdp"]);
-  try {
-    await execa("bpftool", ["net", "attach", "xdpdrv", "pinned", peerPin, "dev", `bfl${lab.name}-h1`]);
-  } finally {
-    await execa("rm", ["-f", peerPin]);
-  }
+  await passXdpTxToBridge(lab, h1);
   for (const h of backends) {
     const name = h.name;
     await lab.inHost(h, [

@@ -17,6 +17,7 @@ import { decodeConfig, decodeFlowKey, decodeFlowValue, encodeConfig, encodeL4Key
 import { ALTERED } from "../../provider/tcPolicy/report";
 import { TC_PRIORITY, tcHandle, tcPolicyKind as policy, type TcPolicyState } from "../../provider/tcPolicy/lifecycle";
 import { checkTcPolicy, type TcPolicyInputs } from "../../provider/tcPolicy/schema";
+import { expectRevertedByHost, guardFiles, watchGuards } from "./guards";
 import { createLab, type Lab, type LabClient, type LabHost, type Run } from "./lab";
 import { pingReaches } from "./traffic";
 
@@ -80,54 +81,6 @@ async function flowsOn(host: LabHost, pin = PIN) {
 
 async function mapId(host: LabHost, map: string): Promise<number> {
   return (JSON.parse(await inHostText(host, ["bpftool", "-j", "map", "show", "pinned", `${PIN}/maps/${map}`])) as { id: number }).id;
-}
-
-// ---------------------------------------------------------------- lockout guards
-
-const GUARD_DIR = "/run/bpfleet/guards";
-
-interface ArmedGuard {
-  token: string;
-  /** The revert window the host's watcher sleeps for. */
-  seconds: number;
-}
-
-/**
- * Watches, from inside the host, for revert timers armed there: each guard
- * leaves <token>.pid while armed, naming its watcher, whose command line holds
- * the window. /run is shared by every lab on this machine, so only watchers in
- * this host's network namespace count.
- */
-async function watchGuards(host: LabHost): Promise<() => Promise<ArmedGuard[]>> {
-  const script = `
-me=$(readlink /proc/self/ns/net)
-echo ready
-while :; do
-  for p in "$1"/*.pid; do
-    [ -e "$p" ] || continue
-    pid=$(cat "$p" 2>/dev/null)
-    [ -n "$pid" ] && [ "$(readlink /proc/$pid/ns/net 2>/dev/null)" = "$me" ] || continue
-    echo "armed $(basename "$p" .pid) $(tr '\\0' ' ' < /proc/$pid/cmdline 2>/dev/null)"
-  done
-  sleep 0.005
-done`;
-  const proc = lab.inHost(host, ["sh", "-c", script, "watch", GUARD_DIR], { reject: false });
-  let out = "";
-  proc.stdout!.on("data", (d: Buffer) => (out += d.toString()));
-  while (!out.includes("ready")) await sleep(10);
-  return async () => {
-    proc.kill("SIGTERM");
-    await proc;
-    const armed = new Map<string, number>();
-    for (const m of out.matchAll(/^armed (\S+) .*bpfleet-guard (\d+) /gm)) armed.set(m[1]!, Number(m[2]));
-    return [...armed].map(([token, seconds]) => ({ token, seconds }));
-  };
-}
-
-/** What a guard left on the host: its files (none once disarmed; <token>.fired once the host reverted). */
-async function guardFiles(host: LabHost, token: string): Promise<string[]> {
-  const out = await inHostText(host, ["sh", "-c", 'ls -1 "$0" 2>/dev/null | grep -F -- "$1" || true', GUARD_DIR, token]);
-  return out.split("\n").filter(Boolean).map((f) => f.slice(token.length));
 }
 
 // ---------------------------------------------------------------- traffic
@@ -479,19 +432,15 @@ describe("TcPolicy on a lab host: stateful, default-deny ingress, SSH + tcp/8080
 
   it("lockout guard: with allowLockout, an upgrade that also moves the filters and whose rules cut SSH is undone by the host itself within lockoutRevertSeconds (old programs, filters at their old priority, maps back), and the update fails saying so", async () => {
     const before = await policy.read(created.id, created.outs);
-    const cutting = inputs(h1, { ingress: { default: "deny", rules: ["allow tcp 8080"] }, allowLockout: true, lockoutRevertSeconds: 5, priority: 9 });
+    const cutting = inputs(h1, { ingress: { default: "deny", rules: ["allow tcp 8080"] }, allowLockout: true, lockoutRevertSeconds: 10, priority: 9 });
     const stale = { ...created.outs, objectSha256: "0".repeat(64) };
-    const stop = await watchGuards(h1);
-    const started = Date.now();
-    await expect(policy.update(created.id, stale, cutting)).rejects.toThrow(/fresh SSH login failed.*the policy cuts the management path.*undid it and the host is reachable again/s);
-    const elapsed = Date.now() - started;
-    const armed = await stop();
-    expect(armed.map((g) => g.seconds)).toEqual([5]);
-    // Nobody disarmed it: the host's watcher ran the revert, 5 s in, well before the default 30 s.
-    expect(await guardFiles(h1, armed[0]!.token)).toContain(".fired");
-    expect(elapsed).toBeGreaterThanOrEqual(5000);
-    expect(elapsed).toBeLessThan(25_000);
-    expect((await lab.ssh(h1, ["true"], { reject: false })).exitCode).toBe(0);
+    await expectRevertedByHost(
+      lab,
+      h1,
+      10,
+      () => policy.update(created.id, stale, cutting),
+      /fresh SSH login failed.*the policy cuts the management path.*undid it and the host is reachable again/s,
+    );
     const after = await policy.read(created.id, created.outs);
     expect(after!.inputs.ingress).toEqual(before!.inputs.ingress);
     expect(after!.outs.programs).toEqual(before!.outs.programs);
@@ -505,7 +454,7 @@ describe("TcPolicy on a lab host: stateful, default-deny ingress, SSH + tcp/8080
   }, 90_000);
 
   it("lockout guard: a new policy that cuts SSH is removed whole by the host", async () => {
-    const cutting = inputs(h1, { name: "cut", ingress: { default: "deny", rules: ["allow tcp 8080"] }, allowLockout: true, lockoutRevertSeconds: 5 });
+    const cutting = inputs(h1, { name: "cut", ingress: { default: "deny", rules: ["allow tcp 8080"] }, allowLockout: true, lockoutRevertSeconds: 10 });
     await expect(policy.create(cutting)).rejects.toThrow(/fresh SSH login failed.*undid it/s);
     expect(await pinsOn(h1)).not.toContain("cut");
     expect((await tcFiltersOn(h1, "eth0", "ingress")).map((f) => f.handle)).toEqual([`0x${created.outs.tcHandle.toString(16)}`]);
@@ -513,18 +462,18 @@ describe("TcPolicy on a lab host: stateful, default-deny ingress, SSH + tcp/8080
   }, 90_000);
 
   it("lockoutGuard: false applies a change with no revert armed; with the guard, the same kind of change arms one with the window asked for and disarms it", async () => {
-    const stop = await watchGuards(h1);
+    const stop = await watchGuards(lab, h1);
     const open = await policy.update(created.id, created.outs, inputs(h1, { ingress: { default: "deny", rules: [...BASE_RULES, "allow tcp 9090"] }, lockoutGuard: false }));
     expect(await stop()).toEqual([]);
     expect(open.lockoutGuard).toBe(false);
     expect((await tcpEcho({ client: c1 }, h1.address, 9090)).ok).toBe(true);
 
-    const stopAgain = await watchGuards(h1);
+    const stopAgain = await watchGuards(lab, h1);
     const outs = await policy.update(created.id, open, inputs(h1, { lockoutRevertSeconds: 45 }));
     const armed = await stopAgain();
     expect(armed.map((g) => g.seconds)).toEqual([45]);
     // Disarmed: the revert script, its watcher's pid file and any trace of a run are gone.
-    expect(await guardFiles(h1, armed[0]!.token)).toEqual([]);
+    expect(await guardFiles(lab, h1, armed[0]!.token)).toEqual([]);
     expect((await tcpEcho({ client: c1 }, h1.address, 9090)).ok).toBe(false);
     created = { id: created.id, outs: await policy.update(created.id, outs, inputs(h1)) };
   });

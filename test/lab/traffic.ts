@@ -1,4 +1,6 @@
 /** Real packets between lab namespaces: the observable outcome every lab test asserts on. */
+import { execa } from "execa";
+import { packagedObject } from "../../provider/objects";
 import type { Lab, LabClient, LabHost } from "./lab";
 
 /** True when one ping from the client gets an answer from `address` within a second. */
@@ -19,4 +21,24 @@ export async function udpReaches(lab: Lab, client: LabClient | string, host: Lab
   }
   const received = await receiver;
   return String(received.stdout).includes(token);
+}
+
+/**
+ * Lets frames a program on the host's eth0 sends back with XDP_TX reach the
+ * bridge. On a veth, XDP_TX only delivers when the peer (the root-side bridge
+ * port bfl<lab>-<host>) has an XDP program (GRO on the peer delivered some
+ * frames and lost others in our runs), so this attaches an XDP_PASS program
+ * there; a real NIC needs nothing of the kind. Loaded and attached with
+ * bpftool, its pin dropped at once: the attachment holds the program, and the
+ * veth's removal with the lab takes both; `ip link ... obj` would leave
+ * iproute2's pin directories behind.
+ */
+export async function passXdpTxToBridge(lab: Lab, host: LabHost): Promise<void> {
+  const peerPin = `/sys/fs/bpf/bpfleet-lab-${lab.name}-${host.name}-peer`;
+  await execa("bpftool", ["prog", "load", packagedObject("empty_xdp").path, peerPin, "type", "xdp"]);
+  try {
+    await execa("bpftool", ["net", "attach", "xdpdrv", "pinned", peerPin, "dev", `bfl${lab.name}-${host.name}`]);
+  } finally {
+    await execa("rm", ["-f", peerPin]);
+  }
 }

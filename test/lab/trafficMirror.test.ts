@@ -16,6 +16,7 @@ import { CONFIG_MAP, decodeConfig, encodeConfig, encodeFilter, filterSlot } from
 import { tcHandle, trafficMirrorKind as mirror } from "../../provider/trafficMirror/lifecycle";
 import { trafficMirrorSchema, type TrafficMirrorInputs, type TrafficMirrorOutputs } from "../../provider/trafficMirror/schema";
 import { checksumsValid, dissect, ETH_P, IPPROTO } from "../kernel/packets";
+import { expectRevertedByHost, guardFiles, watchGuards } from "./guards";
 import { createLab, type Lab, type LabHost, type Run } from "./lab";
 
 let lab: Lab;
@@ -122,54 +123,6 @@ async function startCapture(
 }
 
 const hexSorted = (frames: Buffer[]) => frames.map((f) => f.toString("hex")).sort();
-
-// ---------------------------------------------------------------- lockout guards
-
-const GUARD_DIR = "/run/bpfleet/guards";
-
-interface ArmedGuard {
-  token: string;
-  /** The revert window the host's watcher sleeps for. */
-  seconds: number;
-}
-
-/**
- * Watches, from inside the host, for revert timers armed there: each guard
- * leaves <token>.pid while armed, naming its watcher, whose command line holds
- * the window. /run is shared by every lab on this machine, so only watchers in
- * this host's network namespace count.
- */
-async function watchGuards(host: LabHost): Promise<() => Promise<ArmedGuard[]>> {
-  const script = `
-me=$(readlink /proc/self/ns/net)
-echo ready
-while :; do
-  for p in "$1"/*.pid; do
-    [ -e "$p" ] || continue
-    pid=$(cat "$p" 2>/dev/null)
-    [ -n "$pid" ] && [ "$(readlink /proc/$pid/ns/net 2>/dev/null)" = "$me" ] || continue
-    echo "armed $(basename "$p" .pid) $(tr '\\0' ' ' < /proc/$pid/cmdline 2>/dev/null)"
-  done
-  sleep 0.005
-done`;
-  const proc = lab.inHost(host, ["sh", "-c", script, "watch", GUARD_DIR], { reject: false });
-  let out = "";
-  proc.stdout!.on("data", (d: Buffer) => (out += d.toString()));
-  while (!out.includes("ready")) await sleep(10);
-  return async () => {
-    proc.kill("SIGTERM");
-    await proc;
-    const armed = new Map<string, number>();
-    for (const m of out.matchAll(/^armed (\S+) .*bpfleet-guard (\d+) /gm)) armed.set(m[1]!, Number(m[2]));
-    return [...armed].map(([token, seconds]) => ({ token, seconds }));
-  };
-}
-
-/** What the guard left on the host: its files (none once disarmed; <token>.fired once the host reverted). */
-async function guardFiles(host: LabHost, token: string): Promise<string[]> {
-  const out = await inHostText(host, ["sh", "-c", 'ls -1 "$0" 2>/dev/null | grep -F -- "$1" || true', GUARD_DIR, token]);
-  return out.split("\n").filter(Boolean).map((f) => f.slice(token.length));
-}
 
 // ---------------------------------------------------------------- traffic
 
@@ -599,20 +552,20 @@ describe("TrafficMirror lockout guard (eth0 carries the provider's SSH session)"
   }
 
   it("a change on the management interface arms a revert with the window asked for, and disarms it once a fresh login works", async () => {
-    const stop = await watchGuards(h1);
+    const stop = await watchGuards(lab, h1);
     created = await mirror.create(inputs(h1, { name: "grd", lockoutRevertSeconds: 40 }));
     const outs = await mirror.update(created.id, created.outs, inputs(h1, { name: "grd", lockoutRevertSeconds: 40, sampleRate: 2 }));
     const armed = await stop();
     // One guard for the create, one for the update, both with the 40 s window.
     expect(armed.map((g) => g.seconds)).toEqual([40, 40]);
-    for (const { token } of armed) expect(await guardFiles(h1, token)).toEqual([]);
+    for (const { token } of armed) expect(await guardFiles(lab, h1, token)).toEqual([]);
     expect(outs.sampleRate).toBe(2);
     expect(await ingressPrograms()).toEqual([created.outs.programId]);
     created = { id: created.id, outs };
   });
 
   it("with lockoutGuard: false the change is applied with no revert armed; a change that changes nothing arms none either", async () => {
-    const stop = await watchGuards(h1);
+    const stop = await watchGuards(lab, h1);
     const outs = await mirror.update(created.id, created.outs, inputs(h1, { name: "grd", lockoutGuard: false, sampleRate: 3 }));
     await mirror.update(created.id, outs, inputs(h1, { name: "grd", sampleRate: 3 }));
     expect(await stop()).toEqual([]);
@@ -654,20 +607,14 @@ describe("TrafficMirror lockout guard (eth0 carries the provider's SSH session)"
 
     it("an upgrade to it is undone by the host within lockoutRevertSeconds: the previous program runs again, and the update fails saying so", async () => {
       const before = await mirror.read(created.id, created.outs);
-      const stop = await watchGuards(h1);
-      const started = Date.now();
       const stale = { ...created.outs, objectSha256: "0".repeat(64) };
-      await expect(mirror.update(created.id, stale, inputs(h1, { name: "grd", sampleRate: 3, lockoutRevertSeconds: 5 }))).rejects.toThrow(
+      await expectRevertedByHost(
+        lab,
+        h1,
+        10,
+        () => mirror.update(created.id, stale, inputs(h1, { name: "grd", sampleRate: 3, lockoutRevertSeconds: 10 })),
         /fresh SSH login failed.*the mirror cuts the management path.*over eth0.*undid it and the host is reachable again/s,
       );
-      const elapsed = Date.now() - started;
-      const armed = await stop();
-      expect(armed.map((g) => g.seconds)).toEqual([5]);
-      // The host ran the revert by itself: its watcher fired (nobody disarmed it), well before the default 30 s.
-      expect(await guardFiles(h1, armed[0]!.token)).toContain(".fired");
-      expect(elapsed).toBeGreaterThanOrEqual(5000);
-      expect(elapsed).toBeLessThan(25_000);
-      expect((await lab.ssh(h1, ["true"], { reject: false })).exitCode).toBe(0);
       const after = await mirror.read(created.id, created.outs);
       expect(after!.outs.programId).toBe(before!.outs.programId);
       expect(await ingressPrograms()).toEqual([before!.outs.programId]);
@@ -676,11 +623,11 @@ describe("TrafficMirror lockout guard (eth0 carries the provider's SSH session)"
     }, 90_000);
 
     it("a new mirror loading it is removed whole by the host", async () => {
-      const stop = await watchGuards(h1);
-      await expect(mirror.create(inputs(h1, { name: "grdnew", lockoutRevertSeconds: 5 }))).rejects.toThrow(/fresh SSH login failed.*undid it/s);
+      const stop = await watchGuards(lab, h1);
+      await expect(mirror.create(inputs(h1, { name: "grdnew", lockoutRevertSeconds: 10 }))).rejects.toThrow(/fresh SSH login failed.*undid it/s);
       const armed = await stop();
       expect(armed).toHaveLength(1);
-      expect(await guardFiles(h1, armed[0]!.token)).toContain(".fired");
+      expect(await guardFiles(lab, h1, armed[0]!.token)).toContain(".fired");
       expect(await pinsOn(h1)).not.toContain("grdnew");
       const handles = (await tcFiltersOn(h1, "ingress")).map((f) => f.handle);
       expect(handles).not.toContain(`0x${tcHandle("grdnew").toString(16)}`);

@@ -7,18 +7,16 @@
 //   c2 (denied client)  ─┤ bridge
 //   h1 firewall + LB    ─┤           dispatcher on eth0: slot 0 firewall, slot 1 balancer
 //   h2, h3 backends     ─┘           VIP on lo, answer with their name (DSR)
-import { execa } from "execa";
 import { readFileSync } from "node:fs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { checkInputs } from "../../provider/dynamicAdapter";
 import { maglevServiceKind as lb } from "../../provider/maglev/lifecycle";
 import { checkMaglevService, type MaglevServiceInputs, type MaglevServiceOutputs } from "../../provider/maglev/schema";
-import { packagedObject } from "../../provider/objects";
 import { closeAllSessions, sessionFor } from "../../provider/remote/ssh";
 import { xdpFirewallKind as firewall } from "../../provider/xdpFirewall/lifecycle";
 import { xdpFirewallSchema, type XdpFirewallInputs, type XdpFirewallOutputs } from "../../provider/xdpFirewall/schema";
 import { createLab, type Lab, type LabClient, type LabHost } from "./lab";
-import { pingReaches } from "./traffic";
+import { passXdpTxToBridge, pingReaches } from "./traffic";
 
 const VIP = "198.51.100.20";
 const DISPATCHER = "/sys/fs/bpf/bpfleet/xdp-dispatcher/eth0";
@@ -119,15 +117,7 @@ beforeAll(async () => {
   [h1] = lab.hosts as [LabHost];
   backends = lab.hosts.slice(1);
   [c1, c2] = lab.clients as [LabClient, LabClient];
-  // XDP_TX out of h1's veth reaches the bridge only through an XDP program on its
-  // peer (see test/lab/maglevService.test.ts); a real NIC needs nothing of the kind.
-  const peerPin = `/sys/fs/bpf/bpfleet-lab-${lab.name}-peer`;
-  await execa("bpftool", ["prog", "load", packagedObject("empty_xdp").path, peerPin, "type", "xdp"]);
-  try {
-    await execa("bpftool", ["net", "attach", "xdpdrv", "pinned", peerPin, "dev", `bfl${lab.name}-h1`]);
-  } finally {
-    await execa("rm", ["-f", peerPin]);
-  }
+  await passXdpTxToBridge(lab, h1);
   for (const h of backends) {
     await lab.inHost(h, ["sh", "-c", `ip addr add ${VIP}/32 dev lo && sysctl -qw net.ipv4.conf.all.arp_ignore=1 net.ipv4.conf.all.arp_announce=2`]);
     await lab.inHost(h, ["sh", "-c", `setsid socat TCP4-LISTEN:80,fork,reuseaddr,backlog=128 SYSTEM:'echo ${h.name}' </dev/null >/dev/null 2>&1 &`]);

@@ -147,7 +147,7 @@ describe("XdpFirewall on a lab host", () => {
   it("lockout guard: a change that cuts the management path is undone by the host itself, and the update fails saying so", async () => {
     const h1 = lab.hosts[0]!;
     const before = await firewall.read(created.id, created.outs);
-    const cutting = inputs(h1, { deny: [...Object.keys(created.outs.deny), lab.gateway4], allowManagementDeny: true, lockoutRevertSeconds: 5 });
+    const cutting = inputs(h1, { deny: [...Object.keys(created.outs.deny), lab.gateway4], allowManagementDeny: true, lockoutRevertSeconds: 10 });
     await expect(firewall.update(created.id, created.outs, cutting)).rejects.toThrow(/fresh SSH login failed.*cuts the management path.*undid it and the host is reachable again/s);
     expect((await lab.ssh(h1, ["true"], { reject: false })).exitCode).toBe(0);
     const after = await firewall.read(created.id, created.outs);

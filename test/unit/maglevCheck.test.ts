@@ -119,37 +119,6 @@ describe("MaglevService check", () => {
     expect(failure!.reason.startsWith(property)).toBe(true);
   });
 
-  describe("chainPriority", () => {
-    it.each([
-      [-1, /from 0 to 7/],
-      [8, /8 slots/],
-      [1.5, /integer/],
-      ["1", /integer from 0 to 7/],
-    ])("refuses %j naming chainPriority", (chainPriority, reason) => {
-      const result = check({ ...valid, chainPriority });
-      expect(result.inputs).toBeUndefined();
-      expect(result.failures).toHaveLength(1);
-      expect(result.failures![0]!.property).toBe("chainPriority");
-      expect(result.failures![0]!.reason).toMatch(/^chainPriority: /);
-      expect(result.failures![0]!.reason).toMatch(reason);
-    });
-
-    it.each([0, 7])("accepts %j", (chainPriority) => {
-      const result = check({ ...valid, chainPriority });
-      expect(result.failures).toBeUndefined();
-      expect(result.inputs?.chainPriority).toBe(chainPriority);
-    });
-
-    it("leaves it absent when unset: the load balancer attaches alone", () => {
-      expect(canonical()).not.toHaveProperty("chainPriority");
-    });
-
-    it("is refused through the provider's check, as the engine calls it", async () => {
-      const result = await provider.check!({}, { ...valid, chainPriority: 8 });
-      expect(result.failures?.map((f) => f.property)).toEqual(["chainPriority"]);
-    });
-  });
-
   it("names a bad entry of the record form by its key", () => {
     const result = check({ ...valid, backends: { "10.200.1.12": { address: "10.200.1.12", weight: 0 } } });
     expect(result.failures?.[0]?.property).toBe('backends["10.200.1.12"].weight');

@@ -59,38 +59,11 @@ describe("XdpFirewall check", () => {
     expect(failure!.reason.startsWith(property)).toBe(true);
   });
 
-  describe("chainPriority, through the provider's check", () => {
-    it.each([
-      [-1, /from 0 to 7/],
-      [8, /8 slots/],
-      [1.5, /integer/],
-      ["1", /integer from 0 to 7/],
-    ])("refuses %j naming chainPriority", (chainPriority, reason) => {
-      const result = checkXdpFirewall({ ...valid, chainPriority });
-      expect(result.inputs).toBeUndefined();
-      expect(result.failures).toHaveLength(1);
-      expect(result.failures![0]!.property).toBe("chainPriority");
-      expect(result.failures![0]!.reason).toMatch(/^chainPriority: /);
-      expect(result.failures![0]!.reason).toMatch(reason);
-    });
-
-    it.each([0, 7])("accepts %j", (chainPriority) => {
-      const result = checkXdpFirewall({ ...valid, chainPriority });
-      expect(result.failures).toBeUndefined();
-      expect(result.inputs?.chainPriority).toBe(chainPriority);
-    });
-
-    it("leaves it absent when unset: the firewall attaches alone", () => {
-      const result = checkXdpFirewall(valid);
-      expect(result.failures).toBeUndefined();
-      expect(result.inputs).not.toHaveProperty("chainPriority");
-    });
-
-    it("refuses it together with bootRestore", () => {
-      const result = checkXdpFirewall({ ...valid, chainPriority: 0, bootRestore: true });
-      expect(result.failures?.map((f) => f.property)).toEqual(["bootRestore"]);
-      expect(result.failures![0]!.reason).toMatch(/cannot be combined with chainPriority/);
-    });
+  // chainPriority on its own: test/unit/chainPriorityCheck.test.ts, with MaglevService.
+  it("refuses chainPriority together with bootRestore", () => {
+    const result = checkXdpFirewall({ ...valid, chainPriority: 0, bootRestore: true });
+    expect(result.failures?.map((f) => f.property)).toEqual(["bootRestore"]);
+    expect(result.failures![0]!.reason).toMatch(/cannot be combined with chainPriority/);
   });
 
   it("lets values that are unknown during preview through unchecked", () => {

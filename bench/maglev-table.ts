@@ -19,14 +19,10 @@ import { join } from "node:path";
 import { buildTable, diffTable, type MaglevTable } from "../provider/maglev/table";
 import { encodeBackend, encodeIndex, MAPS, tableOperations } from "../provider/maglev/codec";
 import { buildObjects, kernelTestsUnavailable, loadProgram, objectPath, REPO_ROOT, type LoadedProgram, type MapEntry } from "../test/kernel/progRun";
+import { numberOption } from "./support";
 
-const args = process.argv.slice(2);
-const opt = (name: string, dflt: number) => {
-  const i = args.indexOf(`--${name}`);
-  return i >= 0 ? Number(args[i + 1]) : dflt;
-};
-const M = opt("size", 65537);
-const ROUNDS = opt("rounds", 9);
+const M = numberOption("size", 65537);
+const ROUNDS = numberOption("rounds", 9);
 
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);

@@ -29,15 +29,11 @@ import { closeAllSessions } from "../provider/remote/ssh";
 import { tcPolicyKind as policy, type TcPolicyState } from "../provider/tcPolicy/lifecycle";
 import { checkTcPolicy, type TcPolicyInputs } from "../provider/tcPolicy/schema";
 import { createLab, type Lab, type LabHost } from "../test/lab/lab";
+import { numberOption } from "./support";
 
-const args = process.argv.slice(2);
-const opt = (name: string, dflt: number) => {
-  const i = args.indexOf(`--${name}`);
-  return i >= 0 ? Number(args[i + 1]) : dflt;
-};
-const SECONDS = opt("seconds", 3);
-const ROUNDS = opt("rounds", 7);
-const CLIENTS = opt("clients", Math.max(2, 2 * cpus().length));
+const SECONDS = numberOption("seconds", 3);
+const ROUNDS = numberOption("rounds", 7);
+const CLIENTS = numberOption("clients", Math.max(2, 2 * cpus().length));
 const PORT = 8080;
 const REPO_ROOT = resolve(__dirname, "..");
 

@@ -33,15 +33,11 @@ import { rulesOf, tcPolicySchema } from "../provider/tcPolicy/schema";
 import { ethernet, ETH_P, arp, ipFrame, tcp } from "../test/kernel/packets";
 import { buildObjects, kernelTestsUnavailable, loadObject, loadProgram, objectPath, REPO_ROOT, TC, type LoadedObject, type LoadedProgram } from "../test/kernel/progRun";
 import { seededRandom } from "../test/support/seededRandom";
+import { numberOption } from "./support";
 
-const args = process.argv.slice(2);
-const opt = (name: string, dflt: number) => {
-  const i = args.indexOf(`--${name}`);
-  return i >= 0 ? Number(args[i + 1]) : dflt;
-};
-const REPEAT = opt("repeat", 1_000_000);
-const ROUNDS = opt("rounds", 5);
-const FLOWS = opt("flows", 100_000);
+const REPEAT = numberOption("repeat", 1_000_000);
+const ROUNDS = numberOption("rounds", 5);
+const FLOWS = numberOption("flows", 100_000);
 const INGRESS_RULES = 900;
 const EGRESS_RULES = 124;
 

@@ -29,16 +29,12 @@ import { filterRecord, filterSchema, trafficMirrorSchema, type MirrorFilter, typ
 import { ipFrame, tcp, udp } from "../test/kernel/packets";
 import { buildObjects, kernelTestsUnavailable, loadProgram, objectPath, REPO_ROOT, sumCounters, type LoadedProgram } from "../test/kernel/progRun";
 import { createLab, type Lab, type LabClient, type LabHost } from "../test/lab/lab";
+import { numberOption } from "./support";
 
-const args = process.argv.slice(2);
-const opt = (name: string, dflt: number) => {
-  const i = args.indexOf(`--${name}`);
-  return i >= 0 ? Number(args[i + 1]) : dflt;
-};
-const REPEAT = opt("repeat", 1_000_000);
-const ROUNDS = opt("rounds", 5);
-const MEGABYTES = opt("megabytes", 300);
-const TRANSFERS = opt("transfers", 7);
+const REPEAT = numberOption("repeat", 1_000_000);
+const ROUNDS = numberOption("rounds", 5);
+const MEGABYTES = numberOption("megabytes", 300);
+const TRANSFERS = numberOption("transfers", 7);
 const TC_ACT_UNSPEC = 0xffffffff;
 
 // ---------------------------------------------------------------- 1. BPF_PROG_TEST_RUN

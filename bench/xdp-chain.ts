@@ -14,14 +14,10 @@
 import { execFileSync } from "node:child_process";
 import { ETH_P, ethernet, ipv4, tcp } from "../test/kernel/packets";
 import { buildObjects, kernelTestsUnavailable, loadProgram, objectPath, XDP, type LoadedProgram } from "../test/kernel/progRun";
+import { numberOption } from "./support";
 
-const args = process.argv.slice(2);
-const opt = (name: string, dflt: number) => {
-  const i = args.indexOf(`--${name}`);
-  return i >= 0 ? Number(args[i + 1]) : dflt;
-};
-const REPEAT = opt("repeat", 1_000_000);
-const ROUNDS = opt("rounds", 5);
+const REPEAT = numberOption("repeat", 1_000_000);
+const ROUNDS = numberOption("rounds", 5);
 
 const u32 = (n: number) => [n & 0xff, (n >> 8) & 0xff, (n >> 16) & 0xff, (n >>> 24) & 0xff].map(String);
 

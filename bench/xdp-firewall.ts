@@ -16,14 +16,10 @@ import { join } from "node:path";
 import { ETH_P, arp, ethernet, ipFrame, udp } from "../test/kernel/packets";
 import { buildObjects, kernelTestsUnavailable, loadProgram, objectPath, REPO_ROOT, XDP, type LoadedProgram } from "../test/kernel/progRun";
 import { seededRandom } from "../test/support/seededRandom";
+import { numberOption } from "./support";
 
-const args = process.argv.slice(2);
-const opt = (name: string, dflt: number) => {
-  const i = args.indexOf(`--${name}`);
-  return i >= 0 ? Number(args[i + 1]) : dflt;
-};
-const REPEAT = opt("repeat", 1_000_000);
-const ROUNDS = opt("rounds", 5);
+const REPEAT = numberOption("repeat", 1_000_000);
+const ROUNDS = numberOption("rounds", 5);
 const EXACT = 100_000;
 const PREFIXES = 10_000;
 

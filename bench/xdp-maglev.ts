@@ -29,14 +29,10 @@ import {
 } from "../test/kernel/progRun";
 import { encodeBackend, encodeConfig, encodeIndex, encodeVip, encodeVipKey, MAPS, tableOperations } from "../provider/maglev/codec";
 import { buildTable, diffTable } from "../provider/maglev/table";
+import { numberOption } from "./support";
 
-const args = process.argv.slice(2);
-const opt = (name: string, dflt: number) => {
-  const i = args.indexOf(`--${name}`);
-  return i >= 0 ? Number(args[i + 1]) : dflt;
-};
-const REPEAT = opt("repeat", 1_000_000);
-const ROUNDS = opt("rounds", 5);
+const REPEAT = numberOption("repeat", 1_000_000);
+const ROUNDS = numberOption("rounds", 5);
 const M = 65537;
 const N = 100;
 const VIP = { v4: "198.51.100.10", v6: "2001:db8:100::10" };

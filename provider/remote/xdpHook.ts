@@ -180,17 +180,21 @@ export function hookRevertShell(layout: PinLayout, placement: XdpPlacement, posi
   if (change === "new" || change === "attach") {
     lines.push(...(target === undefined ? [detachAlone] : leaveTarget(`"$(id_of "$P")"`)));
     if (change === "new") lines.push(`rm -rf -- ${shellQuote([layout.dir])}`);
-  } else if (change === "swap" && position.kind === "alone") {
-    lines.push(`bpftool net attach xdp pinned "$P"_old dev "$DEV" overwrite || bpftool net attach xdpgeneric pinned "$P"_old dev "$DEV" overwrite`);
-    lines.push(...leaveTarget(`"$(id_of "$P")"`), `mv -f "$P"_old "$P"`);
-  } else if (change === "swap" && position.kind === "chained") {
-    lines.push(`bpftool map update pinned "$DIR/maps/xdp_chain" key ${position.slot} 0 0 0 value pinned "$P"_old`);
-    if (target === undefined) lines.push(`bpftool net attach xdp pinned "$DIR/prog" dev "$DEV" overwrite || bpftool net attach xdpgeneric pinned "$DIR/prog" dev "$DEV" overwrite`);
-    else if (target !== position.slot) lines.push(...leaveTarget(`"$(id_of "$P")"`));
-    lines.push(`mv -f "$P"_old "$P"`);
   } else if (change === "swap") {
-    // The previous program ran nowhere: take the new one off again.
-    lines.push(...(target === undefined ? [detachAlone] : leaveTarget(`"$(id_of "$P")"`)), `mv -f "$P"_old "$P"`);
+    // prog_old exists once the swap ran; a revert that fires before it changes no hook.
+    const swap: string[] = [];
+    if (position.kind === "alone") {
+      swap.push(`bpftool net attach xdp pinned "$P"_old dev "$DEV" overwrite || bpftool net attach xdpgeneric pinned "$P"_old dev "$DEV" overwrite`);
+      swap.push(...leaveTarget(`"$(id_of "$P")"`));
+    } else if (position.kind === "chained") {
+      swap.push(`bpftool map update pinned "$DIR/maps/xdp_chain" key ${position.slot} 0 0 0 value pinned "$P"_old`);
+      if (target === undefined) swap.push(`bpftool net attach xdp pinned "$DIR/prog" dev "$DEV" overwrite || bpftool net attach xdpgeneric pinned "$DIR/prog" dev "$DEV" overwrite`);
+      else if (target !== position.slot) swap.push(...leaveTarget(`"$(id_of "$P")"`));
+    } else {
+      // The previous program ran nowhere: take the new one off again.
+      swap.push(...(target === undefined ? [detachAlone] : leaveTarget(`"$(id_of "$P")"`)));
+    }
+    lines.push(`if [ -e "$P"_old ]; then`, ...swap, `mv -f "$P"_old "$P"`, `fi`);
   }
   return `${lines.join("\n")}\n`;
 }

@@ -175,7 +175,8 @@ async function converge(inputs: XdpFirewallInputs, previousSha?: string): Promis
       const inverse = hadPins ? denyOperations({ add: plan.remove, remove: plan.add }, mapPin) : [];
       timer = await armRevert(session, revertScript(layout, hook, inverse, change), inputs.lockoutRevertSeconds);
     }
-    await applyMapOperations(session, denyOperations(plan, mapPin));
+    // The hook first, the entries after: an entry that cuts the management session
+    // must not also cut the command that swaps the program (the revert could not tell).
     if (newProgram) {
       await session.run([
         ...hook.installCommands(newProgram, ownIds),
@@ -187,6 +188,7 @@ async function converge(inputs: XdpFirewallInputs, previousSha?: string): Promis
       await session.run(hook.installCommands(layout.program, ownIds));
     }
     await hook.release(session, ownIds);
+    await applyMapOperations(session, denyOperations(plan, mapPin));
   } catch (err) {
     // Leave the host as it was: a fresh firewall that never attached is removed whole;
     // an existing one keeps its program (the staged one is dropped).

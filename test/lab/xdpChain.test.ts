@@ -52,7 +52,7 @@ function serviceInputs(patch: Record<string, unknown> = {}): MaglevServiceInputs
     credentials: { privateKey },
     interface: "eth0",
     name: "web",
-    vips: [`${VIP}:80/tcp`],
+    vips: [`${VIP}:80/tcp`, `${VIP}:81/tcp`],
     backends: backends.map((h) => h.address),
     mode: "dsr",
     tableSize: 1021,
@@ -101,6 +101,24 @@ async function askVipMany(client: LabClient, from: number, count: number): Promi
   return out;
 }
 
+/**
+ * One TCP connection from the client, a line every 50 ms for `seconds`: how many
+ * lines it sent, how many came back, and the error that ended it, if any.
+ */
+const HOLD_CONNECTION = `
+const net = require("net");
+const [host, port, seconds] = process.argv.slice(1);
+const socket = net.connect({ host, port: Number(port) });
+let sent = 0, got = 0, buf = "", error = null;
+socket.setEncoding("utf8");
+socket.on("data", (d) => { buf += d; let n; while ((n = buf.indexOf("\\n")) >= 0) { buf = buf.slice(n + 1); got++; } });
+socket.on("error", (e) => { error = e.code; });
+socket.on("connect", () => {
+  const tick = setInterval(() => { socket.write("line\\n"); sent++; }, 50);
+  setTimeout(() => { clearInterval(tick); setTimeout(() => { console.log(JSON.stringify({ sent, got, error })); process.exit(0); }, 1000); }, Number(seconds) * 1000);
+});
+`;
+
 /** Pings from the denied client at h1 while `during` runs; how many got an answer. */
 async function deniedPingsAnsweredDuring(during: () => Promise<unknown>): Promise<{ sent: number; answered: number }> {
   const ping = lab.inClient(c2, ["ping", "-n", "-i", "0.01", "-w", "6", h1.address], { reject: false });
@@ -121,6 +139,8 @@ beforeAll(async () => {
   for (const h of backends) {
     await lab.inHost(h, ["sh", "-c", `ip addr add ${VIP}/32 dev lo && sysctl -qw net.ipv4.conf.all.arp_ignore=1 net.ipv4.conf.all.arp_announce=2`]);
     await lab.inHost(h, ["sh", "-c", `setsid socat TCP4-LISTEN:80,fork,reuseaddr,backlog=128 SYSTEM:'echo ${h.name}' </dev/null >/dev/null 2>&1 &`]);
+    // Port 81: the name, then the name again for every line received (an established flow).
+    await lab.inHost(h, ["sh", "-c", `setsid socat TCP4-LISTEN:81,fork,reuseaddr SYSTEM:'echo ${h.name}; while read l; do echo ${h.name}; done' </dev/null >/dev/null 2>&1 &`]);
   }
   for (const c of [c1, c2]) await lab.inClient(c, ["ip", "route", "add", `${VIP}/32`, "via", h1.address]);
   await sleep(300);
@@ -174,17 +194,41 @@ describe("a firewall in front of a load balancer on one interface", () => {
     expect(await chainSlots()).toEqual({ 0: fw!.outs.programId, 1: service!.outs.programId });
   });
 
-  it("a firewall upgrade swaps its slot atomically: not one denied packet answered, the balancer keeps serving", async () => {
-    const oldId = fw!.outs.programId;
+  it("upgrades of both objects swap their slots atomically: an established connection through the VIP loses no line, not one denied packet is answered", async () => {
+    const oldIds = [fw!.outs.programId, service!.outs.programId];
+    const held = lab.inClient(c1, [process.execPath, "-e", HOLD_CONNECTION, VIP, "81", "14"], { reject: false });
+    await sleep(1000);
     const pings = await deniedPingsAnsweredDuring(async () => {
+      service = { id: service!.id, outs: await lb.update(service!.id, { ...service!.outs, objectSha256: "an older object" }, serviceInputs()) };
       fw = { id: fw!.id, outs: await firewall.update(fw!.id, { ...fw!.outs, objectSha256: "an older object" }, firewallInputs()) };
     });
+    const connection = JSON.parse(String((await held).stdout)) as { sent: number; got: number; error: string | null };
+    expect(connection.error).toBeNull();
+    expect(connection.sent).toBeGreaterThan(100);
+    // The backend's name first, then one echo per line sent.
+    expect(connection.got).toBe(connection.sent + 1);
     expect(pings.sent).toBeGreaterThan(100);
     expect(pings.answered).toBe(0);
-    expect(fw!.outs.programId).not.toBe(oldId);
+    expect([fw!.outs.programId, service!.outs.programId].filter((id) => oldIds.includes(id))).toEqual([]);
     expect(await chainSlots()).toEqual({ 0: fw!.outs.programId, 1: service!.outs.programId });
     expect(await askVipMany(c1, 42101, 4)).not.toContain("");
   });
+
+  it("lockout guard in the chain: an upgrade whose deny entry cuts the management path is undone by the host (old program back in its slot, entries back), and the update fails saying so", async () => {
+    const before = { slots: await chainSlots(), deny: (await firewall.read(fw!.id, fw!.outs))!.outs.deny };
+    const cutting = firewallInputs({ deny: [c2.address, c2.address6, lab.gateway4], allowManagementDeny: true, lockoutRevertSeconds: 10 });
+    await expect(firewall.update(fw!.id, { ...fw!.outs, objectSha256: "an older object" }, cutting)).rejects.toThrow(
+      /fresh SSH login failed.*cuts the management path.*undid it and the host is reachable again/s,
+    );
+    expect((await lab.ssh(h1, ["true"], { reject: false })).exitCode).toBe(0);
+    expect(await chainSlots()).toEqual(before.slots);
+    const after = (await firewall.read(fw!.id, fw!.outs))!.outs;
+    expect(after.deny).toEqual(before.deny);
+    expect(after.attached).toBe(true);
+    expect(await inHostText(h1, ["sh", "-c", "ls /sys/fs/bpf/bpfleet/xdp-firewall/edge"])).not.toMatch(/prog_old|prog_new/);
+    expect(await pingReaches(lab, c2, h1.address)).toBe(false);
+    expect(await askVipMany(c1, 42151, 3)).not.toContain("");
+  }, 90_000);
 
   it("deleting the firewall leaves the balancer serving (now to every client); deleting the balancer removes the dispatcher", async () => {
     await firewall.delete(fw!.id, fw!.outs);

@@ -20,6 +20,8 @@ run_suite() {
   echo "=== $name"
   npx vitest run "$@" --reporter=default --reporter=json --outputFile="$results/$name.json" || status=1
 }
+echo "=== typecheck (tests and benchmarks: vitest and tsx do not check types)"
+npx tsc -p tsconfig.test.json || status=1
 run_suite unit test/unit
 run_suite kernel test/kernel
 run_suite lab test/lab

@@ -3,11 +3,11 @@
 // user would. Backends are prepared as a user would prepare them (the VIP on
 // lo, arp_ignore/arp_announce, a server answering with the host's name); the
 // client routes the VIP via h1, as an upstream router would.
-import { execa } from "execa";
 import { readFileSync } from "node:fs";
 import { resolve } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createLab, type Lab, type LabHost } from "../lab/lab";
+import { passXdpTxToBridge } from "../lab/traffic";
 import { PulumiProject } from "./pulumiProject";
 
 const VIP = "198.51.100.10";
@@ -51,16 +51,7 @@ function entryChanges(output: string): string[] {
 beforeAll(async () => {
   lab = await createLab("e2emg", { hosts: 4, clients: 1 });
   const [h1, ...backends] = lab.hosts as [LabHost, ...LabHost[]];
-  // XDP_TX out of h1's veth reaches the bridge only through an XDP program on its peer (see test/lab/maglevService.test.ts).
-  // Loaded and attached with bpftool (its pin dropped at once: the attachment holds the program, and the
-  // veth's removal with the lab takes both); `ip link ... obj` would leave iproute2's pin directories behind.
-  const peerPin = `/sys/fs/bpf/bpfleet-lab-${lab.name}-peer`;
-  await execa("bpftool", ["prog", "load", resolve(__dirname, "../../bpf/obj/empty_xdp.bpf.o"), peerPin, "type", "xdp"]);
-  try {
-    await execa("bpftool", ["net", "attach", "xdpdrv", "pinned", peerPin, "dev", `bfl${lab.name}-h1`]);
-  } finally {
-    await execa("rm", ["-f", peerPin]);
-  }
+  await passXdpTxToBridge(lab, h1);
   for (const h of backends) {
     await lab.inHost(h, [
       "sh",

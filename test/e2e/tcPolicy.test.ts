@@ -152,7 +152,7 @@ describe("examples/tcPolicy through the real Pulumi CLI", () => {
     await project.ok(["refresh", "--yes", "--skip-preview"]);
     const state = await policyState();
     expect(state.counters.ingressDeniedPackets).toBeGreaterThan(0);
-    expect(state.ruleHits.ingress["allow tcp 8080"]).toBeGreaterThan(0);
+    expect(state.ruleHits.ingress?.["allow tcp 8080"]).toBeGreaterThan(0);
     expect(state.attached).toBe(true);
   });
 

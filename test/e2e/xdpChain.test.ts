@@ -7,11 +7,10 @@
 //   c2 (denied client)  ─┤ bridge
 //   h1 firewall + LB    ─┤           dispatcher on eth0: slot 0 firewall, slot 1 balancer
 //   h2, h3 backends     ─┘           VIP on lo, answer with their name (DSR)
-import { execa } from "execa";
 import { resolve } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createLab, type Lab, type LabClient, type LabHost } from "../lab/lab";
-import { pingReaches } from "../lab/traffic";
+import { passXdpTxToBridge, pingReaches } from "../lab/traffic";
 import { PulumiProject } from "./pulumiProject";
 
 const VIP = "198.51.100.10";
@@ -99,15 +98,7 @@ beforeAll(async () => {
   lab = await createLab("e2echn", { hosts: 3, clients: 2 });
   [h1] = lab.hosts as [LabHost];
   [c1, c2] = lab.clients as [LabClient, LabClient];
-  // XDP_TX out of h1's veth reaches the bridge only through an XDP program on its peer
-  // (see test/lab/maglevService.test.ts); a real NIC needs nothing of the kind.
-  const peerPin = `/sys/fs/bpf/bpfleet-lab-${lab.name}-peer`;
-  await execa("bpftool", ["prog", "load", resolve(__dirname, "../../bpf/obj/empty_xdp.bpf.o"), peerPin, "type", "xdp"]);
-  try {
-    await execa("bpftool", ["net", "attach", "xdpdrv", "pinned", peerPin, "dev", `bfl${lab.name}-h1`]);
-  } finally {
-    await execa("rm", ["-f", peerPin]);
-  }
+  await passXdpTxToBridge(lab, h1);
   for (const h of lab.hosts.slice(1)) {
     await lab.inHost(h, [
       "sh",

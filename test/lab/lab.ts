@@ -71,6 +71,7 @@ export interface RunOptions {
   env?: Record<string, string>;
   cancelSignal?: AbortSignal;
   stdin?: "ignore" | "pipe" | "inherit";
+  stdout?: "pipe" | "inherit" | "ignore";
   stderr?: "pipe" | "inherit" | "ignore";
 }
 /** What the helpers return: execa's promise, also the subprocess (kill() works). */

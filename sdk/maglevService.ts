@@ -93,14 +93,14 @@ export interface MaglevServiceArgs {
   /** XDP attach mode: "native" (driver), "generic" (skb) or "auto". Default "auto". Changing it replaces the service. */
   xdpMode?: pulumi.Input<"native" | "generic" | "auto">;
   /**
-   * Share the interface with other bpfleet XDP programs, e.g.
-   * an XdpFirewall (chainPriority 0) in front of this service (chainPriority 1): each gets a slot of the interface's XDP chain, 0-7, and lower runs first. bpfleet's dispatcher
-   * sits on the hook and runs the members in order; a packet one member passes goes on
-   * to the next, any other verdict ends the chain. The first member to arrive attaches
-   * the dispatcher, the last to leave removes it. Unset (default): attach alone, and
-   * refuse an interface another program uses. Setting it on a program attached alone
-   * moves it into the chain in place (no moment without it); two members may not share
-   * a slot.
+   * Share the interface with other bpfleet XDP programs, e.g. an XdpFirewall
+   * (chainPriority 0) in front of this service (chainPriority 1): each gets a slot of
+   * the interface's XDP chain, 0-7, and lower runs first. bpfleet's dispatcher sits on
+   * the hook and runs the members in order; a packet one member passes goes on to the
+   * next, any other verdict ends the chain. The first member to arrive attaches the
+   * dispatcher, the last to leave removes it. Unset (default): attach alone, and refuse
+   * an interface another program uses. Setting it on a program attached alone moves it
+   * into the chain in place (no moment without it); two members may not share a slot.
    */
   chainPriority?: pulumi.Input<number>;
   /**

@@ -18,14 +18,14 @@ export interface XdpFirewallArgs {
   /** false loads the program and fills its maps without attaching it. Default true. */
   attached?: pulumi.Input<boolean>;
   /**
-   * Share the interface with other bpfleet XDP programs, e.g.
-   * a firewall (chainPriority 0) in front of a MaglevService (chainPriority 1): each gets a slot of the interface's XDP chain, 0-7, and lower runs first. bpfleet's dispatcher
-   * sits on the hook and runs the members in order; a packet one member passes goes on
-   * to the next, any other verdict ends the chain. The first member to arrive attaches
-   * the dispatcher, the last to leave removes it. Unset (default): attach alone, and
-   * refuse an interface another program uses. Setting it on a program attached alone
-   * moves it into the chain in place (no moment without it); two members may not share
-   * a slot.
+   * Share the interface with other bpfleet XDP programs, e.g. a firewall (chainPriority
+   * 0) in front of a MaglevService (chainPriority 1): each gets a slot of the
+   * interface's XDP chain, 0-7, and lower runs first. bpfleet's dispatcher sits on the
+   * hook and runs the members in order; a packet one member passes goes on to the next,
+   * any other verdict ends the chain. The first member to arrive attaches the
+   * dispatcher, the last to leave removes it. Unset (default): attach alone, and refuse
+   * an interface another program uses. Setting it on a program attached alone moves it
+   * into the chain in place (no moment without it); two members may not share a slot.
    */
   chainPriority?: pulumi.Input<number>;
   /**

@@ -48,7 +48,16 @@ export interface XdpFirewallArgs {
    * before anyone runs Pulumi: every create/update persists a restore script and a
    * bpftool batch of the deny entries under /var/lib/bpfleet/boot/ and installs and
    * enables one shared systemd unit, bpfleet-restore.service. false removes them (and
-   * the unit with the host's last such resource). Not with chainPriority. Default false.
+   * the unit with the host's last such resource). Default false.
+   *
+   * With chainPriority, the restore also loads, pins and attaches the interface's XDP
+   * dispatcher (unless it is there already) and puts the firewall back into its slot,
+   * under the same host lock as the provider's chain changes; it never replaces a
+   * program bpfleet did not attach. Only the firewall comes back: a MaglevService
+   * sharing the interface is not restored at boot, so until its next Pulumi run its
+   * slot is empty and what the firewall passes reaches the host's stack unbalanced. `pulumi refresh` (or `up --refresh`) then reports the balancer deleted
+   * and the firewall attached in place, and the following `up` recreates the balancer,
+   * which joins the chain behind the restored firewall without reloading it.
    */
   bootRestore?: pulumi.Input<boolean>;
   /** Pin directory name under /sys/fs/bpf/bpfleet/xdp-firewall/. Default: the resource name. */

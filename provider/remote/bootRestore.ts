@@ -5,7 +5,9 @@
  * entries under /var/lib/bpfleet/boot/<kind>/<name>/; one shared systemd unit,
  * bpfleet-restore.service, runs a fixed entry point that restores them all
  * before network-pre.target. The object itself is already on the host at its
- * content-addressed path. Every file is written to a temporary name and renamed
+ * content-addressed path. A chain member (xdpHook.ts) comes back with the
+ * interface's dispatcher, whose object is kept in that cache too; the other
+ * members are not restored here (their own Pulumi run puts them back). Every file is written to a temporary name and renamed
  * into place, so a host that loses power mid-write boots with the old file or
  * the new one, never half of one.
  */
@@ -13,6 +15,7 @@ import { createHash } from "node:crypto";
 import { attachXdpCommand, batchText, objectRemotePath, uploadObject, type LocalObject, type MapOperation, type PinLayout, type XdpMode } from "./bpfHost";
 import { shellQuote } from "./quote";
 import type { SshSession } from "./ssh";
+import { CHAIN_FUNCTIONS, chainMapPin, dispatcherDir, XDP_CHAIN_SLOTS } from "./xdpHook";
 
 export const BOOT_DIR = "/var/lib/bpfleet/boot";
 /** The fixed entry point the unit runs; it restores every resource persisted under BOOT_DIR. */
@@ -36,7 +39,15 @@ export interface BootRestoreSpec {
   /** Map writes applied right after the load: the resource's declared entries. */
   mapOperations: readonly MapOperation[];
   /** Attach the program to XDP on this interface, in this mode; undefined: load and fill only. */
-  xdp: { interface: string; mode: XdpMode } | undefined;
+  xdp: { interface: string; mode: XdpMode; chain?: ChainRestore } | undefined;
+}
+
+/** A chain member's place: its slot in the interface's chain and the dispatcher that runs the chain. */
+export interface ChainRestore {
+  /** The chainPriority, 0 to XDP_CHAIN_SLOTS - 1. */
+  slot: number;
+  /** The dispatcher's object (bpf/obj/xdp_dispatcher.bpf.o), kept at its content-addressed path. */
+  dispatcher: LocalObject;
 }
 
 // Names end up in paths inside our scripts and in bpftool batch lines (unquoted there).
@@ -70,25 +81,48 @@ export function restoreBatchText(operations: readonly MapOperation[]): string {
   return batchText(operations);
 }
 
+function chainOf(spec: BootRestoreSpec): { iface: string; mode: XdpMode; chain: ChainRestore } | undefined {
+  const chain = spec.xdp?.chain;
+  if (!spec.xdp || !chain) return undefined;
+  if (!Number.isInteger(chain.slot) || chain.slot < 0 || chain.slot >= XDP_CHAIN_SLOTS) {
+    throw new Error(`boot restore: chain slot must be 0-${XDP_CHAIN_SLOTS - 1}, got ${chain.slot}`);
+  }
+  return { iface: spec.xdp.interface, mode: spec.xdp.mode, chain };
+}
+
 /** The quoted assignments at the top of a restore script: the only place values appear. */
 export function restoreAssignments(spec: BootRestoreSpec, batchPath: string): string {
   const assign = (name: string, value: string) => `${name}=${shellQuote([value])}`;
+  const member = chainOf(spec);
   return [
     assign("LABEL", `${spec.kind}/${spec.name}`),
     assign("DIR", spec.layout.dir),
     assign("OBJ", objectRemotePath(spec.object)),
     assign("BATCH", batchPath),
     assign("DEV", spec.xdp?.interface ?? ""),
+    ...(member
+      ? [
+          assign("DISPATCHER_DIR", dispatcherDir(member.iface)),
+          assign("DISPATCHER_OBJ", objectRemotePath(member.chain.dispatcher)),
+          assign("CHAIN", chainMapPin(member.iface)),
+          assign("SLOT", String(member.chain.slot)),
+        ]
+      : []),
   ].join("\n");
 }
 
 // Loaded as prog_boot and renamed to prog last, so "prog is pinned" means "restored
 // completely": a run that stopped half way is cleared and redone by the next one.
-const RESTORE_BODY = `
+const RESTORE_PREAMBLE = `
 say() { echo "bpfleet-restore: $LABEL: $*" >&2; }
 if [ -e "$DIR/prog" ]; then say "pins present, nothing to do"; exit 0; fi
 [ -f "$OBJ" ] || { say "object $OBJ is missing; run pulumi up to restore this resource"; exit 1; }
-if [ "$(stat -f -c %T /sys/fs/bpf 2>/dev/null)" != "bpf_fs" ]; then
+`;
+
+const DISPATCHER_OBJECT_CHECK = `[ -f "$DISPATCHER_OBJ" ] || { say "the XDP dispatcher's object $DISPATCHER_OBJ is missing; run pulumi up to restore this resource"; exit 1; }
+`;
+
+const RESTORE_PREPARE = `if [ "$(stat -f -c %T /sys/fs/bpf 2>/dev/null)" != "bpf_fs" ]; then
   mount -t bpf bpf /sys/fs/bpf || { say "bpffs is not mounted at /sys/fs/bpf and mounting it failed"; exit 1; }
 fi
 if [ -n "$DEV" ]; then
@@ -104,10 +138,51 @@ if [ -e "$DIR/prog_boot" ] && [ -n "$DEV" ]; then
     ip link set dev "$DEV" xdpgeneric off 2>/dev/null; ip link set dev "$DEV" xdpdrv off 2>/dev/null
   fi
 fi
-rm -rf -- "$DIR"
+`;
+
+const RESTORE_LOAD = `rm -rf -- "$DIR"
 mkdir -p -- "$DIR"
 bpftool prog load "$OBJ" "$DIR/prog_boot" type xdp pinmaps "$DIR/maps" || { say "bpftool prog load failed"; exit 1; }
-if [ -s "$BATCH" ]; then bpftool batch file "$BATCH" >/dev/null || { say "bpftool batch file $BATCH failed"; exit 1; }; fi
+`;
+
+const RESTORE_ENTRIES = `if [ -s "$BATCH" ]; then bpftool batch file "$BATCH" >/dev/null || { say "bpftool batch file $BATCH failed"; exit 1; }; fi
+`;
+
+// The chain steps of xdpHook.ts (ENSURE_DISPATCHER_SCRIPT, LOAD_SCRIPT with the shared
+// xdp_chain, ENTER_SCRIPT), done whole under the interface's chain lock: a provider run
+// that joins the chain meanwhile (the load balancer's) waits, then finds the dispatcher
+// pinned and attached: both take the same lock (xdpHook.ts's CHAIN_FUNCTIONS).
+
+// After RESTORE_PREPARE. A half-restored member's prog_boot may still sit in its slot:
+// that one may be replaced, any other program there or on the hook may not.
+const CHAIN_ENTER = `lock "$DEV" || { say "timed out waiting for the XDP chain lock of $DEV"; exit 1; }
+if [ -e "$DIR/prog" ]; then say "pins present, nothing to do"; exit 0; fi
+previous=$(id_of "$DIR/prog_boot")
+disp=$(id_of "$DISPATCHER_DIR/prog")
+hooked=$(hook_id "$DEV")
+if [ -n "$hooked" ] && [ "$hooked" != "$disp" ]; then
+  say "interface $DEV has XDP program id $hooked attached, not bpfleet's dispatcher; bpfleet never replaces it"; exit 1
+fi
+if [ -z "$disp" ]; then
+  rm -rf -- "$DISPATCHER_DIR"
+  mkdir -p -- "$DISPATCHER_DIR"
+  bpftool prog load "$DISPATCHER_OBJ" "$DISPATCHER_DIR/prog" type xdp pinmaps "$DISPATCHER_DIR/maps" || { say "bpftool prog load of the XDP dispatcher failed"; exit 1; }
+  disp=$(id_of "$DISPATCHER_DIR/prog")
+fi
+held=$(slot_id "$CHAIN" "$SLOT")
+if [ -n "$held" ] && [ "$held" != "$previous" ]; then
+  say "chain slot $SLOT of $DEV holds program id $held, not this resource's; run pulumi up"; exit 1
+fi
+rm -rf -- "$DIR"
+mkdir -p -- "$DIR"
+bpftool prog load "$OBJ" "$DIR/prog_boot" type xdp map name xdp_chain pinned "$CHAIN" pinmaps "$DIR/maps" || { say "bpftool prog load failed"; exit 1; }
+rm -f -- "$DIR/maps/xdp_chain"
+`;
+
+// The member learns its place before it enters its slot (xdp_chain.h); the dispatcher
+// goes on the hook last, so its first packet already meets the firewall.
+const CHAIN_ATTACH = `bpftool map update pinned "$DIR/maps/xdp_chain_next" key 0 0 0 0 value $((SLOT + 1)) 0 0 0 || { say "writing xdp_chain_next failed"; exit 1; }
+bpftool map update pinned "$CHAIN" key "$SLOT" 0 0 0 value pinned "$DIR/prog_boot" || { say "putting the program into chain slot $SLOT failed"; exit 1; }
 `;
 
 /**
@@ -116,16 +191,31 @@ if [ -s "$BATCH" ]; then bpftool batch file "$BATCH" >/dev/null || { say "bpftoo
  * with the program pinned already it does nothing.
  */
 export function resourceRestoreScript(spec: BootRestoreSpec, batchPath: string): string {
-  const attach = spec.xdp
-    ? `${shellQuote(attachXdpCommand(spec.xdp.interface, `${spec.layout.dir}/prog_boot`, spec.xdp.mode))} || { say "attaching XDP to $DEV failed"; exit 1; }\n`
-    : "";
+  const member = chainOf(spec);
+  const attachFailed = ` || { say "attaching XDP to $DEV failed"; exit 1; }\n`;
+  let steps: string;
+  if (member) {
+    const attachDispatcher = shellQuote(attachXdpCommand(member.iface, `${dispatcherDir(member.iface)}/prog`, member.mode));
+    steps =
+      DISPATCHER_OBJECT_CHECK +
+      RESTORE_PREPARE +
+      CHAIN_FUNCTIONS +
+      CHAIN_ENTER +
+      RESTORE_ENTRIES +
+      CHAIN_ATTACH +
+      // Never with overwrite: a program attached since the check above stays, and the restore fails.
+      `on_hook "$DEV" "$disp" || ${attachDispatcher}${attachFailed}`;
+  } else {
+    const attach = spec.xdp ? `${shellQuote(attachXdpCommand(spec.xdp.interface, `${spec.layout.dir}/prog_boot`, spec.xdp.mode))}${attachFailed}` : "";
+    steps = RESTORE_PREPARE + RESTORE_LOAD + RESTORE_ENTRIES + attach;
+  }
   return (
-    `#!/bin/sh\n# Written by bpfleet: restores ${spec.kind} ${spec.name} after a reboot. Run by ${RESTORE_ENTRY}.\n` +
+    `#!/bin/sh\n# Written by bpfleet: restores ${spec.kind} ${spec.name} after a reboot${member ? `, as member ${member.chain.slot} of ${member.iface}'s XDP chain` : ""}. Run by ${RESTORE_ENTRY}.\n` +
     `PATH=$PATH:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n` +
     `WAIT_SECONDS=${INTERFACE_WAIT_SECONDS}\n` +
     `${restoreAssignments(spec, batchPath)}\n` +
-    RESTORE_BODY +
-    attach +
+    RESTORE_PREAMBLE +
+    steps +
     `mv -f -- "$DIR/prog_boot" "$DIR/prog"\nsay "restored"\n`
   );
 }
@@ -201,15 +291,18 @@ const PRESENT_SCRIPT = `for f in "$@"; do if [ -f "$f" ]; then echo yes; else ec
 
 /**
  * Persists what brings `spec` back after a reboot, and installs and enables the
- * shared unit. The object and the batch are only sent when not on the host yet.
+ * shared unit. The objects (the program's, and a chain member's dispatcher) and
+ * the batch are only sent when not on the host yet.
  */
 export async function persistBootRestore(session: SshSession, spec: BootRestoreSpec): Promise<void> {
   const dir = resourceBootDir(spec.kind, spec.name);
   const batch = restoreBatchText(spec.mapOperations);
   const batchName = batchFileName(batch);
-  const [objectPresent, present] = (await session.runScript(PRESENT_SCRIPT, [objectRemotePath(spec.object), `${dir}/${batchName}`])).stdout.split("\n").map((l) => l === "yes");
-  // The cache is shared by every resource; a cleaned one must not leave the restore without its object.
-  if (!objectPresent) await uploadObject(session, spec.object, false);
+  const member = chainOf(spec);
+  const objects = [spec.object, ...(member ? [member.chain.dispatcher] : [])];
+  const [present, ...objectsPresent] = (await session.runScript(PRESENT_SCRIPT, [`${dir}/${batchName}`, ...objects.map(objectRemotePath)])).stdout.split("\n").map((l) => l === "yes");
+  // The cache is shared by every resource; a cleaned one must not leave the restore without its objects.
+  for (const [i, object] of objects.entries()) if (!objectsPresent[i]) await uploadObject(session, object, false);
   const unitPath = `${UNIT_DIR}/${UNIT_NAME}`;
   await session.runScript(
     PERSIST_SCRIPT,

@@ -46,13 +46,15 @@ const ATTACH_TYPE: Record<XdpMode, string> = { native: "xdpdrv", generic: "xdpge
 // on_hook DEV ID: whether program ID is what DEV's hook runs (an XDP program id
 //   cannot appear on a TC hook, so finding it in `net show` is enough).
 // slot_id CHAIN SLOT: the id of the program in a slot, or nothing.
+// hook_id DEV: the id of the XDP program DEV's hook runs, or nothing.
 // leave DEV DIR SLOT IDS...: empties SLOT if it holds one of IDS; an empty chain's
 //   dispatcher is detached and removed.
-const CHAIN_FUNCTIONS = `
+export const CHAIN_FUNCTIONS = `
 lock() { mkdir -p /run/bpfleet; exec 9>"/run/bpfleet/xdp-chain-$(printf %s "$1" | tr -c 'A-Za-z0-9_-' '%').lock"; flock -w 60 9; }
 id_of() { bpftool -j prog show pinned "$1" 2>/dev/null | grep -o '"id":[0-9]*' | head -n 1 | cut -d: -f2; }
 on_hook() { [ -n "$2" ] && bpftool -j net show dev "$1" 2>/dev/null | grep -q "\\"id\\":$2[,}]"; }
 slot_id() { bpftool -j map lookup pinned "$1" key "$2" 0 0 0 2>/dev/null | grep -o '"formatted":{[^}]*}' | grep -o '"value":[0-9]*' | cut -d: -f2; }
+hook_id() { bpftool -j net show dev "$1" 2>/dev/null | grep -o '"xdp":\\[{[^]]*"id":[0-9]*' | grep -o '[0-9]*$' | head -n 1; }
 detach_hook() { ip link set dev "$1" xdpgeneric off 2>/dev/null; ip link set dev "$1" xdpdrv off 2>/dev/null; true; }
 leave() {
   dev=$1; dir=$2; slot=$3; shift 3

@@ -211,7 +211,9 @@ async function converge(inputs: XdpFirewallInputs, previousSha?: string): Promis
   // Only once the change is proven: a reboot must never bring back what the host reverted.
   if (inputs.bootRestore) {
     const mapOperations = denyOperations({ add: Object.keys(inputs.deny), remove: [] }, mapPin);
-    const xdp = inputs.attached ? { interface: inputs.interface, mode: inputs.mode } : undefined;
+    // A chain member comes back behind the interface's dispatcher, in its slot.
+    const chain = inputs.chainPriority === undefined ? undefined : { slot: inputs.chainPriority, dispatcher: packagedObject(DISPATCHER_OBJECT) };
+    const xdp = inputs.attached ? { interface: inputs.interface, mode: inputs.mode, chain } : undefined;
     await persistBootRestore(session, { kind: KIND, name: inputs.name, layout, object, mapOperations, xdp });
   } else await removeBootRestore(session, KIND, inputs.name);
   // bpftool batch stops at the first failed write, so after it succeeded the maps hold

@@ -1,7 +1,7 @@
 /** Inputs of XdpFirewall, as the user writes them and as check() canonicalises them. */
 import type * as pulumi from "@pulumi/pulumi";
 import { z } from "zod";
-import { checkInputs, UNKNOWN } from "../dynamicAdapter";
+import { checkInputs } from "../dynamicAdapter";
 import { credentialsSchema, hostSchema } from "../remote/hostSchema";
 import { lockoutInputs } from "../remote/lockout";
 import { chainPriority, cidrSet, interfaceName, pinName } from "../validation";
@@ -43,16 +43,9 @@ export const xdpFirewallSchema = z.object({
 
 export type XdpFirewallInputs = z.infer<typeof xdpFirewallSchema>;
 
-/** The schema, then the rules that span inputs. */
+/** The schema; every rule is in it (bootRestore works with and without chainPriority). */
 export function checkXdpFirewall(news: Record<string, unknown>): pulumi.dynamic.CheckResult {
-  const result = checkInputs(xdpFirewallSchema, news);
-  const inputs = result.inputs as Record<string, unknown> | undefined;
-  // The restore script attaches the firewall alone; restoring a chain member needs its dispatcher first.
-  if (inputs?.bootRestore === true && inputs.chainPriority !== undefined && inputs.chainPriority !== UNKNOWN) {
-    const reason = "bootRestore: cannot be combined with chainPriority: boot restore of a chained program (an XDP dispatcher member) is not supported; drop one of them";
-    return { failures: [{ property: "bootRestore", reason }] };
-  }
-  return result;
+  return checkInputs(xdpFirewallSchema, news);
 }
 
 export interface XdpFirewallCounters {

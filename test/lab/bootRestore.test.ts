@@ -1,11 +1,14 @@
 // XdpFirewall bootRestore on a lab host: a simulated reboot (pins and attachment gone,
 // /var/lib/bpfleet and /etc/systemd/system kept) is undone by running the installed
-// unit's ExecStart as systemd would, without Pulumi. The provider is driven directly.
+// unit's ExecStart as systemd would, without Pulumi: for a firewall attached alone, and
+// for one in slot 0 of eth0's XDP chain. The provider is driven directly.
 import { execFileSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { checkInputs } from "../../provider/dynamicAdapter";
+import { packagedObject } from "../../provider/objects";
 import { closeAllSessions } from "../../provider/remote/ssh";
+import { DISPATCHER_OBJECT } from "../../provider/remote/xdpHook";
 import { xdpFirewallKind as firewall } from "../../provider/xdpFirewall/lifecycle";
 import { xdpFirewallSchema, type XdpFirewallInputs, type XdpFirewallOutputs } from "../../provider/xdpFirewall/schema";
 import { createLab, type Lab, type LabClient, type LabHost } from "./lab";
@@ -209,5 +212,143 @@ describe("XdpFirewall bootRestore on a lab host", () => {
     expect(await persistedFiles()).toEqual([]);
     expect(await pingReaches(lab, c1, h1.address)).toBe(false);
     await firewall.delete(fw.id, fw.outs);
+  });
+});
+
+// A firewall sharing eth0 through bpfleet's dispatcher (chainPriority 0): the restore
+// brings back the dispatcher too, and the firewall in its slot. A load balancer behind
+// it is not restored at boot (its own Pulumi run re-enters its slot), so none is here.
+describe("a chained XdpFirewall (chainPriority 0) with bootRestore", () => {
+  const DISPATCHER_DIR = "/sys/fs/bpf/bpfleet/xdp-dispatcher/eth0";
+  const FOREIGN = "/sys/fs/bpf/bfl-boot-foreign";
+  let edge: { id: string; outs: XdpFirewallOutputs };
+
+  const chained = (patch: Record<string, unknown> = {}) => inputs({ name: "edge", chainPriority: 0, deny: [c1.address, c1.address6], ...patch });
+
+  async function programIdAt(pin: string): Promise<number | undefined> {
+    const r = await lab.inHost(h1, ["bpftool", "-j", "prog", "show", "pinned", pin], { reject: false });
+    return r.exitCode === 0 ? (JSON.parse(String(r.stdout)) as { id: number }).id : undefined;
+  }
+
+  async function hookId(): Promise<number | undefined> {
+    return (JSON.parse(String((await lab.inHost(h1, ["bpftool", "-j", "net", "show", "dev", "eth0"])).stdout)) as { xdp: { id: number }[] }[])[0]?.xdp[0]?.id;
+  }
+
+  async function chainSlots(): Promise<Record<number, number>> {
+    const r = await lab.inHost(h1, ["bpftool", "-j", "map", "dump", "pinned", `${DISPATCHER_DIR}/maps/xdp_chain`], { reject: false });
+    if (r.exitCode !== 0) return {};
+    return Object.fromEntries((JSON.parse(String(r.stdout)) as { formatted: { key: number; value: number } }[]).map((e) => [e.formatted.key, e.formatted.value]));
+  }
+
+  /** The hook runs the dispatcher, and slot 0 (alone in the chain) the firewall's pinned program. */
+  async function expectRestoredInSlot0(): Promise<number> {
+    const dispatcher = await programIdAt(`${DISPATCHER_DIR}/prog`);
+    const program = await programIdAt("/sys/fs/bpf/bpfleet/xdp-firewall/edge/prog");
+    expect(dispatcher).toBeDefined();
+    expect(program).toBeDefined();
+    expect(await hookId()).toBe(dispatcher);
+    expect(await chainSlots()).toEqual({ 0: program });
+    return program!;
+  }
+
+  it("create persists the firewall's and the dispatcher's objects with the restore", async () => {
+    edge = await firewall.create(chained());
+    expect(edge.outs.attached).toBe(true);
+    expect(await expectRestoredInSlot0()).toBe(edge.outs.programId);
+    expect(await pingReaches(lab, c1, h1.address)).toBe(false);
+    expect(await exists(`${BOOT}/xdp-firewall/edge/restore.sh`)).toBe(true);
+    expect(await exists(`/var/lib/bpfleet/objects/${edge.outs.objectSha256}.bpf.o`)).toBe(true);
+    expect(await exists(`/var/lib/bpfleet/objects/${packagedObject(DISPATCHER_OBJECT).sha256}.bpf.o`)).toBe(true);
+  });
+
+  it("after a reboot the unit brings back the dispatcher on the hook and the firewall in slot 0", async () => {
+    await reboot();
+    expect(await pingReaches(lab, c1, h1.address)).toBe(true);
+    expect(await firewall.read(edge.id, edge.outs)).toBeUndefined();
+
+    const run = await runUnit();
+    expect(run.exitCode, run.stderr).toBe(0);
+    expect(run.stderr).toMatch(/xdp-firewall\/edge: restored/);
+    const program = await expectRestoredInSlot0();
+    expect(await pingReaches(lab, c1, h1.address)).toBe(false);
+    expect(await pingReaches(lab, c1, h1.address6)).toBe(false);
+    expect(await pingReaches(lab, c2, h1.address)).toBe(true);
+    // Its place is slot 0 (+1), and the shared xdp_chain is the dispatcher's pin only.
+    const next = await sh("bpftool -j map lookup pinned /sys/fs/bpf/bpfleet/xdp-firewall/edge/maps/xdp_chain_next key 0 0 0 0");
+    expect(String(next.stdout)).toMatch(/"formatted":\{"key":0,"value":1\}/);
+    expect(await exists("/sys/fs/bpf/bpfleet/xdp-firewall/edge/maps/xdp_chain")).toBe(false);
+
+    // The provider sees it attached in place: read reports it, the next update reloads nothing.
+    const read = await firewall.read(edge.id, edge.outs);
+    expect(read?.outs).toMatchObject({ attached: true, programId: program, deny: edge.outs.deny });
+    const outs = await firewall.update(edge.id, read!.outs, chained());
+    expect(outs).toMatchObject({ attached: true, programId: program });
+    expect(await expectRestoredInSlot0()).toBe(program);
+    edge = { id: edge.id, outs };
+  });
+
+  it("running it again with the pins present changes nothing", async () => {
+    const before = { hook: await hookId(), slots: await chainSlots() };
+    const run = await runUnit();
+    expect(run.exitCode, run.stderr).toBe(0);
+    expect(run.stderr).toMatch(/xdp-firewall\/edge: pins present, nothing to do/);
+    expect({ hook: await hookId(), slots: await chainSlots() }).toEqual(before);
+  });
+
+  it("a dispatcher already pinned and attached (another member's run came first) is kept, and the firewall joins it", async () => {
+    await reboot();
+    const dispatcherObject = `/var/lib/bpfleet/objects/${packagedObject(DISPATCHER_OBJECT).sha256}.bpf.o`;
+    await sh(`mkdir -p ${DISPATCHER_DIR} && bpftool prog load ${dispatcherObject} ${DISPATCHER_DIR}/prog type xdp pinmaps ${DISPATCHER_DIR}/maps && bpftool net attach xdp pinned ${DISPATCHER_DIR}/prog dev eth0`);
+    const dispatcher = await programIdAt(`${DISPATCHER_DIR}/prog`);
+    expect(await hookId()).toBe(dispatcher);
+
+    const run = await runUnit();
+    expect(run.exitCode, run.stderr).toBe(0);
+    await expectRestoredInSlot0();
+    expect(await programIdAt(`${DISPATCHER_DIR}/prog`)).toBe(dispatcher);
+    expect(await pingReaches(lab, c1, h1.address)).toBe(false);
+    expect((await firewall.read(edge.id, edge.outs))?.outs.attached).toBe(true);
+  });
+
+  it("a foreign XDP program on the hook is never replaced: the restore fails and leaves it", async () => {
+    await reboot();
+    await sh(`bpftool prog load /var/lib/bpfleet/objects/${edge.outs.objectSha256}.bpf.o ${FOREIGN} type xdp && bpftool net attach xdpgeneric pinned ${FOREIGN} dev eth0`);
+    try {
+      const foreign = await programIdAt(FOREIGN);
+      const run = await runUnit();
+      expect(run.exitCode).not.toBe(0);
+      expect(run.stderr).toMatch(new RegExp(`xdp-firewall/edge: interface eth0 has XDP program id ${foreign} attached, not bpfleet's dispatcher`));
+      expect(await hookId()).toBe(foreign);
+      expect(await exists("/sys/fs/bpf/bpfleet/xdp-firewall/edge/prog")).toBe(false);
+    } finally {
+      await sh(`ip link set dev eth0 xdpgeneric off; rm -f ${FOREIGN}`);
+    }
+    // With the hook free again, the next run restores it.
+    const run = await runUnit();
+    expect(run.exitCode, run.stderr).toBe(0);
+    await expectRestoredInSlot0();
+  });
+
+  it("while a provider run holds eth0's chain lock, the restore waits for it", async () => {
+    await reboot();
+    // The lock file and the fd-9 flock of xdpHook.ts's lock(); /run/bpfleet is shared, so the hold is as a provider's.
+    const marker = "/run/bpfleet/bfl-boot-lock-held";
+    const holder = sh(`mkdir -p /run/bpfleet; exec 9>/run/bpfleet/xdp-chain-eth0.lock; flock 9; touch ${marker}; sleep 2; rm -f ${marker}`);
+    for (let i = 0; i < 50 && !(await exists(marker)); i++) await new Promise((r) => setTimeout(r, 100));
+    expect(await exists(marker)).toBe(true);
+    const started = Date.now();
+    const run = await runUnit();
+    expect(run.exitCode, run.stderr).toBe(0);
+    expect(Date.now() - started).toBeGreaterThan(1000);
+    await holder;
+    await expectRestoredInSlot0();
+  });
+
+  it("delete takes the firewall, the dispatcher and the persisted files away", async () => {
+    await firewall.delete(edge.id, (await firewall.read(edge.id, edge.outs))!.outs);
+    expect(await hookId()).toBeUndefined();
+    expect(await persistedFiles()).toEqual([]);
+    expect(await exists("/sys/fs/bpf/bpfleet")).toBe(false);
+    expect(await pingReaches(lab, c1, h1.address)).toBe(true);
   });
 });

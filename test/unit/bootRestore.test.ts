@@ -15,6 +15,7 @@ import {
   type BootRestoreSpec,
 } from "../../provider/remote/bootRestore";
 import { UNKNOWN } from "../../provider/dynamicAdapter";
+import { ensureDispatcherCommand } from "../../provider/remote/xdpHook";
 import { denyOperations } from "../../provider/xdpFirewall/plan";
 import { checkXdpFirewall } from "../../provider/xdpFirewall/schema";
 
@@ -142,6 +143,95 @@ describe("per-resource restore script", () => {
   });
 });
 
+describe("restore script of a chain member", () => {
+  const dispatcher: LocalObject = { path: "/nowhere/xdp_dispatcher.bpf.o", bytes: Buffer.alloc(0), sha256: "cd".repeat(32) };
+  const chained = (iface = "eth0", slot = 0, mode: "native" | "generic" | "auto" = "auto") => spec({ xdp: { interface: iface, mode, chain: { slot, dispatcher } } });
+  const lines = (script: string) => script.split("\n");
+
+  it("parses", () => {
+    execFileSync("sh", ["-n", "-c", resourceRestoreScript(chained(), "/b")]);
+    execFileSync("sh", ["-n", "-c", resourceRestoreScript(chained("a'b$(id)", 7, "native"), "/b")]);
+  });
+
+  it.each([
+    ["eth0", 0],
+    ["eth0.100", 3], // a VLAN: '.' becomes '%' in the dispatcher's pin dir
+    ["e'$(id)`;x", 7], // not a valid input, still only ever data
+  ])("passes interface %j, slot %j and the dispatcher's paths through the shell unchanged", (iface, slot) => {
+    const text = restoreAssignments(chained(iface, slot), "/b");
+    const out = execFileSync("sh", ["-c", `${text}\nprintf '%s\\0' "$DEV" "$DISPATCHER_DIR" "$DISPATCHER_OBJ" "$CHAIN" "$SLOT"`]).toString().split("\0");
+    const dir = `/sys/fs/bpf/bpfleet/xdp-dispatcher/${iface.replaceAll(".", "%")}`;
+    expect(out.slice(0, 5)).toEqual([iface, dir, `/var/lib/bpfleet/objects/${"cd".repeat(32)}.bpf.o`, `${dir}/maps/xdp_chain`, String(slot)]);
+  });
+
+  it("a firewall attached alone has no chain assignments", () => {
+    expect(restoreAssignments(spec(), "/b")).not.toMatch(/DISPATCHER|CHAIN|SLOT/);
+    expect(resourceRestoreScript(spec(), "/b")).not.toMatch(/xdp-dispatcher|lock "\$DEV"/);
+  });
+
+  it("refuses a slot outside the chain", () => {
+    expect(() => resourceRestoreScript(chained("eth0", 8), "/b")).toThrow(/chain slot must be 0-7, got 8/);
+    expect(() => restoreAssignments(chained("eth0", -1), "/b")).toThrow(/chain slot/);
+    expect(() => restoreAssignments(chained("eth0", 1.5), "/b")).toThrow(/chain slot/);
+  });
+
+  it("runs the chain steps in xdpHook's order, under the chain lock, never overwriting the hook", () => {
+    const script = resourceRestoreScript(chained("eth0", 2, "generic"), "/b");
+    const steps = [
+      '[ -f "$DISPATCHER_OBJ" ] ||', // both objects are checked before anything changes
+      'mount -t bpf bpf /sys/fs/bpf',
+      'while [ ! -e "/sys/class/net/$DEV" ]; do',
+      'lock "$DEV" ||',
+      'hooked=$(hook_id "$DEV")', // a foreign program on the hook stops the restore
+      'bpftool prog load "$DISPATCHER_OBJ" "$DISPATCHER_DIR/prog" type xdp pinmaps "$DISPATCHER_DIR/maps"',
+      'held=$(slot_id "$CHAIN" "$SLOT")', // so does a foreign program in the slot
+      'bpftool prog load "$OBJ" "$DIR/prog_boot" type xdp map name xdp_chain pinned "$CHAIN" pinmaps "$DIR/maps"',
+      'rm -f -- "$DIR/maps/xdp_chain"', // the shared map is the dispatcher's pin, never the firewall's
+      'bpftool batch file "$BATCH"',
+      'bpftool map update pinned "$DIR/maps/xdp_chain_next" key 0 0 0 0 value $((SLOT + 1)) 0 0 0',
+      'bpftool map update pinned "$CHAIN" key "$SLOT" 0 0 0 value pinned "$DIR/prog_boot"',
+      'on_hook "$DEV" "$disp" || bpftool net attach xdpgeneric pinned /sys/fs/bpf/bpfleet/xdp-dispatcher/eth0/prog dev eth0 ||',
+      'mv -f -- "$DIR/prog_boot" "$DIR/prog"',
+    ];
+    const at = steps.map((step) => script.indexOf(step));
+    expect(steps.filter((_, i) => at[i]! < 0)).toEqual([]);
+    expect([...at].sort((a, b) => a - b)).toEqual(at);
+    // The dispatcher is loaded only when it is not pinned already (another member's run, or a provider run, got there first).
+    expect(script).toMatch(/if \[ -z "\$disp" \]; then\n {2}rm -rf -- "\$DISPATCHER_DIR"/);
+    expect(script).not.toMatch(/overwrite/);
+    // The pins are checked again under the lock: a provider run may have restored the firewall meanwhile.
+    expect(script.indexOf('if [ -e "$DIR/prog" ]; then say "pins present', script.indexOf('lock "$DEV" ||'))).toBeGreaterThan(0);
+  });
+
+  it("shares xdpHook's lock file and chain helpers, so a provider run and the restore exclude each other", () => {
+    const hook = lines(ensureDispatcherCommand("eth0", "/o")[2]!);
+    const restore = lines(resourceRestoreScript(chained(), "/b"));
+    for (const fn of ["lock", "id_of", "on_hook", "slot_id"]) {
+      const line = (text: string[]) => text.find((l) => l.startsWith(`${fn}() {`));
+      expect(line(hook), fn).toBeDefined();
+      expect(line(restore), fn).toBe(line(hook));
+    }
+  });
+
+  it("does nothing when the program is pinned already", () => {
+    const bin = join(scratch, "bin-chain");
+    const calls = join(scratch, "calls-chain");
+    mkdirSync(bin, { recursive: true });
+    for (const tool of ["bpftool", "ip", "mount", "flock"]) {
+      writeFileSync(join(bin, tool), `#!/bin/sh\necho "${tool} $*" >> '${calls}'\n`);
+      chmodSync(join(bin, tool), 0o755);
+    }
+    const dir = join(scratch, "pins-chain");
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(join(dir, "prog"), "");
+    const layout = { dir, program: join(dir, "prog"), maps: join(dir, "maps") };
+    const result = spawnSync("sh", ["-c", resourceRestoreScript({ ...chained(), layout }, "/b")], { env: { PATH: `${bin}:/usr/bin:/bin` } });
+    expect(result.status).toBe(0);
+    expect(result.stderr.toString()).toMatch(/pins present, nothing to do/);
+    expect(existsSync(calls)).toBe(false);
+  });
+});
+
 describe("XdpFirewall check: bootRestore", () => {
   const base = {
     host: { address: "10.200.1.2", hostKey: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB" },
@@ -156,12 +246,10 @@ describe("XdpFirewall check: bootRestore", () => {
     expect(checkXdpFirewall({ ...base, bootRestore: "yes" }).failures?.[0]?.property).toBe("bootRestore");
   });
 
-  it("refuses it together with chainPriority, naming both", () => {
+  it("accepts it together with chainPriority, known or unknown during preview", () => {
     const result = checkXdpFirewall({ ...base, bootRestore: true, chainPriority: 1 });
-    expect(result.inputs).toBeUndefined();
-    expect(result.failures).toEqual([{ property: "bootRestore", reason: expect.stringMatching(/bootRestore: cannot be combined with chainPriority/) }]);
-    expect(checkXdpFirewall({ ...base, bootRestore: false, chainPriority: 1 }).failures).toBeUndefined();
-    // During preview an unknown chainPriority is let through; it is judged when known.
+    expect(result.failures).toBeUndefined();
+    expect(result.inputs).toMatchObject({ bootRestore: true, chainPriority: 1 });
     expect(checkXdpFirewall({ ...base, bootRestore: true, chainPriority: UNKNOWN }).failures).toBeUndefined();
   });
 });

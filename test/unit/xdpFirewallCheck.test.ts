@@ -60,10 +60,10 @@ describe("XdpFirewall check", () => {
   });
 
   // chainPriority on its own: test/unit/chainPriorityCheck.test.ts, with MaglevService.
-  it("refuses chainPriority together with bootRestore", () => {
+  it("accepts chainPriority together with bootRestore (a chain member is restored behind its dispatcher)", () => {
     const result = checkXdpFirewall({ ...valid, chainPriority: 0, bootRestore: true });
-    expect(result.failures?.map((f) => f.property)).toEqual(["bootRestore"]);
-    expect(result.failures![0]!.reason).toMatch(/cannot be combined with chainPriority/);
+    expect(result.failures).toBeUndefined();
+    expect(result.inputs).toMatchObject({ chainPriority: 0, bootRestore: true });
   });
 
   it("lets values that are unknown during preview through unchecked", () => {

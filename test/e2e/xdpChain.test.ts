@@ -10,7 +10,7 @@
 import { resolve } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createLab, type Lab, type LabClient, type LabHost } from "../lab/lab";
-import { passXdpTxToBridge, pingReaches } from "../lab/traffic";
+import { passXdpTxToBridge, pingReaches, tcpAnswer, tcpAnswers } from "../lab/traffic";
 import { PulumiProject } from "./pulumiProject";
 
 const VIP = "198.51.100.10";
@@ -45,16 +45,8 @@ async function chainSlots(): Promise<Record<number, number>> {
 }
 
 /** What one short connection from `client` to the VIP got back: a backend's name, or "" (nothing). */
-async function askVip(client: LabClient, sport: number): Promise<string> {
-  const r = await lab.inClient(client, ["sh", "-c", `timeout 3 socat -u TCP4:${VIP}:80,sourceport=${sport},reuseaddr STDOUT 2>/dev/null`], { reject: false });
-  return String(r.stdout).trim();
-}
-
-async function askVipMany(client: LabClient, from: number, count: number): Promise<string[]> {
-  const out: string[] = [];
-  for (let i = 0; i < count; i++) out.push(await askVip(client, from + i));
-  return out;
-}
+const askVip = (client: LabClient, sport: number) => tcpAnswer(lab, client, VIP, 80, sport, 3);
+const askVipMany = (client: LabClient, from: number, count: number) => tcpAnswers(lab, client, VIP, 80, from, count);
 
 async function stackOutputs(): Promise<Record<string, any>> {
   return JSON.parse((await project.ok(["stack", "output", "--json"])).stdout);

@@ -42,3 +42,21 @@ export async function passXdpTxToBridge(lab: Lab, host: LabHost): Promise<void> 
     await execa("rm", ["-f", peerPin]);
   }
 }
+
+/**
+ * What one short TCP connection from `client` to address:port from source port
+ * `sport` got back (a server that answers with its name, then closes), or ""
+ * when nothing came back within `timeoutSeconds`.
+ */
+export async function tcpAnswer(lab: Lab, client: LabClient, address: string, port: number, sport: number, timeoutSeconds = 4): Promise<string> {
+  const target = address.includes(":") ? `TCP6:[${address}]:${port}` : `TCP4:${address}:${port}`;
+  const r = await lab.inClient(client, ["sh", "-c", `timeout ${timeoutSeconds} socat -u ${target},sourceport=${sport},reuseaddr STDOUT 2>/dev/null`], { reject: false });
+  return String(r.stdout).trim();
+}
+
+/** tcpAnswer for `count` connections, one after the other, from source ports `fromPort` on. */
+export async function tcpAnswers(lab: Lab, client: LabClient, address: string, port: number, fromPort: number, count: number): Promise<string[]> {
+  const out: string[] = [];
+  for (let i = 0; i < count; i++) out.push(await tcpAnswer(lab, client, address, port, fromPort + i));
+  return out;
+}

@@ -16,7 +16,7 @@ import { closeAllSessions, sessionFor } from "../../provider/remote/ssh";
 import { xdpFirewallKind as firewall } from "../../provider/xdpFirewall/lifecycle";
 import { xdpFirewallSchema, type XdpFirewallInputs, type XdpFirewallOutputs } from "../../provider/xdpFirewall/schema";
 import { createLab, type Lab, type LabClient, type LabHost } from "./lab";
-import { passXdpTxToBridge, pingReaches } from "./traffic";
+import { passXdpTxToBridge, pingReaches, tcpAnswers } from "./traffic";
 
 const VIP = "198.51.100.20";
 const DISPATCHER = "/sys/fs/bpf/bpfleet/xdp-dispatcher/eth0";
@@ -89,17 +89,8 @@ async function pinsOn(host: LabHost): Promise<string> {
   return inHostText(host, ["sh", "-c", "find /sys/fs/bpf/bpfleet 2>/dev/null || true"]);
 }
 
-/** What one short connection from `client` to the VIP got back: a backend's name, or "" (nothing). */
-async function askVip(client: LabClient, sport: number): Promise<string> {
-  const r = await lab.inClient(client, ["sh", "-c", `timeout 4 socat -u TCP4:${VIP}:80,sourceport=${sport},reuseaddr STDOUT 2>/dev/null`], { reject: false });
-  return String(r.stdout).trim();
-}
-
-async function askVipMany(client: LabClient, from: number, count: number): Promise<string[]> {
-  const out: string[] = [];
-  for (let i = 0; i < count; i++) out.push(await askVip(client, from + i));
-  return out;
-}
+/** What short connections from `client` to the VIP got back: a backend's name each, or "" (nothing). */
+const askVipMany = (client: LabClient, from: number, count: number) => tcpAnswers(lab, client, VIP, 80, from, count);
 
 /**
  * One TCP connection from the client, a line every 50 ms for `seconds`: how many

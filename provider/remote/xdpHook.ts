@@ -96,7 +96,7 @@ disp=$(id_of "$dir/prog")
 [ -n "$disp" ] || { echo "the XDP dispatcher of $dev is not loaded ($dir/prog)" >&2; exit 1; }
 own_on_hook=""
 for id in "$@"; do if on_hook "$dev" "$id"; then own_on_hook=$id; fi; done
-if ! on_hook "$dev" "$disp" && [ -z "$own_on_hook" ] && [ -n "$(bpftool -j net show dev "$dev" | grep -o '"xdp":\\[{[^]]*"id":[0-9]*')" ]; then
+if ! on_hook "$dev" "$disp" && [ -z "$own_on_hook" ] && [ -n "$(hook_id "$dev")" ]; then
   echo "interface $dev has an XDP program bpfleet did not attach" >&2; exit 6
 fi
 held=$(slot_id "$dir/maps/xdp_chain" "$slot")

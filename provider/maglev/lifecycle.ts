@@ -19,7 +19,6 @@ import {
   applyMapOperations,
   HostPreconditionError,
   loadProgram,
-  pinLayout,
   preflight,
   programState,
   removePins,
@@ -27,13 +26,12 @@ import {
   requireProgramType,
   surveyResource,
   uploadObject,
-  type PinLayout,
 } from "../remote/bpfHost";
-import { hostLabel } from "../remote/hostSchema";
+import { connectResource, resourceId } from "../remote/resource";
 import { claimHook, DISPATCHER_OBJECT, dispatcherDir, HookPlan, hookPosition, releaseHook, type XdpPlacement } from "../remote/xdpHook";
 import { proveManagementPath } from "../remote/lockout";
 import { armRevert, type RevertTimer } from "../remote/revertTimer";
-import { sessionFor, type SshSession } from "../remote/ssh";
+import type { SshSession } from "../remote/ssh";
 import { LB_TABLE_CAPACITY, MAPS, type LbMode } from "./codec";
 import { createMarker, mapPin, markerPin, observeMaps, observeProgram, readCountersAndTables } from "./hostState";
 import { addressesToResolve, nextHopMacs, surveyRouting } from "./neighbours";
@@ -42,15 +40,6 @@ import { maglevServiceSchema, type Backend, type Counter, type MaglevServiceInpu
 
 const KIND = "maglev";
 const OBJECT = "xdp_maglev";
-
-function serviceId(inputs: MaglevServiceInputs): string {
-  return `${hostLabel(inputs.host)}/${KIND}/${inputs.name}`;
-}
-
-async function connect(inputs: Pick<MaglevServiceInputs, "host" | "credentials" | "name">): Promise<{ session: SshSession; layout: PinLayout }> {
-  const session = await sessionFor(inputs.host, inputs.credentials);
-  return { session, layout: pinLayout(KIND, inputs.name) };
-}
 
 function placementOf(inputs: MaglevServiceInputs): XdpPlacement {
   return { iface: inputs.interface, mode: inputs.xdpMode, chainPriority: inputs.chainPriority };
@@ -97,7 +86,7 @@ function knownTables(olds: MaglevServiceOutputs | undefined, marker: string | un
  * the next `up`.
  */
 async function converge(inputs: MaglevServiceInputs, olds?: MaglevServiceOutputs): Promise<MaglevServiceOutputs> {
-  const { session, layout } = await connect(inputs);
+  const { session, layout } = await connectResource(KIND, inputs);
   const object = packagedObject(OBJECT);
   await preflight(session);
   await requireProgramType(session, "xdp");
@@ -197,7 +186,7 @@ function observedSetting<T>(values: readonly T[], previous: T): T {
 
 /** Everything `read` reports, or undefined when the service's pins are gone. */
 async function observe(olds: MaglevServiceOutputs): Promise<MaglevServiceOutputs | undefined> {
-  const { session, layout } = await connect(olds);
+  const { session, layout } = await connectResource(KIND, olds);
   const program = await observeProgram(session, layout, placementOf(olds));
   if (!program) return undefined;
   const maps = await observeMaps(session, layout);
@@ -297,7 +286,7 @@ export const maglevServiceKind: Kind<MaglevServiceInputs, MaglevServiceOutputs> 
   },
 
   async create(inputs) {
-    return { id: serviceId(inputs), outs: await converge(inputs) };
+    return { id: resourceId(KIND, inputs), outs: await converge(inputs) };
   },
 
   async read(_id, olds) {
@@ -313,7 +302,7 @@ export const maglevServiceKind: Kind<MaglevServiceInputs, MaglevServiceOutputs> 
   },
 
   async delete(_id, olds) {
-    const { session, layout } = await connect(olds);
+    const { session, layout } = await connectResource(KIND, olds);
     const state = await programState(session, olds.interface, layout, MAPS.stats, dispatcherDir(olds.interface));
     // Take off only what this service attached (alone, or its chain slot); whatever else is on the hook stays.
     const ids = state.program ? [state.program.id] : [];

@@ -14,18 +14,16 @@ import {
   HostPreconditionError,
   loadAllPrograms,
   objectRemotePath,
-  pinLayout,
   preflight,
   removePins,
   requireHelpers,
   requireProgramType,
   uploadObject,
-  type PinLayout,
 } from "../remote/bpfHost";
-import { hostLabel } from "../remote/hostSchema";
+import { connectResource, resourceId } from "../remote/resource";
 import { proveManagementPath } from "../remote/lockout";
 import { armRevert, type RevertTimer } from "../remote/revertTimer";
-import { sessionFor, type SshSession } from "../remote/ssh";
+import type { SshSession } from "../remote/ssh";
 import {
   bpfFilterCommand,
   deleteBpfFilter,
@@ -80,15 +78,6 @@ export function tcHandle(pinName: string): number {
   let hash = 0x811c9dc5;
   for (const byte of Buffer.from(`${KIND}/${pinName}`, "utf8")) hash = Math.imul(hash ^ byte, 0x01000193) >>> 0;
   return hash || 1;
-}
-
-function policyId(inputs: TcPolicyInputs): string {
-  return `${hostLabel(inputs.host)}/${KIND}/${inputs.name}`;
-}
-
-async function connect(inputs: Pick<TcPolicyInputs, "host" | "credentials" | "name">): Promise<{ session: SshSession; layout: PinLayout }> {
-  const session = await sessionFor(inputs.host, inputs.credentials);
-  return { session, layout: pinLayout(KIND, inputs.name) };
 }
 
 type Placement = Pick<TcPolicyInputs, "interface" | "name" | "priority">;
@@ -235,7 +224,7 @@ mv "$1/progs_new" "$1/progs"
  * half way (pins left, filters missing) converges on the next `up`.
  */
 async function converge(inputs: TcPolicyInputs, olds?: TcPolicyState): Promise<TcPolicyState> {
-  const { session, layout } = await connect(inputs);
+  const { session, layout } = await connectResource(KIND, inputs);
   const object = packagedObject(OBJECT);
   await preflight(session);
   await requireProgramType(session, "sched_cls");
@@ -340,11 +329,11 @@ export const tcPolicyKind: Kind<TcPolicyInputs, TcPolicyState> = {
   },
 
   async create(inputs) {
-    return { id: policyId(inputs), outs: await converge(inputs) };
+    return { id: resourceId(KIND, inputs), outs: await converge(inputs) };
   },
 
   async read(_id, olds) {
-    const { session, layout } = await connect(olds);
+    const { session, layout } = await connectResource(KIND, olds);
     const host = await surveyPolicy(session, olds.interface, layout, { countFlows: true, maps: [...POLICY_MAPS, MAPS.stats, MAPS.hits] });
     if (!host.programs.ingress && !host.programs.egress) return undefined;
     const observed = observedFrom(host);
@@ -361,7 +350,7 @@ export const tcPolicyKind: Kind<TcPolicyInputs, TcPolicyState> = {
   },
 
   async delete(_id, olds) {
-    const { session, layout } = await connect(olds);
+    const { session, layout } = await connectResource(KIND, olds);
     const host = await surveyPolicy(session, olds.interface, layout, {});
     // Only the filters with this policy's handle that run its programs (at its priority, or at an
     // earlier one a priority change died before removing); whatever else is on the hooks stays.

@@ -17,7 +17,6 @@ import {
   loadProgram,
   objectRemotePath,
   pathExists,
-  pinLayout,
   pinnedProgram,
   preflight,
   removePins,
@@ -25,10 +24,10 @@ import {
   uploadObject,
   type PinLayout,
 } from "../remote/bpfHost";
-import { hostLabel } from "../remote/hostSchema";
+import { connectResource, resourceId } from "../remote/resource";
 import { proveManagementPath } from "../remote/lockout";
 import { armRevert, type RevertTimer } from "../remote/revertTimer";
-import { sessionFor, type SshSession } from "../remote/ssh";
+import type { SshSession } from "../remote/ssh";
 import {
   addBpfFilter,
   deleteBpfFilter,
@@ -93,15 +92,6 @@ export function directionsOf(direction: Direction): TcDirection[] {
 function directionOf(attached: readonly TcDirection[]): Direction {
   if (attached.length === 2) return "both";
   return attached[0] ?? "none";
-}
-
-function mirrorId(inputs: TrafficMirrorInputs): string {
-  return `${hostLabel(inputs.host)}/${KIND}/${inputs.name}`;
-}
-
-async function connect(inputs: Pick<TrafficMirrorInputs, "host" | "credentials" | "name">): Promise<{ session: SshSession; layout: PinLayout }> {
-  const session = await sessionFor(inputs.host, inputs.credentials);
-  return { session, layout: pinLayout(KIND, inputs.name) };
 }
 
 type Placement = Pick<TrafficMirrorInputs, "interface" | "priority" | "name">;
@@ -254,7 +244,7 @@ function readyTunnel(links: readonly LinkInfo[], inputs: TrafficMirrorInputs): L
  * on the path of the management session runs under the lockout guard (guard.ts).
  */
 async function converge(inputs: TrafficMirrorInputs, olds?: TrafficMirrorOutputs): Promise<TrafficMirrorOutputs> {
-  const { session, layout } = await connect(inputs);
+  const { session, layout } = await connectResource(KIND, inputs);
   await preflight(session);
   await requireProgramType(session, "sched_cls");
   const links = await listLinks(session);
@@ -363,11 +353,11 @@ export const trafficMirrorKind: Kind<TrafficMirrorInputs, TrafficMirrorOutputs> 
   },
 
   async create(inputs) {
-    return { id: mirrorId(inputs), outs: await converge(inputs) };
+    return { id: resourceId(KIND, inputs), outs: await converge(inputs) };
   },
 
   async read(_id, olds) {
-    const { session, layout } = await connect(olds);
+    const { session, layout } = await connectResource(KIND, olds);
     const observed = await observe(session, layout, olds);
     if (!observed) return undefined;
     const outs = outputsOf(olds, observed, olds.objectSha256, olds.qdiscCreated);
@@ -383,7 +373,7 @@ export const trafficMirrorKind: Kind<TrafficMirrorInputs, TrafficMirrorOutputs> 
   },
 
   async delete(_id, olds) {
-    const { session, layout } = await connect(olds);
+    const { session, layout } = await connectResource(KIND, olds);
     const program = await pinnedProgram(session, layout.program);
     const hooks = await tcFilters(session, olds.interface).catch((): TcFilter[] => []);
     // Detach first: once no hook runs the program, nothing points at the tunnel.

@@ -13,7 +13,6 @@ import {
   dumpMaps,
   HostPreconditionError,
   loadProgram,
-  pinLayout,
   preflight,
   programState,
   removePins,
@@ -27,10 +26,10 @@ import {
 } from "../remote/bpfHost";
 import { claimHook, DISPATCHER_OBJECT, dispatcherDir, HookPlan, hookPosition, placedAttachment, releaseHook, type HookChange, type XdpPlacement } from "../remote/xdpHook";
 import { persistBootRestore, removeBootRestore } from "../remote/bootRestore";
-import { hostLabel } from "../remote/hostSchema";
+import { connectResource, resourceId } from "../remote/resource";
 import { proveManagementPath } from "../remote/lockout";
 import { armRevert, type RevertTimer } from "../remote/revertTimer";
-import { sessionFor, type SshSession } from "../remote/ssh";
+import type { SshSession } from "../remote/ssh";
 import { sortedRecord } from "../validation";
 import { sumCounters } from "../counters";
 import { decodeDenyEntry, DENY_MAPS, STATS_MAP } from "./codec";
@@ -39,15 +38,6 @@ import { checkXdpFirewall, xdpFirewallSchema, type XdpFirewallInputs, type XdpFi
 
 const KIND = "xdp-firewall";
 const OBJECT = "xdp_firewall";
-
-function firewallId(inputs: XdpFirewallInputs): string {
-  return `${hostLabel(inputs.host)}/${KIND}/${inputs.name}`;
-}
-
-async function connect(inputs: XdpFirewallInputs): Promise<{ session: SshSession; layout: PinLayout }> {
-  const session = await sessionFor(inputs.host, inputs.credentials);
-  return { session, layout: pinLayout(KIND, inputs.name) };
-}
 
 interface ObservedProgram {
   programId: number;
@@ -145,7 +135,7 @@ function revertScript(layout: PinLayout, hook: HookPlan, inverse: MapOperation[]
  * earlier run (pins left, program not attached) converges on the next `up`.
  */
 async function converge(inputs: XdpFirewallInputs, previousSha?: string): Promise<XdpFirewallOutputs> {
-  const { session, layout } = await connect(inputs);
+  const { session, layout } = await connectResource(KIND, inputs);
   const object = packagedObject(OBJECT);
   const placement = placementOf(inputs);
   await preflight(session);
@@ -235,11 +225,11 @@ export const xdpFirewallKind: Kind<XdpFirewallInputs, XdpFirewallOutputs> = {
   },
 
   async create(inputs) {
-    return { id: firewallId(inputs), outs: await converge(inputs) };
+    return { id: resourceId(KIND, inputs), outs: await converge(inputs) };
   },
 
   async read(_id, olds) {
-    const { session, layout } = await connect(olds);
+    const { session, layout } = await connectResource(KIND, olds);
     const observed = await observe(session, layout, placementOf(olds));
     if (!observed) return undefined;
     const outs = outputsOf(olds, observed, olds.objectSha256);
@@ -252,7 +242,7 @@ export const xdpFirewallKind: Kind<XdpFirewallInputs, XdpFirewallOutputs> = {
   },
 
   async delete(_id, olds) {
-    const { session, layout } = await connect(olds);
+    const { session, layout } = await connectResource(KIND, olds);
     const state = await programState(session, olds.interface, layout, STATS_MAP, dispatcherDir(olds.interface));
     // Take off only what this firewall attached (alone, or its chain slot); whatever else is on the hook stays.
     const ids = state.program ? [state.program.id] : [];

@@ -32,6 +32,7 @@ import {
 } from "../../provider/maglev/codec";
 import { buildTable, diffTable, type MaglevTable } from "../../provider/maglev/table";
 import { sumCounters } from "../../provider/counters";
+import { lbFlowHash, lbFlowKey, type Flow } from "../support/lbFlowHash";
 
 const unavailable = kernelTestsUnavailable();
 if (unavailable) console.warn(`test/kernel/maglev: skipped: ${unavailable}`);
@@ -41,72 +42,7 @@ const M = 1009;
 
 // ---------------------------------------------------------------- the flow hash, recomputed
 
-const rol = (x: number, k: number) => ((x << k) | (x >>> (32 - k))) >>> 0;
-
-/** The kernel's jhash2 (lookup3), transcribed from include/linux/jhash.h. */
-function jhash2(k: number[], initval: number): number {
-  let a = (0xdeadbeef + (k.length << 2) + initval) >>> 0;
-  let b = a;
-  let c = a;
-  const mix = () => {
-    a = (a - c) >>> 0; a = (a ^ rol(c, 4)) >>> 0; c = (c + b) >>> 0;
-    b = (b - a) >>> 0; b = (b ^ rol(a, 6)) >>> 0; a = (a + c) >>> 0;
-    c = (c - b) >>> 0; c = (c ^ rol(b, 8)) >>> 0; b = (b + a) >>> 0;
-    a = (a - c) >>> 0; a = (a ^ rol(c, 16)) >>> 0; c = (c + b) >>> 0;
-    b = (b - a) >>> 0; b = (b ^ rol(a, 19)) >>> 0; a = (a + c) >>> 0;
-    c = (c - b) >>> 0; c = (c ^ rol(b, 4)) >>> 0; b = (b + a) >>> 0;
-  };
-  const final = () => {
-    c = (c ^ b) >>> 0; c = (c - rol(b, 14)) >>> 0;
-    a = (a ^ c) >>> 0; a = (a - rol(c, 11)) >>> 0;
-    b = (b ^ a) >>> 0; b = (b - rol(a, 25)) >>> 0;
-    c = (c ^ b) >>> 0; c = (c - rol(b, 16)) >>> 0;
-    a = (a ^ c) >>> 0; a = (a - rol(c, 4)) >>> 0;
-    b = (b ^ a) >>> 0; b = (b - rol(a, 14)) >>> 0;
-    c = (c ^ b) >>> 0; c = (c - rol(b, 24)) >>> 0;
-  };
-  let i = 0;
-  let length = k.length;
-  while (length > 3) {
-    a = (a + k[i]!) >>> 0; b = (b + k[i + 1]!) >>> 0; c = (c + k[i + 2]!) >>> 0;
-    mix();
-    length -= 3;
-    i += 3;
-  }
-  if (length === 0) return c;
-  if (length >= 3) c = (c + k[i + 2]!) >>> 0;
-  if (length >= 2) b = (b + k[i + 1]!) >>> 0;
-  a = (a + k[i]!) >>> 0;
-  final();
-  return c;
-}
-
-interface Flow {
-  src: string;
-  dst: string;
-  sport: number;
-  dport: number;
-  proto: "tcp" | "udp";
-}
-
 const isV6 = (addr: string) => addr.includes(":");
-
-/** struct lb_flow_key, built from the packet's fields (not by the codec under test). */
-function flowKeyBytes(f: Flow): Buffer {
-  const key = Buffer.alloc(40);
-  ipBytes(f.src).copy(key, 0);
-  ipBytes(f.dst).copy(key, 16);
-  key.writeUInt16BE(f.sport, 32);
-  key.writeUInt16BE(f.dport, 34);
-  key[36] = f.proto === "tcp" ? IPPROTO.TCP : IPPROTO.UDP;
-  key[37] = isV6(f.src) ? 6 : 4;
-  return key;
-}
-
-function flowHash(f: Flow): number {
-  const key = flowKeyBytes(f);
-  return jhash2(Array.from({ length: 10 }, (_, i) => key.readUInt32LE(i * 4)), 0);
-}
 
 // ---------------------------------------------------------------- frames
 
@@ -253,7 +189,7 @@ function tableOf(backends: Record<string, Backend>, size = M): MaglevTable {
 }
 
 function expectedBackend(table: MaglevTable, backends: Record<string, Backend>, f: Flow): Backend {
-  const id = table.backends[table.slots[flowHash(f) % table.size]!]!;
+  const id = table.backends[table.slots[lbFlowHash(f) % table.size]!]!;
   return backends[id]!;
 }
 
@@ -544,7 +480,7 @@ describe.skipIf(unavailable !== undefined)("xdp_maglev", { timeout: 120_000 }, (
         key: { src: b.address, dst: f.src, srcPort: b.port, dstPort: f.sport, protocol: proto },
         origin: { vipAddress: f.dst, vipPort: 80, vipIndex: 0 },
       });
-      expect(Buffer.from(encodeFlowKey({ src: b.address, dst: f.src, srcPort: b.port, dstPort: f.sport, protocol: proto })).equals(flowKeyBytes({ src: b.address, dst: f.src, sport: b.port, dport: f.sport, proto }))).toBe(true);
+      expect(Buffer.from(encodeFlowKey({ src: b.address, dst: f.src, srcPort: b.port, dstPort: f.sport, protocol: proto })).equals(lbFlowKey({ src: b.address, dst: f.src, sport: b.port, dport: f.sport, proto }))).toBe(true);
     });
 
     it("passes replies of flows it never saw untouched", async () => {
@@ -658,7 +594,7 @@ describe.skipIf(unavailable !== undefined)("xdp_maglev", { timeout: 120_000 }, (
         payload:
           outer === 4
             ? ipv4({ src: "10.0.0.1", dst: backend, payload: inner, protocol: innerProto, tos: 0x28, ttl: 64, id: 0 })
-            : ipv6({ src: "fd00::1", dst: backend, payload: inner, nextHeader: innerProto, trafficClass: 0x28, hopLimit: 64, flowLabel: flowHash(f) & 0xfffff }),
+            : ipv6({ src: "fd00::1", dst: backend, payload: inner, nextHeader: innerProto, trafficClass: 0x28, hopLimit: 64, flowLabel: lbFlowHash(f) & 0xfffff }),
       });
       expectFrame(out.dataOut, want);
       if (outer === 4) expect(checksumsValid(out.dataOut).ipv4Header).toBe(true);

@@ -32,8 +32,9 @@ import { canonicalAddress, checkMaglevService, type MaglevServiceInputs, type Ma
 import { buildTable, type MaglevTable } from "../../provider/maglev/table";
 import { packagedObject } from "../../provider/objects";
 import { closeAllSessions } from "../../provider/remote/ssh";
+import { lbFlowHash } from "../support/lbFlowHash";
 import { createLab, type Lab, type LabClient, type LabHost, type Run } from "./lab";
-import { passXdpTxToBridge } from "./traffic";
+import { passXdpTxToBridge, tcpdumpListening } from "./traffic";
 
 const VIP4 = "198.51.100.10";
 const VIP6 = "2001:db8:100::10";
@@ -145,19 +146,9 @@ async function capture(where: LabHost | LabClient, filter: string): Promise<() =
   // -vv makes tcpdump verify IP and TCP/UDP checksums and flag wrong ones "incorrect".
   const argv = ["tcpdump", "-i", "eth0", "-Q", "in", "-n", "-e", "-l", "-p", "-vv", filter];
   const proc: Run = "sshdPid" in where ? lab.inHost(where, argv, { reject: false }) : lab.inClient(where, argv, { reject: false });
-  await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error("tcpdump did not start")), 10_000);
-    proc.stderr!.on("data", (d: Buffer) => {
-      if (d.toString().includes("listening on")) {
-        clearTimeout(timer);
-        resolve();
-      }
-    });
-  });
+  const stop = await tcpdumpListening(proc, `${where.name} eth0`, 500);
   return async () => {
-    await sleep(500);
-    proc.kill("SIGINT");
-    const result = await proc;
+    const result = await stop();
     // Packet lines start with a timestamp; -vv adds indented continuation lines.
     const lines = String(result.stdout).split("\n");
     const packets: string[] = [];
@@ -173,56 +164,9 @@ const srcMac = (packet: string) => packet.split(" ")[1]!;
 
 // ---------------------------------------------------------------- the flow hash, recomputed
 
-const rol = (x: number, k: number) => ((x << k) | (x >>> (32 - k))) >>> 0;
-
-/** The kernel's jhash2 over the ten words of struct lb_flow_key, seed 0, as bpf/xdp_maglev.bpf.c computes it. */
-function flowHash(src: string, dst: string, sport: number, dport: number, proto: number): number {
-  const key = Buffer.alloc(40);
-  const bytes = (a: string) => Buffer.from(require("node:net").isIPv4(a) ? a.split(".").map(Number) : ipv6Bytes(a));
-  bytes(src).copy(key, 0);
-  bytes(dst).copy(key, 16);
-  key.writeUInt16BE(sport, 32);
-  key.writeUInt16BE(dport, 34);
-  key[36] = proto;
-  key[37] = src.includes(":") ? 6 : 4;
-  const k = Array.from({ length: 10 }, (_, i) => key.readUInt32LE(i * 4));
-  let a = (0xdeadbeef + (10 << 2)) >>> 0;
-  let b = a;
-  let c = a;
-  const mix = () => {
-    a = (a - c) >>> 0; a = (a ^ rol(c, 4)) >>> 0; c = (c + b) >>> 0;
-    b = (b - a) >>> 0; b = (b ^ rol(a, 6)) >>> 0; a = (a + c) >>> 0;
-    c = (c - b) >>> 0; c = (c ^ rol(b, 8)) >>> 0; b = (b + a) >>> 0;
-    a = (a - c) >>> 0; a = (a ^ rol(c, 16)) >>> 0; c = (c + b) >>> 0;
-    b = (b - a) >>> 0; b = (b ^ rol(a, 19)) >>> 0; a = (a + c) >>> 0;
-    c = (c - b) >>> 0; c = (c ^ rol(b, 4)) >>> 0; b = (b + a) >>> 0;
-  };
-  for (let i = 0; i < 9; i += 3) {
-    a = (a + k[i]!) >>> 0; b = (b + k[i + 1]!) >>> 0; c = (c + k[i + 2]!) >>> 0;
-    mix();
-  }
-  a = (a + k[9]!) >>> 0;
-  c = (c ^ b) >>> 0; c = (c - rol(b, 14)) >>> 0;
-  a = (a ^ c) >>> 0; a = (a - rol(c, 11)) >>> 0;
-  b = (b ^ a) >>> 0; b = (b - rol(a, 25)) >>> 0;
-  c = (c ^ b) >>> 0; c = (c - rol(b, 16)) >>> 0;
-  a = (a ^ c) >>> 0; a = (a - rol(c, 4)) >>> 0;
-  b = (b ^ a) >>> 0; b = (b - rol(a, 14)) >>> 0;
-  c = (c ^ b) >>> 0; c = (c - rol(b, 24)) >>> 0;
-  return c;
-}
-
-function ipv6Bytes(a: string): number[] {
-  const [head, tail] = a.split("::") as [string, string | undefined];
-  const h = head ? head.split(":") : [];
-  const t = tail ? tail.split(":") : [];
-  const groups = [...h, ...Array(8 - h.length - t.length).fill("0"), ...t];
-  return groups.flatMap((g) => [parseInt(g, 16) >> 8, parseInt(g, 16) & 255]);
-}
-
 /** The backend (host name) the table sends a client TCP flow to VIP4:80 from `sport`. */
 function predicted(table: MaglevTable, sport: number): string {
-  const slot = flowHash(c1.address, VIP4, sport, 80, 6) % table.size;
+  const slot = lbFlowHash({ src: c1.address, dst: VIP4, sport, dport: 80, proto: "tcp" }) % table.size;
   return nameOf(table.backends[table.slots[slot]!]!)!;
 }
 

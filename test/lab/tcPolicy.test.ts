@@ -19,7 +19,7 @@ import { TC_PRIORITY, tcHandle, tcPolicyKind as policy, type TcPolicyState } fro
 import { checkTcPolicy, type TcPolicyInputs } from "../../provider/tcPolicy/schema";
 import { expectRevertedByHost, guardFiles, watchGuards } from "./guards";
 import { createLab, type Lab, type LabClient, type LabHost, type Run } from "./lab";
-import { pingReaches } from "./traffic";
+import { pingReaches, tcpdumpListening } from "./traffic";
 
 let lab: Lab;
 let privateKey: string;
@@ -178,19 +178,9 @@ async function capture(host: LabHost, filter: string[], dev = "eth0"): Promise<(
   const proc = lab.inHost(host, ["tcpdump", "-i", dev, "-Q", "inout", "-n", "-l", "--immediate-mode", ...filter], { reject: false });
   let out = "";
   proc.stdout!.on("data", (d: Buffer) => (out += d.toString()));
-  await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`tcpdump on ${dev} did not start`)), 10_000);
-    proc.stderr!.on("data", (d: Buffer) => {
-      if (d.toString().includes("listening on")) {
-        clearTimeout(timer);
-        resolve();
-      }
-    });
-  });
+  const stop = await tcpdumpListening(proc, dev, 300);
   return async () => {
-    await sleep(300);
-    proc.kill("SIGINT");
-    await proc;
+    await stop();
     return out.split("\n").filter(Boolean);
   };
 }

@@ -1,7 +1,7 @@
 /** Real packets between lab namespaces: the observable outcome every lab test asserts on. */
 import { execa } from "execa";
 import { packagedObject } from "../../provider/objects";
-import type { Lab, LabClient, LabHost } from "./lab";
+import type { Lab, LabClient, LabHost, Run } from "./lab";
 
 /** True when one ping from the client gets an answer from `address` within a second. */
 export async function pingReaches(lab: Lab, client: LabClient | string, address: string): Promise<boolean> {
@@ -59,4 +59,26 @@ export async function tcpAnswers(lab: Lab, client: LabClient, address: string, p
   const out: string[] = [];
   for (let i = 0; i < count; i++) out.push(await tcpAnswer(lab, client, address, port, fromPort + i));
   return out;
+}
+
+/**
+ * Waits until a tcpdump started as `proc` says it listens (failing after 10 s,
+ * naming `what`); the returned function lets `settleMs` pass so the last
+ * packets are written, stops it with SIGINT and returns how it ended.
+ */
+export async function tcpdumpListening(proc: Run, what: string, settleMs: number): Promise<() => Promise<Awaited<Run>>> {
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`tcpdump on ${what} did not start`)), 10_000);
+    proc.stderr!.on("data", (d: Buffer) => {
+      if (d.toString().includes("listening on")) {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+  });
+  return async () => {
+    await new Promise((r) => setTimeout(r, settleMs));
+    proc.kill("SIGINT");
+    return await proc;
+  };
 }

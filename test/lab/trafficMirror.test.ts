@@ -18,6 +18,7 @@ import { trafficMirrorSchema, type TrafficMirrorInputs, type TrafficMirrorOutput
 import { checksumsValid, dissect, ETH_P, IPPROTO } from "../kernel/packets";
 import { expectRevertedByHost, guardFiles, watchGuards } from "./guards";
 import { createLab, type Lab, type LabHost, type Run } from "./lab";
+import { tcpdumpListening } from "./traffic";
 
 let lab: Lab;
 let privateKey: string;
@@ -105,19 +106,9 @@ async function startCapture(
   const file = join(workDir, `capture-${++captures}.pcap`);
   const argv = ["tcpdump", "-i", iface, "-Q", direction, "-U", "-n", "--immediate-mode", "-s", "0", "-w", file, ...filter];
   const proc = "host" in where ? lab.inHost(where.host, argv, { reject: false }) : lab.inClient(where.client, argv, { reject: false });
-  await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`tcpdump on ${iface} did not start`)), 10_000);
-    proc.stderr!.on("data", (d: Buffer) => {
-      if (d.toString().includes("listening on")) {
-        clearTimeout(timer);
-        resolve();
-      }
-    });
-  });
+  const stop = await tcpdumpListening(proc, iface, 500);
   return async () => {
-    await sleep(500);
-    proc.kill("SIGINT");
-    await proc;
+    await stop();
     return readPcap(file);
   };
 }

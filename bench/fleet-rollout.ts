@@ -18,7 +18,7 @@
 import { resolve } from "node:path";
 import { PulumiProject } from "../test/e2e/pulumiProject";
 import { createLab } from "../test/lab/lab";
-import { loadAverage, numberList, option, seconds, writeBenchRecord } from "./support";
+import { loadAverage, numberList, option, printTable, seconds, writeBenchRecord } from "./support";
 
 const HOSTS = numberList("hosts", "1,10,30");
 const CANARY = Number(option("canary", "1"));
@@ -102,7 +102,7 @@ async function measure(hosts: number): Promise<Row> {
   }
 }
 
-function printTable(rows: Row[]): void {
+function report(rows: Row[]): void {
   const s = (n: number) => n.toFixed(1);
   const perHost = (n: number, hosts: number) => (n / hosts).toFixed(2);
   const header = ["hosts", "waves", "first up", "(a) up, gated", "(b) up, checks off", "(a)-(b)", "(c) preview", "(a)/host", "(b)/host", "(c)/host", "updated (a)/(b)"];
@@ -119,13 +119,9 @@ function printTable(rows: Row[]): void {
     perHost(r.previewNoChange, r.hosts),
     `${r.updatedGated ?? "?"}/${r.updatedChecksOff ?? "?"}`,
   ]);
-  const widths = header.map((h, i) => Math.max(h.length, ...table.map((t) => t[i]!.length)));
-  const line = (cells: string[]) => cells.map((c, i) => c.padStart(widths[i]!)).join("  ");
   console.log(`\npulumi CLI wall time, seconds (examples/fleet: XdpFirewall per host, canary ${CANARY}, waves of ${WAVE_SIZE}, a HealthGate after each wave)`);
   console.log("(a) one deny entry added on every host, gate checks on (ping probe, pass counter over 1 s); (b) the same with counterWindowSeconds 0 and probe /bin/true; (c) nothing to change");
-  console.log(line(header));
-  console.log(widths.map((w) => "-".repeat(w)).join("  "));
-  for (const t of table) console.log(line(t));
+  printTable(header, table, []);
   if (rows.length > 1) {
     const base = rows[0]!;
     for (const r of rows.slice(1)) {
@@ -147,7 +143,7 @@ async function main(): Promise<void> {
     console.log(`${hosts} host(s) done, load average ${loadAverage()}`);
   }
   const loadAfter = loadAverage();
-  printTable(rows);
+  report(rows);
   console.log(`load average before: ${loadBefore}; after: ${loadAfter}`);
   writeBenchRecord("fleet-rollout", { canary: CANARY, waveSize: WAVE_SIZE, loadBefore, loadAfter, rows });
 }

@@ -13,13 +13,11 @@
  *    (the time includes starting bpftool, as the provider pays it on a host).
  * Results are also written to .bench/maglev-table.json.
  */
-import { mkdirSync, writeFileSync } from "node:fs";
 import { cpus, release } from "node:os";
-import { join } from "node:path";
 import { buildTable, diffTable, type MaglevTable } from "../provider/maglev/table";
 import { encodeBackend, encodeIndex, MAPS, tableOperations } from "../provider/maglev/codec";
-import { buildObjects, kernelTestsUnavailable, loadProgram, objectPath, REPO_ROOT, type LoadedProgram, type MapEntry } from "../test/kernel/progRun";
-import { numberOption } from "./support";
+import { buildObjects, kernelTestsUnavailable, loadProgram, objectPath, type LoadedProgram, type MapEntry } from "../test/kernel/progRun";
+import { numberOption, printTable, writeBenchRecord } from "./support";
 
 const M = numberOption("size", 65537);
 const ROUNDS = numberOption("rounds", 9);
@@ -140,14 +138,9 @@ async function main(): Promise<void> {
   console.log("\nmap writes through bpftool batch (one call per map, into pinned maps of xdp_maglev):");
   const header = ["N", "change", "slot writes", "record writes", "total", "ideal slots", "plan ms", "write ms"];
   const table = rows.map((r) => [String(r.n), r.change, String(r.slotWrites), String(r.recordWrites), String(r.totalWrites), String(r.idealSlots), r.planMs.toFixed(1), r.writeMs.toFixed(1)]);
-  const widths = header.map((h, i) => Math.max(h.length, ...table.map((t) => t[i]!.length)));
-  const line = (cells: string[]) => cells.map((c, i) => (i === 1 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join("  ");
-  console.log(line(header));
-  console.log(widths.map((w) => "-".repeat(w)).join("  "));
-  for (const t of table) console.log(line(t));
+  printTable(header, table, [1]);
 
-  mkdirSync(join(REPO_ROOT, ".bench"), { recursive: true });
-  writeFileSync(join(REPO_ROOT, ".bench/maglev-table.json"), JSON.stringify({ date: new Date().toISOString(), size: M, rounds: ROUNDS, builds, rows }, null, 2));
+  writeBenchRecord("maglev-table", { size: M, rounds: ROUNDS, builds, rows });
 }
 
 main().catch((e) => {

@@ -43,6 +43,15 @@ export function loadAverage(): string {
     .join(", ");
 }
 
+/** Prints a table: columns padded to their widest cell, those in `leftColumns` left-aligned, the others right-aligned. */
+export function printTable(header: readonly string[], rows: readonly (readonly string[])[], leftColumns: readonly number[] = [0]): void {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+  const line = (cells: readonly string[]) => cells.map((c, i) => (leftColumns.includes(i) ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join("  ");
+  console.log(line(header));
+  console.log(widths.map((w) => "-".repeat(w)).join("  "));
+  for (const r of rows) console.log(line(r));
+}
+
 /** Writes `.bench/<name>.json` (gitignored) with the date in front of `record`. */
 export function writeBenchRecord(name: string, record: Record<string, unknown>): string {
   const dir = join(REPO_ROOT, ".bench");

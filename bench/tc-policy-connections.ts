@@ -21,7 +21,7 @@
  *
  *   sudo npx vite-node bench/tc-policy-connections.ts [--seconds N] [--rounds N] [--clients N]
  */
-import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { cpus, release } from "node:os";
 import { join, resolve } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -29,7 +29,7 @@ import { closeAllSessions } from "../provider/remote/ssh";
 import { tcPolicyKind as policy, type TcPolicyState } from "../provider/tcPolicy/lifecycle";
 import { checkTcPolicy, type TcPolicyInputs } from "../provider/tcPolicy/schema";
 import { createLab, type Lab, type LabHost } from "../test/lab/lab";
-import { numberOption } from "./support";
+import { numberOption, printTable, writeBenchRecord } from "./support";
 
 const SECONDS = numberOption("seconds", 3);
 const ROUNDS = numberOption("rounds", 7);
@@ -118,14 +118,6 @@ const SETUPS: Setup[] = [
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
-function table(header: string[], rows: string[][]): void {
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
-  const line = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join("  ");
-  console.log(line(header));
-  console.log(widths.map((w) => "-".repeat(w)).join("  "));
-  for (const row of rows) console.log(line(row));
-}
-
 async function main(): Promise<void> {
   const lab = await createLab("tpbench", { hosts: 1, clients: 1 });
   const h1 = lab.hosts[0]!;
@@ -175,15 +167,11 @@ async function main(): Promise<void> {
       `TCP connection setup (connect, server closes, close) from a client namespace to h1:${PORT} over the lab bridge, ${CLIENTS} client processes, ` +
         `${SECONDS} s per measurement, median of ${ROUNDS}, setups interleaved\n`,
     );
-    table(
+    printTable(
       ["setup", "connections/s", "vs no policy (median of rounds)", "failed connects", "flows created per measurement", "each measurement"],
       rows.map((r) => [r.setup, String(r.connectionsPerSecond), `${r.ratio.toFixed(3)}x`, String(r.errors), String(r.flowsCreated), r.all.join(" ")]),
     );
-    mkdirSync(join(REPO_ROOT, ".bench"), { recursive: true });
-    writeFileSync(
-      join(REPO_ROOT, ".bench/tc-policy-connections.json"),
-      JSON.stringify({ date: new Date().toISOString(), kernel: release(), seconds: SECONDS, rounds: ROUNDS, clients: CLIENTS, rows }, null, 2),
-    );
+    writeBenchRecord("tc-policy-connections", { kernel: release(), seconds: SECONDS, rounds: ROUNDS, clients: CLIENTS, rows });
   } finally {
     if (made) await policy.delete(made.id, made.outs).catch((err) => console.error(`deleting the policy: ${(err as Error).message}`));
     server.kill("SIGTERM");

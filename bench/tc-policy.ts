@@ -23,7 +23,6 @@
  * Each figure is the median of `rounds` runs of `repeat` packets. Results are
  * also written to .bench/tc-policy.json.
  */
-import { mkdirSync, writeFileSync } from "node:fs";
 import { cpus, release } from "node:os";
 import { join } from "node:path";
 import { batchText, type MapOperation } from "../provider/remote/bpfHost";
@@ -31,9 +30,9 @@ import { encodeFlowKey, encodeFlowValue, FLOW_FLAG, MAPS, PROGRAMS, TRIE_MAPS, u
 import { desiredPolicy, observePolicy, planPolicy } from "../provider/tcPolicy/plan";
 import { rulesOf, tcPolicySchema } from "../provider/tcPolicy/schema";
 import { ethernet, ETH_P, arp, ipFrame, tcp } from "../test/kernel/packets";
-import { buildObjects, kernelTestsUnavailable, loadObject, loadProgram, objectPath, REPO_ROOT, TC, type LoadedObject, type LoadedProgram } from "../test/kernel/progRun";
+import { buildObjects, kernelTestsUnavailable, loadObject, loadProgram, objectPath, TC, type LoadedObject, type LoadedProgram } from "../test/kernel/progRun";
 import { seededRandom } from "../test/support/seededRandom";
-import { numberOption } from "./support";
+import { numberOption, printTable, writeBenchRecord } from "./support";
 
 const REPEAT = numberOption("repeat", 1_000_000);
 const ROUNDS = numberOption("rounds", 5);
@@ -209,17 +208,9 @@ async function main(): Promise<void> {
     console.log(`BPF_PROG_TEST_RUN, repeat ${REPEAT.toLocaleString("en")}, median of ${ROUNDS}; ingress program JIT size ${info.bytes_jited ?? "?"} bytes\n`);
     const header = ["case", "verdict", "policy ns/pkt", "empty TC ns/pkt", "ratio", "added ns"];
     const table = rows.map((r) => [r.case, r.verdict, String(r.policyNs), String(r.emptyNs), `${r.ratio.toFixed(2)}x`, String(r.addedNs)]);
-    const widths = header.map((h, i) => Math.max(h.length, ...table.map((t) => t[i]!.length)));
-    const line = (cells: string[]) => cells.map((c, i) => (i < 2 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join("  ");
-    console.log(line(header));
-    console.log(widths.map((w) => "-".repeat(w)).join("  "));
-    for (const t of table) console.log(line(t));
+    printTable(header, table, [0, 1]);
 
-    mkdirSync(join(REPO_ROOT, ".bench"), { recursive: true });
-    writeFileSync(
-      join(REPO_ROOT, ".bench/tc-policy.json"),
-      JSON.stringify({ date: new Date().toISOString(), kernel: release(), repeat: REPEAT, rounds: ROUNDS, rules: INGRESS_RULES + EGRESS_RULES, flows: FLOWS, trieEntries, rulesMs, flowsMs, rows }, null, 2),
-    );
+    writeBenchRecord("tc-policy", { kernel: release(), repeat: REPEAT, rounds: ROUNDS, rules: INGRESS_RULES + EGRESS_RULES, flows: FLOWS, trieEntries, rulesMs, flowsMs, rows });
   } finally {
     policy.close();
     empty.close();

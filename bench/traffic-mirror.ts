@@ -17,19 +17,18 @@
  * Results are also written to .bench/traffic-mirror.json.
  */
 import { execFileSync } from "node:child_process";
-import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { cpus, release } from "node:os";
-import { join } from "node:path";
 import { checkInputs } from "../provider/dynamicAdapter";
 import { closeAllSessions } from "../provider/remote/ssh";
 import { CONFIG_MAP, decodeConfig, STAT, STATS_MAP } from "../provider/trafficMirror/codec";
-import { trafficMirrorKind as mirror } from "../provider/trafficMirror/lifecycle";
 import { mirrorOperations, planMirror } from "../provider/trafficMirror/plan";
 import { filterRecord, filterSchema, trafficMirrorSchema, type MirrorFilter, type TrafficMirrorInputs } from "../provider/trafficMirror/schema";
 import { ipFrame, tcp, udp } from "../test/kernel/packets";
-import { buildObjects, kernelTestsUnavailable, loadProgram, objectPath, REPO_ROOT, sumCounters, type LoadedProgram } from "../test/kernel/progRun";
+import { trafficMirrorKind as mirror } from "../provider/trafficMirror/lifecycle";
+import { buildObjects, kernelTestsUnavailable, loadProgram, objectPath, sumCounters, type LoadedProgram } from "../test/kernel/progRun";
 import { createLab, type Lab, type LabClient, type LabHost } from "../test/lab/lab";
-import { numberOption } from "./support";
+import { numberOption, printTable, writeBenchRecord } from "./support";
 
 const REPEAT = numberOption("repeat", 1_000_000);
 const ROUNDS = numberOption("rounds", 5);
@@ -226,14 +225,6 @@ async function labBench(): Promise<ThroughputRow[]> {
 
 // ---------------------------------------------------------------- report
 
-function table(header: string[], rows: string[][], leftColumns = 1): void {
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
-  const line = (cells: string[]) => cells.map((c, i) => (i < leftColumns ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join("  ");
-  console.log(line(header));
-  console.log(widths.map((w) => "-".repeat(w)).join("  "));
-  for (const r of rows) console.log(line(r));
-}
-
 async function main(): Promise<void> {
   const unavailable = kernelTestsUnavailable();
   if (unavailable) {
@@ -245,24 +236,20 @@ async function main(): Promise<void> {
   console.log(`kernel ${release()}, ${cpus()[0]?.model ?? "unknown CPU"}, ${cpus().length} CPUs`);
   console.log(`BPF_PROG_TEST_RUN, repeat ${REPEAT.toLocaleString("en")}, median of ${ROUNDS}; tc_mirror JIT size ${kernel.jitBytes ?? "?"} bytes`);
   console.log("A mirrored packet's time includes bpf_clone_redirect to a veth (the copy really leaves).\n");
-  table(
+  printTable(
     ["case (64 filters unless noted)", "copied", "tc_mirror ns/pkt", "empty TC ns/pkt", "added ns"],
     kernel.rows.map((r) => [r.case, r.mirrored ? "yes" : "no", String(r.mirrorNs), String(r.emptyNs), String(r.addedNs)]),
   );
 
   const lab = await labBench();
   console.log(`\nBulk TCP (socat, ${MEGABYTES} MiB per transfer, median of ${TRANSFERS}, setups interleaved) between lab namespaces; mirror on h1 eth0, both directions\n`);
-  table(
+  printTable(
     ["flow", "setup", "Mbit/s", "vs detached", "copies made"],
     lab.map((r) => [r.flow, r.setup, r.mbitPerSecond.toFixed(0), `${r.ratio.toFixed(2)}x`, String(r.mirroredPackets)]),
-    2,
+    [0, 1],
   );
 
-  mkdirSync(join(REPO_ROOT, ".bench"), { recursive: true });
-  writeFileSync(
-    join(REPO_ROOT, ".bench/traffic-mirror.json"),
-    JSON.stringify({ date: new Date().toISOString(), kernel: release(), repeat: REPEAT, rounds: ROUNDS, megabytes: MEGABYTES, transfers: TRANSFERS, kernelRows: kernel.rows, throughput: lab }, null, 2),
-  );
+  writeBenchRecord("traffic-mirror", { kernel: release(), repeat: REPEAT, rounds: ROUNDS, megabytes: MEGABYTES, transfers: TRANSFERS, kernelRows: kernel.rows, throughput: lab });
 }
 
 main().catch((e) => {

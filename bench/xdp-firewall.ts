@@ -10,13 +10,12 @@
  * provider writes them. Each figure is the median of `rounds` runs of `repeat`
  * packets. Results are also written to .bench/xdp-firewall.json.
  */
-import { mkdirSync, writeFileSync } from "node:fs";
 import { cpus, release } from "node:os";
 import { join } from "node:path";
 import { ETH_P, arp, ethernet, ipFrame, udp } from "../test/kernel/packets";
-import { buildObjects, kernelTestsUnavailable, loadProgram, objectPath, REPO_ROOT, XDP, type LoadedProgram } from "../test/kernel/progRun";
+import { buildObjects, kernelTestsUnavailable, loadProgram, objectPath, XDP, type LoadedProgram } from "../test/kernel/progRun";
 import { seededRandom } from "../test/support/seededRandom";
-import { numberOption } from "./support";
+import { numberOption, printTable, writeBenchRecord } from "./support";
 
 const REPEAT = numberOption("repeat", 1_000_000);
 const ROUNDS = numberOption("rounds", 5);
@@ -164,17 +163,9 @@ async function main(): Promise<void> {
     console.log(`BPF_PROG_TEST_RUN, repeat ${REPEAT.toLocaleString("en")}, median of ${ROUNDS}; firewall JIT size ${info.bytes_jited ?? "?"} bytes\n`);
     const header = ["case", "verdict", "firewall ns/pkt", "empty XDP ns/pkt", "ratio", "added ns"];
     const table = rows.map((r) => [r.case, r.verdict, String(r.firewallNs), String(r.emptyNs), `${r.ratio.toFixed(2)}x`, String(r.addedNs)]);
-    const widths = header.map((h, i) => Math.max(h.length, ...table.map((t) => t[i]!.length)));
-    const line = (cells: string[]) => cells.map((c, i) => (i < 2 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join("  ");
-    console.log(line(header));
-    console.log(widths.map((w) => "-".repeat(w)).join("  "));
-    for (const t of table) console.log(line(t));
+    printTable(header, table, [0, 1]);
 
-    mkdirSync(join(REPO_ROOT, ".bench"), { recursive: true });
-    writeFileSync(
-      join(REPO_ROOT, ".bench/xdp-firewall.json"),
-      JSON.stringify({ date: new Date().toISOString(), repeat: REPEAT, rounds: ROUNDS, exact: EXACT, prefixes: PREFIXES, fillMs, rows }, null, 2),
-    );
+    writeBenchRecord("xdp-firewall", { repeat: REPEAT, rounds: ROUNDS, exact: EXACT, prefixes: PREFIXES, fillMs, rows });
   } finally {
     fw.close();
     empty.close();

@@ -20,16 +20,14 @@
  * Each figure is the median of `rounds` runs of `repeat` packets. Results are
  * also written to .bench/xdp-maglev.json.
  */
-import { mkdirSync, writeFileSync } from "node:fs";
 import { cpus, release } from "node:os";
-import { join } from "node:path";
 import { ETH_P, ethernet, ipv4, ipv6, tcp } from "../test/kernel/packets";
 import {
   buildObjects, createNetns, kernelTestsUnavailable, loadProgram, objectPath, REPO_ROOT, runXdp, XDP, type LoadedProgram, type TestNetns,
 } from "../test/kernel/progRun";
 import { encodeBackend, encodeConfig, encodeIndex, encodeVip, encodeVipKey, MAPS, tableOperations } from "../provider/maglev/codec";
 import { buildTable, diffTable } from "../provider/maglev/table";
-import { numberOption } from "./support";
+import { numberOption, printTable, writeBenchRecord } from "./support";
 
 const REPEAT = numberOption("repeat", 1_000_000);
 const ROUNDS = numberOption("rounds", 5);
@@ -145,14 +143,9 @@ async function main(): Promise<void> {
     console.log(`${N} backends per family, M = ${M}; xdp_maglev xlated ${info.bytes_xlated ?? "?"} B, JIT ${info.bytes_jited ?? "?"} B\n`);
     const header = ["case", "verdict", "maglev ns/pkt", "empty XDP ns/pkt", "ratio", "added ns"];
     const table = rows.map((r) => [r.case, r.verdict, String(r.lbNs), String(r.emptyNs), `${r.ratio.toFixed(2)}x`, String(r.addedNs)]);
-    const widths = header.map((h, i) => Math.max(h.length, ...table.map((t) => t[i]!.length)));
-    const line = (cells: string[]) => cells.map((c, i) => (i < 2 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join("  ");
-    console.log(line(header));
-    console.log(widths.map((w) => "-".repeat(w)).join("  "));
-    for (const t of table) console.log(line(t));
+    printTable(header, table, [0, 1]);
 
-    mkdirSync(join(REPO_ROOT, ".bench"), { recursive: true });
-    writeFileSync(join(REPO_ROOT, ".bench/xdp-maglev.json"), JSON.stringify({ date: new Date().toISOString(), repeat: REPEAT, rounds: ROUNDS, backends: N, size: M, rows }, null, 2));
+    writeBenchRecord("xdp-maglev", { repeat: REPEAT, rounds: ROUNDS, backends: N, size: M, rows });
   } finally {
     plain.close();
     pinned.close();

@@ -40,8 +40,8 @@ const FLOWS = numberOption("flows", 100_000);
 const INGRESS_RULES = 900;
 const EGRESS_RULES = 124;
 
-const HOST4 = "10.0.0.1";
-const HOST6 = "2001:db8:1::1";
+export const HOST4 = "10.0.0.1";
+export const HOST6 = "2001:db8:1::1";
 
 const int = (rand: () => number, low: number, high: number) => low + Math.floor(rand() * (high - low + 1));
 const hex4 = (rand: () => number) => int(rand, 0, 0xffff).toString(16);
@@ -50,7 +50,7 @@ const hex4 = (rand: () => number) => int(rand, 0, 0xffff).toString(16);
  * Rules that keep 100.64.0.0/10 and 2001:db8:64::/48 (where the benchmark's
  * new clients come from) and the flow peers out of every deny rule.
  */
-function randomRules(rand: () => number, n: number, peerSide: "from" | "to"): string[] {
+export function randomRules(rand: () => number, n: number, peerSide: "from" | "to"): string[] {
   const rules = new Set<string>();
   while (rules.size < n) {
     const action = rand() < 0.7 ? "deny" : "allow";
@@ -100,13 +100,13 @@ async function writePolicy(policy: LoadedObject, rules: { ingress: string[]; egr
   await policy.batchText(batchText(plan.operations));
 }
 
-interface Flow {
+export interface Flow {
   peer: string;
   peerPort: number;
   localPort: number;
 }
 
-function makeFlows(n: number): Flow[] {
+export function makeFlows(n: number): Flow[] {
   const rand = seededRandom(3);
   const flows: Flow[] = [];
   const seen = new Set<string>();
@@ -217,7 +217,10 @@ async function main(): Promise<void> {
   }
 }
 
-main().catch((e) => {
-  console.error(e instanceof Error ? e.message : e);
-  process.exit(1);
-});
+// Only when run as a script: bench/dataplane.ts imports the generators above.
+if (require.main === module) {
+  main().catch((e) => {
+    console.error(e instanceof Error ? e.message : e);
+    process.exit(1);
+  });
+}

@@ -23,11 +23,12 @@ import { checkInputs } from "../provider/dynamicAdapter";
 import { closeAllSessions } from "../provider/remote/ssh";
 import { CONFIG_MAP, decodeConfig, STAT, STATS_MAP } from "../provider/trafficMirror/codec";
 import { mirrorOperations, planMirror } from "../provider/trafficMirror/plan";
-import { filterRecord, filterSchema, trafficMirrorSchema, type MirrorFilter, type TrafficMirrorInputs } from "../provider/trafficMirror/schema";
+import { filterRecord, trafficMirrorSchema, type MirrorFilter, type TrafficMirrorInputs } from "../provider/trafficMirror/schema";
 import { ipFrame, tcp, udp } from "../test/kernel/packets";
 import { trafficMirrorKind as mirror } from "../provider/trafficMirror/lifecycle";
 import { buildObjects, kernelTestsUnavailable, loadProgram, objectPath, sumCounters, type LoadedProgram } from "../test/kernel/progRun";
 import { createLab, type Lab, type LabClient, type LabHost } from "../test/lab/lab";
+import { sixtyFourFilters } from "./mirrorFilters";
 import { numberOption, printTable, writeBenchRecord } from "./support";
 
 const REPEAT = numberOption("repeat", 1_000_000);
@@ -37,13 +38,6 @@ const TRANSFERS = numberOption("transfers", 7);
 const TC_ACT_UNSPEC = 0xffffffff;
 
 // ---------------------------------------------------------------- 1. BPF_PROG_TEST_RUN
-
-/** 32 IPv4 TCP filters and 32 IPv6 UDP filters; check() sorts them, IPv4 TCP first. */
-function sixtyFourFilters(): MirrorFilter[] {
-  const v4 = Array.from({ length: 32 }, (_, i) => ({ protocol: "tcp", source: `10.${i}.0.0/16`, destination: "192.0.2.0/24", destinationPort: 8000 + i }));
-  const v6 = Array.from({ length: 32 }, (_, i) => ({ protocol: "udp", source: `2001:db8:${(i + 1).toString(16)}::/48`, destinationPort: 9000 + i }));
-  return [...v4, ...v6].map((f) => filterSchema.parse(f));
-}
 
 async function configure(prog: LoadedProgram, targetIfindex: number, filters: MirrorFilter[]): Promise<string[]> {
   const config = decodeConfig((await prog.dumpMap(CONFIG_MAP))[0]!.value);

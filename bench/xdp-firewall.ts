@@ -23,11 +23,11 @@ const EXACT = 100_000;
 const PREFIXES = 10_000;
 
 
-const randomBytes = (rand: () => number, n: number) => Buffer.from(Array.from({ length: n }, () => Math.floor(rand() * 256)));
+export const randomBytes = (rand: () => number, n: number) => Buffer.from(Array.from({ length: n }, () => Math.floor(rand() * 256)));
 const toV4 = (b: Buffer) => [...b].join(".");
 const toV6 = (b: Buffer) => Array.from({ length: 8 }, (_, i) => b.readUInt16BE(i * 2).toString(16)).join(":");
 
-function maskTo(bytes: Buffer, len: number): Buffer {
+export function maskTo(bytes: Buffer, len: number): Buffer {
   const out = Buffer.from(bytes);
   for (let i = 0; i < out.length; i++) {
     const keep = Math.max(0, Math.min(8, len - i * 8));
@@ -172,7 +172,10 @@ async function main(): Promise<void> {
   }
 }
 
-main().catch((e) => {
-  console.error(e instanceof Error ? e.message : e);
-  process.exit(1);
-});
+// Only when run as a script: bench/dataplane.ts imports the generators above.
+if (require.main === module) {
+  main().catch((e) => {
+    console.error(e instanceof Error ? e.message : e);
+    process.exit(1);
+  });
+}

@@ -31,11 +31,11 @@ import { numberOption, printTable, writeBenchRecord } from "./support";
 
 const REPEAT = numberOption("repeat", 1_000_000);
 const ROUNDS = numberOption("rounds", 5);
-const M = 65537;
-const N = 100;
-const VIP = { v4: "198.51.100.10", v6: "2001:db8:100::10" };
+export const M = 65537;
+export const N = 100;
+export const VIP = { v4: "198.51.100.10", v6: "2001:db8:100::10" };
 
-function backendAddress(family: "v4" | "v6", i: number): string {
+export function backendAddress(family: "v4" | "v6", i: number): string {
   return family === "v4" ? `10.0.${1 + (i >> 8)}.${i & 255}` : `fd00::1:${i.toString(16)}`;
 }
 
@@ -61,7 +61,7 @@ async function configure(lb: LoadedProgram, ns: TestNetns, o: { flowTable: boole
   await lb.updateMap(MAPS.config, [{ key: Buffer.from(encodeIndex(0)), value: Buffer.from(encodeConfig({ reverseNat: o.reverseNat })) }]);
 }
 
-function frame(src: string, dst: string, dport = 80): Buffer {
+export function frame(src: string, dst: string, dport = 80): Buffer {
   const seg = tcp({ srcPort: 40000, dstPort: dport, flags: { ack: true }, payload: Buffer.alloc(18) });
   const v6 = src.includes(":");
   return ethernet({
@@ -155,7 +155,10 @@ async function main(): Promise<void> {
   }
 }
 
-main().catch((e) => {
-  console.error(e instanceof Error ? e.message : e);
-  process.exit(1);
-});
+// Only when run as a script: bench/dataplane.ts imports the generators above.
+if (require.main === module) {
+  main().catch((e) => {
+    console.error(e instanceof Error ? e.message : e);
+    process.exit(1);
+  });
+}

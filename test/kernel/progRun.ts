@@ -171,8 +171,14 @@ export class LoadedProgram {
 
   private async batch(lines: string[]): Promise<void> {
     if (lines.length === 0) return;
+    await this.batchText(lines.join("\n") + "\n");
+  }
+
+  /** Runs a `bpftool batch` file (one command per line), as the provider sends it. */
+  async batchText(text: string): Promise<void> {
+    if (!text.trim()) return;
     const file = join(this.workDir, `batch-${process.hrtime.bigint()}`);
-    writeFileSync(file, lines.join("\n") + "\n");
+    writeFileSync(file, text);
     try {
       await sh(["bpftool", "batch", "file", file], "bpftool batch");
     } finally {
@@ -434,18 +440,6 @@ export class LoadedObject extends LoadedProgram {
 
   async programInfo(name: string): Promise<ProgInfo> {
     return JSON.parse(await sh(["bpftool", "-j", "prog", "show", "pinned", this.programPin(name)], "prog show")) as ProgInfo;
-  }
-
-  /** Runs a `bpftool batch` file (one command per line), as the provider sends it. */
-  async batchText(text: string): Promise<void> {
-    if (!text.trim()) return;
-    const file = join(this.scratchDir, `batch-${process.hrtime.bigint()}`);
-    writeFileSync(file, text);
-    try {
-      await sh(["bpftool", "batch", "file", file], "bpftool batch");
-    } finally {
-      rmSync(file, { force: true });
-    }
   }
 
   /** The value of `key` in a (non-per-CPU) map, or undefined when absent. */

@@ -27,7 +27,6 @@
 /* Linear bytes the parser may need: Ethernet, two VLAN tags, IPv6, a few
  * extension headers and the port pair. */
 #define MIRROR_PARSE_LEN 128
-#define IPV6_EXT_MAX 6
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -36,12 +35,35 @@ struct {
 	__type(value, struct mirror_config);
 } mirror_config SEC(".maps");
 
+/* The filter records, for user space to read back; never read here. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, MIRROR_FILTER_SLOTS);
 	__type(key, __u32);
 	__type(value, struct mirror_filter);
 } mirror_filters SEC(".maps");
+
+/* The classifier compiled from those records, per set (tc_mirror.h). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, MIRROR_FILTER_SETS);
+	__type(key, __u32);
+	__type(value, struct mirror_head);
+} mirror_heads SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, MIRROR_FILTER_SETS * MIRROR_RANGES_PER_SET);
+	__type(key, __u32);
+	__type(value, struct mirror_ranges);
+} mirror_ranges SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, MIRROR_FILTER_SETS * MIRROR_RANGES6_PER_SET);
+	__type(key, __u32);
+	__type(value, struct mirror_ranges6);
+} mirror_ranges6 SEC(".maps");
 
 /* Per-CPU so that counting needs no atomics; user space sums the CPUs. The
  * matched counter doubles as the sampling counter. */
@@ -52,73 +74,23 @@ struct {
 	__type(value, struct mirror_counter);
 } mirror_stats SEC(".maps");
 
-/* What the filters look at, parsed once per packet. Unused address words stay
- * zero, so IPv4 and IPv6 compare the same four words against masks whose
- * unused words are zero too. */
+/* What the filters look at, parsed once per packet. Addresses stay in wire
+ * order (the tunnel guard compares them so); unused words stay zero. */
 struct packet {
 	__u32 src[4];
 	__u32 dst[4];
 	__u8 family; /* 0: not IP (or not parseable) */
 	__u8 proto;
+	__u8 proto_known; /* 0: IPv6 whose extension headers could not be walked */
 	__u8 has_ports;
 	__u8 incomplete; /* a header ran past the linear data */
 	__u16 sport;
 	__u16 dport;
 };
 
-struct port_pair {
-	__be16 source;
-	__be16 dest;
-};
-
 static __always_inline int has_port_pair(__u8 proto)
 {
 	return proto == IPPROTO_TCP || proto == IPPROTO_UDP || proto == IPPROTO_SCTP;
-}
-
-/* TCP, UDP and SCTP all start with the 16-bit source and destination ports.
- * Only those four bytes are needed, so a truncated L4 header still matches
- * on ports, as tcpdump's port filters do. */
-static __always_inline int parse_port_pair(struct hdr_cursor *nh, void *data_end, struct port_pair **ports)
-{
-	struct port_pair *pp = nh->pos;
-
-	if ((void *)(pp + 1) > data_end)
-		return -1;
-	*ports = pp;
-	return 0;
-}
-
-/* parsing.h stops at the fixed IPv6 header; a filter on TCP/UDP must see past
- * hop-by-hop, routing, destination options, fragment and AH headers (RFC 8200
- * 4.1). Returns the upper-layer protocol, or -1. *later_fragment is set for a
- * fragment other than the first, which carries no L4 header. */
-static __always_inline int skip_ipv6_ext(struct hdr_cursor *nh, void *data_end, int nexthdr, int *later_fragment)
-{
-	int i;
-
-#pragma unroll
-	for (i = 0; i < IPV6_EXT_MAX; i++) {
-		__u8 *hdr = nh->pos;
-
-		if (nexthdr != IPPROTO_HOPOPTS && nexthdr != IPPROTO_ROUTING && nexthdr != IPPROTO_DSTOPTS &&
-		    nexthdr != IPPROTO_FRAGMENT && nexthdr != IPPROTO_AH)
-			return nexthdr;
-		if ((void *)(hdr + 8) > data_end)
-			return -1;
-		if (nexthdr == IPPROTO_FRAGMENT) {
-			/* offset: the upper 13 bits of bytes 2-3 */
-			if (((hdr[2] << 8) | hdr[3]) & 0xfff8)
-				*later_fragment = 1;
-			nh->pos = hdr + 8;
-		} else if (nexthdr == IPPROTO_AH) {
-			nh->pos = hdr + (hdr[1] + 2) * 4;
-		} else {
-			nh->pos = hdr + (hdr[1] + 1) * 8;
-		}
-		nexthdr = hdr[0];
-	}
-	return -1;
 }
 
 static __always_inline void parse_packet(struct __sk_buff *skb, struct packet *p)
@@ -129,7 +101,8 @@ static __always_inline void parse_packet(struct __sk_buff *skb, struct packet *p
 	struct ethhdr *eth;
 	struct iphdr *iph;
 	struct ipv6hdr *ip6h;
-	struct port_pair *ports;
+	__be16 sport, dport;
+	__u16 frag_offset;
 	int eth_type, proto, later_fragment = 0;
 
 	/* Every early return below on a failed parse marks the packet
@@ -144,7 +117,7 @@ static __always_inline void parse_packet(struct __sk_buff *skb, struct packet *p
 		p->family = 4;
 		p->src[0] = iph->saddr;
 		p->dst[0] = iph->daddr;
-		later_fragment = (iph->frag_off & bpf_htons(0x1fff)) != 0;
+		later_fragment = ip_is_later_fragment(iph);
 	} else if (eth_type == bpf_htons(ETH_P_IPV6)) {
 		proto = parse_ip6hdr(&nh, data_end, &ip6h);
 		if (proto < 0)
@@ -152,13 +125,14 @@ static __always_inline void parse_packet(struct __sk_buff *skb, struct packet *p
 		p->family = 6;
 		__builtin_memcpy(p->src, &ip6h->saddr, sizeof(p->src));
 		__builtin_memcpy(p->dst, &ip6h->daddr, sizeof(p->dst));
-		proto = skip_ipv6_ext(&nh, data_end, proto, &later_fragment);
-		if (proto < 0) {
+		/* hop-by-hop, routing, destination options, fragment and AH
+		 * headers stand between a filter on TCP/UDP and its ports. */
+		proto = parse_ip6_exthdrs_walk(&nh, data_end, proto, &frag_offset, 1);
+		if (proto < 0)
 			/* Addresses are known, the upper layer is not: only
 			 * address filters can match. */
-			p->proto = 0xff; /* IPPROTO_RAW's slot; never a filter's protocol here */
 			return;
-		}
+		later_fragment = frag_offset != 0;
 	} else if (eth_type < 0) {
 		return;
 	}
@@ -166,74 +140,133 @@ static __always_inline void parse_packet(struct __sk_buff *skb, struct packet *p
 	if (!p->family)
 		return;
 	p->proto = proto;
+	p->proto_known = 1;
 	if (later_fragment || !has_port_pair(proto))
 		return;
-	if (parse_port_pair(&nh, data_end, &ports) < 0) {
+	/* Only the four port bytes are needed, so a truncated L4 header still
+	 * matches on ports, as tcpdump's port filters do. */
+	if (parse_ports(&nh, data_end, &sport, &dport) < 0) {
 		p->incomplete = 1;
 		return;
 	}
 	p->has_ports = 1;
-	p->sport = bpf_ntohs(ports->source);
-	p->dport = bpf_ntohs(ports->dest);
+	p->sport = bpf_ntohs(sport);
+	p->dport = bpf_ntohs(dport);
 }
 
-static __always_inline int in_prefix(const __u32 *addr, const __u32 *net, const __u32 *mask)
+/* 1 when bound <= v, without a branch: both are below 2^32, so the 64-bit
+ * difference bound - v - 1 is negative exactly then. A branch per step would
+ * cost a misprediction on the CPU and double the verifier's paths. */
+#define LE32(bound, v) ((((__u64)(bound)) - ((__u64)(v)) - 1) >> 63)
+
+/* The number of bounds <= v (0..MIRROR_BOUNDS): the interval v falls in. */
+static __always_inline __u32 rank32(const __u32 *bound, __u32 v)
 {
-	return ((addr[0] & mask[0]) == net[0]) & ((addr[1] & mask[1]) == net[1]) &
-	       ((addr[2] & mask[2]) == net[2]) & ((addr[3] & mask[3]) == net[3]);
+	__u64 i;
+
+	i = LE32(bound[63], v) << 6;
+	i += LE32(bound[i + 31], v) << 5;
+	i += LE32(bound[i + 15], v) << 4;
+	i += LE32(bound[i + 7], v) << 3;
+	i += LE32(bound[i + 3], v) << 2;
+	i += LE32(bound[i + 1], v) << 1;
+	i += LE32(bound[i], v);
+	/* bound[0..126] are placed; the last one only when all are <= v. */
+	i += LE32(bound[MIRROR_BOUNDS - 1], v);
+	return i;
 }
 
-static __always_inline int filter_matches(const struct mirror_filter *f, const struct packet *p)
+/* Hacker's Delight 2-12: 1 when a < b, unsigned, without a branch. */
+static __always_inline __u64 lt64(__u64 a, __u64 b)
 {
-	__u32 flags = f->flags;
-
-	if (!flags)
-		return 1;
-	if (!p->family)
-		return 0;
-	if ((flags & MIRROR_F_IPV4) && p->family != 4)
-		return 0;
-	if ((flags & MIRROR_F_IPV6) && p->family != 6)
-		return 0;
-	if ((flags & MIRROR_F_PROTO) && p->proto != f->protocol)
-		return 0;
-	if ((flags & MIRROR_F_SRC) && !in_prefix(p->src, f->src_addr, f->src_mask))
-		return 0;
-	if ((flags & MIRROR_F_DST) && !in_prefix(p->dst, f->dst_addr, f->dst_mask))
-		return 0;
-	if (flags & (MIRROR_F_SPORT | MIRROR_F_DPORT)) {
-		if (!p->has_ports)
-			return 0;
-		if ((flags & MIRROR_F_SPORT) && (p->sport < f->sport_min || p->sport > f->sport_max))
-			return 0;
-		if ((flags & MIRROR_F_DPORT) && (p->dport < f->dport_min || p->dport > f->dport_max))
-			return 0;
-	}
-	return 1;
+	return ((~a & b) | ((~a | b) & (a - b))) >> 63;
 }
 
-/* Filters are ORed; an empty set mirrors every packet. */
+static __always_inline __u64 le128(const struct mirror_bound6 *b, __u64 hi, __u64 lo)
+{
+	__u64 diff = b->hi ^ hi;
+	__u64 same_hi = ((diff | -diff) >> 63) ^ 1;
+
+	return lt64(b->hi, hi) | (same_hi & (lt64(lo, b->lo) ^ 1));
+}
+
+static __always_inline __u32 rank128(const struct mirror_bound6 *bound, __u64 hi, __u64 lo)
+{
+	__u64 i;
+
+	i = le128(&bound[63], hi, lo) << 6;
+	i += le128(&bound[i + 31], hi, lo) << 5;
+	i += le128(&bound[i + 15], hi, lo) << 4;
+	i += le128(&bound[i + 7], hi, lo) << 3;
+	i += le128(&bound[i + 3], hi, lo) << 2;
+	i += le128(&bound[i + 1], hi, lo) << 1;
+	i += le128(&bound[i], hi, lo);
+	i += le128(&bound[MIRROR_BOUNDS - 1], hi, lo);
+	return i;
+}
+
+static __always_inline __u64 range_bits(__u32 set, __u32 field, __u32 v)
+{
+	__u32 key = set * MIRROR_RANGES_PER_SET + field;
+	const struct mirror_ranges *r = bpf_map_lookup_elem(&mirror_ranges, &key);
+
+	return r ? r->bits[rank32(r->bound, v)] : 0;
+}
+
+static __always_inline __u64 range6_bits(__u32 set, __u32 field, const __u32 *addr)
+{
+	__u32 key = set * MIRROR_RANGES6_PER_SET + field;
+	const struct mirror_ranges6 *r = bpf_map_lookup_elem(&mirror_ranges6, &key);
+	__u64 hi = ((__u64)bpf_ntohl(addr[0]) << 32) | bpf_ntohl(addr[1]);
+	__u64 lo = ((__u64)bpf_ntohl(addr[2]) << 32) | bpf_ntohl(addr[3]);
+
+	return r ? r->bits[rank128(r->bound, hi, lo)] : 0;
+}
+
+/* The filters an address satisfies, of those constraining it (field 0:
+ * source, 1: destination, in both enums). */
+static __always_inline __u64 addr_bits(__u32 set, __u32 field, const struct packet *p, const __u32 *addr)
+{
+	if (p->family == 4)
+		return range_bits(set, field, bpf_ntohl(addr[0]));
+	return range6_bits(set, field, addr);
+}
+
+/* Filters are ORed; an empty set mirrors every packet. Each step keeps the
+ * candidates m that the field lets through; a field none of them constrains
+ * is skipped, and once m is empty every later step is. */
 static __always_inline int matches_any(const struct mirror_config *cfg, const struct packet *p)
 {
 	__u32 set = cfg->active_set & 1;
-	__u32 len = cfg->set_len[set];
-	__u32 i;
+	const struct mirror_head *h;
+	__u64 m;
 
-	if (len == 0)
+	if (cfg->set_len[set] == 0)
 		return 1;
-	for (i = 0; i < MIRROR_MAX_FILTERS; i++) {
-		__u32 key = set * MIRROR_MAX_FILTERS + i;
-		const struct mirror_filter *f;
-
-		if (i >= len)
-			break;
-		f = bpf_map_lookup_elem(&mirror_filters, &key);
-		if (!f)
-			break;
-		if (filter_matches(f, p))
-			return 1;
+	h = bpf_map_lookup_elem(&mirror_heads, &set);
+	if (!h)
+		return 0;
+	m = h->live;
+	if (!p->family)
+		return (m & h->any_packet) != 0;
+	m &= p->family == 4 ? h->v4 : h->v6;
+	if (m & ~h->proto_any)
+		m &= h->proto_any | (p->proto_known ? h->proto[p->proto] : 0);
+	if (m & ~h->ports_any) {
+		if (!p->has_ports) {
+			m &= h->ports_any;
+		} else {
+			if (m & ~h->dport_any)
+				m &= h->dport_any | range_bits(set, MIRROR_R_DPORT, p->dport);
+			if (m & ~h->sport_any)
+				m &= h->sport_any | range_bits(set, MIRROR_R_SPORT, p->sport);
+		}
 	}
-	return 0;
+	if (m & ~h->src_any)
+		m &= h->src_any | addr_bits(set, MIRROR_R_SRC4, p, p->src);
+	if (m & ~h->dst_any)
+		m &= h->dst_any | addr_bits(set, MIRROR_R_DST4, p, p->dst);
+	return m != 0;
 }
 
 /* The tunnel's own encapsulated copies. IPv4 fragments of a VXLAN datagram

@@ -164,17 +164,22 @@ struct ipv6_frag_hdr {
 /* Walks the IPv6 extension headers (RFC 8200 §4) that follow the fixed
  * header, starting at the cursor with `nexthdr` from the fixed header:
  * hop-by-hop options, routing, destination options and fragment headers are
- * skipped. Returns the first header that is not one of those, with the
- * cursor on it: the upper-layer protocol (TCP, UDP, ICMPv6, ...), or ESP,
- * AH, No Next Header or anything unknown, which a program then treats as a
- * protocol without ports. (AH is not walked: its length unit differs, it is
- * all but unused, and each extra header kind multiplies the paths the
- * verifier explores.) A fragment header stores the fragment offset in bytes
- * in *frag_offset; when it is non-zero the walk stops there, since a later
- * fragment carries payload where a header would be. Returns -1 when a header
- * is cut short or the chain is longer than IPV6_EXT_MAX_CHAIN. */
-static __always_inline int parse_ip6_exthdrs(struct hdr_cursor *nh, void *data_end,
-					     __u8 nexthdr, __u16 *frag_offset)
+ * skipped, and AH too when `walk_ah` is set. Returns the first header that is
+ * not one of those, with the cursor on it: the upper-layer protocol (TCP,
+ * UDP, ICMPv6, ...), or ESP, No Next Header or anything unknown, which a
+ * program then treats as a protocol without ports. A fragment header stores
+ * the fragment offset in bytes in *frag_offset; when it is non-zero the walk
+ * stops there, since a later fragment carries payload where a header would
+ * be. Returns -1 when a header is cut short or the chain is longer than
+ * IPV6_EXT_MAX_CHAIN.
+ *
+ * `walk_ah` must be a constant: AH is all but unused, and each extra header
+ * kind multiplies the paths the verifier explores, so a program that does not
+ * ask for it compiles as if the case were not here. The mirror asks for it:
+ * traffic inside AH is still traffic someone may want a copy of. */
+static __always_inline int parse_ip6_exthdrs_walk(struct hdr_cursor *nh, void *data_end,
+						  __u8 nexthdr, __u16 *frag_offset,
+						  const int walk_ah)
 {
 	struct ipv6_opt_hdr *opt;
 	struct ipv6_frag_hdr *frag;
@@ -206,14 +211,31 @@ static __always_inline int parse_ip6_exthdrs(struct hdr_cursor *nh, void *data_e
 				return nexthdr;
 			break;
 		default:
-			return nexthdr;
+			if (!walk_ah || nexthdr != IPPROTO_AH)
+				return nexthdr;
+			opt = nh->pos;
+			if ((void *)(opt + 1) > data_end)
+				return -1;
+			len = (opt->hdrlen + 2) * 4; /* 4-byte units, not counting the first two (RFC 4302 2.2) */
+			nexthdr = opt->nexthdr;
+			if (nh->pos + len > data_end)
+				return -1;
+			nh->pos += len;
+			break;
 		}
 	}
 	/* The chain ended exactly at the limit, or goes on beyond it. */
 	if (nexthdr == IPPROTO_HOPOPTS || nexthdr == IPPROTO_ROUTING ||
-	    nexthdr == IPPROTO_DSTOPTS || nexthdr == IPPROTO_FRAGMENT)
+	    nexthdr == IPPROTO_DSTOPTS || nexthdr == IPPROTO_FRAGMENT ||
+	    (walk_ah && nexthdr == IPPROTO_AH))
 		return -1;
 	return nexthdr;
+}
+
+static __always_inline int parse_ip6_exthdrs(struct hdr_cursor *nh, void *data_end,
+					     __u8 nexthdr, __u16 *frag_offset)
+{
+	return parse_ip6_exthdrs_walk(nh, data_end, nexthdr, frag_offset, 0);
 }
 
 #define IPV4_FRAG_OFFSET_MASK 0x1fff

@@ -11,8 +11,9 @@
 #include <linux/types.h>
 
 #define MIRROR_MAX_FILTERS 64
-/* Two filter sets: user space fills the one the program is not reading, then
- * flips mirror_config.active_set. A packet never sees half a filter list. */
+/* Two filter sets: user space fills the one the program is not reading (its
+ * records and its classifier), then flips mirror_config.active_set. A packet
+ * never sees half a filter list. */
 #define MIRROR_FILTER_SETS 2
 #define MIRROR_FILTER_SLOTS (MIRROR_MAX_FILTERS * MIRROR_FILTER_SETS)
 
@@ -28,7 +29,9 @@ enum mirror_filter_flag {
 	MIRROR_F_DPORT = 1 << 6,
 };
 
-/* 80 bytes. An IPv4 prefix uses word 0 of addr/mask; the rest stay zero. */
+/* 80 bytes. An IPv4 prefix uses word 0 of addr/mask; the rest stay zero.
+ * The record of a filter, as the provider reads it back; the program matches
+ * with the classifier compiled from these records (below). */
 struct mirror_filter {
 	__u32 flags;
 	__u8 protocol;
@@ -42,6 +45,66 @@ struct mirror_filter {
 	__u32 dst_addr[4];
 	__u32 dst_mask[4];
 };
+
+/* The classifier: what the program reads per packet, compiled by
+ * provider/trafficMirror/codec.ts from the filter records above (which the
+ * program never reads; they are what user space reads back). Bit i of every
+ * bitmap stands for filter i of the set. A packet costs the same fixed number
+ * of array lookups whatever the filter count: each field yields the bitmap of
+ * filters it satisfies, the bitmaps are ANDed, and a field no remaining
+ * candidate constrains is not looked at. Array lookups are inlined by the
+ * verifier into an address computation; no hash or trie is walked. */
+
+/* One per filter set (key: set). */
+struct mirror_head {
+	__u64 live;	  /* filters in the set */
+	__u64 any_packet; /* no condition at all: match non-IP frames too */
+	__u64 v4;	  /* can match an IPv4 packet (no IPv6 prefix) */
+	__u64 v6;	  /* can match an IPv6 packet (no IPv4 prefix) */
+	__u64 proto_any;  /* no protocol condition */
+	__u64 ports_any;  /* no port condition: match packets without ports */
+	__u64 sport_any;
+	__u64 dport_any;
+	__u64 src_any;
+	__u64 dst_any;
+	__u64 proto[256]; /* filters whose protocol is the index */
+};
+
+/* A field's value space cut at every filter's range ends: bound[] holds the
+ * sorted starts of the intervals after the first (unused slots hold the
+ * largest value), bits[j] the filters whose range covers interval j, i.e. the
+ * values v with exactly j bounds <= v. Filters without a condition on the
+ * field have no bits here (the head's *_any). 64 ranges have at most 128
+ * ends, so a lookup is a branch-free binary search of 8 steps. */
+#define MIRROR_BOUNDS 128
+
+/* IPv4 addresses and ports, host byte order. Key: set * 4 + enum mirror_range32. */
+struct mirror_ranges {
+	__u32 bound[MIRROR_BOUNDS];
+	__u64 bits[MIRROR_BOUNDS + 1];
+};
+
+enum mirror_range32 {
+	MIRROR_R_SRC4 = 0,
+	MIRROR_R_DST4 = 1,
+	MIRROR_R_SPORT = 2,
+	MIRROR_R_DPORT = 3,
+	MIRROR_RANGES_PER_SET = 4,
+};
+
+/* IPv6 addresses as two host-order halves, high first. Key: set * 2 + 0
+ * (source) or + 1 (destination). */
+struct mirror_bound6 {
+	__u64 hi;
+	__u64 lo;
+};
+
+struct mirror_ranges6 {
+	struct mirror_bound6 bound[MIRROR_BOUNDS];
+	__u64 bits[MIRROR_BOUNDS + 1];
+};
+
+#define MIRROR_RANGES6_PER_SET 2
 
 /* Packets of the resource's own tunnel (the encapsulated copies) are never
  * mirrored, or mirroring egress of the tunnel's underlay would mirror its own
@@ -76,5 +139,11 @@ enum mirror_stat {
 	MIRROR_STAT_CLONE_FAILED = 2, /* bpf_clone_redirect failed; the original still passed */
 	MIRROR_STAT_MAX = 3,
 };
+
+_Static_assert(sizeof(struct mirror_filter) == 80, "codec.ts FILTER_SIZE");
+_Static_assert(sizeof(struct mirror_config) == 40, "codec.ts CONFIG_SIZE");
+_Static_assert(sizeof(struct mirror_head) == 2128, "codec.ts HEAD_SIZE");
+_Static_assert(sizeof(struct mirror_ranges) == 1544, "codec.ts RANGES_SIZE");
+_Static_assert(sizeof(struct mirror_ranges6) == 3080, "codec.ts RANGES6_SIZE");
 
 #endif

@@ -1,8 +1,10 @@
 /**
  * Byte layouts of the mirror's maps, mirroring bpf/include/tc_mirror.h:
- * struct mirror_filter (80 bytes), struct mirror_config (40 bytes) and the
- * per-CPU struct mirror_counter. Addresses and masks are written as on the wire;
- * every other number little-endian (host order on x86-64 and arm64).
+ * struct mirror_filter (80 bytes), struct mirror_config (40 bytes), the
+ * per-CPU struct mirror_counter, and the classifier compiled from the filters
+ * (struct mirror_head, mirror_ranges, mirror_ranges6). Addresses and masks of
+ * the filter records are written as on the wire; every other number
+ * little-endian (host order on x86-64 and arm64).
  */
 import { formatAddress, parsePrefix } from "../cidr";
 import {
@@ -20,10 +22,23 @@ import { sumCounters } from "../counters";
 export const CONFIG_MAP = "mirror_config";
 export const FILTERS_MAP = "mirror_filters";
 export const STATS_MAP = "mirror_stats";
-export const MAPS = [CONFIG_MAP, FILTERS_MAP, STATS_MAP] as const;
+export const HEADS_MAP = "mirror_heads";
+export const RANGES_MAP = "mirror_ranges";
+export const RANGES6_MAP = "mirror_ranges6";
+export const CLASSIFIER_MAPS = [HEADS_MAP, RANGES_MAP, RANGES6_MAP] as const;
+export const MAPS = [CONFIG_MAP, FILTERS_MAP, STATS_MAP, ...CLASSIFIER_MAPS] as const;
 
 export const FILTER_SIZE = 80;
 export const CONFIG_SIZE = 40;
+export const HEAD_SIZE = 2128;
+export const RANGES_SIZE = 1544;
+export const RANGES6_SIZE = 3080;
+/** MIRROR_BOUNDS: the interval ends one field of 64 filters can have. */
+export const BOUNDS = 128;
+/** enum mirror_range32: the mirror_ranges elements of a set, at set * 4 + field. */
+export const RANGE = { SRC4: 0, DST4: 1, SPORT: 2, DPORT: 3 } as const;
+/** The mirror_ranges6 elements of a set, at set * 2 + field. */
+export const RANGE6 = { SRC6: 0, DST6: 1 } as const;
 export const FILTER_SETS = 2;
 export const SET_SLOTS = 64;
 
@@ -196,6 +211,140 @@ export function countersOf(stats: readonly { values: Uint8Array[] }[]): TrafficM
 
 /** The filters of the live set, keyed as check() keys them. */
 export function liveFilters(config: MirrorConfig, slots: ReadonlyMap<number, Uint8Array>): Record<string, MirrorFilter> {
+  return filterRecord(liveFilterList(config, slots));
+}
+
+// ---------------------------------------------------------------- classifier
+
+/** One set's classifier, as the program reads it (tc_mirror.h). */
+export interface Classifier {
+  head: Uint8Array;
+  /** Indexed by RANGE. */
+  ranges: Uint8Array[];
+  /** Indexed by RANGE6. */
+  ranges6: Uint8Array[];
+}
+
+/** Head bitmaps in struct order, each a u64 at 8 * index; proto[256] follows. */
+const HEAD = { live: 0, anyPacket: 1, v4: 2, v6: 3, protoAny: 4, portsAny: 5, sportAny: 6, dportAny: 7, srcAny: 8, dstAny: 9 } as const;
+const HEAD_PROTO = 10;
+
+const MAX32 = 0xffffffffn;
+const MAX128 = (1n << 128n) - 1n;
+
+/** A filter's inclusive range on one field; bit = its index in the set. */
+interface Span {
+  bit: number;
+  lo: bigint;
+  hi: bigint;
+}
+
+function prefixSpan(canonical: string): { family: 4 | 6; lo: bigint; hi: bigint } {
+  const prefix = parsePrefix(canonical);
+  const width = prefix.family === 4 ? 32 : 128;
+  let lo = 0n;
+  for (const byte of prefix.bytes) lo = (lo << 8n) | BigInt(byte);
+  const hostBits = BigInt(width - prefix.prefixLength);
+  return { family: prefix.family, lo, hi: lo | ((1n << hostBits) - 1n) };
+}
+
+/** Cuts a field's value space at every span's ends: sorted bounds (padded with max) and the bitmap of each interval. */
+function cut(spans: readonly Span[], max: bigint): { bounds: bigint[]; bits: bigint[] } {
+  const ends = new Set<bigint>();
+  for (const s of spans) {
+    if (s.lo > 0n) ends.add(s.lo);
+    if (s.hi < max) ends.add(s.hi + 1n);
+  }
+  const bounds = [...ends].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+  if (bounds.length > BOUNDS) throw new Error(`${bounds.length} interval ends on one field; the classifier holds ${BOUNDS}`);
+  const bits: bigint[] = [];
+  for (let j = 0; j <= bounds.length; j++) {
+    const start = j === 0 ? 0n : bounds[j - 1]!;
+    let b = 0n;
+    for (const s of spans) if (s.lo <= start && start <= s.hi) b |= 1n << BigInt(s.bit);
+    bits.push(b);
+  }
+  // Values equal to max count the padding as well: those land on the last interval's bitmap.
+  while (bits.length < BOUNDS + 1) bits.push(bits[bounds.length]!);
+  while (bounds.length < BOUNDS) bounds.push(max);
+  return { bounds, bits };
+}
+
+function encodeRanges(spans: readonly Span[]): Uint8Array {
+  const bytes = new Uint8Array(RANGES_SIZE);
+  const v = view(bytes);
+  const { bounds, bits } = cut(spans, MAX32);
+  bounds.forEach((b, i) => v.setUint32(4 * i, Number(b), true));
+  bits.forEach((b, i) => v.setBigUint64(4 * BOUNDS + 8 * i, b, true));
+  return bytes;
+}
+
+function encodeRanges6(spans: readonly Span[]): Uint8Array {
+  const bytes = new Uint8Array(RANGES6_SIZE);
+  const v = view(bytes);
+  const { bounds, bits } = cut(spans, MAX128);
+  bounds.forEach((b, i) => {
+    v.setBigUint64(16 * i, b >> 64n, true);
+    v.setBigUint64(16 * i + 8, b & ((1n << 64n) - 1n), true);
+  });
+  bits.forEach((b, i) => v.setBigUint64(16 * BOUNDS + 8 * i, b, true));
+  return bytes;
+}
+
+/**
+ * The classifier of a filter list (filter i = bit i), with exactly the
+ * semantics of one filter's record (encodeFilter): every field given must
+ * match; a prefix limits the filter to its family (prefixes of both families
+ * match nothing); a port needs a packet with ports (TCP, UDP, SCTP, not a
+ * later fragment); no field at all matches every frame, IP or not.
+ */
+export function compileClassifier(filters: readonly MirrorFilter[]): Classifier {
+  if (filters.length > SET_SLOTS) throw new Error(`${filters.length} filters; a set holds ${SET_SLOTS}`);
+  const head = new Array<bigint>(HEAD_PROTO + 256).fill(0n);
+  const spans: Span[][] = [[], [], [], []];
+  const spans6: Span[][] = [[], []];
+  filters.forEach((f, i) => {
+    const bit = 1n << BigInt(i);
+    const add = (at: number) => (head[at] = head[at]! | bit);
+    add(HEAD.live);
+    const families = new Set<4 | 6>();
+    const place = (canonical: string | undefined, field: 0 | 1, any: number) => {
+      if (canonical === undefined) return add(any);
+      const span = prefixSpan(canonical);
+      families.add(span.family);
+      (span.family === 4 ? spans[field === 0 ? RANGE.SRC4 : RANGE.DST4]! : spans6[field]!).push({ bit: i, lo: span.lo, hi: span.hi });
+    };
+    place(f.source, 0, HEAD.srcAny);
+    place(f.destination, 1, HEAD.dstAny);
+    if (!families.has(6)) add(HEAD.v4);
+    if (!families.has(4)) add(HEAD.v6);
+    if (f.protocol === undefined) add(HEAD.protoAny);
+    else add(HEAD_PROTO + protocolNumber(f.protocol));
+    const port = (spec: MirrorFilter["sourcePort"], field: number, any: number) => {
+      if (spec === undefined) return add(any);
+      const r = parsePortSpec(spec);
+      spans[field]!.push({ bit: i, lo: BigInt(r.from), hi: BigInt(r.to) });
+    };
+    port(f.sourcePort, RANGE.SPORT, HEAD.sportAny);
+    port(f.destinationPort, RANGE.DPORT, HEAD.dportAny);
+    if (f.sourcePort === undefined && f.destinationPort === undefined) add(HEAD.portsAny);
+    const conditions = [f.protocol, f.source, f.destination, f.sourcePort, f.destinationPort];
+    if (conditions.every((c) => c === undefined)) add(HEAD.anyPacket);
+  });
+  const headBytes = new Uint8Array(HEAD_SIZE);
+  const hv = view(headBytes);
+  head.forEach((b, i) => hv.setBigUint64(8 * i, b, true));
+  return { head: headBytes, ranges: spans.map(encodeRanges), ranges6: spans6.map(encodeRanges6) };
+}
+
+/** Key of a classifier element of set `set` in its map. */
+export function classifierKey(map: (typeof CLASSIFIER_MAPS)[number], set: 0 | 1, field = 0): number {
+  if (map === HEADS_MAP) return set;
+  return map === RANGES_MAP ? set * 4 + field : set * 2 + field;
+}
+
+/** The live set's filter records in slot order (bit order of the classifier). */
+export function liveFilterList(config: MirrorConfig, slots: ReadonlyMap<number, Uint8Array>): MirrorFilter[] {
   const set = config.activeSet;
   const length = Math.min(config.setLength[set], SET_SLOTS);
   const filters: MirrorFilter[] = [];
@@ -203,5 +352,52 @@ export function liveFilters(config: MirrorConfig, slots: ReadonlyMap<number, Uin
     const bytes = slots.get(filterSlot(set, i));
     if (bytes) filters.push(decodeFilter(bytes));
   }
-  return filterRecord(filters);
+  return filters;
+}
+
+/** Per filter: the bits of its column in every bitmap of a classifier, as one string. */
+function columns(c: Classifier, count: number): string[] {
+  const words: bigint[] = [];
+  const collect = (bytes: Uint8Array, from: number) => {
+    const v = view(bytes);
+    for (let at = from; at + 8 <= bytes.length; at += 8) words.push(v.getBigUint64(at, true));
+  };
+  collect(c.head, 0);
+  c.ranges.forEach((r) => collect(r, 4 * BOUNDS));
+  c.ranges6.forEach((r) => collect(r, 16 * BOUNDS));
+  return Array.from({ length: count }, (_, i) => words.map((w) => (w >> BigInt(i)) & 1n).join(""));
+}
+
+/**
+ * Drift of the classifier the program reads against the one its filter
+ * records compile to: the indexes of the records it does not enforce as
+ * written. Bounds that differ, or bits of filters beyond the records, leave no
+ * record trustworthy: every index. A missing classifier (maps of an older
+ * object, or pins not yet created) counts as all drifted.
+ */
+export function classifierDrift(records: readonly MirrorFilter[], actual: Classifier | undefined): Set<number> {
+  const all = new Set(records.map((_, i) => i));
+  if (!actual) return all;
+  const expected = compileClassifier(records);
+  const sameBounds = (a: Uint8Array, b: Uint8Array, length: number) => Buffer.from(a.subarray(0, length)).equals(Buffer.from(b.subarray(0, length)));
+  if (!expected.ranges.every((r, i) => sameBounds(r, actual.ranges[i]!, 4 * BOUNDS))) return all;
+  if (!expected.ranges6.every((r, i) => sameBounds(r, actual.ranges6[i]!, 16 * BOUNDS))) return all;
+  const want = columns(expected, SET_SLOTS);
+  const have = columns(actual, SET_SLOTS);
+  const drifted = new Set<number>();
+  for (let i = 0; i < SET_SLOTS; i++) {
+    if (want[i] === have[i]) continue;
+    if (i >= records.length) return all;
+    drifted.add(i);
+  }
+  return drifted;
+}
+
+/** A set's classifier out of map dumps (entries keyed by little-endian u32 index); undefined when an element is missing. */
+export function classifierOf(set: 0 | 1, dumps: Record<(typeof CLASSIFIER_MAPS)[number], ReadonlyMap<number, Uint8Array> | undefined>): Classifier | undefined {
+  const head = dumps[HEADS_MAP]?.get(classifierKey(HEADS_MAP, set));
+  const ranges = Object.values(RANGE).map((f) => dumps[RANGES_MAP]?.get(classifierKey(RANGES_MAP, set, f)));
+  const ranges6 = Object.values(RANGE6).map((f) => dumps[RANGES6_MAP]?.get(classifierKey(RANGES6_MAP, set, f)));
+  if (!head || ranges.some((r) => !r) || ranges6.some((r) => !r)) return undefined;
+  return { head, ranges: ranges as Uint8Array[], ranges6: ranges6 as Uint8Array[] };
 }

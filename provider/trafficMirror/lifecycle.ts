@@ -43,10 +43,13 @@ import {
   type TcFilter,
   type TcFilterSlot,
 } from "../remote/tc";
-import { CONFIG_MAP, countersOf, decodeConfig, EMPTY_CONFIG, FILTERS_MAP, liveFilters, STATS_MAP, type MirrorConfig } from "./codec";
+import {
+  CLASSIFIER_MAPS, classifierDrift, classifierOf, CONFIG_MAP, countersOf, decodeConfig, EMPTY_CONFIG, FILTERS_MAP, liveFilterList, STATS_MAP, type MirrorConfig,
+} from "./codec";
 import { changedPaths, mirrorRevertScript, touchesManagementPath, type MirrorRevertPlan } from "./guard";
 import { mirrorOperations, planMirror, type DesiredMirror, type ObservedMirror } from "./plan";
 import {
+  filterRecord,
   trafficMirrorSchema,
   type Direction,
   type MirrorFilter,
@@ -108,15 +111,25 @@ interface MapsState extends ObservedMirror {
 
 async function readMaps(session: SshSession, layout: PinLayout): Promise<MapsState> {
   const pin = (m: string) => `${layout.maps}/${m}`;
-  const dumps = await dumpMaps(session, [pin(CONFIG_MAP), pin(FILTERS_MAP), pin(STATS_MAP)]);
+  const dumps = await dumpMaps(session, [pin(CONFIG_MAP), pin(FILTERS_MAP), pin(STATS_MAP), ...CLASSIFIER_MAPS.map(pin)]);
   const configEntry = dumps.get(pin(CONFIG_MAP))?.[0]?.values[0];
   const config: MirrorConfig = configEntry ? decodeConfig(configEntry) : EMPTY_CONFIG;
-  const slots = new Map<number, Uint8Array>();
-  for (const entry of dumps.get(pin(FILTERS_MAP)) ?? []) {
-    const index = new DataView(entry.key.buffer, entry.key.byteOffset, 4).getUint32(0, true);
-    if (entry.values[0]) slots.set(index, entry.values[0]);
-  }
-  return { config, configBytes: configEntry, filters: liveFilters(config, slots), stats: dumps.get(pin(STATS_MAP)) ?? [] };
+  const byIndex = (map: string) => {
+    const entries = dumps.get(pin(map));
+    if (!entries) return undefined;
+    const slots = new Map<number, Uint8Array>();
+    for (const entry of entries) {
+      const index = new DataView(entry.key.buffer, entry.key.byteOffset, 4).getUint32(0, true);
+      if (entry.values[0]) slots.set(index, entry.values[0]);
+    }
+    return slots;
+  };
+  // Records the classifier does not enforce as written read as absent, so that the plan rewrites them.
+  const records = liveFilterList(config, byIndex(FILTERS_MAP) ?? new Map());
+  const classifier = classifierOf(config.activeSet, Object.fromEntries(CLASSIFIER_MAPS.map((m) => [m, byIndex(m)])) as Parameters<typeof classifierOf>[1]);
+  const drifted = classifierDrift(records, classifier);
+  const filters = filterRecord(records.filter((_, i) => !drifted.has(i)));
+  return { config, configBytes: configEntry, filters, stats: dumps.get(pin(STATS_MAP)) ?? [] };
 }
 
 interface Observed {

@@ -10,15 +10,29 @@
  * length of a set nobody reads, then the set index (a single aligned word)
  * together with target, sampling and tunnel guard, each valid on its own
  * (the old tunnel still exists until after the flip).
+ *
+ * The program matches with the classifier compiled from a set's records
+ * (bpf/include/tc_mirror.h), written into the inactive set after its records
+ * and before the flip. Every write before the flip lands in the set no packet
+ * reads, the flip switches records and classifier together, so after any
+ * prefix of the operations each packet is matched by exactly the old list or
+ * exactly the new one: a filter in both never stops matching.
  */
 import type { MapOperation } from "../remote/bpfHost";
 import {
+  classifierKey,
+  compileClassifier,
   CONFIG_MAP,
   encodeConfig,
   encodeFilter,
   filterSlot,
   FILTERS_MAP,
+  HEADS_MAP,
   indexKey,
+  RANGE,
+  RANGE6,
+  RANGES_MAP,
+  RANGES6_MAP,
   type MirrorConfig,
   type TunnelGuard,
 } from "./codec";
@@ -34,13 +48,15 @@ export interface DesiredMirror {
 
 export interface ObservedMirror {
   config: MirrorConfig;
-  /** The live set's filters, keyed by filterKey(). */
+  /** The live set's filters, keyed by filterKey(); those the classifier does not enforce as recorded are left out (classifierDrift). */
   filters: Record<string, MirrorFilter>;
 }
 
 export interface MirrorPlan {
   /** Into the inactive set, in key order. */
   filterWrites: { slot: number; filter: MirrorFilter }[];
+  /** The set the filter writes go to, whose classifier is written after them; absent when the filters stay. */
+  classifierSet?: 0 | 1;
   /** Written in this order, after the filters. */
   configWrites: MirrorConfig[];
 }
@@ -76,6 +92,7 @@ export function planMirror(desired: DesiredMirror, observed: ObservedMirror): Mi
   setLength[next] = keys.length;
   return {
     filterWrites,
+    classifierSet: next,
     configWrites: [
       { ...current, setLength },
       { ...current, ...settings, setLength, activeSet: next },
@@ -83,9 +100,23 @@ export function planMirror(desired: DesiredMirror, observed: ObservedMirror): Mi
   };
 }
 
+/** The classifier of a set's filters (filter i = bit i), as map writes; each value fits a `bpftool batch` line (at most 4096 words). */
+function classifierOperations(set: 0 | 1, filters: readonly MirrorFilter[], mapPin: (map: string) => string): MapOperation[] {
+  const c = compileClassifier(filters);
+  const update = (map: typeof HEADS_MAP | typeof RANGES_MAP | typeof RANGES6_MAP, field: number, value: Uint8Array): MapOperation => ({
+    op: "update", map: mapPin(map), key: indexKey(classifierKey(map, set, field)), value,
+  });
+  return [
+    ...Object.values(RANGE).map((f) => update(RANGES_MAP, f, c.ranges[f]!)),
+    ...Object.values(RANGE6).map((f) => update(RANGES6_MAP, f, c.ranges6[f]!)),
+    update(HEADS_MAP, 0, c.head),
+  ];
+}
+
 export function mirrorOperations(plan: MirrorPlan, mapPin: (map: string) => string): MapOperation[] {
   return [
     ...plan.filterWrites.map((w): MapOperation => ({ op: "update", map: mapPin(FILTERS_MAP), key: indexKey(w.slot), value: encodeFilter(w.filter) })),
+    ...(plan.classifierSet === undefined ? [] : classifierOperations(plan.classifierSet, plan.filterWrites.map((w) => w.filter), mapPin)),
     ...plan.configWrites.map((c): MapOperation => ({ op: "update", map: mapPin(CONFIG_MAP), key: indexKey(0), value: encodeConfig(c) })),
   ];
 }

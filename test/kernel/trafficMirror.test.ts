@@ -9,13 +9,16 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
-  CONFIG_MAP, CONFIG_SIZE, decodeConfig, FILTER_SIZE, FILTERS_MAP, GUARD, liveFilters, STAT, STATS_MAP, type TunnelGuard,
+  BOUNDS, CONFIG_MAP, CONFIG_SIZE, decodeConfig, FILTER_SIZE, FILTERS_MAP, GUARD, HEAD_SIZE, HEADS_MAP, liveFilters, RANGES_MAP, RANGES_SIZE,
+  RANGES6_MAP, RANGES6_SIZE, STAT, STATS_MAP, type TunnelGuard,
 } from "../../provider/trafficMirror/codec";
 import { mirrorOperations, planMirror } from "../../provider/trafficMirror/plan";
 import { filterRecord, filterSchema, type MirrorFilter } from "../../provider/trafficMirror/schema";
 import {
   arp, ETH_P, ethernet, icmpv4, icmpv6, IPPROTO, ipv4, ipv6, ipv6Bytes, tcp, udp, type Segment, type VlanTag,
 } from "./packets";
+import { listMatches, randomFilters, randomPacket, type ModelPacket } from "../support/mirrorModel";
+import { seededRandom } from "../support/seededRandom";
 import { buildObjects, kernelTestsUnavailable, loadProgram, objectPath, sumCounters, type LoadedProgram } from "./progRun";
 
 const unavailable = kernelTestsUnavailable();
@@ -118,6 +121,33 @@ function v6WithExtensions(src: string, dst: string, seg: Segment, chain: ("hop" 
   return eth6(ipv6({ src, dst, nextHeader: codes[0]!, payload: Buffer.concat([...headers, inner]) }));
 }
 
+/** A frame carrying what `p` describes; a port protocol without ports is a later fragment. */
+function frameOf(p: ModelPacket): Buffer {
+  if (p.family === 0) return ARP();
+  const protocol = p.protocol!;
+  const bytes = Buffer.alloc(8);
+  if (p.sport !== undefined) {
+    bytes.writeUInt16BE(p.sport, 0);
+    bytes.writeUInt16BE(p.dport!, 2);
+  }
+  const later = p.sport === undefined && [6, 17, 132].includes(protocol);
+  if (p.family === 4) return eth4(ipv4({ src: p.src!, dst: p.dst!, protocol, payload: bytes, fragmentOffset: later ? 185 : 0 }));
+  if (later) return v6WithExtensions(p.src!, p.dst!, { protocol, encode: () => bytes }, [{ fragmentOffset: 100 }]);
+  return eth6(ipv6({ src: p.src!, dst: p.dst!, nextHeader: protocol, payload: bytes }));
+}
+
+/** IPv6, hop-by-hop options, then an AH header (RFC 4302: length in 4-byte units minus 2, here 24 bytes with a 12-byte ICV), then `seg`. */
+function v6BehindAh(src: string, dst: string, seg: Segment): Buffer {
+  const inner = seg.encode(ipv6Bytes(src), ipv6Bytes(dst));
+  const hop = Buffer.from([51, 0, 1, 4, 0, 0, 0, 0]);
+  const ah = Buffer.alloc(24);
+  ah[0] = seg.protocol;
+  ah[1] = 24 / 4 - 2;
+  ah.writeUInt32BE(0x100, 4); // SPI
+  ah.writeUInt32BE(1, 8); // sequence number
+  return eth6(ipv6({ src, dst, nextHeader: 0, payload: Buffer.concat([hop, ah, inner]) }));
+}
+
 // ---------------------------------------------------------------- pcap
 
 /** Frames of a classic pcap file (what tcpdump -w writes). */
@@ -170,10 +200,13 @@ describe.skipIf(unavailable !== undefined)("tc_mirror", { timeout: 120_000 }, ()
     });
     afterAll(() => prog?.close());
 
-    it("passes the verifier as a sched_cls program with its three maps", async () => {
+    it("passes the verifier as a sched_cls program with its maps", async () => {
       const info = await prog.progInfo();
       expect(info).toMatchObject({ type: "sched_cls", name: "tc_mirror", jited: true });
-      expect(prog.mapNames()).toEqual(["mirror_config", "mirror_filters", "mirror_stats"]);
+      expect(prog.mapNames()).toEqual(["mirror_config", "mirror_filters", "mirror_heads", "mirror_ranges", "mirror_ranges6", "mirror_stats"]);
+      expect(await prog.mapInfo(HEADS_MAP)).toMatchObject({ type: "array", bytes_key: 4, bytes_value: HEAD_SIZE, max_entries: 2 });
+      expect(await prog.mapInfo(RANGES_MAP)).toMatchObject({ type: "array", bytes_key: 4, bytes_value: RANGES_SIZE, max_entries: 8 });
+      expect(await prog.mapInfo(RANGES6_MAP)).toMatchObject({ type: "array", bytes_key: 4, bytes_value: RANGES6_SIZE, max_entries: 4 });
       expect(await prog.mapInfo("mirror_config")).toMatchObject({ type: "array", bytes_key: 4, bytes_value: CONFIG_SIZE, max_entries: 1 });
       expect(await prog.mapInfo("mirror_filters")).toMatchObject({ type: "array", bytes_key: 4, bytes_value: FILTER_SIZE, max_entries: 128 });
       expect(await prog.mapInfo("mirror_stats")).toMatchObject({ type: "percpu_array", bytes_key: 4, bytes_value: 16, max_entries: 3 });
@@ -196,6 +229,12 @@ describe.skipIf(unavailable !== undefined)("tc_mirror", { timeout: 120_000 }, ()
         members: { target_ifindex: 0, active_set: 4, set_len: 8, sample_rate: 16, guard_kind: 20, guard_family: 21, guard_port: 22, guard_addr: 24 },
       });
       expect(layout("mirror_counter")).toEqual({ size: 16, members: { packets: 0, bytes: 8 } });
+      expect(layout("mirror_head")).toEqual({
+        size: HEAD_SIZE,
+        members: { live: 0, any_packet: 8, v4: 16, v6: 24, proto_any: 32, ports_any: 40, sport_any: 48, dport_any: 56, src_any: 64, dst_any: 72, proto: 80 },
+      });
+      expect(layout("mirror_ranges")).toEqual({ size: RANGES_SIZE, members: { bound: 0, bits: 4 * BOUNDS } });
+      expect(layout("mirror_ranges6")).toEqual({ size: RANGES6_SIZE, members: { bound: 0, bits: 16 * BOUNDS } });
     });
 
     it("mirrors nothing, and counts nothing, while no target is configured", async () => {
@@ -301,6 +340,8 @@ describe.skipIf(unavailable !== undefined)("tc_mirror", { timeout: 120_000 }, ()
       ["IPv6 first fragment, UDP to 53", [{ destinationPort: 53 }], () => v6WithExtensions(A6, B6, UDP(1, 53), [{ fragmentOffset: 0 }]), true],
       ["IPv6 later fragment: no ports to match", [{ destinationPort: 53 }], () => v6WithExtensions(A6, B6, UDP(1, 53), [{ fragmentOffset: 100 }]), false],
       ["IPv6 later fragment: protocol still matches", [{ protocol: "udp" }], () => v6WithExtensions(A6, B6, UDP(1, 53), [{ fragmentOffset: 100 }]), true],
+      ["IPv6 TCP behind hop-by-hop and AH: ports still match", [{ protocol: "tcp", destinationPort: 80 }], () => v6BehindAh(A6, B6, TCP(1, 80)), true],
+      ["IPv6 TCP behind AH: another port does not", [{ protocol: "tcp", destinationPort: 81 }], () => v6BehindAh(A6, B6, TCP(1, 80)), false],
       ["IPv6 hop-by-hop, then TCP to 81", [{ destinationPort: 80 }], () => v6WithExtensions(A6, B6, TCP(1, 81), ["hop"]), false],
       // not parseable (BPF_PROG_TEST_RUN refuses IP frames shorter than the fixed
       // header, so this header claims 60 bytes and the frame ends first)
@@ -338,6 +379,54 @@ describe.skipIf(unavailable !== undefined)("tc_mirror", { timeout: 120_000 }, ()
       // Equal lists write nothing at all.
       await configure(prog, { filters: [{ destinationPort: 443 }] });
       expect(decodeConfig((await prog.dumpMap(CONFIG_MAP))[0]!.value).activeSet).toBe(second);
+    });
+  });
+
+  describe("the classifier against the filter semantics (test/support/mirrorModel.ts)", () => {
+    let prog: LoadedProgram;
+    beforeAll(async () => {
+      prog = await loadProgram(OBJ, "tc");
+    });
+    afterAll(() => prog?.close());
+
+    it.each([
+      [1, 64],
+      [2, 17],
+      [3, 3],
+    ])("seed %i: %i random filters, packets at their edges, verdicts as the model's", async (seed, count) => {
+      const rnd = seededRandom(seed * 104729);
+      const filters = Object.values(filterRecord(randomFilters(rnd, count)));
+      await configure(prog, { filters });
+      const verdicts: boolean[] = [];
+      for (let n = 0; n < 40; n++) {
+        const p = randomPacket(rnd, filters);
+        const want = listMatches(filters, p);
+        expect(await mirrored(prog, frameOf(p)), JSON.stringify(p)).toBe(want);
+        verdicts.push(want);
+      }
+      // The packets tell the filters apart: some are mirrored, some not.
+      expect(new Set(verdicts).size).toBe(2);
+    });
+
+    it("every prefix of an update's writes matches exactly the old list or exactly the new one", async () => {
+      const rnd = seededRandom(99991);
+      const old = Object.values(filterRecord(randomFilters(rnd, 6)));
+      const next = Object.values(filterRecord([old[0]!, old[3]!, ...randomFilters(rnd, 3)]));
+      await configure(prog, { filters: old });
+      const config = decodeConfig((await prog.dumpMap(CONFIG_MAP))[0]!.value);
+      const slots = new Map((await prog.dumpMap(FILTERS_MAP)).map((e) => [e.key.readUInt32LE(0), Uint8Array.from(e.value)]));
+      const ops = mirrorOperations(planMirror({ targetIfindex, sampleRate: 1, filters: filterRecord(next) }, { config, filters: liveFilters(config, slots) }), (m) => m);
+      // Packets each list tells apart, and some both match.
+      const packets = Array.from({ length: 60 }, () => randomPacket(rnd, [...old, ...next]))
+        .filter((p, i) => i < 4 || listMatches(old, p) !== listMatches(next, p))
+        .slice(0, 8);
+      expect(packets.some((p) => listMatches(old, p) && !listMatches(next, p))).toBe(true);
+      for (const [i, op] of ops.entries()) {
+        if (op.op !== "update") throw new Error("the planner only writes");
+        await prog.updateMap(op.map, [{ key: Buffer.from(op.key), value: Buffer.from(op.value) }]);
+        const live = i === ops.length - 1 ? next : old;
+        for (const p of packets) expect(await mirrored(prog, frameOf(p)), `after write ${i + 1} of ${ops.length}: ${JSON.stringify(p)}`).toBe(listMatches(live, p));
+      }
     });
   });
 

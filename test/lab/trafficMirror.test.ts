@@ -10,11 +10,13 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { checkInputs } from "../../provider/dynamicAdapter";
 import { packagedObject } from "../../provider/objects";
-import { objectRemotePath } from "../../provider/remote/bpfHost";
+import { objectRemotePath, parseMapDump } from "../../provider/remote/bpfHost";
 import { closeAllSessions } from "../../provider/remote/ssh";
-import { CONFIG_MAP, decodeConfig, encodeConfig, encodeFilter, filterSlot } from "../../provider/trafficMirror/codec";
+import {
+  compileClassifier, CONFIG_MAP, decodeConfig, encodeConfig, encodeFilter, filterSlot, FILTERS_MAP, HEADS_MAP, liveFilterList,
+} from "../../provider/trafficMirror/codec";
 import { tcHandle, trafficMirrorKind as mirror } from "../../provider/trafficMirror/lifecycle";
-import { trafficMirrorSchema, type TrafficMirrorInputs, type TrafficMirrorOutputs } from "../../provider/trafficMirror/schema";
+import { filterKey, trafficMirrorSchema, type TrafficMirrorInputs, type TrafficMirrorOutputs } from "../../provider/trafficMirror/schema";
 import { checksumsValid, dissect, ETH_P, IPPROTO } from "../kernel/packets";
 import { expectRevertedByHost, guardFiles, watchGuards } from "./guards";
 import { createLab, type Lab, type LabHost, type Run } from "./lab";
@@ -283,6 +285,12 @@ describe("TrafficMirror to a local interface", () => {
     const setLength: [number, number] = [...config.setLength];
     setLength[config.activeSet] = index + 1;
     await lab.inHost(h1, ["bpftool", "map", "update", "pinned", `${PIN}/maps/${CONFIG_MAP}`, "key", "0", "0", "0", "0", "value", ...bytes(encodeConfig({ ...config, setLength }))]);
+    // And into the classifier the program matches with (icmp only changes the set's head), so that it is really live.
+    const records = parseMapDump(await inHostText(h1, ["bpftool", "-j", "map", "dump", "pinned", `${PIN}/maps/${FILTERS_MAP}`]));
+    const slots = new Map(records.map((e) => [new DataView(e.key.buffer, e.key.byteOffset).getUint32(0, true), e.values[0]!]));
+    const live = liveFilterList({ ...config, setLength }, slots);
+    expect(live.map(filterKey)).toEqual(["tcp and dst port 80", "tcp and src port 80", "icmp"]);
+    await lab.inHost(h1, ["bpftool", "map", "update", "pinned", `${PIN}/maps/${HEADS_MAP}`, "key", ...bytes(Uint8Array.of(config.activeSet, 0, 0, 0)), "value", ...bytes(compileClassifier(live).head)]);
 
     const read = await mirror.read(created.id, created.outs);
     expect(read!.inputs.direction).toBe("ingress");

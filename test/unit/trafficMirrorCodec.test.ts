@@ -132,14 +132,20 @@ describe("planning", () => {
     expect(Object.keys(liveFilters({ targetIfindex: 1, activeSet: 0, setLength: [1, 2], sampleRate: 1 }, slots))).toEqual(["icmp"]);
   });
 
-  it("becomes bpftool batch lines: filters, then config writes, in order", () => {
+  it("becomes bpftool batch lines: filters, then the set's classifier, then config writes, in order", () => {
     const plan = planMirror({ targetIfindex: 3, sampleRate: 1, filters: filterRecord([f({})]) }, observed(EMPTY_CONFIG, {}));
     const text = batchText(mirrorOperations(plan, (m) => `/sys/fs/bpf/bpfleet/traffic-mirror/m/maps/${m}`));
     const lines = text.trim().split("\n");
-    expect(lines).toHaveLength(3);
+    expect(lines).toHaveLength(10);
     expect(lines[0]).toBe(`map update pinned /sys/fs/bpf/bpfleet/traffic-mirror/m/maps/mirror_filters key hex 40 00 00 00 value hex ${Array(80).fill("00").join(" ")}`);
-    expect(lines[1]).toMatch(/^map update pinned \S+\/mirror_config key hex 00 00 00 00 value hex 00 00 00 00 00 00 00 00 00 00 00 00 01 00 00 00 /);
-    expect(lines[2]).toMatch(/^map update pinned \S+\/mirror_config key hex 00 00 00 00 value hex 03 00 00 00 01 00 00 00 00 00 00 00 01 00 00 00 01 00 00 00 /);
+    // Set 1's elements: ranges 4-7, ranges6 2-3, head 1; the head (which makes the bits live) last.
+    expect(lines.slice(1, 8).map((l) => l.replace(/^map update pinned \S+\/(\w+) key hex (\w\w) .*/, "$1 $2"))).toEqual([
+      "mirror_ranges 04", "mirror_ranges 05", "mirror_ranges 06", "mirror_ranges 07", "mirror_ranges6 02", "mirror_ranges6 03", "mirror_heads 01",
+    ]);
+    // bpftool batch splits a line into at most 4096 words.
+    expect(Math.max(...lines.map((l) => l.split(" ").length))).toBeLessThan(4096);
+    expect(lines[8]).toMatch(/^map update pinned \S+\/mirror_config key hex 00 00 00 00 value hex 00 00 00 00 00 00 00 00 00 00 00 00 01 00 00 00 /);
+    expect(lines[9]).toMatch(/^map update pinned \S+\/mirror_config key hex 00 00 00 00 value hex 03 00 00 00 01 00 00 00 00 00 00 00 01 00 00 00 01 00 00 00 /);
   });
 });
 

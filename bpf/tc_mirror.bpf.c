@@ -159,21 +159,42 @@ static __always_inline void parse_packet(struct __sk_buff *skb, struct packet *p
  * cost a misprediction on the CPU and double the verifier's paths. */
 #define LE32(bound, v) ((((__u64)(bound)) - ((__u64)(v)) - 1) >> 63)
 
-/* The number of bounds <= v (0..MIRROR_BOUNDS): the interval v falls in. */
-static __always_inline __u32 rank32(const __u32 *bound, __u32 v)
+/* The number of bounds <= v (0..MIRROR_BOUNDS): the interval v falls in.
+ * Only the depth halving steps the bounds in use need are taken (the rest
+ * of bound[] holds the largest value). The last step counts bound[127],
+ * which is <= v only when all are: with fewer bounds, only for the largest
+ * value, whose interval's bits the padding of bits[] repeats. */
+static __always_inline __u32 rank32(const struct mirror_ranges *r, __u32 v)
 {
-	__u64 i;
+	const __u32 *bound = r->bound;
+	__u64 i = 0;
 
-	i = LE32(bound[63], v) << 6;
-	i += LE32(bound[i + 31], v) << 5;
-	i += LE32(bound[i + 15], v) << 4;
-	i += LE32(bound[i + 7], v) << 3;
-	i += LE32(bound[i + 3], v) << 2;
-	i += LE32(bound[i + 1], v) << 1;
-	i += LE32(bound[i], v);
-	/* bound[0..126] are placed; the last one only when all are <= v. */
-	i += LE32(bound[MIRROR_BOUNDS - 1], v);
-	return i;
+	switch (r->depth) {
+	default:
+		i = LE32(bound[63], v) << 6;
+		/* fallthrough */
+	case 6:
+		i += LE32(bound[i + 31], v) << 5;
+		/* fallthrough */
+	case 5:
+		i += LE32(bound[i + 15], v) << 4;
+		/* fallthrough */
+	case 4:
+		i += LE32(bound[i + 7], v) << 3;
+		/* fallthrough */
+	case 3:
+		i += LE32(bound[i + 3], v) << 2;
+		/* fallthrough */
+	case 2:
+		i += LE32(bound[i + 1], v) << 1;
+		/* fallthrough */
+	case 1:
+		i += LE32(bound[i], v);
+		/* fallthrough */
+	case 0:
+		break;
+	}
+	return i + LE32(bound[MIRROR_BOUNDS - 1], v);
 }
 
 /* Hacker's Delight 2-12: 1 when a < b, unsigned, without a branch. */
@@ -190,19 +211,37 @@ static __always_inline __u64 le128(const struct mirror_bound6 *b, __u64 hi, __u6
 	return lt64(b->hi, hi) | (same_hi & (lt64(lo, b->lo) ^ 1));
 }
 
-static __always_inline __u32 rank128(const struct mirror_bound6 *bound, __u64 hi, __u64 lo)
+static __always_inline __u32 rank128(const struct mirror_ranges6 *r, __u64 hi, __u64 lo)
 {
-	__u64 i;
+	const struct mirror_bound6 *bound = r->bound;
+	__u64 i = 0;
 
-	i = le128(&bound[63], hi, lo) << 6;
-	i += le128(&bound[i + 31], hi, lo) << 5;
-	i += le128(&bound[i + 15], hi, lo) << 4;
-	i += le128(&bound[i + 7], hi, lo) << 3;
-	i += le128(&bound[i + 3], hi, lo) << 2;
-	i += le128(&bound[i + 1], hi, lo) << 1;
-	i += le128(&bound[i], hi, lo);
-	i += le128(&bound[MIRROR_BOUNDS - 1], hi, lo);
-	return i;
+	switch (r->depth) {
+	default:
+		i = le128(&bound[63], hi, lo) << 6;
+		/* fallthrough */
+	case 6:
+		i += le128(&bound[i + 31], hi, lo) << 5;
+		/* fallthrough */
+	case 5:
+		i += le128(&bound[i + 15], hi, lo) << 4;
+		/* fallthrough */
+	case 4:
+		i += le128(&bound[i + 7], hi, lo) << 3;
+		/* fallthrough */
+	case 3:
+		i += le128(&bound[i + 3], hi, lo) << 2;
+		/* fallthrough */
+	case 2:
+		i += le128(&bound[i + 1], hi, lo) << 1;
+		/* fallthrough */
+	case 1:
+		i += le128(&bound[i], hi, lo);
+		/* fallthrough */
+	case 0:
+		break;
+	}
+	return i + le128(&bound[MIRROR_BOUNDS - 1], hi, lo);
 }
 
 static __always_inline __u64 range_bits(__u32 set, __u32 field, __u32 v)
@@ -210,7 +249,7 @@ static __always_inline __u64 range_bits(__u32 set, __u32 field, __u32 v)
 	__u32 key = set * MIRROR_RANGES_PER_SET + field;
 	const struct mirror_ranges *r = bpf_map_lookup_elem(&mirror_ranges, &key);
 
-	return r ? r->bits[rank32(r->bound, v)] : 0;
+	return r ? r->bits[rank32(r, v)] : 0;
 }
 
 static __always_inline __u64 range6_bits(__u32 set, __u32 field, const __u32 *addr)
@@ -220,7 +259,7 @@ static __always_inline __u64 range6_bits(__u32 set, __u32 field, const __u32 *ad
 	__u64 hi = ((__u64)bpf_ntohl(addr[0]) << 32) | bpf_ntohl(addr[1]);
 	__u64 lo = ((__u64)bpf_ntohl(addr[2]) << 32) | bpf_ntohl(addr[3]);
 
-	return r ? r->bits[rank128(r->bound, hi, lo)] : 0;
+	return r ? r->bits[rank128(r, hi, lo)] : 0;
 }
 
 /* The filters an address satisfies, of those constraining it (field 0:

@@ -75,13 +75,18 @@ struct mirror_head {
  * largest value), bits[j] the filters whose range covers interval j, i.e. the
  * values v with exactly j bounds <= v. Filters without a condition on the
  * field have no bits here (the head's *_any). 64 ranges have at most 128
- * ends, so a lookup is a branch-free binary search of 8 steps. */
+ * ends, so a lookup is a branch-free binary search of at most 8 steps; depth
+ * is how many of the halving steps the bounds in use need (n bounds: the
+ * smallest d with n <= 2^d - 1, at most 7), so a field cut by a few filters
+ * costs a few steps, the same for every packet. */
 #define MIRROR_BOUNDS 128
 
 /* IPv4 addresses and ports, host byte order. Key: set * 4 + enum mirror_range32. */
 struct mirror_ranges {
 	__u32 bound[MIRROR_BOUNDS];
 	__u64 bits[MIRROR_BOUNDS + 1];
+	__u32 depth;
+	__u32 pad;
 };
 
 enum mirror_range32 {
@@ -102,6 +107,8 @@ struct mirror_bound6 {
 struct mirror_ranges6 {
 	struct mirror_bound6 bound[MIRROR_BOUNDS];
 	__u64 bits[MIRROR_BOUNDS + 1];
+	__u32 depth;
+	__u32 pad;
 };
 
 #define MIRROR_RANGES6_PER_SET 2
@@ -143,7 +150,7 @@ enum mirror_stat {
 _Static_assert(sizeof(struct mirror_filter) == 80, "codec.ts FILTER_SIZE");
 _Static_assert(sizeof(struct mirror_config) == 40, "codec.ts CONFIG_SIZE");
 _Static_assert(sizeof(struct mirror_head) == 2128, "codec.ts HEAD_SIZE");
-_Static_assert(sizeof(struct mirror_ranges) == 1544, "codec.ts RANGES_SIZE");
-_Static_assert(sizeof(struct mirror_ranges6) == 3080, "codec.ts RANGES6_SIZE");
+_Static_assert(sizeof(struct mirror_ranges) == 1552, "codec.ts RANGES_SIZE");
+_Static_assert(sizeof(struct mirror_ranges6) == 3088, "codec.ts RANGES6_SIZE");
 
 #endif

@@ -31,8 +31,8 @@ export const MAPS = [CONFIG_MAP, FILTERS_MAP, STATS_MAP, ...CLASSIFIER_MAPS] as 
 export const FILTER_SIZE = 80;
 export const CONFIG_SIZE = 40;
 export const HEAD_SIZE = 2128;
-export const RANGES_SIZE = 1544;
-export const RANGES6_SIZE = 3080;
+export const RANGES_SIZE = 1552;
+export const RANGES6_SIZE = 3088;
 /** MIRROR_BOUNDS: the interval ends one field of 64 filters can have. */
 export const BOUNDS = 128;
 /** enum mirror_range32: the mirror_ranges elements of a set, at set * 4 + field. */
@@ -229,6 +229,10 @@ export interface Classifier {
 const HEAD = { live: 0, anyPacket: 1, v4: 2, v6: 3, protoAny: 4, portsAny: 5, sportAny: 6, dportAny: 7, srcAny: 8, dstAny: 9 } as const;
 const HEAD_PROTO = 10;
 
+/** Offsets of `depth`, after bound[] and bits[]. */
+export const RANGES_DEPTH = 4 * BOUNDS + 8 * (BOUNDS + 1);
+export const RANGES6_DEPTH = 16 * BOUNDS + 8 * (BOUNDS + 1);
+
 const MAX32 = 0xffffffffn;
 const MAX128 = (1n << 128n) - 1n;
 
@@ -248,8 +252,8 @@ function prefixSpan(canonical: string): { family: 4 | 6; lo: bigint; hi: bigint 
   return { family: prefix.family, lo, hi: lo | ((1n << hostBits) - 1n) };
 }
 
-/** Cuts a field's value space at every span's ends: sorted bounds (padded with max) and the bitmap of each interval. */
-function cut(spans: readonly Span[], max: bigint): { bounds: bigint[]; bits: bigint[] } {
+/** Cuts a field's value space at every span's ends: sorted bounds (padded with max), the bitmap of each interval, and the search depth. */
+function cut(spans: readonly Span[], max: bigint): { bounds: bigint[]; bits: bigint[]; depth: number } {
   const ends = new Set<bigint>();
   for (const s of spans) {
     if (s.lo > 0n) ends.add(s.lo);
@@ -264,30 +268,35 @@ function cut(spans: readonly Span[], max: bigint): { bounds: bigint[]; bits: big
     for (const s of spans) if (s.lo <= start && start <= s.hi) b |= 1n << BigInt(s.bit);
     bits.push(b);
   }
+  // The halving steps that cover n bounds: the smallest d with n <= 2^d - 1 (7 covers 127; the 128th has a step of its own).
+  let depth = 0;
+  while (depth < 7 && bounds.length > 2 ** depth - 1) depth++;
   // Values equal to max count the padding as well: those land on the last interval's bitmap.
   while (bits.length < BOUNDS + 1) bits.push(bits[bounds.length]!);
   while (bounds.length < BOUNDS) bounds.push(max);
-  return { bounds, bits };
+  return { bounds, bits, depth };
 }
 
 function encodeRanges(spans: readonly Span[]): Uint8Array {
   const bytes = new Uint8Array(RANGES_SIZE);
   const v = view(bytes);
-  const { bounds, bits } = cut(spans, MAX32);
+  const { bounds, bits, depth } = cut(spans, MAX32);
   bounds.forEach((b, i) => v.setUint32(4 * i, Number(b), true));
   bits.forEach((b, i) => v.setBigUint64(4 * BOUNDS + 8 * i, b, true));
+  v.setUint32(RANGES_DEPTH, depth, true);
   return bytes;
 }
 
 function encodeRanges6(spans: readonly Span[]): Uint8Array {
   const bytes = new Uint8Array(RANGES6_SIZE);
   const v = view(bytes);
-  const { bounds, bits } = cut(spans, MAX128);
+  const { bounds, bits, depth } = cut(spans, MAX128);
   bounds.forEach((b, i) => {
     v.setBigUint64(16 * i, b >> 64n, true);
     v.setBigUint64(16 * i + 8, b & ((1n << 64n) - 1n), true);
   });
   bits.forEach((b, i) => v.setBigUint64(16 * BOUNDS + 8 * i, b, true));
+  v.setUint32(RANGES6_DEPTH, depth, true);
   return bytes;
 }
 
@@ -358,13 +367,13 @@ export function liveFilterList(config: MirrorConfig, slots: ReadonlyMap<number, 
 /** Per filter: the bits of its column in every bitmap of a classifier, as one string. */
 function columns(c: Classifier, count: number): string[] {
   const words: bigint[] = [];
-  const collect = (bytes: Uint8Array, from: number) => {
+  const collect = (bytes: Uint8Array, from: number, to: number) => {
     const v = view(bytes);
-    for (let at = from; at + 8 <= bytes.length; at += 8) words.push(v.getBigUint64(at, true));
+    for (let at = from; at + 8 <= to; at += 8) words.push(v.getBigUint64(at, true));
   };
-  collect(c.head, 0);
-  c.ranges.forEach((r) => collect(r, 4 * BOUNDS));
-  c.ranges6.forEach((r) => collect(r, 16 * BOUNDS));
+  collect(c.head, 0, HEAD_SIZE);
+  c.ranges.forEach((r) => collect(r, 4 * BOUNDS, RANGES_DEPTH));
+  c.ranges6.forEach((r) => collect(r, 16 * BOUNDS, RANGES6_DEPTH));
   return Array.from({ length: count }, (_, i) => words.map((w) => (w >> BigInt(i)) & 1n).join(""));
 }
 
@@ -379,9 +388,11 @@ export function classifierDrift(records: readonly MirrorFilter[], actual: Classi
   const all = new Set(records.map((_, i) => i));
   if (!actual) return all;
   const expected = compileClassifier(records);
-  const sameBounds = (a: Uint8Array, b: Uint8Array, length: number) => Buffer.from(a.subarray(0, length)).equals(Buffer.from(b.subarray(0, length)));
-  if (!expected.ranges.every((r, i) => sameBounds(r, actual.ranges[i]!, 4 * BOUNDS))) return all;
-  if (!expected.ranges6.every((r, i) => sameBounds(r, actual.ranges6[i]!, 16 * BOUNDS))) return all;
+  // Bounds and depth: where the search lands.
+  const same = (a: Uint8Array, b: Uint8Array, from: number, to: number) => Buffer.from(a.subarray(from, to)).equals(Buffer.from(b.subarray(from, to)));
+  const sameCuts = (a: Uint8Array, b: Uint8Array, boundsEnd: number, depthAt: number) => same(a, b, 0, boundsEnd) && same(a, b, depthAt, depthAt + 4);
+  if (!expected.ranges.every((r, i) => sameCuts(r, actual.ranges[i]!, 4 * BOUNDS, RANGES_DEPTH))) return all;
+  if (!expected.ranges6.every((r, i) => sameCuts(r, actual.ranges6[i]!, 16 * BOUNDS, RANGES6_DEPTH))) return all;
   const want = columns(expected, SET_SLOTS);
   const have = columns(actual, SET_SLOTS);
   const drifted = new Set<number>();

@@ -10,7 +10,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   BOUNDS, CONFIG_MAP, CONFIG_SIZE, decodeConfig, FILTER_SIZE, FILTERS_MAP, GUARD, HEAD_SIZE, HEADS_MAP, liveFilters, RANGES_MAP, RANGES_SIZE,
-  RANGES6_MAP, RANGES6_SIZE, STAT, STATS_MAP, type TunnelGuard,
+  RANGES6_MAP, RANGES6_SIZE, RANGES_DEPTH, RANGES6_DEPTH, STAT, STATS_MAP, type TunnelGuard,
 } from "../../provider/trafficMirror/codec";
 import { mirrorOperations, planMirror } from "../../provider/trafficMirror/plan";
 import { filterRecord, filterSchema, type MirrorFilter } from "../../provider/trafficMirror/schema";
@@ -233,8 +233,8 @@ describe.skipIf(unavailable !== undefined)("tc_mirror", { timeout: 120_000 }, ()
         size: HEAD_SIZE,
         members: { live: 0, any_packet: 8, v4: 16, v6: 24, proto_any: 32, ports_any: 40, sport_any: 48, dport_any: 56, src_any: 64, dst_any: 72, proto: 80 },
       });
-      expect(layout("mirror_ranges")).toEqual({ size: RANGES_SIZE, members: { bound: 0, bits: 4 * BOUNDS } });
-      expect(layout("mirror_ranges6")).toEqual({ size: RANGES6_SIZE, members: { bound: 0, bits: 16 * BOUNDS } });
+      expect(layout("mirror_ranges")).toEqual({ size: RANGES_SIZE, members: { bound: 0, bits: 4 * BOUNDS, depth: RANGES_DEPTH, pad: RANGES_DEPTH + 4 } });
+      expect(layout("mirror_ranges6")).toEqual({ size: RANGES6_SIZE, members: { bound: 0, bits: 16 * BOUNDS, depth: RANGES6_DEPTH, pad: RANGES6_DEPTH + 4 } });
     });
 
     it("mirrors nothing, and counts nothing, while no target is configured", async () => {

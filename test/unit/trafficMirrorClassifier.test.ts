@@ -10,7 +10,7 @@ import { parsePrefix } from "../../provider/cidr";
 import type { MapOperation } from "../../provider/remote/bpfHost";
 import {
   BOUNDS, classifierDrift, compileClassifier, CONFIG_MAP, decodeConfig, EMPTY_CONFIG, FILTERS_MAP, HEADS_MAP, liveFilterList, RANGE, RANGE6, RANGES_MAP,
-  RANGES6_MAP, SET_SLOTS, type Classifier, type MirrorConfig,
+  RANGES6_MAP, RANGES_DEPTH, RANGES6_DEPTH, SET_SLOTS, type Classifier, type MirrorConfig,
 } from "../../provider/trafficMirror/codec";
 import { mirrorOperations, planMirror } from "../../provider/trafficMirror/plan";
 import { filterRecord, filterSchema, type MirrorFilter } from "../../provider/trafficMirror/schema";
@@ -28,19 +28,19 @@ function addressValue(address: string): bigint {
   return n;
 }
 
-/** rank32/rank128 of the program: the number of bounds <= v, by the same 8 steps. */
-function rank(bound: (i: number) => bigint, v: bigint): number {
-  let i = bound(63) <= v ? 64 : 0;
-  for (const step of [32, 16, 8, 4, 2, 1]) if (bound(i + step - 1) <= v) i += step;
+/** rank32/rank128 of the program: the number of bounds <= v, by the same steps (depth of them, then bound[127]). */
+function rank(bound: (i: number) => bigint, depth: number, v: bigint): number {
+  let i = 0;
+  for (let step = 2 ** (Math.min(depth, 7) - 1); step >= 1; step /= 2) if (bound(i + step - 1) <= v) i += step;
   return i + (bound(BOUNDS - 1) <= v ? 1 : 0);
 }
 
 function rangeBits(r: Uint8Array, v: number): bigint {
-  return u64(r, 4 * BOUNDS + 8 * rank((i) => BigInt(u32(r, 4 * i)), BigInt(v)));
+  return u64(r, 4 * BOUNDS + 8 * rank((i) => BigInt(u32(r, 4 * i)), u32(r, RANGES_DEPTH), BigInt(v)));
 }
 
 function range6Bits(r: Uint8Array, v: bigint): bigint {
-  return u64(r, 16 * BOUNDS + 8 * rank((i) => (u64(r, 16 * i) << 64n) | u64(r, 16 * i + 8), v));
+  return u64(r, 16 * BOUNDS + 8 * rank((i) => (u64(r, 16 * i) << 64n) | u64(r, 16 * i + 8), u32(r, RANGES6_DEPTH), v));
 }
 
 /** matches_any() of bpf/tc_mirror.bpf.c, over a set's classifier; `length` is the set's length in mirror_config. */
@@ -82,7 +82,7 @@ function hostConfig(host: Host): MirrorConfig {
 function liveClassifier(host: Host): { c: Classifier; length: number } {
   const config = hostConfig(host);
   const set = config.activeSet;
-  const el = (map: string, key: number) => host.get(map)?.get(key) ?? new Uint8Array(map === HEADS_MAP ? 2128 : map === RANGES_MAP ? 1544 : 3080);
+  const el = (map: string, key: number) => host.get(map)?.get(key) ?? new Uint8Array(map === HEADS_MAP ? 2128 : map === RANGES_MAP ? 1552 : 3088);
   return {
     c: {
       head: el(HEADS_MAP, set),

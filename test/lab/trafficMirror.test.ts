@@ -586,6 +586,10 @@ describe("TrafficMirror lockout guard (eth0 carries the provider's SSH session)"
           `struct { __uint(type, BPF_MAP_TYPE_ARRAY); __uint(max_entries, 1); __type(key, __u32); __type(value, struct mirror_config); } mirror_config SEC(".maps");\n` +
           `struct { __uint(type, BPF_MAP_TYPE_ARRAY); __uint(max_entries, MIRROR_FILTER_SLOTS); __type(key, __u32); __type(value, struct mirror_filter); } mirror_filters SEC(".maps");\n` +
           `struct { __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY); __uint(max_entries, MIRROR_STAT_MAX); __type(key, __u32); __type(value, struct mirror_counter); } mirror_stats SEC(".maps");\n` +
+          // The classifier's maps too: the provider loads an object against every map pinned before.
+          `struct { __uint(type, BPF_MAP_TYPE_ARRAY); __uint(max_entries, MIRROR_FILTER_SETS); __type(key, __u32); __type(value, struct mirror_head); } mirror_heads SEC(".maps");\n` +
+          `struct { __uint(type, BPF_MAP_TYPE_ARRAY); __uint(max_entries, MIRROR_FILTER_SETS * MIRROR_RANGES_PER_SET); __type(key, __u32); __type(value, struct mirror_ranges); } mirror_ranges SEC(".maps");\n` +
+          `struct { __uint(type, BPF_MAP_TYPE_ARRAY); __uint(max_entries, MIRROR_FILTER_SETS * MIRROR_RANGES6_PER_SET); __type(key, __u32); __type(value, struct mirror_ranges6); } mirror_ranges6 SEC(".maps");\n` +
           `SEC("tc") int tc_mirror(struct __sk_buff *skb) {\n` +
           `  unsigned char b[36];\n` +
           `  if (bpf_skb_load_bytes(skb, 12, b, sizeof(b))) return TC_ACT_UNSPEC;\n` +

@@ -7,8 +7,8 @@
  */
 import type * as pulumi from "@pulumi/pulumi";
 import { z } from "zod";
-import { formatAddress, parsePrefix } from "../cidr";
-import { checkInputs, UNKNOWN } from "../dynamicAdapter";
+import { CidrError, formatAddress, parseInputPrefix, parsePrefix } from "../cidr";
+import { checkInputs, pathFailures, UNKNOWN } from "../dynamicAdapter";
 import { credentialsSchema, hostSchema } from "../remote/hostSchema";
 import { lockoutInputs } from "../remote/lockout";
 import { chainPriority, interfaceName, pinName } from "../validation";
@@ -33,15 +33,27 @@ export const MAX_TABLE_SIZE_TWO_TABLES = 524_287;
 
 // ---------------------------------------------------------------- addresses
 
+/**
+ * Canonical text of an exact IPv4/IPv6 address as written in an input (an
+ * IPv4-mapped address becomes its IPv4 form: cidr.ts parseInputPrefix), or
+ * why it is not one. `what` names the thing for the message ("a VIP").
+ */
+export function inputAddress(text: string, what: string): { address: string; family: 4 | 6 } | { problem: string } {
+  const notAddress = { problem: `"${text}" is not an IPv4 or IPv6 address (${what} is one address, not a prefix or a name)` };
+  if (typeof text !== "string" || text.includes("/")) return notAddress;
+  try {
+    const prefix = parseInputPrefix(text);
+    return { address: formatAddress(prefix.bytes), family: prefix.family };
+  } catch (err) {
+    if (err instanceof CidrError && /IPv4-compatible/.test(err.message)) return { problem: err.message };
+    return notAddress;
+  }
+}
+
 /** Canonical text of an exact IPv4/IPv6 address, or undefined. */
 export function canonicalAddress(text: string): { address: string; family: 4 | 6 } | undefined {
-  if (typeof text !== "string" || text.includes("/")) return undefined;
-  try {
-    const prefix = parsePrefix(text);
-    return { address: formatAddress(prefix.bytes), family: prefix.family };
-  } catch {
-    return undefined;
-  }
+  const result = inputAddress(text, "an address");
+  return "problem" in result ? undefined : result;
 }
 
 export function familyOf(address: string): 4 | 6 {
@@ -92,8 +104,8 @@ export function parseVip(text: string): Vip {
     addressText = colon < 0 ? hostPart : hostPart.slice(0, colon);
     portText = colon < 0 ? undefined : hostPart.slice(colon + 1);
   }
-  const address = canonicalAddress(addressText);
-  if (!address) throw new Error(`"${text}": "${addressText}" is not an IPv4 or IPv6 address (a VIP is one address, not a prefix or a name)`);
+  const address = inputAddress(addressText, "a VIP");
+  if ("problem" in address) throw new Error(`"${text}": ${address.problem}`);
   if (portText === undefined || portText === "") throw new Error(`"${text}" has no port: ${VIP_EXAMPLE}`);
   if (!/^\d{1,5}$/.test(portText) || Number(portText) < 1 || Number(portText) > 65535) throw new Error(`"${text}": port must be a number from 1 to 65535`);
   if (protocolText === undefined) throw new Error(`"${text}" has no protocol: ${VIP_EXAMPLE}`);
@@ -104,9 +116,9 @@ export function parseVip(text: string): Vip {
 const vipObject = z.strictObject({
   /** The address clients send to (IPv4 or IPv6). */
   address: z.string().transform((text, ctx) => {
-    const address = canonicalAddress(text);
-    if (!address) {
-      ctx.addIssue({ code: "custom", message: `"${text}" is not an IPv4 or IPv6 address (a VIP is one address, not a prefix or a name)` });
+    const address = inputAddress(text, "a VIP");
+    if ("problem" in address) {
+      ctx.addIssue({ code: "custom", message: address.problem });
       return z.NEVER;
     }
     return address.address;
@@ -174,9 +186,9 @@ export function backendKey(backend: Pick<Backend, "address" | "port">): string {
 const backendObject = z.strictObject({
   /** The backend's own IPv4/IPv6 address. */
   address: z.string().transform((text, ctx) => {
-    const address = canonicalAddress(text);
-    if (!address) {
-      ctx.addIssue({ code: "custom", message: `"${text}" is not an IPv4 or IPv6 address (a backend is one address, not a prefix or a name)` });
+    const address = inputAddress(text, "a backend");
+    if ("problem" in address) {
+      ctx.addIssue({ code: "custom", message: address.problem });
       return z.NEVER;
     }
     return address.address;
@@ -398,7 +410,7 @@ export function checkMaglevService(news: Record<string, unknown>): pulumi.dynami
   const inputs = result.inputs as MaglevServiceInputs;
   if ([inputs.mode, inputs.vips, inputs.backends, inputs.tableSize].some(isUnknown)) return result;
   const problems = serviceProblems(inputs, { vips: news.vips, backends: news.backends });
-  return problems.length > 0 ? { failures: problems } : result;
+  return problems.length > 0 ? { failures: pathFailures(problems, news) } : result;
 }
 
 // ---------------------------------------------------------------- outputs

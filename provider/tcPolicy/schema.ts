@@ -15,8 +15,8 @@
  */
 import type * as pulumi from "@pulumi/pulumi";
 import { z } from "zod";
-import { canonicalPrefix, CidrError, parsePrefix, type Family } from "../cidr";
-import { checkInputs, UNKNOWN } from "../dynamicAdapter";
+import { canonicalInputPrefix, CidrError, parsePrefix, type Family } from "../cidr";
+import { checkInputs, pathFailures, UNKNOWN } from "../dynamicAdapter";
 import { credentialsSchema, hostSchema } from "../remote/hostSchema";
 import { lockoutInputs } from "../remote/lockout";
 import { interfaceName, pinName } from "../validation";
@@ -69,7 +69,7 @@ function parsePorts(text: string): [number, number] {
 
 function canonicalCidr(text: string, keyword: "from" | "to"): string {
   try {
-    return canonicalPrefix(text);
+    return canonicalInputPrefix(text);
   } catch (err) {
     throw new RuleError(`${keyword}: ${err instanceof CidrError ? err.message : String(err)}`);
   }
@@ -367,7 +367,7 @@ export function checkTcPolicy(news: Record<string, unknown>): pulumi.dynamic.Che
   const needed = [inputs.ingress, inputs.egress, inputs.stateful, inputs.allowLockout, host, port];
   if (needed.some((value) => JSON.stringify(value ?? null).includes(UNKNOWN))) return result;
   const issues = policyIssues({ ...(inputs as Pick<TcPolicyInputs, "ingress" | "egress" | "stateful" | "allowLockout">), host: { port: typeof port === "number" ? port : 22 } });
-  return issues.length > 0 ? { failures: issues } : result;
+  return issues.length > 0 ? { failures: pathFailures(issues, news) } : result;
 }
 
 // ------------------------------------------------------------ outputs

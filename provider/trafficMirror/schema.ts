@@ -6,7 +6,7 @@
  */
 import { isIPv4, isIPv6 } from "node:net";
 import { z } from "zod";
-import { canonicalPrefix, CidrError, formatAddress, parsePrefix } from "../cidr";
+import { canonicalInputPrefix, CidrError, formatAddress, parseInputPrefix } from "../cidr";
 import { credentialsSchema, hostSchema } from "../remote/hostSchema";
 import { lockoutInputs } from "../remote/lockout";
 import { interfaceName, pinName } from "../validation";
@@ -68,7 +68,7 @@ export function protocolNumber(p: ProtocolName | number): number {
 
 const prefix = z.string().transform((text, ctx) => {
   try {
-    return canonicalPrefix(text);
+    return canonicalInputPrefix(text);
   } catch (err) {
     ctx.addIssue({ code: "custom", message: err instanceof CidrError ? err.message : String(err) });
     return z.NEVER;
@@ -170,7 +170,13 @@ export const ipAddress = z.string().transform((text, ctx) => {
     ctx.addIssue({ code: "custom", message: `"${text}" is not an IPv4 or IPv6 address (a tunnel endpoint must be an address, not a host name or a prefix)` });
     return z.NEVER;
   }
-  return formatAddress(parsePrefix(trimmed).bytes);
+  try {
+    // An IPv4-mapped endpoint becomes IPv4: as IPv6 the kernel would build a tunnel no packet can take.
+    return formatAddress(parseInputPrefix(trimmed).bytes);
+  } catch (err) {
+    ctx.addIssue({ code: "custom", message: err instanceof CidrError ? err.message : String(err) });
+    return z.NEVER;
+  }
 });
 
 const ttl = z.number().int().min(1).max(255);

@@ -1,4 +1,5 @@
 import { describe, expect, it } from "vitest";
+import { failureAt } from "../support/checkFailure";
 import { checkInputs, diffInputs, UNKNOWN } from "../../provider/dynamicAdapter";
 import { touchesManagementPath } from "../../provider/trafficMirror/guard";
 import { trafficMirrorKind } from "../../provider/trafficMirror/lifecycle";
@@ -94,7 +95,7 @@ describe("TrafficMirror check", () => {
     [{ priority: 0 }, "priority", /./],
     [{ priority: 65536 }, "priority", /./],
     [{ interface: "$(reboot)" }, "interface", /only letters, digits/],
-    [{ name: "web.mirror" }, "name", /bpffs refuses/],
+    [{ name: "web.mirror" }, "pinName", /bpffs refuses/],
     // lockout guard
     [{ lockoutRevertSeconds: 4 }, "lockoutRevertSeconds", /at least 5 seconds/],
     [{ lockoutRevertSeconds: 3601 }, "lockoutRevertSeconds", /at most 3600/],
@@ -103,10 +104,8 @@ describe("TrafficMirror check", () => {
   ])("rejects %j naming %s", (patch, property, reason) => {
     const result = checkInputs(trafficMirrorSchema, { ...valid, ...patch });
     expect(result.inputs).toBeUndefined();
-    const failure = result.failures?.find((f) => f.property === property);
-    expect(failure, JSON.stringify(result.failures)).toBeDefined();
-    expect(failure!.reason).toMatch(reason);
-    expect(failure!.reason.startsWith(property)).toBe(true);
+    const failure = failureAt(result, property, { ...valid, ...patch });
+    expect(failure.reason).toMatch(reason);
   });
 
   it("lets values that are unknown during preview through unchecked", () => {

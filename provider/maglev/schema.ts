@@ -153,14 +153,26 @@ function subIssues(ctx: z.RefinementCtx, at: string | number, issues: readonly {
 /**
  * VIPs as a list of "addr:port/proto" strings or {address, port, protocol}
  * objects, or the record form check() produced (keys recomputed, never
- * trusted). Duplicates collapse: a VIP is there or not.
+ * trusted). The same VIP twice is refused, naming both places.
  */
 const vipsSchema = z.union([z.array(z.unknown()), z.record(z.string(), z.unknown())]).transform((raw, ctx) => {
   const byKey = new Map<string, Vip>();
+  const firstAt = new Map<string, string | number>();
   for (const [at, value] of entriesOf(raw)) {
     const result = vipEntry.safeParse(value);
-    if (result.success) byKey.set(vipKey(result.data), result.data);
-    else subIssues(ctx, at, result.error.issues);
+    if (!result.success) {
+      subIssues(ctx, at, result.error.issues);
+      continue;
+    }
+    const key = vipKey(result.data);
+    const first = firstAt.get(key);
+    if (first !== undefined) {
+      // A VIP is a short hand-written list: the same one twice (often spelt two ways) is a slip, e.g. :80 meant as :443.
+      ctx.addIssue({ code: "custom", path: [at], message: `${key} is listed twice (also at ${typeof first === "number" ? `vips[${first}]` : `vips[${JSON.stringify(first)}]`}); list each VIP once` });
+      continue;
+    }
+    firstAt.set(key, at);
+    byKey.set(key, result.data);
   }
   if (byKey.size > MAX_VIPS) ctx.addIssue({ code: "custom", message: `has ${byKey.size} VIPs; the load balancer holds at most ${MAX_VIPS}` });
   const sorted = [...byKey.values()].sort((a, b) => compareKeys(`${addressSortKey(a.address)}${pad(a.port)}${a.protocol}`, `${addressSortKey(b.address)}${pad(b.port)}${b.protocol}`));

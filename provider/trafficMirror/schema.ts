@@ -5,8 +5,10 @@
  * whatever order the user listed them in (DESIGN.md, "Inputs are canonical").
  */
 import { isIPv4, isIPv6 } from "node:net";
+import type * as pulumi from "@pulumi/pulumi";
 import { z } from "zod";
 import { canonicalInputPrefix, CidrError, formatAddress, parseInputPrefix } from "../cidr";
+import { checkInputs, pathFailures, UNKNOWN } from "../dynamicAdapter";
 import { credentialsSchema, hostSchema } from "../remote/hostSchema";
 import { lockoutInputs } from "../remote/lockout";
 import { interfaceName, pinName } from "../validation";
@@ -49,7 +51,14 @@ const portSpec = z.union([z.number(), z.string()]).transform((spec, ctx) => {
     return z.NEVER;
   }
   try {
-    return formatPortRange(parsePortSpec(spec));
+    const range = parsePortSpec(spec);
+    // As TcPolicy: no connection uses port 0, so a filter on it is a slip (e.g. a
+    // range meant to start at 1); the codec still takes 0 for crafted packets.
+    if (range.from === 0) {
+      ctx.addIssue({ code: "custom", message: range.to === 0 ? "port 0 is not a port traffic is addressed to (use 1-65535)" : `"${String(spec)}": port 0 is not a port traffic is addressed to; start the range at 1 ("${formatPortRange({ from: 1, to: range.to })}")` });
+      return z.NEVER;
+    }
+    return formatPortRange(range);
   } catch (err) {
     ctx.addIssue({ code: "custom", message: (err as Error).message });
     return z.NEVER;
@@ -263,6 +272,29 @@ export const trafficMirrorSchema = z.object({
 });
 
 export type TrafficMirrorInputs = z.infer<typeof trafficMirrorSchema>;
+
+/**
+ * check() for TrafficMirror: the schema, then what it cannot see across
+ * properties. A local target equal to the mirrored interface would send every
+ * copy out of the interface it mirrors, mirroring it again (a loop); check
+ * sees both names, so it refuses before any host is touched (the lifecycle
+ * refuses it too, for a target that is the same device under another name).
+ */
+export function checkTrafficMirror(news: Record<string, unknown>): pulumi.dynamic.CheckResult {
+  const result = checkInputs(trafficMirrorSchema, news);
+  if (result.failures?.length || !result.inputs) return result;
+  const inputs = result.inputs as Partial<TrafficMirrorInputs>;
+  const target = inputs.target as { interface?: unknown } | undefined;
+  if (typeof target?.interface === "string" && target.interface !== UNKNOWN && target.interface === inputs.interface) {
+    return {
+      failures: pathFailures(
+        [{ property: "target.interface", reason: `target.interface: "${target.interface}" is the mirrored interface itself: every copy sent out of it would be mirrored again (a loop); pick another interface or a tunnel` }],
+        news,
+      ),
+    };
+  }
+  return result;
+}
 export type Direction = TrafficMirrorInputs["direction"];
 
 export interface TrafficMirrorCounters {

@@ -266,8 +266,8 @@ describe.skipIf(unavailable !== undefined)("tc_mirror", { timeout: 120_000 }, ()
       ["destinationPort 80: IPv6 TCP to 80", [{ destinationPort: 80 }], () => v6(A6, B6, TCP(40000, 80)), true],
       ["destinationPort 80: IPv6 TCP to 8080", [{ destinationPort: 80 }], () => v6(A6, B6, TCP(40000, 8080)), false],
       ["destinationPort 80: SCTP to 80", [{ destinationPort: 80 }], () => v4(A4, B4, SCTP(40000, 80)), true],
-      ["destinationPort 0-1023: UDP to 53", [{ destinationPort: "0-1023" }], () => v6(A6, B6, UDP(40000, 53)), true],
-      ["destinationPort 0-1023: UDP to 1024", [{ destinationPort: "0-1023" }], () => v6(A6, B6, UDP(40000, 1024)), false],
+      ["destinationPort 1-1023: UDP to 53", [{ destinationPort: "1-1023" }], () => v6(A6, B6, UDP(40000, 53)), true],
+      ["destinationPort 1-1023: UDP to 1024", [{ destinationPort: "1-1023" }], () => v6(A6, B6, UDP(40000, 1024)), false],
       // all fields together (AND)
       ...(() => {
         const web: MirrorFilter[] = [{ protocol: "tcp", source: "192.0.2.0/24", destination: "198.51.100.0/24", sourcePort: "1024-65535", destinationPort: 80 }];

@@ -17,7 +17,7 @@ const valid = {
   credentials: { privateKey: "-----BEGIN OPENSSH PRIVATE KEY-----" },
   interface: "eth0",
   name: "web",
-  vips: ["198.51.100.10:80/tcp", { address: "2001:DB8:100::10", port: 80, protocol: "tcp" }, "198.51.100.10:53/UDP", "198.51.100.10:80/tcp"],
+  vips: ["198.51.100.10:80/tcp", { address: "2001:DB8:100::10", port: 80, protocol: "tcp" }, "198.51.100.10:53/UDP"],
   backends: [{ address: "10.200.1.13", weight: 2 }, "10.200.1.12", { address: "fd00:bf:1:0::12", mac: "02-BF-01-01-00-02" }],
   mode: "dsr",
 };
@@ -29,7 +29,7 @@ function check(news: Record<string, unknown>) {
 const canonical = () => check(valid).inputs as MaglevServiceInputs;
 
 describe("MaglevService check", () => {
-  it("canonicalises VIPs and backends into records keyed by canonical text, deduplicated and sorted", () => {
+  it("canonicalises VIPs and backends into records keyed by canonical text, sorted", () => {
     const result = check(valid);
     expect(result.failures).toBeUndefined();
     expect(result.inputs?.vips).toEqual({
@@ -111,6 +111,9 @@ describe("MaglevService check", () => {
     [{ lockoutGuard: "no" }, "lockoutGuard", /boolean/],
     [{ interface: "eth0; reboot" }, "interface", /only letters, digits/],
     [{ name: "web.lb" }, "pinName", /bpffs refuses/],
+    // issue 15: the same VIP twice was accepted silently
+    [{ vips: ["198.51.100.10:80/tcp", "198.51.100.10:53/udp", "198.51.100.10:80/TCP"] }, "vips[2]", /198\.51\.100\.10:80\/tcp is listed twice \(also at vips\[0\]\); list each VIP once/],
+    [{ vips: ["[2001:db8::10]:80/tcp", { address: "2001:DB8:0::10", port: 80, protocol: "tcp" }] }, "vips[1]", /\[2001:db8::10\]:80\/tcp is listed twice/],
   ])("rejects %j naming %s", (patch, property, reason) => {
     const result = check({ ...valid, ...patch });
     expect(result.inputs).toBeUndefined();

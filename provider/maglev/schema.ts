@@ -12,8 +12,8 @@ import { checkInputs, pathFailures, UNKNOWN } from "../dynamicAdapter";
 import { credentialsSchema, hostSchema } from "../remote/hostSchema";
 import { lockoutInputs } from "../remote/lockout";
 import { chainPriority, interfaceName, pinName } from "../validation";
-import { LB_MAX_BACKENDS, LB_MAX_VIPS, LB_TABLE_CAPACITY, type L4Protocol, type LbMode } from "./codec";
-import { DEFAULT_TABLE_SIZE, MAX_WEIGHT, tableSizeProblem } from "./table";
+import { LB_MAX_BACKENDS, LB_MAX_VIPS, LB_TABLE_CAPACITY, MAPS, type L4Protocol, type LbMode } from "./codec";
+import { DEFAULT_TABLE_SIZE, MAX_TABLE_SIZE, MAX_WEIGHT, tableSizeProblem } from "./table";
 
 /** Backend indexes run 1..LB_MAX_BACKENDS-1 (0 names no backend). */
 export const MAX_BACKENDS = LB_MAX_BACKENDS - 1;
@@ -174,7 +174,9 @@ const vipsSchema = z.union([z.array(z.unknown()), z.record(z.string(), z.unknown
     firstAt.set(key, at);
     byKey.set(key, result.data);
   }
-  if (byKey.size > MAX_VIPS) ctx.addIssue({ code: "custom", message: `has ${byKey.size} VIPs; the load balancer holds at most ${MAX_VIPS}` });
+  if (byKey.size > MAX_VIPS) {
+    ctx.addIssue({ code: "custom", message: `has ${byKey.size} VIPs; the load balancer holds at most ${MAX_VIPS} (map ${MAPS.vips}, and ${MAPS.vipStats} for their counters)` });
+  }
   const sorted = [...byKey.values()].sort((a, b) => compareKeys(`${addressSortKey(a.address)}${pad(a.port)}${a.protocol}`, `${addressSortKey(b.address)}${pad(b.port)}${b.protocol}`));
   return Object.fromEntries(sorted.map((v) => [vipKey(v), v])) as Record<string, Vip>;
 });
@@ -250,7 +252,9 @@ const backendsSchema = z.union([z.array(z.unknown()), z.record(z.string(), z.unk
     }
     byKey.set(key, { backend: result.data, at });
   }
-  if (byKey.size > MAX_BACKENDS) ctx.addIssue({ code: "custom", message: `has ${byKey.size} backends; the load balancer holds at most ${MAX_BACKENDS}` });
+  if (byKey.size > MAX_BACKENDS) {
+    ctx.addIssue({ code: "custom", message: `has ${byKey.size} backends; the load balancer holds at most ${MAX_BACKENDS} (map ${MAPS.backends} has ${LB_MAX_BACKENDS} slots and slot 0 names no backend)` });
+  }
   const sorted = [...byKey.values()].map((e) => e.backend).sort((a, b) => compareKeys(`${addressSortKey(a.address)}${pad(a.port ?? 0)}`, `${addressSortKey(b.address)}${pad(b.port ?? 0)}`));
   return Object.fromEntries(sorted.map((b) => [backendKey(b), b])) as Record<string, Backend>;
 });
@@ -288,6 +292,10 @@ export const maglevServiceSchema = z.object({
     .int("must be a whole number")
     .default(DEFAULT_TABLE_SIZE)
     .superRefine((size, ctx) => {
+      if (Number.isSafeInteger(size) && size > MAX_TABLE_SIZE) {
+        ctx.addIssue({ code: "custom", message: `table size ${size} does not fit map ${MAPS.table} (${LB_TABLE_CAPACITY} slots): at most ${MAX_TABLE_SIZE}, the largest prime that fits` });
+        return;
+      }
       const problem = tableSizeProblem(size, 0);
       if (problem) ctx.addIssue({ code: "custom", message: problem });
     }),
@@ -401,7 +409,7 @@ export function serviceProblems(
   if (problem) {
     add("tableSize", problem);
   } else if (groups.has("v6") && tableSize > MAX_TABLE_SIZE_TWO_TABLES) {
-    add("tableSize", `table size ${tableSize} does not fit: IPv6 VIPs in ${mode} mode get a table of their own in the second half of maglev_table (at most ${MAX_TABLE_SIZE_TWO_TABLES} slots)`);
+    add("tableSize", `table size ${tableSize} does not fit: IPv6 VIPs in ${mode} mode get a table of their own in the second half of map ${MAPS.table} (${LB_TABLE_CAPACITY} slots: at most ${MAX_TABLE_SIZE_TWO_TABLES} per table)`);
   }
   return problems;
 }

@@ -13,7 +13,10 @@ import { credentialsSchema, hostSchema } from "../remote/hostSchema";
 import { lockoutInputs } from "../remote/lockout";
 import { interfaceName, pinName } from "../validation";
 
-/** Filters the program holds (MIRROR_MAX_FILTERS in bpf/include/tc_mirror.h). */
+/**
+ * Filters the program holds (MIRROR_MAX_FILTERS in bpf/include/tc_mirror.h);
+ * test/kernel/trafficMirror.test.ts proves mirror_filters' max_entries is twice this.
+ */
 export const MAX_FILTERS = 64;
 
 /** Protocols known by name; any other is given (and shown) as its number. */
@@ -168,7 +171,9 @@ const filtersSchema = z.union([z.array(z.unknown()), z.record(z.string(), z.unkn
   }
   const record = filterRecord(parsed);
   const count = Object.keys(record).length;
-  if (count > MAX_FILTERS) ctx.addIssue({ code: "custom", message: `has ${count} distinct filters; the program holds at most ${MAX_FILTERS}` });
+  if (count > MAX_FILTERS) {
+    ctx.addIssue({ code: "custom", message: `has ${count} distinct filters; the program holds at most ${MAX_FILTERS} (map mirror_filters has ${2 * MAX_FILTERS} slots: two sets of ${MAX_FILTERS}, one live while an update writes the other)` });
+  }
   return record;
 });
 

@@ -9,10 +9,10 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
-  CONFIG_MAP, CONFIG_SIZE, decodeConfig, FILTER_SIZE, FILTERS_MAP, GUARD, liveFilters, STAT, STATS_MAP, type TunnelGuard,
+  CONFIG_MAP, CONFIG_SIZE, decodeConfig, FILTER_SETS, FILTER_SIZE, FILTERS_MAP, GUARD, liveFilters, SET_SLOTS, STAT, STATS_MAP, type TunnelGuard,
 } from "../../provider/trafficMirror/codec";
 import { mirrorOperations, planMirror } from "../../provider/trafficMirror/plan";
-import { filterRecord, filterSchema, type MirrorFilter } from "../../provider/trafficMirror/schema";
+import { filterRecord, filterSchema, MAX_FILTERS, type MirrorFilter } from "../../provider/trafficMirror/schema";
 import {
   arp, ETH_P, ethernet, icmpv4, icmpv6, IPPROTO, ipv4, ipv6, ipv6Bytes, tcp, udp, type Segment, type VlanTag,
 } from "./packets";
@@ -175,7 +175,9 @@ describe.skipIf(unavailable !== undefined)("tc_mirror", { timeout: 120_000 }, ()
       expect(info).toMatchObject({ type: "sched_cls", name: "tc_mirror", jited: true });
       expect(prog.mapNames()).toEqual(["mirror_config", "mirror_filters", "mirror_stats"]);
       expect(await prog.mapInfo("mirror_config")).toMatchObject({ type: "array", bytes_key: 4, bytes_value: CONFIG_SIZE, max_entries: 1 });
-      expect(await prog.mapInfo("mirror_filters")).toMatchObject({ type: "array", bytes_key: 4, bytes_value: FILTER_SIZE, max_entries: 128 });
+      // check() refuses more than MAX_FILTERS filters: the map holds two sets of that many (the codec's SET_SLOTS).
+      expect(SET_SLOTS).toBe(MAX_FILTERS);
+      expect(await prog.mapInfo("mirror_filters")).toMatchObject({ type: "array", bytes_key: 4, bytes_value: FILTER_SIZE, max_entries: FILTER_SETS * MAX_FILTERS });
       expect(await prog.mapInfo("mirror_stats")).toMatchObject({ type: "percpu_array", bytes_key: 4, bytes_value: 16, max_entries: 3 });
     });
 

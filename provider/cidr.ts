@@ -45,6 +45,43 @@ export function parsePrefix(text: string): Prefix {
   return { family, bytes: clearHostBits(bytes, prefixLength), prefixLength };
 }
 
+/**
+ * An address or prefix as a user writes it in an input, in the form packets
+ * carry it. An IPv4-mapped IPv6 address (::ffff:a.b.c.d, RFC 4291 2.5.5.2) is
+ * how a dual-stack socket, `ss` or a log line shows an IPv4 peer; it never
+ * appears in a packet on the wire, so kept as IPv6 it would match nothing
+ * (issue 15: "::ffff:10.200.1.201" in a deny list let the client's IPv4 pings
+ * through). The user means the IPv4 address, unambiguously: it becomes that,
+ * and the preview shows the IPv4 form. An IPv4-compatible address (::a.b.c.d,
+ * deprecated by RFC 4291 2.5.5.1) is refused instead: its bytes are also those
+ * of ordinary IPv6 addresses (::2 is ::0.0.0.2), so guessing the family could
+ * turn an IPv6 intent into an IPv4 rule. :: and ::1 (unspecified, loopback)
+ * stay IPv6. Map dumps go through parsePrefix, which keeps every byte as it is.
+ */
+export function parseInputPrefix(text: string): Prefix {
+  const prefix = parsePrefix(text);
+  if (prefix.family !== 6 || prefix.prefixLength < 96) return prefix;
+  const head = prefix.bytes.slice(0, 12);
+  const v4 = prefix.bytes.slice(12);
+  const v4Text = Array.from(v4).join(".");
+  if (head.slice(0, 10).every((b) => b === 0) && head[10] === 0xff && head[11] === 0xff) {
+    return { family: 4, bytes: v4, prefixLength: prefix.prefixLength - 96 };
+  }
+  const tail = ((v4[0]! << 24) | (v4[1]! << 16) | (v4[2]! << 8) | v4[3]!) >>> 0;
+  if (head.every((b) => b === 0) && !(prefix.prefixLength >= 127 && tail <= 1)) {
+    const ipv4 = `${v4Text}${prefix.prefixLength === 128 ? "" : `/${prefix.prefixLength - 96}`}`;
+    throw new CidrError(
+      `"${String(text).trim()}" is an IPv4-compatible IPv6 address (::a.b.c.d, deprecated by RFC 4291): no packet carries it, so it would match nothing; write the IPv4 form "${ipv4}" (or a real IPv6 address)`,
+    );
+  }
+  return prefix;
+}
+
+/** Canonical text of an address or prefix written in an input (see parseInputPrefix). */
+export function canonicalInputPrefix(text: string): string {
+  return formatPrefix(parseInputPrefix(text));
+}
+
 export function isExact(prefix: Prefix): boolean {
   return prefix.prefixLength === (prefix.family === 4 ? 32 : 128);
 }

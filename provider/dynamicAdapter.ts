@@ -40,6 +40,59 @@ function formatPath(path: readonly PropertyKey[]): string {
 }
 
 /**
+ * Where an input the provider receives comes from in the SDK, when the two
+ * names differ: the pin name is `pinName` there (`name` is the resource's own
+ * name), and credentials are fields of `host` (the SDK splits them off so the
+ * engine keeps them secret). A message names what the user wrote.
+ */
+const SDK_PATHS: readonly [RegExp, string][] = [
+  [/^name(?=$|[.[])/, "pinName"],
+  [/^(targets\[\d+\])\.name(?=$|[.[])/, "$1.pinName"],
+  [/^credentials\[(\d+)\]/, "targets[$1].host"],
+  [/^credentials(?=$|[.[])/, "host"],
+];
+
+/** The path as the user wrote it in the SDK (see SDK_PATHS). */
+export function sdkPath(path: string): string {
+  for (const [pattern, replacement] of SDK_PATHS) if (pattern.test(path)) return path.replace(pattern, replacement);
+  return path;
+}
+
+/**
+ * Turns problems found at a property path ("deny[0]", "backends[2].port")
+ * into the engine's check failures. The engine prints a failure as
+ * `property <p> value <inputs[p]> has a problem: <reason>`, looking `p` up as
+ * a top-level input key: a path such as "deny[0]" is no key, and the user saw
+ * "property deny[0] value {<nil>}" (issue 15). So the path, in the SDK's
+ * names, starts the reason, and `property` is the top-level key only when
+ * its value is a scalar under the same name in the SDK (the engine then shows
+ * the value the user wrote); otherwise it is empty and the engine prints
+ * "resource '<name>' has a problem: <reason>", rather than dumping a list of
+ * a million entries, or a credential, after "value".
+ */
+export function checkFailures(problems: readonly { path: string; message: string }[], news: Record<string, unknown>): pulumi.dynamic.CheckFailure[] {
+  return pathFailures(problems.map(({ path, message }) => ({ property: path, reason: `${path || "inputs"}: ${message}` })), news);
+}
+
+/**
+ * Failures built as { property: <path>, reason: "<path>: ..." } (the rules
+ * across properties that kinds check on top of the schema), reported the same
+ * way: the reason's leading path in the SDK's names, `property` as above.
+ */
+export function pathFailures(issues: readonly { property: string; reason: string }[], news: Record<string, unknown>): pulumi.dynamic.CheckFailure[] {
+  return issues.map(({ property: path, reason }) => {
+    const shown = sdkPath(path);
+    const key = /^[A-Za-z_$][\w$]*/.exec(path)?.[0] ?? "";
+    const value = news[key];
+    const scalar = value === undefined || value === null || ["string", "number", "boolean"].includes(typeof value);
+    return {
+      property: key !== "" && key === shown && scalar ? key : "",
+      reason: path !== "" && reason.startsWith(path) ? `${shown}${reason.slice(path.length)}` : reason,
+    };
+  });
+}
+
+/**
  * Validates and canonicalises inputs. A property whose value is still unknown
  * (preview before its dependency exists) is passed through unchecked; it is
  * checked again when the real value arrives.
@@ -55,12 +108,7 @@ export function checkInputs(schema: z.ZodObject<z.ZodRawShape>, news: Record<str
   const knownKeys = Object.keys(schema.shape).filter((key) => !(key in unknown));
   const result = schema.pick(Object.fromEntries(knownKeys.map((key) => [key, true])) as never).safeParse(known);
   if (!result.success) {
-    return {
-      failures: result.error.issues.map((issue) => {
-        const property = formatPath(issue.path);
-        return { property, reason: `${property || "inputs"}: ${issue.message}` };
-      }),
-    };
+    return { failures: checkFailures(result.error.issues.map((issue) => ({ path: formatPath(issue.path), message: issue.message })), news) };
   }
   return { inputs: { ...(result.data as Record<string, unknown>), ...unknown } };
 }

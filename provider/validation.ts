@@ -1,6 +1,6 @@
 /** Input rules shared by every resource kind. */
 import { z } from "zod";
-import { canonicalPrefix, CidrError, parsePrefix } from "./cidr";
+import { canonicalInputPrefix, CidrError, parsePrefix } from "./cidr";
 
 // The kernel accepts any name under 16 bytes without '/', ':' or white space; we
 // accept the subset that Linux tooling produces, so a name can never be read as
@@ -25,7 +25,7 @@ export const pinName = z
 /** An IPv4/IPv6 address or CIDR prefix, turned into canonical text (network address, prefix length). */
 export const cidr = z.string().transform((text, ctx) => {
   try {
-    return canonicalPrefix(text);
+    return canonicalInputPrefix(text);
   } catch (err) {
     ctx.addIssue({ code: "custom", message: err instanceof CidrError ? err.message : String(err) });
     return z.NEVER;
@@ -45,7 +45,7 @@ export function cidrSet<V extends string>(value: V, maxEntries: number) {
       const canonical = new Set<string>();
       texts.forEach((text, index) => {
         try {
-          canonical.add(canonicalPrefix(text));
+          canonical.add(canonicalInputPrefix(text));
         } catch (err) {
           ctx.addIssue({ code: "custom", path: Array.isArray(raw) ? [index] : [text], message: err instanceof CidrError ? err.message : String(err) });
         }

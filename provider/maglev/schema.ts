@@ -7,13 +7,13 @@
  */
 import type * as pulumi from "@pulumi/pulumi";
 import { z } from "zod";
-import { formatAddress, parsePrefix } from "../cidr";
-import { checkInputs, UNKNOWN } from "../dynamicAdapter";
+import { CidrError, formatAddress, parseInputPrefix, parsePrefix } from "../cidr";
+import { checkInputs, pathFailures, UNKNOWN } from "../dynamicAdapter";
 import { credentialsSchema, hostSchema } from "../remote/hostSchema";
 import { lockoutInputs } from "../remote/lockout";
 import { chainPriority, interfaceName, pinName } from "../validation";
-import { LB_MAX_BACKENDS, LB_MAX_VIPS, LB_TABLE_CAPACITY, type L4Protocol, type LbMode } from "./codec";
-import { DEFAULT_TABLE_SIZE, MAX_WEIGHT, tableSizeProblem } from "./table";
+import { LB_MAX_BACKENDS, LB_MAX_VIPS, LB_TABLE_CAPACITY, MAPS, type L4Protocol, type LbMode } from "./codec";
+import { DEFAULT_TABLE_SIZE, MAX_TABLE_SIZE, MAX_WEIGHT, tableSizeProblem } from "./table";
 
 /** Backend indexes run 1..LB_MAX_BACKENDS-1 (0 names no backend). */
 export const MAX_BACKENDS = LB_MAX_BACKENDS - 1;
@@ -33,15 +33,27 @@ export const MAX_TABLE_SIZE_TWO_TABLES = 524_287;
 
 // ---------------------------------------------------------------- addresses
 
+/**
+ * Canonical text of an exact IPv4/IPv6 address as written in an input (an
+ * IPv4-mapped address becomes its IPv4 form: cidr.ts parseInputPrefix), or
+ * why it is not one. `what` names the thing for the message ("a VIP").
+ */
+export function inputAddress(text: string, what: string): { address: string; family: 4 | 6 } | { problem: string } {
+  const notAddress = { problem: `"${text}" is not an IPv4 or IPv6 address (${what} is one address, not a prefix or a name)` };
+  if (typeof text !== "string" || text.includes("/")) return notAddress;
+  try {
+    const prefix = parseInputPrefix(text);
+    return { address: formatAddress(prefix.bytes), family: prefix.family };
+  } catch (err) {
+    if (err instanceof CidrError && /IPv4-compatible/.test(err.message)) return { problem: err.message };
+    return notAddress;
+  }
+}
+
 /** Canonical text of an exact IPv4/IPv6 address, or undefined. */
 export function canonicalAddress(text: string): { address: string; family: 4 | 6 } | undefined {
-  if (typeof text !== "string" || text.includes("/")) return undefined;
-  try {
-    const prefix = parsePrefix(text);
-    return { address: formatAddress(prefix.bytes), family: prefix.family };
-  } catch {
-    return undefined;
-  }
+  const result = inputAddress(text, "an address");
+  return "problem" in result ? undefined : result;
 }
 
 export function familyOf(address: string): 4 | 6 {
@@ -92,8 +104,8 @@ export function parseVip(text: string): Vip {
     addressText = colon < 0 ? hostPart : hostPart.slice(0, colon);
     portText = colon < 0 ? undefined : hostPart.slice(colon + 1);
   }
-  const address = canonicalAddress(addressText);
-  if (!address) throw new Error(`"${text}": "${addressText}" is not an IPv4 or IPv6 address (a VIP is one address, not a prefix or a name)`);
+  const address = inputAddress(addressText, "a VIP");
+  if ("problem" in address) throw new Error(`"${text}": ${address.problem}`);
   if (portText === undefined || portText === "") throw new Error(`"${text}" has no port: ${VIP_EXAMPLE}`);
   if (!/^\d{1,5}$/.test(portText) || Number(portText) < 1 || Number(portText) > 65535) throw new Error(`"${text}": port must be a number from 1 to 65535`);
   if (protocolText === undefined) throw new Error(`"${text}" has no protocol: ${VIP_EXAMPLE}`);
@@ -104,9 +116,9 @@ export function parseVip(text: string): Vip {
 const vipObject = z.strictObject({
   /** The address clients send to (IPv4 or IPv6). */
   address: z.string().transform((text, ctx) => {
-    const address = canonicalAddress(text);
-    if (!address) {
-      ctx.addIssue({ code: "custom", message: `"${text}" is not an IPv4 or IPv6 address (a VIP is one address, not a prefix or a name)` });
+    const address = inputAddress(text, "a VIP");
+    if ("problem" in address) {
+      ctx.addIssue({ code: "custom", message: address.problem });
       return z.NEVER;
     }
     return address.address;
@@ -141,16 +153,30 @@ function subIssues(ctx: z.RefinementCtx, at: string | number, issues: readonly {
 /**
  * VIPs as a list of "addr:port/proto" strings or {address, port, protocol}
  * objects, or the record form check() produced (keys recomputed, never
- * trusted). Duplicates collapse: a VIP is there or not.
+ * trusted). The same VIP twice is refused, naming both places.
  */
 const vipsSchema = z.union([z.array(z.unknown()), z.record(z.string(), z.unknown())]).transform((raw, ctx) => {
   const byKey = new Map<string, Vip>();
+  const firstAt = new Map<string, string | number>();
   for (const [at, value] of entriesOf(raw)) {
     const result = vipEntry.safeParse(value);
-    if (result.success) byKey.set(vipKey(result.data), result.data);
-    else subIssues(ctx, at, result.error.issues);
+    if (!result.success) {
+      subIssues(ctx, at, result.error.issues);
+      continue;
+    }
+    const key = vipKey(result.data);
+    const first = firstAt.get(key);
+    if (first !== undefined) {
+      // A VIP is a short hand-written list: the same one twice (often spelt two ways) is a slip, e.g. :80 meant as :443.
+      ctx.addIssue({ code: "custom", path: [at], message: `${key} is listed twice (also at ${typeof first === "number" ? `vips[${first}]` : `vips[${JSON.stringify(first)}]`}); list each VIP once` });
+      continue;
+    }
+    firstAt.set(key, at);
+    byKey.set(key, result.data);
   }
-  if (byKey.size > MAX_VIPS) ctx.addIssue({ code: "custom", message: `has ${byKey.size} VIPs; the load balancer holds at most ${MAX_VIPS}` });
+  if (byKey.size > MAX_VIPS) {
+    ctx.addIssue({ code: "custom", message: `has ${byKey.size} VIPs; the load balancer holds at most ${MAX_VIPS} (map ${MAPS.vips}, and ${MAPS.vipStats} for their counters)` });
+  }
   const sorted = [...byKey.values()].sort((a, b) => compareKeys(`${addressSortKey(a.address)}${pad(a.port)}${a.protocol}`, `${addressSortKey(b.address)}${pad(b.port)}${b.protocol}`));
   return Object.fromEntries(sorted.map((v) => [vipKey(v), v])) as Record<string, Vip>;
 });
@@ -174,9 +200,9 @@ export function backendKey(backend: Pick<Backend, "address" | "port">): string {
 const backendObject = z.strictObject({
   /** The backend's own IPv4/IPv6 address. */
   address: z.string().transform((text, ctx) => {
-    const address = canonicalAddress(text);
-    if (!address) {
-      ctx.addIssue({ code: "custom", message: `"${text}" is not an IPv4 or IPv6 address (a backend is one address, not a prefix or a name)` });
+    const address = inputAddress(text, "a backend");
+    if ("problem" in address) {
+      ctx.addIssue({ code: "custom", message: address.problem });
       return z.NEVER;
     }
     return address.address;
@@ -226,7 +252,9 @@ const backendsSchema = z.union([z.array(z.unknown()), z.record(z.string(), z.unk
     }
     byKey.set(key, { backend: result.data, at });
   }
-  if (byKey.size > MAX_BACKENDS) ctx.addIssue({ code: "custom", message: `has ${byKey.size} backends; the load balancer holds at most ${MAX_BACKENDS}` });
+  if (byKey.size > MAX_BACKENDS) {
+    ctx.addIssue({ code: "custom", message: `has ${byKey.size} backends; the load balancer holds at most ${MAX_BACKENDS} (map ${MAPS.backends} has ${LB_MAX_BACKENDS} slots and slot 0 names no backend)` });
+  }
   const sorted = [...byKey.values()].map((e) => e.backend).sort((a, b) => compareKeys(`${addressSortKey(a.address)}${pad(a.port ?? 0)}`, `${addressSortKey(b.address)}${pad(b.port ?? 0)}`));
   return Object.fromEntries(sorted.map((b) => [backendKey(b), b])) as Record<string, Backend>;
 });
@@ -264,6 +292,10 @@ export const maglevServiceSchema = z.object({
     .int("must be a whole number")
     .default(DEFAULT_TABLE_SIZE)
     .superRefine((size, ctx) => {
+      if (Number.isSafeInteger(size) && size > MAX_TABLE_SIZE) {
+        ctx.addIssue({ code: "custom", message: `table size ${size} does not fit map ${MAPS.table} (${LB_TABLE_CAPACITY} slots): at most ${MAX_TABLE_SIZE}, the largest prime that fits` });
+        return;
+      }
       const problem = tableSizeProblem(size, 0);
       if (problem) ctx.addIssue({ code: "custom", message: problem });
     }),
@@ -377,7 +409,7 @@ export function serviceProblems(
   if (problem) {
     add("tableSize", problem);
   } else if (groups.has("v6") && tableSize > MAX_TABLE_SIZE_TWO_TABLES) {
-    add("tableSize", `table size ${tableSize} does not fit: IPv6 VIPs in ${mode} mode get a table of their own in the second half of maglev_table (at most ${MAX_TABLE_SIZE_TWO_TABLES} slots)`);
+    add("tableSize", `table size ${tableSize} does not fit: IPv6 VIPs in ${mode} mode get a table of their own in the second half of map ${MAPS.table} (${LB_TABLE_CAPACITY} slots: at most ${MAX_TABLE_SIZE_TWO_TABLES} per table)`);
   }
   return problems;
 }
@@ -398,7 +430,7 @@ export function checkMaglevService(news: Record<string, unknown>): pulumi.dynami
   const inputs = result.inputs as MaglevServiceInputs;
   if ([inputs.mode, inputs.vips, inputs.backends, inputs.tableSize].some(isUnknown)) return result;
   const problems = serviceProblems(inputs, { vips: news.vips, backends: news.backends });
-  return problems.length > 0 ? { failures: problems } : result;
+  return problems.length > 0 ? { failures: pathFailures(problems, news) } : result;
 }
 
 // ---------------------------------------------------------------- outputs

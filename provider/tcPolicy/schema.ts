@@ -15,12 +15,13 @@
  */
 import type * as pulumi from "@pulumi/pulumi";
 import { z } from "zod";
-import { canonicalPrefix, CidrError, parsePrefix, type Family } from "../cidr";
-import { checkInputs, UNKNOWN } from "../dynamicAdapter";
+import { canonicalInputPrefix, CidrError, parsePrefix, type Family } from "../cidr";
+import { checkInputs, pathFailures, UNKNOWN } from "../dynamicAdapter";
 import { credentialsSchema, hostSchema } from "../remote/hostSchema";
 import { lockoutInputs } from "../remote/lockout";
 import { interfaceName, pinName } from "../validation";
-import { MAX_RULES } from "./codec";
+import { ADDR_MAX_ENTRIES, L4_MAX_ENTRIES, MAPS, MAX_RULES } from "./codec";
+import { l4Prefixes, ruleFamilies } from "./plan";
 
 export { MAX_RULES };
 
@@ -69,7 +70,7 @@ function parsePorts(text: string): [number, number] {
 
 function canonicalCidr(text: string, keyword: "from" | "to"): string {
   try {
-    return canonicalPrefix(text);
+    return canonicalInputPrefix(text);
   } catch (err) {
     throw new RuleError(`${keyword}: ${err instanceof CidrError ? err.message : String(err)}`);
   }
@@ -183,7 +184,9 @@ function ruleSet(direction: Direction) {
           ctx.addIssue({ code: "custom", path, message: err.message });
         }
       }
-      if (canonical.size > MAX_RULES) ctx.addIssue({ code: "custom", message: `has ${canonical.size} rules; the policy holds at most ${MAX_RULES}` });
+      if (canonical.size > MAX_RULES) {
+        ctx.addIssue({ code: "custom", message: `has ${canonical.size} rules; the policy holds at most ${MAX_RULES} (map ${MAPS.rules} has one slot per rule, ingress and egress together)` });
+      }
       const sorted: Record<string, Action> = {};
       for (const text of [...canonical.keys()].sort(compareRuleText)) sorted[text] = canonical.get(text)!;
       return sorted;
@@ -339,6 +342,45 @@ export function lockoutIssues(inputs: Pick<TcPolicyInputs, "ingress" | "egress" 
 }
 
 /**
+ * max_entries of each rule trie (bpf/include/tc_policy.h; codec.ts states them
+ * and test/kernel/tcPolicy.test.ts proves them against the compiled object),
+ * with what one entry is, for messages.
+ */
+export const TRIE_CAPACITY = [
+  { map: MAPS.l4, limit: L4_MAX_ENTRIES, entries: "protocol and port blocks" },
+  { map: MAPS.src4, limit: ADDR_MAX_ENTRIES, entries: "IPv4 'from' prefixes, and the /0 of rules without one" },
+  { map: MAPS.src6, limit: ADDR_MAX_ENTRIES, entries: "IPv6 'from' prefixes, and the /0 of rules without one" },
+  { map: MAPS.dst4, limit: ADDR_MAX_ENTRIES, entries: "IPv4 'to' prefixes, and the /0 of rules without one" },
+  { map: MAPS.dst6, limit: ADDR_MAX_ENTRIES, entries: "IPv6 'to' prefixes, and the /0 of rules without one" },
+] as const;
+
+/** Entries each rule trie needs for these rules: one per distinct key (provider/tcPolicy/plan.ts trieContents). */
+export function trieEntryCounts(rules: readonly PolicyRule[]): Record<string, number> {
+  const keys = new Map<string, Set<string>>(TRIE_CAPACITY.map((t) => [t.map, new Set<string>()]));
+  for (const rule of rules) {
+    for (const l4 of l4Prefixes(rule)) keys.get(MAPS.l4)!.add(`${l4.direction} ${l4.protocol} ${l4.port}/${l4.prefixLength}`);
+    for (const family of ruleFamilies(rule)) {
+      keys.get(family === 4 ? MAPS.src4 : MAPS.src6)!.add(rule.from ?? "any");
+      keys.get(family === 4 ? MAPS.dst4 : MAPS.dst6)!.add(rule.to ?? "any");
+    }
+  }
+  return Object.fromEntries([...keys].map(([map, set]) => [map, set.size]));
+}
+
+/**
+ * Every trie's capacity, checked before anything changes (issue 15: a full map
+ * found half way through a batch left the host between old and new). The
+ * sizes in tc_policy.h are chosen so that 1024 rules always fit (at most 30
+ * port blocks per rule); this keeps that true if either side changes.
+ */
+export function trieCapacityIssues(rules: readonly PolicyRule[], capacity: readonly { map: string; limit: number; entries: string }[] = TRIE_CAPACITY): LockoutIssue[] {
+  const counts = trieEntryCounts(rules);
+  return capacity
+    .filter((t) => (counts[t.map] ?? 0) > t.limit)
+    .map((t) => ({ property: "ingress", reason: `ingress, egress: the rules need ${counts[t.map]} entries in map ${t.map} (${t.entries}); it holds at most ${t.limit}` }));
+}
+
+/**
  * Checks across properties that zod's per-property parse cannot see: the
  * total number of rules, and the lockout guard. Takes canonical inputs.
  */
@@ -346,7 +388,9 @@ export function policyIssues(inputs: Pick<TcPolicyInputs, "ingress" | "egress" |
   const issues: LockoutIssue[] = [];
   const total = Object.keys(inputs.ingress.rules).length + Object.keys(inputs.egress.rules).length;
   if (total > MAX_RULES) {
-    issues.push({ property: "ingress", reason: `ingress, egress: ${total} rules in all; the policy holds at most ${MAX_RULES} (ingress and egress together)` });
+    issues.push({ property: "ingress", reason: `ingress, egress: ${total} rules in all; the policy holds at most ${MAX_RULES} (ingress and egress together): map ${MAPS.rules} has one slot per rule` });
+  } else {
+    issues.push(...trieCapacityIssues(rulesOf(inputs)));
   }
   return [...issues, ...lockoutIssues(inputs, inputs.host?.port ?? 22)];
 }
@@ -367,7 +411,7 @@ export function checkTcPolicy(news: Record<string, unknown>): pulumi.dynamic.Che
   const needed = [inputs.ingress, inputs.egress, inputs.stateful, inputs.allowLockout, host, port];
   if (needed.some((value) => JSON.stringify(value ?? null).includes(UNKNOWN))) return result;
   const issues = policyIssues({ ...(inputs as Pick<TcPolicyInputs, "ingress" | "egress" | "stateful" | "allowLockout">), host: { port: typeof port === "number" ? port : 22 } });
-  return issues.length > 0 ? { failures: issues } : result;
+  return issues.length > 0 ? { failures: pathFailures(issues, news) } : result;
 }
 
 // ------------------------------------------------------------ outputs

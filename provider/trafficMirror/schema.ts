@@ -5,13 +5,18 @@
  * whatever order the user listed them in (DESIGN.md, "Inputs are canonical").
  */
 import { isIPv4, isIPv6 } from "node:net";
+import type * as pulumi from "@pulumi/pulumi";
 import { z } from "zod";
-import { canonicalPrefix, CidrError, formatAddress, parsePrefix } from "../cidr";
+import { canonicalInputPrefix, CidrError, formatAddress, parseInputPrefix } from "../cidr";
+import { checkInputs, pathFailures, UNKNOWN } from "../dynamicAdapter";
 import { credentialsSchema, hostSchema } from "../remote/hostSchema";
 import { lockoutInputs } from "../remote/lockout";
 import { interfaceName, pinName } from "../validation";
 
-/** Filters the program holds (MIRROR_MAX_FILTERS in bpf/include/tc_mirror.h). */
+/**
+ * Filters the program holds (MIRROR_MAX_FILTERS in bpf/include/tc_mirror.h);
+ * test/kernel/trafficMirror.test.ts proves mirror_filters' max_entries is twice this.
+ */
 export const MAX_FILTERS = 64;
 
 /** Protocols known by name; any other is given (and shown) as its number. */
@@ -49,7 +54,14 @@ const portSpec = z.union([z.number(), z.string()]).transform((spec, ctx) => {
     return z.NEVER;
   }
   try {
-    return formatPortRange(parsePortSpec(spec));
+    const range = parsePortSpec(spec);
+    // As TcPolicy: no connection uses port 0, so a filter on it is a slip (e.g. a
+    // range meant to start at 1); the codec still takes 0 for crafted packets.
+    if (range.from === 0) {
+      ctx.addIssue({ code: "custom", message: range.to === 0 ? "port 0 is not a port traffic is addressed to (use 1-65535)" : `"${String(spec)}": port 0 is not a port traffic is addressed to; start the range at 1 ("${formatPortRange({ from: 1, to: range.to })}")` });
+      return z.NEVER;
+    }
+    return formatPortRange(range);
   } catch (err) {
     ctx.addIssue({ code: "custom", message: (err as Error).message });
     return z.NEVER;
@@ -68,7 +80,7 @@ export function protocolNumber(p: ProtocolName | number): number {
 
 const prefix = z.string().transform((text, ctx) => {
   try {
-    return canonicalPrefix(text);
+    return canonicalInputPrefix(text);
   } catch (err) {
     ctx.addIssue({ code: "custom", message: err instanceof CidrError ? err.message : String(err) });
     return z.NEVER;
@@ -159,7 +171,9 @@ const filtersSchema = z.union([z.array(z.unknown()), z.record(z.string(), z.unkn
   }
   const record = filterRecord(parsed);
   const count = Object.keys(record).length;
-  if (count > MAX_FILTERS) ctx.addIssue({ code: "custom", message: `has ${count} distinct filters; the program holds at most ${MAX_FILTERS}` });
+  if (count > MAX_FILTERS) {
+    ctx.addIssue({ code: "custom", message: `has ${count} distinct filters; the program holds at most ${MAX_FILTERS} (map mirror_filters has ${2 * MAX_FILTERS} slots: two sets of ${MAX_FILTERS}, one live while an update writes the other)` });
+  }
   return record;
 });
 
@@ -170,7 +184,13 @@ export const ipAddress = z.string().transform((text, ctx) => {
     ctx.addIssue({ code: "custom", message: `"${text}" is not an IPv4 or IPv6 address (a tunnel endpoint must be an address, not a host name or a prefix)` });
     return z.NEVER;
   }
-  return formatAddress(parsePrefix(trimmed).bytes);
+  try {
+    // An IPv4-mapped endpoint becomes IPv4: as IPv6 the kernel would build a tunnel no packet can take.
+    return formatAddress(parseInputPrefix(trimmed).bytes);
+  } catch (err) {
+    ctx.addIssue({ code: "custom", message: err instanceof CidrError ? err.message : String(err) });
+    return z.NEVER;
+  }
 });
 
 const ttl = z.number().int().min(1).max(255);
@@ -257,6 +277,29 @@ export const trafficMirrorSchema = z.object({
 });
 
 export type TrafficMirrorInputs = z.infer<typeof trafficMirrorSchema>;
+
+/**
+ * check() for TrafficMirror: the schema, then what it cannot see across
+ * properties. A local target equal to the mirrored interface would send every
+ * copy out of the interface it mirrors, mirroring it again (a loop); check
+ * sees both names, so it refuses before any host is touched (the lifecycle
+ * refuses it too, for a target that is the same device under another name).
+ */
+export function checkTrafficMirror(news: Record<string, unknown>): pulumi.dynamic.CheckResult {
+  const result = checkInputs(trafficMirrorSchema, news);
+  if (result.failures?.length || !result.inputs) return result;
+  const inputs = result.inputs as Partial<TrafficMirrorInputs>;
+  const target = inputs.target as { interface?: unknown } | undefined;
+  if (typeof target?.interface === "string" && target.interface !== UNKNOWN && target.interface === inputs.interface) {
+    return {
+      failures: pathFailures(
+        [{ property: "target.interface", reason: `target.interface: "${target.interface}" is the mirrored interface itself: every copy sent out of it would be mirrored again (a loop); pick another interface or a tunnel` }],
+        news,
+      ),
+    };
+  }
+  return result;
+}
 export type Direction = TrafficMirrorInputs["direction"];
 
 export interface TrafficMirrorCounters {

@@ -8,7 +8,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { batchText } from "../../provider/remote/bpfHost";
 import {
-  decodeFlowKey, decodeFlowValue, FLOW_FLAG, IPPROTO, LAYOUTS, MAPS, PROGRAMS, STAT, sumU64, TRIE_MAPS, u32Key,
+  ADDR_MAX_ENTRIES, decodeFlowKey, decodeFlowValue, FLOW_FLAG, FLOW_MAX_ENTRIES, IPPROTO, L4_MAX_ENTRIES, LAYOUTS, MAPS, MAX_RULES, PROGRAMS, STAT, sumU64, TRIE_MAPS, u32Key,
   type FlowKey,
 } from "../../provider/tcPolicy/codec";
 import {
@@ -166,15 +166,16 @@ describe.skipIf(unavailable !== undefined)("tc_policy", { timeout: 60_000 }, () 
       const trie = (keySize: number, max: number) => ({ type: "lpm_trie", flags: NO_PREALLOC, bytes_key: keySize, bytes_value: 128, max_entries: max });
       const expected: Record<string, object> = {
         tcpol_cfg: { type: "array", bytes_key: 4, bytes_value: 176, max_entries: 1 },
-        tcpol_rules: { type: "array", bytes_key: 4, bytes_value: 44, max_entries: 1024 },
-        tcpol_l4: trie(8, 32768),
-        tcpol_src4: trie(8, 2048),
-        tcpol_dst4: trie(8, 2048),
-        tcpol_src6: trie(20, 2048),
-        tcpol_dst6: trie(20, 2048),
-        tcpol_flows: { type: "lru_hash", flags: 0, bytes_key: 40, bytes_value: 32, max_entries: 262144 },
+        // The capacities check() enforces (codec.ts constants, tcPolicy/schema.ts TRIE_CAPACITY) are the object's own.
+        tcpol_rules: { type: "array", bytes_key: 4, bytes_value: 44, max_entries: MAX_RULES },
+        tcpol_l4: trie(8, L4_MAX_ENTRIES),
+        tcpol_src4: trie(8, ADDR_MAX_ENTRIES),
+        tcpol_dst4: trie(8, ADDR_MAX_ENTRIES),
+        tcpol_src6: trie(20, ADDR_MAX_ENTRIES),
+        tcpol_dst6: trie(20, ADDR_MAX_ENTRIES),
+        tcpol_flows: { type: "lru_hash", flags: 0, bytes_key: 40, bytes_value: 32, max_entries: FLOW_MAX_ENTRIES },
         tcpol_stats: { type: "percpu_array", bytes_key: 4, bytes_value: 16, max_entries: 7 },
-        tcpol_hits: { type: "percpu_array", bytes_key: 4, bytes_value: 8, max_entries: 1024 },
+        tcpol_hits: { type: "percpu_array", bytes_key: 4, bytes_value: 8, max_entries: MAX_RULES },
       };
       expect(obj.mapNames()).toEqual(Object.keys(expected).sort());
       expect(Object.values(MAPS).sort()).toEqual(Object.keys(expected).sort());

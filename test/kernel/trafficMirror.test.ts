@@ -9,11 +9,11 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
-  BOUNDS, CONFIG_MAP, CONFIG_SIZE, decodeConfig, FILTER_SIZE, FILTERS_MAP, GUARD, HEAD_SIZE, HEADS_MAP, liveFilters, RANGES_MAP, RANGES_SIZE,
-  RANGES6_MAP, RANGES6_SIZE, RANGES_DEPTH, RANGES6_DEPTH, STAT, STATS_MAP, type TunnelGuard,
+  BOUNDS, CONFIG_MAP, CONFIG_SIZE, decodeConfig, FILTER_SETS, FILTER_SIZE, FILTERS_MAP, GUARD, HEAD_SIZE, HEADS_MAP, liveFilters, RANGES_MAP, RANGES_SIZE,
+  RANGES6_MAP, RANGES6_SIZE, RANGES_DEPTH, RANGES6_DEPTH, SET_SLOTS, STAT, STATS_MAP, type TunnelGuard,
 } from "../../provider/trafficMirror/codec";
 import { mirrorOperations, planMirror } from "../../provider/trafficMirror/plan";
-import { filterRecord, filterSchema, type MirrorFilter } from "../../provider/trafficMirror/schema";
+import { filterRecord, filterSchema, MAX_FILTERS, type MirrorFilter } from "../../provider/trafficMirror/schema";
 import {
   arp, ETH_P, ethernet, icmpv4, icmpv6, IPPROTO, ipv4, ipv6, ipv6Bytes, tcp, udp, type Segment, type VlanTag,
 } from "./packets";
@@ -208,7 +208,9 @@ describe.skipIf(unavailable !== undefined)("tc_mirror", { timeout: 120_000 }, ()
       expect(await prog.mapInfo(RANGES_MAP)).toMatchObject({ type: "array", bytes_key: 4, bytes_value: RANGES_SIZE, max_entries: 8 });
       expect(await prog.mapInfo(RANGES6_MAP)).toMatchObject({ type: "array", bytes_key: 4, bytes_value: RANGES6_SIZE, max_entries: 4 });
       expect(await prog.mapInfo("mirror_config")).toMatchObject({ type: "array", bytes_key: 4, bytes_value: CONFIG_SIZE, max_entries: 1 });
-      expect(await prog.mapInfo("mirror_filters")).toMatchObject({ type: "array", bytes_key: 4, bytes_value: FILTER_SIZE, max_entries: 128 });
+      // check() refuses more than MAX_FILTERS filters: the map holds two sets of that many (the codec's SET_SLOTS).
+      expect(SET_SLOTS).toBe(MAX_FILTERS);
+      expect(await prog.mapInfo("mirror_filters")).toMatchObject({ type: "array", bytes_key: 4, bytes_value: FILTER_SIZE, max_entries: FILTER_SETS * MAX_FILTERS });
       expect(await prog.mapInfo("mirror_stats")).toMatchObject({ type: "percpu_array", bytes_key: 4, bytes_value: 16, max_entries: 3 });
     });
 
@@ -305,8 +307,8 @@ describe.skipIf(unavailable !== undefined)("tc_mirror", { timeout: 120_000 }, ()
       ["destinationPort 80: IPv6 TCP to 80", [{ destinationPort: 80 }], () => v6(A6, B6, TCP(40000, 80)), true],
       ["destinationPort 80: IPv6 TCP to 8080", [{ destinationPort: 80 }], () => v6(A6, B6, TCP(40000, 8080)), false],
       ["destinationPort 80: SCTP to 80", [{ destinationPort: 80 }], () => v4(A4, B4, SCTP(40000, 80)), true],
-      ["destinationPort 0-1023: UDP to 53", [{ destinationPort: "0-1023" }], () => v6(A6, B6, UDP(40000, 53)), true],
-      ["destinationPort 0-1023: UDP to 1024", [{ destinationPort: "0-1023" }], () => v6(A6, B6, UDP(40000, 1024)), false],
+      ["destinationPort 1-1023: UDP to 53", [{ destinationPort: "1-1023" }], () => v6(A6, B6, UDP(40000, 53)), true],
+      ["destinationPort 1-1023: UDP to 1024", [{ destinationPort: "1-1023" }], () => v6(A6, B6, UDP(40000, 1024)), false],
       // all fields together (AND)
       ...(() => {
         const web: MirrorFilter[] = [{ protocol: "tcp", source: "192.0.2.0/24", destination: "198.51.100.0/24", sourcePort: "1024-65535", destinationPort: 80 }];

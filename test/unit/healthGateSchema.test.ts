@@ -1,4 +1,5 @@
 import { describe, expect, it } from "vitest";
+import { failureAt } from "../support/checkFailure";
 import { checkInputs, diffInputs, UNKNOWN } from "../../provider/dynamicAdapter";
 import { healthGateKind } from "../../provider/healthGate/lifecycle";
 import { healthGateSchema, type HealthGateInputs, type HealthGateOutputs } from "../../provider/healthGate/schema";
@@ -52,7 +53,7 @@ describe("HealthGate check", () => {
     [withTarget({ probe: ["true", "a\0b"] }), "targets[0].probe[1]", /NUL/],
     [withTarget({ probe: ["true", 7] }), "targets[0].probe[1]", /string/],
     [withTarget({ kind: "../etc" }), "targets[0].kind", /bpfleet kind/],
-    [withTarget({ name: "edge.h1" }), "targets[0].name", /bpffs refuses/],
+    [withTarget({ name: "edge.h1" }), "targets[0].pinName", /bpffs refuses/],
     [withTarget({ program: "../prog" }), "targets[0].program", /only letters/],
     [withTarget({ hook: { interface: "eth0; reboot", type: "xdp" } }), "targets[0].hook.interface", /only letters/],
     [withTarget({ hook: { interface: "eth0", type: "lwt" } }), "targets[0].hook.type", /./],
@@ -73,13 +74,12 @@ describe("HealthGate check", () => {
     [{ ...valid, probeAttempts: 1.5 }, "probeAttempts", /whole number/],
     [{ ...valid, digest: "not-a-digest" }, "digest", /sha256/],
     [{ ...valid, wave: -1 }, "wave", /./],
-    [{ ...valid, credentials: [{ privateKey: "k", token: "x" }] }, "credentials[0]", /token/],
+    [{ ...valid, credentials: [{ privateKey: "k", token: "x" }] }, "targets[0].host", /token/],
   ])("rejects %j naming %s", (inputs, property, reason) => {
     const result = checkInputs(healthGateSchema, inputs as Record<string, unknown>);
     expect(result.inputs).toBeUndefined();
-    const failure = result.failures?.find((f) => f.property === property);
-    expect(failure, JSON.stringify(result.failures)).toBeDefined();
-    expect(failure!.reason).toMatch(reason);
+    const failure = failureAt(result, property, inputs as Record<string, unknown>);
+    expect(failure.reason).toMatch(reason);
   });
 
   it("lets values that are unknown during preview through", () => {

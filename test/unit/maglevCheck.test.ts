@@ -2,6 +2,7 @@
 // inputs a user can write (each refused with the property and the rule), and
 // the order of the map writes a change becomes.
 import { describe, expect, it } from "vitest";
+import { failureAt } from "../support/checkFailure";
 import { diffInputs, UNKNOWN } from "../../provider/dynamicAdapter";
 import { provider } from "../../provider/maglev/dynamic";
 import { decodeBackend, decodeIndex, decodeVip, decodeVipKey, MAPS, type BackendRecord, type VipValue } from "../../provider/maglev/codec";
@@ -16,7 +17,7 @@ const valid = {
   credentials: { privateKey: "-----BEGIN OPENSSH PRIVATE KEY-----" },
   interface: "eth0",
   name: "web",
-  vips: ["198.51.100.10:80/tcp", { address: "2001:DB8:100::10", port: 80, protocol: "tcp" }, "198.51.100.10:53/UDP", "198.51.100.10:80/tcp"],
+  vips: ["198.51.100.10:80/tcp", { address: "2001:DB8:100::10", port: 80, protocol: "tcp" }, "198.51.100.10:53/UDP"],
   backends: [{ address: "10.200.1.13", weight: 2 }, "10.200.1.12", { address: "fd00:bf:1:0::12", mac: "02-BF-01-01-00-02" }],
   mode: "dsr",
 };
@@ -28,7 +29,7 @@ function check(news: Record<string, unknown>) {
 const canonical = () => check(valid).inputs as MaglevServiceInputs;
 
 describe("MaglevService check", () => {
-  it("canonicalises VIPs and backends into records keyed by canonical text, deduplicated and sorted", () => {
+  it("canonicalises VIPs and backends into records keyed by canonical text, sorted", () => {
     const result = check(valid);
     expect(result.failures).toBeUndefined();
     expect(result.inputs?.vips).toEqual({
@@ -109,19 +110,20 @@ describe("MaglevService check", () => {
     [{ lockoutRevertSeconds: 2 }, "lockoutRevertSeconds", /./],
     [{ lockoutGuard: "no" }, "lockoutGuard", /boolean/],
     [{ interface: "eth0; reboot" }, "interface", /only letters, digits/],
-    [{ name: "web.lb" }, "name", /bpffs refuses/],
+    [{ name: "web.lb" }, "pinName", /bpffs refuses/],
+    // issue 15: the same VIP twice was accepted silently
+    [{ vips: ["198.51.100.10:80/tcp", "198.51.100.10:53/udp", "198.51.100.10:80/TCP"] }, "vips[2]", /198\.51\.100\.10:80\/tcp is listed twice \(also at vips\[0\]\); list each VIP once/],
+    [{ vips: ["[2001:db8::10]:80/tcp", { address: "2001:DB8:0::10", port: 80, protocol: "tcp" }] }, "vips[1]", /\[2001:db8::10\]:80\/tcp is listed twice/],
   ])("rejects %j naming %s", (patch, property, reason) => {
     const result = check({ ...valid, ...patch });
     expect(result.inputs).toBeUndefined();
-    const failure = result.failures?.find((f) => f.property === property);
-    expect(failure, JSON.stringify(result.failures)).toBeDefined();
-    expect(failure!.reason).toMatch(reason);
-    expect(failure!.reason.startsWith(property)).toBe(true);
+    const failure = failureAt(result, property, { ...valid, ...patch });
+    expect(failure.reason).toMatch(reason);
   });
 
   it("names a bad entry of the record form by its key", () => {
     const result = check({ ...valid, backends: { "10.200.1.12": { address: "10.200.1.12", weight: 0 } } });
-    expect(result.failures?.[0]?.property).toBe('backends["10.200.1.12"].weight');
+    expect(failureAt(result, 'backends["10.200.1.12"].weight', { ...valid, backends: {} }).reason).toMatch(/weight/);
   });
 
   it("lets values that are unknown during preview through, and checks across properties only once they are known", () => {

@@ -1,8 +1,10 @@
 import { describe, expect, it } from "vitest";
+import { failureAt } from "../support/checkFailure";
 import { checkInputs, diffInputs, UNKNOWN } from "../../provider/dynamicAdapter";
+import { provider } from "../../provider/trafficMirror/dynamic";
 import { touchesManagementPath } from "../../provider/trafficMirror/guard";
 import { trafficMirrorKind } from "../../provider/trafficMirror/lifecycle";
-import { trafficMirrorSchema } from "../../provider/trafficMirror/schema";
+import { checkTrafficMirror, trafficMirrorSchema } from "../../provider/trafficMirror/schema";
 
 const valid = {
   host: { address: "10.200.1.2", hostKey: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB" },
@@ -68,6 +70,12 @@ describe("TrafficMirror check", () => {
     [{ filters: [{ sourcePort: -1 }] }, "filters[0].sourcePort", /not a port/],
     [{ filters: [{ sourcePort: 80.5 }] }, "filters[0].sourcePort", /whole port number/],
     [{ filters: [{ protocol: "icmp", destinationPort: 80 }] }, "filters[0].destinationPort", /icmp has no ports/],
+    // issue 15: port 0 was accepted (TcPolicy refuses it)
+    [{ filters: [{ destinationPort: 0 }] }, "filters[0].destinationPort", /^filters\[0\]\.destinationPort: port 0 is not a port traffic is addressed to \(use 1-65535\)$/],
+    [{ filters: [{ protocol: "udp", sourcePort: "0-1023" }] }, "filters[0].sourcePort", /"0-1023": port 0 is not a port traffic is addressed to; start the range at 1 \("1-1023"\)/],
+    [{ filters: [{ destinationPort: "0" }] }, "filters[0].destinationPort", /port 0/],
+    // IPv4-compatible addresses match nothing (IPv4-mapped ones become IPv4: test/unit/inputAddresses.test.ts)
+    [{ filters: [{ source: "::10.0.0.1" }] }, "filters[0].source", /IPv4-compatible IPv6 address.*"10\.0\.0\.1"/],
     // filters: protocol and shape
     [{ filters: [{ protocol: "gre" }] }, "filters[0].protocol", /./],
     [{ filters: [{ protocol: 256 }] }, "filters[0].protocol", /./],
@@ -86,6 +94,9 @@ describe("TrafficMirror check", () => {
     [{ target: { tunnel: { type: "geneve", remote: "192.0.2.1" } } }, "target.tunnel.type", /./],
     [{ target: { interface: "eth1; rm -rf /" } }, "target.interface", /only letters, digits/],
     [{ target: {} }, "target", /exactly one of interface/],
+    // issue 15: refused only at up, though check sees both names
+    [{ target: { interface: "eth0" } }, "target.interface", /"eth0" is the mirrored interface itself: every copy sent out of it would be mirrored again \(a loop\)/],
+    [{ target: { tunnel: { type: "vxlan", remote: "::192.0.2.1", vni: 1 } } }, "target.tunnel.remote", /IPv4-compatible/],
     [{ target: { interface: "mirror0", tunnel: { type: "vxlan", remote: "192.0.2.1", vni: 1 } } }, "target", /exactly one of interface/],
     // the rest
     [{ direction: "sideways" }, "direction", /./],
@@ -94,19 +105,27 @@ describe("TrafficMirror check", () => {
     [{ priority: 0 }, "priority", /./],
     [{ priority: 65536 }, "priority", /./],
     [{ interface: "$(reboot)" }, "interface", /only letters, digits/],
-    [{ name: "web.mirror" }, "name", /bpffs refuses/],
+    [{ name: "web.mirror" }, "pinName", /bpffs refuses/],
     // lockout guard
     [{ lockoutRevertSeconds: 4 }, "lockoutRevertSeconds", /at least 5 seconds/],
     [{ lockoutRevertSeconds: 3601 }, "lockoutRevertSeconds", /at most 3600/],
     [{ lockoutRevertSeconds: 10.5 }, "lockoutRevertSeconds", /whole number of seconds/],
     [{ lockoutGuard: "false" }, "lockoutGuard", /boolean/],
   ])("rejects %j naming %s", (patch, property, reason) => {
-    const result = checkInputs(trafficMirrorSchema, { ...valid, ...patch });
+    const result = checkTrafficMirror({ ...valid, ...patch });
     expect(result.inputs).toBeUndefined();
-    const failure = result.failures?.find((f) => f.property === property);
-    expect(failure, JSON.stringify(result.failures)).toBeDefined();
-    expect(failure!.reason).toMatch(reason);
-    expect(failure!.reason.startsWith(property)).toBe(true);
+    const failure = failureAt(result, property, { ...valid, ...patch });
+    expect(failure.reason).toMatch(reason);
+  });
+
+  it("refuses a target equal to the mirrored interface through the provider's check, as the engine calls it", async () => {
+    const news = { ...valid, target: { interface: "eth0" } };
+    const result = await provider.check!({}, news);
+    expect(result.inputs).toBeUndefined();
+    expect(failureAt(result, "target.interface", news).reason).toMatch(/mirrored interface itself/);
+    // unknown during preview: judged when known
+    expect((await provider.check!({}, { ...valid, target: { interface: UNKNOWN } })).failures).toBeUndefined();
+    expect((await provider.check!({}, { ...valid, interface: "eth1", target: { interface: "eth0" } })).failures).toBeUndefined();
   });
 
   it("lets values that are unknown during preview through unchecked", () => {

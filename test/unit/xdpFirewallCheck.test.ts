@@ -1,4 +1,5 @@
 import { describe, expect, it } from "vitest";
+import { failureAt } from "../support/checkFailure";
 import { checkInputs, diffInputs, UNKNOWN } from "../../provider/dynamicAdapter";
 import { xdpFirewallKind } from "../../provider/xdpFirewall/lifecycle";
 import { checkXdpFirewall, xdpFirewallSchema } from "../../provider/xdpFirewall/schema";
@@ -33,8 +34,8 @@ describe("XdpFirewall check", () => {
     [{ interface: "eth0; rm -rf /" }, "interface", /only letters, digits/],
     [{ interface: "$(reboot)" }, "interface", /only letters, digits/],
     [{ interface: "averyveryverylongname0" }, "interface", /15 characters/],
-    [{ name: "../etc" }, "name", /only letters, digits/],
-    [{ name: "edge.fw" }, "name", /bpffs refuses/],
+    [{ name: "../etc" }, "pinName", /only letters, digits/],
+    [{ name: "edge.fw" }, "pinName", /bpffs refuses/],
     [{ mode: "fast" }, "mode", /./],
     [{ host: { address: "10.0.0.1 -oProxyCommand=x" } }, "host.address", /IP address or a DNS name/],
     [{ host: { address: "10.0.0.1", port: 70000 } }, "host.port", /./],
@@ -43,7 +44,7 @@ describe("XdpFirewall check", () => {
     [{ host: { address: "10.0.0.1", connectTimeoutMs: 5 } }, "host.connectTimeoutMs", /./],
     [{ host: { address: "10.0.0.1", jumpHost: { address: "bad host" } } }, "host.jumpHost.address", /IP address or a DNS name/],
     [{ host: { address: "10.0.0.1", sudo: "yes" } }, "host.sudo", /boolean/],
-    [{ credentials: { privateKey: "k", token: "x" } }, "credentials", /token/],
+    [{ credentials: { privateKey: "k", token: "x" } }, "host", /token/],
     [{ attached: "no" }, "attached", /boolean/],
     [{ lockoutGuard: 0 }, "lockoutGuard", /boolean/],
     [{ lockoutRevertSeconds: 1 }, "lockoutRevertSeconds", /./],
@@ -53,10 +54,8 @@ describe("XdpFirewall check", () => {
   ])("rejects %j naming %s", (patch, property, reason) => {
     const result = checkInputs(xdpFirewallSchema, { ...valid, ...patch });
     expect(result.inputs).toBeUndefined();
-    const failure = result.failures?.find((f) => f.property === property);
-    expect(failure, JSON.stringify(result.failures)).toBeDefined();
-    expect(failure!.reason).toMatch(reason);
-    expect(failure!.reason.startsWith(property)).toBe(true);
+    const failure = failureAt(result, property, { ...valid, ...patch });
+    expect(failure.reason).toMatch(reason);
   });
 
   // chainPriority on its own: test/unit/chainPriorityCheck.test.ts, with MaglevService.

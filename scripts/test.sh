@@ -24,6 +24,11 @@ echo "=== typecheck (tests and benchmarks: vitest and tsx do not check types)"
 npx tsc -p tsconfig.test.json || status=1
 run_suite unit test/unit
 run_suite kernel test/kernel
+# Debian 11/12/13's kernels under qemu (test/kernels): every object loads and runs a
+# packet with each release's bpftool, and README's supported-kernels table holds.
+matrix_started=$SECONDS
+run_suite kernels test/kernels
+echo "=== kernels: $((SECONDS - matrix_started)) s"
 run_suite lab test/lab
 run_suite e2e test/e2e
 

@@ -15,10 +15,18 @@ function run(argv) {
   return { code: r.status ?? -1, stdout: r.stdout ?? "", stderr: (r.stderr ?? "") + (r.error ? String(r.error) : "") };
 }
 
-// The last lines of a failure, without libbpf's list of every section name it knows.
+// Why a command failed, in one line: the verifier's last word when it refused the
+// program, else libbpf's complaint, else the last line; without libbpf's list of
+// every section name it knows or bpftool's strict-mode advice.
 function reason(r) {
-  const lines = (r.stderr + r.stdout).split("\n").filter((l) => l.trim() && !/supported section\(type\) names/.test(l));
-  return lines.slice(-3).join(" | ").slice(0, 400);
+  const lines = (r.stderr + r.stdout).split("\n").map((l) => l.trim()).filter((l) => l &&
+    !/supported section\(type\) names|libbpf strict mode|--legacy option|^Error: failed to (open|load) object file/.test(l));
+  const end = lines.findIndex((l) => /-- END PROG LOAD LOG --/.test(l));
+  // The verifier ends its log with statistics; its verdict is the line before them.
+  const verdict = lines.slice(0, Math.max(end, 0)).filter((l) => !/^(processed \d+ insns|verification time|stack depth)/.test(l)).at(-1);
+  if (end > 0 && verdict) return verdict.slice(0, 300);
+  const libbpf = lines.find((l) => /^libbpf: /.test(l) && !/failed to load object/.test(l));
+  return (libbpf ?? lines.at(-1) ?? `exit code ${r.code}`).slice(0, 300);
 }
 
 // Ethernet / IPv4 / UDP 10.0.0.1:1234 -> 10.0.0.2:80, 64 bytes.

@@ -28,6 +28,8 @@ for s in bullseye bookworm trixie; do
   [ -x "$CACHE/bpftool-$s/bpftool" ] && tools="$tools,{\"name\":\"$s\",\"path\":\"$CACHE/bpftool-$s/bpftool\"}"
 done
 tools="$tools]"
+shape_tools="machine=/usr/sbin/bpftool"
+for s in bullseye bookworm trixie; do shape_tools="$shape_tools $s=$CACHE/bpftool-$s/bpftool"; done
 
 mkdir -p "$RESULTS"
 status=0
@@ -38,12 +40,22 @@ for suite in "${suites[@]}"; do
 set -e
 cd '$here'
 node test/kernels/guest.mjs '$here/bpf/obj' '$tools' /tmp/out/result.json
+sh test/kernels/shapes.sh '$here' /tmp/out $shape_tools
 JOB
   started=$(date +%s)
   if bash test/kernels/boot.sh "$suite" "$out" "$job"; then
     node -e '
       const fs = require("fs"); const [file, suite, secs] = process.argv.slice(1);
       const r = JSON.parse(fs.readFileSync(file, "utf8")); r.suite = suite; r.seconds = Number(secs);
+      // What each bpftool printed for the commands whose JSON the provider parses (shapes.sh).
+      r.shapes = {};
+      for (const f of fs.readdirSync(require("path").dirname(file)).filter((n) => n.startsWith("shapes-"))) {
+        const sections = {};
+        for (const part of fs.readFileSync(`${require("path").dirname(file)}/${f}`, "utf8").split("@@").slice(1)) {
+          const nl = part.indexOf("\n"); sections[part.slice(0, nl)] = part.slice(nl + 1).trim();
+        }
+        r.shapes[f.replace(/^shapes-|\.txt$/g, "")] = sections;
+      }
       fs.writeFileSync(file.replace(/\.run\/result\.json$/, ".json"), JSON.stringify(r, null, 1));
     ' "$out/result.json" "$suite" "$(( $(date +%s) - started ))"
     echo "matrix: $suite done in $(( $(date +%s) - started )) s"

@@ -2,7 +2,7 @@
 // every object in bpf/obj loaded with the machine's and each Debian release's
 // bpftool, one packet through every program. Runs the matrix first when its
 // results are missing or older than bpf/obj (a run takes minutes per kernel).
-import { execFileSync } from "node:child_process";
+import { spawn } from "node:child_process";
 import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
@@ -22,9 +22,14 @@ function stale(): boolean {
 }
 
 let results: SuiteResult[] = [];
-beforeAll(() => {
+beforeAll(async () => {
   if (process.getuid?.() !== 0) throw new Error("the kernel matrix boots qemu guests that load BPF: run as root");
-  if (stale()) execFileSync("bash", [join(__dirname, "matrix.sh")], { stdio: "inherit", env: { ...process.env, KERNEL_RESULTS: resultsDir } });
+  if (stale()) {
+    // Asynchronously: a worker blocked for minutes loses its RPC link to vitest.
+    const matrix = spawn("bash", [join(__dirname, "matrix.sh")], { stdio: "inherit", env: { ...process.env, KERNEL_RESULTS: resultsDir } });
+    const code = await new Promise<number | null>((resolve) => matrix.on("exit", resolve));
+    if (code !== 0) throw new Error(`test/kernels/matrix.sh failed (exit ${code}); its output is above`);
+  }
   results = readResults(resultsDir);
 }, 3_600_000);
 

@@ -355,7 +355,9 @@ static __always_inline void parse(struct __sk_buff *skb, struct packet *p)
 	parse_packet(skb, p);
 }
 
-SEC("tc")
+/* "classifier", not "tc": the only name for a TC program that every libbpf
+ * knows, Debian 11's bpftool 5.10 included. */
+SEC("classifier")
 int tc_mirror(struct __sk_buff *skb)
 {
 	const struct mirror_config *cfg;

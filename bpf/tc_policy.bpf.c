@@ -723,13 +723,17 @@ static __always_inline int handle(struct __sk_buff *skb, const __u8 dir)
 	return verdict == VERDICT_DENY ? TC_ACT_SHOT : TC_ACT_UNSPEC;
 }
 
-SEC("tc")
+/* Sections named <object>/<direction>, loaded with an explicit `type classifier`:
+ * libbpf before 0.6 (Debian 11's bpftool 5.10) pins each program after its
+ * section, with '/' as '_', so these pins are the function names that newer
+ * libbpf uses, and two programs never share one "tc" or "classifier" pin. */
+SEC("tc_policy/ingress")
 int tc_policy_ingress(struct __sk_buff *skb)
 {
 	return handle(skb, TCPOL_INGRESS);
 }
 
-SEC("tc")
+SEC("tc_policy/egress")
 int tc_policy_egress(struct __sk_buff *skb)
 {
 	return handle(skb, TCPOL_EGRESS);

@@ -5,7 +5,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(clang llvm libbpf-dev bpftool iproute2 openssh-server openssh-client
-  tcpdump iputils-ping netcat-openbsd socat util-linux procps make gcc)
+  tcpdump iputils-ping netcat-openbsd socat util-linux procps make gcc
+  qemu-system-x86 busybox-static kmod cpio xz-utils zstd)
+# (The last line is for the kernel matrix, test/kernels: qemu boots Debian's kernels
+# with an initramfs of busybox and the kernel's modules.)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

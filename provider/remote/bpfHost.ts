@@ -309,13 +309,17 @@ done
 rmdir "$staged"
 `;
 
+// bpftool's name for each program type. TC is "classifier", never "tc": bpftool
+// before libbpf 0.6 (Debian 11's 5.10) knows only "classifier", every later one both.
+const BPFTOOL_TYPE: Record<"xdp" | "tc", string> = { xdp: "xdp", tc: "classifier" };
+
 /**
  * Loads `objectPath` as `<dir>/prog_new`, reusing every map already pinned under
  * `<dir>/maps` and pinning any others there; with `sharedChain`, the program's
  * xdp_chain is that pin (see xdpHook.ts). Returns the new program's pin path.
  */
 export async function loadProgram(session: SshSession, layout: PinLayout, objectPath: string, type: "xdp" | "tc", sharedChain?: string): Promise<string> {
-  await session.runScript(LOAD_SCRIPT, [objectPath, layout.dir, type, "load", ...(sharedChain ? [sharedChain] : [])]);
+  await session.runScript(LOAD_SCRIPT, [objectPath, layout.dir, BPFTOOL_TYPE[type], "load", ...(sharedChain ? [sharedChain] : [])]);
   return `${layout.program}_new`;
 }
 
@@ -325,7 +329,7 @@ export async function loadProgram(session: SshSession, layout: PinLayout, object
  * named after its function.
  */
 export async function loadAllPrograms(session: SshSession, layout: PinLayout, objectPath: string, type: "xdp" | "tc"): Promise<string> {
-  await session.runScript(LOAD_SCRIPT, [objectPath, layout.dir, type, "loadall"]);
+  await session.runScript(LOAD_SCRIPT, [objectPath, layout.dir, BPFTOOL_TYPE[type], "loadall"]);
   return `${layout.dir}/progs_new`;
 }
 

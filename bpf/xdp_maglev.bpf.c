@@ -14,17 +14,23 @@
  * balances; a slot that still finds a cleared record drops the packet and
  * counts it (LB_STAT_NO_BACKEND) rather than send it anywhere stale.
  *
- * Egress: bpf_fib_lookup towards the new destination (the backend, or the
- * client for a reply) gives the next hop's MAC, our MAC and the egress
- * interface: the same interface is XDP_TX, another is bpf_redirect. The FIB
- * is asked first because it follows the live neighbour table (a backend's MAC
- * can move) and knows routes through other interfaces. A blackhole,
+ * Egress towards a backend: first the next-hop cache in the backend's record
+ * (LB_BACKEND_F_NEXT_HOP: the MAC the provider resolved on this interface
+ * when it applied, and the interface's MTU). A packet that fits leaves by
+ * XDP_TX to that MAC, our MAC taken from the frame's destination, with no
+ * per-packet FIB walk; a neighbour that changes later is picked up by the
+ * next apply, which resolves every next hop again.
+ *
+ * The fallback, for a backend without a cached next hop (reached through
+ * another interface, or the provider resolved none), a packet too big for
+ * the cached MTU, and replies (NAT): bpf_fib_lookup towards the new
+ * destination gives the next hop's MAC, our MAC and the egress interface:
+ * the same interface is XDP_TX, another is bpf_redirect. A blackhole,
  * unreachable or prohibit route drops. When the FIB has no answer otherwise
- * (forwarding disabled on the interface, the usual state of a DSR host, or no
- * neighbour entry yet), a backend's static MAC (resolved by the provider) is
- * used with XDP_TX, our MAC taken from the frame's destination. A NAT or IPIP
- * packet that has neither goes to the kernel, which resolves the neighbour (or
- * sends "fragmentation needed") and forwards it; a DSR packet cannot (its
+ * (forwarding disabled on the interface, or no neighbour entry yet), a
+ * backend's static MAC is used with XDP_TX. A NAT or IPIP packet that has
+ * neither goes to the kernel, which resolves the neighbour (or sends
+ * "fragmentation needed") and forwards it; a DSR packet cannot (its
  * destination is still the VIP) and is dropped.
  *
  * Not balanced, passed: IPv4 fragments (a later fragment has no ports, so a
@@ -438,6 +444,31 @@ drop:
 	return XDP_DROP;
 }
 
+/* The next-hop cache (see the top): 1 when `backend`'s record names the next
+ * hop on this interface and an IP datagram of `len` bytes fits its MTU. */
+static __always_inline int next_hop_cached(const struct lb_backend *backend, __u32 len)
+{
+	return (backend->flags & LB_BACKEND_F_NEXT_HOP) && len <= backend->mtu;
+}
+
+/* Sends the frame to the cached next hop: only the MACs change. */
+static __always_inline int egress_cached(struct xdp_md *ctx, const struct lb_backend *backend, __u64 bytes)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+
+	if ((void *)(eth + 1) > data_end)
+		return XDP_DROP;
+	/* The frame came to us, so its destination MAC is ours on this
+	 * interface: XDP has no helper that reads an interface's MAC. */
+	__builtin_memcpy(eth->h_source, eth->h_dest, ETH_ALEN);
+	__builtin_memcpy(eth->h_dest, backend->mac, ETH_ALEN);
+	count(&lb_stats, LB_STAT_STATIC_MAC, bytes);
+	count(&lb_stats, LB_STAT_TX, bytes);
+	return XDP_TX;
+}
+
 /* ---------------------------------------------------------------- modes */
 
 /* clang turns __builtin_memcmp into a call to memcmp, which BPF does not have. */
@@ -453,6 +484,8 @@ static __always_inline int forward_dsr(struct xdp_md *ctx, struct packet *pkt, c
 {
 	int rc;
 
+	if (next_hop_cached(backend, pkt->l3_len))
+		return egress_cached(ctx, backend, pkt->bytes);
 	/* Route towards the backend's own address; the packet keeps the VIP. */
 	rc = fib_lookup(ctx, fib, pkt, backend->family, pkt->flow.src, backend->addr, pkt->l3_len, 0);
 	return egress(ctx, rc, fib, backend, 0, pkt->bytes);
@@ -488,6 +521,8 @@ static __noinline int forward_nat(struct xdp_md *ctx, struct packet *pkt, const 
 
 	if (rewrite_addr_port(ctx, pkt, 1, backend->addr, port) < 0)
 		return XDP_DROP;
+	if (next_hop_cached(backend, pkt->l3_len))
+		return egress_cached(ctx, backend, pkt->bytes);
 	rc = fib_lookup(ctx, fib, pkt, backend->family, pkt->flow.src, backend->addr, pkt->l3_len, 0);
 	return egress(ctx, rc, fib, backend, 1, pkt->bytes);
 }
@@ -539,12 +574,12 @@ static __noinline int forward_ipip(struct xdp_md *ctx, struct packet *pkt, const
 	__u8 inner_proto = pkt->flow.family == LB_FAMILY_V4 ? IPPROTO_IPIP : IPPROTO_IPV6;
 	int outer_v4 = backend->family == LB_FAMILY_V4;
 	int outer_len = outer_v4 ? (int)sizeof(struct iphdr) : (int)sizeof(struct ipv6hdr);
-	__u32 flags = 0, hash = flow_hash(&pkt->flow);
+	__u32 flags = 0, hash;
 	__u16 inner_len = pkt->l3_len;
 	__u8 tos = pkt->tos;
 	void *data, *data_end;
 	struct ethhdr *eth, *old_eth;
-	int rc, have_src = 0, i;
+	int rc = 0, have_src = 0, cached, i;
 
 	if (!cfg)
 		return encap_fail(bytes);
@@ -561,9 +596,12 @@ static __noinline int forward_ipip(struct xdp_md *ctx, struct packet *pkt, const
 		for (i = 0; i < 16; i++)
 			have_src |= src[i];
 	}
+	/* Without a configured source only the FIB can name one. */
+	cached = have_src && next_hop_cached(backend, inner_len + outer_len);
 	if (!have_src)
 		flags |= BPF_FIB_LOOKUP_SRC;
-	rc = fib_lookup(ctx, fib, pkt, backend->family, src, backend->addr, inner_len + outer_len, flags);
+	if (!cached)
+		rc = fib_lookup(ctx, fib, pkt, backend->family, src, backend->addr, inner_len + outer_len, flags);
 	if (!have_src) {
 		if (rc != BPF_FIB_LKUP_RET_SUCCESS)
 			return encap_fail(bytes);
@@ -612,6 +650,7 @@ static __noinline int forward_ipip(struct xdp_md *ctx, struct packet *pkt, const
 
 		/* The flow label carries the flow's hash, so that ECMP and RSS
 		 * on the way to the backend spread tunnelled flows. */
+		hash = flow_hash(&pkt->flow);
 		outer.flow_lbl[0] = ((tos & 0x0f) << 4) | ((hash >> 16) & 0x0f);
 		outer.flow_lbl[1] = hash >> 8;
 		outer.flow_lbl[2] = hash;
@@ -620,6 +659,8 @@ static __noinline int forward_ipip(struct xdp_md *ctx, struct packet *pkt, const
 		__builtin_memcpy(&outer.daddr, backend->addr, 16);
 		__builtin_memcpy(ip6h, &outer, sizeof(outer));
 	}
+	if (cached)
+		return egress_cached(ctx, backend, bytes + outer_len);
 	return egress(ctx, rc, fib, backend, 1, bytes + outer_len);
 }
 

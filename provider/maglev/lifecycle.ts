@@ -34,7 +34,7 @@ import { armRevert, type RevertTimer } from "../remote/revertTimer";
 import type { SshSession } from "../remote/ssh";
 import { LB_TABLE_CAPACITY, MAPS, type LbMode } from "./codec";
 import { createMarker, mapPin, markerPin, observeMaps, observeProgram, readCountersAndTables } from "./hostState";
-import { addressesToResolve, nextHopMacs, surveyRouting } from "./neighbours";
+import { addressesToResolve, nextHopMacs, nextHopMtus, surveyRouting } from "./neighbours";
 import { planService, recordKey, tableDigest, tableImage, type ServicePlan, type TableImage } from "./plan";
 import { maglevServiceSchema, type Backend, type Counter, type MaglevServiceInputs, type MaglevServiceOutputs, type Vip } from "./schema";
 
@@ -98,6 +98,7 @@ async function converge(inputs: MaglevServiceInputs, olds?: MaglevServiceOutputs
   await guardManagementPath(session, inputs.vips);
   const routing = await surveyRouting(session, inputs.interface, addressesToResolve(inputs.backends));
   const macs = nextHopMacs(session.label, inputs, routing);
+  const mtus = nextHopMtus(macs, inputs.backends, routing);
   const hadPins = survey.program !== undefined;
   const ownIds = survey.program ? [survey.program.id] : [];
   const needsLoad = !hadPins || olds?.objectSha256 !== object.sha256 || hook.rebinds;
@@ -116,7 +117,7 @@ async function converge(inputs: MaglevServiceInputs, olds?: MaglevServiceOutputs
     const observed = await observeMaps(session, layout);
     if (!observed.markerExists) await createMarker(session, layout);
     plan = planService(
-      { ...inputs, macs },
+      { ...inputs, macs, nextHopMtus: mtus },
       { ...observed, tables: knownTables(olds, observed.marker) },
       { nextBackendIndex: olds?.nextBackendIndex },
       mapPin(layout),

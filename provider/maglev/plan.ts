@@ -39,6 +39,12 @@ export interface DesiredService {
   connectionTable: boolean;
   /** The next-hop MAC each backend record should carry (undefined: FIB only). */
   macs: Record<string, string | undefined>;
+  /**
+   * The next-hop cache: for a backend whose MAC is its next hop on the
+   * program's interface, that interface's MTU (the program then skips the
+   * per-packet FIB lookup for packets that fit). Absent: the FIB first.
+   */
+  nextHopMtus?: Record<string, number | undefined>;
 }
 
 export interface ObservedService {
@@ -82,8 +88,8 @@ export function recordKey(record: BackendRecord): string {
   return backendKey({ address: record.address, port: record.port === 0 ? undefined : record.port });
 }
 
-export function backendRecord(backend: Backend, mac: string | undefined): BackendRecord {
-  return { address: backend.address, port: backend.port ?? 0, ...(mac !== undefined ? { mac } : {}) };
+export function backendRecord(backend: Backend, mac: string | undefined, mtu?: number): BackendRecord {
+  return { address: backend.address, port: backend.port ?? 0, ...(mac !== undefined ? { mac, ...(mtu !== undefined ? { mtu } : {}) } : {}) };
 }
 
 export function groupOf(mode: LbMode, vip: Vip): TableGroup {
@@ -246,7 +252,7 @@ export function planService(
   const rewritten: string[] = [];
   for (const id of ids) {
     const index = indexes[id]!;
-    const value = encodeBackend(backendRecord(desired.backends[id]!, desired.macs[id]));
+    const value = encodeBackend(backendRecord(desired.backends[id]!, desired.macs[id], desired.nextHopMtus?.[id]));
     const onHost = observed.backends.get(index);
     if (!onHost) {
       added.push(id);

@@ -6,7 +6,7 @@ import { diffInputs, UNKNOWN } from "../../provider/dynamicAdapter";
 import { provider } from "../../provider/maglev/dynamic";
 import { decodeBackend, decodeIndex, decodeVip, decodeVipKey, MAPS, type BackendRecord, type VipValue } from "../../provider/maglev/codec";
 import { maglevServiceKind } from "../../provider/maglev/lifecycle";
-import { nextHopMacs, parseRoutingSurvey } from "../../provider/maglev/neighbours";
+import { nextHopMacs, nextHopMtus, parseRoutingSurvey } from "../../provider/maglev/neighbours";
 import { allocateBackends, planService, tableDigest, tableImage, type DesiredService, type ObservedService } from "../../provider/maglev/plan";
 import { checkMaglevService, TABLE_OFFSET, type MaglevServiceInputs, type MaglevServiceOutputs } from "../../provider/maglev/schema";
 import { HostPreconditionError, type MapOperation } from "../../provider/remote/bpfHost";
@@ -360,6 +360,9 @@ describe("MaglevService next hops", () => {
       "@@hop 10.9.0.2",
       "route 10.9.0.2 dev eth1 src 10.9.0.1 uid 0",
       "neigh 10.9.0.2 lladdr 02:00:00:00:09:02 REACHABLE",
+      "@@hop 10.200.1.13",
+      "route 10.200.1.13 dev eth0 src 10.200.1.11 uid 0 mtu 1400",
+      "neigh 10.200.1.13 lladdr 02:bf:01:01:00:03 REACHABLE",
       "@@hop 10.200.1.11",
       "route local 10.200.1.11 dev lo src 10.200.1.11 uid 0",
       "neigh ",
@@ -367,6 +370,7 @@ describe("MaglevService next hops", () => {
       "ipv4 0",
       "ipv6 1",
       "@@ping true",
+      "@@mtu 1500",
     ].join("\n"),
   );
   const service = (mode: "dsr" | "nat" | "ipip", addresses: string[]) => ({
@@ -380,6 +384,15 @@ describe("MaglevService next hops", () => {
     expect(nextHopMacs("h1", service("dsr", ["10.200.1.12"]), survey)).toEqual({ "10.200.1.12": "02:bf:01:01:00:02" });
     expect(() => nextHopMacs("h1", service("nat", ["192.0.2.7"]), survey)).toThrow(/IPv4 forwarding is off on eth0.*sysctl -w net\.ipv4\.conf\.eth0\.forwarding=1/s);
     expect(nextHopMacs("h1", service("nat", ["192.0.2.7"]), { ...survey, forwarding: { 4: true, 6: true } })).toEqual({ "192.0.2.7": "02:bf:01:00:00:01" });
+  });
+
+  it("caches each resolved next hop with the interface's MTU, or the route's when it sets a smaller one; nothing without a MAC", () => {
+    expect(survey.mtu).toBe(1500);
+    const s = service("dsr", ["10.200.1.12", "10.200.1.13"]);
+    const macs = nextHopMacs("h1", s, survey);
+    expect(nextHopMtus({ ...macs, "10.9.0.2": undefined }, { ...s.backends, "10.9.0.2": { address: "10.9.0.2", weight: 1 } }, survey)).toEqual({ "10.200.1.12": 1500, "10.200.1.13": 1400 });
+    // A host that reported no MTU: no cache, the FIB for every packet.
+    expect(nextHopMtus(macs, s.backends, parseRoutingSurvey("@@mtu \n@@ping true"))).toEqual({});
   });
 
   it.each([

@@ -32,7 +32,7 @@ import { claimHook, DISPATCHER_OBJECT, dispatcherDir, HookPlan, hookPosition, re
 import { proveManagementPath } from "../remote/lockout";
 import { armRevert, type RevertTimer } from "../remote/revertTimer";
 import type { SshSession } from "../remote/ssh";
-import { LB_TABLE_CAPACITY, MAPS, type LbMode } from "./codec";
+import { LB_TABLE_CAPACITY, MAPS, type BackendRecord, type LbMode } from "./codec";
 import { createMarker, mapPin, markerPin, observeMaps, observeProgram, readCountersAndTables } from "./hostState";
 import { addressesToResolve, nextHopMacs, nextHopMtus, surveyRouting } from "./neighbours";
 import { planService, recordKey, tableDigest, tableImage, type ServicePlan, type TableImage } from "./plan";
@@ -174,6 +174,7 @@ async function converge(inputs: MaglevServiceInputs, olds?: MaglevServiceOutputs
     nextBackendIndex,
     vipIndexes,
     backendMacs: Object.fromEntries(Object.keys(inputs.backends).map((id) => [id, macs[id] ?? ""])),
+    nextHopDrift: [],
     tableDigest: plan.tableDigest,
     reverseNat: inputs.mode === "nat" && Object.keys(inputs.vips).length > 0,
     counters: { vips: counters.vips, backends: counters.backends, totals: program.totals },
@@ -183,6 +184,33 @@ async function converge(inputs: MaglevServiceInputs, olds?: MaglevServiceOutputs
 /** The value most VIPs agree on, preferring one that differs from `previous` so that drift shows. */
 function observedSetting<T>(values: readonly T[], previous: T): T {
   return values.find((v) => v !== previous) ?? previous;
+}
+
+/**
+ * The next-hop cache against the host as it is now: each backend whose record
+ * carries another MAC or MTU than `up` would write (a neighbour that moved, a
+ * route or MTU that changed), or why the host cannot serve the backends any
+ * more. The program trusts the cache, so only this shows such a change.
+ */
+async function nextHopDrift(session: SshSession, olds: MaglevServiceOutputs, records: Map<number, BackendRecord>, backendIndexes: Record<string, number>): Promise<string[]> {
+  const backends = olds.backends ?? {};
+  const routing = await surveyRouting(session, olds.interface, addressesToResolve(backends));
+  let macs: Record<string, string | undefined>;
+  try {
+    macs = nextHopMacs(session.label, olds, routing);
+  } catch (err) {
+    return [(err as Error).message];
+  }
+  const mtus = nextHopMtus(macs, backends, routing);
+  const drift: string[] = [];
+  const show = (mac: string | undefined, mtu: number | undefined) => (mac === undefined ? "no MAC (FIB)" : `${mac}${mtu !== undefined ? ` mtu ${mtu}` : ""}`);
+  for (const id of Object.keys(backends)) {
+    const index = backendIndexes[id];
+    const record = index !== undefined ? records.get(index) : undefined;
+    if (!record) continue; // a missing record is drift of the backends themselves
+    if (record.mac !== macs[id] || record.mtu !== mtus[id]) drift.push(`${id}: record ${show(record.mac, record.mtu)}, host now ${show(macs[id], mtus[id])}`);
+  }
+  return drift;
 }
 
 /** Everything `read` reports, or undefined when the service's pins are gone. */
@@ -219,6 +247,7 @@ async function observe(olds: MaglevServiceOutputs): Promise<MaglevServiceOutputs
   for (const v of values) {
     if (v.tableSize > 0 && v.tableOffset < LB_TABLE_CAPACITY) regions.set(v.tableOffset, Math.max(regions.get(v.tableOffset) ?? 0, Math.min(v.tableSize, LB_TABLE_CAPACITY - v.tableOffset)));
   }
+  const drift = await nextHopDrift(session, olds, maps.backends, backendIndexes);
   const read = await readCountersAndTables(
     session,
     layout,
@@ -239,6 +268,7 @@ async function observe(olds: MaglevServiceOutputs): Promise<MaglevServiceOutputs
     backendIndexes,
     vipIndexes,
     backendMacs,
+    nextHopDrift: drift,
     tableDigest: tableDigest(read.tables),
     reverseNat: maps.reverseNat,
     counters: { vips: counterRecord(Object.keys(vips), read.vips), backends: counterRecord(Object.keys(backends), read.backends), totals: program.totals },
@@ -251,7 +281,7 @@ function sortedLike<T>(observed: Record<string, T>, previous: Record<string, T> 
   return Object.fromEntries(keys.map((k) => [k, observed[k]!]));
 }
 
-const OUTPUT_ONLY = ["objectSha256", "programId", "programTag", "attachMode", "backendIndexes", "nextBackendIndex", "vipIndexes", "backendMacs", "tableDigest", "reverseNat", "counters"] as const;
+const OUTPUT_ONLY = ["objectSha256", "programId", "programTag", "attachMode", "backendIndexes", "nextBackendIndex", "vipIndexes", "backendMacs", "nextHopDrift", "tableDigest", "reverseNat", "counters"] as const;
 
 function hasUnknown(value: unknown): boolean {
   return JSON.stringify(value ?? null).includes(UNKNOWN);
@@ -281,6 +311,7 @@ export const maglevServiceKind: Kind<MaglevServiceInputs, MaglevServiceOutputs> 
         // Inputs check() refuses; the update reports them.
       }
     }
+    if (olds.nextHopDrift?.length) pending.push(`next hops changed on the host: ${olds.nextHopDrift.join("; ")}`);
     const wantNat = news.mode === "nat" && Object.keys(news.vips ?? {}).length > 0;
     if (olds.reverseNat !== undefined && olds.reverseNat !== wantNat) pending.push(`lb_config reverse NAT ${olds.reverseNat ? "on" : "off"} -> ${wantNat ? "on" : "off"}`);
     return pending;

@@ -34,7 +34,7 @@ import { armRevert, type RevertTimer } from "../remote/revertTimer";
 import type { SshSession } from "../remote/ssh";
 import { LB_TABLE_CAPACITY, MAPS, type BackendRecord, type LbMode } from "./codec";
 import { createMarker, mapPin, markerPin, observeMaps, observeProgram, readCountersAndTables } from "./hostState";
-import { addressesToResolve, nextHopMacs, nextHopMtus, surveyRouting } from "./neighbours";
+import { addressesToResolve, nextHopMacs, nextHopMtus, surveyRouting, tunnelSources } from "./neighbours";
 import { planService, recordKey, tableDigest, tableImage, type ServicePlan, type TableImage } from "./plan";
 import { maglevServiceSchema, type Backend, type Counter, type MaglevServiceInputs, type MaglevServiceOutputs, type Vip } from "./schema";
 
@@ -99,6 +99,7 @@ async function converge(inputs: MaglevServiceInputs, olds?: MaglevServiceOutputs
   const routing = await surveyRouting(session, inputs.interface, addressesToResolve(inputs.backends));
   const macs = nextHopMacs(session.label, inputs, routing);
   const mtus = nextHopMtus(macs, inputs.backends, routing);
+  const sources = tunnelSources(inputs.mode, inputs.backends, routing);
   const hadPins = survey.program !== undefined;
   const ownIds = survey.program ? [survey.program.id] : [];
   const needsLoad = !hadPins || olds?.objectSha256 !== object.sha256 || hook.rebinds;
@@ -117,7 +118,7 @@ async function converge(inputs: MaglevServiceInputs, olds?: MaglevServiceOutputs
     const observed = await observeMaps(session, layout);
     if (!observed.markerExists) await createMarker(session, layout);
     plan = planService(
-      { ...inputs, macs, nextHopMtus: mtus },
+      { ...inputs, macs, nextHopMtus: mtus, tunnelSources: sources },
       { ...observed, tables: knownTables(olds, observed.marker) },
       { nextBackendIndex: olds?.nextBackendIndex },
       mapPin(layout),
@@ -192,7 +193,13 @@ function observedSetting<T>(values: readonly T[], previous: T): T {
  * route or MTU that changed), or why the host cannot serve the backends any
  * more. The program trusts the cache, so only this shows such a change.
  */
-async function nextHopDrift(session: SshSession, olds: MaglevServiceOutputs, records: Map<number, BackendRecord>, backendIndexes: Record<string, number>): Promise<string[]> {
+async function nextHopDrift(
+  session: SshSession,
+  olds: MaglevServiceOutputs,
+  records: Map<number, BackendRecord>,
+  backendIndexes: Record<string, number>,
+  sourcesOnHost: { v4?: string; v6?: string },
+): Promise<string[]> {
   const backends = olds.backends ?? {};
   const routing = await surveyRouting(session, olds.interface, addressesToResolve(backends));
   let macs: Record<string, string | undefined>;
@@ -203,6 +210,10 @@ async function nextHopDrift(session: SshSession, olds: MaglevServiceOutputs, rec
   }
   const mtus = nextHopMtus(macs, backends, routing);
   const drift: string[] = [];
+  const sources = tunnelSources(olds.mode, backends, routing);
+  for (const family of ["v4", "v6"] as const) {
+    if ((sources[family] ?? "") !== (sourcesOnHost[family] ?? "")) drift.push(`IPIP tunnel source (${family}): lb_config ${sourcesOnHost[family] ?? "none (FIB)"}, host now ${sources[family] ?? "none (FIB)"}`);
+  }
   const show = (mac: string | undefined, mtu: number | undefined) => (mac === undefined ? "no MAC (FIB)" : `${mac}${mtu !== undefined ? ` mtu ${mtu}` : ""}`);
   for (const id of Object.keys(backends)) {
     const index = backendIndexes[id];
@@ -247,7 +258,7 @@ async function observe(olds: MaglevServiceOutputs): Promise<MaglevServiceOutputs
   for (const v of values) {
     if (v.tableSize > 0 && v.tableOffset < LB_TABLE_CAPACITY) regions.set(v.tableOffset, Math.max(regions.get(v.tableOffset) ?? 0, Math.min(v.tableSize, LB_TABLE_CAPACITY - v.tableOffset)));
   }
-  const drift = await nextHopDrift(session, olds, maps.backends, backendIndexes);
+  const drift = await nextHopDrift(session, olds, maps.backends, backendIndexes, maps.tunnelSources);
   const read = await readCountersAndTables(
     session,
     layout,

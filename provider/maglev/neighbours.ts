@@ -19,6 +19,8 @@ export interface NextHop {
   route: string;
   dev?: string;
   via?: string;
+  /** The source address the route picks (`src`). */
+  src?: string;
   /** The address is the host's own. */
   local: boolean;
   mac?: string;
@@ -90,6 +92,7 @@ export function parseRoutingSurvey(stdout: string): RoutingSurvey {
         route,
         dev: wordAfter(words, "dev"),
         via: wordAfter(words, "via"),
+        ...(wordAfter(words, "src") ? { src: wordAfter(words, "src") } : {}),
         local: words[0] === "local",
         ...(mac && /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/.test(mac) ? { mac } : {}),
         ...(Number.isInteger(routeMtu) && routeMtu > 0 ? { mtu: routeMtu } : {}),
@@ -222,4 +225,25 @@ export function nextHopMtus(macs: Record<string, string | undefined>, backends: 
     mtus[id] = routeMtu !== undefined && routeMtu >= 68 ? Math.min(routeMtu, survey.mtu) : survey.mtu;
   }
   return mtus;
+}
+
+/**
+ * IPIP: the outer source address per family, when the host's routes give
+ * every backend of that family the same one (`ip route get`'s `src`, what the
+ * program's BPF_FIB_LOOKUP_SRC would pick per packet). It goes into lb_config,
+ * which spares IPIP packets the FIB lookup when their next hop is cached. A
+ * family whose backends disagree, or any of them unresolved, gets none: the
+ * FIB picks per packet. Empty for the other modes. Pure.
+ */
+export function tunnelSources(mode: LbMode, backends: Record<string, Backend>, survey: RoutingSurvey): { v4?: string; v6?: string } {
+  if (mode !== "ipip") return {};
+  const out: { v4?: string; v6?: string } = {};
+  for (const family of [4, 6] as const) {
+    const members = Object.values(backends).filter((b) => familyOf(b.address) === family);
+    if (members.length === 0) continue;
+    const srcs = new Set(members.map((b) => survey.hops.get(b.address)?.src));
+    const [only] = srcs;
+    if (srcs.size === 1 && only !== undefined) out[family === 4 ? "v4" : "v6"] = only;
+  }
+  return out;
 }

@@ -10,7 +10,14 @@
  *   some /16–/23 and /25–/31, a few country-sized /8–/15; IPv6: /128 singles,
  *   /32–/64 mostly /48 and /64);
  * - MaglevService non-VIP and VIP DSR flow-table hit (static MAC: forwarding
- *   off in the private netns, as bench/xdp-maglev.ts's "no FIB" rows);
+ *   off in the private netns, as bench/xdp-maglev.ts's "no FIB" rows); the
+ *   same hit with forwarding on and a neighbour for every backend (the FIB
+ *   path: before, a bpf_fib_lookup per packet; after, the next-hop cache in
+ *   the records), and with records without the cache (the FIB fallback);
+ *   IPIP (tunnel source configured) and NAT, SYN and connection-table hit, in
+ *   the single-shot regime (bench/singleShot.ts: --single-shot-calls calls of
+ *   repeat 1, default 100,000, interquartile mean; an empty XDP program timed
+ *   the same way is their "× empty"), since their output cannot be fed back;
  * - TcPolicy established / denied / new allowed flow (1,024 rules, 100k
  *   flows; the new-flow object runs with a 0 transitory timeout, see
  *   bench/tc-policy.ts);
@@ -40,7 +47,7 @@ import { existsSync, mkdirSync, symlinkSync, writeFileSync } from "node:fs";
 import { cpus, release } from "node:os";
 import { join } from "node:path";
 import { canonicalPrefix } from "../provider/cidr";
-import { ipFrame, tcp, udp } from "../test/kernel/packets";
+import { ETH_P, ethernet, ipFrame, ipv4, tcp, udp } from "../test/kernel/packets";
 import {
   buildObjects, createNetns, kernelTestsUnavailable, loadObject, loadProgram, REPO_ROOT, runXdp, TC, XDP,
   type LoadedObject, type LoadedProgram, type RunResult, type TestNetns,
@@ -50,12 +57,14 @@ import { loadAverage, numberOption, option, printTable, writeBenchRecord } from 
 import { HOST4, makeFlows, randomRules } from "./tc-policy";
 import { sixtyFourFilters } from "./mirrorFilters";
 import { maskTo, randomBytes } from "./xdp-firewall";
+import { runSingleShot } from "./singleShot";
 import { backendAddress, frame as lbFrame, M, N as BACKENDS, VIP } from "./xdp-maglev";
 
 const REPEAT = numberOption("repeat", 1_000_000);
 const ROUNDS = Math.max(9, numberOption("rounds", 9));
 const BASELINE = option("baseline", "8c21e2b");
 const SCALING = !process.argv.includes("--no-scaling");
+const SINGLE_SHOT_CALLS = numberOption("single-shot-calls", 100_000);
 const TC_UNSPEC = 0xffffffff;
 
 // ---------------------------------------------------------------- trees
@@ -93,7 +102,7 @@ function baselineTree(ref: string): Tree {
 
 // ---------------------------------------------------------------- cases
 
-type Hook = "xdp" | "xdp-netns" | "tc";
+type Hook = "xdp" | "xdp-netns" | "xdp-single" | "tc";
 
 interface Case {
   group: string;
@@ -234,26 +243,78 @@ async function firewallCases(trees: Tree[]): Promise<Case[]> {
 
 // ---------------------------------------------------------------- MaglevService
 
-async function maglevCases(trees: Tree[], ns: TestNetns, ifindex: number): Promise<Case[]> {
+const LB_GROUP = "MaglevService (100 backends, M = 65537)";
+const LB_SINGLE_GROUP = "MaglevService, single shot (repeat 1 × calls, IQM)";
+
+/** A namespace like main()'s, with forwarding on and a permanent neighbour for every backend: bpf_fib_lookup answers. */
+async function fibNamespace(): Promise<{ ns: TestNetns; ifindex: number }> {
+  const ns = await createNetns();
+  loaded.push(ns);
+  await ns.ip("link", "add", "lb0", "type", "veth", "peer", "name", "lb0p");
+  await ns.ip("link", "set", "lb0", "up");
+  await ns.ip("link", "set", "lb0p", "up");
+  await ns.ip("addr", "add", "10.0.0.1/16", "dev", "lb0");
+  await ns.sysctl("net.ipv4.conf.all.forwarding", 1);
+  for (let i = 1; i <= BACKENDS; i++) await ns.ip("-4", "neigh", "replace", backendAddress("v4", i), "lladdr", "02:00:00:00:aa:01", "dev", "lb0", "nud", "permanent");
+  return { ns, ifindex: (await ns.link("lb0")).ifindex };
+}
+
+/**
+ * One IPv4 VIP in `mode` with the flow table on, its records written by the
+ * tree's own codec. `cache`: the records carry the next-hop cache (MAC and
+ * MTU 1500), which a tree whose codec has no such field ignores; off, the
+ * records carry the static MAC only, as before the cache.
+ */
+async function maglevService(t: Tree, mode: "dsr" | "nat" | "ipip", cache: boolean): Promise<LoadedProgram> {
+  const codec = t.module("provider/maglev/codec");
+  const table = t.module("provider/maglev/table");
+  const lb = await program(t.object("xdp_maglev"));
+  const ids = Array.from({ length: BACKENDS }, (_, i) => backendAddress("v4", i + 1));
+  const index = new Map(ids.map((id, i) => [id, i + 1]));
+  const entry = (key: Uint8Array, value: Uint8Array) => ({ key: Buffer.from(key), value: Buffer.from(value) });
+  const record = (id: string) => ({ address: id, port: mode === "nat" ? 8080 : 80, mac: "02:00:00:00:00:01", ...(cache ? { mtu: 1500 } : {}) });
+  await lb.updateMap(codec.MAPS.backends, ids.map((id) => entry(codec.encodeIndex(index.get(id)!), codec.encodeBackend(record(id)))));
+  const ops = codec.tableOperations(table.diffTable(table.buildTable([], M), table.buildTable(ids.map((id) => ({ id })), M)), 0, (id: string) => index.get(id)!, lb.mapPin(codec.MAPS.table));
+  await lb.batchText(t.module("provider/remote/bpfHost").batchText(ops));
+  await lb.updateMap(codec.MAPS.vips, [entry(codec.encodeVipKey({ address: VIP.v4, port: 80, protocol: "tcp" }), codec.encodeVip({ vipIndex: 0, tableOffset: 0, tableSize: M, mode, flowTable: true }))]);
+  // IPIP with a configured tunnel source (as a production balancer has one): the FIB is not needed for the source.
+  await lb.updateMap(codec.MAPS.config, [entry(codec.encodeIndex(0), codec.encodeConfig({ reverseNat: mode === "nat", ...(mode === "ipip" ? { tunnelSourceV4: "10.0.0.1" } : {}) }))]);
+  return lb;
+}
+
+function synFrame(src: string, dst: string): Buffer {
+  return ethernet({
+    dst: "02:00:00:00:00:aa",
+    src: "02:00:00:00:00:fe",
+    etherType: ETH_P.IP,
+    payload: ipv4({ src, dst, payload: tcp({ srcPort: 40000, dstPort: 80, flags: { syn: true }, payload: Buffer.alloc(18) }) }),
+  });
+}
+
+async function maglevCases(trees: Tree[], ns: TestNetns, ifindex: number, fib: { ns: TestNetns; ifindex: number }): Promise<Case[]> {
   const cases: Case[] = [];
+  const vipHit = lbFrame("192.0.2.7", VIP.v4);
+  const syn = synFrame("192.0.2.7", VIP.v4);
+  const nonVip = lbFrame("192.0.2.7", VIP.v4, 81);
+  const opts = { netns: ns, ingressIfindex: ifindex, repeat: REPEAT };
+  const fibOpts = { netns: fib.ns, ingressIfindex: fib.ifindex, repeat: REPEAT };
+  const single = { netns: fib.ns, ingressIfindex: fib.ifindex, calls: SINGLE_SHOT_CALLS };
   for (const t of trees) {
-    const codec = t.module("provider/maglev/codec");
-    const table = t.module("provider/maglev/table");
-    const lb = await program(t.object("xdp_maglev"));
-    const ids = Array.from({ length: BACKENDS }, (_, i) => backendAddress("v4", i + 1));
-    const index = new Map(ids.map((id, i) => [id, i + 1]));
-    const entry = (key: Uint8Array, value: Uint8Array) => ({ key: Buffer.from(key), value: Buffer.from(value) });
-    await lb.updateMap(codec.MAPS.backends, ids.map((id) => entry(codec.encodeIndex(index.get(id)!), codec.encodeBackend({ address: id, port: 80, mac: "02:00:00:00:00:01" }))));
-    const ops = codec.tableOperations(table.diffTable(table.buildTable([], M), table.buildTable(ids.map((id) => ({ id })), M)), 0, (id: string) => index.get(id)!, lb.mapPin(codec.MAPS.table));
-    await lb.batchText(t.module("provider/remote/bpfHost").batchText(ops));
-    await lb.updateMap(codec.MAPS.vips, [entry(codec.encodeVipKey({ address: VIP.v4, port: 80, protocol: "tcp" }), codec.encodeVip({ vipIndex: 0, tableOffset: 0, tableSize: M, mode: "dsr", flowTable: true }))]);
-    await lb.updateMap(codec.MAPS.config, [entry(codec.encodeIndex(0), codec.encodeConfig({ reverseNat: false }))]);
-    const vipHit = lbFrame("192.0.2.7", VIP.v4);
-    const nonVip = lbFrame("192.0.2.7", VIP.v4, 81);
-    const opts = { netns: ns, ingressIfindex: ifindex, repeat: REPEAT };
+    const dsr = await maglevService(t, "dsr", true);
+    const dsrNoCache = await maglevService(t, "dsr", false);
+    const nat = await maglevService(t, "nat", true);
+    const ipip = await maglevService(t, "ipip", true);
     cases.push(
-      { group: "MaglevService (100 backends, M = 65537)", path: "IPv4 non-VIP", hook: "xdp-netns", tree: t.label, expect: XDP.PASS, run: () => runXdp(lb, nonVip, opts) },
-      { group: "MaglevService (100 backends, M = 65537)", path: "IPv4 VIP, DSR, static MAC, flow-table hit", hook: "xdp-netns", tree: t.label, expect: XDP.TX, run: () => runXdp(lb, vipHit, opts) },
+      { group: LB_GROUP, path: "IPv4 non-VIP", hook: "xdp-netns", tree: t.label, expect: XDP.PASS, run: () => runXdp(dsr, nonVip, opts) },
+      { group: LB_GROUP, path: "IPv4 VIP, DSR, static MAC, flow-table hit", hook: "xdp-netns", tree: t.label, expect: XDP.TX, run: () => runXdp(dsr, vipHit, opts) },
+      // Forwarding on: before, every packet walks the FIB; after, the next-hop cache answers.
+      { group: LB_GROUP, path: "IPv4 VIP, DSR, forwarding on (FIB path), flow-table hit", hook: "xdp-netns", tree: t.label, expect: XDP.TX, run: () => runXdp(dsr, vipHit, fibOpts) },
+      // Records without the cache: the per-packet FIB fallback, in both trees.
+      { group: LB_GROUP, path: "IPv4 VIP, DSR, forwarding on, no next-hop cache (FIB fallback), flow-table hit", hook: "xdp-netns", tree: t.label, expect: XDP.TX, run: () => runXdp(dsrNoCache, vipHit, fibOpts) },
+      { group: LB_SINGLE_GROUP, path: "IPv4 VIP, IPIP, SYN", hook: "xdp-single", tree: t.label, expect: XDP.TX, run: () => runSingleShot(ipip, syn, single) },
+      { group: LB_SINGLE_GROUP, path: "IPv4 VIP, IPIP, connection-table hit", hook: "xdp-single", tree: t.label, expect: XDP.TX, run: () => runSingleShot(ipip, vipHit, single) },
+      { group: LB_SINGLE_GROUP, path: "IPv4 VIP, NAT, SYN", hook: "xdp-single", tree: t.label, expect: XDP.TX, run: () => runSingleShot(nat, syn, single) },
+      { group: LB_SINGLE_GROUP, path: "IPv4 VIP, NAT, connection-table hit", hook: "xdp-single", tree: t.label, expect: XDP.TX, run: () => runSingleShot(nat, vipHit, single) },
     );
   }
   return cases;
@@ -364,6 +425,7 @@ async function main(): Promise<void> {
     await ns.ip("addr", "add", "10.0.0.1/16", "dev", "lb0");
     // Forwarding stays off: bpf_fib_lookup answers FWD_DISABLED at once and the static MAC is used.
     const { ifindex } = await ns.link("lb0");
+    const fib = await fibNamespace();
 
     console.error("setting up (both trees' objects, maps written by each tree's own provider code)");
     const emptyXdp = await program(after.object("empty_xdp"));
@@ -372,11 +434,12 @@ async function main(): Promise<void> {
     const empties: Record<Hook, Case> = {
       xdp: { group: "", path: "empty XDP", hook: "xdp", expect: XDP.PASS, run: () => emptyXdp.run(probe, { repeat: REPEAT }) },
       "xdp-netns": { group: "", path: "empty XDP (netns, ingress ifindex)", hook: "xdp-netns", expect: XDP.PASS, run: () => runXdp(emptyXdp, probe, { netns: ns, ingressIfindex: ifindex, repeat: REPEAT }) },
+      "xdp-single": { group: "", path: `empty XDP, single shot (${SINGLE_SHOT_CALLS.toLocaleString("en")} calls of repeat 1, IQM)`, hook: "xdp-single", expect: XDP.PASS, run: () => runSingleShot(emptyXdp, probe, { netns: fib.ns, ingressIfindex: fib.ifindex, calls: SINGLE_SHOT_CALLS }) },
       tc: { group: "", path: "empty TC", hook: "tc", expect: TC.OK, run: () => emptyTc.run(probe, { repeat: REPEAT }) },
     };
     const cases = [
       ...(await firewallCases(trees)),
-      ...(await maglevCases(trees, ns, ifindex)),
+      ...(await maglevCases(trees, ns, ifindex, fib)),
       ...(await policyCases(trees)),
       ...(await mirrorCases(trees)),
     ];

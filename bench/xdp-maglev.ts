@@ -10,7 +10,9 @@
  * VIP hit does a real bpf_fib_lookup that succeeds and ends in XDP_TX (runs
  * pass lb0 as the ingress interface); the last two cases turn forwarding off
  * to show the cost without the FIB walk. One VIP per family, 100 backends,
- * M = 65537, written as the provider writes them.
+ * M = 65537. The records carry a static MAC but not the next-hop cache (no
+ * MTU), so these rows time the per-packet FIB path; bench/dataplane.ts has
+ * the cached rows.
  *
  * Only DSR can be repeated: BPF_PROG_TEST_RUN runs the program again on the
  * frame the previous run left, and DSR rewrites only MAC addresses. A NAT run

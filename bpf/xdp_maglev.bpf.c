@@ -14,17 +14,23 @@
  * balances; a slot that still finds a cleared record drops the packet and
  * counts it (LB_STAT_NO_BACKEND) rather than send it anywhere stale.
  *
- * Egress: bpf_fib_lookup towards the new destination (the backend, or the
- * client for a reply) gives the next hop's MAC, our MAC and the egress
- * interface: the same interface is XDP_TX, another is bpf_redirect. The FIB
- * is asked first because it follows the live neighbour table (a backend's MAC
- * can move) and knows routes through other interfaces. A blackhole,
+ * Egress towards a backend: first the next-hop cache in the backend's record
+ * (LB_BACKEND_F_NEXT_HOP: the MAC the provider resolved on this interface
+ * when it applied, and the interface's MTU). A packet that fits leaves by
+ * XDP_TX to that MAC, our MAC taken from the frame's destination, with no
+ * per-packet FIB walk; a neighbour that changes later is picked up by the
+ * next apply, which resolves every next hop again.
+ *
+ * The fallback, for a backend without a cached next hop (reached through
+ * another interface, or the provider resolved none), a packet too big for
+ * the cached MTU, and replies (NAT): bpf_fib_lookup towards the new
+ * destination gives the next hop's MAC, our MAC and the egress interface:
+ * the same interface is XDP_TX, another is bpf_redirect. A blackhole,
  * unreachable or prohibit route drops. When the FIB has no answer otherwise
- * (forwarding disabled on the interface, the usual state of a DSR host, or no
- * neighbour entry yet), a backend's static MAC (resolved by the provider) is
- * used with XDP_TX, our MAC taken from the frame's destination. A NAT or IPIP
- * packet that has neither goes to the kernel, which resolves the neighbour (or
- * sends "fragmentation needed") and forwards it; a DSR packet cannot (its
+ * (forwarding disabled on the interface, or no neighbour entry yet), a
+ * backend's static MAC is used with XDP_TX. A NAT or IPIP packet that has
+ * neither goes to the kernel, which resolves the neighbour (or sends
+ * "fragmentation needed") and forwards it; a DSR packet cannot (its
  * destination is still the VIP) and is dropped.
  *
  * Not balanced, passed: IPv4 fragments (a later fragment has no ports, so a
@@ -33,410 +39,21 @@
  *
  * Maps are not pinned by name: the provider pins them per resource with
  * `bpftool prog load ... pinmaps <dir>`, so two load balancers never share a
- * table. */
+ * table.
+ *
+ * Headers by concern (as katran splits its balancer): maglev_maps.h (maps
+ * and counting), maglev_parse.h, maglev_hash.h (jhash2), maglev_csum.h,
+ * maglev_nat.h (address/port rewrite), maglev_egress.h (next-hop cache and
+ * FIB); this file holds the modes and the program. */
 #include "parsing.h"
 #include "maglev.h"
 #include "xdp_chain.h"
-
-/* The UAPI headers this includes do not define the address families. */
-#define AF_INET 2
-#define AF_INET6 10
-
-#define IPV4_FRAG_MASK 0x3fff /* MF flag and fragment offset */
-
-/* The seed of the Maglev packet hash. Fixed: load balancers of one fleet must
- * pick the same backend for a flow, whichever of them ECMP sends it to. */
-#define LB_HASH_SEED 0
-
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, LB_MAX_VIPS);
-	__type(key, struct lb_vip_key);
-	__type(value, struct lb_vip);
-} lb_vips SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, LB_TABLE_CAPACITY);
-	__type(key, __u32);
-	__type(value, __u32); /* backend index; LB_NO_BACKEND (0) names none */
-} maglev_table SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, LB_MAX_BACKENDS);
-	__type(key, __u32);
-	__type(value, struct lb_backend);
-} lb_backends SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, LB_FLOW_MAX_ENTRIES);
-	__type(key, struct lb_flow_key);
-	__type(value, __u32); /* backend index */
-} lb_flows SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, LB_NAT_MAX_ENTRIES);
-	__type(key, struct lb_flow_key); /* backend -> client, as replies arrive */
-	__type(value, struct lb_nat_origin);
-} lb_nat SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct lb_config);
-} lb_config SEC(".maps");
-
-/* Per-CPU so that counting needs no atomics; user space sums the CPUs. */
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, LB_MAX_VIPS);
-	__type(key, __u32);
-	__type(value, struct lb_counter);
-} lb_vip_ctr SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, LB_MAX_BACKENDS);
-	__type(key, __u32);
-	__type(value, struct lb_counter);
-} lb_backend_ctr SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, LB_STAT_MAX);
-	__type(key, __u32);
-	__type(value, struct lb_counter);
-} lb_stats SEC(".maps");
-
-/* What the parser found: the flow, and where its headers are. */
-struct packet {
-	struct lb_flow_key flow;
-	void *l3;
-	void *l4;
-	__u32 l3_off;    /* bytes before the IP header (Ethernet + VLAN tags) */
-	__u16 l3_len;    /* IPv4 total length, or IPv6 header + payload length */
-	__u8 new_flow;   /* TCP SYN without ACK: a connection starting */
-	__u8 tos;        /* IPv4 TOS or IPv6 traffic class */
-	__u64 bytes;     /* frame length, for the counters */
-};
-
-static __always_inline void count(void *map, __u32 index, __u64 bytes)
-{
-	struct lb_counter *c = bpf_map_lookup_elem(map, &index);
-
-	if (!c)
-		return;
-	c->packets++;
-	c->bytes += bytes;
-}
-
-/* ---------------------------------------------------------------- hashing */
-
-static __always_inline __u32 rol32(__u32 word, unsigned int shift)
-{
-	return (word << shift) | (word >> ((-shift) & 31));
-}
-
-/* Bob Jenkins' lookup3, as the kernel's jhash2(): test/kernel/maglev.test.ts
- * recomputes it to predict the backend of a flow. */
-#define jhash_mix(a, b, c)                                   \
-	do {                                                 \
-		a -= c; a ^= rol32(c, 4);  c += b;           \
-		b -= a; b ^= rol32(a, 6);  a += c;           \
-		c -= b; c ^= rol32(b, 8);  b += a;           \
-		a -= c; a ^= rol32(c, 16); c += b;           \
-		b -= a; b ^= rol32(a, 19); a += c;           \
-		c -= b; c ^= rol32(b, 4);  b += a;           \
-	} while (0)
-
-#define jhash_final(a, b, c)                                 \
-	do {                                                 \
-		c ^= b; c -= rol32(b, 14);                   \
-		a ^= c; a -= rol32(c, 11);                   \
-		b ^= a; b -= rol32(a, 25);                   \
-		c ^= b; c -= rol32(b, 16);                   \
-		a ^= c; a -= rol32(c, 4);                    \
-		b ^= a; b -= rol32(a, 14);                   \
-		c ^= b; c -= rol32(b, 24);                   \
-	} while (0)
-
-/* jhash2 over the ten 32-bit words of the flow key (read in host order). */
-static __always_inline __u32 flow_hash(const struct lb_flow_key *key)
-{
-	const __u32 *w = (const __u32 *)key;
-	__u32 a, b, c;
-
-	a = b = c = 0xdeadbeef + (10 << 2) + LB_HASH_SEED;
-	a += w[0]; b += w[1]; c += w[2];
-	jhash_mix(a, b, c);
-	a += w[3]; b += w[4]; c += w[5];
-	jhash_mix(a, b, c);
-	a += w[6]; b += w[7]; c += w[8];
-	jhash_mix(a, b, c);
-	a += w[9];
-	jhash_final(a, b, c);
-	return c;
-}
-
-/* ---------------------------------------------------------------- checksums */
-
-/* bpf_csum_diff returns a 32-bit one's complement partial sum; XDP has no
- * helper to fold it (bpf_csum_fold is not a helper), so fold it here. */
-static __always_inline __u16 csum_fold(__u64 sum)
-{
-	sum = (sum & 0xffff) + (sum >> 16);
-	sum = (sum & 0xffff) + (sum >> 16);
-	sum = (sum & 0xffff) + (sum >> 16);
-	return (__u16)~sum;
-}
-
-/* RFC 1624, eqn. 3: HC' = ~(~HC + ~m + m'), with m and m' `size` bytes at
- * even offsets (so the byte order of the 16-bit words is the same throughout). */
-static __always_inline void csum_replace(__sum16 *check, void *from, void *to, __u32 size)
-{
-	__u16 old = ~*check;
-
-	*check = csum_fold((__u32)bpf_csum_diff(from, size, to, size, old));
-}
-
-/* An address (4 or 16 bytes) followed by the 4 bytes of both ports: the part
- * of the pseudo header and L4 header that NAT changes. */
-struct addr_ports_v4 {
-	__be32 addr;
-	__be16 sport;
-	__be16 dport;
-};
-
-struct addr_ports_v6 {
-	__u8 addr[16];
-	__be16 sport;
-	__be16 dport;
-};
-
-/* The verifier cannot carry "family is IPv6, so 40 header bytes were
- * checked" through the stack into a subprogram: the parser's bounds checks
- * are repeated here for the headers a rewrite touches. They never fail for a
- * packet the parser accepted. */
-static __always_inline int l4_csum_replace(struct xdp_md *ctx, struct packet *pkt, void *from, void *to, __u32 size)
-{
-	void *data_end = (void *)(long)ctx->data_end;
-
-	if (pkt->flow.proto == IPPROTO_TCP) {
-		struct tcphdr *tcp = pkt->l4;
-
-		if ((void *)(tcp + 1) > data_end)
-			return -1;
-		csum_replace(&tcp->check, from, to, size);
-	} else {
-		struct udphdr *udp = pkt->l4;
-
-		if ((void *)(udp + 1) > data_end)
-			return -1;
-		/* IPv4 UDP may carry no checksum (0); that stays so. A computed
-		 * zero is sent as all ones (RFC 768). */
-		if (pkt->flow.family == LB_FAMILY_V4 && udp->check == 0)
-			return 0;
-		csum_replace(&udp->check, from, to, size);
-		if (udp->check == 0)
-			udp->check = 0xffff;
-	}
-	return 0;
-}
-
-/* Rewrites the destination (to_dst) or source address and port, with the
- * IPv4 header checksum and the TCP/UDP checksum updated incrementally. */
-static __always_inline int rewrite_addr_port(struct xdp_md *ctx, struct packet *pkt, int to_dst, const __u8 *addr,
-					     __be16 port)
-{
-	void *data_end = (void *)(long)ctx->data_end;
-	struct udphdr *l4 = pkt->l4; /* sport and dport sit alike in TCP and UDP */
-
-	if ((void *)(l4 + 1) > data_end)
-		return -1;
-	if (pkt->flow.family == LB_FAMILY_V4) {
-		struct iphdr *iph = pkt->l3;
-		struct addr_ports_v4 from, to;
-
-		if ((void *)(iph + 1) > data_end)
-			return -1;
-		from.addr = to_dst ? iph->daddr : iph->saddr;
-		from.sport = l4->source;
-		from.dport = l4->dest;
-		to = from;
-		__builtin_memcpy(&to.addr, addr, 4);
-		if (to_dst)
-			to.dport = port;
-		else
-			to.sport = port;
-		if (l4_csum_replace(ctx, pkt, &from, &to, sizeof(from)) < 0)
-			return -1;
-		csum_replace(&iph->check, &from.addr, &to.addr, 4);
-		if (to_dst)
-			iph->daddr = to.addr;
-		else
-			iph->saddr = to.addr;
-		l4->source = to.sport;
-		l4->dest = to.dport;
-	} else {
-		struct ipv6hdr *ip6h = pkt->l3;
-		struct addr_ports_v6 from, to;
-
-		if ((void *)(ip6h + 1) > data_end)
-			return -1;
-		__builtin_memcpy(from.addr, to_dst ? (void *)&ip6h->daddr : (void *)&ip6h->saddr, 16);
-		from.sport = l4->source;
-		from.dport = l4->dest;
-		to = from;
-		__builtin_memcpy(to.addr, addr, 16);
-		if (to_dst)
-			to.dport = port;
-		else
-			to.sport = port;
-		if (l4_csum_replace(ctx, pkt, &from, &to, sizeof(from)) < 0)
-			return -1;
-		if (to_dst)
-			__builtin_memcpy(&ip6h->daddr, to.addr, 16);
-		else
-			__builtin_memcpy(&ip6h->saddr, to.addr, 16);
-		l4->source = to.sport;
-		l4->dest = to.dport;
-	}
-	return 0;
-}
-
-/* ---------------------------------------------------------------- parsing */
-
-/* 0 when the frame is TCP or UDP over IPv4/IPv6 that we may balance. */
-static __always_inline int parse_packet(struct xdp_md *ctx, struct packet *pkt)
-{
-	void *data = (void *)(long)ctx->data;
-	void *data_end = (void *)(long)ctx->data_end;
-	struct hdr_cursor nh = { .pos = data };
-	struct ethhdr *eth;
-	struct iphdr *iph;
-	struct ipv6hdr *ip6h;
-	struct tcphdr *tcp;
-	struct udphdr *udp;
-	int eth_type, proto;
-
-	eth_type = parse_ethhdr(&nh, data_end, &eth);
-	pkt->l3_off = nh.pos - data;
-	if (eth_type == bpf_htons(ETH_P_IP)) {
-		proto = parse_iphdr(&nh, data_end, &iph);
-		if (proto < 0 || (iph->frag_off & bpf_htons(IPV4_FRAG_MASK)))
-			return -1;
-		pkt->l3 = iph;
-		pkt->l3_len = bpf_ntohs(iph->tot_len);
-		pkt->tos = iph->tos;
-		pkt->flow.family = LB_FAMILY_V4;
-		__builtin_memcpy(pkt->flow.src, &iph->saddr, 4);
-		__builtin_memcpy(pkt->flow.dst, &iph->daddr, 4);
-	} else if (eth_type == bpf_htons(ETH_P_IPV6)) {
-		proto = parse_ip6hdr(&nh, data_end, &ip6h);
-		if (proto < 0)
-			return -1;
-		pkt->l3 = ip6h;
-		pkt->l3_len = sizeof(*ip6h) + bpf_ntohs(ip6h->payload_len);
-		pkt->tos = (ip6h->priority << 4) | (ip6h->flow_lbl[0] >> 4);
-		pkt->flow.family = LB_FAMILY_V6;
-		__builtin_memcpy(pkt->flow.src, &ip6h->saddr, 16);
-		__builtin_memcpy(pkt->flow.dst, &ip6h->daddr, 16);
-	} else {
-		return -1;
-	}
-
-	if (proto == IPPROTO_TCP) {
-		if (parse_tcphdr(&nh, data_end, &tcp) < 0)
-			return -1;
-		pkt->l4 = tcp;
-		pkt->flow.sport = tcp->source;
-		pkt->flow.dport = tcp->dest;
-		pkt->new_flow = tcp->syn && !tcp->ack;
-	} else if (proto == IPPROTO_UDP) {
-		if (parse_udphdr(&nh, data_end, &udp) < 0)
-			return -1;
-		pkt->l4 = udp;
-		pkt->flow.sport = udp->source;
-		pkt->flow.dport = udp->dest;
-	} else {
-		return -1;
-	}
-	pkt->flow.proto = proto;
-	return 0;
-}
-
-/* ---------------------------------------------------------------- egress */
-
-static __always_inline int fib_lookup(struct xdp_md *ctx, struct bpf_fib_lookup *fib, const struct packet *pkt,
-				      __u8 family, const __u8 *src, const __u8 *dst, __u16 tot_len, __u32 flags)
-{
-	__builtin_memset(fib, 0, sizeof(*fib));
-	fib->l4_protocol = pkt->flow.proto;
-	fib->sport = pkt->flow.sport;
-	fib->dport = pkt->flow.dport;
-	fib->tot_len = tot_len;
-	fib->ifindex = ctx->ingress_ifindex;
-	if (family == LB_FAMILY_V4) {
-		fib->family = AF_INET;
-		fib->tos = pkt->tos;
-		__builtin_memcpy(&fib->ipv4_src, src, 4);
-		__builtin_memcpy(&fib->ipv4_dst, dst, 4);
-	} else {
-		fib->family = AF_INET6;
-		__builtin_memcpy(fib->ipv6_src, src, 16);
-		__builtin_memcpy(fib->ipv6_dst, dst, 16);
-	}
-	return bpf_fib_lookup(ctx, fib, sizeof(*fib), flags);
-}
-
-/* Sends the (already rewritten) frame towards the FIB's next hop; see the
- * comment at the top for the fallbacks. `backend` is NULL for replies. */
-static __always_inline int egress(struct xdp_md *ctx, int rc, const struct bpf_fib_lookup *fib,
-				  const struct lb_backend *backend, int stack_ok, __u64 bytes)
-{
-	void *data = (void *)(long)ctx->data;
-	void *data_end = (void *)(long)ctx->data_end;
-	struct ethhdr *eth = data;
-
-	if ((void *)(eth + 1) > data_end)
-		return XDP_DROP;
-
-	if (rc == BPF_FIB_LKUP_RET_SUCCESS) {
-		__builtin_memcpy(eth->h_dest, fib->dmac, ETH_ALEN);
-		__builtin_memcpy(eth->h_source, fib->smac, ETH_ALEN);
-		if (fib->ifindex == ctx->ingress_ifindex) {
-			count(&lb_stats, LB_STAT_TX, bytes);
-			return XDP_TX;
-		}
-		count(&lb_stats, LB_STAT_REDIRECT, bytes);
-		return bpf_redirect(fib->ifindex, 0);
-	}
-	/* The routing table says no: that holds for static MACs too. */
-	if (rc == BPF_FIB_LKUP_RET_BLACKHOLE || rc == BPF_FIB_LKUP_RET_UNREACHABLE || rc == BPF_FIB_LKUP_RET_PROHIBIT)
-		goto drop;
-	/* Too big for the egress MTU (IPIP adds a header): only the kernel can
-	 * answer with ICMP "fragmentation needed" / "packet too big". */
-	if (rc != BPF_FIB_LKUP_RET_FRAG_NEEDED && backend && (backend->flags & LB_BACKEND_F_STATIC_MAC)) {
-		/* The frame came to us, so its destination MAC is ours on this
-		 * interface: XDP has no helper that reads an interface's MAC. */
-		__builtin_memcpy(eth->h_source, eth->h_dest, ETH_ALEN);
-		__builtin_memcpy(eth->h_dest, backend->mac, ETH_ALEN);
-		count(&lb_stats, LB_STAT_STATIC_MAC, bytes);
-		count(&lb_stats, LB_STAT_TX, bytes);
-		return XDP_TX;
-	}
-	if (stack_ok) {
-		count(&lb_stats, LB_STAT_STACK, bytes);
-		return XDP_PASS;
-	}
-drop:
-	count(&lb_stats, LB_STAT_FIB_DROP, bytes);
-	return XDP_DROP;
-}
+#include "maglev_maps.h"
+#include "maglev_hash.h"
+#include "maglev_csum.h"
+#include "maglev_parse.h"
+#include "maglev_nat.h"
+#include "maglev_egress.h"
 
 /* ---------------------------------------------------------------- modes */
 
@@ -453,6 +70,8 @@ static __always_inline int forward_dsr(struct xdp_md *ctx, struct packet *pkt, c
 {
 	int rc;
 
+	if (next_hop_cached(backend, pkt->l3_len))
+		return egress_cached(ctx, backend, pkt->bytes);
 	/* Route towards the backend's own address; the packet keeps the VIP. */
 	rc = fib_lookup(ctx, fib, pkt, backend->family, pkt->flow.src, backend->addr, pkt->l3_len, 0);
 	return egress(ctx, rc, fib, backend, 0, pkt->bytes);
@@ -488,6 +107,8 @@ static __noinline int forward_nat(struct xdp_md *ctx, struct packet *pkt, const 
 
 	if (rewrite_addr_port(ctx, pkt, 1, backend->addr, port) < 0)
 		return XDP_DROP;
+	if (next_hop_cached(backend, pkt->l3_len))
+		return egress_cached(ctx, backend, pkt->bytes);
 	rc = fib_lookup(ctx, fib, pkt, backend->family, pkt->flow.src, backend->addr, pkt->l3_len, 0);
 	return egress(ctx, rc, fib, backend, 1, pkt->bytes);
 }
@@ -506,18 +127,6 @@ static __noinline int reverse_nat(struct xdp_md *ctx, struct packet *pkt, struct
 	count(&lb_stats, LB_STAT_REVERSE_NAT, pkt->bytes);
 	rc = fib_lookup(ctx, fib, pkt, pkt->flow.family, origin->vip_addr, pkt->flow.dst, pkt->l3_len, 0);
 	return egress(ctx, rc, fib, NULL, 1, pkt->bytes);
-}
-
-static __always_inline __u16 ipv4_header_csum(const struct iphdr *iph)
-{
-	const __u16 *w = (const __u16 *)iph;
-	__u32 sum = 0;
-	int i;
-
-#pragma unroll
-	for (i = 0; i < (int)sizeof(*iph) / 2; i++)
-		sum += w[i];
-	return csum_fold(sum);
 }
 
 static __always_inline int encap_fail(__u64 bytes)
@@ -539,12 +148,12 @@ static __noinline int forward_ipip(struct xdp_md *ctx, struct packet *pkt, const
 	__u8 inner_proto = pkt->flow.family == LB_FAMILY_V4 ? IPPROTO_IPIP : IPPROTO_IPV6;
 	int outer_v4 = backend->family == LB_FAMILY_V4;
 	int outer_len = outer_v4 ? (int)sizeof(struct iphdr) : (int)sizeof(struct ipv6hdr);
-	__u32 flags = 0, hash = flow_hash(&pkt->flow);
+	__u32 flags = 0, hash;
 	__u16 inner_len = pkt->l3_len;
 	__u8 tos = pkt->tos;
 	void *data, *data_end;
 	struct ethhdr *eth, *old_eth;
-	int rc, have_src = 0, i;
+	int rc = 0, have_src = 0, cached, i;
 
 	if (!cfg)
 		return encap_fail(bytes);
@@ -561,9 +170,12 @@ static __noinline int forward_ipip(struct xdp_md *ctx, struct packet *pkt, const
 		for (i = 0; i < 16; i++)
 			have_src |= src[i];
 	}
+	/* Without a configured source only the FIB can name one. */
+	cached = have_src && next_hop_cached(backend, inner_len + outer_len);
 	if (!have_src)
 		flags |= BPF_FIB_LOOKUP_SRC;
-	rc = fib_lookup(ctx, fib, pkt, backend->family, src, backend->addr, inner_len + outer_len, flags);
+	if (!cached)
+		rc = fib_lookup(ctx, fib, pkt, backend->family, src, backend->addr, inner_len + outer_len, flags);
 	if (!have_src) {
 		if (rc != BPF_FIB_LKUP_RET_SUCCESS)
 			return encap_fail(bytes);
@@ -612,6 +224,7 @@ static __noinline int forward_ipip(struct xdp_md *ctx, struct packet *pkt, const
 
 		/* The flow label carries the flow's hash, so that ECMP and RSS
 		 * on the way to the backend spread tunnelled flows. */
+		hash = flow_hash(&pkt->flow);
 		outer.flow_lbl[0] = ((tos & 0x0f) << 4) | ((hash >> 16) & 0x0f);
 		outer.flow_lbl[1] = hash >> 8;
 		outer.flow_lbl[2] = hash;
@@ -620,6 +233,8 @@ static __noinline int forward_ipip(struct xdp_md *ctx, struct packet *pkt, const
 		__builtin_memcpy(&outer.daddr, backend->addr, 16);
 		__builtin_memcpy(ip6h, &outer, sizeof(outer));
 	}
+	if (cached)
+		return egress_cached(ctx, backend, bytes + outer_len);
 	return egress(ctx, rc, fib, backend, 1, bytes + outer_len);
 }
 

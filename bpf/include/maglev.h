@@ -53,6 +53,14 @@ enum lb_mode {
 /* `mac` may be used when the FIB has no answer (forwarding disabled on the
  * interface, or no neighbour entry): the frame then leaves by XDP_TX. */
 #define LB_BACKEND_F_STATIC_MAC 0x01
+/* The next-hop cache: `mac` is the backend's next hop on the interface the
+ * program is attached to, resolved by the provider when it applied (or given
+ * by the user), and `mtu` that interface's MTU. A packet whose IP datagram
+ * (after encapsulation) fits `mtu` is sent to `mac` by XDP_TX without asking
+ * the FIB; any other packet, or a backend without this flag (a cache miss:
+ * reached through another interface, or nothing resolved), takes the
+ * per-packet bpf_fib_lookup. The provider re-resolves on every apply. */
+#define LB_BACKEND_F_NEXT_HOP 0x02
 
 /* lb_config.flags */
 /* Some VIP is in NAT mode: look up every non-VIP TCP/UDP packet in lb_nat
@@ -93,7 +101,7 @@ struct lb_backend {
 	__u8 family;   /* LB_FAMILY_V4, LB_FAMILY_V6, or 0: no backend */
 	__u8 flags;    /* LB_BACKEND_F_* */
 	__u8 mac[6];   /* next-hop MAC resolved by the provider */
-	__u16 reserved;
+	__u16 mtu;     /* LB_BACKEND_F_NEXT_HOP: the largest IP datagram sent without the FIB */
 }; /* 28 bytes */
 
 /* A flow as the program sees it: the key of lb_flows (client to VIP), of
@@ -138,7 +146,7 @@ enum lb_stat {
 	LB_STAT_REDIRECT = 3,    /* sent out of another interface */
 	LB_STAT_STACK = 4,       /* rewritten and handed to the kernel (NAT, neighbour unresolved) */
 	LB_STAT_FIB_DROP = 5,    /* no route or MAC to the destination: dropped */
-	LB_STAT_STATIC_MAC = 6,  /* the FIB had no answer; the backend's static MAC was used */
+	LB_STAT_STATIC_MAC = 6,  /* sent to the backend's MAC from its record: the next-hop cache, or the FIB had no answer */
 	LB_STAT_REVERSE_NAT = 7, /* replies from backends translated back to the VIP */
 	LB_STAT_FLOW_HIT = 8,    /* backend taken from lb_flows */
 	LB_STAT_ENCAP_FAIL = 9,  /* IPIP: cannot encapsulate (VLAN tag, headroom, no source): dropped */

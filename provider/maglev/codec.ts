@@ -40,6 +40,7 @@ const MODE_CODE: Record<LbMode, number> = { dsr: 1, nat: 2, ipip: 3 };
 const PROTOCOL_NUMBER: Record<L4Protocol, number> = { tcp: 6, udp: 17 };
 const VIP_F_FLOW_TABLE = 0x01;
 const BACKEND_F_STATIC_MAC = 0x01;
+const BACKEND_F_NEXT_HOP = 0x02;
 const CONFIG_F_REVERSE_NAT = 0x01;
 const FAMILY_V4 = 4;
 const FAMILY_V6 = 6;
@@ -178,6 +179,12 @@ export interface BackendRecord {
   port: number;
   /** The next hop's MAC ("02:00:00:00:00:0a"), used when the FIB has no answer; undefined: FIB only. */
   mac?: string;
+  /**
+   * With `mac`: the next-hop cache. `mac` is the next hop on the program's
+   * interface and this its MTU; the program sends packets that fit straight
+   * to `mac`, without a per-packet FIB lookup. Undefined: the FIB first.
+   */
+  mtu?: number;
 }
 
 export function macBytes(mac: string): Uint8Array {
@@ -190,7 +197,7 @@ function formatMac(bytes: Uint8Array): string {
 }
 
 /**
- * struct lb_backend { u8 addr[16]; be16 port; u8 family; u8 flags; u8 mac[6]; u16 reserved; }
+ * struct lb_backend { u8 addr[16]; be16 port; u8 family; u8 flags; u8 mac[6]; u16 mtu; }
  * undefined encodes the cleared record (all zero: "no backend").
  */
 export function encodeBackend(record: BackendRecord | undefined): Uint8Array {
@@ -203,6 +210,13 @@ export function encodeBackend(record: BackendRecord | undefined): Uint8Array {
   if (record.mac !== undefined) {
     value[19] = BACKEND_F_STATIC_MAC;
     value.set(macBytes(record.mac), 20);
+    if (record.mtu !== undefined) {
+      if (!Number.isInteger(record.mtu) || record.mtu < 68 || record.mtu > 0xffff) throw new CodecError(`next-hop MTU ${record.mtu} is not an integer from 68 to 65535`);
+      value[19] |= BACKEND_F_NEXT_HOP;
+      view(value).setUint16(26, record.mtu, true);
+    }
+  } else if (record.mtu !== undefined) {
+    throw new CodecError("a next-hop MTU needs the next hop's MAC");
   }
   return value;
 }
@@ -212,6 +226,7 @@ export function decodeBackend(value: Uint8Array): BackendRecord | undefined {
   if (value[18] === 0) return undefined;
   const record: BackendRecord = { address: decodeAddress(value.subarray(0, 16), value[18]!), port: view(value).getUint16(16, false) };
   if (value[19]! & BACKEND_F_STATIC_MAC) record.mac = formatMac(value.subarray(20, 26));
+  if (value[19]! & BACKEND_F_NEXT_HOP) record.mtu = view(value).getUint16(26, true);
   return record;
 }
 

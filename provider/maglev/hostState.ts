@@ -30,6 +30,8 @@ export interface ObservedMaps {
   vipAddresses: Map<string, Vip>;
   backends: Map<number, BackendRecord>;
   reverseNat: boolean;
+  /** lb_config's IPIP tunnel source per family (absent: all zero, the FIB picks one per packet). */
+  tunnelSources: { v4?: string; v6?: string };
   /** The marker's digest; undefined when the marker is missing or cleared. */
   marker: string | undefined;
 }
@@ -57,13 +59,18 @@ export async function observeMaps(session: SshSession, layout: PinLayout): Promi
     if (record && index !== 0) backends.set(index, record);
   }
   const config = dumps.get(pins[2]!)?.[0]?.values[0];
+  const decoded = config ? decodeConfig(config) : undefined;
   const marker = dumps.get(pins[3]!);
   const digest = marker?.[0]?.values[0];
   return {
     vips,
     vipAddresses,
     backends,
-    reverseNat: config ? decodeConfig(config).reverseNat : false,
+    reverseNat: decoded?.reverseNat ?? false,
+    tunnelSources: {
+      ...(decoded?.tunnelSourceV4 !== undefined ? { v4: decoded.tunnelSourceV4 } : {}),
+      ...(decoded?.tunnelSourceV6 !== undefined ? { v6: decoded.tunnelSourceV6 } : {}),
+    },
     marker: digest && digest.some((b) => b !== 0) ? hex(digest) : undefined,
     markerExists: marker !== undefined,
   };

@@ -32,9 +32,9 @@ import { claimHook, DISPATCHER_OBJECT, dispatcherDir, HookPlan, hookPosition, re
 import { proveManagementPath } from "../remote/lockout";
 import { armRevert, type RevertTimer } from "../remote/revertTimer";
 import type { SshSession } from "../remote/ssh";
-import { LB_TABLE_CAPACITY, MAPS, type LbMode } from "./codec";
+import { LB_TABLE_CAPACITY, MAPS, type BackendRecord, type LbMode } from "./codec";
 import { createMarker, mapPin, markerPin, observeMaps, observeProgram, readCountersAndTables } from "./hostState";
-import { addressesToResolve, nextHopMacs, surveyRouting } from "./neighbours";
+import { addressesToResolve, nextHopMacs, nextHopMtus, surveyRouting, tunnelSources } from "./neighbours";
 import { planService, recordKey, tableDigest, tableImage, type ServicePlan, type TableImage } from "./plan";
 import { maglevServiceSchema, type Backend, type Counter, type MaglevServiceInputs, type MaglevServiceOutputs, type Vip } from "./schema";
 
@@ -98,6 +98,8 @@ async function converge(inputs: MaglevServiceInputs, olds?: MaglevServiceOutputs
   await guardManagementPath(session, inputs.vips);
   const routing = await surveyRouting(session, inputs.interface, addressesToResolve(inputs.backends));
   const macs = nextHopMacs(session.label, inputs, routing);
+  const mtus = nextHopMtus(macs, inputs.backends, routing);
+  const sources = tunnelSources(inputs.mode, inputs.backends, routing);
   const hadPins = survey.program !== undefined;
   const ownIds = survey.program ? [survey.program.id] : [];
   const needsLoad = !hadPins || olds?.objectSha256 !== object.sha256 || hook.rebinds;
@@ -116,7 +118,7 @@ async function converge(inputs: MaglevServiceInputs, olds?: MaglevServiceOutputs
     const observed = await observeMaps(session, layout);
     if (!observed.markerExists) await createMarker(session, layout);
     plan = planService(
-      { ...inputs, macs },
+      { ...inputs, macs, nextHopMtus: mtus, tunnelSources: sources },
       { ...observed, tables: knownTables(olds, observed.marker) },
       { nextBackendIndex: olds?.nextBackendIndex },
       mapPin(layout),
@@ -173,6 +175,7 @@ async function converge(inputs: MaglevServiceInputs, olds?: MaglevServiceOutputs
     nextBackendIndex,
     vipIndexes,
     backendMacs: Object.fromEntries(Object.keys(inputs.backends).map((id) => [id, macs[id] ?? ""])),
+    nextHopDrift: [],
     tableDigest: plan.tableDigest,
     reverseNat: inputs.mode === "nat" && Object.keys(inputs.vips).length > 0,
     counters: { vips: counters.vips, backends: counters.backends, totals: program.totals },
@@ -182,6 +185,43 @@ async function converge(inputs: MaglevServiceInputs, olds?: MaglevServiceOutputs
 /** The value most VIPs agree on, preferring one that differs from `previous` so that drift shows. */
 function observedSetting<T>(values: readonly T[], previous: T): T {
   return values.find((v) => v !== previous) ?? previous;
+}
+
+/**
+ * The next-hop cache against the host as it is now: each backend whose record
+ * carries another MAC or MTU than `up` would write (a neighbour that moved, a
+ * route or MTU that changed), or why the host cannot serve the backends any
+ * more. The program trusts the cache, so only this shows such a change.
+ */
+async function nextHopDrift(
+  session: SshSession,
+  olds: MaglevServiceOutputs,
+  records: Map<number, BackendRecord>,
+  backendIndexes: Record<string, number>,
+  sourcesOnHost: { v4?: string; v6?: string },
+): Promise<string[]> {
+  const backends = olds.backends ?? {};
+  const routing = await surveyRouting(session, olds.interface, addressesToResolve(backends));
+  let macs: Record<string, string | undefined>;
+  try {
+    macs = nextHopMacs(session.label, olds, routing);
+  } catch (err) {
+    return [(err as Error).message];
+  }
+  const mtus = nextHopMtus(macs, backends, routing);
+  const drift: string[] = [];
+  const sources = tunnelSources(olds.mode, backends, routing);
+  for (const family of ["v4", "v6"] as const) {
+    if ((sources[family] ?? "") !== (sourcesOnHost[family] ?? "")) drift.push(`IPIP tunnel source (${family}): lb_config ${sourcesOnHost[family] ?? "none (FIB)"}, host now ${sources[family] ?? "none (FIB)"}`);
+  }
+  const show = (mac: string | undefined, mtu: number | undefined) => (mac === undefined ? "no MAC (FIB)" : `${mac}${mtu !== undefined ? ` mtu ${mtu}` : ""}`);
+  for (const id of Object.keys(backends)) {
+    const index = backendIndexes[id];
+    const record = index !== undefined ? records.get(index) : undefined;
+    if (!record) continue; // a missing record is drift of the backends themselves
+    if (record.mac !== macs[id] || record.mtu !== mtus[id]) drift.push(`${id}: record ${show(record.mac, record.mtu)}, host now ${show(macs[id], mtus[id])}`);
+  }
+  return drift;
 }
 
 /** Everything `read` reports, or undefined when the service's pins are gone. */
@@ -218,6 +258,7 @@ async function observe(olds: MaglevServiceOutputs): Promise<MaglevServiceOutputs
   for (const v of values) {
     if (v.tableSize > 0 && v.tableOffset < LB_TABLE_CAPACITY) regions.set(v.tableOffset, Math.max(regions.get(v.tableOffset) ?? 0, Math.min(v.tableSize, LB_TABLE_CAPACITY - v.tableOffset)));
   }
+  const drift = await nextHopDrift(session, olds, maps.backends, backendIndexes, maps.tunnelSources);
   const read = await readCountersAndTables(
     session,
     layout,
@@ -238,6 +279,7 @@ async function observe(olds: MaglevServiceOutputs): Promise<MaglevServiceOutputs
     backendIndexes,
     vipIndexes,
     backendMacs,
+    nextHopDrift: drift,
     tableDigest: tableDigest(read.tables),
     reverseNat: maps.reverseNat,
     counters: { vips: counterRecord(Object.keys(vips), read.vips), backends: counterRecord(Object.keys(backends), read.backends), totals: program.totals },
@@ -250,7 +292,7 @@ function sortedLike<T>(observed: Record<string, T>, previous: Record<string, T> 
   return Object.fromEntries(keys.map((k) => [k, observed[k]!]));
 }
 
-const OUTPUT_ONLY = ["objectSha256", "programId", "programTag", "attachMode", "backendIndexes", "nextBackendIndex", "vipIndexes", "backendMacs", "tableDigest", "reverseNat", "counters"] as const;
+const OUTPUT_ONLY = ["objectSha256", "programId", "programTag", "attachMode", "backendIndexes", "nextBackendIndex", "vipIndexes", "backendMacs", "nextHopDrift", "tableDigest", "reverseNat", "counters"] as const;
 
 function hasUnknown(value: unknown): boolean {
   return JSON.stringify(value ?? null).includes(UNKNOWN);
@@ -280,6 +322,7 @@ export const maglevServiceKind: Kind<MaglevServiceInputs, MaglevServiceOutputs> 
         // Inputs check() refuses; the update reports them.
       }
     }
+    if (olds.nextHopDrift?.length) pending.push(`next hops changed on the host: ${olds.nextHopDrift.join("; ")}`);
     const wantNat = news.mode === "nat" && Object.keys(news.vips ?? {}).length > 0;
     if (olds.reverseNat !== undefined && olds.reverseNat !== wantNat) pending.push(`lb_config reverse NAT ${olds.reverseNat ? "on" : "off"} -> ${wantNat ? "on" : "off"}`);
     return pending;

@@ -2,9 +2,11 @@
  * How the load balancer host reaches each backend: the route (`ip route get`),
  * the next hop's MAC from the neighbour table (`ip neigh`, after a ping when
  * the entry is missing or stale), and whether the interface forwards, read in
- * one round trip. The MAC goes into the backend's record: the program uses it
- * when bpf_fib_lookup has no answer, which is the normal case on a DSR host
- * that does not forward.
+ * one round trip. The MAC goes into the backend's record, and with it the
+ * interface's MTU when the MAC is the next hop on the program's interface:
+ * the program's next-hop cache, which spares packets that fit the per-packet
+ * bpf_fib_lookup. Every apply surveys again, so a neighbour whose MAC changed
+ * is rewritten by the next `up`; until then packets go to the old MAC.
  */
 import { HostPreconditionError } from "../remote/bpfHost";
 import type { SshSession } from "../remote/ssh";
@@ -17,9 +19,13 @@ export interface NextHop {
   route: string;
   dev?: string;
   via?: string;
+  /** The source address the route picks (`src`). */
+  src?: string;
   /** The address is the host's own. */
   local: boolean;
   mac?: string;
+  /** The route's own MTU (`ip route get` prints "mtu N" when the route sets one). */
+  mtu?: number;
   /** Neighbour state (REACHABLE, STALE, FAILED, ...), when there is an entry. */
   state?: string;
 }
@@ -29,6 +35,8 @@ export interface RoutingSurvey {
   /** net.ipv{4,6}.conf.<interface>.forwarding */
   forwarding: { 4: boolean; 6: boolean };
   ping: boolean;
+  /** The interface's MTU (/sys/class/net/<interface>/mtu), when the host reported it. */
+  mtu?: number;
 }
 
 // $1 interface, then the addresses. Pass 1 reads routes and neighbours; every
@@ -55,6 +63,7 @@ done
 echo "@@forwarding"
 for family in ipv4 ipv6; do printf '%s %s\\n' "$family" "$(cat /proc/sys/net/$family/conf/$iface/forwarding 2>/dev/null || echo 0)"; done
 echo "@@ping $have_ping"
+echo "@@mtu $(cat "/sys/class/net/$iface/mtu" 2>/dev/null)"
 `;
 
 function wordAfter(words: readonly string[], key: string): string | undefined {
@@ -67,6 +76,7 @@ export function parseRoutingSurvey(stdout: string): RoutingSurvey {
   const hops = new Map<string, NextHop>();
   const forwarding = { 4: false, 6: false };
   let ping = false;
+  let mtu = NaN;
   for (const section of stdout.split(/^@@/m).slice(1)) {
     const [head = "", ...lines] = section.split("\n");
     if (head.startsWith("hop ")) {
@@ -76,13 +86,16 @@ export function parseRoutingSurvey(stdout: string): RoutingSurvey {
       const words = route.split(/\s+/);
       const neighWords = neigh.split(/\s+/).filter(Boolean);
       const mac = wordAfter(neighWords, "lladdr")?.toLowerCase();
+      const routeMtu = Number(wordAfter(words, "mtu"));
       hops.set(address, {
         address,
         route,
         dev: wordAfter(words, "dev"),
         via: wordAfter(words, "via"),
+        ...(wordAfter(words, "src") ? { src: wordAfter(words, "src") } : {}),
         local: words[0] === "local",
         ...(mac && /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/.test(mac) ? { mac } : {}),
+        ...(Number.isInteger(routeMtu) && routeMtu > 0 ? { mtu: routeMtu } : {}),
         ...(neighWords.length > 1 ? { state: neighWords[neighWords.length - 1] } : {}),
       });
     } else if (head.startsWith("forwarding")) {
@@ -93,9 +106,11 @@ export function parseRoutingSurvey(stdout: string): RoutingSurvey {
       }
     } else if (head.startsWith("ping ")) {
       ping = head.slice(5).trim() === "true";
+    } else if (head.startsWith("mtu")) {
+      mtu = Number(head.slice(3).trim());
     }
   }
-  return { hops, forwarding, ping };
+  return { hops, forwarding, ping, ...(Number.isInteger(mtu) && mtu >= 68 && mtu <= 0xffff ? { mtu } : {}) };
 }
 
 /** Routes, neighbours and forwarding for `addresses`, seen from the host, in one round trip. */
@@ -193,4 +208,42 @@ export function nextHopMacs(
 /** The addresses whose next hop the provider must look up (backends without a given MAC). */
 export function addressesToResolve(backends: Record<string, Backend>): string[] {
   return [...new Set(Object.values(backends).filter((b) => b.mac === undefined).map((b) => b.address))];
+}
+
+/**
+ * The next-hop cache: for each backend whose record carries a MAC (`macs`,
+ * from nextHopMacs) that is its next hop on the program's interface, the MTU
+ * the program may send to it without asking the FIB: the interface's, or the
+ * route's when smaller. A backend without one (no MAC, or the host reported
+ * no MTU) is left to the per-packet FIB lookup. Pure.
+ */
+export function nextHopMtus(macs: Record<string, string | undefined>, backends: Record<string, Backend>, survey: RoutingSurvey): Record<string, number | undefined> {
+  const mtus: Record<string, number | undefined> = {};
+  for (const [id, mac] of Object.entries(macs)) {
+    if (mac === undefined || survey.mtu === undefined) continue;
+    const routeMtu = survey.hops.get(backends[id]!.address)?.mtu;
+    mtus[id] = routeMtu !== undefined && routeMtu >= 68 ? Math.min(routeMtu, survey.mtu) : survey.mtu;
+  }
+  return mtus;
+}
+
+/**
+ * IPIP: the outer source address per family, when the host's routes give
+ * every backend of that family the same one (`ip route get`'s `src`, what the
+ * program's BPF_FIB_LOOKUP_SRC would pick per packet). It goes into lb_config,
+ * which spares IPIP packets the FIB lookup when their next hop is cached. A
+ * family whose backends disagree, or any of them unresolved, gets none: the
+ * FIB picks per packet. Empty for the other modes. Pure.
+ */
+export function tunnelSources(mode: LbMode, backends: Record<string, Backend>, survey: RoutingSurvey): { v4?: string; v6?: string } {
+  if (mode !== "ipip") return {};
+  const out: { v4?: string; v6?: string } = {};
+  for (const family of [4, 6] as const) {
+    const members = Object.values(backends).filter((b) => familyOf(b.address) === family);
+    if (members.length === 0) continue;
+    const srcs = new Set(members.map((b) => survey.hops.get(b.address)?.src));
+    const [only] = srcs;
+    if (srcs.size === 1 && only !== undefined) out[family === 4 ? "v4" : "v6"] = only;
+  }
+  return out;
 }

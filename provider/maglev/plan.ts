@@ -39,6 +39,18 @@ export interface DesiredService {
   connectionTable: boolean;
   /** The next-hop MAC each backend record should carry (undefined: FIB only). */
   macs: Record<string, string | undefined>;
+  /**
+   * The next-hop cache: for a backend whose MAC is its next hop on the
+   * program's interface, that interface's MTU (the program then skips the
+   * per-packet FIB lookup for packets that fit). Absent: the FIB first.
+   */
+  nextHopMtus?: Record<string, number | undefined>;
+  /**
+   * IPIP: lb_config's tunnel source per family, the address the host's routes
+   * give every backend of that family (see neighbours.ts tunnelSources).
+   * Absent: zero, and the program asks the FIB for one per packet.
+   */
+  tunnelSources?: { v4?: string; v6?: string };
 }
 
 export interface ObservedService {
@@ -46,6 +58,8 @@ export interface ObservedService {
   /** lb_backends entries that name a backend, by index. */
   backends: Map<number, BackendRecord>;
   reverseNat: boolean;
+  /** lb_config's tunnel sources (absent: unknown or zero). */
+  tunnelSources?: { v4?: string; v6?: string };
   /** What the tables hold, or undefined when not known: then every slot is written. */
   tables: TableImage | undefined;
 }
@@ -82,8 +96,8 @@ export function recordKey(record: BackendRecord): string {
   return backendKey({ address: record.address, port: record.port === 0 ? undefined : record.port });
 }
 
-export function backendRecord(backend: Backend, mac: string | undefined): BackendRecord {
-  return { address: backend.address, port: backend.port ?? 0, ...(mac !== undefined ? { mac } : {}) };
+export function backendRecord(backend: Backend, mac: string | undefined, mtu?: number): BackendRecord {
+  return { address: backend.address, port: backend.port ?? 0, ...(mac !== undefined ? { mac, ...(mtu !== undefined ? { mtu } : {}) } : {}) };
 }
 
 export function groupOf(mode: LbMode, vip: Vip): TableGroup {
@@ -246,7 +260,7 @@ export function planService(
   const rewritten: string[] = [];
   for (const id of ids) {
     const index = indexes[id]!;
-    const value = encodeBackend(backendRecord(desired.backends[id]!, desired.macs[id]));
+    const value = encodeBackend(backendRecord(desired.backends[id]!, desired.macs[id], desired.nextHopMtus?.[id]));
     const onHost = observed.backends.get(index);
     if (!onHost) {
       added.push(id);
@@ -306,10 +320,17 @@ export function planService(
   // 8. records no slot names any more
   const clearRecords: MapOperation[] = removedIndexes.map((index) => ({ op: "update", map: pin(MAPS.backends), key: encodeIndex(index), value: encodeBackend(undefined) }));
 
-  // 3, 9. lb_config: the reverse-NAT flag is on whenever some VIP is NAT
+  // 3, 9. lb_config: the reverse-NAT flag is on whenever some VIP is NAT.
+  // The tunnel sources go with the first write (either value sends IPIP
+  // packets from an address of the host: the resolved one or the FIB's).
   const wantNat = desired.mode === "nat" && vipKeys.length > 0;
-  const configOp = (reverseNat: boolean): MapOperation => ({ op: "update", map: pin(MAPS.config), key: encodeIndex(0), value: encodeConfig({ reverseNat }) });
-  const configFirst = wantNat && !observed.reverseNat ? [configOp(true)] : [];
+  const sources = desired.tunnelSources ?? {};
+  const configOp = (reverseNat: boolean): MapOperation => ({
+    op: "update", map: pin(MAPS.config), key: encodeIndex(0),
+    value: encodeConfig({ reverseNat, ...(sources.v4 ? { tunnelSourceV4: sources.v4 } : {}), ...(sources.v6 ? { tunnelSourceV6: sources.v6 } : {}) }),
+  });
+  const sourcesChange = (observed.tunnelSources?.v4 ?? "") !== (sources.v4 ?? "") || (observed.tunnelSources?.v6 ?? "") !== (sources.v6 ?? "");
+  const configFirst = (wantNat && !observed.reverseNat) || (sourcesChange && wantNat === observed.reverseNat) ? [configOp(wantNat)] : [];
   const configLast = !wantNat && observed.reverseNat ? [configOp(false)] : [];
 
   const body = [...recordOps, ...configFirst, ...slotOps, ...vipOps, ...vipDeletes, ...clearOps, ...clearRecords, ...configLast];

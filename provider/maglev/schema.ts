@@ -464,6 +464,8 @@ export interface MaglevServiceOutputs extends MaglevServiceInputs {
   vipIndexes: Record<string, number>;
   /** The next-hop MAC each backend record carries ("" when the program relies on the FIB alone). */
   backendMacs: Record<string, string>;
+  /** Backends whose record's next hop (MAC, MTU) differs from what the host resolves now, as the last refresh saw: the next `up` rewrites them. */
+  nextHopDrift?: string[];
   /** sha256 over every table's geometry and slots, as on the host: equal digests, equal tables. */
   tableDigest: string;
   /** Whether the program translates backends' replies (lb_config), as on the host. */

@@ -280,7 +280,7 @@ describe.skipIf(unavailable !== undefined)("xdp_maglev", { timeout: 120_000 }, (
         size: SIZES.vip, members: [["vip_index", 0], ["table_offset", 4], ["table_size", 8], ["mode", 12], ["flags", 13], ["reserved", 14]],
       });
       expect(layout("lb_backend")).toEqual({
-        size: SIZES.backend, members: [["addr", 0], ["port", 16], ["family", 18], ["flags", 19], ["mac", 20], ["reserved", 26]],
+        size: SIZES.backend, members: [["addr", 0], ["port", 16], ["family", 18], ["flags", 19], ["mac", 20], ["mtu", 26]],
       });
       expect(layout("lb_flow_key")).toEqual({
         size: SIZES.flowKey, members: [["src", 0], ["dst", 16], ["sport", 32], ["dport", 34], ["proto", 36], ["family", 37], ["reserved", 38]],
@@ -614,6 +614,122 @@ describe.skipIf(unavailable !== undefined)("xdp_maglev", { timeout: 120_000 }, (
       await configureService(lb, "v4", "tcp", "ipip", { "10.0.0.11:80": { address: "10.0.0.11", port: 80, dev: "lb0" } });
       expect((await run(lb, frame(flows("v4", "tcp", 80, 1)[0]!, { vlans: [{ vid: 7 }] }))).retval).toBe(XDP.DROP);
       expect((await stat(lb, "encapFail")).packets).toBe(1);
+    });
+  });
+
+  describe("the next-hop cache (a MAC and MTU in the backend's record)", () => {
+    let lb: LoadedProgram;
+    beforeAll(async () => {
+      lb = await loadProgram(OBJ);
+      // Forwarding on: the FIB would answer with the neighbour table's MAC,
+      // which differs from the record's, so the output shows which was used.
+      await setForwarding(true);
+    });
+    afterAll(() => lb?.close());
+
+    /** localBackends with the next hop cached (MTU 1500) for the ids in `cachedIds` (all when omitted). */
+    const withCache = (backends: Record<string, Backend>, mtu = 1500, cachedIds = Object.keys(backends)) =>
+      Object.fromEntries(Object.entries(backends).map(([id, b]) => [id, cachedIds.includes(id) ? { ...b, mtu } : b]));
+
+    it.each(COMBOS)("hit, DSR %s %s: the record's MAC, no FIB walk; only the MACs change", async (family, proto) => {
+      const backends = withCache(localBackends(family));
+      await withNeighbours(backends);
+      const table = await configureService(lb, family, proto, "dsr", backends);
+      const before = await stat(lb, "staticMac");
+      for (const f of flows(family, proto, 80, 12, 41)) {
+        const b = expectedBackend(table, backends, f);
+        const out = await run(lb, frame(f));
+        expect(out.retval).toBe(XDP.TX);
+        expectFrame(out.dataOut, frame(f, { dmac: b.mac, smac: lbMac0 }));
+      }
+      expect((await stat(lb, "staticMac")).packets).toBe(before.packets + 12);
+    });
+
+    it("miss: a backend without a cached next hop takes the FIB (the neighbour table's MAC), its neighbours in the table the cache", async () => {
+      const all = localBackends("v4");
+      const cachedId = Object.keys(all)[0]!;
+      const backends = withCache(all, 1500, [cachedId]);
+      await withNeighbours(backends);
+      const table = await configureService(lb, "v4", "tcp", "dsr", backends);
+      const seen = new Set<string>();
+      for (const f of flows("v4", "tcp", 80, 40, 43)) {
+        const b = expectedBackend(table, backends, f);
+        seen.add(b.mtu ? "cache" : "fib");
+        const out = await run(lb, frame(f));
+        expect(out.retval).toBe(XDP.TX);
+        expectFrame(out.dataOut, frame(f, { dmac: b.mtu ? b.mac : b.neighMac, smac: lbMac0 }));
+      }
+      expect([...seen].sort()).toEqual(["cache", "fib"]);
+    });
+
+    it("miss: a packet larger than the cached MTU takes the FIB", async () => {
+      const backends = withCache(localBackends("v6"), 1280);
+      await withNeighbours(backends);
+      const table = await configureService(lb, "v6", "udp", "dsr", backends);
+      const f = flows("v6", "udp", 80, 1, 44)[0]!;
+      const b = expectedBackend(table, backends, f);
+      const fits = Buffer.alloc(1280 - 40 - 8, 7);
+      const tooBig = Buffer.alloc(1281 - 40 - 8, 7);
+      expectFrame((await run(lb, frame(f, { payload: fits }))).dataOut, frame(f, { payload: fits, dmac: b.mac, smac: lbMac0 }));
+      expectFrame((await run(lb, frame(f, { payload: tooBig }))).dataOut, frame(f, { payload: tooBig, dmac: b.neighMac, smac: lbMac0 }));
+    });
+
+    it.each(COMBOS)("hit, NAT %s %s: rewritten to the backend with correct checksums, sent to the record's MAC", async (family, proto) => {
+      const backends = withCache(localBackends(family, 8080));
+      await withNeighbours(backends);
+      const table = await configureService(lb, family, proto, "nat", backends);
+      for (const f of flows(family, proto, 80, 8, 45)) {
+        const b = expectedBackend(table, backends, f);
+        const out = await run(lb, frame(f, { payload: Buffer.from(`odd ${f.sport}!`) }));
+        expect(out.retval).toBe(XDP.TX);
+        expectFrame(out.dataOut, frame({ ...f, dst: b.address, dport: b.port }, { payload: Buffer.from(`odd ${f.sport}!`), dmac: b.mac, smac: lbMac0 }));
+        expect(checksumsValid(out.dataOut)).toEqual(family === "v4" ? { ipv4Header: true, l4: true } : { l4: true });
+      }
+    });
+
+    const ipipCases = [
+      ["IPv4 in IPv4", "v4", "10.0.0.11", 4],
+      ["IPv6 in IPv6", "v6", "fd00::11", 6],
+      ["IPv4 in IPv6", "v4", "fd00::12", 6],
+      ["IPv6 in IPv4", "v6", "10.0.0.12", 4],
+    ] as const;
+
+    it.each(ipipCases)("hit, IPIP %s with a configured tunnel source: the record's MAC, outer header exact", async (_name, family, backend, outer) => {
+      await addNeighbour(backend, "02:00:00:00:bb:01", "lb0");
+      const f = flows(family, "tcp", 80, 1, 46)[0]!;
+      const inner = l3(f, { tos: 0x28 });
+      const outerLen = outer === 4 ? 20 : 40;
+      await writeConfig(lb, { reverseNat: false, tunnelSourceV4: "10.9.9.9", tunnelSourceV6: "fd00::99" });
+      const want = (dmac: string) => ethernet({
+        dst: dmac,
+        src: lbMac0,
+        etherType: outer === 4 ? ETH_P.IP : ETH_P.IPV6,
+        payload:
+          outer === 4
+            ? ipv4({ src: "10.9.9.9", dst: backend, payload: inner, protocol: family === "v4" ? 4 : 41, tos: 0x28, ttl: 64, id: 0 })
+            : ipv6({ src: "fd00::99", dst: backend, payload: inner, nextHeader: family === "v4" ? 4 : 41, trafficClass: 0x28, hopLimit: 64, flowLabel: lbFlowHash(f) & 0xfffff }),
+      });
+      // The encapsulated datagram just fits the cached MTU: the cache.
+      await configureService(lb, family, "tcp", "ipip", { [`${backend}:80`]: { address: backend, port: 80, mac: "02:00:00:00:cc:01", mtu: inner.length + outerLen, dev: "lb0" } });
+      let out = await run(lb, frame(f, { tos: 0x28 }));
+      expect(out.retval).toBe(XDP.TX);
+      expectFrame(out.dataOut, want("02:00:00:00:cc:01"));
+      if (outer === 4) expect(checksumsValid(out.dataOut).ipv4Header).toBe(true);
+      // One byte over: the FIB, whose neighbour entry says another MAC.
+      await configureService(lb, family, "tcp", "ipip", { [`${backend}:80`]: { address: backend, port: 80, mac: "02:00:00:00:cc:01", mtu: inner.length + outerLen - 1, dev: "lb0" } });
+      out = await run(lb, frame(f, { tos: 0x28 }));
+      expect(out.retval).toBe(XDP.TX);
+      expectFrame(out.dataOut, want("02:00:00:00:bb:01"));
+    });
+
+    it("IPIP without a configured tunnel source asks the FIB (for the source), cache or not", async () => {
+      await addNeighbour("10.0.0.11", "02:00:00:00:bb:01", "lb0");
+      await writeConfig(lb, { reverseNat: false });
+      await configureService(lb, "v4", "tcp", "ipip", { "10.0.0.11:80": { address: "10.0.0.11", port: 80, mac: "02:00:00:00:cc:01", mtu: 1500, dev: "lb0" } });
+      const f = flows("v4", "tcp", 80, 1, 47)[0]!;
+      const out = await run(lb, frame(f));
+      expect(out.retval).toBe(XDP.TX);
+      expectFrame(out.dataOut, ethernet({ dst: "02:00:00:00:bb:01", src: lbMac0, etherType: ETH_P.IP, payload: ipv4({ src: "10.0.0.1", dst: "10.0.0.11", payload: l3(f), protocol: 4, ttl: 64, id: 0 }) }));
     });
   });
 

@@ -425,6 +425,31 @@ describe("MaglevService in dsr mode", () => {
     expect(reread!.outs.tableDigest).toBe(service!.outs.tableDigest);
     service = { id: service!.id, outs: reread!.outs };
   });
+
+  it("a backend's neighbour that moves shows up as next-hop drift in read; the next update rewrites its record (the next-hop cache) and traffic follows", async () => {
+    const h2 = backends[0]!;
+    const moved = "02:00:00:00:99:02";
+    const backendsNow = inputs({ backends: Object.values(service!.outs.backends) });
+    await lab.inHost(h1, ["ip", "neigh", "replace", h2.address, "lladdr", moved, "dev", "eth0", "nud", "permanent"]);
+    try {
+      const read = await lb.read(service!.id, service!.outs);
+      expect(read!.outs.nextHopDrift).toEqual([`${h2.address}: record ${h2.mac} mtu 1500, host now ${moved} mtu 1500`]);
+      expect(lb.pendingChanges!(read!.outs, backendsNow).join()).toMatch(/next hops changed on the host/);
+      const outs = await lb.update(service!.id, read!.outs, backendsNow);
+      expect(outs.backendMacs[h2.address]).toBe(moved);
+      expect((await lb.read(service!.id, outs))!.outs.nextHopDrift).toEqual([]);
+      service = { id: service!.id, outs };
+    } finally {
+      await lab.inHost(h1, ["ip", "neigh", "replace", h2.address, "lladdr", h2.mac, "dev", "eth0", "nud", "reachable"]);
+    }
+    const read = await lb.read(service!.id, service!.outs);
+    expect(read!.outs.nextHopDrift).toEqual([`${h2.address}: record ${moved} mtu 1500, host now ${h2.mac} mtu 1500`]);
+    const outs = await lb.update(service!.id, read!.outs, backendsNow);
+    expect(outs.backendMacs[h2.address]).toBe(h2.mac);
+    service = { id: service!.id, outs };
+    const answered = tally(await exchanges({ address: VIP4, port: 80, protocol: "tcp", from: 45001, count: 30 }));
+    expect(Object.keys(answered).sort()).toEqual(["h2", "h3", "h4"]);
+  });
 });
 
 // ---------------------------------------------------------------- upgrade

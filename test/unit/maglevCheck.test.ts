@@ -5,9 +5,9 @@ import { describe, expect, it } from "vitest";
 import { failureAt } from "../support/checkFailure";
 import { diffInputs, UNKNOWN } from "../../provider/dynamicAdapter";
 import { provider } from "../../provider/maglev/dynamic";
-import { decodeBackend, decodeIndex, decodeVip, decodeVipKey, MAPS, type BackendRecord, type VipValue } from "../../provider/maglev/codec";
+import { decodeBackend, decodeConfig, decodeIndex, decodeVip, decodeVipKey, MAPS, type BackendRecord, type VipValue } from "../../provider/maglev/codec";
 import { maglevServiceKind } from "../../provider/maglev/lifecycle";
-import { nextHopMacs, parseRoutingSurvey } from "../../provider/maglev/neighbours";
+import { nextHopMacs, nextHopMtus, parseRoutingSurvey, tunnelSources } from "../../provider/maglev/neighbours";
 import { allocateBackends, planService, tableDigest, tableImage, type DesiredService, type ObservedService } from "../../provider/maglev/plan";
 import { checkMaglevService, TABLE_OFFSET, type MaglevServiceInputs, type MaglevServiceOutputs } from "../../provider/maglev/schema";
 import { HostPreconditionError, type MapOperation } from "../../provider/remote/bpfHost";
@@ -315,6 +315,19 @@ describe("MaglevService plan", () => {
     expect(apply(state, off.operations).reverseNat).toBe(false);
   });
 
+  it("writes IPIP tunnel sources into lb_config once, and clears them when the mode no longer wants them", () => {
+    const ipip = { ...desired(["10.200.1.12"]), mode: "ipip" as const, tunnelSources: { v4: "10.200.1.11" } };
+    const configs = (ops: readonly MapOperation[]) => ops.filter((o) => o.map === pin(MAPS.config) && o.op === "update").map((o) => decodeConfig((o as { value: Uint8Array }).value));
+    const first = planService(ipip, EMPTY, {}, pin, MARKER);
+    expect(configs(first.operations)).toEqual([{ reverseNat: false, tunnelSourceV4: "10.200.1.11" }]);
+    const state = { ...apply(EMPTY, first.operations), tables: first.tables, tunnelSources: { v4: "10.200.1.11" } };
+    expect(configs(planService(ipip, state, { nextBackendIndex: 2 }, pin, MARKER).operations)).toEqual([]);
+    expect(configs(planService({ ...ipip, tunnelSources: {} }, state, { nextBackendIndex: 2 }, pin, MARKER).operations)).toEqual([{ reverseNat: false }]);
+    // Into NAT: the flag goes on first, and the sources go with it.
+    const nat = planService({ ...ipip, mode: "nat", tunnelSources: {} }, state, { nextBackendIndex: 2 }, pin, MARKER);
+    expect(configs(nat.operations)).toEqual([{ reverseNat: true }]);
+  });
+
   it("shrinking the table: the VIP takes the new size before the slots beyond it are cleared", () => {
     const big = desired(["10.200.1.12"], { tableSize: 1013 });
     const first = planService(big, EMPTY, {}, pin, MARKER);
@@ -362,6 +375,9 @@ describe("MaglevService next hops", () => {
       "@@hop 10.9.0.2",
       "route 10.9.0.2 dev eth1 src 10.9.0.1 uid 0",
       "neigh 10.9.0.2 lladdr 02:00:00:00:09:02 REACHABLE",
+      "@@hop 10.200.1.13",
+      "route 10.200.1.13 dev eth0 src 10.200.1.11 uid 0 mtu 1400",
+      "neigh 10.200.1.13 lladdr 02:bf:01:01:00:03 REACHABLE",
       "@@hop 10.200.1.11",
       "route local 10.200.1.11 dev lo src 10.200.1.11 uid 0",
       "neigh ",
@@ -369,6 +385,7 @@ describe("MaglevService next hops", () => {
       "ipv4 0",
       "ipv6 1",
       "@@ping true",
+      "@@mtu 1500",
     ].join("\n"),
   );
   const service = (mode: "dsr" | "nat" | "ipip", addresses: string[]) => ({
@@ -382,6 +399,24 @@ describe("MaglevService next hops", () => {
     expect(nextHopMacs("h1", service("dsr", ["10.200.1.12"]), survey)).toEqual({ "10.200.1.12": "02:bf:01:01:00:02" });
     expect(() => nextHopMacs("h1", service("nat", ["192.0.2.7"]), survey)).toThrow(/IPv4 forwarding is off on eth0.*sysctl -w net\.ipv4\.conf\.eth0\.forwarding=1/s);
     expect(nextHopMacs("h1", service("nat", ["192.0.2.7"]), { ...survey, forwarding: { 4: true, 6: true } })).toEqual({ "192.0.2.7": "02:bf:01:00:00:01" });
+  });
+
+  it("takes an IPIP tunnel source per family when the routes give all its backends the same one", () => {
+    const both = { "10.200.1.12": { address: "10.200.1.12", weight: 1 }, "10.200.1.13": { address: "10.200.1.13", weight: 1 } };
+    expect(tunnelSources("ipip", both, survey)).toEqual({ v4: "10.200.1.11" });
+    expect(tunnelSources("dsr", both, survey)).toEqual({});
+    // 10.9.0.2 leaves through eth1 from 10.9.0.1: the family has no single source, the FIB picks per packet.
+    expect(tunnelSources("ipip", { ...both, "10.9.0.2": { address: "10.9.0.2", weight: 1 } }, survey)).toEqual({});
+    expect(tunnelSources("ipip", { "10.200.1.50": { address: "10.200.1.50", weight: 1 } }, survey)).toEqual({});
+  });
+
+  it("caches each resolved next hop with the interface's MTU, or the route's when it sets a smaller one; nothing without a MAC", () => {
+    expect(survey.mtu).toBe(1500);
+    const s = service("dsr", ["10.200.1.12", "10.200.1.13"]);
+    const macs = nextHopMacs("h1", s, survey);
+    expect(nextHopMtus({ ...macs, "10.9.0.2": undefined }, { ...s.backends, "10.9.0.2": { address: "10.9.0.2", weight: 1 } }, survey)).toEqual({ "10.200.1.12": 1500, "10.200.1.13": 1400 });
+    // A host that reported no MTU: no cache, the FIB for every packet.
+    expect(nextHopMtus(macs, s.backends, parseRoutingSurvey("@@mtu \n@@ping true"))).toEqual({});
   });
 
   it.each([

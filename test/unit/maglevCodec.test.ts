@@ -68,16 +68,27 @@ describe("struct lb_vip { u32 vip_index; u32 table_offset; u32 table_size; u8 mo
   });
 });
 
-describe("struct lb_backend { u8 addr[16]; be16 port; u8 family; u8 flags; u8 mac[6]; u16 reserved; } (28 bytes)", () => {
+describe("struct lb_backend { u8 addr[16]; be16 port; u8 family; u8 flags; u8 mac[6]; u16 mtu; } (28 bytes)", () => {
   it("writes address, port, family, the static-MAC flag and the MAC", () => {
     const value = encodeBackend({ address: "10.0.0.11", port: 8080, mac: "02:00:00:00:00:AB" });
     expect(value).toHaveLength(SIZES.backend);
-    //                    addr                      port   family flags  mac             reserved
+    //                    addr                      port   family flags  mac             mtu
     expect(hex(value)).toBe("0a00000b" + zeros(12) + "1f90" + "04" + "01" + "0200000000ab" + "0000");
   });
 
   it("leaves the flag and MAC zero without a static MAC, and keeps port 0 (the VIP's port)", () => {
     expect(hex(encodeBackend({ address: "fd00::11", port: 0 }))).toBe("fd000000000000000000000000000011" + "0000" + "06" + "00" + zeros(6) + "0000");
+  });
+
+  it("writes the next-hop cache: flag 0x02 and the MTU (little-endian) after the MAC", () => {
+    const value = encodeBackend({ address: "10.0.0.11", port: 0, mac: "02:00:00:00:00:ab", mtu: 1500 });
+    expect(hex(value)).toBe("0a00000b" + zeros(12) + "0000" + "04" + "03" + "0200000000ab" + "dc05");
+  });
+
+  it("refuses a next-hop MTU without a MAC or outside 68..65535", () => {
+    expect(() => encodeBackend({ address: "10.0.0.1", port: 1, mtu: 1500 })).toThrow(/needs the next hop's MAC/);
+    expect(() => encodeBackend({ address: "10.0.0.1", port: 1, mac: "02:00:00:00:00:01", mtu: 67 })).toThrow(/MTU 67 is not an integer from 68 to 65535/);
+    expect(() => encodeBackend({ address: "10.0.0.1", port: 1, mac: "02:00:00:00:00:01", mtu: 65536 })).toThrow(/MTU 65536/);
   });
 
   it("encodes a cleared record as all zeros, which decodes as no backend", () => {
@@ -88,6 +99,7 @@ describe("struct lb_backend { u8 addr[16]; be16 port; u8 family; u8 flags; u8 ma
   it.each([
     { address: "10.0.0.11", port: 8080, mac: "02:00:00:00:00:ab" },
     { address: "fd00::11", port: 0 },
+    { address: "fd00::11", port: 0, mac: "02:00:00:00:00:ab", mtu: 9000 },
   ])("round-trips %j", (record) => {
     expect(decodeBackend(encodeBackend(record))).toEqual(record);
   });

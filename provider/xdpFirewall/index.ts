@@ -6,20 +6,23 @@
  * the writes that take a host from one set's index to another's.
  *
  * Why each write is individually safe (no moment where an entry that stays is
- * not enforced), in the order indexOperations returns them:
- *  1. detail first: the host bitmaps of the desired set (every bit of an entry
- *     that stays is set in both the old and the new bitmap, and a torn read of
- *     a bitmap mixes old and new bytes, never loses a common bit), the IPv6
- *     long prefixes added, and the IPv6 length set as old ∪ new;
- *  2. the index blocks, each written whole from the desired set: every bucket
- *     an entry that stays touches is non-empty in both, and the state it moves
- *     to only points at detail that step 1 wrote (a bucket's 2 bits never span
- *     a byte, so even a torn block write gives each bucket its old or new state);
- *  3. detail no longer pointed at: bitmaps removed, IPv6 long prefixes
- *     removed, the IPv6 length set narrowed to the desired one.
- * The caller puts record additions before all of this and record removals
- * after it (plan.ts), so the exact-address hash, which the program reads for
- * buckets in the EXACT state, also only grows before the index and shrinks after.
+ * not enforced): every write takes one structure (an index block, a host bitmap,
+ * the IPv6 length set, one long prefix) from its value for the old list to its
+ * value for the new one, each computed from a whole list, never from the
+ * difference; both values enforce every entry the two lists share (a shared
+ * entry's bucket is NONE in neither, its bitmap bits and length bit are
+ * set in both, its long-prefix key is never deleted). A bucket's 2 bits never
+ * span a byte, so even a torn block write gives each bucket its old or its new
+ * state, and a torn bitmap mixes old and new bytes, never losing a shared bit.
+ * And every state falls through to a structure that holds the shared entries
+ * whatever was written so far: an IPv4 LONGER bucket without its bitmap is
+ * looked up in the exact hash, an IPv6 LONGER bucket tries its lengths then the
+ * exact hash. The order indexOperations returns (detail first, then blocks, then
+ * detail no longer pointed at) makes a *new* entry take effect with the block
+ * write that points at it, rather than on a fall-through.
+ * The caller puts record additions before all of this and record removals after
+ * it (plan.ts), so the exact hash also only grows before the index and shrinks
+ * after. test/kernel/xdpFirewall.test.ts races such updates against lookups.
  */
 import { parsePrefix, type Prefix } from "../cidr";
 import type { MapOperation } from "../remote/bpfHost";

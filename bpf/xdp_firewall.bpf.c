@@ -61,14 +61,14 @@ struct {
 	__uint(max_entries, FW_INDEX_BLOCKS);
 	__type(key, __u32);
 	__type(value, struct fw_index_block);
-} deny_v4_index SEC(".maps");
+} fw_v4_index SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, FW_INDEX_BLOCKS);
 	__type(key, __u32);
 	__type(value, struct fw_index_block);
-} deny_v6_index SEC(".maps");
+} fw_v6_index SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -76,7 +76,7 @@ struct {
 	__uint(max_entries, FW_V4_HOSTS_MAX_ENTRIES);
 	__type(key, __u32); /* the /24, network order, last byte 0 */
 	__type(value, struct fw_v4_hosts);
-} deny_v4_hosts SEC(".maps");
+} fw_v4_hosts SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -84,14 +84,14 @@ struct {
 	__uint(max_entries, FW_V6_LONG_MAX_ENTRIES);
 	__type(key, struct fw_v6_prefix_key);
 	__type(value, fw_deny_value);
-} deny_v6_long SEC(".maps");
+} fw_v6_long SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
 	__type(value, struct fw_v6_lengths);
-} deny_v6_lengths SEC(".maps");
+} fw_v6_lengths SEC(".maps");
 
 /* Per-CPU so that counting needs no atomics; user space sums the CPUs. */
 struct {
@@ -115,7 +115,7 @@ static __always_inline __u32 bucket_state(void *index, __u32 top24)
 static __always_inline int v4_denied(__be32 saddr)
 {
 	__u32 addr = bpf_ntohl(saddr), key = saddr;
-	__u32 state = bucket_state(&deny_v4_index, addr >> 8);
+	__u32 state = bucket_state(&fw_v4_index, addr >> 8);
 	struct fw_v4_hosts *hosts;
 	__u32 host;
 
@@ -126,7 +126,7 @@ static __always_inline int v4_denied(__be32 saddr)
 	if (state == FW_BUCKET_LONGER) {
 		__u32 net = saddr & bpf_htonl(0xffffff00);
 
-		hosts = bpf_map_lookup_elem(&deny_v4_hosts, &net);
+		hosts = bpf_map_lookup_elem(&fw_v4_hosts, &net);
 		if (hosts) {
 			host = addr & 0xff;
 			return (hosts->bits[host >> 6] >> (host & 63)) & 1;
@@ -144,7 +144,7 @@ static __always_inline __u32 lowest_bit(__u64 x)
 	return __builtin_popcountll((x & -x) - 1);
 }
 
-/* Whether a prefix of length `len` (25..127) in deny_v6_long covers hi:lo
+/* Whether a prefix of length `len` (25..127) in fw_v6_long covers hi:lo
  * (the address's two halves in host order). */
 static __always_inline int v6_long_hit(__u64 hi, __u64 lo, __u32 len)
 {
@@ -159,13 +159,13 @@ static __always_inline int v6_long_hit(__u64 hi, __u64 lo, __u32 len)
 	l = bpf_cpu_to_be64(l);
 	__builtin_memcpy(key.addr, &h, 8);
 	__builtin_memcpy(key.addr + 8, &l, 8);
-	return bpf_map_lookup_elem(&deny_v6_long, &key) != NULL;
+	return bpf_map_lookup_elem(&fw_v6_long, &key) != NULL;
 }
 
 static __always_inline int v6_denied(const struct in6_addr *saddr)
 {
 	__u32 top24 = ((__u32)saddr->s6_addr[0] << 16) | ((__u32)saddr->s6_addr[1] << 8) | saddr->s6_addr[2];
-	__u32 state = bucket_state(&deny_v6_index, top24);
+	__u32 state = bucket_state(&fw_v6_index, top24);
 	struct fw_v6_addr key;
 
 	if (state == FW_BUCKET_NONE)
@@ -177,7 +177,7 @@ static __always_inline int v6_denied(const struct in6_addr *saddr)
 	__builtin_memcpy(key.addr, saddr, sizeof(key.addr));
 	if (state == FW_BUCKET_LONGER) {
 		__u32 zero = 0;
-		struct fw_v6_lengths *lengths = bpf_map_lookup_elem(&deny_v6_lengths, &zero);
+		struct fw_v6_lengths *lengths = bpf_map_lookup_elem(&fw_v6_lengths, &zero);
 		__u64 hi, lo, w;
 
 		if (lengths) {

@@ -29,7 +29,7 @@ enum fw_bucket_state {
 	FW_BUCKET_DENY = 1,   /* a prefix of length <= 24 covers it: drop */
 	FW_BUCKET_EXACT = 2,  /* exact addresses only: look in deny_v4/v6_exact */
 	FW_BUCKET_LONGER = 3, /* prefixes longer than /24 (and maybe exact
-			       * addresses): IPv4 deny_v4_hosts, IPv6 deny_v6_long
+			       * addresses): IPv4 fw_v4_hosts, IPv6 fw_v6_long
 			       * then deny_v6_exact */
 };
 

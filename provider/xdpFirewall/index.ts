@@ -28,7 +28,7 @@ import { parsePrefix, type Prefix } from "../cidr";
 import type { MapOperation } from "../remote/bpfHost";
 import { DENY_VALUE, encodeDenyEntry } from "./codec";
 
-export const INDEX_MAPS = ["deny_v4_index", "deny_v6_index", "deny_v4_hosts", "deny_v6_long", "deny_v6_lengths"] as const;
+export const INDEX_MAPS = ["fw_v4_index", "fw_v6_index", "fw_v4_hosts", "fw_v6_long", "fw_v6_lengths"] as const;
 export type IndexMap = (typeof INDEX_MAPS)[number];
 
 export const INDEX_BLOCKS = 65536;
@@ -129,7 +129,7 @@ const u32Key = (n: number) => {
   return key;
 };
 
-/** deny_v4_hosts key of a /24: its network address as on the wire. */
+/** fw_v4_hosts key of a /24: its network address as on the wire. */
 export const v4HostsKey = (bucket: number) => Uint8Array.of(bucket >>> 16, (bucket >>> 8) & 0xff, bucket & 0xff, 0);
 
 const sameBytes = (a: Uint8Array | undefined, b: Uint8Array | undefined) => a !== undefined && b !== undefined && a.length === b.length && a.every((x, i) => x === b[i]);
@@ -143,23 +143,23 @@ export function indexOperations(to: DenyIndex, from: DenyIndex, mapPin: (map: st
   const blocks: MapOperation[] = [];
   const retire: MapOperation[] = [];
   for (const [bucket, bits] of to.v4Hosts) {
-    if (!sameBytes(bits, from.v4Hosts.get(bucket))) detail.push({ op: "update", map: mapPin("deny_v4_hosts"), key: v4HostsKey(bucket), value: bits });
+    if (!sameBytes(bits, from.v4Hosts.get(bucket))) detail.push({ op: "update", map: mapPin("fw_v4_hosts"), key: v4HostsKey(bucket), value: bits });
   }
   for (const bucket of from.v4Hosts.keys()) {
-    if (!to.v4Hosts.has(bucket)) retire.push({ op: "delete", map: mapPin("deny_v4_hosts"), key: v4HostsKey(bucket) });
+    if (!to.v4Hosts.has(bucket)) retire.push({ op: "delete", map: mapPin("fw_v4_hosts"), key: v4HostsKey(bucket) });
   }
   for (const entry of to.v6Long) {
-    if (!from.v6Long.has(entry)) detail.push({ op: "update", map: mapPin("deny_v6_long"), key: encodeDenyEntry(entry).key, value: DENY_VALUE });
+    if (!from.v6Long.has(entry)) detail.push({ op: "update", map: mapPin("fw_v6_long"), key: encodeDenyEntry(entry).key, value: DENY_VALUE });
   }
   for (const entry of from.v6Long) {
-    if (!to.v6Long.has(entry)) retire.push({ op: "delete", map: mapPin("deny_v6_long"), key: encodeDenyEntry(entry).key });
+    if (!to.v6Long.has(entry)) retire.push({ op: "delete", map: mapPin("fw_v6_long"), key: encodeDenyEntry(entry).key });
   }
   const union = to.v6Lengths.map((b, i) => b | from.v6Lengths[i]!);
-  if (!sameBytes(union, from.v6Lengths)) detail.push({ op: "update", map: mapPin("deny_v6_lengths"), key: u32Key(0), value: union });
-  if (!sameBytes(union, to.v6Lengths)) retire.push({ op: "update", map: mapPin("deny_v6_lengths"), key: u32Key(0), value: to.v6Lengths });
+  if (!sameBytes(union, from.v6Lengths)) detail.push({ op: "update", map: mapPin("fw_v6_lengths"), key: u32Key(0), value: union });
+  if (!sameBytes(union, to.v6Lengths)) retire.push({ op: "update", map: mapPin("fw_v6_lengths"), key: u32Key(0), value: to.v6Lengths });
   for (const [map, a, b] of [
-    ["deny_v4_index", to.v4.states, from.v4.states],
-    ["deny_v6_index", to.v6.states, from.v6.states],
+    ["fw_v4_index", to.v4.states, from.v4.states],
+    ["fw_v6_index", to.v6.states, from.v6.states],
   ] as const) {
     if (!a && !b) continue;
     for (let block = 0; block < INDEX_BLOCKS; block++) {

@@ -9,8 +9,8 @@ import { chainPriority, cidrSet, interfaceName, pinName } from "../validation";
 
 /**
  * The real capacity of each map an entry takes a place in (bpf/include/xdp_firewall.h).
- * The index's detail maps need no check of their own: deny_v4_hosts holds one entry
- * per /24 with an IPv4 prefix /25–/31 in it, deny_v6_long one per IPv6 prefix
+ * The index's detail maps need no check of their own: fw_v4_hosts holds one entry
+ * per /24 with an IPv4 prefix /25–/31 in it, fw_v6_long one per IPv6 prefix
  * /25–/127, both at most the prefix trie's count and of the same capacity.
  */
 export const MAP_CAPACITY = {

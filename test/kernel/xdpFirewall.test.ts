@@ -77,8 +77,8 @@ describe.skipIf(unavailable !== undefined)("xdp_firewall", { timeout: 60_000 }, 
 
     it("pins exactly its twelve maps (ten of its own, two of the XDP chain), with the types, sizes and flags the provider relies on", async () => {
       expect(fw.mapNames()).toEqual([
-        "deny_v4_exact", "deny_v4_hosts", "deny_v4_index", "deny_v4_prefix", "deny_v6_exact", "deny_v6_index", "deny_v6_lengths", "deny_v6_long", "deny_v6_prefix",
-        "fw_stats", "xdp_chain", "xdp_chain_next",
+        "deny_v4_exact", "deny_v4_prefix", "deny_v6_exact", "deny_v6_prefix",
+        "fw_stats", "fw_v4_hosts", "fw_v4_index", "fw_v6_index", "fw_v6_lengths", "fw_v6_long", "xdp_chain", "xdp_chain_next",
       ]);
       const NO_PREALLOC = 1;
       const expected = {
@@ -86,11 +86,11 @@ describe.skipIf(unavailable !== undefined)("xdp_firewall", { timeout: 60_000 }, 
         deny_v6_exact: { type: "hash", flags: NO_PREALLOC, bytes_key: 16, bytes_value: 1, max_entries: 1048576 },
         deny_v4_prefix: { type: "lpm_trie", flags: NO_PREALLOC, bytes_key: 8, bytes_value: 1, max_entries: 262144 },
         deny_v6_prefix: { type: "lpm_trie", flags: NO_PREALLOC, bytes_key: 20, bytes_value: 1, max_entries: 262144 },
-        deny_v4_index: { type: "array", flags: 0, bytes_key: 4, bytes_value: 64, max_entries: 65536 },
-        deny_v6_index: { type: "array", flags: 0, bytes_key: 4, bytes_value: 64, max_entries: 65536 },
-        deny_v4_hosts: { type: "hash", flags: NO_PREALLOC, bytes_key: 4, bytes_value: 32, max_entries: 262144 },
-        deny_v6_long: { type: "hash", flags: NO_PREALLOC, bytes_key: 20, bytes_value: 1, max_entries: 262144 },
-        deny_v6_lengths: { type: "array", flags: 0, bytes_key: 4, bytes_value: 16, max_entries: 1 },
+        fw_v4_index: { type: "array", flags: 0, bytes_key: 4, bytes_value: 64, max_entries: 65536 },
+        fw_v6_index: { type: "array", flags: 0, bytes_key: 4, bytes_value: 64, max_entries: 65536 },
+        fw_v4_hosts: { type: "hash", flags: NO_PREALLOC, bytes_key: 4, bytes_value: 32, max_entries: 262144 },
+        fw_v6_long: { type: "hash", flags: NO_PREALLOC, bytes_key: 20, bytes_value: 1, max_entries: 262144 },
+        fw_v6_lengths: { type: "array", flags: 0, bytes_key: 4, bytes_value: 16, max_entries: 1 },
         fw_stats: { type: "percpu_array", flags: 0, bytes_key: 4, bytes_value: 16, max_entries: 2 },
         xdp_chain: { type: "prog_array", bytes_key: 4, bytes_value: 4, max_entries: 8 },
         xdp_chain_next: { type: "array", bytes_key: 4, bytes_value: 4, max_entries: 1 },

@@ -311,7 +311,7 @@ describe("XdpFirewall upgrade from the object before the index (83e2324)", () =>
         const { map, key } = encodeDenyEntry(entry);
         return { op: "update" as const, map: `${layout.maps}/${map}`, key, value: DENY_VALUE };
       }));
-      expect(await listPins(session, layout.maps)).not.toContain("deny_v4_index");
+      expect(await listPins(session, layout.maps)).not.toContain("fw_v4_index");
       expect(await pingReaches(lab, c1, h2.address)).toBe(false);
       const olds = (await firewall.read(resourceId("xdp-firewall", want), { ...want, objectSha256: previous.sha256 } as XdpFirewallOutputs))!.outs;
       expect(Object.keys(olds.deny).sort()).toEqual(Object.keys(want.deny).sort());
@@ -325,7 +325,7 @@ describe("XdpFirewall upgrade from the object before the index (83e2324)", () =>
       expect(outs.programId).not.toBe(olds.programId);
       expect(String((await denied4).stdout)).toMatch(/300 packets transmitted, 0 received/);
       expect(String((await denied6).stdout)).toMatch(/300 packets transmitted, 0 received/);
-      expect(await listPins(session, layout.maps)).toEqual(expect.arrayContaining(["deny_v4_index", "deny_v6_index", "deny_v4_hosts", "deny_v6_long", "deny_v6_lengths"]));
+      expect(await listPins(session, layout.maps)).toEqual(expect.arrayContaining(["fw_v4_index", "fw_v6_index", "fw_v4_hosts", "fw_v6_long", "fw_v6_lengths"]));
       expect(await pingReaches(lab, c2, h2.address)).toBe(true);
       expect(outs.mapMemoryBytes).toBeGreaterThan(2 * 4 * 1024 * 1024);
 

@@ -49,7 +49,7 @@ describe("planning", () => {
     expect(lines[0]).toBe(`map update pinned ${pin("deny_v4_exact")} key hex 0a 00 00 01 value hex 01`);
     expect(lines.at(-1)).toBe(`map delete pinned ${pin("deny_v4_prefix")} key hex 08 00 00 00 0a 00 00 00`);
     // 10.0.0.0/8 covered 256 blocks (/16s); the /32 leaves one bucket in the EXACT state.
-    const blocks = ops.filter((o) => o.map === pin("deny_v4_index"));
+    const blocks = ops.filter((o) => o.map === pin("fw_v4_index"));
     expect(blocks).toHaveLength(256);
     const block10_0 = blocks.find((o) => hex(o.key) === "000a0000")!;
     expect(block10_0.op === "update" && hex(block10_0.value)).toBe("02" + "00".repeat(63));
@@ -101,12 +101,12 @@ describe("index", () => {
     const maps = ops.map((o) => `${o.op} ${o.map}`);
     const first = (m: string) => maps.indexOf(m);
     const last = (m: string) => maps.lastIndexOf(m);
-    expect(last("update deny_v4_hosts")).toBeLessThan(first("update deny_v4_index"));
-    expect(last("update deny_v6_long")).toBeLessThan(first("update deny_v6_index"));
-    expect(first("delete deny_v4_hosts")).toBeGreaterThan(last("update deny_v6_index"));
-    expect(first("delete deny_v4_hosts")).toBeGreaterThan(last("update deny_v4_index"));
+    expect(last("update fw_v4_hosts")).toBeLessThan(first("update fw_v4_index"));
+    expect(last("update fw_v6_long")).toBeLessThan(first("update fw_v6_index"));
+    expect(first("delete fw_v4_hosts")).toBeGreaterThan(last("update fw_v6_index"));
+    expect(first("delete fw_v4_hosts")).toBeGreaterThan(last("update fw_v4_index"));
     // Length set: first old ∪ new, at the end the new alone.
-    const lengths = ops.filter((o) => o.map === "deny_v6_lengths");
+    const lengths = ops.filter((o) => o.map === "fw_v6_lengths");
     expect(lengths.map((o) => (o.op === "update" ? hex(o.value) : ""))).toEqual([
       "00".repeat(9) + "8080" + "00".repeat(5),
       "00".repeat(9) + "80" + "00".repeat(6),
@@ -133,23 +133,23 @@ describe("index", () => {
     const denied = (maps: Maps, address: Uint8Array): boolean => {
       const top = (address[0]! << 16) | (address[1]! << 8) | address[2]!;
       if (address.length === 4) {
-        const s = state(maps, "deny_v4_index", top);
+        const s = state(maps, "fw_v4_index", top);
         if (s === 0 || s === 1) return s === 1;
         if (s === 3) {
-          const bits = maps.get("deny_v4_hosts")?.get(hex(Uint8Array.of(address[0]!, address[1]!, address[2]!, 0)));
+          const bits = maps.get("fw_v4_hosts")?.get(hex(Uint8Array.of(address[0]!, address[1]!, address[2]!, 0)));
           if (bits) return ((bits[address[3]! >> 3]! >> (address[3]! & 7)) & 1) === 1;
         }
         return maps.get("deny_v4_exact")?.has(hex(address)) ?? false;
       }
-      const s = state(maps, "deny_v6_index", top);
+      const s = state(maps, "fw_v6_index", top);
       if (s === 0 || s === 1) return s === 1;
       if (s === 3) {
-        const lengths = maps.get("deny_v6_lengths")?.get("00000000") ?? new Uint8Array(16);
+        const lengths = maps.get("fw_v6_lengths")?.get("00000000") ?? new Uint8Array(16);
         for (let len = 127; len >= 25; len--) {
           const k = 127 - len;
           if (!((lengths[k >> 3]! >> (k & 7)) & 1)) continue;
           const masked = Uint8Array.from(address, (byte, i) => (i * 8 + 8 <= len ? byte : i * 8 >= len ? 0 : byte & (0xff << (8 - (len - i * 8)))));
-          if (maps.get("deny_v6_long")?.has(hex(encodeDenyEntry(`${formatAddress(masked)}/${len}`).key))) return true;
+          if (maps.get("fw_v6_long")?.has(hex(encodeDenyEntry(`${formatAddress(masked)}/${len}`).key))) return true;
         }
       }
       return maps.get("deny_v6_exact")?.has(hex(address)) ?? false;

@@ -20,9 +20,10 @@
  * exact hash. The order indexOperations returns (detail first, then blocks, then
  * detail no longer pointed at) makes a *new* entry take effect with the block
  * write that points at it, rather than on a fall-through.
- * The caller puts record additions before all of this and record removals after
- * it (plan.ts), so the exact hash also only grows before the index and shrinks
- * after. test/kernel/xdpFirewall.test.ts races such updates against lookups.
+ * The exact hash is both a record and read by the program (EXACT buckets): a
+ * shared entry's record is there throughout, so the caller may write the records
+ * after the index (plan.ts says why it does). test/kernel/xdpFirewall.test.ts races
+ * such updates against lookups.
  */
 import { parsePrefix, type Prefix } from "../cidr";
 import type { MapOperation } from "../remote/bpfHost";

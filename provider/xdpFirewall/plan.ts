@@ -28,9 +28,18 @@ export function invertPlan(plan: DenyPlan): DenyPlan {
 }
 
 /**
- * Record additions, then the index (index.ts: detail, blocks, retired detail),
- * then record removals: while the batch runs, the firewall denies at least the
- * intersection of old and new, never less.
+ * The index first (index.ts: detail, blocks, retired detail), then record
+ * additions, then record removals: while the batch runs, the firewall denies at
+ * least the intersection of old and new, never less (the records of shared entries
+ * are there throughout, and every index write is safe on its own).
+ *
+ * Why the index before the records: bpftool batch stops at the first failed line,
+ * and the next run plans from the records. Cut short among the index writes, the
+ * records are still the old list, so the next run with the same list rewrites every
+ * index word that differs between the old list and the new: the same words. Cut short
+ * among the record writes, the index already is the new list's. (Records first would
+ * leave added records whose index words were never written, and the next run, seeing
+ * those records, would not write them either.)
  */
 export function denyOperations(plan: DenyPlan, mapPin: (map: string) => string): MapOperation[] {
   const record = (entry: string, op: "update" | "delete"): MapOperation => {
@@ -39,8 +48,8 @@ export function denyOperations(plan: DenyPlan, mapPin: (map: string) => string):
   };
   const changed = plan.add.length + plan.remove.length > 0;
   return [
-    ...plan.add.map((entry) => record(entry, "update")),
     ...(changed ? indexOperations(buildIndex(plan.desired), buildIndex(plan.observed), mapPin) : []),
+    ...plan.add.map((entry) => record(entry, "update")),
     ...plan.remove.map((entry) => record(entry, "delete")),
   ];
 }

@@ -136,14 +136,15 @@ describe("per-resource restore script", () => {
     const maps = "/sys/fs/bpf/bpfleet/xdp-firewall/edge-fw/maps";
     const zeros = (n: number) => " 00".repeat(n);
     expect(text).toBe(
-      `map update pinned ${maps}/deny_v4_exact key hex c0 00 02 09 value hex 01\n` +
-        `map update pinned ${maps}/deny_v6_prefix key hex 20 00 00 00 20 01 0d b8${zeros(12)} value hex 01\n` +
-        // The index from empty maps (the restore loads the object afresh): IPv6 detail first,
-        `map update pinned ${maps}/fw_v6_long key hex 20 00 00 00 20 01 0d b8${zeros(12)} value hex 01\n` +
+      // The index from empty maps (the restore loads the object afresh): IPv6 detail first,
+      `map update pinned ${maps}/fw_v6_long key hex 20 00 00 00 20 01 0d b8${zeros(12)} value hex 01\n` +
         `map update pinned ${maps}/fw_v6_lengths key hex 00 00 00 00 value hex${zeros(11)} 80${zeros(4)}\n` +
-        // then the blocks: 192.0.2.0/24 is bucket 2 of block 0xc000 (EXACT), 2001:0d is bucket 13 of block 0x2001 (LONGER).
+        // then the blocks: 192.0.2.0/24 is bucket 2 of block 0xc000 (EXACT), 2001:0d is bucket 13 of block 0x2001 (LONGER),
         `map update pinned ${maps}/fw_v4_index key hex 00 c0 00 00 value hex 20${zeros(63)}\n` +
-        `map update pinned ${maps}/fw_v6_index key hex 01 20 00 00 value hex 00 00 00 0c${zeros(60)}\n`,
+        `map update pinned ${maps}/fw_v6_index key hex 01 20 00 00 value hex 00 00 00 0c${zeros(60)}\n` +
+        // then the records.
+        `map update pinned ${maps}/deny_v4_exact key hex c0 00 02 09 value hex 01\n` +
+        `map update pinned ${maps}/deny_v6_prefix key hex 20 00 00 00 20 01 0d b8${zeros(12)} value hex 01\n`,
     );
     expect(batchFileName(text)).toMatch(/^entries-[0-9a-f]{16}\.batch$/);
     expect(batchFileName(text)).toBe(batchFileName(`${text}`));

@@ -4,7 +4,8 @@
  *   sudo npx tsx bench/dataplane.ts [--baseline REF] [--repeat N] [--rounds N] [--no-scaling]
  *
  * What runs: BPF_PROG_TEST_RUN (`bpftool prog run ... repeat N`) of
- * - XdpFirewall exact hit / prefix hit / miss, IPv4 and IPv6, 100k exact +
+ * - XdpFirewall exact hit / prefix hit (the longest prefix; for IPv4 also one of
+ *   /24 or shorter) / miss, IPv4 and IPv6, 100k exact +
  *   10k prefixes, and scaling rows at 1k, 110k (the main lists) and 1M
  *   entries with realistic prefix-length mixes (IPv4: /32 singles, mostly /24,
  *   some /16–/23 and /25–/31, a few country-sized /8–/15; IPv6: /128 singles,
@@ -132,6 +133,8 @@ interface DenyLists {
   entries: string[];
   exactHit: string;
   prefixHit: string;
+  /** Inside an IPv4 prefix of /24 or shorter (most of a threat feed's prefixes); none for IPv6. */
+  shallowHit?: string;
   miss: string;
 }
 
@@ -185,8 +188,12 @@ function denyLists(family: 4 | 6, exact: number, prefixes: number, seed: number)
   const probe = seededRandom(seed + 1000);
   let miss = randomBytes(probe, width);
   while (covered(miss)) miss = randomBytes(probe, width);
+  const shallow = family === 4 ? prefixList.find((p) => p.len <= 24) : undefined;
+  const shallowInside = shallow && Buffer.from(shallow.addr);
+  if (shallowInside) shallowInside[3]! |= 1; // a host bit: inside the prefix
   return {
     family,
+    shallowHit: shallowInside && !exactSet.has(shallowInside.toString("hex")) ? fmt(shallowInside) : undefined,
     entries: [
       ...exactList.map((b) => canonicalPrefix(`${fmt(b)}/${width * 8}`)),
       ...prefixList.map((p) => canonicalPrefix(`${fmt(p.addr)}/${p.len}`)),
@@ -229,9 +236,10 @@ async function firewallCases(trees: Tree[]): Promise<Case[]> {
       console.error(`  ${t.label} xdp_firewall, ${size.label} per family: written in ${(Number(process.hrtime.bigint() - started) / 1e9).toFixed(1)} s`);
       for (const l of lists) {
         const F = `IPv${l.family}`;
-        const kinds = size.main ? (["exact hit", "prefix hit", "miss"] as const) : (["prefix hit", "miss"] as const);
+        const kinds = size.main ? (["exact hit", "prefix hit", "prefix hit, /24 or shorter", "miss"] as const) : (["prefix hit", "miss"] as const);
         for (const kind of kinds) {
-          const src = kind === "exact hit" ? l.exactHit : kind === "prefix hit" ? l.prefixHit : l.miss;
+          if (kind === "prefix hit, /24 or shorter" && !l.shallowHit) continue;
+          const src = kind === "exact hit" ? l.exactHit : kind === "prefix hit" ? l.prefixHit : kind === "miss" ? l.miss : l.shallowHit!;
           const f = firewallFrame(src);
           cases.push({ group: `XdpFirewall, ${size.label}`, path: `${F} ${kind}`, hook: "xdp", tree: t.label, expect: kind === "miss" ? XDP.PASS : XDP.DROP, run: () => fw.run(f, { repeat: REPEAT }) });
         }

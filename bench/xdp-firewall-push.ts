@@ -3,7 +3,7 @@
  * batch, read-back of every map) next to the same bpftool batch run directly on
  * the host, measured side by side on one lab host.
  *
- *   sudo npx vite-node bench/xdp-firewall-push.ts [--entries N]
+ *   sudo npx vite-node bench/xdp-firewall-push.ts [--entries N] [--lab NAME]
  */
 import { readFileSync } from "node:fs";
 import { execa } from "execa";
@@ -17,6 +17,7 @@ import { createLab } from "../test/lab/lab";
 
 const args = process.argv.slice(2);
 const ENTRIES = Number(args[args.indexOf("--entries") + 1] || 100_000);
+const option = (name: string, fallback: string) => (args.includes(`--${name}`) ? args[args.indexOf(`--${name}`) + 1]! : fallback);
 
 /** ENTRIES distinct exact IPv4 addresses in 100.64.0.0/10, away from the lab's own subnet. */
 function denyList(n: number): string[] {
@@ -30,7 +31,7 @@ async function timed<T>(fn: () => Promise<T>): Promise<[T, number]> {
 }
 
 async function main(): Promise<void> {
-  const lab = await createLab("bpush", { hosts: 1 });
+  const lab = await createLab(option("lab", "bpush"), { hosts: 1 });
   const host = lab.hosts[0]!;
   const privateKey = readFileSync(lab.privateKeyPath, "utf8");
   const deny = denyList(ENTRIES);
@@ -48,6 +49,8 @@ async function main(): Promise<void> {
     const all = inputs(deny);
     const [pushed, providerMs] = await timed(() => firewall.update(empty.id, empty.outs, all));
     if (Object.keys(pushed.deny).length !== ENTRIES) throw new Error(`expected ${ENTRIES} entries, host has ${Object.keys(pushed.deny).length}`);
+    const [readBack, readMs] = await timed(() => firewall.read(empty.id, pushed));
+    if (Object.keys(readBack!.outs.deny).length !== ENTRIES) throw new Error(`read back ${Object.keys(readBack!.outs.deny).length} entries, expected ${ENTRIES}`);
     const same = inputs(deny);
     const [, noopMs] = await timed(() => firewall.update(empty.id, pushed, same));
     const oneChange = inputs([...deny.slice(1), "192.0.2.1"]);
@@ -66,11 +69,13 @@ async function main(): Promise<void> {
       [`provider update 0 -> ${ENTRIES} entries (SSH + batch + read-back)`, providerMs],
       [`bpftool batch of the same ${ENTRIES} updates, run on the host`, directMs],
       [`bpftool map dump of ${ENTRIES} entries, run on the host`, dumpMs],
+      [`provider read (refresh): every record map dumped and decoded`, readMs],
       [`provider update, nothing changed (reads the maps to compare)`, noopMs],
       [`provider update, one entry replaced`, oneMs],
     ];
     console.log(`\nPushing ${ENTRIES} deny entries to one lab host (kernel ${(await execa("uname", ["-r"])).stdout})`);
     for (const [label, ms] of rows) console.log(`${label.padEnd(70)} ${ms.toFixed(0).padStart(7)} ms`);
+    console.log(`${"mapMemoryBytes after the push (bytes_memlock of every map)".padEnd(70)} ${(pushed.mapMemoryBytes / 1048576).toFixed(1).padStart(7)} MiB`);
     console.log(`${"ratio provider push / direct bpftool batch".padEnd(70)} ${(providerMs / directMs).toFixed(2).padStart(7)} x`);
     console.log(`${"ratio provider push / (direct batch + direct dump)".padEnd(70)} ${(providerMs / (directMs + dumpMs)).toFixed(2).padStart(7)} x`);
   } finally {

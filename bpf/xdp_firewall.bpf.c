@@ -1,5 +1,12 @@
 /* XDP firewall: drop packets whose IPv4/IPv6 source address is denied, by exact
- * address (hash maps) or by prefix (LPM tries); pass everything else.
+ * address or by prefix; pass everything else.
+ *
+ * The lookup starts at a direct-indexed array of 2-bit states, one per 24-bit
+ * bucket of the address (xdp_firewall.h): most packets (misses, and hits of
+ * prefixes up to /24) are decided there, without a hash or trie lookup; the
+ * rest take one hash lookup (IPv4 exact or /25–/31, IPv6 exact), or one per
+ * IPv6 prefix length present (longest first). The LPM tries are the records
+ * of the prefixes, read by the provider, never by this program.
  *
  * What cannot be parsed passes. Dropping the unparseable would also drop ARP
  * and anything behind a third VLAN tag or an encapsulation we do not know,
@@ -48,6 +55,44 @@ struct {
 	__type(value, fw_deny_value);
 } deny_v6_prefix SEC(".maps");
 
+/* The index and its detail maps: see xdp_firewall.h. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, FW_INDEX_BLOCKS);
+	__type(key, __u32);
+	__type(value, struct fw_index_block);
+} fw_v4_index SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, FW_INDEX_BLOCKS);
+	__type(key, __u32);
+	__type(value, struct fw_index_block);
+} fw_v6_index SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, FW_V4_HOSTS_MAX_ENTRIES);
+	__type(key, __u32); /* the /24, network order, last byte 0 */
+	__type(value, struct fw_v4_hosts);
+} fw_v4_hosts SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, FW_V6_LONG_MAX_ENTRIES);
+	__type(key, struct fw_v6_prefix_key);
+	__type(value, fw_deny_value);
+} fw_v6_long SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct fw_v6_lengths);
+} fw_v6_lengths SEC(".maps");
+
 /* Per-CPU so that counting needs no atomics; user space sums the CPUs. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -56,29 +101,113 @@ struct {
 	__type(value, struct fw_counter);
 } fw_stats SEC(".maps");
 
+/* The state of bucket `top24` (the address's first 24 bits) in `index`. */
+static __always_inline __u32 bucket_state(void *index, __u32 top24)
+{
+	__u32 block = top24 >> 8, bucket = top24 & 0xff;
+	struct fw_index_block *b = bpf_map_lookup_elem(index, &block);
+
+	if (!b)
+		return FW_BUCKET_NONE;
+	return (b->state[bucket >> 2] >> ((bucket & 3) * 2)) & 3;
+}
+
 static __always_inline int v4_denied(__be32 saddr)
 {
-	struct fw_v4_prefix_key pkey = { .prefixlen = 32 };
-	__u32 key = saddr;
+	__u32 addr = bpf_ntohl(saddr), key = saddr;
+	__u32 state = bucket_state(&fw_v4_index, addr >> 8);
+	struct fw_v4_hosts *hosts;
+	__u32 host;
 
-	if (bpf_map_lookup_elem(&deny_v4_exact, &key))
+	if (state == FW_BUCKET_NONE)
+		return 0;
+	if (state == FW_BUCKET_DENY)
 		return 1;
-	__builtin_memcpy(pkey.addr, &saddr, sizeof(pkey.addr));
-	return bpf_map_lookup_elem(&deny_v4_prefix, &pkey) != NULL;
+	if (state == FW_BUCKET_LONGER) {
+		__u32 net = saddr & bpf_htonl(0xffffff00);
+
+		hosts = bpf_map_lookup_elem(&fw_v4_hosts, &net);
+		if (hosts) {
+			host = addr & 0xff;
+			return (hosts->bits[host >> 6] >> (host & 63)) & 1;
+		}
+		/* Cannot happen (the provider writes the hosts before the state
+		 * that points at them); the exact map is the safe answer. */
+	}
+	return bpf_map_lookup_elem(&deny_v4_exact, &key) != NULL;
+}
+
+/* Index of the lowest set bit of a non-zero word, without branches (a loop
+ * with branches here multiplies the verifier's states past its limit). */
+static __always_inline __u32 lowest_bit(__u64 x)
+{
+	return __builtin_popcountll((x & -x) - 1);
+}
+
+/* Whether a prefix of length `len` (25..127) in fw_v6_long covers hi:lo
+ * (the address's two halves in host order). */
+static __always_inline int v6_long_hit(__u64 hi, __u64 lo, __u32 len)
+{
+	struct fw_v6_prefix_key key = { .prefixlen = len };
+	__u64 h = hi, l = 0;
+
+	if (len >= 64)
+		l = len == 64 ? 0 : lo & (~0ULL << (128 - len));
+	else
+		h = hi & (~0ULL << (64 - len));
+	h = bpf_cpu_to_be64(h);
+	l = bpf_cpu_to_be64(l);
+	__builtin_memcpy(key.addr, &h, 8);
+	__builtin_memcpy(key.addr + 8, &l, 8);
+	return bpf_map_lookup_elem(&fw_v6_long, &key) != NULL;
 }
 
 static __always_inline int v6_denied(const struct in6_addr *saddr)
 {
-	struct fw_v6_prefix_key pkey = { .prefixlen = 128 };
+	__u32 top24 = ((__u32)saddr->s6_addr[0] << 16) | ((__u32)saddr->s6_addr[1] << 8) | saddr->s6_addr[2];
+	__u32 state = bucket_state(&fw_v6_index, top24);
 	struct fw_v6_addr key;
 
+	if (state == FW_BUCKET_NONE)
+		return 0;
+	if (state == FW_BUCKET_DENY)
+		return 1;
 	/* Map keys must live on the stack: helpers do not take packet pointers
 	 * as keys for these map types. */
 	__builtin_memcpy(key.addr, saddr, sizeof(key.addr));
-	if (bpf_map_lookup_elem(&deny_v6_exact, &key))
-		return 1;
-	__builtin_memcpy(pkey.addr, saddr, sizeof(pkey.addr));
-	return bpf_map_lookup_elem(&deny_v6_prefix, &pkey) != NULL;
+	if (state == FW_BUCKET_LONGER) {
+		__u32 zero = 0;
+		struct fw_v6_lengths *lengths = bpf_map_lookup_elem(&fw_v6_lengths, &zero);
+		__u64 hi, lo, w;
+
+		if (lengths) {
+			__builtin_memcpy(&hi, key.addr, 8);
+			__builtin_memcpy(&lo, key.addr + 8, 8);
+			hi = bpf_be64_to_cpu(hi);
+			lo = bpf_be64_to_cpu(lo);
+			/* Longest first (the set is stored reversed: bit k is
+			 * length 127 - k); each present length is one lookup. */
+			w = lengths->bits[0];
+			for (int i = 0; i < 64 && w; i++) {
+				__u32 k = lowest_bit(w);
+
+				w &= w - 1;
+				if (v6_long_hit(hi, lo, 127 - k))
+					return 1;
+			}
+			w = lengths->bits[1];
+			for (int i = 0; i < 64 && w; i++) {
+				__u32 k = lowest_bit(w);
+
+				w &= w - 1;
+				if (63 - k < 25)
+					break;
+				if (v6_long_hit(hi, lo, 63 - k))
+					return 1;
+			}
+		}
+	}
+	return bpf_map_lookup_elem(&deny_v6_exact, &key) != NULL;
 }
 
 static __always_inline void count(__u32 stat, __u64 bytes)

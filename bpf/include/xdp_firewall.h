@@ -1,17 +1,59 @@
 /* Map layouts of the XDP firewall, shared with user space.
- * provider/xdpFirewall/codec.ts mirrors these byte for byte; test/kernel checks
- * the sizes against the BTF of the compiled object. Keys are in network byte
- * order so that TypeScript can write an address's bytes as they appear on the
- * wire. */
+ * provider/xdpFirewall/codec.ts and index.ts mirror these byte for byte;
+ * test/kernel checks the sizes against the BTF of the compiled object. Keys are
+ * in network byte order so that TypeScript can write an address's bytes as
+ * they appear on the wire. */
 #ifndef BPFLEET_XDP_FIREWALL_H
 #define BPFLEET_XDP_FIREWALL_H
 
 #include <linux/types.h>
 
-/* Exact addresses live in hash maps (one lookup, O(1)); prefixes in LPM tries.
- * Hash maps are not preallocated: a 1M-entry ceiling costs nothing until used. */
+/* The record maps: one entry per deny entry, as the user wrote it. Exact
+ * addresses live in hash maps (read on the hot path too); prefixes in LPM tries
+ * (records only: the program reads the index below, never the tries, whose
+ * lookups slow down as they fill). Hash maps are not preallocated: a 1M-entry
+ * ceiling costs nothing until used. */
 #define FW_EXACT_MAX_ENTRIES 1048576
 #define FW_PREFIX_MAX_ENTRIES 262144
+
+/* The index, derived from the records by the provider (index.ts). Each family's
+ * address space is cut into 2^24 buckets by its top 24 bits (an IPv4 /24; the
+ * first 24 bits of an IPv6 address); each bucket has a 2-bit state, packed four
+ * to a byte, 256 buckets (one /16) to a block. Direct-indexed: the verifier
+ * inlines the array lookup, so a miss costs a few instructions whatever the
+ * list's size. 65536 blocks of 64 bytes: 4 MiB a family, preallocated. */
+#define FW_INDEX_BLOCKS 65536
+
+enum fw_bucket_state {
+	FW_BUCKET_NONE = 0,   /* no entry touches this bucket: pass */
+	FW_BUCKET_DENY = 1,   /* a prefix of length <= 24 covers it: drop */
+	FW_BUCKET_EXACT = 2,  /* exact addresses only: look in deny_v4/v6_exact */
+	FW_BUCKET_LONGER = 3, /* prefixes longer than /24 (and maybe exact
+			       * addresses): IPv4 fw_v4_hosts, IPv6 fw_v6_long
+			       * then deny_v6_exact */
+};
+
+struct fw_index_block {
+	__u8 state[64]; /* bucket b: (state[b / 4] >> (2 * (b % 4))) & 3 */
+};
+
+/* IPv4 buckets in the LONGER state: every address of the /24 that an entry
+ * denies (prefixes /25–/31 and exact addresses), one bit per last byte. Keyed by
+ * the /24's network address as on the wire (last byte 0). */
+struct fw_v4_hosts {
+	__u64 bits[4]; /* host h: (bits[h / 64] >> (h % 64)) & 1 */
+};
+#define FW_V4_HOSTS_MAX_ENTRIES FW_PREFIX_MAX_ENTRIES
+
+/* IPv6 prefixes longer than /24 and shorter than /128, one hash for all their
+ * lengths (key as the LPM trie's: length, then the masked address), and which
+ * of those lengths exist (reversed, so that the lowest set bit is the longest:
+ * length n is bit k = 127 - n of the 128-bit set, bits[k / 64] >> (k % 64)),
+ * so that the program tries each present length once, longest first. */
+#define FW_V6_LONG_MAX_ENTRIES FW_PREFIX_MAX_ENTRIES
+struct fw_v6_lengths {
+	__u64 bits[2];
+};
 
 struct fw_v4_prefix_key {
 	__u32 prefixlen; /* host byte order, as the LPM trie expects */

@@ -12,6 +12,7 @@ import {
   batchText,
   dumpMaps,
   HostPreconditionError,
+  listPins,
   loadProgram,
   preflight,
   programState,
@@ -33,7 +34,8 @@ import type { SshSession } from "../remote/ssh";
 import { sortedRecord } from "../validation";
 import { sumCounters } from "../counters";
 import { decodeDenyEntry, DENY_MAPS, STATS_MAP } from "./codec";
-import { denyOperations, planDeny } from "./plan";
+import { INDEX_MAPS } from "./index";
+import { denyOperations, indexFromScratch, invertPlan, planDeny } from "./plan";
 import { checkXdpFirewall, xdpFirewallSchema, type XdpFirewallInputs, type XdpFirewallOutputs } from "./schema";
 
 const KIND = "xdp-firewall";
@@ -44,6 +46,7 @@ interface ObservedProgram {
   programTag: string;
   attachment: XdpAttachment | undefined;
   counters: XdpFirewallOutputs["counters"];
+  mapMemoryBytes: number;
 }
 
 interface Observed extends ObservedProgram {
@@ -69,7 +72,24 @@ async function observeProgram(session: SshSession, layout: PinLayout, placement:
     programTag: state.program.tag,
     attachment: placedAttachment(hookPosition(state.xdp, state.chain, [state.program.id]), placement),
     counters: { passPackets: pass.packets, passBytes: pass.bytes, dropPackets: drop.packets, dropBytes: drop.bytes },
+    mapMemoryBytes: await mapMemoryBytes(session, layout),
   };
+}
+
+// One JSON object per pinned map; bytes_memlock is the kernel's own account of the
+// map's memory (its real usage, for maps that allocate on demand, since Linux 6.4).
+const MAP_MEMORY_SCRIPT = `for pin in "$1"/*; do [ -e "$pin" ] && bpftool -j map show pinned "$pin" && echo; done; exit 0`;
+
+/** What the firewall's maps cost the host's kernel, summed over its pinned maps. */
+async function mapMemoryBytes(session: SshSession, layout: PinLayout): Promise<number> {
+  const { stdout } = await session.runScript(MAP_MEMORY_SCRIPT, [layout.maps]);
+  let total = 0;
+  for (const line of stdout.split("\n")) {
+    if (!line.trim()) continue;
+    const info = JSON.parse(line) as { bytes_memlock?: number };
+    total += info.bytes_memlock ?? 0;
+  }
+  return total;
 }
 
 /** The deny entries really in the host's maps. */
@@ -98,6 +118,7 @@ function outputsOf(inputs: XdpFirewallInputs, observed: Observed, objectSha256: 
     programTag: observed.programTag,
     attachMode: observed.attachment?.mode ?? "detached",
     counters: observed.counters,
+    mapMemoryBytes: observed.mapMemoryBytes,
   };
 }
 
@@ -147,7 +168,12 @@ async function converge(inputs: XdpFirewallInputs, previousSha?: string): Promis
   if (inputs.attached) claimHook(session.label, "firewall", placement, survey.xdp, survey.chain, hook.position);
   const hadPins = survey.program !== undefined;
   const ownIds = survey.program ? [survey.program.id] : [];
-  const needsLoad = !hadPins || previousSha !== object.sha256 || hook.rebinds;
+  // Pins of an object without the index (an upgrade from it): the load below creates
+  // the index maps empty, and they are filled from the records before the new program
+  // sees a packet. A missing index pin forces that load too.
+  const pinnedMaps = hadPins ? await listPins(session, layout.maps) : [];
+  const indexMissing = hadPins && !INDEX_MAPS.every((m) => pinnedMaps.includes(m));
+  const needsLoad = !hadPins || previousSha !== object.sha256 || hook.rebinds || indexMissing;
   const mapPin = (map: string) => `${layout.maps}/${map}`;
   const plan = planDeny(Object.keys(inputs.deny), Object.keys(hadPins ? await observeEntries(session, layout) : {}));
   const attachesNew = inputs.attached && (needsLoad || !hook.inPlace);
@@ -161,8 +187,9 @@ async function converge(inputs: XdpFirewallInputs, previousSha?: string): Promis
   try {
     await hook.prepare(session, () => uploadObject(session, packagedObject(DISPATCHER_OBJECT)));
     if (needsLoad) newProgram = await loadProgram(session, layout, await uploadObject(session, object, survey.objectPresent), "xdp", hook.sharedChain);
+    if (indexMissing) await applyMapOperations(session, indexFromScratch(plan.observed, mapPin));
     if (guarded) {
-      const inverse = hadPins ? denyOperations({ add: plan.remove, remove: plan.add }, mapPin) : [];
+      const inverse = hadPins ? denyOperations(invertPlan(plan), mapPin) : [];
       timer = await armRevert(session, revertScript(layout, hook, inverse, change), inputs.lockoutRevertSeconds);
     }
     // The hook first, the entries after: an entry that cuts the management session
@@ -200,7 +227,8 @@ async function converge(inputs: XdpFirewallInputs, previousSha?: string): Promis
   if (swapsProgram) await session.run(["rm", "-f", `${layout.program}_old`]);
   // Only once the change is proven: a reboot must never bring back what the host reverted.
   if (inputs.bootRestore) {
-    const mapOperations = denyOperations({ add: Object.keys(inputs.deny), remove: [] }, mapPin);
+    // Records and index alike, from empty maps (the restore loads the object afresh).
+    const mapOperations = denyOperations(planDeny(Object.keys(inputs.deny), []), mapPin);
     // A chain member comes back behind the interface's dispatcher, in its slot.
     const chain = inputs.chainPriority === undefined ? undefined : { slot: inputs.chainPriority, dispatcher: packagedObject(DISPATCHER_OBJECT) };
     const xdp = inputs.attached ? { interface: inputs.interface, mode: inputs.mode, chain } : undefined;
@@ -233,7 +261,7 @@ export const xdpFirewallKind: Kind<XdpFirewallInputs, XdpFirewallOutputs> = {
     const observed = await observe(session, layout, placementOf(olds));
     if (!observed) return undefined;
     const outs = outputsOf(olds, observed, olds.objectSha256);
-    const { objectSha256: _sha, programId: _id2, programTag: _tag, attachMode: _mode, counters: _c, ...inputs } = outs;
+    const { objectSha256: _sha, programId: _id2, programTag: _tag, attachMode: _mode, counters: _c, mapMemoryBytes: _mem, ...inputs } = outs;
     return { outs, inputs };
   },
 

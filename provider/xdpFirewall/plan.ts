@@ -1,10 +1,14 @@
 /** Pure planning: the map writes that turn what a host has into what the program declares. */
 import type { MapOperation } from "../remote/bpfHost";
 import { DENY_VALUE, encodeDenyEntry } from "./codec";
+import { buildIndex, indexOperations } from "./index";
 
 export interface DenyPlan {
   add: string[];
   remove: string[];
+  /** The whole sets: the index is written from them, not from the difference. */
+  desired: string[];
+  observed: string[];
 }
 
 export function planDeny(desired: Iterable<string>, observed: Iterable<string>): DenyPlan {
@@ -13,22 +17,48 @@ export function planDeny(desired: Iterable<string>, observed: Iterable<string>):
   return {
     add: [...want].filter((entry) => !have.has(entry)),
     remove: [...have].filter((entry) => !want.has(entry)),
+    desired: [...want],
+    observed: [...have],
   };
 }
 
+/** The plan that undoes `plan` (the lockout guard's revert). */
+export function invertPlan(plan: DenyPlan): DenyPlan {
+  return { add: plan.remove, remove: plan.add, desired: plan.observed, observed: plan.desired };
+}
+
 /**
- * Additions before removals: while the batch runs, the firewall denies at least
- * the intersection of old and new, never less.
+ * The index first (index.ts: detail, blocks, retired detail), then record
+ * additions, then record removals: while the batch runs, the firewall denies at
+ * least the intersection of old and new, never less (the records of shared entries
+ * are there throughout, and every index write is safe on its own).
+ *
+ * Why the index before the records: bpftool batch stops at the first failed line,
+ * and the next run plans from the records. Cut short among the index writes, the
+ * records are still the old list, so the next run with the same list rewrites every
+ * index word that differs between the old list and the new: the same words. Cut short
+ * among the record writes, the index already is the new list's. (Records first would
+ * leave added records whose index words were never written, and the next run, seeing
+ * those records, would not write them either.)
  */
 export function denyOperations(plan: DenyPlan, mapPin: (map: string) => string): MapOperation[] {
+  const record = (entry: string, op: "update" | "delete"): MapOperation => {
+    const { map, key } = encodeDenyEntry(entry);
+    return op === "update" ? { op, map: mapPin(map), key, value: DENY_VALUE } : { op, map: mapPin(map), key };
+  };
+  const changed = plan.add.length + plan.remove.length > 0;
   return [
-    ...plan.add.map((entry): MapOperation => {
-      const { map, key } = encodeDenyEntry(entry);
-      return { op: "update", map: mapPin(map), key, value: DENY_VALUE };
-    }),
-    ...plan.remove.map((entry): MapOperation => {
-      const { map, key } = encodeDenyEntry(entry);
-      return { op: "delete", map: mapPin(map), key };
-    }),
+    ...(changed ? indexOperations(buildIndex(plan.desired), buildIndex(plan.observed), mapPin) : []),
+    ...plan.add.map((entry) => record(entry, "update")),
+    ...plan.remove.map((entry) => record(entry, "delete")),
   ];
+}
+
+/**
+ * The index of `entries` written from nothing: for index maps that were just
+ * created beside records that already hold `entries` (an upgrade from an object
+ * without the index), before the new program is attached.
+ */
+export function indexFromScratch(entries: Iterable<string>, mapPin: (map: string) => string): MapOperation[] {
+  return indexOperations(buildIndex(entries), buildIndex([]), mapPin);
 }

@@ -17,34 +17,38 @@ import {
   type LoadedProgram,
 } from "./progRun";
 import { sumCounters as codecSumCounters } from "../../provider/counters";
+import { canonicalPrefix, formatAddress, parsePrefix, prefixContains } from "../../provider/cidr";
+import { batchText } from "../../provider/remote/bpfHost";
+import { denyOperations, planDeny } from "../../provider/xdpFirewall/plan";
+import { seededRandom } from "../support/seededRandom";
 
 const unavailable = kernelTestsUnavailable();
 if (unavailable) console.warn(`test/kernel/xdpFirewall: skipped: ${unavailable}`);
 
 const OBJ = objectPath("xdp_firewall");
-const DENY_VALUE = Buffer.from([1]);
 const FW_STAT_PASS = 0;
 const FW_STAT_DROP = 1;
-
-/** Map keys as the provider writes them: addresses as on the wire; prefix
- * keys are a little-endian u32 prefix length followed by the address. */
-function exactKey(addr: string): Buffer {
-  return ipBytes(addr);
-}
-function prefixKey(cidr: string): Buffer {
-  const [addr, len] = cidr.split("/");
-  const key = Buffer.alloc(4);
-  key.writeUInt32LE(Number(len), 0);
-  return Buffer.concat([key, ipBytes(addr!)]);
-}
 const statKey = (i: number) => Buffer.from([i, 0, 0, 0]);
 
+/** The entries each loaded program holds, as the provider would observe them. */
+const held = new WeakMap<LoadedProgram, Set<string>>();
+
+/** Brings the program's maps to exactly `entries`, with the provider's own plan (records and index). */
+async function setDeny(fw: LoadedProgram, entries: string[]): Promise<void> {
+  const want = entries.map(canonicalPrefix);
+  await fw.batchText(batchText(denyOperations(planDeny(want, held.get(fw) ?? []), (m) => fw.mapPin(m))));
+  held.set(fw, new Set(want));
+}
+
+/** Adds entries to what the program holds. */
 async function deny(fw: LoadedProgram, entries: { v4?: string[]; v6?: string[]; v4Prefix?: string[]; v6Prefix?: string[] }) {
-  const e = (keys: Buffer[]) => keys.map((key) => ({ key, value: DENY_VALUE }));
-  await fw.updateMap("deny_v4_exact", e((entries.v4 ?? []).map(exactKey)));
-  await fw.updateMap("deny_v6_exact", e((entries.v6 ?? []).map(exactKey)));
-  await fw.updateMap("deny_v4_prefix", e((entries.v4Prefix ?? []).map(prefixKey)));
-  await fw.updateMap("deny_v6_prefix", e((entries.v6Prefix ?? []).map(prefixKey)));
+  await setDeny(fw, [
+    ...(held.get(fw) ?? []),
+    ...(entries.v4 ?? []).map((a) => `${a}/32`),
+    ...(entries.v6 ?? []).map((a) => `${a}/128`),
+    ...(entries.v4Prefix ?? []),
+    ...(entries.v6Prefix ?? []),
+  ]);
 }
 
 const probe = (): Segment => udp({ srcPort: 40000, dstPort: 53, payload: Buffer.from("probe") });
@@ -67,17 +71,26 @@ describe.skipIf(unavailable !== undefined)("xdp_firewall", { timeout: 60_000 }, 
       expect(info.name).toBe("xdp_firewall");
       expect(info.jited).toBe(true);
       expect(info.bytes_xlated).toBeGreaterThan(0);
-      expect(info.map_ids).toHaveLength(7);
+      // The LPM tries are records for the provider: the program never reads them.
+      expect(info.map_ids).toHaveLength(10);
     });
 
-    it("pins exactly its seven maps (five of its own, two of the XDP chain), with the types, sizes and flags the provider relies on", async () => {
-      expect(fw.mapNames()).toEqual(["deny_v4_exact", "deny_v4_prefix", "deny_v6_exact", "deny_v6_prefix", "fw_stats", "xdp_chain", "xdp_chain_next"]);
+    it("pins exactly its twelve maps (ten of its own, two of the XDP chain), with the types, sizes and flags the provider relies on", async () => {
+      expect(fw.mapNames()).toEqual([
+        "deny_v4_exact", "deny_v4_prefix", "deny_v6_exact", "deny_v6_prefix",
+        "fw_stats", "fw_v4_hosts", "fw_v4_index", "fw_v6_index", "fw_v6_lengths", "fw_v6_long", "xdp_chain", "xdp_chain_next",
+      ]);
       const NO_PREALLOC = 1;
       const expected = {
         deny_v4_exact: { type: "hash", flags: NO_PREALLOC, bytes_key: 4, bytes_value: 1, max_entries: 1048576 },
         deny_v6_exact: { type: "hash", flags: NO_PREALLOC, bytes_key: 16, bytes_value: 1, max_entries: 1048576 },
         deny_v4_prefix: { type: "lpm_trie", flags: NO_PREALLOC, bytes_key: 8, bytes_value: 1, max_entries: 262144 },
         deny_v6_prefix: { type: "lpm_trie", flags: NO_PREALLOC, bytes_key: 20, bytes_value: 1, max_entries: 262144 },
+        fw_v4_index: { type: "array", flags: 0, bytes_key: 4, bytes_value: 64, max_entries: 65536 },
+        fw_v6_index: { type: "array", flags: 0, bytes_key: 4, bytes_value: 64, max_entries: 65536 },
+        fw_v4_hosts: { type: "hash", flags: NO_PREALLOC, bytes_key: 4, bytes_value: 32, max_entries: 262144 },
+        fw_v6_long: { type: "hash", flags: NO_PREALLOC, bytes_key: 20, bytes_value: 1, max_entries: 262144 },
+        fw_v6_lengths: { type: "array", flags: 0, bytes_key: 4, bytes_value: 16, max_entries: 1 },
         fw_stats: { type: "percpu_array", flags: 0, bytes_key: 4, bytes_value: 16, max_entries: 2 },
         xdp_chain: { type: "prog_array", bytes_key: 4, bytes_value: 4, max_entries: 8 },
         xdp_chain_next: { type: "array", bytes_key: 4, bytes_value: 4, max_entries: 1 },
@@ -99,6 +112,9 @@ describe.skipIf(unavailable !== undefined)("xdp_firewall", { timeout: 60_000 }, 
       expect(layout("fw_v6_prefix_key")).toEqual({ size: 20, members: [["prefixlen", 0], ["addr", 4]] });
       expect(layout("fw_v6_addr")).toEqual({ size: 16, members: [["addr", 0]] });
       expect(layout("fw_counter")).toEqual({ size: 16, members: [["packets", 0], ["bytes", 8]] });
+      expect(layout("fw_index_block")).toEqual({ size: 64, members: [["state", 0]] });
+      expect(layout("fw_v4_hosts")).toEqual({ size: 32, members: [["bits", 0]] });
+      expect(layout("fw_v6_lengths")).toEqual({ size: 16, members: [["bits", 0]] });
     });
 
     it("gets maps of its own on every load (no pinning by name)", async () => {
@@ -222,7 +238,7 @@ describe.skipIf(unavailable !== undefined)("xdp_firewall", { timeout: 60_000 }, 
         expect((await fw.run(frame)).retval).toBe(XDP.PASS);
         await deny(fw, { v4: ["192.0.2.50"] });
         expect((await fw.run(frame)).retval).toBe(XDP.DROP);
-        await fw.deleteFromMap("deny_v4_exact", [exactKey("192.0.2.50")]);
+        await setDeny(fw, []);
         expect((await fw.run(frame)).retval).toBe(XDP.PASS);
       });
     });
@@ -245,16 +261,135 @@ describe.skipIf(unavailable !== undefined)("xdp_firewall", { timeout: 60_000 }, 
     });
   });
 
+  describe("the index (xdp_firewall.h), written by the provider's plan", () => {
+    let fw: LoadedProgram;
+    beforeAll(async () => {
+      fw = await loadProgram(OBJ);
+    });
+    afterAll(() => fw?.close());
+
+    /** The address `delta` away from `bytes` (wrapping is the caller's business). */
+    const offset = (bytes: Uint8Array, delta: bigint) => {
+      const width = BigInt(bytes.length * 8);
+      let n = BigInt(`0x${Buffer.from(bytes).toString("hex")}`) + delta;
+      n &= (1n << width) - 1n;
+      return formatAddress(Buffer.from(n.toString(16).padStart(bytes.length * 2, "0"), "hex"));
+    };
+    const span = (family: 4 | 6, len: number) => 1n << BigInt((family === 4 ? 32 : 128) - len);
+
+    // One prefix at a time, each length once, so that every bucket state and every IPv6
+    // length bit is exercised; the list moves from one to the next by the provider's plan.
+    // An exact address just outside each prefix keeps the neighbouring bucket busy too.
+    for (const [family, base, bits] of [[4, "203.0.113.77", 32], [6, "2001:db8:abcd:ef01:2345:6789:abcd:ef77", 128]] as const) {
+      it(`drops exactly the addresses of an IPv${family} prefix of every length 0–${bits}`, async () => {
+        for (let len = 0; len <= bits; len++) {
+          const prefix = parsePrefix(canonicalPrefix(`${base}/${len}`));
+          const size = span(family, len);
+          const inside = [0n, size - 1n, size / 2n].map((d) => offset(prefix.bytes, d));
+          const outside = len === 0 ? [] : [offset(prefix.bytes, -1n), offset(prefix.bytes, size)];
+          const neighbour = len === 0 ? [] : [offset(prefix.bytes, size + 1n)];
+          await setDeny(fw, [`${formatAddress(prefix.bytes)}/${len}`, ...neighbour.map((a) => `${a}/${bits}`)]);
+          for (const src of inside) expect((await fw.run(from(src))).retval, `/${len}: ${src} inside`).toBe(XDP.DROP);
+          for (const src of outside) expect((await fw.run(from(src))).retval, `/${len}: ${src} outside`).toBe(XDP.PASS);
+          for (const src of neighbour) expect((await fw.run(from(src))).retval, `/${len}: ${src} exact neighbour`).toBe(XDP.DROP);
+        }
+        await setDeny(fw, []);
+      }, 300_000);
+    }
+
+    it("keeps overlapping prefixes apart: removing the outer one leaves the inner ones denied", async () => {
+      const inner = ["10.1.2.0/24", "10.1.3.128/25", "10.1.4.6/31", "10.1.5.5/32", "2001:db8:1::/48", "2001:db8:1:2::/64", "2001:db8:1:3::7/128"];
+      await setDeny(fw, ["10.0.0.0/8", "2001:db8::/32", ...inner]);
+      for (const src of ["10.200.0.1", "10.1.3.1", "2001:db8:9::1", "2001:db8:1:3::8"]) expect((await fw.run(from(src))).retval, src).toBe(XDP.DROP);
+      await setDeny(fw, inner);
+      const drop = ["10.1.2.0", "10.1.2.255", "10.1.3.128", "10.1.3.255", "10.1.4.6", "10.1.4.7", "10.1.5.5", "2001:db8:1::1", "2001:db8:1:ffff::1", "2001:db8:1:2::9", "2001:db8:1:3::7"];
+      const pass = ["10.200.0.1", "10.1.3.127", "10.1.4.5", "10.1.4.8", "10.1.5.4", "10.1.5.6", "2001:db8:9::1", "2001:db8:2::1", "2001:db8:1:3::8"];
+      // 2001:db8:1:3::8 lies in 2001:db8:1::/48: denied by it, not by the /128.
+      for (const src of drop) expect((await fw.run(from(src))).retval, src).toBe(XDP.DROP);
+      for (const src of pass.filter((a) => a !== "2001:db8:1:3::8")) expect((await fw.run(from(src))).retval, src).toBe(XDP.PASS);
+      expect((await fw.run(from("2001:db8:1:3::8"))).retval).toBe(XDP.DROP);
+      await setDeny(fw, []);
+      for (const src of [...drop, ...pass]) expect((await fw.run(from(src))).retval, src).toBe(XDP.PASS);
+    });
+
+    it("agrees with a reference on random exact + prefix mixes, at and around every entry", async () => {
+      const rand = seededRandom(12);
+      const byte = () => Math.floor(rand() * 256);
+      // Crowded into a few /16s so that buckets hold exact addresses, long and short prefixes together.
+      const v4 = () => `198.${18 + Math.floor(rand() * 2)}.${Math.floor(rand() * 4)}.${byte()}`;
+      const v6 = () => `2001:db8:${Math.floor(rand() * 3).toString(16)}:${Math.floor(rand() * 4).toString(16)}:${byte().toString(16)}::${byte().toString(16)}`;
+      const lengths4 = [32, 32, 32, 31, 30, 28, 26, 25, 24, 23, 22, 17];
+      const lengths6 = [128, 128, 128, 64, 64, 60, 56, 49, 48, 40, 33, 32, 24];
+      for (let round = 0; round < 3; round++) {
+        const entries = [
+          ...Array.from({ length: 60 }, () => canonicalPrefix(`${v4()}/${lengths4[Math.floor(rand() * lengths4.length)]}`)),
+          ...Array.from({ length: 60 }, () => canonicalPrefix(`${v6()}/${lengths6[Math.floor(rand() * lengths6.length)]}`)),
+        ];
+        await setDeny(fw, entries);
+        const parsed = entries.map(parsePrefix);
+        const probes = [...Array.from({ length: 80 }, v4), ...Array.from({ length: 80 }, v6), ...parsed.flatMap((p) => [formatAddress(p.bytes), offset(p.bytes, -1n), offset(p.bytes, span(p.family, p.prefixLength))])];
+        for (const src of probes) {
+          const address = parsePrefix(src);
+          const want = parsed.some((p) => prefixContains(p, address)) ? XDP.DROP : XDP.PASS;
+          expect((await fw.run(from(src))).retval, `round ${round}: ${src}`).toBe(want);
+        }
+      }
+      await setDeny(fw, []);
+    }, 300_000);
+
+    it("never passes an entry that stays while updates race the lookups", async () => {
+      // Each kept entry sits in a bucket whose structure the updates rebuild: the /24 turns
+      // from DENY into LONGER and back, exact addresses gain and lose a covering prefix,
+      // IPv6 lengths come and go around the kept one.
+      const kept = ["198.51.100.7/32", "198.51.100.128/26", "203.0.113.9/32", "2001:db8:5::/48", "2001:db8:5:1::9/128", "2001:db8:6::/56"];
+      const a = [...kept, "198.51.100.0/24", "203.0.113.0/25", "2001:db8::/32", "2001:db8:5:2::/64"];
+      const b = [...kept, "198.51.100.0/25", "203.0.113.200/30", "2001:db8:5:3::/60", "2001:db8:7::/40"];
+      const probes = ["198.51.100.7", "198.51.100.130", "198.51.100.191", "203.0.113.9", "2001:db8:5:ffff::1", "2001:db8:5:1::9", "2001:db8:6:ff::1"];
+      await setDeny(fw, a);
+      const statsBefore = sumCounters(await fw.lookupPerCpu(STATS_MAP, statKey(FW_STAT_PASS)));
+      const dropsBefore = sumCounters(await fw.lookupPerCpu(STATS_MAP, statKey(FW_STAT_DROP)));
+      const FLIPS = 20;
+      let flips = 0;
+      const flipper = (async () => {
+        for (; flips < FLIPS; flips++) await setDeny(fw, flips % 2 === 0 ? b : a);
+      })();
+      // Lookups: each probe 200,000 times per run, runs back to back until the last update is in.
+      const repeat = 200_000;
+      let runs = 0;
+      let runsDuringFlips = 0;
+      await Promise.all(
+        probes.map(async (src) => {
+          const frame = from(src);
+          while (flips < FLIPS) {
+            const during = flips > 0;
+            expect((await fw.run(frame, { repeat })).retval, src).toBe(XDP.DROP);
+            runs++;
+            if (during && flips < FLIPS) runsDuringFlips++;
+          }
+        }),
+      );
+      await flipper;
+      const statsAfter = sumCounters(await fw.lookupPerCpu(STATS_MAP, statKey(FW_STAT_PASS)));
+      const dropsAfter = sumCounters(await fw.lookupPerCpu(STATS_MAP, statKey(FW_STAT_DROP)));
+      // Every packet of every run is counted: all dropped, not one passed.
+      expect(statsAfter.packets - statsBefore.packets).toBe(0n);
+      expect(dropsAfter.packets - dropsBefore.packets).toBe(BigInt(runs * repeat));
+      expect(runsDuringFlips, "the lookups did race the updates").toBeGreaterThan(probes.length);
+      await setDeny(fw, []);
+    }, 300_000);
+  });
+
   describe("provider/xdpFirewall/codec.ts", () => {
     it("writes keys the program matches, and reads back what it wrote", async () => {
       await withProgram(OBJ, async (fw) => {
         const canonical = ["192.0.2.9/32", "198.51.100.0/24", "0.0.0.0/1", "2001:db8::9/128", "2001:db8:ff00::/40"];
-        const byMap = new Map<string, Buffer[]>();
+        const ops = denyOperations(planDeny(canonical, []), (m) => fw.mapPin(m));
+        // The records are exactly what encodeDenyEntry makes of each entry.
         for (const entry of canonical) {
           const { map, key } = encodeDenyEntry(entry);
-          byMap.set(map, [...(byMap.get(map) ?? []), Buffer.from(key)]);
+          expect(ops.some((o) => o.map === fw.mapPin(map) && o.op === "update" && Buffer.from(o.key).equals(key) && Buffer.from(o.value).equals(CODEC_DENY_VALUE)), entry).toBe(true);
         }
-        for (const [map, keys] of byMap) await fw.updateMap(map, keys.map((key) => ({ key, value: Buffer.from(CODEC_DENY_VALUE) })));
+        await fw.batchText(batchText(ops));
 
         const dropped = ["192.0.2.9", "198.51.100.77", "127.0.0.1", "2001:db8::9", "2001:db8:ff12::1"];
         for (const src of dropped) expect((await fw.run(from(src))).retval, src).toBe(XDP.DROP);

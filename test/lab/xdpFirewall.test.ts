@@ -1,6 +1,13 @@
 // XdpFirewall's lifecycle against real hosts: real sshd, real kernel, real packets.
 // The provider is driven directly here; test/e2e drives it through the Pulumi CLI.
-import { readFileSync } from "node:fs";
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, readFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { canonicalPrefix } from "../../provider/cidr";
+import { applyMapOperations, attachXdpCommand, listPins, loadProgram, localObject, uploadObject, type LocalObject } from "../../provider/remote/bpfHost";
+import { connectResource, resourceId } from "../../provider/remote/resource";
+import { DENY_VALUE, encodeDenyEntry } from "../../provider/xdpFirewall/codec";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { checkInputs } from "../../provider/dynamicAdapter";
 import { packagedObject } from "../../provider/objects";
@@ -274,4 +281,62 @@ describe("XdpFirewall convergence", () => {
     const badJump = { ...viaJump.host, jumpHost: { ...viaJump.host.jumpHost, hostKey: h2.hostKey } };
     await expect(sessionFor(badJump, viaJump.credentials)).rejects.toThrow(/host key verification failed/);
   });
+});
+
+describe("XdpFirewall upgrade from the object before the index (83e2324)", () => {
+  // The last object without the index: built from git, as it was released.
+  const PREVIOUS = "83e2324";
+  let previous: LocalObject;
+  beforeAll(() => {
+    const dir = mkdtempSync(join(tmpdir(), "bpfleet-fw-previous-"));
+    const repo = join(__dirname, "../..");
+    execFileSync("sh", ["-c", 'git -c safe.directory="*" -C "$1" archive "$2" bpf | tar -x -C "$3"', "sh", repo, PREVIOUS, dir]);
+    execFileSync("make", ["-s", "-C", join(dir, "bpf"), "obj/xdp_firewall.bpf.o"], { stdio: "inherit" });
+    previous = localObject(join(dir, "bpf/obj/xdp_firewall.bpf.o"));
+  }, 120_000);
+
+  it("is loaded against the old pins with its index filled from the records before it attaches: no denied packet gets through", async () => {
+    const h2 = lab.hosts[1]!;
+    const [c1, c2] = lab.clients as [(typeof lab.clients)[0], (typeof lab.clients)[0]];
+    // c1 denied by an exact IPv4 entry and an IPv6 prefix longer than /24 (the index's two detail paths).
+    const v6Prefix = canonicalPrefix(`${c1.address6}/120`);
+    const want = inputs(h2, { name: "fwup", deny: [c1.address, v6Prefix, "203.0.113.0/24"] });
+    const { session, layout } = await connectResource("xdp-firewall", want);
+    try {
+      // What the previous provider left: its object loaded with its maps pinned, attached, the records written.
+      const staged = await loadProgram(session, layout, await uploadObject(session, previous), "xdp");
+      await session.run(["mv", "-f", staged, layout.program]);
+      await session.run(attachXdpCommand("eth0", layout.program, "auto"));
+      await applyMapOperations(session, Object.keys(want.deny).map((entry) => {
+        const { map, key } = encodeDenyEntry(entry);
+        return { op: "update" as const, map: `${layout.maps}/${map}`, key, value: DENY_VALUE };
+      }));
+      expect(await listPins(session, layout.maps)).not.toContain("fw_v4_index");
+      expect(await pingReaches(lab, c1, h2.address)).toBe(false);
+      const olds = (await firewall.read(resourceId("xdp-firewall", want), { ...want, objectSha256: previous.sha256 } as XdpFirewallOutputs))!.outs;
+      expect(Object.keys(olds.deny).sort()).toEqual(Object.keys(want.deny).sort());
+
+      // Denied pings from c1, v4 and v6, every 10 ms, all through the upgrade.
+      const denied4 = lab.inClient(c1, ["ping", "-n", "-q", "-i", "0.01", "-c", "300", "-W", "1", h2.address], { reject: false });
+      const denied6 = lab.inClient(c1, ["ping", "-6", "-n", "-q", "-i", "0.01", "-c", "300", "-W", "1", h2.address6], { reject: false });
+      await new Promise((r) => setTimeout(r, 300));
+      const outs = await firewall.update(resourceId("xdp-firewall", want), olds, want);
+      expect(outs.objectSha256).toBe(packagedObject("xdp_firewall").sha256);
+      expect(outs.programId).not.toBe(olds.programId);
+      expect(String((await denied4).stdout)).toMatch(/300 packets transmitted, 0 received/);
+      expect(String((await denied6).stdout)).toMatch(/300 packets transmitted, 0 received/);
+      expect(await listPins(session, layout.maps)).toEqual(expect.arrayContaining(["fw_v4_index", "fw_v6_index", "fw_v4_hosts", "fw_v6_long", "fw_v6_lengths"]));
+      expect(await pingReaches(lab, c2, h2.address)).toBe(true);
+      expect(outs.mapMemoryBytes).toBeGreaterThan(2 * 4 * 1024 * 1024);
+
+      // Entries changed after the upgrade go through the index too.
+      const next = inputs(h2, { name: "fwup", deny: [v6Prefix, "203.0.113.0/24", `${c2.address}/32`] });
+      const updated = await firewall.update(resourceId("xdp-firewall", want), outs, next);
+      expect(await pingReaches(lab, c1, h2.address)).toBe(true);
+      expect(await pingReaches(lab, c2, h2.address)).toBe(false);
+      await firewall.delete(resourceId("xdp-firewall", next), updated);
+    } finally {
+      await session.run(["sh", "-c", "bpftool net detach xdp dev eth0 2>/dev/null; rm -rf /sys/fs/bpf/bpfleet/xdp-firewall/fwup"]).catch(() => undefined);
+    }
+  }, 120_000);
 });

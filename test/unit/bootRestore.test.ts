@@ -16,7 +16,7 @@ import {
 } from "../../provider/remote/bootRestore";
 import { UNKNOWN } from "../../provider/dynamicAdapter";
 import { ensureDispatcherCommand } from "../../provider/remote/xdpHook";
-import { denyOperations } from "../../provider/xdpFirewall/plan";
+import { denyOperations, planDeny } from "../../provider/xdpFirewall/plan";
 import { checkXdpFirewall } from "../../provider/xdpFirewall/schema";
 
 const object: LocalObject = { path: "/nowhere/xdp_firewall.bpf.o", bytes: Buffer.alloc(0), sha256: "ab".repeat(32) };
@@ -28,7 +28,7 @@ function spec(patch: Partial<BootRestoreSpec> = {}): BootRestoreSpec {
     name: "edge-fw",
     layout,
     object,
-    mapOperations: denyOperations({ add: ["192.0.2.9/32", "2001:db8::/32"], remove: [] }, (m) => `${layout.maps}/${m}`),
+    mapOperations: denyOperations(planDeny(["192.0.2.9/32", "2001:db8::/32"], []), (m) => `${layout.maps}/${m}`),
     xdp: { interface: "eth0", mode: "auto" },
     ...patch,
   };
@@ -131,11 +131,20 @@ describe("per-resource restore script", () => {
     expect(() => restoreBatchText([{ op: "delete", map: "/sys/fs/bpf/x y", key: Uint8Array.of(1) }])).toThrow(/unsafe pin path/);
   });
 
-  it("batch: the declared entries as bpftool updates, named by a digest of the text", () => {
+  it("batch: the declared entries as bpftool updates, records and index, named by a digest of the text", () => {
     const text = restoreBatchText(spec().mapOperations);
+    const maps = "/sys/fs/bpf/bpfleet/xdp-firewall/edge-fw/maps";
+    const zeros = (n: number) => " 00".repeat(n);
     expect(text).toBe(
-      "map update pinned /sys/fs/bpf/bpfleet/xdp-firewall/edge-fw/maps/deny_v4_exact key hex c0 00 02 09 value hex 01\n" +
-        "map update pinned /sys/fs/bpf/bpfleet/xdp-firewall/edge-fw/maps/deny_v6_prefix key hex 20 00 00 00 20 01 0d b8 00 00 00 00 00 00 00 00 00 00 00 00 value hex 01\n",
+      // The index from empty maps (the restore loads the object afresh): IPv6 detail first,
+      `map update pinned ${maps}/fw_v6_long key hex 20 00 00 00 20 01 0d b8${zeros(12)} value hex 01\n` +
+        `map update pinned ${maps}/fw_v6_lengths key hex 00 00 00 00 value hex${zeros(11)} 80${zeros(4)}\n` +
+        // then the blocks: 192.0.2.0/24 is bucket 2 of block 0xc000 (EXACT), 2001:0d is bucket 13 of block 0x2001 (LONGER),
+        `map update pinned ${maps}/fw_v4_index key hex 00 c0 00 00 value hex 20${zeros(63)}\n` +
+        `map update pinned ${maps}/fw_v6_index key hex 01 20 00 00 value hex 00 00 00 0c${zeros(60)}\n` +
+        // then the records.
+        `map update pinned ${maps}/deny_v4_exact key hex c0 00 02 09 value hex 01\n` +
+        `map update pinned ${maps}/deny_v6_prefix key hex 20 00 00 00 20 01 0d b8${zeros(12)} value hex 01\n`,
     );
     expect(batchFileName(text)).toMatch(/^entries-[0-9a-f]{16}\.batch$/);
     expect(batchFileName(text)).toBe(batchFileName(`${text}`));

@@ -21,6 +21,31 @@ describe("XdpFirewall check", () => {
     expect(result.inputs).toMatchObject({ mode: "auto", attached: true, lockoutGuard: true, host: { port: 22, user: "root" } });
   });
 
+  describe("each map's real capacity", () => {
+    // 262,145 distinct /24s: 10.0.0.0/24 onwards, one more than deny_v4_prefix holds.
+    const v4Prefixes = (n: number) => Array.from({ length: n }, (_, i) => `${10 + (i >>> 16)}.${(i >>> 8) & 0xff}.${i & 0xff}.0/24`);
+    const v6Prefixes = (n: number) => Array.from({ length: n }, (_, i) => `2001:db8:${(i >>> 16).toString(16)}:${(i & 0xffff).toString(16)}::/64`);
+    const v4Exact = (n: number) => Array.from({ length: n }, (_, i) => `${10 + (i >>> 24)}.${(i >>> 16) & 0xff}.${(i >>> 8) & 0xff}.${i & 0xff}`);
+
+    it.each([
+      ["deny_v4_prefix", 262_144, () => v4Prefixes(262_145), /has 262145 IPv4 prefixes \(\/0–\/31\); their map deny_v4_prefix holds at most 262144/],
+      ["deny_v6_prefix", 262_144, () => v6Prefixes(262_145), /has 262145 IPv6 prefixes \(\/0–\/127\); their map deny_v6_prefix holds at most 262144/],
+      ["deny_v4_exact", 1_048_576, () => v4Exact(1_048_577), /has 1048577 IPv4 addresses \(\/32\); their map deny_v4_exact holds at most 1048576/],
+    ] as const)("refuses one entry more than %s holds (%i), naming the map, the limit and the count", (map, limit, list, message) => {
+      const result = checkXdpFirewall({ ...valid, deny: list() });
+      const failure = result.failures?.find((f) => f.property === "deny");
+      expect(failure?.reason, map).toMatch(message);
+      expect(failure!.reason.startsWith("deny")).toBe(true);
+      expect(result.failures).toHaveLength(1);
+    }, 60_000);
+
+    it("accepts every map full at once: the limits are per map, not one total", () => {
+      const result = checkXdpFirewall({ ...valid, deny: [...v4Prefixes(262_144), ...v6Prefixes(262_144), ...v4Exact(300_000)] });
+      expect(result.failures).toBeUndefined();
+      expect(Object.keys(result.inputs!.deny)).toHaveLength(2 * 262_144 + 300_000);
+    }, 60_000);
+  });
+
   it("accepts the canonical object form it produced", () => {
     const once = checkInputs(xdpFirewallSchema, valid).inputs!;
     expect(checkInputs(xdpFirewallSchema, once).inputs).toEqual(once);

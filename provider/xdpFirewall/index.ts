@@ -1,0 +1,171 @@
+/**
+ * The firewall's index: the structures the program reads, derived from the deny
+ * entries (see bpf/include/xdp_firewall.h). The record maps (codec.ts) hold the
+ * entries as written; this module computes, for a whole set of entries, the
+ * bucket states, the IPv4 /24 host bitmaps and the IPv6 long-prefix set, and
+ * the writes that take a host from one set's index to another's.
+ *
+ * Why each write is individually safe (no moment where an entry that stays is
+ * not enforced): every write takes one structure (an index block, a host bitmap,
+ * the IPv6 length set, one long prefix) from its value for the old list to its
+ * value for the new one, each computed from a whole list, never from the
+ * difference; both values enforce every entry the two lists share (a shared
+ * entry's bucket is NONE in neither, its bitmap bits and length bit are
+ * set in both, its long-prefix key is never deleted). A bucket's 2 bits never
+ * span a byte, so even a torn block write gives each bucket its old or its new
+ * state, and a torn bitmap mixes old and new bytes, never losing a shared bit.
+ * And every state falls through to a structure that holds the shared entries
+ * whatever was written so far: an IPv4 LONGER bucket without its bitmap is
+ * looked up in the exact hash, an IPv6 LONGER bucket tries its lengths then the
+ * exact hash. The order indexOperations returns (detail first, then blocks, then
+ * detail no longer pointed at) makes a *new* entry take effect with the block
+ * write that points at it, rather than on a fall-through.
+ * The exact hash is both a record and read by the program (EXACT buckets): a
+ * shared entry's record is there throughout, so the caller may write the records
+ * after the index (plan.ts says why it does). test/kernel/xdpFirewall.test.ts races
+ * such updates against lookups.
+ */
+import { parsePrefix, type Prefix } from "../cidr";
+import type { MapOperation } from "../remote/bpfHost";
+import { DENY_VALUE, encodeDenyEntry } from "./codec";
+
+export const INDEX_MAPS = ["fw_v4_index", "fw_v6_index", "fw_v4_hosts", "fw_v6_long", "fw_v6_lengths"] as const;
+export type IndexMap = (typeof INDEX_MAPS)[number];
+
+export const INDEX_BLOCKS = 65536;
+export const BLOCK_BYTES = 64;
+export const BUCKET = { none: 0, deny: 1, exact: 2, longer: 3 } as const;
+
+/** Capacity of the detail maps (FW_V4_HOSTS_MAX_ENTRIES, FW_V6_LONG_MAX_ENTRIES). */
+export const V4_HOSTS_MAX_ENTRIES = 262_144;
+export const V6_LONG_MAX_ENTRIES = 262_144;
+
+interface FamilyIndex {
+  /** One state per 24-bit bucket; undefined when the family has no entry. */
+  states?: Uint8Array;
+}
+
+export interface DenyIndex {
+  v4: FamilyIndex;
+  v6: FamilyIndex;
+  /** IPv4 /24 (top 24 bits as a number) -> 32-byte bitmap of the denied last bytes. */
+  v4Hosts: Map<number, Uint8Array>;
+  /** Canonical IPv6 entries of length 25..127. */
+  v6Long: Set<string>;
+  /** The 128-bit length set, as stored (bit 127 - n for length n). */
+  v6Lengths: Uint8Array;
+}
+
+const top24 = (bytes: Uint8Array) => (bytes[0]! << 16) | (bytes[1]! << 8) | bytes[2]!;
+
+export function buildIndex(entries: Iterable<string>): DenyIndex {
+  const index: DenyIndex = { v4: {}, v6: {}, v4Hosts: new Map(), v6Long: new Set(), v6Lengths: new Uint8Array(16) };
+  const covering: Prefix[] = [];
+  const parsed = [...entries].map((entry) => ({ entry, prefix: parsePrefix(entry) }));
+  for (const { prefix } of parsed) {
+    const fam = prefix.family === 4 ? index.v4 : index.v6;
+    fam.states ??= new Uint8Array(1 << 24);
+  }
+  // Detail first (EXACT, LONGER), then coverage on top: DENY wins whatever the order.
+  for (const { entry, prefix } of parsed) {
+    const len = prefix.prefixLength;
+    const width = prefix.bytes.length * 8;
+    const states = (prefix.family === 4 ? index.v4 : index.v6).states!;
+    if (len <= 24) {
+      covering.push(prefix);
+      continue;
+    }
+    const bucket = top24(prefix.bytes);
+    if (len === width) {
+      if (states[bucket] === BUCKET.none) states[bucket] = BUCKET.exact;
+    } else {
+      states[bucket] = BUCKET.longer;
+      if (prefix.family === 6) {
+        index.v6Long.add(entry);
+        const k = 127 - len;
+        index.v6Lengths[k >> 3]! |= 1 << (k & 7);
+      }
+    }
+  }
+  // IPv4 LONGER buckets: the bitmap of every entry in the /24, exact ones included.
+  for (const { prefix } of parsed) {
+    if (prefix.family !== 4 || prefix.prefixLength <= 24) continue;
+    const bucket = top24(prefix.bytes);
+    if (index.v4.states![bucket] !== BUCKET.longer) continue;
+    let bits = index.v4Hosts.get(bucket);
+    if (!bits) index.v4Hosts.set(bucket, (bits = new Uint8Array(32)));
+    const first = prefix.bytes[3]!;
+    const count = 1 << (32 - prefix.prefixLength);
+    for (let h = first; h < first + count; h++) bits[h >> 3]! |= 1 << (h & 7);
+  }
+  for (const prefix of covering) {
+    const states = (prefix.family === 4 ? index.v4 : index.v6).states!;
+    const first = top24(prefix.bytes);
+    states.fill(BUCKET.deny, first, first + (1 << (24 - prefix.prefixLength)));
+  }
+  return index;
+}
+
+/** Block `block` of a family's states, packed as the program reads it. */
+export function packBlock(states: Uint8Array | undefined, block: number): Uint8Array {
+  const out = new Uint8Array(BLOCK_BYTES);
+  if (!states) return out;
+  const base = block << 8;
+  for (let b = 0; b < 256; b++) {
+    const s = states[base + b]!;
+    if (s) out[b >> 2]! |= s << ((b & 3) * 2);
+  }
+  return out;
+}
+
+function blockDiffers(a: Uint8Array | undefined, b: Uint8Array | undefined, block: number): boolean {
+  const base = block << 8;
+  for (let i = base; i < base + 256; i++) if ((a?.[i] ?? 0) !== (b?.[i] ?? 0)) return true;
+  return false;
+}
+
+const u32Key = (n: number) => {
+  const key = new Uint8Array(4);
+  new DataView(key.buffer).setUint32(0, n, true);
+  return key;
+};
+
+/** fw_v4_hosts key of a /24: its network address as on the wire. */
+export const v4HostsKey = (bucket: number) => Uint8Array.of(bucket >>> 16, (bucket >>> 8) & 0xff, bucket & 0xff, 0);
+
+const sameBytes = (a: Uint8Array | undefined, b: Uint8Array | undefined) => a !== undefined && b !== undefined && a.length === b.length && a.every((x, i) => x === b[i]);
+
+/**
+ * The writes that take the index of `from` to the index of `to`, in the safe
+ * order described at the top of this file.
+ */
+export function indexOperations(to: DenyIndex, from: DenyIndex, mapPin: (map: string) => string): MapOperation[] {
+  const detail: MapOperation[] = [];
+  const blocks: MapOperation[] = [];
+  const retire: MapOperation[] = [];
+  for (const [bucket, bits] of to.v4Hosts) {
+    if (!sameBytes(bits, from.v4Hosts.get(bucket))) detail.push({ op: "update", map: mapPin("fw_v4_hosts"), key: v4HostsKey(bucket), value: bits });
+  }
+  for (const bucket of from.v4Hosts.keys()) {
+    if (!to.v4Hosts.has(bucket)) retire.push({ op: "delete", map: mapPin("fw_v4_hosts"), key: v4HostsKey(bucket) });
+  }
+  for (const entry of to.v6Long) {
+    if (!from.v6Long.has(entry)) detail.push({ op: "update", map: mapPin("fw_v6_long"), key: encodeDenyEntry(entry).key, value: DENY_VALUE });
+  }
+  for (const entry of from.v6Long) {
+    if (!to.v6Long.has(entry)) retire.push({ op: "delete", map: mapPin("fw_v6_long"), key: encodeDenyEntry(entry).key });
+  }
+  const union = to.v6Lengths.map((b, i) => b | from.v6Lengths[i]!);
+  if (!sameBytes(union, from.v6Lengths)) detail.push({ op: "update", map: mapPin("fw_v6_lengths"), key: u32Key(0), value: union });
+  if (!sameBytes(union, to.v6Lengths)) retire.push({ op: "update", map: mapPin("fw_v6_lengths"), key: u32Key(0), value: to.v6Lengths });
+  for (const [map, a, b] of [
+    ["fw_v4_index", to.v4.states, from.v4.states],
+    ["fw_v6_index", to.v6.states, from.v6.states],
+  ] as const) {
+    if (!a && !b) continue;
+    for (let block = 0; block < INDEX_BLOCKS; block++) {
+      if (blockDiffers(a, b, block)) blocks.push({ op: "update", map: mapPin(map), key: u32Key(block), value: packBlock(a, block) });
+    }
+  }
+  return [...detail, ...blocks, ...retire];
+}

@@ -161,12 +161,17 @@ async function converge(inputs: XdpFirewallInputs, previousSha?: string): Promis
   try {
     await hook.prepare(session, () => uploadObject(session, packagedObject(DISPATCHER_OBJECT)));
     if (needsLoad) newProgram = await loadProgram(session, layout, await uploadObject(session, object, survey.objectPresent), "xdp", hook.sharedChain);
+    // A new firewall protects nothing yet: its maps are filled before it goes on the
+    // hook, so a session that dies half way never leaves a half-built firewall live
+    // (the cleanup below, or the next up, removes the unattached pins).
+    if (!hadPins) await applyMapOperations(session, denyOperations(plan, mapPin));
     if (guarded) {
       const inverse = hadPins ? denyOperations({ add: plan.remove, remove: plan.add }, mapPin) : [];
       timer = await armRevert(session, revertScript(layout, hook, inverse, change), inputs.lockoutRevertSeconds);
     }
-    // The hook first, the entries after: an entry that cuts the management session
-    // must not also cut the command that swaps the program (the revert could not tell).
+    // An existing firewall: the hook first, the entries after: an entry that cuts the
+    // management session must not also cut the command that swaps the program (the
+    // revert could not tell).
     if (newProgram) {
       await session.run([
         ...hook.installCommands(newProgram, ownIds),
@@ -178,7 +183,7 @@ async function converge(inputs: XdpFirewallInputs, previousSha?: string): Promis
       await session.run(hook.installCommands(layout.program, ownIds));
     }
     await hook.release(session, ownIds);
-    await applyMapOperations(session, denyOperations(plan, mapPin));
+    if (hadPins) await applyMapOperations(session, denyOperations(plan, mapPin));
   } catch (err) {
     // Leave the host as it was: a fresh firewall that never attached is removed whole;
     // an existing one keeps its program (the staged one is dropped).

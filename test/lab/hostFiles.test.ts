@@ -8,6 +8,10 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { checkInputs } from "../../provider/dynamicAdapter";
 import { GUARD_LOG_BYTES, KEPT_FIRED_GUARDS, armRevert } from "../../provider/remote/revertTimer";
 import { closeAllSessions, sessionFor } from "../../provider/remote/ssh";
+import { tcPolicyKind as policy } from "../../provider/tcPolicy/lifecycle";
+import { checkTcPolicy, type TcPolicyInputs } from "../../provider/tcPolicy/schema";
+import { trafficMirrorKind as mirror } from "../../provider/trafficMirror/lifecycle";
+import { trafficMirrorSchema, type TrafficMirrorInputs } from "../../provider/trafficMirror/schema";
 import { xdpFirewallKind as firewall } from "../../provider/xdpFirewall/lifecycle";
 import { xdpFirewallSchema, type XdpFirewallInputs, type XdpFirewallOutputs } from "../../provider/xdpFirewall/schema";
 import { GUARD_DIR } from "./guards";
@@ -115,6 +119,21 @@ describe("root-only directories (finding 3)", () => {
   }, 120_000);
 });
 
+describe("a failed entry batch (finding 1)", () => {
+  it("a full prefix map: the update fails naming the map, and the host keeps exactly the entries the stack records", async () => {
+    const h1 = lab.hosts[0]!;
+    const created = await firewall.create(inputs(h1, { name: "full", deny: ["192.0.2.1", "198.51.100.0/24"], lockoutGuard: false }));
+    // One /24 more than a prefix trie holds (262,144), outside the lab's 10.200/16.
+    const many = Array.from({ length: 262_145 }, (_, i) => `${20 + (i >> 16)}.${(i >> 8) & 255}.${i & 255}.0/24`);
+    await expect(firewall.update(created.id, created.outs, inputs(h1, { name: "full", deny: many, lockoutGuard: false }))).rejects.toThrow(
+      /writing the deny entries failed: map deny_v4_prefix is full \(it holds at most 262144 entries; the deny list needs 262145 there.*the host has its previous 2 entries; nothing was recorded as applied/,
+    );
+    const read = await firewall.read(created.id, created.outs);
+    expect(Object.keys(read!.outs.deny).sort()).toEqual(["192.0.2.1/32", "198.51.100.0/24"]);
+    await firewall.delete(created.id, created.outs);
+  }, 300_000);
+});
+
 describe("leftovers (finding 7)", () => {
   it("fired revert guards are bounded: only the newest are kept, with their log's tail, and no .run/.pid", async () => {
     const h2 = lab.hosts[1]!;
@@ -149,6 +168,53 @@ describe("leftovers (finding 7)", () => {
     const created = await firewall.create(inputs(h2, { name: "full", deny: ["192.0.2.4"], lockoutGuard: false }));
     expect(Object.keys(created.outs.deny)).toEqual(["192.0.2.4/32"]);
     await firewall.delete(created.id, created.outs);
+  }, 60_000);
+});
+
+describe("a clsact qdisc shared by a TcPolicy and a TrafficMirror (finding 7)", () => {
+  const connection = (host: LabHost) => ({
+    host: { address: host.address, hostKey: host.hostKey, connectTimeoutMs: 3000, commandTimeoutMs: 60_000 },
+    credentials: { privateKey },
+    interface: "eth0",
+    lockoutGuard: false,
+  });
+  const policyInputs = (host: LabHost) => {
+    const r = checkTcPolicy({ ...connection(host), name: "pol", ingress: { default: "allow", rules: ["deny udp 9"] } });
+    if (!r.inputs) throw new Error(JSON.stringify(r.failures));
+    return r.inputs as TcPolicyInputs;
+  };
+  const mirrorInputs = (host: LabHost) => {
+    const r = checkInputs(trafficMirrorSchema, { ...connection(host), name: "mir", direction: "ingress", filters: [{ protocol: "tcp", destinationPort: 80 }], target: { interface: "mir0" } });
+    if (!r.inputs) throw new Error(JSON.stringify(r.failures));
+    return r.inputs as TrafficMirrorInputs;
+  };
+  const qdiscs = async (host: LabHost) => root(host, "tc qdisc show dev eth0 | grep -o 'qdisc clsact' || true");
+
+  for (const policyFirst of [true, false]) {
+    it(`is gone once both are, whichever is deleted first (${policyFirst ? "the policy, which added it" : "the mirror"})`, async () => {
+      const h2 = lab.hosts[1]!;
+      await root(h2, "ip link show mir0 >/dev/null 2>&1 || { ip link add mir0 type veth peer name mir0p && ip link set mir0 up && ip link set mir0p up; }");
+      expect(await qdiscs(h2)).toBe("");
+      const pol = await policy.create(policyInputs(h2));
+      const mir = await mirror.create(mirrorInputs(h2));
+      expect(pol.outs.qdiscCreated).toBe(true);
+      expect(mir.outs.qdiscCreated).toBe(false);
+      if (policyFirst) await policy.delete(pol.id, pol.outs);
+      await mirror.delete(mir.id, mir.outs);
+      if (!policyFirst) await policy.delete(pol.id, pol.outs);
+      expect(await qdiscs(h2)).toBe("");
+      expect(await root(h2, "ls -A /run/bpfleet | grep clsact || true")).toBe("");
+    }, 60_000);
+  }
+
+  it("a clsact qdisc someone else added stays", async () => {
+    const h2 = lab.hosts[1]!;
+    await root(h2, "tc qdisc add dev eth0 clsact");
+    const mir = await mirror.create(mirrorInputs(h2));
+    expect(mir.outs.qdiscCreated).toBe(false);
+    await mirror.delete(mir.id, mir.outs);
+    expect(await qdiscs(h2)).toBe("qdisc clsact");
+    await root(h2, "tc qdisc del dev eth0 clsact");
   }, 60_000);
 });
 

@@ -1,15 +1,14 @@
 // End to end: the provider's processes do not outlive a killed `pulumi` (issue 15,
 // finding 7). The CLI starts each plugin in a process group of its own, so killing
 // the CLI's group leaves them; they must notice and exit by themselves.
-import { readdirSync, readFileSync, readlinkSync } from "node:fs";
-import { resolve } from "node:path";
+import { readdirSync, readFileSync, readlinkSync, writeFileSync } from "node:fs";
+import { createServer, type Socket } from "node:net";
+import { join, resolve } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { execa } from "execa";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createLab, type Lab } from "../lab/lab";
 import { PulumiProject } from "./pulumiProject";
 
-let lab: Lab;
 let project: PulumiProject;
 const leftovers: number[] = [];
 
@@ -39,17 +38,30 @@ function alive(pid: number): boolean {
   }
 }
 
+// No lab: the "host" is a listener in this process that accepts the provider's
+// connection and never speaks SSH, so the provider is busy (bpfleet's code loaded,
+// waiting for the handshake) when the CLI is killed.
+const sockets: Socket[] = [];
+const silentHost = createServer((socket) => void sockets.push(socket));
+
 beforeAll(async () => {
-  lab = await createLab("e2eproc", { hosts: 1, clients: 1 });
+  await new Promise<void>((done) => silentHost.listen(0, "127.0.0.1", done));
+  const port = (silentHost.address() as { port: number }).port;
   project = await PulumiProject.create("processes", resolve(__dirname, "../../examples/quickstart/index.ts"));
-  await project.ok(["config", "set", "labFile", lab.jsonPath]);
+  const key = join(project.dir, "id_ed25519");
+  await execa("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", key]);
+  const hostKey = readFileSync(`${key}.pub`, "utf8").split(" ").slice(0, 2).join(" ");
+  const labFile = join(project.dir, "silent.json");
+  writeFileSync(labFile, JSON.stringify({ privateKeyPath: key, hosts: [{ name: "h1", address: "127.0.0.1", port, hostKey, interface: "eth0" }], clients: [{ name: "c1", address: "192.0.2.201", address6: "2001:db8::201" }] }));
+  await project.ok(["config", "set", "labFile", labFile]);
 }, 600_000);
 
 afterAll(async () => {
   for (const pid of leftovers) if (alive(pid)) process.kill(pid, "SIGKILL");
-  // The killed run left its stack with a pending operation: the lab and the directory go whole.
+  // The killed run left its stack with a pending operation: the directory goes whole.
+  for (const socket of sockets) socket.destroy();
+  silentHost.close();
   project?.remove();
-  await lab?.destroy();
 }, 120_000);
 
 describe("a killed pulumi", () => {
@@ -62,6 +74,10 @@ describe("a killed pulumi", () => {
       pids = providerProcesses(project.dir);
     }
     expect(pids.length, "the dynamic provider (launcher and node) never started").toBeGreaterThanOrEqual(2);
+    // Busy: bpfleet's code runs in the provider once the engine sent it the resource
+    // (nothing of ours is loaded before the first call), and it connected to the "host".
+    for (let i = 0; i < 300 && sockets.length === 0; i++) await sleep(100);
+    expect(sockets.length, "the provider never connected to the host").toBeGreaterThan(0);
     process.kill(-up.pid!, "SIGKILL");
     await up;
     leftovers.push(...pids);

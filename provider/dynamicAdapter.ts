@@ -4,6 +4,7 @@
  */
 import type * as pulumi from "@pulumi/pulumi";
 import type { z } from "zod";
+import { exitWhenCliGone } from "./cliWatch";
 
 /** What the engine sends in place of a value that is not known yet (during preview). */
 export const UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9";
@@ -134,6 +135,7 @@ export function diffInputs<I extends object, O extends I>(kind: Kind<I, O>, olds
 }
 
 export function dynamicProvider<I extends object, O extends I>(kind: Kind<I, O>): pulumi.dynamic.ResourceProvider {
+  exitWhenCliGone();
   return {
     check: async (_olds, news) => (kind.check ? kind.check(news) : checkInputs(kind.schema, news)),
     diff: async (_id, olds, news) => diffInputs(kind, olds as O, news as I),

@@ -12,7 +12,7 @@
  * the new one, never half of one.
  */
 import { createHash } from "node:crypto";
-import { attachXdpCommand, batchText, objectRemotePath, uploadObject, type LocalObject, type MapOperation, type PinLayout, type XdpMode } from "./bpfHost";
+import { attachXdpCommand, batchText, objectRemotePath, ROOT_DIRS_FUNCTION, uploadObject, type LocalObject, type MapOperation, type PinLayout, type XdpMode } from "./bpfHost";
 import { shellQuote } from "./quote";
 import type { SshSession } from "./ssh";
 import { CHAIN_FUNCTIONS, chainMapPin, dispatcherDir, XDP_CHAIN_SLOTS } from "./xdpHook";
@@ -269,12 +269,13 @@ const SYSTEMD_HERE = `systemd_here() { [ -d /run/systemd/system ] && [ "$(readli
 // $1 resource dir, $2 batch file name, $3 "upload" when the batch arrives on stdin,
 // $4 restore script, $5 entry point path, $6 its text, $7 unit path, $8 its text,
 // $9 the enablement link. Each file: temp name, then rename; unchanged files are left alone.
-const PERSIST_SCRIPT = `
+const PERSIST_SCRIPT = `${ROOT_DIRS_FUNCTION}
 set -e
 ${SYSTEMD_HERE}
+root_dirs "\${1%/*/*/*}" "\${1%/*/*}" "\${1%/*}" "$1"
 put() { printf '%s' "$2" > "$1.tmp.$$"; chmod "$3" "$1.tmp.$$"; mv -f -- "$1.tmp.$$" "$1"; }
 same() { [ -f "$1" ] && [ "$(cat -- "$1")" = "$(printf '%s' "$2")" ]; }
-mkdir -p -- "$1" "$(dirname -- "$7")" "$(dirname -- "$9")"
+mkdir -p -- "$(dirname -- "$7")" "$(dirname -- "$9")"
 if [ "$3" = upload ]; then cat > "$1/$2.tmp.$$"; mv -f -- "$1/$2.tmp.$$" "$1/$2"; fi
 same "$1/restore.sh" "$4" || put "$1/restore.sh" "$4" 0755
 for old in "$1"/*.batch; do [ "$old" = "$1/$2" ] || rm -f -- "$old"; done

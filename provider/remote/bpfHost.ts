@@ -9,7 +9,35 @@ import { readFileSync } from "node:fs";
 import { RemoteCommandError, type SshSession } from "./ssh";
 
 export const PIN_ROOT = "/sys/fs/bpf/bpfleet";
-export const OBJECT_DIR = "/var/lib/bpfleet/objects";
+export const STATE_DIR = "/var/lib/bpfleet";
+export const OBJECT_DIR = `${STATE_DIR}/objects`;
+/** Locks, revert guards and markers that last until the host reboots. */
+export const RUN_DIR = "/run/bpfleet";
+
+// root_dirs DIR...: makes each directory (list parents first) and checks that root
+// alone can write it before anything in it is used. Root runs what is there (revert
+// scripts, boot restore files, objects loaded into the kernel) and opens lock files
+// there with `exec 9>`, which follows a symlink; a lock any user can open, any user
+// can hold (flock needs only a read-only fd). Made 0700; one found with wider read
+// bits (older bpfleet made 0755) is tightened; a symlink, a non-directory, another
+// owner, or group/world write (its contents cannot be trusted) is refused, saying
+// what to do. Names are prefixed: sh functions share the script's variables.
+export const ROOT_DIRS_FUNCTION = `root_dirs() {
+  for _rd_dir in "$@"; do
+    [ -L "$_rd_dir" ] || [ -e "$_rd_dir" ] || mkdir -m 0700 -- "$_rd_dir" 2>/dev/null || true
+    if [ -L "$_rd_dir" ] || [ ! -d "$_rd_dir" ]; then
+      echo "bpfleet: refusing $_rd_dir: it is a symlink or not a directory, and bpfleet keeps its locks, revert guards, objects and boot files only in directories root alone can write. Remove it and retry." >&2; return 1
+    fi
+    _rd_owner=$(stat -c %u -- "$_rd_dir"); _rd_mode=$(stat -c %a -- "$_rd_dir")
+    if [ "$_rd_owner" != 0 ]; then
+      echo "bpfleet: refusing $_rd_dir: it is owned by uid $_rd_owner, not root, and bpfleet keeps its locks, revert guards, objects and boot files only in directories root alone can write. Find out who made it, remove it and retry." >&2; return 1
+    fi
+    if [ $((0$_rd_mode & 022)) -ne 0 ]; then
+      echo "bpfleet: refusing $_rd_dir: it is writable by group or others (mode $_rd_mode), so anything in it may have been planted. Remove it and retry; bpfleet makes it again, mode 0700." >&2; return 1
+    fi
+    [ "$_rd_mode" = 700 ] || chmod 0700 -- "$_rd_dir"
+  done
+}`;
 
 export class HostPreconditionError extends Error {}
 
@@ -230,10 +258,13 @@ export function localObject(path: string): LocalObject {
 }
 
 // The upload is checked against the digest on the host before it is renamed into place.
-const UPLOAD_SCRIPT = `
+// A failed write (a full disk) or a cut session must not leave the partial file behind.
+const UPLOAD_SCRIPT = `${ROOT_DIRS_FUNCTION}
 set -e
-mkdir -p "$1"
+root_dirs "\${1%/*}" "$1"
 tmp="$2.upload.$$"
+trap 'rm -f "$tmp"' EXIT
+trap 'exit 1' HUP INT TERM PIPE
 cat > "$tmp"
 echo "$3  $tmp" | sha256sum -c --status || { rm -f "$tmp"; echo "checksum mismatch after upload" >&2; exit 1; }
 mv "$tmp" "$2"
@@ -285,9 +316,10 @@ export async function pinnedProgram(session: SshSession, pin: string): Promise<P
 // $3 type, $4 load|loadall, $5 (optional) the interface's shared xdp_chain pin, used
 // instead of a private one and never pinned into the resource's own maps.
 // A failing load names its command line on stderr, so the error says which it was.
-const LOAD_SCRIPT = `
+const LOAD_SCRIPT = `${ROOT_DIRS_FUNCTION}
 set -e
 maps="$2/maps"; staged="$2/maps_staged"; chain="\${5:-}"
+case "$1" in ${OBJECT_DIR}/*) root_dirs ${STATE_DIR} ${OBJECT_DIR} ;; esac
 case "$4" in load) new="$2/prog_new" ;; loadall) new="$2/progs_new" ;; *) echo "bad load verb $4" >&2; exit 2 ;; esac
 mkdir -p "$maps"
 rm -rf "$staged" "$new"

@@ -8,7 +8,7 @@ import { z } from "zod";
 import { HostPreconditionError } from "./bpfHost";
 import type { Credentials, HostConnection } from "./hostSchema";
 import type { RevertTimer } from "./revertTimer";
-import { dropSession, freshLogin, type SshSession } from "./ssh";
+import { dropSession, freshLogin, sessionFor, type SshSession } from "./ssh";
 
 export const DEFAULT_REVERT_SECONDS = 30;
 
@@ -58,19 +58,38 @@ export async function loginWorks(host: HostConnection, credentials: Credentials,
   }
 }
 
-/** After a fresh login failed: waits for the host to come back by itself (its revert timer) and says what happened. */
-export async function reportLockout(session: SshSession, change: GuardedChange, failure: Error): Promise<never> {
+/**
+ * After a fresh login failed: waits for the host to come back (its revert timer
+ * undoes the change meanwhile) and says only what it saw. A failed login does not
+ * prove that the change cut the path (a link can go down, a switch can drop, at
+ * the same moment), and the revert is only known to have run when the host says so.
+ */
+export async function reportLockout(session: SshSession, change: GuardedChange, failure: Error, timer?: RevertTimer): Promise<never> {
   const { host, credentials, lockoutRevertSeconds } = change.inputs;
   const peer = (await session.managementPeer().catch(() => undefined))?.replace(/^::ffff:(?=\d+\.)/i, "");
   dropSession(host, credentials);
-  const deadline = Date.now() + (lockoutRevertSeconds + 20) * 1000;
+  const started = Date.now();
+  const deadline = started + (lockoutRevertSeconds + 20) * 1000;
   let back = false;
   while (!back && Date.now() < deadline) back = (await loginWorks(host, credentials, 5000)) === undefined;
+  const waited = Math.round((Date.now() - started) / 1000);
+  let outcome: string;
+  if (!back) {
+    outcome = `No fresh login worked in the ${waited} s that followed, so bpfleet could not see the host: its revert timer, armed before the change, undoes it ${lockoutRevertSeconds} s after arming if the host is running.`;
+  } else {
+    const fired = timer ? await sessionFor(host, credentials).then((s) => timer.fired(s)).catch(() => undefined) : undefined;
+    outcome =
+      `A fresh login worked again ${waited} s later` +
+      (fired === true
+        ? `, and the host's revert timer had fired: the change was undone.`
+        : fired === false
+          ? `, before the host's revert timer fired; it undoes the change ${lockoutRevertSeconds} s after arming.`
+          : `; whether the host's revert timer has fired could not be read.`);
+  }
   throw new HostPreconditionError(
-    `${session.label}: after the change, a fresh SSH login failed (${failure.message.split("\n")[0]}): ${change.subject} cuts the management path ` +
-      `(SSH from ${peer ?? "the provider"} over ${change.iface ?? change.inputs.interface}). The revert timer armed before the change ` +
-      (back ? `undid it and the host is reachable again.` : `undoes it within ${lockoutRevertSeconds} s; the host was not reachable again yet.`) +
-      ` Nothing was recorded as applied.${change.advice ? ` ${change.advice}` : ""}`,
+    `${session.label}: after the change, a fresh SSH login failed (${failure.message.split("\n")[0]}): either ${change.subject} cuts the management path ` +
+      `(SSH from ${peer ?? "the provider"} over ${change.iface ?? change.inputs.interface}) or the host became unreachable for another reason at the same time. ` +
+      `${outcome} Nothing was recorded as applied.${change.advice ? ` ${change.advice}` : ""}`,
   );
 }
 
@@ -82,6 +101,6 @@ export async function reportLockout(session: SshSession, change: GuardedChange, 
 export async function proveManagementPath(session: SshSession, timer: RevertTimer, change: GuardedChange): Promise<void> {
   const { host, credentials, lockoutRevertSeconds } = change.inputs;
   const failure = await loginWorks(host, credentials, Math.min(host.connectTimeoutMs, (lockoutRevertSeconds * 1000) / 2));
-  if (failure) await reportLockout(session, change, failure);
+  if (failure) await reportLockout(session, change, failure, timer);
   await timer.disarm();
 }

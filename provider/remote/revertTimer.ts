@@ -5,20 +5,31 @@
  * the change by itself.
  */
 import { randomBytes } from "node:crypto";
+import { ROOT_DIRS_FUNCTION, RUN_DIR } from "./bpfHost";
 import type { SshSession } from "./ssh";
 
-const GUARD_DIR = "/run/bpfleet/guards";
+const GUARD_DIR = `${RUN_DIR}/guards`;
+
+/** Fired guards whose log and marker are kept for the provider (or a person) to read; older ones go. */
+export const KEPT_FIRED_GUARDS = 8;
+/** The tail of a revert's output kept in its log. */
+export const GUARD_LOG_BYTES = 65536;
 
 // The revert script arrives on stdin. The watcher runs in its own session (setsid),
 // so it outlives this SSH connection. Whoever renames <token>.sh first wins: the
 // watcher (to run it) or disarm (to cancel it), so a revert never runs half way
-// under a late disarm.
-const ARM_SCRIPT = `
+// under a late disarm. A provider that never comes back (the host stayed
+// unreachable, the run was killed) never cleans up after a fired revert: the
+// watcher keeps only <token>.fired and the log's tail, and each arm removes all
+// but the newest KEPT_FIRED_GUARDS fired guards, so /run stays bounded.
+const ARM_SCRIPT = `${ROOT_DIRS_FUNCTION}
 set -e
-mkdir -p "$1"
+root_dirs "\${1%/*}" "$1"
+umask 077
 f="$1/$2"
+ls -t -- "$1" | sed -n 's/\\.fired$//p' | tail -n +${KEPT_FIRED_GUARDS + 1} | while read -r old; do rm -f -- "$1/$old".*; done
 cat > "$f.sh"
-setsid sh -c 'sleep "$1"; mv "$2.sh" "$2.run" 2>/dev/null || exit 0; sh "$2.run" > "$2.log" 2>&1; echo fired > "$2.fired"' bpfleet-guard "$3" "$f" </dev/null >/dev/null 2>&1 &
+setsid sh -c 'sleep "$1"; mv "$2.sh" "$2.run" 2>/dev/null || exit 0; sh "$2.run" 2>&1 | tail -c ${GUARD_LOG_BYTES} > "$2.log"; rm -f "$2.run" "$2.pid"; echo fired > "$2.fired"' bpfleet-guard "$3" "$f" </dev/null >/dev/null 2>&1 &
 echo $! > "$f.pid"
 `;
 
@@ -43,6 +54,8 @@ export interface RevertTimer {
   readonly seconds: number;
   /** Cancels the revert; throws RevertedError when the host had already reverted. */
   disarm(): Promise<void>;
+  /** Whether the host ran the revert (its marker is there), asked over `session`. */
+  fired(session: SshSession): Promise<boolean>;
 }
 
 /** Arms `revertScript` (built from quoted commands) to run on the host after `seconds`. */
@@ -58,6 +71,9 @@ export async function armRevert(session: SshSession, revertScript: string, secon
         throw new RevertedError(`${session.label}: the revert timer fired before it could be disarmed, so the host undid the change (raise lockoutRevertSeconds if the change is slow). Revert log: ${result.stderr.trim() || "(empty)"}`);
       }
       if (result.code !== 0) throw new Error(`${session.label}: disarming the revert timer failed: ${result.stderr.trim()}`);
+    },
+    async fired(over: SshSession) {
+      return (await over.run(["test", "-e", `${GUARD_DIR}/${token}.fired`], { allowFailure: true })).code === 0;
     },
   };
 }

@@ -6,7 +6,7 @@
  * everywhere, so nothing here touches another tool's filters, even at the same
  * priority.
  */
-import { HostPreconditionError } from "./bpfHost";
+import { HostPreconditionError, ROOT_DIRS_FUNCTION, RUN_DIR } from "./bpfHost";
 import type { SshSession } from "./ssh";
 
 export type TcDirection = "ingress" | "egress";
@@ -102,7 +102,7 @@ export async function ensureClsact(session: SshSession, iface: string): Promise<
         `Migrate its filters to clsact (tc qdisc del dev ${iface} ${kind}; tc qdisc add dev ${iface} clsact) or pick another interface. Nothing was changed.`,
     );
   }
-  const added = await session.run(["tc", "qdisc", "add", "dev", iface, "clsact"], { allowFailure: true });
+  const added = await session.run(addClsactCommand(iface), { allowFailure: true });
   if (added.code === 0) return { created: true };
   // Someone added one between our look and our add: theirs, not ours.
   if (await hasClsact(session, iface)) return { created: false };
@@ -160,22 +160,51 @@ export async function deleteBpfFilter(session: SshSession, slot: TcFilterSlot): 
   await session.run(["tc", "filter", "del", "dev", slot.iface, slot.direction, "prio", String(slot.priority), "handle", formatHandle(slot.handle), "bpf"]);
 }
 
+// Whichever bpfleet resource added an interface's clsact qdisc, the last one to
+// leave it must remove it; the one that added it may be deleted first while another
+// (a TcPolicy and a TrafficMirror on one interface) still has a filter there. So the
+// host remembers that bpfleet added it (a marker in the root-only RUN_DIR; both it
+// and the qdisc are gone after a reboot), written before the add so that no crash
+// leaves a qdisc bpfleet made without it. A failed add keeps the marker when a
+// clsact is there after all: most likely another bpfleet resource of the same run won.
+function clsactMarker(iface: string): string {
+  return `${RUN_DIR}/clsact-${iface.replace(/[^A-Za-z0-9_-]/g, "%")}`;
+}
+
+const ADD_CLSACT_SCRIPT = `${ROOT_DIRS_FUNCTION}
+set -e
+root_dirs "\${2%/*}"
+: > "$2"
+tc qdisc add dev "$1" clsact || { tc qdisc show dev "$1" | grep -q "qdisc clsact" || rm -f -- "$2"; exit 1; }
+`;
+
+/** The argv that adds a clsact qdisc to `iface`, recording on the host that bpfleet added it. */
+export function addClsactCommand(iface: string): string[] {
+  return ["sh", "-c", ADD_CLSACT_SCRIPT, "bpfleet-clsact", iface, clsactMarker(iface)];
+}
+
 // Checked and removed in one round trip so that the window in which another
-// tool could add a filter between the two is as short as it can be.
+// tool could add a filter between the two is as short as it can be. $1 dev,
+// $2 marker, $3 "yes" when the caller added the qdisc (state from before markers).
 const REMOVE_CLSACT_IF_EMPTY_SCRIPT = `
 set -e
-tc qdisc show dev "$1" | grep -q "qdisc clsact" || { echo absent; exit 0; }
+tc qdisc show dev "$1" | grep -q "qdisc clsact" || { rm -f -- "$2"; echo absent; exit 0; }
+[ "$3" = yes ] || [ -e "$2" ] || { echo foreign; exit 0; }
 for hook in ingress egress; do
   if [ -n "$(tc filter show dev "$1" "$hook")" ]; then echo busy; exit 0; fi
 done
 tc qdisc del dev "$1" clsact
+rm -f -- "$2"
 echo removed
 `;
 
-/** Removes the clsact qdisc of `iface` unless a filter (anyone's) is still on it. */
-export async function removeClsactIfEmpty(session: SshSession, iface: string): Promise<"removed" | "busy" | "absent"> {
-  const result = await session.runScript(REMOVE_CLSACT_IF_EMPTY_SCRIPT, [iface]);
-  return result.stdout.trim() as "removed" | "busy" | "absent";
+/**
+ * Removes the clsact qdisc of `iface` when bpfleet added it (this resource, `created`,
+ * or another one, as the host's marker says) and no filter (anyone's) is left on it.
+ */
+export async function removeClsactIfEmpty(session: SshSession, iface: string, created = false): Promise<"removed" | "busy" | "absent" | "foreign"> {
+  const result = await session.runScript(REMOVE_CLSACT_IF_EMPTY_SCRIPT, [iface, clsactMarker(iface), created ? "yes" : "no"]);
+  return result.stdout.trim() as "removed" | "busy" | "absent" | "foreign";
 }
 
 /**

@@ -10,7 +10,7 @@
  * so two resources of one `pulumi up` can join the same interface concurrently.
  * Nothing here ever replaces a program bpfleet did not attach.
  */
-import { attachXdpCommand, detachXdp, HostPreconditionError, PIN_ROOT, type ChainSurvey, type PinLayout, type XdpAttachment, type XdpMode } from "./bpfHost";
+import { attachXdpCommand, detachXdp, HostPreconditionError, PIN_ROOT, ROOT_DIRS_FUNCTION, RUN_DIR, type ChainSurvey, type PinLayout, type XdpAttachment, type XdpMode } from "./bpfHost";
 import { shellQuote } from "./quote";
 import type { SshSession } from "./ssh";
 
@@ -41,7 +41,8 @@ export function chainMapPin(iface: string): string {
 const ATTACH_TYPE: Record<XdpMode, string> = { native: "xdpdrv", generic: "xdpgeneric", auto: "xdp" };
 
 // Shell functions every chain script starts with. All values arrive as arguments.
-// lock DEV: serialises chain changes on one interface (fd 9, released on exit).
+// lock DEV: serialises chain changes on one interface (fd 9, released on exit), in
+//   root's own directory (root_dirs).
 // id_of PIN: the id of a pinned program, or nothing.
 // on_hook DEV ID: whether program ID is what DEV's hook runs (an XDP program id
 //   cannot appear on a TC hook, so finding it in `net show` is enough).
@@ -50,7 +51,13 @@ const ATTACH_TYPE: Record<XdpMode, string> = { native: "xdpdrv", generic: "xdpge
 // leave DEV DIR SLOT IDS...: empties SLOT if it holds one of IDS; an empty chain's
 //   dispatcher is detached and removed.
 export const CHAIN_FUNCTIONS = `
-lock() { mkdir -p /run/bpfleet; exec 9>"/run/bpfleet/xdp-chain-$(printf %s "$1" | tr -c 'A-Za-z0-9_-' '%').lock"; flock -w 60 9; }
+${ROOT_DIRS_FUNCTION}
+lock() {
+  root_dirs ${RUN_DIR} || exit 1
+  lockfile="${RUN_DIR}/xdp-chain-$(printf %s "$1" | tr -c 'A-Za-z0-9_-' '%').lock"; umask_was=$(umask); umask 077
+  exec 9>"$lockfile"; umask "$umask_was"
+  flock -w 60 9 || { echo "bpfleet: waited 60 s for the XDP chain lock of $1 ($lockfile) in vain: another bpfleet run or boot restore on this host holds it" >&2; return 1; }
+}
 id_of() { bpftool -j prog show pinned "$1" 2>/dev/null | grep -o '"id":[0-9]*' | head -n 1 | cut -d: -f2; }
 on_hook() { [ -n "$2" ] && bpftool -j net show dev "$1" 2>/dev/null | grep -q "\\"id\\":$2[,}]"; }
 slot_id() { bpftool -j map lookup pinned "$1" key "$2" 0 0 0 2>/dev/null | grep -o '"formatted":{[^}]*}' | grep -o '"value":[0-9]*' | cut -d: -f2; }

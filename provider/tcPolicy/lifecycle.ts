@@ -30,6 +30,7 @@ import {
   deleteBpfFilterCommand,
   findFilter,
   formatHandle,
+  addClsactCommand,
   removeClsactIfEmpty,
   type TcFilter,
   type TcFilterSlot,
@@ -279,7 +280,7 @@ async function converge(inputs: TcPolicyInputs, olds?: TcPolicyState): Promise<T
     const programs = newPrograms ?? programsDir(layout);
     const hookCommands: string[][] = [];
     const addsQdisc = inputs.attached && host.hookQdisc === undefined;
-    if (addsQdisc) hookCommands.push(["tc", "qdisc", "add", "dev", inputs.interface, "clsact"]);
+    if (addsQdisc) hookCommands.push(addClsactCommand(inputs.interface));
     for (const direction of DIRECTIONS) {
       const slot = slotOf(inputs, direction);
       const pin = `${programs}/${PROGRAMS[direction]}`;
@@ -360,6 +361,6 @@ export const tcPolicyKind: Kind<TcPolicyInputs, TcPolicyState> = {
       await deleteBpfFilter(session, { iface: olds.interface, direction: filter.direction, priority: filter.priority, handle });
     }
     await removePins(session, layout);
-    if (olds.qdiscCreated) await removeClsactIfEmpty(session, olds.interface).catch(() => undefined);
+    await removeClsactIfEmpty(session, olds.interface, olds.qdiscCreated).catch(() => undefined);
   },
 };

@@ -397,6 +397,6 @@ export const trafficMirrorKind: Kind<TrafficMirrorInputs, TrafficMirrorOutputs> 
     }
     await removeOwnedTunnels(session, olds.name);
     await removePins(session, layout);
-    if (olds.qdiscCreated) await removeClsactIfEmpty(session, olds.interface).catch(() => undefined);
+    await removeClsactIfEmpty(session, olds.interface, olds.qdiscCreated).catch(() => undefined);
   },
 };

@@ -30,12 +30,12 @@ import { persistBootRestore, removeBootRestore } from "../remote/bootRestore";
 import { connectResource, resourceId } from "../remote/resource";
 import { proveManagementPath } from "../remote/lockout";
 import { armRevert, type RevertTimer } from "../remote/revertTimer";
-import type { SshSession } from "../remote/ssh";
+import { RemoteCommandError, type SshSession } from "../remote/ssh";
 import { sortedRecord } from "../validation";
 import { sumCounters } from "../counters";
-import { decodeDenyEntry, DENY_MAPS, STATS_MAP } from "./codec";
+import { decodeDenyEntry, DENY_MAPS, encodeDenyEntry, STATS_MAP } from "./codec";
 import { INDEX_MAPS } from "./index";
-import { denyOperations, indexFromScratch, invertPlan, planDeny } from "./plan";
+import { denyOperations, indexFromScratch, invertPlan, planDeny, type DenyPlan } from "./plan";
 import { checkXdpFirewall, xdpFirewallSchema, type XdpFirewallInputs, type XdpFirewallOutputs } from "./schema";
 
 const KIND = "xdp-firewall";
@@ -100,6 +100,55 @@ async function observeEntries(session: SshSession, layout: PinLayout): Promise<R
     for (const entry of dumps.get(`${layout.maps}/${map}`) ?? []) entries.push(decodeDenyEntry(map, entry.key));
   }
   return sortedRecord(entries, "deny" as const);
+}
+
+/**
+ * Writes the plan's entries. A batch that fails half way (bpftool stops at the first
+ * failing line: a full map, a cut session) would leave the host with entries the
+ * stack does not record, and the next `up` would call it unchanged. So the host is
+ * read back and, for an existing firewall (`before`), put back to what it had
+ * (deletions first, so re-adding never runs into the same limit); a new one is
+ * removed whole by the caller. The error names the map the batch stopped at, and
+ * says "full" when the kernel said so.
+ */
+async function writeEntries(session: SshSession, layout: PinLayout, plan: DenyPlan, before: readonly string[] | undefined, desired: readonly string[]): Promise<void> {
+  const mapPin = (map: string) => `${layout.maps}/${map}`;
+  try {
+    await applyMapOperations(session, denyOperations(plan, mapPin));
+    return;
+  } catch (err) {
+    const now = await observeEntries(session, layout).catch(() => undefined);
+    if (!now) throw err;
+    const present = new Set(Object.keys(now));
+    const steps = [...plan.add.map((entry) => ({ entry, applied: present.has(entry) })), ...plan.remove.map((entry) => ({ entry, applied: !present.has(entry) }))];
+    const stoppedAt = steps.findIndex((s) => !s.applied);
+    const map = stoppedAt >= 0 ? encodeDenyEntry(steps[stoppedAt]!.entry).map : undefined;
+    let outcome = "it is removed again; nothing was recorded as applied.";
+    if (before) {
+      const back = planDeny(before, present);
+      try {
+        // Index words back from the new list's values to the previous list's (every word
+        // the failed batch may have written), then the records: deletions first, so
+        // re-adding never runs into the same limit.
+        const undo = denyOperations({ add: back.add, remove: back.remove, desired: [...before], observed: [...desired] }, mapPin);
+        const isRecordAdd = (op: MapOperation) => op.op === "update" && DENY_MAPS.some((m) => op.map === mapPin(m));
+        await applyMapOperations(session, [...undo.filter((op) => !isRecordAdd(op)), ...undo.filter(isRecordAdd)]);
+        outcome = `the entries written before the failure were taken out again: the host has its previous ${before.length} entries; nothing was recorded as applied.`;
+      } catch {
+        outcome = "putting the previous entries back failed too: the host's entries differ from the stack's until the next `pulumi up --refresh`.";
+      }
+    }
+    const stderr = err instanceof RemoteCommandError ? (err.result?.stderr ?? "") : String(err);
+    if (map && /No space left on device|Argument list too long/.test(stderr)) {
+      const info = await session.run(["bpftool", "-j", "map", "show", "pinned", mapPin(map)], { allowFailure: true });
+      const capacity = (JSON.parse(info.stdout || "{}") as { max_entries?: number }).max_entries;
+      const needed = desired.filter((entry) => encodeDenyEntry(entry).map === map).length;
+      throw new HostPreconditionError(
+        `${session.label}: writing the deny entries failed: map ${map} is full (it holds at most ${capacity ?? "?"} entries; the deny list needs ${needed} there, ${stoppedAt} of ${steps.length} writes went through); ${outcome} Split the list or use wider prefixes.`,
+      );
+    }
+    throw new Error(`${(err as Error).message}\n  the batch stopped${map ? ` at map ${map}` : ""} after ${Math.max(stoppedAt, 0)} of ${steps.length} writes; ${outcome}`);
+  }
 }
 
 /** Everything `read` reports, or undefined when the firewall is gone from the host. */
@@ -175,7 +224,8 @@ async function converge(inputs: XdpFirewallInputs, previousSha?: string): Promis
   const indexMissing = hadPins && !INDEX_MAPS.every((m) => pinnedMaps.includes(m));
   const needsLoad = !hadPins || previousSha !== object.sha256 || hook.rebinds || indexMissing;
   const mapPin = (map: string) => `${layout.maps}/${map}`;
-  const plan = planDeny(Object.keys(inputs.deny), Object.keys(hadPins ? await observeEntries(session, layout) : {}));
+  const observedBefore = Object.keys(hadPins ? await observeEntries(session, layout) : {});
+  const plan = planDeny(Object.keys(inputs.deny), observedBefore);
   const attachesNew = inputs.attached && (needsLoad || !hook.inPlace);
   const changesTraffic = plan.add.length + plan.remove.length > 0 || attachesNew;
   const guarded = inputs.lockoutGuard && changesTraffic && survey.managementInterface === inputs.interface;
@@ -188,12 +238,17 @@ async function converge(inputs: XdpFirewallInputs, previousSha?: string): Promis
     await hook.prepare(session, () => uploadObject(session, packagedObject(DISPATCHER_OBJECT)));
     if (needsLoad) newProgram = await loadProgram(session, layout, await uploadObject(session, object, survey.objectPresent), "xdp", hook.sharedChain);
     if (indexMissing) await applyMapOperations(session, indexFromScratch(plan.observed, mapPin));
+    // A new firewall protects nothing yet: its maps are filled before it goes on the
+    // hook, so a session that dies half way never leaves a half-built firewall live
+    // (the cleanup below, or the next up, removes the unattached pins).
+    if (!hadPins) await writeEntries(session, layout, plan, undefined, Object.keys(inputs.deny));
     if (guarded) {
       const inverse = hadPins ? denyOperations(invertPlan(plan), mapPin) : [];
       timer = await armRevert(session, revertScript(layout, hook, inverse, change), inputs.lockoutRevertSeconds);
     }
-    // The hook first, the entries after: an entry that cuts the management session
-    // must not also cut the command that swaps the program (the revert could not tell).
+    // An existing firewall: the hook first, the entries after: an entry that cuts the
+    // management session must not also cut the command that swaps the program (the
+    // revert could not tell).
     if (newProgram) {
       await session.run([
         ...hook.installCommands(newProgram, ownIds),
@@ -205,7 +260,7 @@ async function converge(inputs: XdpFirewallInputs, previousSha?: string): Promis
       await session.run(hook.installCommands(layout.program, ownIds));
     }
     await hook.release(session, ownIds);
-    await applyMapOperations(session, denyOperations(plan, mapPin));
+    if (hadPins) await writeEntries(session, layout, plan, observedBefore, Object.keys(inputs.deny));
   } catch (err) {
     // Leave the host as it was: a fresh firewall that never attached is removed whole;
     // an existing one keeps its program (the staged one is dropped).

@@ -331,7 +331,7 @@ describe("a chained XdpFirewall (chainPriority 0) with bootRestore", () => {
 
   it("while a provider run holds eth0's chain lock, the restore waits for it", async () => {
     await reboot();
-    // The lock file and the fd-9 flock of xdpHook.ts's lock(); /run/bpfleet is shared, so the hold is as a provider's.
+    // The lock file and the fd-9 flock of xdpHook.ts's lock(); /run/bpfleet is the host's, so the hold is as a provider's.
     const marker = "/run/bpfleet/bfl-boot-lock-held";
     const holder = sh(`mkdir -p /run/bpfleet; exec 9>/run/bpfleet/xdp-chain-eth0.lock; flock 9; touch ${marker}; sleep 2; rm -f ${marker}`);
     for (let i = 0; i < 50 && !(await exists(marker)); i++) await new Promise((r) => setTimeout(r, 100));

@@ -17,9 +17,9 @@ export interface ArmedGuard {
 /**
  * Watches, from inside the host, for revert timers armed there: each guard
  * leaves <token>.pid while armed, naming its watcher, whose command line holds
- * the window. /run is shared by every lab on this machine, so only watchers in
- * this host's network namespace count. Returns a stop function that lists the
- * guards seen armed.
+ * the window. Each lab host has its own /run (lab.sh); the watcher still counts
+ * only processes in this host's network namespace. Returns a stop function that
+ * lists the guards seen armed.
  */
 export async function watchGuards(lab: Lab, host: LabHost): Promise<() => Promise<ArmedGuard[]>> {
   const script = `

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # bpfleet test lab: a fleet of fake "remote hosts" on this machine.
 #
-# Every host is a network namespace with its own sshd, its own bpffs, /tmp and
-# hostname, joined to a bridge in the root namespace by a veth pair. The
+# Every host is a network namespace with its own sshd, its own bpffs, /tmp, /run
+# and hostname, joined to a bridge in the root namespace by a veth pair. The
 # provider (running in the root namespace) reaches the hosts over SSH exactly as
 # it would reach real machines. Clients are namespaces without sshd, used as
 # traffic sources/sinks.
@@ -240,8 +240,13 @@ EOF
 # Start sshd for host NS in a private mount + UTS namespace, with a fresh bpffs
 # on /sys/fs/bpf, fresh /tmp, /var/tmp and /var/lib/bpfleet (the provider's
 # object cache: shared, it would hide uploads from every host but the first),
-# an empty /etc/systemd/system (boot-restore units must never reach this
-# machine's real /etc) and an /etc/hosts naming it.
+# its own /run (a real host's locks, revert guards and sshd privilege-separation
+# dir are its own; shared, the guards and chain locks of different lab hosts
+# would collide), an empty /etc/systemd/system (boot-restore units must never
+# reach this machine's real /etc) and an /etc/hosts naming it. The lab's own
+# directory (sshd's config, keys, pid file and log) is carried into the new /run
+# by a bind mount moved over it, so the root namespace keeps reading those files
+# at their usual path; nothing else of the machine's /run is visible to a host.
 # `ip netns exec` already remounts /sys (so /sys/class/net shows this
 # namespace); the extra unshare keeps our mounts from leaking and pins from
 # being visible to other hosts. Everything the sshd
@@ -259,14 +264,22 @@ start_sshd() {
       mount -t bpf bpf /sys/fs/bpf
       mount -t tmpfs -o mode=1777 tmpfs /tmp
       mount -t tmpfs -o mode=1777 tmpfs /var/tmp
+      mkdir /tmp/.lab
+      mount --bind "$6" /tmp/.lab
+      mount -t tmpfs -o mode=0755 tmpfs /run
+      mkdir -p "$6" /run/lock
+      chmod 1777 /run/lock
+      mkdir -m 0755 /run/sshd
+      mount --move /tmp/.lab "$6"
+      rmdir /tmp/.lab
       mkdir -p /var/lib/bpfleet
-      mount -t tmpfs -o mode=0755 tmpfs /var/lib/bpfleet
+      mount -t tmpfs -o mode=0700 tmpfs /var/lib/bpfleet
       mkdir -p /etc/systemd/system
       mount -t tmpfs -o mode=0755 tmpfs /etc/systemd/system
       hostname "$1"
       mount --bind "$5" /etc/hosts
       exec "$2" -D -f "$3" -E "$4"' \
-    sh "$ns" "$SSHD" "$hdir/sshd_config" "$hdir/sshd.log" "$hdir/hosts" \
+    sh "$ns" "$SSHD" "$hdir/sshd_config" "$hdir/sshd.log" "$hdir/hosts" "${hdir%/*}" \
     </dev/null >>"$hdir/start.log" 2>&1 &
 }
 

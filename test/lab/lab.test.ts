@@ -109,6 +109,22 @@ describe("lab", () => {
     expect((await lab.inClient(lab.clients[0]!, ["test", "-e", pin], { reject: false })).exitCode).toBe(1);
   }, 60_000);
 
+  it("gives each host its own /run, as a real machine has (locks and guards never collide)", async () => {
+    const [a, b] = lab.hosts as [LabHost, LabHost];
+    const file = `/run/bpfleet/labtest_${process.pid}.lock`;
+    await lab.ssh(a, ["sh", "-c", 'mkdir -p /run/bpfleet && echo a > "$0"', file]);
+    expect((await lab.ssh(a, ["cat", file])).stdout).toBe("a");
+    expect((await lab.inHost(a, ["cat", file])).stdout).toBe("a");
+    // B and the machine's own /run do not see it; B writing the same path makes its own.
+    expect((await lab.ssh(b, ["test", "-e", file], { reject: false })).exitCode).toBe(1);
+    expect(existsSync(file)).toBe(false);
+    await lab.ssh(b, ["sh", "-c", 'mkdir -p /run/bpfleet && echo b > "$0"', file]);
+    expect((await lab.ssh(a, ["cat", file])).stdout).toBe("a");
+    // The lab's bookkeeping stays in the machine's /run (sshd writes its log there).
+    expect(readFileSync(path.join(lab.dir, "h1", "sshd.log"), "utf8")).toMatch(/Accepted publickey/);
+    expect((await lab.inHost(a, ["stat", "-c", "%a %U", "/run/sshd"])).stdout).toBe("755 root");
+  }, 60_000);
+
   it("lets a client ping every host over IPv4 and IPv6, and the root namespace too", async () => {
     const c = lab.clients[0]!;
     for (const h of lab.hosts) {

@@ -95,7 +95,7 @@ export interface Lab extends LabInfo {
   client(name: string): LabClient;
   /**
    * Run argv inside the host: its netns, and the mount (bpffs, /tmp) and UTS
-   * namespaces of its sshd. Returns execa's promise/subprocess (kill() works).
+   * namespaces of its sshd (so its own /run too). Returns execa's promise/subprocess (kill() works).
    */
   inHost(host: LabHost | string, argv: string[], opts?: RunOptions): Run;
   /**

@@ -429,7 +429,7 @@ describe("TcPolicy on a lab host: stateful, default-deny ingress, SSH + tcp/8080
       h1,
       10,
       () => policy.update(created.id, stale, cutting),
-      /fresh SSH login failed.*the policy cuts the management path.*undid it and the host is reachable again/s,
+      /fresh SSH login failed.*the policy cuts the management path.*A fresh login worked again.*had fired: the change was undone/s,
     );
     const after = await policy.read(created.id, created.outs);
     expect(after!.inputs.ingress).toEqual(before!.inputs.ingress);
@@ -445,7 +445,7 @@ describe("TcPolicy on a lab host: stateful, default-deny ingress, SSH + tcp/8080
 
   it("lockout guard: a new policy that cuts SSH is removed whole by the host", async () => {
     const cutting = inputs(h1, { name: "cut", ingress: { default: "deny", rules: ["allow tcp 8080"] }, allowLockout: true, lockoutRevertSeconds: 10 });
-    await expect(policy.create(cutting)).rejects.toThrow(/fresh SSH login failed.*undid it/s);
+    await expect(policy.create(cutting)).rejects.toThrow(/fresh SSH login failed.*the change was undone/s);
     expect(await pinsOn(h1)).not.toContain("cut");
     expect((await tcFiltersOn(h1, "eth0", "ingress")).map((f) => f.handle)).toEqual([`0x${created.outs.tcHandle.toString(16)}`]);
     expect((await lab.ssh(h1, ["true"], { reject: false })).exitCode).toBe(0);

@@ -101,7 +101,10 @@ async function report(kind: Kind<object, object>, op: string, id: string, err: u
     where = `${op} failed ${lastStep}: ${first}`;
   }
   const seen = op === "read" ? { state: "as before", text: "A read changes nothing on the host." } : await observeAfterFailure(kind, id, before, after);
-  throw new OperationError([`${id}: ${where}. ${seen.text}`, ...(err instanceof RemoteCommandError ? details : [first, ...details].slice(1))].join("\n"), seen.state, err);
+  const wrapped = new OperationError([`${id}: ${where}. ${seen.text}`, ...(err instanceof RemoteCommandError ? details : [first, ...details].slice(1))].join("\n"), seen.state, err);
+  // Where it really failed: the original frames, not this report's.
+  wrapped.stack = [wrapped.message, ...(err.stack ?? "").split("\n").filter((line) => /^\s+at /.test(line))].join("\n");
+  throw wrapped;
 }
 
 /** The kind's operations, each counted and reported as above; `finished` sees each operation's count (tests, benches). */

@@ -5,6 +5,7 @@
 import type * as pulumi from "@pulumi/pulumi";
 import type { z } from "zod";
 import { exitWhenCliGone } from "./cliWatch";
+import { operations } from "./operations";
 
 /** What the engine sends in place of a value that is not known yet (during preview). */
 export const UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9";
@@ -136,16 +137,18 @@ export function diffInputs<I extends object, O extends I>(kind: Kind<I, O>, olds
 
 export function dynamicProvider<I extends object, O extends I>(kind: Kind<I, O>): pulumi.dynamic.ResourceProvider {
   exitWhenCliGone();
+  // Host-touching operations are counted and their failures reported in one line (operations.ts).
+  const host = operations(kind);
   return {
     check: async (_olds, news) => (kind.check ? kind.check(news) : checkInputs(kind.schema, news)),
     diff: async (_id, olds, news) => diffInputs(kind, olds as O, news as I),
-    create: async (inputs) => kind.create(inputs as I),
+    create: async (inputs) => host.create(inputs as I),
     read: async (id, props) => {
-      const observed = await kind.read(id, props as O);
+      const observed = await host.read(id, props as O);
       if (!observed) return { id: "", props: {} };
       return { id, props: observed.outs, inputs: observed.inputs } as pulumi.dynamic.ReadResult;
     },
-    update: async (id, olds, news) => ({ outs: await kind.update(id, olds as O, news as I) }),
-    delete: async (id, props) => kind.delete(id, props as O),
+    update: async (id, olds, news) => ({ outs: await host.update(id, olds as O, news as I) }),
+    delete: async (id, props) => host.delete(id, props as O),
   };
 }

@@ -4,7 +4,8 @@
  */
 import { pinLayout, type PinLayout } from "./bpfHost";
 import { hostLabel, type Credentials, type HostConnection } from "./hostSchema";
-import { sessionFor, type SshSession } from "./ssh";
+import { settlePendingReverts } from "./revertTimer";
+import { currentOperation, sessionFor, type SshSession } from "./ssh";
 
 interface Placed {
   host: HostConnection;
@@ -16,8 +17,16 @@ export function resourceId(kind: string, inputs: Placed): string {
   return `${hostLabel(inputs.host)}/${kind}/${inputs.name}`;
 }
 
-/** The host's SSH session and the resource's pin directory under /sys/fs/bpf/bpfleet/<kind>/. */
+/**
+ * The host's SSH session and the resource's pin directory under /sys/fs/bpf/bpfleet/<kind>/,
+ * with any revert left pending by an earlier, cut-off run of this resource settled first.
+ */
 export async function connectResource(kind: string, inputs: Placed & { credentials: Credentials }): Promise<{ session: SshSession; layout: PinLayout }> {
   const session = await sessionFor(inputs.host, inputs.credentials);
-  return { session, layout: pinLayout(kind, inputs.name) };
+  const layout = pinLayout(kind, inputs.name);
+  // A change starts from a host no earlier run's revert timer can still rewrite (revertTimer.ts);
+  // a read only looks.
+  const op = currentOperation()?.op;
+  if (op !== "read" && op !== "check") await settlePendingReverts(session, layout.dir);
+  return { session, layout };
 }

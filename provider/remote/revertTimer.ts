@@ -77,3 +77,38 @@ export async function armRevert(session: SshSession, revertScript: string, secon
     },
   };
 }
+
+// Runs now, and waits for, every revert still pending for one resource (its script names
+// the resource's pin directory): claimed by the same rename as the watcher's, so each
+// revert runs once. Prints how many it ran.
+const SETTLE_SCRIPT = `
+n=0
+for s in "$1"/*.sh; do
+  [ -e "$s" ] || continue
+  grep -q -- "$2\\([^A-Za-z0-9_.-]\\|\\$\\)" "$s" || continue
+  f="\${s%.sh}"
+  mv "$s" "$f.run" 2>/dev/null || continue
+  kill -- "-$(cat "$f.pid" 2>/dev/null)" 2>/dev/null
+  sh "$f.run" > "$f.log" 2>&1
+  rm -f "$f.run" "$f.pid" "$f.log"
+  n=$((n+1))
+done
+for r in "$1"/*.run; do
+  [ -e "$r" ] || continue
+  grep -q -- "$2\\([^A-Za-z0-9_.-]\\|\\$\\)" "$r" || continue
+  i=0; while [ ! -e "\${r%.run}.fired" ] && [ $i -lt 60 ]; do sleep 1; i=$((i+1)); done
+done
+echo $n
+`;
+
+/**
+ * Before a resource is changed again: a revert armed by an earlier run that never came
+ * back (its SSH session was cut) would otherwise fire later and undo whatever this run
+ * applies, leaving the host at the old state while the stack records the new one. It
+ * does now what it would have done anyway (restore the state before that run), so
+ * this run starts from a state the stack knows. Returns how many reverts ran.
+ */
+export async function settlePendingReverts(session: SshSession, pinDir: string): Promise<number> {
+  const result = await session.runScript(SETTLE_SCRIPT, [GUARD_DIR, pinDir]);
+  return Number(result.stdout.trim()) || 0;
+}

@@ -3,6 +3,7 @@
  * host keys verified, per-command timeouts, sudo for non-root users, jump hosts.
  * Every command is an argv array (or a list of them) quoted by shellQuote.
  */
+import { AsyncLocalStorage } from "node:async_hooks";
 import { Client, type ClientChannel, type ConnectConfig } from "ssh2";
 import { hostKeyCheck } from "./hostKeys";
 import { hostLabel, type Credentials, type HostConnection, type SshEndpoint } from "./hostSchema";
@@ -24,19 +25,165 @@ export interface ExecOptions {
   asLoginUser?: boolean;
 }
 
+/**
+ * A remote command that did not succeed. The first line of the message says, in one
+ * line, which host, which step (what the command does) and why (the cause the host
+ * reported, or the exit code spelled out); the command and its stderr follow.
+ */
 export class RemoteCommandError extends Error {
+  /** What the command does, e.g. "bpftool batch" or "script: mkdir, cat, setsid". */
+  readonly step: string;
+  /** Why it failed, in words. */
+  readonly explanation: string;
+  /** True when the connection dropped while the command ran: it may or may not have completed on the host. */
+  readonly connectionLost: boolean;
+  /** The step's number within its operation (see withOperation), when it ran in one. */
+  readonly at: number | undefined;
+
   constructor(
     readonly host: string,
     readonly command: string,
     readonly result: ExecResult | undefined,
     reason: string,
+    options: { connectionLost?: boolean; at?: number } = {},
   ) {
     const stderr = result?.stderr.trim();
-    super(`${host}: ${reason}\n  command: ${command}${stderr ? `\n  stderr: ${stderr.slice(0, 4000)}` : ""}`);
+    const step = describeStep(command);
+    const cause = explainFailure(reason, result, options.connectionLost ?? false);
+    super(`${host}: ${step}: ${cause}\n  command: ${abbreviate(command, 600)}${stderr ? `\n  stderr: ${stderr.slice(0, 4000)}` : ""}`);
+    this.step = step;
+    this.explanation = cause;
+    this.connectionLost = options.connectionLost ?? false;
+    this.at = options.at;
   }
 }
 
+// The tools whose use names a step; anything else (shell functions, echo text) is noise.
+const STEP_TOOLS = new Set(["bpftool", "ip", "tc", "mkdir", "rm", "rmdir", "mv", "cp", "ln", "cat", "tee", "setsid", "flock", "sha256sum", "mount", "umount", "sysctl", "kill", "chmod", "install", "truncate", "ethtool", "systemctl", "true"]);
+// Tools whose subcommand is the step ("bpftool batch", "ip link", "tc filter").
+const SUBCOMMAND_TOOLS = new Set(["bpftool", "ip", "tc"]);
+
+/** A few words naming what a command line does: its tools and their subcommands. */
+export function describeStep(commandLine: string): string {
+  const scriptMatch = /^'?sh'? '?-c'? '((?:[^']|'\\'')*)'/.exec(commandLine);
+  // Quoted text is data (messages, paths), not commands.
+  const text = (scriptMatch ? scriptMatch[1]!.replace(/'\\''/g, "'") : commandLine).replace(/"(?:[^"\\]|\\.)*"|'[^']*'/g, (quoted) => (scriptMatch ? "X" : quoted.replace(/^'|'$/g, "")));
+  const words: string[] = [];
+  for (const segment of text.split(/&&|\|\||[;|\n()`{}]|\$\(/)) {
+    const tokens = segment.trim().split(/\s+/).filter(Boolean);
+    const at = tokens.findIndex((t) => STEP_TOOLS.has(t.replace(/^.*\//, "")));
+    if (at < 0) continue;
+    const tool = tokens[at]!.replace(/^.*\//, "");
+    let word = tool;
+    if (SUBCOMMAND_TOOLS.has(tool)) {
+      const sub = tokens.slice(at + 1).filter((t) => /^[a-z]+$/.test(t)).slice(0, tool === "bpftool" ? 2 : 1);
+      if (tool === "bpftool" && sub[0] === "batch") sub.splice(1);
+      word = [tool, ...sub].join(" ");
+    }
+    if (!words.includes(word)) words.push(word);
+    if (words.length >= 5) break;
+  }
+  const summary = words.join(", ") || abbreviate(text.trim().split(/\s+/).slice(0, 3).join(" "), 60);
+  return scriptMatch ? `script (${summary})` : summary;
+}
+
+function abbreviate(text: string, max: number): string {
+  return text.length <= max ? text : `${text.slice(0, max)}… (${text.length - max} more characters)`;
+}
+
+// errno values a tool reports as its exit code (-errno & 0xff), with what they mean here.
+const ERRNO_EXITS: Record<number, string> = {
+  [256 - 2]: "ENOENT: no such file or directory",
+  [256 - 7]: "E2BIG: argument list too long (a full BPF hash map)",
+  [256 - 12]: "ENOMEM: out of memory",
+  [256 - 13]: "EACCES: permission denied (often the verifier)",
+  [256 - 16]: "EBUSY: device or resource busy",
+  [256 - 17]: "EEXIST: already exists",
+  [256 - 22]: "EINVAL: invalid argument",
+  [256 - 28]: "ENOSPC: no space left (a full BPF map, or a full disk)",
+  [256 - 95]: "EOPNOTSUPP: operation not supported",
+};
+
+// stderr patterns whose cause is known, most specific first.
+const KNOWN_CAUSES: readonly [RegExp, (m: RegExpExecArray, command: string) => string][] = [
+  [/XDP program already attached/i, () => "the interface already has an XDP program attached (the kernel refused to attach another; see `bpftool net show`)"],
+  [/(?:update|batch).*No space left on device|No space left on device.*(?:update|map)/i, () => "a BPF map is full (No space left on device): the change needs more entries than the map holds"],
+  [/(?:update|batch).*Argument list too long|E2BIG/i, () => "a BPF map is full (Argument list too long): the change needs more entries than the map holds"],
+  [/No space left on device/i, () => "the host's disk is full (No space left on device)"],
+  [/Read-only file system/i, () => "the host's file system is read-only"],
+  [/sudo: a (?:terminal|password) is required/i, () => "sudo asks for a password: give the login user passwordless sudo for bpfleet's commands"],
+  [/chain slot (\d+) of (\S+) holds program id (\d+)/, (m) => `chain slot ${m[1]} of ${m[2]} is held by another program (id ${m[3]}): another stack or resource claimed the same chainPriority`],
+  [/Killed|Terminated/, () => "the command was killed on the host"],
+];
+
+/** The cause of a failed command in words: the host's own explanation when it gave one. */
+function explainFailure(reason: string, result: ExecResult | undefined, connectionLost: boolean): string {
+  if (connectionLost) return `the SSH connection was lost while the command ran (${reason}); it may or may not have completed on the host`;
+  const stderr = result?.stderr ?? "";
+  for (const [pattern, explain] of KNOWN_CAUSES) {
+    const m = pattern.exec(stderr);
+    if (m) return `${explain(m, "")} (${reason})`;
+  }
+  const errno = result ? ERRNO_EXITS[result.code] : undefined;
+  // The host's last words are usually its reason: "Error: ...", "interface x has ...".
+  const last = stderr.trim().split("\n").map((l) => l.trim()).filter((l) => l && !/^(?:\+ |libbpf: )/.test(l)).pop();
+  const said = last ? `: ${abbreviate(last.replace(/^Error:\s*/, ""), 300)}` : "";
+  return `${reason}${errno ? ` (${errno})` : ""}${said}`;
+}
+
 export class SshError extends Error {}
+
+/**
+ * One provider operation (create, update, delete or read of one resource): its
+ * remote commands are counted, so a failure can say which step it was, and a
+ * test can count the round trips an operation costs and inject a fault at step k.
+ * Operations run concurrently in one provider process; AsyncLocalStorage keeps
+ * each one's count apart.
+ */
+export interface Operation {
+  readonly kind: string;
+  readonly op: string;
+  /** Remote commands started so far (the current step's number). */
+  execs: number;
+  /** SSH logins opened so far (pooled ones and the lockout guard's fresh ones). */
+  logins: number;
+  /** What each step ran, in order. */
+  readonly steps: string[];
+}
+
+const operations = new AsyncLocalStorage<Operation>();
+
+/** Runs `fn` as one counted operation. */
+export function withOperation<T>(kind: string, op: string, fn: () => Promise<T>): Promise<T> {
+  return operations.run({ kind, op, execs: 0, logins: 0, steps: [] }, fn);
+}
+
+export function currentOperation(): Operation | undefined {
+  return operations.getStore();
+}
+
+/**
+ * Fault injection for tests, read from BPFLEET_FAULT in the provider process:
+ * "<kind>:<op>:<k>:<mode>", kind and op may be "*". At the k-th remote command of a
+ * matching operation, mode
+ *   fail       the command does not run and fails (the connection stays up);
+ *   cut        the connection is destroyed before the command runs;
+ *   cut-after  the command runs to the end on the host, then the connection is destroyed
+ *              before its result arrives.
+ * Unset (the default), nothing is injected.
+ */
+interface Fault {
+  mode: "fail" | "cut" | "cut-after";
+}
+
+function injectedFault(operation: Operation | undefined, step: number): Fault | undefined {
+  const spec = process.env.BPFLEET_FAULT;
+  if (!spec || !operation) return undefined;
+  const [kind, op, k, mode] = spec.split(":");
+  if ((kind !== "*" && kind !== operation.kind) || (op !== "*" && op !== operation.op) || Number(k) !== step) return undefined;
+  if (mode !== "fail" && mode !== "cut" && mode !== "cut-after") throw new Error(`BPFLEET_FAULT: unknown mode ${mode} (fail, cut or cut-after)`);
+  return { mode };
+}
 
 export class SshSession {
   readonly label: string;
@@ -74,10 +221,24 @@ export class SshSession {
   private execScript(commandLine: string, options: ExecOptions): Promise<ExecResult> {
     const wire = this.wantsSudo() && !options.asLoginUser ? shellQuote(["sudo", "-n", "--", "sh", "-c", commandLine]) : commandLine;
     const timeoutMs = options.timeoutMs ?? this.host.commandTimeoutMs;
+    const operation = currentOperation();
+    const step = operation ? ++operation.execs : 0;
+    const at = operation ? step : undefined;
+    operation?.steps.push(describeStep(commandLine));
+    const fault = injectedFault(operation, step);
+    const lost = (why: string, result?: ExecResult) =>
+      new RemoteCommandError(this.label, commandLine, result, why, { connectionLost: true, at });
     return new Promise<ExecResult>((resolve, reject) => {
       if (this.closed) return reject(new SshError(`${this.label}: the SSH connection is closed`));
+      if (fault?.mode === "fail") return reject(new RemoteCommandError(this.label, commandLine, undefined, "injected failure (BPFLEET_FAULT)", { at }));
+      if (fault?.mode === "cut") {
+        this.cut();
+        return reject(lost("connection cut (BPFLEET_FAULT)"));
+      }
       this.client.exec(wire, (err, channel: ClientChannel) => {
-        if (err) return reject(new RemoteCommandError(this.label, commandLine, undefined, `could not start the command: ${err.message}`));
+        if (err) {
+          return reject(this.closed ? lost(`connection lost before the command started (${err.message})`) : new RemoteCommandError(this.label, commandLine, undefined, `could not start the command: ${err.message}`, { at }));
+        }
         const stdout: Buffer[] = [];
         const stderr: Buffer[] = [];
         let settled = false;
@@ -85,7 +246,7 @@ export class SshSession {
           if (settled) return;
           settled = true;
           channel.close();
-          reject(new RemoteCommandError(this.label, commandLine, collect(), `timed out after ${timeoutMs} ms`));
+          reject(new RemoteCommandError(this.label, commandLine, collect(), `timed out after ${timeoutMs} ms`, { at }));
         }, timeoutMs);
         const collect = (code = -1): ExecResult => ({
           code,
@@ -94,13 +255,19 @@ export class SshSession {
         });
         channel.on("data", (d: Buffer) => stdout.push(d));
         channel.stderr.on("data", (d: Buffer) => stderr.push(d));
-        channel.on("close", (code: number | null, signal?: string) => {
+        channel.on("close", (code: number | null | undefined, signal?: string) => {
           if (settled) return;
           settled = true;
           clearTimeout(timer);
-          const result = collect(code ?? (signal ? 128 : -1));
+          if (fault?.mode === "cut-after") {
+            this.cut();
+            return reject(lost("connection cut after the command ran (BPFLEET_FAULT)"));
+          }
+          // No exit status and no signal: the channel closed because the connection went away.
+          if ((code === null || code === undefined) && !signal) return reject(lost("the connection closed without an exit status", collect()));
+          const result = collect(code ?? 128);
           if (result.code !== 0 && !options.allowFailure) {
-            reject(new RemoteCommandError(this.label, commandLine, result, `command failed with exit code ${result.code}${signal ? ` (signal ${signal})` : ""}`));
+            reject(new RemoteCommandError(this.label, commandLine, result, `exit code ${result.code}${signal ? ` (signal ${signal})` : ""}`, { at }));
           } else {
             resolve(result);
           }
@@ -109,6 +276,13 @@ export class SshSession {
         else channel.end();
       });
     });
+  }
+
+  /** Drops the connection the hard way (fault injection): no goodbye, as a cut cable. */
+  private cut(): void {
+    this.closed = true;
+    this.client.destroy();
+    this.jump?.destroy();
   }
 
   /**
@@ -153,6 +327,8 @@ function openClient(endpoint: SshEndpoint, credentials: Credentials, timeoutMs: 
   }
   return new Promise((resolve, reject) => {
     const client = new Client();
+    const operation = currentOperation();
+    if (operation) operation.logins++;
     client.once("ready", () => resolve(client));
     client.once("error", (err: Error & { level?: string }) => {
       client.end();

@@ -1,0 +1,356 @@
+// Fault injection at every step: for each kind and each of create, update, delete
+// and read, the operation is cut at its k-th remote command for every k (counted on
+// a clean run first), through the hook in provider/remote/ssh.ts (BPFLEET_FAULT).
+// After each cut: the host must hold exactly the old or exactly the new state (a
+// pending revert timer may still be on its way to "old"), the error must name the
+// resource and the step, and the retry the next `pulumi up` would make must
+// converge with no manual action, also once every revert timer has fired.
+//
+// BPFLEET_FAULTS=subset runs mode "cut" (connection destroyed before the step runs) at every
+// step of update and the first, middle and last step of create, delete and read; the kinds
+// can be narrowed with BPFLEET_FAULTS_KINDS=XdpFirewall,TcPolicy.
+// BPFLEET_FAULTS=full adds "cut-after" (the step ran, its answer was lost) and
+// "fail" (the step fails, the connection stays up). The matrix is printed.
+// The latency part drives each kind's create and update through a TCP proxy with
+// 80 ms RTT and prints SSH round trips, commands, logins and wall time.
+import { readFileSync } from "node:fs";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { checkInputs, type Kind } from "../../provider/dynamicAdapter";
+import { operations } from "../../provider/operations";
+import { closeAllSessions, type Operation } from "../../provider/remote/ssh";
+import { checkMaglevService } from "../../provider/maglev/schema";
+import { maglevServiceKind } from "../../provider/maglev/lifecycle";
+import { checkTcPolicy } from "../../provider/tcPolicy/schema";
+import { trafficMirrorKind } from "../../provider/trafficMirror/lifecycle";
+import { trafficMirrorSchema } from "../../provider/trafficMirror/schema";
+import { tcPolicyKind } from "../../provider/tcPolicy/lifecycle";
+import { xdpFirewallKind } from "../../provider/xdpFirewall/lifecycle";
+import { xdpFirewallSchema } from "../../provider/xdpFirewall/schema";
+import { attachedPart, hostSnapshot, LatencyProxy, pendingGuards, snapshotDiff, waitForGuards } from "./faults";
+import { createLab, type Lab, type LabHost } from "./lab";
+
+// Opt-in for now: BPFLEET_FAULTS=subset or =full. Not yet green for every kind (TcPolicy leaves an
+// empty clsact qdisc after delete; Maglev tables and mirror filter slots depend on their history,
+// so comparing map fingerprints with a reference is wrong for them: see the issue-15 note).
+const ENABLED = process.env.BPFLEET_FAULTS !== undefined;
+const FULL = process.env.BPFLEET_FAULTS === "full";
+const MODES = FULL ? (["cut", "cut-after", "fail"] as const) : (["cut"] as const);
+type Mode = (typeof MODES)[number];
+type Op = "create" | "update" | "delete" | "read";
+const OPS: Op[] = ["create", "update", "delete", "read"];
+// A short revert window, so that a timer left armed by a cut fires within the test, yet
+// longer than a Maglev create on a loaded machine: a window shorter than the change
+// reverts it under the provider's feet (see the report in issue 15).
+const REVERT_SECONDS = 20;
+
+let lab: Lab;
+let h1: LabHost;
+let privateKey: string;
+
+type AnyKind = Kind<object, object>;
+
+interface KindCase {
+  name: string;
+  kind: AnyKind;
+  id: string;
+  old: () => object;
+  new: () => object;
+}
+
+function host(address = h1.address, port = 22) {
+  return { address, port, hostKey: h1.hostKey, connectTimeoutMs: 3000, commandTimeoutMs: 60_000 };
+}
+
+function checked(result: { inputs?: unknown; failures?: unknown }): object {
+  if (!result.inputs) throw new Error(JSON.stringify(result.failures));
+  return result.inputs as object;
+}
+
+function firewallInputs(deny: string[], over: Record<string, unknown> = {}): object {
+  return checked(checkInputs(xdpFirewallSchema, { host: host(), credentials: { privateKey }, interface: "eth0", name: "fw", deny, lockoutRevertSeconds: REVERT_SECONDS, ...over }));
+}
+
+function policyInputs(rules: string[], over: Record<string, unknown> = {}): object {
+  return checked(
+    checkTcPolicy({
+      host: host(),
+      credentials: { privateKey },
+      interface: "eth0",
+      name: "pol",
+      stateful: true,
+      ingress: { default: "deny", rules },
+      lockoutRevertSeconds: REVERT_SECONDS,
+      ...over,
+    }),
+  );
+}
+
+function serviceInputs(backends: string[], over: Record<string, unknown> = {}): object {
+  return checked(
+    checkMaglevService({
+      host: host(),
+      credentials: { privateKey },
+      interface: "eth0",
+      name: "web",
+      vips: ["198.51.100.10:80/tcp", "[2001:db8:100::10]:80/tcp"],
+      backends,
+      mode: "dsr",
+      lockoutRevertSeconds: REVERT_SECONDS,
+      ...over,
+    }),
+  );
+}
+
+function mirrorInputs(filters: object[], over: Record<string, unknown> = {}): object {
+  return checked(
+    checkInputs(trafficMirrorSchema, {
+      host: host(),
+      credentials: { privateKey },
+      interface: "eth0",
+      name: "mir",
+      direction: "ingress",
+      filters,
+      target: { interface: MIRROR_TARGET },
+      lockoutRevertSeconds: REVERT_SECONDS,
+      ...over,
+    }),
+  );
+}
+
+// The mirror's local target: a veth pair inside h1 (as in trafficMirror.test.ts).
+const MIRROR_TARGET = "flt0";
+
+const KINDS: KindCase[] = [
+  {
+    name: "XdpFirewall",
+    kind: xdpFirewallKind as unknown as AnyKind,
+    id: "",
+    old: () => firewallInputs(["192.0.2.1", "198.51.100.0/24", "2001:db8::/48"]),
+    new: () => firewallInputs(["192.0.2.1", "192.0.2.2", "203.0.113.0/24", "2001:db8:1::/48"]),
+  },
+  {
+    name: "TcPolicy",
+    kind: tcPolicyKind as unknown as AnyKind,
+    id: "",
+    old: () => policyInputs(["allow tcp 22", "allow tcp 8080"]),
+    new: () => policyInputs(["allow tcp 22", "allow tcp 8081", "allow udp 5000 from 10.0.0.0/8"]),
+  },
+  {
+    name: "MaglevService",
+    kind: maglevServiceKind as unknown as AnyKind,
+    id: "",
+    old: () => serviceInputs([lab.hosts[1]!.address, lab.hosts[1]!.address6]),
+    new: () => serviceInputs([lab.hosts[1]!.address, lab.hosts[2]!.address, lab.hosts[1]!.address6, lab.hosts[2]!.address6]),
+  },
+  {
+    name: "TrafficMirror",
+    kind: trafficMirrorKind as unknown as AnyKind,
+    id: "",
+    old: () => mirrorInputs([{ protocol: "tcp", destinationPort: 80 }]),
+    new: () => mirrorInputs([{ protocol: "tcp", destinationPort: 8080 }, { protocol: "udp", destinationPort: 53 }], { direction: "both" }),
+  },
+];
+const ONLY = process.env.BPFLEET_FAULTS_KINDS?.split(",");
+
+interface Outcome {
+  kind: string;
+  op: Op;
+  mode: Mode;
+  step: number;
+  of: number;
+  stepName: string;
+  after: "old" | "new" | "detached" | "staged" | "other";
+  guardPending: boolean;
+  converged: boolean;
+  problem?: string;
+}
+
+const matrix: Outcome[] = [];
+
+beforeAll(async () => {
+  if (!ENABLED) return;
+  lab = await createLab("faults", { hosts: 3, clients: 0 });
+  h1 = lab.hosts[0]!;
+  privateKey = readFileSync(lab.privateKeyPath, "utf8");
+  await lab.inHost(h1, ["ip", "link", "add", MIRROR_TARGET, "type", "veth", "peer", "name", `${MIRROR_TARGET}p`]);
+  for (const dev of [MIRROR_TARGET, `${MIRROR_TARGET}p`]) await lab.inHost(h1, ["ip", "link", "set", dev, "up"]);
+});
+
+afterAll(async () => {
+  delete process.env.BPFLEET_FAULT;
+  closeAllSessions();
+  if (matrix.length > 0) printMatrix();
+  await lab?.destroy();
+});
+
+function printMatrix(): void {
+  const lines = [`fault matrix (modes: ${MODES.join(", ")}; ${FULL ? "full" : "subset; BPFLEET_FAULTS=full for every step in every mode"})`];
+  lines.push("kind          op      mode       step  what the step runs                                   host after  guard  next op converged");
+  for (const o of matrix) {
+    lines.push(
+      `${o.kind.padEnd(13)} ${o.op.padEnd(7)} ${o.mode.padEnd(10)} ${`${o.step}/${o.of}`.padEnd(5)} ${o.stepName.slice(0, 52).padEnd(52)} ${o.after.padEnd(11)} ${(o.guardPending ? "armed" : "-").padEnd(6)} ${o.converged ? "yes" : `NO: ${o.problem}`}`,
+    );
+  }
+  const bad = matrix.filter((o) => !o.converged || o.after === "other");
+  lines.push(`${matrix.length} cases, ${bad.length} not old-or-new-and-converged`);
+  console.log(lines.join("\n"));
+}
+
+/** Runs one kind's matrix. */
+function describeKind(spec: KindCase): void {
+  describe(`${spec.name}: a cut at every step`, () => {
+    const counts = new Map<Op, { n: number; steps: string[] }>();
+    let last: Operation | undefined;
+    const ops = operations(spec.kind, (operation) => (last = operation));
+    let reference: { absent: string; old: string; created: string; updated: string; outsOld: object; id: string };
+
+    async function toAbsent(outs: object, id: string): Promise<void> {
+      await ops.delete(id, outs);
+    }
+
+    async function toOld(): Promise<object> {
+      return (await ops.create(spec.old())).outs;
+    }
+
+    beforeAll(async () => {
+      // Clean runs: the reference states and each operation's number of steps.
+      const made = await ops.create(spec.old());
+      const id = made.id;
+      await toAbsent(made.outs, id);
+      const absent = await hostSnapshot(lab, h1);
+      const created0 = await ops.create(spec.new());
+      counts.set("create", { n: last!.execs, steps: [...last!.steps] });
+      const created = await hostSnapshot(lab, h1);
+      await toAbsent(created0.outs, id);
+      const outsOld = await toOld();
+      const old = await hostSnapshot(lab, h1);
+      await ops.read(id, outsOld);
+      counts.set("read", { n: last!.execs, steps: [...last!.steps] });
+      await ops.update(id, outsOld, spec.new());
+      counts.set("update", { n: last!.execs, steps: [...last!.steps] });
+      const updated = await hostSnapshot(lab, h1);
+      const outsOld2 = await toOld();
+      expect(await hostSnapshot(lab, h1)).toBe(old);
+      await ops.delete(id, outsOld2);
+      counts.set("delete", { n: last!.execs, steps: [...last!.steps] });
+      expect(await hostSnapshot(lab, h1)).toBe(absent);
+      reference = { absent, old, created, updated, outsOld: outsOld2, id };
+    }, 300_000);
+
+    afterAll(async () => {
+      delete process.env.BPFLEET_FAULT;
+      if (reference) await ops.delete(reference.id, reference.outsOld).catch(() => undefined);
+    });
+
+    for (const op of OPS) {
+      for (const mode of MODES) {
+        it(`${op}, ${mode}: old or new after every step, and the next ${op} converges`, async () => {
+          const { n, steps } = counts.get(op)!;
+          expect(n).toBeGreaterThan(0);
+          const problems: string[] = [];
+          // CI: every step of update (where revert timers are armed), and the first, middle and last
+          // step of the others; BPFLEET_FAULTS=full: every step of every operation.
+          const ks = Array.from({ length: n }, (_, i) => i + 1).filter((k) => FULL || op === "update" || k === 1 || k === Math.ceil(n / 2) || k === n);
+          for (const k of ks) {
+            // The starting state: nothing (create), or the old configuration.
+            let outs: object | undefined;
+            if (op === "create") await ops.delete(reference.id, reference.outsOld);
+            else outs = await toOld();
+            const before = await hostSnapshot(lab, h1);
+            if (before !== (op === "create" ? reference.absent : reference.old)) problems.push(`step ${k}: the starting state is not the reference one:\n${snapshotDiff(op === "create" ? reference.absent : reference.old, before)}`);
+            const wanted = { create: reference.created, update: reference.updated, delete: reference.absent, read: reference.old }[op];
+            const run = () =>
+              op === "create"
+                ? ops.create(spec.new())
+                : op === "update"
+                  ? ops.update(reference.id, outs!, spec.new())
+                  : op === "delete"
+                    ? ops.delete(reference.id, outs!)
+                    : ops.read(reference.id, outs!);
+
+            process.env.BPFLEET_FAULT = `${spec.kind.kind}:${op}:${k}:${mode}`;
+            let error: Error | undefined;
+            try {
+              await run();
+            } catch (err) {
+              error = err as Error;
+            } finally {
+              delete process.env.BPFLEET_FAULT;
+            }
+            const firstLine = error?.message.split("\n")[0] ?? "";
+            if (!error) problems.push(`step ${k}: the operation did not fail`);
+            // One line: the resource, the operation and the step.
+            else if (!firstLine.includes(reference.id) || !new RegExp(`${op} failed (at|after) step ${k}\\b`).test(firstLine)) problems.push(`step ${k}: the error does not name the resource and step ${k} in its first line: ${firstLine}`);
+            const guardPending = (await pendingGuards(lab, h1)) > 0;
+            const after = await hostSnapshot(lab, h1);
+            // A delete cut between taking the program off the hook and removing its pins leaves
+            // pins that do nothing to traffic: "detached", finished by the next delete.
+            // A create cut after loading but before attaching leaves pins that do nothing to traffic
+            // either: "staged", adopted by the next create.
+            const state =
+              after === before
+                ? "old"
+                : after === wanted
+                  ? "new"
+                  : op === "delete" && attachedPart(after) === attachedPart(wanted)
+                    ? "detached"
+                    : op === "create" && attachedPart(after) === attachedPart(before)
+                      ? "staged"
+                      : "other";
+
+            // The next `pulumi up` (or refresh, or destroy): the same operation from the same recorded state.
+            let problem: string | undefined;
+            try {
+              await run();
+              await waitForGuards(lab, h1, (REVERT_SECONDS + 8) * 1000);
+              const final = await hostSnapshot(lab, h1);
+              if (final !== wanted) problem = `after the retry and every revert timer, the host differs from the wanted state:\n${snapshotDiff(wanted, final)}`;
+            } catch (err) {
+              problem = `the retry failed: ${(err as Error).message.split("\n")[0]}`;
+            }
+            matrix.push({ kind: spec.name, op, mode, step: k, of: n, stepName: steps[k - 1] ?? "?", after: state, guardPending, converged: !problem, problem: problem?.split("\n")[0] });
+            if (problem) problems.push(`step ${k} (${steps[k - 1]}): ${problem}\n  the failure said: ${firstLine}`);
+            if (state === "other" && !guardPending) problems.push(`step ${k} (${steps[k - 1]}): the host holds neither the old nor the new state:\n${snapshotDiff(before, after)}\n  the failure said: ${firstLine}`);
+          }
+          expect(problems, `${spec.name} ${op} ${mode}`).toEqual([]);
+        }, 900_000);
+      }
+    }
+  });
+}
+
+if (ENABLED) for (const spec of KINDS) if (!ONLY || ONLY.includes(spec.name)) describeKind(spec);
+
+describe.skipIf(!ENABLED)("latency: every kind's create and update over 80 ms RTT", () => {
+  it("reports SSH round trips, commands, logins and wall time per operation", async () => {
+    const proxy = new LatencyProxy({ address: h1.address, port: 22 }, 80);
+    const port = await proxy.listen();
+    const rows: string[] = [];
+    try {
+      closeAllSessions();
+      for (const spec of KINDS) {
+        let last: Operation | undefined;
+        const ops = operations(spec.kind, (operation) => (last = operation));
+        // The policy's management check looks at the port the provider dials (the proxy's); sshd still listens on 22, which it allows.
+        const via = (inputs: object) => ({ ...inputs, host: { ...(inputs as { host: object }).host, address: "127.0.0.1", port }, ...(spec.name === "TcPolicy" ? { allowLockout: true } : {}) });
+        const measure = async (label: string, run: () => Promise<unknown>) => {
+          const trips = proxy.roundTrips;
+          const start = performance.now();
+          const result = await run();
+          const wall = performance.now() - start;
+          rows.push(`${spec.name.padEnd(13)} ${label.padEnd(7)} ${String(proxy.roundTrips - trips).padStart(6)} ${String(last!.execs).padStart(8)} ${String(last!.logins).padStart(6)} ${(wall / 1000).toFixed(2).padStart(8)}`);
+          return result;
+        };
+        const made = (await measure("create", () => ops.create(via(spec.old())))) as { id: string; outs: object };
+        const outs = await measure("update", () => ops.update(made.id, made.outs, via(spec.new())));
+        await measure("read", () => ops.read(made.id, outs as object));
+        await measure("delete", () => ops.delete(made.id, outs as object));
+        expect(proxy.roundTrips).toBeGreaterThan(0);
+      }
+    } finally {
+      closeAllSessions();
+      await proxy.close();
+    }
+    console.log(["latency (80 ms RTT through a TCP proxy; round trips = host answers after the provider spoke)", "kind          op       trips commands logins   wall s", ...rows].join("\n"));
+  }, 600_000);
+});

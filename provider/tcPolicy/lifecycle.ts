@@ -54,8 +54,12 @@ const OBJECT = "tc_policy";
  */
 export const TC_PRIORITY = DEFAULT_PRIORITY;
 
-/** The flow table's per-flow idle timers. */
-const TIMER_HELPERS = ["bpf_timer_init", "bpf_timer_set_callback", "bpf_timer_start"];
+/**
+ * Helpers the programs call (the flow table's clock, pulling headers out of
+ * paged fragments). Flows expire on lookup, without BPF timers, so the object
+ * needs no helper newer than Linux 4.9 (its BPF-to-BPF calls need 5.6).
+ */
+const POLICY_HELPERS = ["bpf_ktime_get_ns", "bpf_skb_pull_data"];
 
 /** What planning reads from the host. */
 const POLICY_MAPS: readonly string[] = [MAPS.config, MAPS.rules, ...TRIE_MAPS];
@@ -228,7 +232,7 @@ async function converge(inputs: TcPolicyInputs, olds?: TcPolicyState): Promise<T
   const object = packagedObject(OBJECT);
   await preflight(session);
   await requireProgramType(session, "sched_cls");
-  await requireHelpers(session, "sched_cls", TIMER_HELPERS, "the flow table's idle timers; TC programs may use BPF timers from Linux 5.15");
+  await requireHelpers(session, "sched_cls", POLICY_HELPERS, "the flow table's clock and header pulls; TC programs have both from Linux 4.9");
   const peer = peerAddress(await session.managementPeer());
   const host = await surveyPolicy(session, inputs.interface, layout, {
     objectPath: objectRemotePath(object),

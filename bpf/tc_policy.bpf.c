@@ -319,12 +319,15 @@ static __always_inline int parse_l4(struct hdr_cursor *nh, void *data_end,
 	}
 }
 
-/* Global (not static) functions are verified once, on their own, whatever
- * their callers' state: parsing runs twice (again after
- * bpf_skb_pull_data), and the transport header may sit at any offset behind
- * VLAN tags, IPv4 options and IPv6 extension headers. Verified inline, every
- * combination of those would be explored again for everything after it. */
-__noinline int tcpol_parse_l4(struct __sk_buff *skb, __u32 offset, struct tcpol_packet *p)
+/* Parsing is two BPF-to-BPF functions, not inlined: it runs twice (again
+ * after bpf_skb_pull_data), and the transport header may sit at any offset
+ * behind VLAN tags, IPv4 options and IPv6 extension headers; inlined, every
+ * combination of those is explored again for everything after it. They are
+ * static, not global (which the verifier checks once, on their own): a global
+ * function may take a pointer to the caller's stack only from Linux 5.12, and
+ * 5.10 refuses the object ("Arg#1 type PTR in tcpol_parse() is not supported
+ * yet"). */
+static __noinline int tcpol_parse_l4(struct __sk_buff *skb, __u32 offset, struct tcpol_packet *p)
 {
 	void *data_end = (void *)(long)skb->data_end;
 	void *data = (void *)(long)skb->data;
@@ -340,7 +343,7 @@ __noinline int tcpol_parse_l4(struct __sk_buff *skb, __u32 offset, struct tcpol_
 	return parse_l4(&nh, data_end, p);
 }
 
-__noinline int tcpol_parse(struct __sk_buff *skb, struct tcpol_packet *p)
+static __noinline int tcpol_parse(struct __sk_buff *skb, struct tcpol_packet *p)
 {
 	void *data_end = (void *)(long)skb->data_end;
 	void *data = (void *)(long)skb->data;

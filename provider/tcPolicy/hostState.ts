@@ -27,6 +27,8 @@ export interface PolicyHostState {
   /** The policy's pinned programs (absent when its pins are). */
   programs: Partial<Record<Direction, ProgramInfo>>;
   objectPresent: boolean;
+  /** Whether the kernel exposes its BTF (/sys/kernel/btf/vmlinux), which libbpf needs to load the object. */
+  kernelBtf: boolean;
   /** How the host reaches the management peer: the interface and its own source address. */
   managementRoute: { dev?: string; prefsrc?: string } | undefined;
   /** Dumps by map name; undefined when the map is not pinned. */
@@ -101,6 +103,7 @@ echo "@@filters egress"; json_or tc -j filter show dev "$iface" egress
 fallback=null
 for prog in ${DIRECTIONS.map((d) => PROGRAMS[d]).join(" ")}; do echo "@@prog $prog"; json_or bpftool -j prog show pinned "$dir/progs/$prog"; done
 echo "@@object"; if [ -n "$object" ] && [ -f "$object" ]; then echo true; else echo false; fi
+echo "@@btf"; if [ -e /sys/kernel/btf/vmlinux ]; then echo true; else echo false; fi
 echo "@@route"; if [ -n "$peer" ]; then json_or ip -j route get "$peer"; else echo null; fi
 echo "@@flows"
 if [ -n "$flows" ] && [ -e "$dir/maps/${MAPS.flows}" ]; then count_live_flows "$dir/maps/${MAPS.config}" "$dir/maps/${MAPS.flows}"; else echo null; fi
@@ -153,6 +156,7 @@ export async function surveyPolicy(session: SshSession, iface: string, layout: P
     filters: DIRECTIONS.flatMap((d) => parseTcFilters(parts.get(`filters ${d}`) || "", d)),
     programs,
     objectPresent: parts.get("object") === "true",
+    kernelBtf: parts.get("btf") === "true",
     managementRoute: route?.[0] ? { dev: route[0].dev, prefsrc: route[0].prefsrc } : undefined,
     maps,
     liveFlows: flows === "null" ? undefined : Number(flows),

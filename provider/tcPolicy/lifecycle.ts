@@ -181,6 +181,18 @@ function observedFrom(host: PolicyHostState): ObservedPolicy {
   });
 }
 
+/**
+ * The object picks its flow clock when it loads (the coarse clock where the
+ * kernel has it, a CO-RE relocation that libbpf resolves against the kernel's
+ * BTF), so libbpf refuses it on a kernel that does not expose its BTF.
+ */
+function requireKernelBtf(session: SshSession, host: PolicyHostState): void {
+  if (host.kernelBtf) return;
+  throw new HostPreconditionError(
+    `${session.label}: the kernel does not expose its BTF (/sys/kernel/btf/vmlinux is missing), which loading the TcPolicy object needs; use a kernel built with CONFIG_DEBUG_INFO_BTF=y (every Debian, Ubuntu, RHEL and Amazon Linux kernel from 5.10 on is). Nothing was changed.`,
+  );
+}
+
 /** Both hooks run this policy's programs. */
 function attachedOn(host: PolicyHostState, inputs: Placement): boolean {
   return DIRECTIONS.every((d) => {
@@ -239,6 +251,7 @@ async function converge(inputs: TcPolicyInputs, olds?: TcPolicyState): Promise<T
     peer: peer && formatAddress(peer.bytes),
     maps: POLICY_MAPS,
   });
+  requireKernelBtf(session, host);
   requireEthernet(session, host, inputs.interface);
   requireHook(session, host, inputs.interface);
   claimSlots(session, host, inputs);

@@ -707,8 +707,17 @@ describe.skipIf(unavailable !== undefined)("tc_policy", { timeout: 60_000 }, () 
       });
     });
 
-    it("reuses the pinned flow table of the timer-based version (83e2324) on upgrade, with its flows", async () => {
-      const old = await loadObject(await oldObject("83e2324"));
+    it("reuses the pinned flow table of the timer-based version (83e2324) on upgrade, with its flows", async (ctx) => {
+      let old: LoadedObject;
+      try {
+        old = await loadObject(await oldObject("83e2324"));
+      } catch (e) {
+        // Before 5.15 the old object never loaded (BPF timers in map values; the
+        // verifier says "number of funcs in func_info doesn't match number of
+        // subprogs"), so no host of that kernel has its maps to upgrade from.
+        if (/func_info doesn't match/.test(String(e))) return ctx.skip();
+        throw e;
+      }
       try {
         await applyPolicy(old, established);
         const peer = "198.51.100.95";

@@ -189,7 +189,7 @@ function observedFrom(host: PolicyHostState): ObservedPolicy {
 function requireKernelBtf(session: SshSession, host: PolicyHostState): void {
   if (host.kernelBtf) return;
   throw new HostPreconditionError(
-    `${session.label}: the kernel does not expose its BTF (/sys/kernel/btf/vmlinux is missing), which loading the TcPolicy object needs; use a kernel built with CONFIG_DEBUG_INFO_BTF=y (every Debian, Ubuntu, RHEL and Amazon Linux kernel from 5.10 on is). Nothing was changed.`,
+    `${session.label}: the kernel does not expose its BTF (/sys/kernel/btf/vmlinux is missing), which loading the TcPolicy object needs; use a kernel built with CONFIG_DEBUG_INFO_BTF=y (distribution kernels usually are; Debian 11's 5.10 is). Nothing was changed.`,
   );
 }
 

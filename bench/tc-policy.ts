@@ -16,8 +16,9 @@
  * first run creates would turn every later run into a flow hit. The "new
  * flow" cases therefore run with the transitory TCP timeout (the timeout of
  * a flow before its reply) set to 0: each run finds the previous run's entry
- * expired, deletes it, consults the rules and creates the flow again, arming
- * its timer. That is an upper bound of a new flow's cost (one delete more).
+ * expired, consults the rules and writes the flow again (before 2026-12: a
+ * delete, an insert and a BPF timer armed; since: one update replacing the
+ * entry, which allocates an LRU element as an insert into a free slot does).
  * Established flows use the established timeout and are unaffected.
  *
  * Each figure is the median of `rounds` runs of `repeat` packets. Results are

@@ -36,22 +36,22 @@
  * host's own connections in through a default-deny ingress; on ingress it
  * records the services' clients. An ICMP/ICMPv6 error quoting a datagram of
  * a live flow passes too (PMTU discovery, unreachables). A flow expires
- * after its idle timeout: the program treats an idle entry as gone at once,
- * and a per-flow BPF timer deletes it. A TCP RST removes the flow (the RST
- * itself passes); a FIN shortens its timeout to the transitory one; a SYN
- * on a closing flow is judged by the rules as a new connection. The timer
- * costs about 400 ns per new flow (allocating and arming it, measured with
- * bench/tc-policy.ts) and keeps the program that armed it loaded until it
- * fires; in exchange the table holds only live flows with nothing of ours
- * running on the host. Removing the maps' last pin cancels every timer.
+ * after its idle timeout, checked when a packet looks it up: an idle entry
+ * is gone (replaced by a fresh flow if the rules allow the packet, deleted
+ * otherwise), and the LRU reclaims the entries of flows never seen again.
+ * No BPF timers: a per-flow timer cost about 400 ns per new flow (allocating
+ * and arming it, bench/tc-policy.ts) and needs Linux 5.15 (timer callbacks
+ * 5.13), while this object loads from 5.10. A TCP RST removes the flow (the
+ * RST itself passes); a FIN shortens its timeout to the transitory one; a
+ * SYN on a closing flow is judged by the rules as a new connection.
  *
  * Maps are not pinned by name: the provider pins them per resource with
  * `bpftool prog loadall ... pinmaps <dir>`, and reuses them on upgrade. */
+
 #include <linux/pkt_cls.h>
+#include <bpf/bpf_core_read.h>
 #include "parsing.h"
 #include "tc_policy.h"
-
-#define CLOCK_MONOTONIC 1
 
 /* Enough for Ethernet + 2 VLAN tags + IPv6 + extension headers + an ICMPv6
  * error quoting an IPv6 header with its ports. Only pulled when parsing
@@ -320,12 +320,15 @@ static __always_inline int parse_l4(struct hdr_cursor *nh, void *data_end,
 	}
 }
 
-/* Global (not static) functions are verified once, on their own, whatever
- * their callers' state: parsing runs twice (again after
- * bpf_skb_pull_data), and the transport header may sit at any offset behind
- * VLAN tags, IPv4 options and IPv6 extension headers. Verified inline, every
- * combination of those would be explored again for everything after it. */
-__noinline int tcpol_parse_l4(struct __sk_buff *skb, __u32 offset, struct tcpol_packet *p)
+/* Parsing is inlined: the two BPF-to-BPF calls it was before cost ~16 ns
+ * of a ~110 ns packet of an established flow (bench/dataplane.ts). The
+ * verifier then walks every path through parsing (VLAN tags, IPv4 options,
+ * IPv6 extension headers) for what follows, and again after
+ * bpf_skb_pull_data: that costs load time (2.6 s instead of 0.3 s on this
+ * loaded 2-CPU machine), not packet time. Global functions, verified once on
+ * their own, would avoid that, but before Linux 5.12 a global function may
+ * not take a pointer to the caller's stack, and 5.10 refuses the object. */
+static __always_inline int tcpol_parse_l4(struct __sk_buff *skb, __u32 offset, struct tcpol_packet *p)
 {
 	void *data_end = (void *)(long)skb->data_end;
 	void *data = (void *)(long)skb->data;
@@ -341,7 +344,7 @@ __noinline int tcpol_parse_l4(struct __sk_buff *skb, __u32 offset, struct tcpol_
 	return parse_l4(&nh, data_end, p);
 }
 
-__noinline int tcpol_parse(struct __sk_buff *skb, struct tcpol_packet *p)
+static __always_inline int tcpol_parse(struct __sk_buff *skb, struct tcpol_packet *p)
 {
 	void *data_end = (void *)(long)skb->data_end;
 	void *data = (void *)(long)skb->data;
@@ -503,27 +506,19 @@ static __always_inline __u64 flow_timeout(const struct tcpol_config *cfg, __u8 p
 	return state == TCPOL_FLOW_ESTABLISHED ? cfg->tcp_established_ns : cfg->tcp_transitory_ns;
 }
 
-/* Timer callback: deletes a flow that has been idle for its timeout, or
- * sleeps again until it might have been. The timeout is read from the
- * configuration each time, so a changed timeout applies to live flows. */
-static int tcpol_flow_expire(void *map, struct tcpol_flow_key *key, struct tcpol_flow *flow)
+/* Now, on CLOCK_MONOTONIC's time base. bpf_ktime_get_ns() reads the clock
+ * source: ~30 ns here, a quarter of a packet of a live flow. The coarse
+ * clock (Linux 5.11) returns the time of the last tick, behind by at most a
+ * tick (1-10 ms), nothing for idle timeouts of seconds. libbpf resolves
+ * bpf_core_enum_value_exists() against the running kernel's BTF when the
+ * object loads (a CO-RE relocation, no map), and the verifier removes the
+ * branch not taken: the same object loads on 5.10, which has no coarse
+ * clock. */
+static __always_inline __u64 flow_clock(void)
 {
-	struct tcpol_config *cfg;
-	__u64 idle, timeout;
-	__u32 zero = 0;
-
-	cfg = bpf_map_lookup_elem(&tcpol_cfg, &zero);
-	if (!cfg)
-		return 0;
-	timeout = flow_timeout(cfg, key->protocol, flow->state);
-	idle = bpf_ktime_get_ns() - flow->last_seen_ns;
-	if (idle >= timeout) {
-		if (bpf_map_delete_elem(map, key) == 0)
-			count(TCPOL_STAT_FLOWS_EXPIRED, 0);
-		return 0;
-	}
-	bpf_timer_start(&flow->timer, timeout - idle, 0);
-	return 0;
+	if (bpf_core_enum_value_exists(enum bpf_func_id, BPF_FUNC_ktime_get_coarse_ns))
+		return bpf_ktime_get_coarse_ns();
+	return bpf_ktime_get_ns();
 }
 
 static __always_inline void flow_key_of(struct tcpol_flow_key *k, __u8 dir,
@@ -549,54 +544,72 @@ static __always_inline __u8 seen_flag(__u8 dir)
 	return dir == TCPOL_EGRESS ? TCPOL_FLOW_SEEN_EGRESS : TCPOL_FLOW_SEEN_INGRESS;
 }
 
-/* 1 when the packet belongs to a live flow (which is then refreshed). */
+enum tcpol_flow_lookup {
+	FLOW_NONE = 0,    /* no entry: a new flow if the rules allow it */
+	FLOW_LIVE = 1,    /* a live flow, refreshed: pass */
+	FLOW_STALE = 2,   /* an entry idle past its timeout, or closed and
+			   * reopened by a SYN: gone; replaced if the rules
+			   * allow the packet, deleted otherwise */
+};
+
+/* Looks the packet's flow up and refreshes it when live. Idle expiry is
+ * decided here, on lookup, against the timeout configured now: nothing of
+ * ours runs on the host to collect garbage, and BPF timers (one per flow,
+ * allocated on creation) cost more than the rest of a new flow and need
+ * Linux 5.15. A stale entry stays in the table until its 5-tuple is seen
+ * again or the LRU reclaims its memory; read counts only live entries. */
 static __always_inline int flow_track(const struct tcpol_config *cfg, __u8 dir,
 				      const struct tcpol_packet *p,
-				      struct tcpol_flow_key *k, __u64 now)
+				      struct tcpol_flow_key *k, __u64 *clock)
 {
 	struct tcpol_flow *f = bpf_map_lookup_elem(&tcpol_flows, k);
-	__u8 flags;
+	__u64 now;
+	__u8 flags, state;
 
 	if (!f)
-		return 0;
-	if (now - f->last_seen_ns > flow_timeout(cfg, p->protocol, f->state)) {
-		if (bpf_map_delete_elem(&tcpol_flows, k) == 0)
-			count(TCPOL_STAT_FLOWS_EXPIRED, 0);
-		return 0;
+		return FLOW_NONE;
+	now = *clock = flow_clock();
+	state = f->state;
+	/* >=: a timeout of 0 keeps no flow. */
+	if (now - f->last_seen_ns >= flow_timeout(cfg, p->protocol, state)) {
+		count(TCPOL_STAT_FLOWS_EXPIRED, 0);
+		return FLOW_STALE;
 	}
+	flags = f->flags | seen_flag(dir);
 	if (p->protocol == IPPROTO_TCP) {
 		if (p->tcp_flags & TCP_FLAG_RST) {
 			if (bpf_map_delete_elem(&tcpol_flows, k) == 0)
 				count(TCPOL_STAT_FLOWS_RESET, 0);
-			return 1;
+			return FLOW_LIVE;
 		}
 		if ((p->tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) == TCP_FLAG_SYN &&
-		    f->state == TCPOL_FLOW_CLOSING) {
-			bpf_map_delete_elem(&tcpol_flows, k);
-			return 0;
-		}
+		    state == TCPOL_FLOW_CLOSING)
+			return FLOW_STALE; /* a new connection on the same ports */
 	}
-	flags = f->flags | seen_flag(dir);
 	if (p->protocol == IPPROTO_TCP && (p->tcp_flags & TCP_FLAG_FIN)) {
 		flags |= dir == TCPOL_EGRESS ? TCPOL_FLOW_FIN_EGRESS : TCPOL_FLOW_FIN_INGRESS;
-		f->state = TCPOL_FLOW_CLOSING;
-	} else if (f->state == TCPOL_FLOW_NEW &&
+		state = TCPOL_FLOW_CLOSING;
+	} else if (state == TCPOL_FLOW_NEW &&
 		   (flags & (TCPOL_FLOW_SEEN_EGRESS | TCPOL_FLOW_SEEN_INGRESS)) ==
 			   (TCPOL_FLOW_SEEN_EGRESS | TCPOL_FLOW_SEEN_INGRESS)) {
-		f->state = TCPOL_FLOW_ESTABLISHED;
+		state = TCPOL_FLOW_ESTABLISHED;
 	}
 	/* Skip the stores when nothing changed: a flow's entry is shared by
 	 * every CPU its packets arrive on. */
+	if (f->state != state)
+		f->state = state;
 	if (f->flags != flags)
 		f->flags = flags;
 	if (f->last_seen_ns != now)
 		f->last_seen_ns = now;
-	return 1;
+	return FLOW_LIVE;
 }
 
-static __always_inline void flow_create(const struct tcpol_config *cfg, __u8 dir,
-					const struct tcpol_packet *p,
-					struct tcpol_flow_key *k, __u64 now)
+/* Records a flow the rules let through. BPF_NOEXIST for a new one: another
+ * CPU may have created it since our lookup, and its entry wins. BPF_ANY over
+ * a stale one, which it replaces in one step. */
+static __always_inline void flow_create(__u8 dir, const struct tcpol_packet *p,
+					struct tcpol_flow_key *k, __u64 now, int stale)
 {
 	struct tcpol_flow fresh = {
 		.last_seen_ns = now,
@@ -604,34 +617,27 @@ static __always_inline void flow_create(const struct tcpol_config *cfg, __u8 dir
 		.flags = seen_flag(dir) |
 			 (dir == TCPOL_EGRESS ? TCPOL_FLOW_ORIGIN_EGRESS : TCPOL_FLOW_ORIGIN_INGRESS),
 	};
-	struct tcpol_flow *f;
 
 	if (p->protocol == IPPROTO_TCP) {
-		if (p->tcp_flags & TCP_FLAG_RST)
-			return; /* nothing left to track */
+		if (p->tcp_flags & TCP_FLAG_RST) {
+			/* nothing left to track */
+			if (stale)
+				bpf_map_delete_elem(&tcpol_flows, k);
+			return;
+		}
 		if (p->tcp_flags & TCP_FLAG_FIN) {
 			fresh.state = TCPOL_FLOW_CLOSING;
 			fresh.flags |= dir == TCPOL_EGRESS ? TCPOL_FLOW_FIN_EGRESS : TCPOL_FLOW_FIN_INGRESS;
 		}
 	}
-	/* NOEXIST: another CPU may have created it since our lookup. */
-	if (bpf_map_update_elem(&tcpol_flows, k, &fresh, BPF_NOEXIST))
-		return;
-	count(TCPOL_STAT_FLOWS_CREATED, 0);
-	/* The timer lives in the map value, so arm it through a lookup. If it
-	 * cannot be armed (memory), the flow still expires on lookup and the
-	 * LRU reclaims its entry. */
-	f = bpf_map_lookup_elem(&tcpol_flows, k);
-	if (!f || bpf_timer_init(&f->timer, &tcpol_flows, CLOCK_MONOTONIC))
-		return;
-	bpf_timer_set_callback(&f->timer, tcpol_flow_expire);
-	bpf_timer_start(&f->timer, flow_timeout(cfg, p->protocol, fresh.state), 0);
+	if (bpf_map_update_elem(&tcpol_flows, k, &fresh, stale ? BPF_ANY : BPF_NOEXIST) == 0)
+		count(TCPOL_STAT_FLOWS_CREATED, 0);
 }
 
 /* 1 when an ICMP error quotes a datagram of a live flow. Ingress errors
  * quote what the host sent; egress errors what the host received. */
 static __always_inline int flow_related(const struct tcpol_config *cfg, __u8 dir,
-					const struct tcpol_packet *p, __u64 now)
+					const struct tcpol_packet *p)
 {
 	struct tcpol_flow_key k = {};
 	struct tcpol_flow *f;
@@ -652,24 +658,26 @@ static __always_inline int flow_related(const struct tcpol_config *cfg, __u8 dir
 	f = bpf_map_lookup_elem(&tcpol_flows, &k);
 	if (!f)
 		return 0;
-	return now - f->last_seen_ns <= flow_timeout(cfg, k.protocol, f->state);
+	return flow_clock() - f->last_seen_ns < flow_timeout(cfg, k.protocol, f->state);
 }
 
 static __always_inline int decide(const struct tcpol_config *cfg, __u8 dir,
 				  const struct tcpol_packet *p)
 {
 	struct tcpol_flow_key k = {};
+	int verdict, flow = FLOW_NONE;
+	/* Read only when needed: the clock costs ~30 ns here, more than a third
+	 * of a packet of a live flow, and a denied packet never needs it. */
 	__u64 now = 0;
-	int verdict;
 
 	if (failsafe(cfg, dir, p))
 		return VERDICT_ALLOW;
 	if (cfg->stateful) {
-		now = bpf_ktime_get_ns();
 		flow_key_of(&k, dir, p);
-		if (flow_track(cfg, dir, p, &k, now))
+		flow = flow_track(cfg, dir, p, &k, &now);
+		if (flow == FLOW_LIVE)
 			return VERDICT_ALLOW;
-		if (p->icmp_error && flow_related(cfg, dir, p, now))
+		if (p->icmp_error && flow_related(cfg, dir, p))
 			return VERDICT_ALLOW;
 	}
 	verdict = match_rules(cfg, dir, p);
@@ -679,7 +687,9 @@ static __always_inline int decide(const struct tcpol_config *cfg, __u8 dir,
 		verdict = dflt == TCPOL_DEFAULT_DENY ? VERDICT_DENY : VERDICT_ALLOW;
 	}
 	if (verdict == VERDICT_ALLOW && cfg->stateful)
-		flow_create(cfg, dir, p, &k, now);
+		flow_create(dir, p, &k, now ? now : flow_clock(), flow == FLOW_STALE);
+	else if (flow == FLOW_STALE)
+		bpf_map_delete_elem(&tcpol_flows, &k);
 	return verdict;
 }
 

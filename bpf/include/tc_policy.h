@@ -43,8 +43,7 @@
 #define TCPOL_L4_MAX_ENTRIES 32768
 /* One prefix per rule and family, plus the /0 entry. */
 #define TCPOL_ADDR_MAX_ENTRIES 2048
-/* LRU maps are preallocated: ~120 bytes per entry (~30 MB), plus the timer
- * (~100 bytes) that the program allocates for each flow it creates. */
+/* LRU maps are preallocated: ~120 bytes per entry (~30 MB). */
 #define TCPOL_FLOW_MAX_ENTRIES 262144
 
 enum tcpol_direction {
@@ -155,15 +154,21 @@ enum tcpol_flow_state {
 #define TCPOL_FLOW_FIN_EGRESS 0x10
 #define TCPOL_FLOW_FIN_INGRESS 0x20
 
-/* tcpol_flows value. The timer deletes the entry once it has been idle for
- * its timeout (nothing of ours runs on the host to collect garbage); user
- * space reads and writes zeros in its place, the kernel ignores them. 32 bytes. */
+/* tcpol_flows value. An entry idle past its timeout is gone: the program
+ * treats it as absent when it looks it up (and replaces or deletes it then),
+ * read counts only live entries, and the LRU reclaims the memory of the
+ * others. 32 bytes: the last 16 held the per-flow BPF timer of versions
+ * before lazy expiry. They are kept, never read or written by the program
+ * (user space writes zeros), so that the pinned flow table of an older
+ * version, whose BTF still declares a bpf_timer there, is reused on upgrade
+ * with its flows: libbpf reuses a pinned map only when type, key and value
+ * sizes and max_entries agree. */
 struct tcpol_flow {
 	__u64 last_seen_ns; /* bpf_ktime_get_ns(): CLOCK_MONOTONIC */
 	__u8 state;         /* enum tcpol_flow_state */
 	__u8 flags;         /* TCPOL_FLOW_* */
 	__u8 pad[6];
-	struct bpf_timer timer;
+	__u8 reserved[16];
 };
 
 struct tcpol_counter {
@@ -178,7 +183,7 @@ enum tcpol_stat {
 	TCPOL_STAT_EGRESS_ALLOWED = 2,
 	TCPOL_STAT_EGRESS_DENIED = 3,
 	TCPOL_STAT_FLOWS_CREATED = 4,
-	TCPOL_STAT_FLOWS_EXPIRED = 5, /* idle past the timeout (timer or lookup) */
+	TCPOL_STAT_FLOWS_EXPIRED = 5, /* found idle past the timeout on lookup */
 	TCPOL_STAT_FLOWS_RESET = 6,   /* removed by a TCP RST */
 	TCPOL_STAT_MAX = 7,
 };

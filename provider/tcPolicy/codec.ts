@@ -50,7 +50,7 @@ export const LAYOUTS = {
   tcpol_v6_prefix: { size: 20, members: { prefixlen: 0, addr: 4 } },
   tcpol_rule_set: { size: 128, members: { bits: 0 } },
   tcpol_flow_key: { size: 40, members: { local: 0, remote: 16, local_port: 32, remote_port: 34, protocol: 36, family: 37, pad: 38 } },
-  tcpol_flow: { size: 32, members: { last_seen_ns: 0, state: 8, flags: 9, pad: 10, timer: 16 } },
+  tcpol_flow: { size: 32, members: { last_seen_ns: 0, state: 8, flags: 9, pad: 10, reserved: 16 } },
   tcpol_counter: { size: 16, members: { packets: 0, bytes: 8 } },
 } as const;
 
@@ -351,7 +351,7 @@ export function decodeFlowKey(bytes: Uint8Array): FlowKey {
   };
 }
 
-/** The timer's 16 bytes stay zero: the kernel neither reads nor returns them. */
+/** The reserved 16 bytes (the timer of versions before lazy expiry) stay zero. */
 export function encodeFlowValue(f: FlowValue): Uint8Array {
   const out = new Uint8Array(LAYOUTS.tcpol_flow.size);
   view(out).setBigUint64(FV.last_seen_ns, f.lastSeenNs, true);

@@ -55,8 +55,12 @@ const OBJECT = "tc_policy";
  */
 export const TC_PRIORITY = DEFAULT_PRIORITY;
 
-/** The flow table's per-flow idle timers. */
-const TIMER_HELPERS = ["bpf_timer_init", "bpf_timer_set_callback", "bpf_timer_start"];
+/**
+ * Helpers the programs call (the flow table's clock, pulling headers out of
+ * paged fragments). Flows expire on lookup, without BPF timers, so the object
+ * needs no helper newer than Linux 4.9 (its BPF-to-BPF calls need 5.6).
+ */
+const POLICY_HELPERS = ["bpf_ktime_get_ns", "bpf_skb_pull_data"];
 
 /** What planning reads from the host. */
 const POLICY_MAPS: readonly string[] = [MAPS.config, MAPS.rules, ...TRIE_MAPS];
@@ -178,6 +182,18 @@ function observedFrom(host: PolicyHostState): ObservedPolicy {
   });
 }
 
+/**
+ * The object picks its flow clock when it loads (the coarse clock where the
+ * kernel has it, a CO-RE relocation that libbpf resolves against the kernel's
+ * BTF), so libbpf refuses it on a kernel that does not expose its BTF.
+ */
+function requireKernelBtf(session: SshSession, host: PolicyHostState): void {
+  if (host.kernelBtf) return;
+  throw new HostPreconditionError(
+    `${session.label}: the kernel does not expose its BTF (/sys/kernel/btf/vmlinux is missing), which loading the TcPolicy object needs; use a kernel built with CONFIG_DEBUG_INFO_BTF=y (distribution kernels usually are; Debian 11's 5.10 is). Nothing was changed.`,
+  );
+}
+
 /** Both hooks run this policy's programs. */
 function attachedOn(host: PolicyHostState, inputs: Placement): boolean {
   return DIRECTIONS.every((d) => {
@@ -229,13 +245,14 @@ async function converge(inputs: TcPolicyInputs, olds?: TcPolicyState): Promise<T
   const object = packagedObject(OBJECT);
   await preflight(session);
   await requireProgramType(session, "sched_cls");
-  await requireHelpers(session, "sched_cls", TIMER_HELPERS, "the flow table's idle timers; TC programs may use BPF timers from Linux 5.15");
+  await requireHelpers(session, "sched_cls", POLICY_HELPERS, "the flow table's clock and header pulls; TC programs have both from Linux 4.9");
   const peer = peerAddress(await session.managementPeer());
   const host = await surveyPolicy(session, inputs.interface, layout, {
     objectPath: objectRemotePath(object),
     peer: peer && formatAddress(peer.bytes),
     maps: POLICY_MAPS,
   });
+  requireKernelBtf(session, host);
   requireEthernet(session, host, inputs.interface);
   requireHook(session, host, inputs.interface);
   claimSlots(session, host, inputs);

@@ -4,11 +4,12 @@
 // the provider writes it: canonical inputs (tcPolicySchema) → planPolicy →
 // one `bpftool batch`.
 import { execFileSync } from "node:child_process";
+import { existsSync, mkdirSync } from "node:fs";
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { batchText } from "../../provider/remote/bpfHost";
 import {
-  ADDR_MAX_ENTRIES, decodeFlowKey, decodeFlowValue, FLOW_FLAG, FLOW_MAX_ENTRIES, IPPROTO, L4_MAX_ENTRIES, LAYOUTS, MAPS, MAX_RULES, PROGRAMS, STAT, sumU64, TRIE_MAPS, u32Key,
+  ADDR_MAX_ENTRIES, decodeFlowKey, decodeFlowValue, encodeFlowValue, FLOW_FLAG, FLOW_MAX_ENTRIES, IPPROTO, L4_MAX_ENTRIES, LAYOUTS, MAPS, MAX_RULES, PROGRAMS, STAT, sumU64, TRIE_MAPS, u32Key,
   type FlowKey,
 } from "../../provider/tcPolicy/codec";
 import {
@@ -18,7 +19,8 @@ import { rulesOf, tcPolicySchema, type TcPolicyInputs } from "../../provider/tcP
 import {
   arp, ETH_P, ethernet, icmpv4, icmpv6, ipFrame, ipv4, ipv6, ipv6Bytes, tcp, udp, type Segment, type TcpFlags, type VlanTag,
 } from "./packets";
-import { buildObjects, kernelTestsUnavailable, loadObject, objectPath, TC, withObject, type LoadedObject } from "./progRun";
+import { buildObjects, kernelTestsUnavailable, loadObject, objectPath, REPO_ROOT, TC, withObject, type LoadedObject } from "./progRun";
+import { LIVE_FLOWS_SH } from "../../provider/tcPolicy/hostState";
 import { sumCounters } from "../../provider/counters";
 
 const unavailable = kernelTestsUnavailable();
@@ -67,6 +69,42 @@ async function flows(obj: LoadedObject) {
 
 const flowOf = (all: Awaited<ReturnType<typeof flows>>, k: Partial<FlowKey>) =>
   all.find((f) => Object.entries(k).every(([name, v]) => f.key[name as keyof FlowKey] === v));
+
+/** Live flows as `read` reports them: the provider's own shell function on the pinned maps. */
+async function liveFlows(obj: LoadedObject): Promise<number> {
+  const out = execFileSync("sh", ["-c", `${LIVE_FLOWS_SH}\ncount_live_flows "$1" "$2"`, "sh", obj.mapPin(MAPS.config), obj.mapPin(MAPS.flows)], { encoding: "utf8" });
+  return Number(out.trim());
+}
+
+/** Rewrites the flow with `remote` as last seen `seconds` ago on CLOCK_MONOTONIC (the program's clock). */
+async function backdate(obj: LoadedObject, remote: string, seconds: number): Promise<void> {
+  const flow = (await obj.dumpMap(MAPS.flows)).find((e) => decodeFlowKey(e.key).remote === remote);
+  if (!flow) throw new Error(`no flow with ${remote}`);
+  const value = { ...decodeFlowValue(flow.value), lastSeenNs: process.hrtime.bigint() - BigInt(Math.round(seconds * 1e9)) };
+  await obj.batchText(batchText([{ op: "update", map: obj.mapPin(MAPS.flows), key: flow.key, value: encodeFlowValue(value) }]));
+}
+
+/** Seconds one BPF_PROG_TEST_RUN through bpftool takes here (the slowest of three). */
+async function commandLatency(obj: LoadedObject): Promise<number> {
+  let worst = 0;
+  for (let i = 0; i < 3; i++) {
+    const t0 = process.hrtime.bigint();
+    await obj.runProgram(PROGRAMS.ingress, from("203.0.113.250", udpTo(9)));
+    worst = Math.max(worst, Number(process.hrtime.bigint() - t0) / 1e9);
+  }
+  return worst;
+}
+
+/** The tc_policy object of an earlier commit, built from `git archive` (cached in /tmp). */
+async function oldObject(ref: string): Promise<string> {
+  const dir = `/tmp/bpfleet-tcpol-${ref}`;
+  const object = `${dir}/bpf/obj/tc_policy.bpf.o`;
+  if (!existsSync(object)) {
+    mkdirSync(dir, { recursive: true });
+    execFileSync("sh", ["-c", 'git -C "$1" archive "$2" bpf | tar -x -C "$3" && make -s -C "$3/bpf" obj/tc_policy.bpf.o', "sh", REPO_ROOT, ref, dir]);
+  }
+  return object;
+}
 
 // ---------------------------------------------------------------- packets
 
@@ -579,56 +617,127 @@ describe.skipIf(unavailable !== undefined)("tc_policy", { timeout: 60_000 }, () 
     });
   });
 
-  describe("flow expiry", () => {
-    it("treats an idle flow as gone once a shortened timeout has passed (the reply is denied)", async () => {
+  describe("flow expiry (on lookup, no BPF timers)", () => {
+    const established: PolicyArgs = { stateful: true, ingress: { default: "deny", rules: ["allow tcp 22"] }, timeouts: { tcpEstablished: 3600, tcpTransitory: 3600, other: 3600 } };
+    const open = async (obj: LoadedObject, peer: string, port: number) => {
+      await egress(obj, to(peer, tcpTo(443, syn, port)));
+      expect(await ingress(obj, from(peer, tcpTo(port, synAck, 443)))).toBe(PASS);
+    };
+
+    it("an entry idle past its timeout is no longer passed, no longer counted live, and deleted on lookup", async () => {
       await withObject(OBJ, async (obj) => {
-        const policy: PolicyArgs = { stateful: true, ingress: { default: "deny", rules: ["allow tcp 22"] }, timeouts: { tcpEstablished: 3600, tcpTransitory: 3600, other: 3600 } };
-        await applyPolicy(obj, policy);
+        await applyPolicy(obj, established);
         const peer = "198.51.100.80";
-        await egress(obj, to(peer, tcpTo(443, syn, 46000)));
-        expect(await ingress(obj, from(peer, tcpTo(46000, synAck, 443)))).toBe(PASS);
-        await applyPolicy(obj, { ...policy, timeouts: { tcpEstablished: 0.05, tcpTransitory: 0.05, other: 0.05 } });
-        await sleep(120);
+        const busy = "198.51.100.81";
+        await open(obj, peer, 46000);
+        await open(obj, busy, 46001);
+        expect(await liveFlows(obj)).toBe(2);
+        // Age the entry on the program's own clock: last seen one timeout and a second ago.
+        await backdate(obj, peer, 3601);
+        expect(await liveFlows(obj), "read counts only live flows").toBe(1);
+        expect(flowOf(await flows(obj), { remote: peer }), "still in the table until looked up or reclaimed").toBeDefined();
         const expired = (await stat(obj, STAT.flowsExpired)).packets;
         expect(await ingress(obj, from(peer, tcpTo(46000, ack, 443)))).toBe(DROP);
         expect(flowOf(await flows(obj), { remote: peer }), "the lookup deleted it").toBeUndefined();
         expect((await stat(obj, STAT.flowsExpired)).packets).toBe(expired + 1);
+        expect(await ingress(obj, from(busy, tcpTo(46001, ack, 443))), "the other flow").toBe(PASS);
       });
     });
 
-    it("deletes a flow by its timer once it has been idle for its timeout", async () => {
+    it("an idle entry whose packet the rules allow is replaced by a fresh flow", async () => {
       await withObject(OBJ, async (obj) => {
-        await applyPolicy(obj, { stateful: true, ingress: { default: "deny", rules: ["allow tcp 22"] }, timeouts: { tcpEstablished: 3600, tcpTransitory: 3600, other: 0.2 } });
+        await applyPolicy(obj, established);
+        const client = "198.51.100.82";
+        expect(await ingress(obj, from(client, tcpTo(22, syn, 52000)))).toBe(PASS);
+        await egress(obj, to(client, tcpTo(52000, synAck, 22)));
+        await backdate(obj, client, 3601);
+        const created = (await stat(obj, STAT.flowsCreated)).packets;
+        const expired = (await stat(obj, STAT.flowsExpired)).packets;
+        expect(await ingress(obj, from(client, tcpTo(22, syn, 52000)))).toBe(PASS);
+        const flow = flowOf(await flows(obj), { remote: client });
+        expect(flow?.value.state, "judged again as a new connection").toBe("new");
+        expect(flow!.value.flags).toBe(FLOW_FLAG.originIngress | FLOW_FLAG.seenIngress);
+        expect(Number(process.hrtime.bigint() - flow!.value.lastSeenNs) / 1e9).toBeLessThan(60);
+        expect((await stat(obj, STAT.flowsCreated)).packets).toBe(created + 1);
+        expect((await stat(obj, STAT.flowsExpired)).packets).toBe(expired + 1);
+        expect(await liveFlows(obj)).toBe(1);
+      });
+    });
+
+    it("expires an idle flow on the program's clock and keeps a busy one (waits derived from measured command latency)", async () => {
+      await withObject(OBJ, async (obj) => {
+        // One bpftool run here is ~10 ms; in an emulated guest it can be 0.5 s. The
+        // timeout leaves room for 10 of them, so the busy flow's packets, each one
+        // command apart, always arrive well inside it.
+        const timeout = Math.max(0.2, 10 * (await commandLatency(obj)));
+        await applyPolicy(obj, { ...established, timeouts: { tcpEstablished: 3600, tcpTransitory: 3600, other: timeout } });
         const dns = "192.0.2.53";
         const active = "192.0.2.54";
         await egress(obj, to(dns, udpTo(53, 34000)));
         await egress(obj, to(active, udpTo(53, 34001)));
-        expect(flowOf(await flows(obj), { remote: dns })).toBeDefined();
-        // Keep one flow busy past its first deadline: the timer must re-arm, not delete it.
-        for (let i = 0; i < 6; i++) {
-          await sleep(60);
+        const idleSince = process.hrtime.bigint();
+        expect(await liveFlows(obj)).toBe(2);
+        // Keep one flow busy for twice the timeout: its last_seen must move.
+        while (Number(process.hrtime.bigint() - idleSince) / 1e9 < 2 * timeout) {
+          await sleep((timeout * 1000) / 5);
           expect(await ingress(obj, from(active, udp({ srcPort: 53, dstPort: 34001 })))).toBe(PASS);
         }
-        await sleep(150);
-        const left = await flows(obj);
-        expect(flowOf(left, { remote: dns }), "idle flow deleted by its timer").toBeUndefined();
-        expect(flowOf(left, { remote: active }), "busy flow still there").toBeDefined();
-        expect((await stat(obj, STAT.flowsExpired)).packets).toBeGreaterThanOrEqual(1);
-        expect(await ingress(obj, from(dns, udp({ srcPort: 53, dstPort: 34000 })))).toBe(DROP);
+        expect(await liveFlows(obj), "only the busy flow is live").toBe(1);
+        expect(await ingress(obj, from(active, udp({ srcPort: 53, dstPort: 34001 }))), "busy flow").toBe(PASS);
+        const expired = (await stat(obj, STAT.flowsExpired)).packets;
+        expect(await ingress(obj, from(dns, udp({ srcPort: 53, dstPort: 34000 }))), "idle flow").toBe(DROP);
+        expect(flowOf(await flows(obj), { remote: dns })).toBeUndefined();
+        expect((await stat(obj, STAT.flowsExpired)).packets).toBe(expired + 1);
       });
     });
 
     it("shortens a flow to the transitory timeout after a FIN", async () => {
       await withObject(OBJ, async (obj) => {
-        await applyPolicy(obj, { stateful: true, ingress: { default: "deny", rules: ["allow tcp 22"] }, timeouts: { tcpEstablished: 3600, tcpTransitory: 0.1, other: 3600 } });
-        const open = (peer: string, port: number) => egress(obj, to(peer, tcpTo(443, syn, port))).then(() => ingress(obj, from(peer, tcpTo(port, synAck, 443))));
-        await open("198.51.100.90", 47000);
-        await open("198.51.100.91", 47001);
+        const transitory = Math.max(0.2, 10 * (await commandLatency(obj)));
+        await applyPolicy(obj, { ...established, timeouts: { tcpEstablished: 3600, tcpTransitory: transitory, other: 3600 } });
+        const t0 = process.hrtime.bigint();
+        await open(obj, "198.51.100.90", 47000);
+        await open(obj, "198.51.100.91", 47001);
+        // Both opened inside the transitory timeout, so both are established now.
+        expect(Number(process.hrtime.bigint() - t0) / 1e9).toBeLessThan(transitory);
         await egress(obj, to("198.51.100.90", tcpTo(443, { fin: true, ack: true }, 47000)));
-        await sleep(250);
+        await sleep(2 * transitory * 1000);
+        expect(await liveFlows(obj)).toBe(1);
         expect(await ingress(obj, from("198.51.100.90", tcpTo(47000, ack, 443))), "closing flow").toBe(DROP);
         expect(await ingress(obj, from("198.51.100.91", tcpTo(47001, ack, 443))), "established flow").toBe(PASS);
       });
+    });
+
+    it("reuses the pinned flow table of the timer-based version (83e2324) on upgrade, with its flows", async (ctx) => {
+      let old: LoadedObject;
+      try {
+        old = await loadObject(await oldObject("83e2324"));
+      } catch (e) {
+        // Before 5.15 the old object never loaded (BPF timers in map values; the
+        // verifier says "number of funcs in func_info doesn't match number of
+        // subprogs"), so no host of that kernel has its maps to upgrade from.
+        if (/func_info doesn't match/.test(String(e))) return ctx.skip();
+        throw e;
+      }
+      try {
+        await applyPolicy(old, established);
+        const peer = "198.51.100.95";
+        await open(old, peer, 48000);
+        const upgraded = await loadObject(OBJ, { reuseMapsOf: old });
+        try {
+          expect((await upgraded.programInfo(PROGRAMS.ingress)).map_ids.sort()).toEqual((await old.programInfo(PROGRAMS.ingress)).map_ids.sort());
+          expect(await ingress(upgraded, from(peer, tcpTo(48000, ack, 443))), "a flow the old program created").toBe(PASS);
+          expect(await ingress(upgraded, from(peer, tcpTo(48001, ack, 443)))).toBe(DROP);
+          await open(upgraded, "198.51.100.96", 48002);
+          expect(await liveFlows(upgraded)).toBe(2);
+          await backdate(upgraded, peer, 3601);
+          expect(await ingress(upgraded, from(peer, tcpTo(48000, ack, 443))), "expired on lookup").toBe(DROP);
+        } finally {
+          upgraded.close();
+        }
+      } finally {
+        old.close();
+      }
     });
   });
 

@@ -140,7 +140,7 @@ describe("flows", () => {
     expect(decodeFlowKey(encodeFlowKey(v6))).toEqual(v6);
   });
 
-  it("struct tcpol_flow (32 bytes): last seen (LE ns), state, flags; the timer stays zero", () => {
+  it("struct tcpol_flow (32 bytes): last seen (LE ns), state, flags; the reserved 16 bytes stay zero", () => {
     const value = { lastSeenNs: 123456789012345n, state: "established" as const, flags: FLOW_FLAG.originEgress | FLOW_FLAG.seenEgress | FLOW_FLAG.seenIngress };
     const bytes = encodeFlowValue(value);
     expect(hex(bytes)).toBe(le64(123456789012345n) + "01" + "0d" + "00".repeat(6) + "00".repeat(16));

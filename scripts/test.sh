@@ -23,7 +23,7 @@ run_suite() {
 echo "=== typecheck (tests and benchmarks: vitest and tsx do not check types)"
 npx tsc -p tsconfig.test.json || status=1
 run_suite unit test/unit
-run_suite kernel test/kernel
+run_suite kernel test/kernel/
 # Debian 11/12/13's kernels under qemu (test/kernels): every object loads and runs a
 # packet with each release's bpftool, and README's supported-kernels table holds; a
 # Debian 11 guest is driven over SSH. (test/kernel as a whole inside an emulated 6.1

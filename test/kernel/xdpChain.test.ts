@@ -10,7 +10,8 @@ import { execFileSync } from "node:child_process";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { ETH_P, ethernet, ipv4, tcp } from "./packets";
 import { buildObjects, createNetns, kernelTestsUnavailable, loadProgram, objectPath, runXdp, XDP, type LoadedProgram, type TestNetns } from "./progRun";
-import { DENY_VALUE, encodeDenyEntry } from "../../provider/xdpFirewall/codec";
+import { batchText } from "../../provider/remote/bpfHost";
+import { denyOperations, planDeny } from "../../provider/xdpFirewall/plan";
 import { encodeBackend, encodeIndex, encodeVip, encodeVipKey, LB_STATS, MAPS, tableOperations, type LbStat } from "../../provider/maglev/codec";
 import { buildTable, diffTable } from "../../provider/maglev/table";
 import { sumCounters } from "../../provider/counters";
@@ -102,8 +103,8 @@ async function setUp(): Promise<void> {
   firewall = await loadProgram(objectPath("xdp_firewall"), "xdp", { xdp_chain: chainPin() });
   balancer = await loadProgram(objectPath("xdp_maglev"), "xdp", { xdp_chain: chainPin() });
 
-  const { map, key } = encodeDenyEntry(`${DENIED}/32`);
-  await firewall.updateMap(map, [{ key: Buffer.from(key), value: Buffer.from(DENY_VALUE) }]);
+  // Through the provider's plan: the record and the index the program looks up.
+  await firewall.batchText(batchText(denyOperations(planDeny([`${DENIED}/32`], []), (m) => firewall.mapPin(m))));
 
   const id = `${BACKEND.address}:80`;
   const table = buildTable([{ id }], M);

@@ -36,8 +36,8 @@ export const REQUIREMENTS: Requirement[] = [
   { column: "MaglevService", objects: ["xdp_maglev"], programType: "xdp", helpers: [] },
   { column: "XDP chain (firewall + LB)", objects: ["xdp_dispatcher", "xdp_firewall", "xdp_maglev"], programType: "xdp", helpers: [] },
   { column: "TrafficMirror", objects: ["tc_mirror"], programType: "sched_cls", helpers: [] },
-  // provider/tcPolicy/lifecycle.ts's TIMER_HELPERS, required by every TcPolicy today.
-  { column: "TcPolicy", objects: ["tc_policy"], programType: "sched_cls", helpers: ["bpf_timer_init", "bpf_timer_set_callback", "bpf_timer_start"] },
+  // provider/tcPolicy/lifecycle.ts's POLICY_HELPERS (no BPF timers since flows expire on lookup).
+  { column: "TcPolicy", objects: ["tc_policy"], programType: "sched_cls", helpers: ["bpf_ktime_get_ns", "bpf_skb_pull_data"] },
 ];
 
 export function readResults(dir: string): SuiteResult[] {
@@ -54,7 +54,7 @@ export function preflightVerdict(tool: ToolResult, req: Requirement): string | u
   if (tool.features.program_types[`have_${req.programType}_prog_type`] === false) return `no ${req.programType} programs`;
   const available = tool.features.helpers[req.programType] ?? [];
   const missing = req.helpers.filter((h) => !available.includes(h));
-  return missing.length ? `preflight refuses: no ${missing.join(", ")} (BPF timers, Linux 5.15)` : undefined;
+  return missing.length ? `preflight refuses: no ${missing.join(", ")}` : undefined;
 }
 
 /** The first reason `objects` do not load and run with `tool`; undefined when all do. */

@@ -81,7 +81,15 @@ export async function armRevert(session: SshSession, revertScript: string, secon
 // Runs now, and waits for, every revert still pending for one resource (its script names
 // the resource's pin directory): claimed by the same rename as the watcher's, so each
 // revert runs once. Prints how many it ran.
-const SETTLE_SCRIPT = `
+// It runs what it finds as root, so nothing is run from a guard directory (or a
+// /run/bpfleet above it) that root alone could not have written: such a host has
+// nothing pending it could trust, and the step of the change that needs the
+// directory refuses it, saying why (root_dirs). A host that has neither has nothing
+// pending, and nothing is created for it.
+const SETTLE_SCRIPT = `${ROOT_DIRS_FUNCTION}
+for d in "\${1%/*}" "$1"; do
+  if [ -e "$d" ] || [ -L "$d" ]; then root_dirs "$d" 2>/dev/null || { echo 0; exit 0; }; else echo 0; exit 0; fi
+done
 n=0
 for s in "$1"/*.sh; do
   [ -e "$s" ] || continue

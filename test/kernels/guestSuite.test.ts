@@ -3,10 +3,11 @@
 // the read-only 9p share. The part is the TC policy (the one object whose kernel
 // features differ across supported kernels: flow expiry on lookup, no BPF timers,
 // with waits derived from measured latency), the XDP chain and the packet builder.
-// Measured in an emulated 6.1 guest on this 2-core machine under load:
-// tcPolicy.test.ts alone 246 s; the next file (maglev or the firewall) had not
-// finished after 270 s more. The XDP objects load and run a packet on every kernel
-// in the matrix (matrix.test.ts); their full verdict suites run on the machine's kernel.
+// Measured in the emulated 6.1 guest on a shared 2-core machine (load 5-8):
+// tcPolicy.test.ts alone 237-246 s, this whole step 440 s with boot; with all of
+// test/kernel the next file after tcPolicy (Maglev or the firewall) had not finished
+// 270 s later (the full suite took 22 min). The XDP objects load and run a packet on
+// every kernel in the matrix (matrix.test.ts); their verdict suites run on the machine's.
 import { spawn } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -22,7 +23,7 @@ interface VitestJson {
   numPendingTests: number;
   numFailedTests: number;
   numTotalTests: number;
-  testResults: { name: string; status: string; message?: string; assertionResults: { fullName: string; status: string; failureMessages: string[] }[] }[];
+  testResults: { name: string; status: string; message?: string; startTime: number; endTime: number; assertionResults: { fullName: string; status: string; failureMessages: string[] }[] }[];
 }
 
 let out: string;
@@ -40,8 +41,9 @@ beforeAll(async () => {
   // The guest's writable share (its /tmp/out): the job, its log, vitest's JSON.
   out = mkdtempSync(join(tmpdir(), "kmx-suite-"));
   const job = join(out, "job-src.sh");
-  // node_modules and the checkout are read-only in the guest: vite bundles no config
-  // into node_modules/.vite-temp (configLoader runner) and keeps its cache in the guest's /tmp.
+  // node_modules and the checkout are read-only in the guest: the config is loaded by
+  // vite's module runner (the default loader writes a bundle into node_modules/.vite-temp),
+  // and temporary files go to the guest's own tmpfs.
   writeFileSync(
     job,
     [
@@ -61,7 +63,8 @@ beforeAll(async () => {
   const file = join(out, "vitest.json");
   if (!existsSync(file)) throw new Error(`the guest wrote no vitest result; its log ends:\n${guestLog.slice(-4000)}`);
   result = JSON.parse(readFileSync(file, "utf8")) as VitestJson;
-  console.log(`test/kernel in the ${SUITE} guest: ${result.numPassedTests} passed, ${result.numPendingTests} skipped, ${result.numFailedTests} failed of ${result.numTotalTests} in ${seconds.toFixed(0)} s (boot included)`);
+  const perFile = result.testResults.map((f) => `${relative(root, f.name)} ${((f.endTime - f.startTime) / 1000).toFixed(0)} s`).join(", ");
+  console.log(`test/kernel in the ${SUITE} guest: ${result.numPassedTests} passed, ${result.numPendingTests} skipped, ${result.numFailedTests} failed of ${result.numTotalTests} in ${seconds.toFixed(0)} s (boot included; ${perFile})`);
 }, 1_800_000);
 
 afterAll(() => {

@@ -3,8 +3,9 @@
 // the read-only 9p share. The part is the TC policy (the one object whose kernel
 // features differ across supported kernels: flow expiry on lookup, no BPF timers,
 // with waits derived from measured latency), the XDP chain and the packet builder.
-// Measured in the emulated 6.1 guest on a shared 2-core machine (load 5-8):
-// tcPolicy.test.ts alone 237-246 s, this whole step 440 s with boot; with all of
+// Measured in the emulated 6.1 guest on a shared 2-core machine (load 4-8):
+// tcPolicy.test.ts 170-246 s, xdpChain 34 s, packets 1 s, this whole step 299-440 s
+// with boot and vitest's start (about 90 s); with all of
 // test/kernel the next file after tcPolicy (Maglev or the firewall) had not finished
 // 270 s later (the full suite took 22 min). The XDP objects load and run a packet on
 // every kernel in the matrix (matrix.test.ts); their verdict suites run on the machine's.

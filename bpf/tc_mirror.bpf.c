@@ -159,6 +159,19 @@ static __always_inline void parse_packet(struct __sk_buff *skb, struct packet *p
  * cost a misprediction on the CPU and double the verifier's paths. */
 #define LE32(bound, v) ((((__u64)(bound)) - ((__u64)(v)) - 1) >> 63)
 
+/* An index into bound[] the verifier can bound. Verifiers before 6.12 keep
+ * no bounds through an OR, XOR or shift by a register (only ADD, SUB and AND
+ * with a non-constant operand), and clang turns the search's `i += bit << k`
+ * into an OR, since the bits do not overlap; 5.10 and 6.1 then refuse the
+ * pointer arithmetic. The mask states the bound; barrier_var hides i from
+ * clang, which would otherwise drop the mask as proven redundant. One AND per
+ * step, and no value changes: i stays below MIRROR_BOUNDS by construction. */
+static __always_inline __u64 bound_idx(__u64 i)
+{
+	barrier_var(i);
+	return i & (MIRROR_BOUNDS - 1);
+}
+
 /* The number of bounds <= v (0..MIRROR_BOUNDS): the interval v falls in.
  * Only the depth halving steps the bounds in use need are taken (the rest
  * of bound[] holds the largest value). The last step counts bound[127],
@@ -174,27 +187,27 @@ static __always_inline __u32 rank32(const struct mirror_ranges *r, __u32 v)
 		i = LE32(bound[63], v) << 6;
 		/* fallthrough */
 	case 6:
-		i += LE32(bound[i + 31], v) << 5;
+		i += LE32(bound[bound_idx(i + 31)], v) << 5;
 		/* fallthrough */
 	case 5:
-		i += LE32(bound[i + 15], v) << 4;
+		i += LE32(bound[bound_idx(i + 15)], v) << 4;
 		/* fallthrough */
 	case 4:
-		i += LE32(bound[i + 7], v) << 3;
+		i += LE32(bound[bound_idx(i + 7)], v) << 3;
 		/* fallthrough */
 	case 3:
-		i += LE32(bound[i + 3], v) << 2;
+		i += LE32(bound[bound_idx(i + 3)], v) << 2;
 		/* fallthrough */
 	case 2:
-		i += LE32(bound[i + 1], v) << 1;
+		i += LE32(bound[bound_idx(i + 1)], v) << 1;
 		/* fallthrough */
 	case 1:
-		i += LE32(bound[i], v);
+		i += LE32(bound[bound_idx(i)], v);
 		/* fallthrough */
 	case 0:
 		break;
 	}
-	return i + LE32(bound[MIRROR_BOUNDS - 1], v);
+	return bound_idx(i) + LE32(bound[MIRROR_BOUNDS - 1], v);
 }
 
 /* Hacker's Delight 2-12: 1 when a < b, unsigned, without a branch. */
@@ -207,8 +220,12 @@ static __always_inline __u64 le128(const struct mirror_bound6 *b, __u64 hi, __u6
 {
 	__u64 diff = b->hi ^ hi;
 	__u64 same_hi = ((diff | -diff) >> 63) ^ 1;
+	__u64 le = lt64(b->hi, hi) | (same_hi & (lt64(lo, b->lo) ^ 1));
 
-	return lt64(b->hi, hi) | (same_hi & (lt64(lo, b->lo) ^ 1));
+	/* 0 or 1, but through an OR: verifiers before 6.12 see it unbounded,
+	 * and rank128 adds it to an index (bound_idx). */
+	barrier_var(le);
+	return le & 1;
 }
 
 static __always_inline __u32 rank128(const struct mirror_ranges6 *r, __u64 hi, __u64 lo)
@@ -221,27 +238,27 @@ static __always_inline __u32 rank128(const struct mirror_ranges6 *r, __u64 hi, _
 		i = le128(&bound[63], hi, lo) << 6;
 		/* fallthrough */
 	case 6:
-		i += le128(&bound[i + 31], hi, lo) << 5;
+		i += le128(&bound[bound_idx(i + 31)], hi, lo) << 5;
 		/* fallthrough */
 	case 5:
-		i += le128(&bound[i + 15], hi, lo) << 4;
+		i += le128(&bound[bound_idx(i + 15)], hi, lo) << 4;
 		/* fallthrough */
 	case 4:
-		i += le128(&bound[i + 7], hi, lo) << 3;
+		i += le128(&bound[bound_idx(i + 7)], hi, lo) << 3;
 		/* fallthrough */
 	case 3:
-		i += le128(&bound[i + 3], hi, lo) << 2;
+		i += le128(&bound[bound_idx(i + 3)], hi, lo) << 2;
 		/* fallthrough */
 	case 2:
-		i += le128(&bound[i + 1], hi, lo) << 1;
+		i += le128(&bound[bound_idx(i + 1)], hi, lo) << 1;
 		/* fallthrough */
 	case 1:
-		i += le128(&bound[i], hi, lo);
+		i += le128(&bound[bound_idx(i)], hi, lo);
 		/* fallthrough */
 	case 0:
 		break;
 	}
-	return i + le128(&bound[MIRROR_BOUNDS - 1], hi, lo);
+	return bound_idx(i) + le128(&bound[MIRROR_BOUNDS - 1], hi, lo);
 }
 
 static __always_inline __u64 range_bits(__u32 set, __u32 field, __u32 v)

@@ -157,19 +157,20 @@ static __always_inline void parse_packet(struct __sk_buff *skb, struct packet *p
 /* 1 when bound <= v, without a branch: both are below 2^32, so the 64-bit
  * difference bound - v - 1 is negative exactly then. A branch per step would
  * cost a misprediction on the CPU and double the verifier's paths. */
-#define LE32(bound, v) ((((__u64)(bound)) - ((__u64)(v)) - 1) >> 63)
+#define LE32(bound, v) le32((bound), (v))
 
-/* An index into bound[] the verifier can bound. Verifiers before 6.12 keep
- * no bounds through an OR, XOR or shift by a register (only ADD, SUB and AND
- * with a non-constant operand), and clang turns the search's `i += bit << k`
- * into an OR, since the bits do not overlap; 5.10 and 6.1 then refuse the
- * pointer arithmetic. The mask states the bound; barrier_var hides i from
- * clang, which would otherwise drop the mask as proven redundant. One AND per
- * step, and no value changes: i stays below MIRROR_BOUNDS by construction. */
-static __always_inline __u64 bound_idx(__u64 i)
+/* The step bit is hidden from clang (barrier_var, no instruction): knowing it
+ * is 0 or 1, clang turns the search's `i += bit << k` into an OR, as the bits
+ * do not overlap, and verifiers before 6.12 keep no bounds through an OR (nor
+ * XOR or a shift by a register; only ADD, SUB and AND with a register), so
+ * 5.10 and 6.1 refused the next index into bound[] as unbounded. Through ADD
+ * they see i stay below MIRROR_BOUNDS. */
+static __always_inline __u64 le32(__u64 bound, __u64 v)
 {
-	barrier_var(i);
-	return i & (MIRROR_BOUNDS - 1);
+	__u64 le = (bound - v - 1) >> 63;
+
+	barrier_var(le);
+	return le;
 }
 
 /* The number of bounds <= v (0..MIRROR_BOUNDS): the interval v falls in.
@@ -187,27 +188,27 @@ static __always_inline __u32 rank32(const struct mirror_ranges *r, __u32 v)
 		i = LE32(bound[63], v) << 6;
 		/* fallthrough */
 	case 6:
-		i += LE32(bound[bound_idx(i + 31)], v) << 5;
+		i += LE32(bound[i + 31], v) << 5;
 		/* fallthrough */
 	case 5:
-		i += LE32(bound[bound_idx(i + 15)], v) << 4;
+		i += LE32(bound[i + 15], v) << 4;
 		/* fallthrough */
 	case 4:
-		i += LE32(bound[bound_idx(i + 7)], v) << 3;
+		i += LE32(bound[i + 7], v) << 3;
 		/* fallthrough */
 	case 3:
-		i += LE32(bound[bound_idx(i + 3)], v) << 2;
+		i += LE32(bound[i + 3], v) << 2;
 		/* fallthrough */
 	case 2:
-		i += LE32(bound[bound_idx(i + 1)], v) << 1;
+		i += LE32(bound[i + 1], v) << 1;
 		/* fallthrough */
 	case 1:
-		i += LE32(bound[bound_idx(i)], v);
+		i += LE32(bound[i], v);
 		/* fallthrough */
 	case 0:
 		break;
 	}
-	return bound_idx(i) + LE32(bound[MIRROR_BOUNDS - 1], v);
+	return i + LE32(bound[MIRROR_BOUNDS - 1], v);
 }
 
 /* Hacker's Delight 2-12: 1 when a < b, unsigned, without a branch. */
@@ -222,10 +223,14 @@ static __always_inline __u64 le128(const struct mirror_bound6 *b, __u64 hi, __u6
 	__u64 same_hi = ((diff | -diff) >> 63) ^ 1;
 	__u64 le = lt64(b->hi, hi) | (same_hi & (lt64(lo, b->lo) ^ 1));
 
-	/* 0 or 1, but through an OR: verifiers before 6.12 see it unbounded,
-	 * and rank128 adds it to an index (bound_idx). */
+	/* 0 or 1, but through an OR, which verifiers before 6.12 see as
+	 * unbounded (le32): the AND bounds it for them. The first barrier
+	 * keeps clang from dropping the AND as redundant, the second from
+	 * turning rank128's ADDs into ORs. */
 	barrier_var(le);
-	return le & 1;
+	le &= 1;
+	barrier_var(le);
+	return le;
 }
 
 static __always_inline __u32 rank128(const struct mirror_ranges6 *r, __u64 hi, __u64 lo)
@@ -238,27 +243,27 @@ static __always_inline __u32 rank128(const struct mirror_ranges6 *r, __u64 hi, _
 		i = le128(&bound[63], hi, lo) << 6;
 		/* fallthrough */
 	case 6:
-		i += le128(&bound[bound_idx(i + 31)], hi, lo) << 5;
+		i += le128(&bound[i + 31], hi, lo) << 5;
 		/* fallthrough */
 	case 5:
-		i += le128(&bound[bound_idx(i + 15)], hi, lo) << 4;
+		i += le128(&bound[i + 15], hi, lo) << 4;
 		/* fallthrough */
 	case 4:
-		i += le128(&bound[bound_idx(i + 7)], hi, lo) << 3;
+		i += le128(&bound[i + 7], hi, lo) << 3;
 		/* fallthrough */
 	case 3:
-		i += le128(&bound[bound_idx(i + 3)], hi, lo) << 2;
+		i += le128(&bound[i + 3], hi, lo) << 2;
 		/* fallthrough */
 	case 2:
-		i += le128(&bound[bound_idx(i + 1)], hi, lo) << 1;
+		i += le128(&bound[i + 1], hi, lo) << 1;
 		/* fallthrough */
 	case 1:
-		i += le128(&bound[bound_idx(i)], hi, lo);
+		i += le128(&bound[i], hi, lo);
 		/* fallthrough */
 	case 0:
 		break;
 	}
-	return bound_idx(i) + le128(&bound[MIRROR_BOUNDS - 1], hi, lo);
+	return i + le128(&bound[MIRROR_BOUNDS - 1], hi, lo);
 }
 
 static __always_inline __u64 range_bits(__u32 set, __u32 field, __u32 v)

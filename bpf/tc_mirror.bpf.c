@@ -157,7 +157,21 @@ static __always_inline void parse_packet(struct __sk_buff *skb, struct packet *p
 /* 1 when bound <= v, without a branch: both are below 2^32, so the 64-bit
  * difference bound - v - 1 is negative exactly then. A branch per step would
  * cost a misprediction on the CPU and double the verifier's paths. */
-#define LE32(bound, v) ((((__u64)(bound)) - ((__u64)(v)) - 1) >> 63)
+#define LE32(bound, v) le32((bound), (v))
+
+/* The step bit is hidden from clang (barrier_var, no instruction): knowing it
+ * is 0 or 1, clang turns the search's `i += bit << k` into an OR, as the bits
+ * do not overlap, and verifiers before 6.12 keep no bounds through an OR (nor
+ * XOR or a shift by a register; only ADD, SUB and AND with a register), so
+ * 5.10 and 6.1 refused the next index into bound[] as unbounded. Through ADD
+ * they see i stay below MIRROR_BOUNDS. */
+static __always_inline __u64 le32(__u64 bound, __u64 v)
+{
+	__u64 le = (bound - v - 1) >> 63;
+
+	barrier_var(le);
+	return le;
+}
 
 /* The number of bounds <= v (0..MIRROR_BOUNDS): the interval v falls in.
  * Only the depth halving steps the bounds in use need are taken (the rest
@@ -207,8 +221,16 @@ static __always_inline __u64 le128(const struct mirror_bound6 *b, __u64 hi, __u6
 {
 	__u64 diff = b->hi ^ hi;
 	__u64 same_hi = ((diff | -diff) >> 63) ^ 1;
+	__u64 le = lt64(b->hi, hi) | (same_hi & (lt64(lo, b->lo) ^ 1));
 
-	return lt64(b->hi, hi) | (same_hi & (lt64(lo, b->lo) ^ 1));
+	/* 0 or 1, but through an OR, which verifiers before 6.12 see as
+	 * unbounded (le32): the AND bounds it for them. The first barrier
+	 * keeps clang from dropping the AND as redundant, the second from
+	 * turning rank128's ADDs into ORs. */
+	barrier_var(le);
+	le &= 1;
+	barrier_var(le);
+	return le;
 }
 
 static __always_inline __u32 rank128(const struct mirror_ranges6 *r, __u64 hi, __u64 lo)

@@ -44,7 +44,21 @@ if [ ! -e "$initrd" ]; then
   mv "$initrd.tmp" "$initrd"
 fi
 
-cp "$job" "$out/job.sh"
+# The guest mounts its own tmpfs on /tmp, /var/tmp, /run and /root, hiding a checkout
+# that lives there (CI may clone anywhere): the host binds it to a path the guest sees,
+# and the job first binds that back to where the checkout's own paths point.
+repo=$(cd "$(dirname "$0")/../.." && pwd -P)
+alias=""
+case "$repo/" in /tmp/*|/var/tmp/*|/run/*|/root/*)
+  alias="$CACHE/checkout-$(printf %s "$repo" | sha256sum | cut -c1-16)"
+  mkdir -p "$alias"
+  mountpoint -q "$alias" || mount --bind "$repo" "$alias"
+  trap 'umount "$alias" 2>/dev/null; rmdir "$alias" 2>/dev/null; [ -z "${work:-}" ] || rm -rf "$work"' EXIT ;;
+esac
+{
+  [ -z "$alias" ] || printf "mkdir -p '%s' && mount --bind '%s' '%s'\n" "$repo" "$alias" "$repo"
+  cat "$job"
+} > "$out/job.sh"
 rm -f "$out/rc" "$out/log"
 net=(-nic none)
 if [ -n "${KERNEL_SSH_PORT:-}" ]; then

@@ -34,8 +34,7 @@ let guestLog = "";
 
 beforeAll(async () => {
   if (process.getuid?.() !== 0) throw new Error("boots a qemu guest that loads BPF: run as root");
-  // The guest mounts its own tmpfs on /tmp, /var/tmp, /run, /root: the checkout must be elsewhere.
-  if (/^\/(tmp|var\/tmp|run|root)\//.test(`${root}/`)) throw new Error(`the checkout (${root}) must live outside /tmp, /var/tmp, /run and /root`);
+  // The guest mounts its own tmpfs on /tmp, /var/tmp, /run, /root; boot.sh binds a checkout there into the guest.
   const fetch = spawn("bash", [join(__dirname, "fetch.sh")], { env: { ...process.env, SUITES: SUITE }, stdio: ["ignore", "ignore", "inherit"] });
   const fetched = await new Promise<number | null>((resolve) => fetch.on("exit", resolve));
   if (fetched !== 0) throw new Error(`test/kernels/fetch.sh failed (exit ${fetched})`);

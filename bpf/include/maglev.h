@@ -1,7 +1,8 @@
 /* Map layouts of the Maglev load balancer (bpf/xdp_maglev.bpf.c), shared with
  * user space. provider/maglev/codec.ts mirrors these byte for byte and
  * test/kernel/maglev.test.ts checks sizes and offsets against the BTF of the
- * compiled object. Every struct spells out its padding as `reserved` fields
+ * compiled object; each size is also asserted beside its struct, so a change
+ * that would break the codec fails the build. Every struct spells out its padding as `reserved` fields
  * (always zero) so that no byte of a key is left to the compiler: a hash-map
  * key with an uninitialised hole never matches.
  *
@@ -78,7 +79,8 @@ struct lb_vip_key {
 	__be16 port;
 	__u8 proto;  /* IPPROTO_TCP or IPPROTO_UDP */
 	__u8 family; /* LB_FAMILY_V4 or LB_FAMILY_V6 */
-}; /* 20 bytes */
+};
+_Static_assert(sizeof(struct lb_vip_key) == 20, "provider/maglev/codec.ts: lb_vip_key");
 
 /* lb_vips value. The VIP's table is
  * maglev_table[table_offset .. table_offset + table_size - 1]. */
@@ -89,7 +91,8 @@ struct lb_vip {
 	__u8 mode;          /* enum lb_mode */
 	__u8 flags;         /* LB_VIP_F_* */
 	__u16 reserved;
-}; /* 16 bytes */
+};
+_Static_assert(sizeof(struct lb_vip) == 16, "provider/maglev/codec.ts: lb_vip");
 
 /* lb_backends value, indexed by backend index (1 and up). A record with family 0 names
  * no backend: the array's "deleted" state, and what a slot pointing at a
@@ -102,7 +105,8 @@ struct lb_backend {
 	__u8 flags;    /* LB_BACKEND_F_* */
 	__u8 mac[6];   /* next-hop MAC resolved by the provider */
 	__u16 mtu;     /* LB_BACKEND_F_NEXT_HOP: the largest IP datagram sent without the FIB */
-}; /* 28 bytes */
+};
+_Static_assert(sizeof(struct lb_backend) == 28, "provider/maglev/codec.ts: lb_backend");
 
 /* A flow as the program sees it: the key of lb_flows (client to VIP), of
  * lb_nat (backend to client, as replies arrive), and the input of the Maglev
@@ -115,7 +119,8 @@ struct lb_flow_key {
 	__u8 proto;
 	__u8 family;
 	__u16 reserved;
-}; /* 40 bytes */
+};
+_Static_assert(sizeof(struct lb_flow_key) == 40, "provider/maglev/codec.ts: lb_flow_key");
 
 /* lb_nat value: what a backend's reply must look like to the client. */
 struct lb_nat_origin {
@@ -123,7 +128,8 @@ struct lb_nat_origin {
 	__be16 vip_port;
 	__u16 reserved;
 	__u32 vip_index;
-}; /* 24 bytes */
+};
+_Static_assert(sizeof(struct lb_nat_origin) == 24, "provider/maglev/codec.ts: lb_nat_origin");
 
 /* lb_config[0]. A tunnel source of all zeroes means "the address the FIB
  * picks for the backend" (BPF_FIB_LOOKUP_SRC). */
@@ -131,12 +137,14 @@ struct lb_config {
 	__u32 flags;            /* LB_CONFIG_F_* */
 	__u8 tunnel_src_v4[4];
 	__u8 tunnel_src_v6[16];
-}; /* 24 bytes */
+};
+_Static_assert(sizeof(struct lb_config) == 24, "provider/maglev/codec.ts: lb_config");
 
 struct lb_counter {
 	__u64 packets;
 	__u64 bytes;
-}; /* 16 bytes */
+};
+_Static_assert(sizeof(struct lb_counter) == 16, "provider/maglev/codec.ts: lb_counter");
 
 /* Indexes of lb_stats (per-CPU), each a struct lb_counter. */
 enum lb_stat {

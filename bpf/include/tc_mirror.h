@@ -1,6 +1,7 @@
 /* Map layouts of the TC traffic mirror, shared with user space.
  * provider/trafficMirror/codec.ts mirrors these byte for byte; test/kernel
- * checks the sizes and offsets against the BTF of the compiled object.
+ * checks the sizes and offsets against the BTF of the compiled object; each
+ * size is asserted beside its struct, so a change fails the build first.
  * Addresses and masks are kept as the bytes appear on the wire, so TypeScript
  * writes them unconverted and the program compares them word by word with the
  * packet. Ports and every other number are in host byte order (little endian
@@ -45,6 +46,7 @@ struct mirror_filter {
 	__u32 dst_addr[4];
 	__u32 dst_mask[4];
 };
+_Static_assert(sizeof(struct mirror_filter) == 80, "codec.ts FILTER_SIZE");
 
 /* The classifier: what the program reads per packet, compiled by
  * provider/trafficMirror/codec.ts from the filter records above (which the
@@ -69,6 +71,7 @@ struct mirror_head {
 	__u64 dst_any;
 	__u64 proto[256]; /* filters whose protocol is the index */
 };
+_Static_assert(sizeof(struct mirror_head) == 2128, "codec.ts HEAD_SIZE");
 
 /* A field's value space cut at every filter's range ends: bound[] holds the
  * sorted starts of the intervals after the first (unused slots hold the
@@ -88,6 +91,7 @@ struct mirror_ranges {
 	__u32 depth;
 	__u32 pad;
 };
+_Static_assert(sizeof(struct mirror_ranges) == 1552, "codec.ts RANGES_SIZE");
 
 enum mirror_range32 {
 	MIRROR_R_SRC4 = 0,
@@ -103,6 +107,7 @@ struct mirror_bound6 {
 	__u64 hi;
 	__u64 lo;
 };
+_Static_assert(sizeof(struct mirror_bound6) == 16, "codec.ts RANGES6_SIZE / MIRROR_BOUNDS");
 
 struct mirror_ranges6 {
 	struct mirror_bound6 bound[MIRROR_BOUNDS];
@@ -110,6 +115,7 @@ struct mirror_ranges6 {
 	__u32 depth;
 	__u32 pad;
 };
+_Static_assert(sizeof(struct mirror_ranges6) == 3088, "codec.ts RANGES6_SIZE");
 
 #define MIRROR_RANGES6_PER_SET 2
 
@@ -133,11 +139,13 @@ struct mirror_config {
 	__u16 guard_port;     /* host byte order */
 	__u32 guard_addr[4];  /* wire order; IPv4 in word 0 */
 };
+_Static_assert(sizeof(struct mirror_config) == 40, "codec.ts CONFIG_SIZE");
 
 struct mirror_counter {
 	__u64 packets;
 	__u64 bytes;
 };
+_Static_assert(sizeof(struct mirror_counter) == 16, "codec.ts counters");
 
 /* Indexes of the per-CPU stats array. */
 enum mirror_stat {
@@ -146,11 +154,5 @@ enum mirror_stat {
 	MIRROR_STAT_CLONE_FAILED = 2, /* bpf_clone_redirect failed; the original still passed */
 	MIRROR_STAT_MAX = 3,
 };
-
-_Static_assert(sizeof(struct mirror_filter) == 80, "codec.ts FILTER_SIZE");
-_Static_assert(sizeof(struct mirror_config) == 40, "codec.ts CONFIG_SIZE");
-_Static_assert(sizeof(struct mirror_head) == 2128, "codec.ts HEAD_SIZE");
-_Static_assert(sizeof(struct mirror_ranges) == 1552, "codec.ts RANGES_SIZE");
-_Static_assert(sizeof(struct mirror_ranges6) == 3088, "codec.ts RANGES6_SIZE");
 
 #endif

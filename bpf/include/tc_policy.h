@@ -1,7 +1,8 @@
 /* Map layouts of the TC policy, shared with user space.
  * provider/tcPolicy/codec.ts mirrors every struct here byte for byte;
  * test/kernel/tcPolicy.test.ts checks sizes and member offsets against the
- * BTF of the compiled object. Sizes and padding are spelled out so that no
+ * BTF of the compiled object, and each size is asserted beside its struct
+ * (a change fails the build before a test runs). Sizes and padding are spelled out so that no
  * compiler decides them: every struct is a multiple of 8 bytes or has no
  * member wider than its alignment, and every hole is a named pad.
  *
@@ -79,6 +80,7 @@ struct tcpol_config {
 	__u8 failsafe_addr[16];   /* IPv4 in the first 4 bytes, the rest zero */
 	__u64 deny_mask[TCPOL_RULE_WORDS]; /* bit i set: rule i is a deny rule */
 };
+_Static_assert(sizeof(struct tcpol_config) == 176, "codec.ts LAYOUTS: tcpol_config");
 
 /* tcpol_rules, an ARRAY of TCPOL_MAX_RULES: what each rule index means.
  * The data path never reads it; it is how `read` reports the rules as
@@ -97,6 +99,7 @@ struct tcpol_rule {
 	__u8 src[16];
 	__u8 dst[16];
 };
+_Static_assert(sizeof(struct tcpol_rule) == 44, "codec.ts LAYOUTS: tcpol_rule");
 
 #define TCPOL_RULE_HAS_SRC 0x1
 #define TCPOL_RULE_HAS_DST 0x2
@@ -110,22 +113,26 @@ struct tcpol_l4_key {
 	__u8 protocol;
 	__be16 port;     /* destination port; 0 for protocols without ports */
 };
+_Static_assert(sizeof(struct tcpol_l4_key) == 8, "codec.ts LAYOUTS: tcpol_l4_key");
 
 struct tcpol_v4_prefix {
 	__u32 prefixlen;
 	__u8 addr[4];
 };
+_Static_assert(sizeof(struct tcpol_v4_prefix) == 8, "codec.ts LAYOUTS: tcpol_v4_prefix");
 
 struct tcpol_v6_prefix {
 	__u32 prefixlen;
 	__u8 addr[16];
 };
+_Static_assert(sizeof(struct tcpol_v6_prefix) == 20, "codec.ts LAYOUTS: tcpol_v6_prefix");
 
 /* The value of every rule trie: bit i (word i / 64, bit i % 64) set when
  * rule i matches. 128 bytes. */
 struct tcpol_rule_set {
 	__u64 bits[TCPOL_RULE_WORDS];
 };
+_Static_assert(sizeof(struct tcpol_rule_set) == 128, "codec.ts LAYOUTS: tcpol_rule_set");
 
 /* tcpol_flows key: a flow as seen from this host, so that a packet in
  * either direction builds the same key (egress: local = source; ingress:
@@ -140,6 +147,7 @@ struct tcpol_flow_key {
 	__u8 family;     /* 4 or 6 */
 	__u8 pad[2];
 };
+_Static_assert(sizeof(struct tcpol_flow_key) == 40, "codec.ts LAYOUTS: tcpol_flow_key");
 
 enum tcpol_flow_state {
 	TCPOL_FLOW_NEW = 0,         /* seen in one direction only */
@@ -170,11 +178,13 @@ struct tcpol_flow {
 	__u8 pad[6];
 	__u8 reserved[16];
 };
+_Static_assert(sizeof(struct tcpol_flow) == 32, "codec.ts LAYOUTS: tcpol_flow");
 
 struct tcpol_counter {
 	__u64 packets; /* for the flow counters: the number of events */
 	__u64 bytes;   /* for the flow counters: always 0 */
 };
+_Static_assert(sizeof(struct tcpol_counter) == 16, "codec.ts LAYOUTS: tcpol_counter");
 
 /* Indexes of tcpol_stats, a per-CPU ARRAY of struct tcpol_counter. */
 enum tcpol_stat {

@@ -1,6 +1,7 @@
 /* Map layouts of the XDP firewall, shared with user space.
  * provider/xdpFirewall/codec.ts and index.ts mirror these byte for byte;
- * test/kernel checks the sizes against the BTF of the compiled object. Keys are
+ * test/kernel checks the sizes against the BTF of the compiled object, and
+ * each size is asserted beside its struct, so a change fails the build first. Keys are
  * in network byte order so that TypeScript can write an address's bytes as
  * they appear on the wire. */
 #ifndef BPFLEET_XDP_FIREWALL_H
@@ -36,6 +37,7 @@ enum fw_bucket_state {
 struct fw_index_block {
 	__u8 state[64]; /* bucket b: (state[b / 4] >> (2 * (b % 4))) & 3 */
 };
+_Static_assert(sizeof(struct fw_index_block) == 64, "provider/xdpFirewall: fw_index_block");
 
 /* IPv4 buckets in the LONGER state: every address of the /24 that an entry
  * denies (prefixes /25–/31 and exact addresses), one bit per last byte. Keyed by
@@ -43,6 +45,7 @@ struct fw_index_block {
 struct fw_v4_hosts {
 	__u64 bits[4]; /* host h: (bits[h / 64] >> (h % 64)) & 1 */
 };
+_Static_assert(sizeof(struct fw_v4_hosts) == 32, "provider/xdpFirewall: fw_v4_hosts");
 #define FW_V4_HOSTS_MAX_ENTRIES FW_PREFIX_MAX_ENTRIES
 
 /* IPv6 prefixes longer than /24 and shorter than /128, one hash for all their
@@ -54,20 +57,24 @@ struct fw_v4_hosts {
 struct fw_v6_lengths {
 	__u64 bits[2];
 };
+_Static_assert(sizeof(struct fw_v6_lengths) == 16, "provider/xdpFirewall: fw_v6_lengths");
 
 struct fw_v4_prefix_key {
 	__u32 prefixlen; /* host byte order, as the LPM trie expects */
 	__u8 addr[4];
 };
+_Static_assert(sizeof(struct fw_v4_prefix_key) == 8, "provider/xdpFirewall: fw_v4_prefix_key");
 
 struct fw_v6_prefix_key {
 	__u32 prefixlen;
 	__u8 addr[16];
 };
+_Static_assert(sizeof(struct fw_v6_prefix_key) == 20, "provider/xdpFirewall: fw_v6_prefix_key");
 
 struct fw_v6_addr {
 	__u8 addr[16];
 };
+_Static_assert(sizeof(struct fw_v6_addr) == 16, "provider/xdpFirewall: fw_v6_addr");
 
 /* The value of every deny map; reserved for per-entry flags, always 1 today. */
 typedef __u8 fw_deny_value;
@@ -76,6 +83,7 @@ struct fw_counter {
 	__u64 packets;
 	__u64 bytes;
 };
+_Static_assert(sizeof(struct fw_counter) == 16, "provider/xdpFirewall: fw_counter");
 
 /* Indexes of the per-CPU stats array. */
 enum fw_stat {

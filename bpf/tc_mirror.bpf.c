@@ -98,42 +98,36 @@ static __always_inline void parse_packet(struct __sk_buff *skb, struct packet *p
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
 	struct hdr_cursor nh = { .pos = data };
-	struct ethhdr *eth;
 	struct iphdr *iph;
 	struct ipv6hdr *ip6h;
 	__be16 sport, dport;
 	__u16 frag_offset;
-	int eth_type, proto, later_fragment = 0;
+	int family, proto, later_fragment = 0;
 
 	/* Every early return below on a failed parse marks the packet
 	 * incomplete: the caller tells a malformed header from one that
 	 * lies beyond the linear data. */
 	p->incomplete = 1;
-	eth_type = parse_ethhdr(&nh, data_end, &eth);
-	if (eth_type == bpf_htons(ETH_P_IP)) {
-		proto = parse_iphdr(&nh, data_end, &iph);
-		if (proto < 0)
-			return;
+	family = parse_ip_frame(&nh, data_end, &iph, &ip6h);
+	if (family == 4) {
+		proto = iph->protocol;
 		p->family = 4;
 		p->src[0] = iph->saddr;
 		p->dst[0] = iph->daddr;
 		later_fragment = ip_is_later_fragment(iph);
-	} else if (eth_type == bpf_htons(ETH_P_IPV6)) {
-		proto = parse_ip6hdr(&nh, data_end, &ip6h);
-		if (proto < 0)
-			return;
+	} else if (family == 6) {
 		p->family = 6;
 		__builtin_memcpy(p->src, &ip6h->saddr, sizeof(p->src));
 		__builtin_memcpy(p->dst, &ip6h->daddr, sizeof(p->dst));
 		/* hop-by-hop, routing, destination options, fragment and AH
 		 * headers stand between a filter on TCP/UDP and its ports. */
-		proto = parse_ip6_exthdrs_walk(&nh, data_end, proto, &frag_offset, 1);
+		proto = parse_ip6_exthdrs_walk(&nh, data_end, ip6h->nexthdr, &frag_offset, 1);
 		if (proto < 0)
 			/* Addresses are known, the upper layer is not: only
 			 * address filters can match. */
 			return;
 		later_fragment = frag_offset != 0;
-	} else if (eth_type < 0) {
+	} else if (family < 0) {
 		return;
 	}
 	p->incomplete = 0;

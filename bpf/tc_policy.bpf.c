@@ -216,9 +216,9 @@ static __always_inline void parse_quoted(struct hdr_cursor *nh, void *data_end,
 					 struct tcpol_packet *p)
 {
 	struct icmphdr_common *icmp;
-	struct ipv6_frag_hdr *frag;
 	struct ipv6hdr *ip6h;
 	struct iphdr *iph;
+	__u16 frag_offset;
 	int proto, type;
 
 	if (p->family == 4) {
@@ -238,12 +238,9 @@ static __always_inline void parse_quoted(struct hdr_cursor *nh, void *data_end,
 		 * a Packet Too Big), and walking a second chain here would
 		 * square the verifier's work. */
 		if (proto == IPPROTO_FRAGMENT) {
-			frag = nh->pos;
-			if ((void *)(frag + 1) > data_end ||
-			    (bpf_ntohs(frag->frag_off) & IPV6_FRAG_OFFSET_MASK))
+			proto = parse_ip6_fraghdr(nh, data_end, &frag_offset);
+			if (proto < 0 || frag_offset)
 				return;
-			proto = frag->nexthdr;
-			nh->pos = frag + 1;
 		}
 	}
 
@@ -350,28 +347,23 @@ static __always_inline int tcpol_parse(struct __sk_buff *skb, struct tcpol_packe
 	void *data = (void *)(long)skb->data;
 	struct hdr_cursor nh = { .pos = data };
 	struct ipv6hdr *ip6h;
-	struct ethhdr *eth;
 	struct iphdr *iph;
 	__u16 frag_offset;
-	int eth_type, proto;
+	int family, proto;
 
 	if (!p)
 		return PARSE_BAD;
-	eth_type = parse_ethhdr(&nh, data_end, &eth);
-	if (eth_type < 0)
+	family = parse_ip_frame(&nh, data_end, &iph, &ip6h);
+	if (family < 0)
 		return PARSE_BAD;
-	if (eth_type == bpf_htons(ETH_P_IP)) {
-		proto = parse_iphdr(&nh, data_end, &iph);
-		if (proto < 0)
-			return PARSE_BAD;
+	if (family == 4) {
+		proto = iph->protocol;
 		p->family = 4;
 		p->saddr[0] = iph->saddr;
 		p->daddr[0] = iph->daddr;
 		if (ip_is_later_fragment(iph))
 			return PARSE_ALWAYS_PASS;
-	} else if (eth_type == bpf_htons(ETH_P_IPV6)) {
-		if (parse_ip6hdr(&nh, data_end, &ip6h) < 0)
-			return PARSE_BAD;
+	} else if (family == 6) {
 		p->family = 6;
 		__builtin_memcpy(p->saddr, &ip6h->saddr, 16);
 		__builtin_memcpy(p->daddr, &ip6h->daddr, 16);

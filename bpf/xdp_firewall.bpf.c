@@ -8,6 +8,9 @@
  * IPv6 prefix length present (longest first). The LPM tries are the records
  * of the prefixes, read by the provider, never by this program.
  *
+ * Fragments are judged like any packet: each carries the IP header, so a
+ * denied source's later fragments are dropped too.
+ *
  * What cannot be parsed passes. Dropping the unparseable would also drop ARP
  * and anything behind a third VLAN tag or an encapsulation we do not know,
  * and lock the host out of its own network. Malformed IP headers (wrong
@@ -226,19 +229,15 @@ int xdp_firewall(struct xdp_md *ctx)
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
 	struct hdr_cursor nh = { .pos = data };
-	struct ethhdr *eth;
 	struct iphdr *iph;
 	struct ipv6hdr *ip6h;
-	int eth_type, denied = 0;
+	int family, denied = 0;
 
-	eth_type = parse_ethhdr(&nh, data_end, &eth);
-	if (eth_type == bpf_htons(ETH_P_IP)) {
-		if (parse_iphdr(&nh, data_end, &iph) >= 0)
-			denied = v4_denied(iph->saddr);
-	} else if (eth_type == bpf_htons(ETH_P_IPV6)) {
-		if (parse_ip6hdr(&nh, data_end, &ip6h) >= 0)
-			denied = v6_denied(&ip6h->saddr);
-	}
+	family = parse_ip_frame(&nh, data_end, &iph, &ip6h);
+	if (family == 6)
+		denied = v6_denied(&ip6h->saddr);
+	else if (family == 4)
+		denied = v4_denied(iph->saddr);
 
 	/* SEC("xdp") without frags: the frame is all linear, so this is its
 	 * full length. */

@@ -33,18 +33,20 @@
  * "fragmentation needed") and forwards it; a DSR packet cannot (its
  * destination is still the VIP) and is dropped.
  *
- * Not balanced, passed: IPv4 fragments (a later fragment has no ports, so a
- * flow's fragments could not reach one backend), IPv6 with extension headers
- * before TCP/UDP, ICMP (including errors about VIP flows).
+ * Not balanced, passed: IPv4 and IPv6 fragments, the first included (a later
+ * fragment has no ports, so a flow's fragments could not all reach one
+ * backend), IPv6 with any other extension header before TCP/UDP, ICMP
+ * (including errors about VIP flows).
  *
  * Maps are not pinned by name: the provider pins them per resource with
  * `bpftool prog load ... pinmaps <dir>`, so two load balancers never share a
  * table.
  *
  * Headers by concern (as katran splits its balancer): maglev_maps.h (maps
- * and counting), maglev_parse.h, maglev_hash.h (jhash2), maglev_csum.h,
- * maglev_nat.h (address/port rewrite), maglev_egress.h (next-hop cache and
- * FIB); this file holds the modes and the program. */
+ * and counting), maglev_parse.h (the fields it reads, through parsing.h),
+ * maglev_hash.h (jhash2), maglev_csum.h, maglev_nat.h (address/port
+ * rewrite), maglev_egress.h (next-hop cache and FIB); this file holds the
+ * modes and the program. */
 #include "parsing.h"
 #include "maglev.h"
 #include "xdp_chain.h"

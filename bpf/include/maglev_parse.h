@@ -1,11 +1,10 @@
-/* Parsing for bpf/xdp_maglev.bpf.c: struct packet, what the parser found. */
+/* What bpf/xdp_maglev.bpf.c reads from a frame (struct packet), read with
+ * parsing.h's helpers: this file only picks the balancer's fields. */
 #ifndef BPFLEET_MAGLEV_PARSE_H
 #define BPFLEET_MAGLEV_PARSE_H
 
 #include "parsing.h"
 #include "maglev.h"
-
-#define IPV4_FRAG_MASK 0x3fff /* MF flag and fragment offset */
 
 /* What the parser found: the flow, and where its headers are. */
 struct packet {
@@ -25,29 +24,25 @@ static __always_inline int parse_packet(struct xdp_md *ctx, struct packet *pkt)
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
 	struct hdr_cursor nh = { .pos = data };
-	struct ethhdr *eth;
 	struct iphdr *iph;
 	struct ipv6hdr *ip6h;
 	struct tcphdr *tcp;
 	struct udphdr *udp;
-	int eth_type, proto;
+	int family, proto;
 
-	eth_type = parse_ethhdr(&nh, data_end, &eth);
-	pkt->l3_off = nh.pos - data;
-	if (eth_type == bpf_htons(ETH_P_IP)) {
-		proto = parse_iphdr(&nh, data_end, &iph);
-		if (proto < 0 || (iph->frag_off & bpf_htons(IPV4_FRAG_MASK)))
+	family = parse_ip_frame(&nh, data_end, &iph, &ip6h);
+	if (family == 4) {
+		if (ip_is_fragment(iph))
 			return -1;
+		proto = iph->protocol;
 		pkt->l3 = iph;
 		pkt->l3_len = bpf_ntohs(iph->tot_len);
 		pkt->tos = iph->tos;
 		pkt->flow.family = LB_FAMILY_V4;
 		__builtin_memcpy(pkt->flow.src, &iph->saddr, 4);
 		__builtin_memcpy(pkt->flow.dst, &iph->daddr, 4);
-	} else if (eth_type == bpf_htons(ETH_P_IPV6)) {
-		proto = parse_ip6hdr(&nh, data_end, &ip6h);
-		if (proto < 0)
-			return -1;
+	} else if (family == 6) {
+		proto = ip6h->nexthdr;
 		pkt->l3 = ip6h;
 		pkt->l3_len = sizeof(*ip6h) + bpf_ntohs(ip6h->payload_len);
 		pkt->tos = (ip6h->priority << 4) | (ip6h->flow_lbl[0] >> 4);
@@ -57,6 +52,7 @@ static __always_inline int parse_packet(struct xdp_md *ctx, struct packet *pkt)
 	} else {
 		return -1;
 	}
+	pkt->l3_off = pkt->l3 - data;
 
 	if (proto == IPPROTO_TCP) {
 		if (parse_tcphdr(&nh, data_end, &tcp) < 0)

@@ -513,22 +513,31 @@ static __always_inline __u64 flow_clock(void)
 	return bpf_ktime_get_ns();
 }
 
+/* The flow key of a 5-tuple as it was sent: by this host (`sent_here`: its
+ * source is the local end) or to it. */
+static __always_inline void flow_key_set(struct tcpol_flow_key *k, int sent_here, const __u32 *saddr,
+					 const __u32 *daddr, __be16 sport, __be16 dport, __u8 protocol,
+					 __u8 family)
+{
+	if (sent_here) {
+		__builtin_memcpy(k->local, saddr, 16);
+		__builtin_memcpy(k->remote, daddr, 16);
+		k->local_port = sport;
+		k->remote_port = dport;
+	} else {
+		__builtin_memcpy(k->local, daddr, 16);
+		__builtin_memcpy(k->remote, saddr, 16);
+		k->local_port = dport;
+		k->remote_port = sport;
+	}
+	k->protocol = protocol;
+	k->family = family;
+}
+
 static __always_inline void flow_key_of(struct tcpol_flow_key *k, __u8 dir,
 					const struct tcpol_packet *p)
 {
-	if (dir == TCPOL_EGRESS) {
-		__builtin_memcpy(k->local, p->saddr, 16);
-		__builtin_memcpy(k->remote, p->daddr, 16);
-		k->local_port = p->sport;
-		k->remote_port = p->dport;
-	} else {
-		__builtin_memcpy(k->local, p->daddr, 16);
-		__builtin_memcpy(k->remote, p->saddr, 16);
-		k->local_port = p->dport;
-		k->remote_port = p->sport;
-	}
-	k->protocol = p->protocol;
-	k->family = p->family;
+	flow_key_set(k, dir == TCPOL_EGRESS, p->saddr, p->daddr, p->sport, p->dport, p->protocol, p->family);
 }
 
 static __always_inline __u8 seen_flag(__u8 dir)
@@ -634,19 +643,8 @@ static __always_inline int flow_related(const struct tcpol_config *cfg, __u8 dir
 	struct tcpol_flow_key k = {};
 	struct tcpol_flow *f;
 
-	if (dir == TCPOL_INGRESS) {
-		__builtin_memcpy(k.local, p->inner_saddr, 16);
-		__builtin_memcpy(k.remote, p->inner_daddr, 16);
-		k.local_port = p->inner_sport;
-		k.remote_port = p->inner_dport;
-	} else {
-		__builtin_memcpy(k.local, p->inner_daddr, 16);
-		__builtin_memcpy(k.remote, p->inner_saddr, 16);
-		k.local_port = p->inner_dport;
-		k.remote_port = p->inner_sport;
-	}
-	k.protocol = p->inner_protocol;
-	k.family = p->family;
+	flow_key_set(&k, dir == TCPOL_INGRESS, p->inner_saddr, p->inner_daddr, p->inner_sport, p->inner_dport,
+		     p->inner_protocol, p->family);
 	f = bpf_map_lookup_elem(&tcpol_flows, &k);
 	if (!f)
 		return 0;

@@ -19,7 +19,7 @@
 import { execFileSync } from "node:child_process";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import {
-  arp, checksumsValid, ETH_P, ethernet, icmpv4, ipBytes, ipv4, ipv6, IPPROTO, tcp, udp, type Segment, type VlanTag,
+  arp, checksumsValid, ETH_P, ethernet, icmpv4, ipv4, ipv6, IPPROTO, tcp, udp, type Segment, type VlanTag,
 } from "./packets";
 import {
   buildObjects, createNetns, kernelTestsUnavailable, loadProgram, objectPath, runXdp, withProgram, XDP,
@@ -333,7 +333,9 @@ describe.skipIf(unavailable !== undefined)("xdp_maglev", { timeout: 120_000 }, (
       ["ARP for the VIP", () => ethernet({ dst: "ff:ff:ff:ff:ff:ff", etherType: ETH_P.ARP, payload: arp({ op: "request", senderMac: CLIENT_MAC, senderIp: "10.0.0.254", targetIp: VIP.v4 }) })],
       ["IPv6 TCP to another address", () => frame(v6({ dst: "2001:db8:100::11" }))],
       ["IPv6 UDP to the VIP's TCP port", () => frame(v6({ proto: "udp" }))],
-      ["IPv6 TCP behind a hop-by-hop header, to the VIP", () => eth6(ipv6({ src: "2001:db8:c::7", dst: VIP.v6, nextHeader: 0, payload: Buffer.concat([Buffer.from([IPPROTO.TCP, 0, 1, 4, 0, 0, 0, 0]), segment(v6()).encode(ipBytes("2001:db8:c::7"), ipBytes(VIP.v6))]) }))],
+      ["IPv6 TCP behind a hop-by-hop header, to the VIP", () => eth6(ipv6({ src: "2001:db8:c::7", dst: VIP.v6, payload: segment(v6()), extensions: [{ type: "hop-by-hop" }] }))],
+      ["IPv6 first fragment to the VIP (M set)", () => eth6(ipv6({ src: "2001:db8:c::7", dst: VIP.v6, payload: segment(v6()), extensions: [{ type: "fragment", moreFragments: true }] }))],
+      ["IPv6 later fragment to the VIP", () => eth6(ipv6({ src: "2001:db8:c::7", dst: VIP.v6, payload: Buffer.alloc(32, 1), nextHeader: IPPROTO.TCP, extensions: [{ type: "fragment", fragmentOffset: 100 }] }))],
     ];
 
     it.each(cases)("%s", async (_name, make) => {

@@ -1,6 +1,7 @@
 /**
  * Packet crafting for kernel tests: Ethernet (with VLAN tags), ARP, IPv4 (with
- * options and fragments), IPv6, TCP, UDP, ICMP and ICMPv6.
+ * options and fragments), IPv6 (with extension headers and fragments), TCP,
+ * UDP, ICMP and ICMPv6.
  *
  * Every length and checksum is computed here, independently of the BPF code
  * under test, so a test can compare a program's output bytes against a packet
@@ -234,20 +235,69 @@ export function ipv4(o: {
   return Buffer.concat([h, payload]);
 }
 
+/**
+ * An IPv6 extension header (RFC 8200 §4). Every kernel test builds its IPv6
+ * fragments and extension-header chains with this one encoding.
+ */
+export type Ipv6Extension =
+  /** Options headers hold one PadN option; routing is type 4 (segment routing), read by length only. Length: total bytes, a multiple of 8 (default 8). */
+  | { type: "hop-by-hop" | "routing" | "destination"; length?: number }
+  /** Offset in 8-byte units, as on the wire (as ipv4's fragmentOffset); M flag. */
+  | { type: "fragment"; fragmentOffset?: number; moreFragments?: boolean; id?: number }
+  /** RFC 4302 AH; length: total bytes, a multiple of 4, at least 12 (default 16: a 4-byte ICV). */
+  | { type: "ah"; length?: number };
+
+const EXTENSION_CODE = { "hop-by-hop": 0, routing: 43, fragment: 44, ah: 51, destination: 60 } as const;
+
+function extensionHeader(h: Ipv6Extension, next: number): Buffer {
+  let b: Buffer;
+  if (h.type === "fragment") {
+    b = Buffer.alloc(8);
+    b.writeUInt16BE((((h.fragmentOffset ?? 0) & 0x1fff) << 3) | (h.moreFragments ? 1 : 0), 2);
+    b.writeUInt32BE(h.id ?? 0xabcd, 4);
+  } else if (h.type === "ah") {
+    const length = h.length ?? 16;
+    if (length < 12 || length % 4 !== 0) throw new Error("AH: length is a multiple of 4, at least 12");
+    b = Buffer.alloc(length);
+    b[1] = length / 4 - 2; // 4-byte units, not counting the first two
+    b.writeUInt32BE(0x100, 4); // SPI
+    b.writeUInt32BE(1, 8); // sequence number
+  } else {
+    const length = h.length ?? 8;
+    if (length < 8 || length % 8 !== 0) throw new Error(`${h.type}: length is a multiple of 8`);
+    b = Buffer.alloc(length);
+    b[1] = length / 8 - 1; // 8-byte units, not counting the first
+    if (h.type === "routing") {
+      b[2] = 4; // routing type; segments left 0
+    } else {
+      b[2] = 1; // PadN covering the rest
+      b[3] = length - 4;
+    }
+  }
+  b[0] = next;
+  return b;
+}
+
 export function ipv6(o: {
   src: string;
   dst: string;
   payload: Segment | Buffer;
   nextHeader?: number;
+  /** Between the fixed header and the payload, in this order. */
+  extensions?: Ipv6Extension[];
   hopLimit?: number;
   trafficClass?: number;
   flowLabel?: number;
 }): Buffer {
   const src = ipv6Bytes(o.src);
   const dst = ipv6Bytes(o.dst);
-  const nextHeader = isSegment(o.payload) ? o.payload.protocol : o.nextHeader;
+  let nextHeader = isSegment(o.payload) ? o.payload.protocol : o.nextHeader;
   if (nextHeader === undefined) throw new Error("ipv6: nextHeader is required with a raw payload");
-  const payload = isSegment(o.payload) ? o.payload.encode(src, dst) : o.payload;
+  let payload = isSegment(o.payload) ? o.payload.encode(src, dst) : o.payload;
+  for (const h of [...(o.extensions ?? [])].reverse()) {
+    payload = Buffer.concat([extensionHeader(h, nextHeader), payload]);
+    nextHeader = EXTENSION_CODE[h.type];
+  }
   const h = Buffer.alloc(40);
   h.writeUInt32BE(((6 << 28) | ((o.trafficClass ?? 0) << 20) | ((o.flowLabel ?? 0) & 0xfffff)) >>> 0, 0);
   h.writeUInt16BE(payload.length, 4);

@@ -17,7 +17,7 @@ import {
 } from "../../provider/tcPolicy/plan";
 import { rulesOf, tcPolicySchema, type TcPolicyInputs } from "../../provider/tcPolicy/schema";
 import {
-  arp, ETH_P, ethernet, icmpv4, icmpv6, ipFrame, ipv4, ipv6, ipv6Bytes, tcp, udp, type Segment, type TcpFlags, type VlanTag,
+  arp, ETH_P, ethernet, icmpv4, icmpv6, ipFrame, ipv4, ipv6, ipv6Bytes, tcp, udp, type Ipv6Extension, type Segment, type TcpFlags, type VlanTag,
 } from "./packets";
 import { buildObjects, kernelTestsUnavailable, loadObject, objectPath, REPO_ROOT, TC, withObject, type LoadedObject } from "./progRun";
 import { LIVE_FLOWS_SH } from "../../provider/tcPolicy/hostState";
@@ -126,42 +126,10 @@ const eth4 = (payload: Buffer, vlans?: VlanTag[]) => ethernet({ etherType: ETH_P
 const eth6 = (payload: Buffer) => ethernet({ etherType: ETH_P.IPV6, payload });
 const OPTIONS_40 = Buffer.concat([Buffer.from([0x94, 0x04, 0, 0]), Buffer.alloc(36, 0x01)]); // Router Alert + NOPs
 
-interface ExtHeader {
-  type: 0 | 43 | 44 | 51 | 60;
-  /** Total bytes for hop-by-hop/routing/destination options (multiple of 8). */
-  length?: number;
-  /** Fragment header: offset in bytes (multiple of 8) and M flag. */
-  fragmentOffset?: number;
-  more?: boolean;
-}
-
 /** IPv6 with extension headers before an upper-layer segment (or raw bytes). */
-function v6WithExt(src: string, dst: string, chain: ExtHeader[], seg: Segment | { protocol: number; bytes: Buffer }): Buffer {
-  const upper = "encode" in seg ? seg.encode(ipv6Bytes(src), ipv6Bytes(dst)) : seg.bytes;
-  let next = seg.protocol;
-  const headers: Buffer[] = [];
-  for (const h of [...chain].reverse()) {
-    let b: Buffer;
-    if (h.type === 44) {
-      b = Buffer.alloc(8);
-      b.writeUInt16BE((h.fragmentOffset ?? 0) | (h.more ? 1 : 0), 2);
-      b.writeUInt32BE(0xabcd, 4);
-    } else if (h.type === 51) {
-      b = Buffer.alloc(16); // AH: 12 bytes + 4 bytes of ICV; length field in 4-byte units minus 2
-      b[1] = 16 / 4 - 2;
-    } else {
-      const length = h.length ?? 8;
-      b = Buffer.alloc(length);
-      b[1] = length / 8 - 1;
-      b[2] = 1; // PadN covering the rest
-      b[3] = length - 4;
-      if (h.type === 43) b[2] = 4; // routing type 4 (segment routing); parsed by length only
-    }
-    b[0] = next;
-    headers.unshift(b);
-    next = h.type;
-  }
-  return eth6(ipv6({ src, dst, payload: Buffer.concat([...headers, upper]), nextHeader: next }));
+function v6WithExt(src: string, dst: string, extensions: Ipv6Extension[], seg: Segment | { protocol: number; bytes: Buffer }): Buffer {
+  const payload = "encode" in seg ? seg : seg.bytes;
+  return eth6(ipv6({ src, dst, payload, nextHeader: seg.protocol, extensions }));
 }
 
 /**
@@ -320,16 +288,16 @@ describe.skipIf(unavailable !== undefined)("tc_policy", { timeout: 60_000 }, () 
       ["v4 with 40 bytes of options, tcp 23 from 10/8", () => eth4(ipv4({ src: "10.1.2.3", dst: HOST4, payload: tcpTo(23), options: OPTIONS_40 })), PASS],
       ["802.1Q-tagged v4 tcp 22 from 10/8", () => from("10.1.2.3", tcpTo(22), { vlans: [{ vid: 7 }] }), DROP],
       ["QinQ-tagged v4 tcp 22 from 10/8", () => from("10.1.2.3", tcpTo(22), { vlans: [{ vid: 7, tpid: ETH_P.QINQ }, { vid: 8 }] }), DROP],
-      ["v6 hop-by-hop, tcp 443 from bad", () => v6WithExt("2001:db8:bad::1", HOST6, [{ type: 0 }], tcpTo(443)), DROP],
-      ["v6 hop-by-hop (24 bytes) + routing + dest options, tcp 443 from bad", () => v6WithExt("2001:db8:bad::1", HOST6, [{ type: 0, length: 24 }, { type: 43, length: 24 }, { type: 60 }], tcpTo(443)), DROP],
-      ["v6 first fragment (offset 0, M), udp 53 to ::53", () => v6WithExt("2001:db8:9::9", "2001:db8::53", [{ type: 44, more: true }], udpTo(53)), DROP],
-      ["v6 eight extension headers, tcp 443 from bad", () => v6WithExt("2001:db8:bad::1", HOST6, [{ type: 0 }, ...Array<ExtHeader>(6).fill({ type: 60 }), { type: 44 }], tcpTo(443)), DROP],
+      ["v6 hop-by-hop, tcp 443 from bad", () => v6WithExt("2001:db8:bad::1", HOST6, [{ type: "hop-by-hop" }], tcpTo(443)), DROP],
+      ["v6 hop-by-hop (24 bytes) + routing + dest options, tcp 443 from bad", () => v6WithExt("2001:db8:bad::1", HOST6, [{ type: "hop-by-hop", length: 24 }, { type: "routing", length: 24 }, { type: "destination" }], tcpTo(443)), DROP],
+      ["v6 first fragment (offset 0, M), udp 53 to ::53", () => v6WithExt("2001:db8:9::9", "2001:db8::53", [{ type: "fragment", moreFragments: true }], udpTo(53)), DROP],
+      ["v6 eight extension headers, tcp 443 from bad", () => v6WithExt("2001:db8:bad::1", HOST6, [{ type: "hop-by-hop" }, ...Array<Ipv6Extension>(6).fill({ type: "destination" }), { type: "fragment" }], tcpTo(443)), DROP],
       // fragments and what is not walked: pass (see the top of tc_policy.bpf.c)
       ["v4 later fragment from 198.51.100.7", () => eth4(ipv4({ src: "198.51.100.7", dst: HOST4, payload: Buffer.alloc(64), protocol: 6, fragmentOffset: 185 })), PASS],
-      ["v6 later fragment from bad", () => v6WithExt("2001:db8:bad::1", HOST6, [{ type: 44, fragmentOffset: 1480 }], { protocol: 6, bytes: Buffer.alloc(64) }), PASS],
-      ["v6 AH before tcp 443 from bad (AH is not walked: matched as protocol 51)", () => v6WithExt("2001:db8:bad::1", HOST6, [{ type: 51 }], tcpTo(443)), PASS],
+      ["v6 later fragment from bad", () => v6WithExt("2001:db8:bad::1", HOST6, [{ type: "fragment", fragmentOffset: 185 }], { protocol: 6, bytes: Buffer.alloc(64) }), PASS],
+      ["v6 AH before tcp 443 from bad (AH is not walked: matched as protocol 51)", () => v6WithExt("2001:db8:bad::1", HOST6, [{ type: "ah" }], tcpTo(443)), PASS],
       // cannot be parsed: the default (allow)
-      ["v6 nine extension headers (more than we walk)", () => v6WithExt("2001:db8:bad::1", HOST6, Array<ExtHeader>(9).fill({ type: 60 }), tcpTo(443)), PASS],
+      ["v6 nine extension headers (more than we walk)", () => v6WithExt("2001:db8:bad::1", HOST6, Array<Ipv6Extension>(9).fill({ type: "destination" }), tcpTo(443)), PASS],
       ["v4 tcp header cut at 10 bytes, 22 from 10/8", () => from("10.1.2.3", tcpTo(22)).subarray(0, 14 + 20 + 10), PASS],
       // BPF_PROG_TEST_RUN refuses an skb whose EtherType announces IPv4/IPv6 but
       // whose header is cut short (EINVAL); behind a VLAN tag it accepts it.
@@ -385,7 +353,7 @@ describe.skipIf(unavailable !== undefined)("tc_policy", { timeout: 60_000 }, () 
     afterAll(() => obj?.close());
 
     const NS = () => ipFrame({ src: "fe80::2", dst: "ff02::1:ff00:1", payload: icmpv6({ type: 135, payload: Buffer.concat([Buffer.alloc(4), ipv6Bytes(HOST6)]) }) });
-    const MLD_BEHIND_HOP_BY_HOP = () => v6WithExt("fe80::2", "ff02::16", [{ type: 0 }], icmpv6({ type: 143, payload: Buffer.alloc(4) }));
+    const MLD_BEHIND_HOP_BY_HOP = () => v6WithExt("fe80::2", "ff02::16", [{ type: "hop-by-hop" }], icmpv6({ type: 143, payload: Buffer.alloc(4) }));
     const cases: [string, () => Buffer, number][] = [
       ["v4 tcp 22", () => from("198.51.100.1", tcpTo(22)), PASS],
       ["v6 tcp 22", () => from("2001:db8:9::9", tcpTo(22)), PASS],
@@ -410,7 +378,7 @@ describe.skipIf(unavailable !== undefined)("tc_policy", { timeout: 60_000 }, () 
       // cannot be parsed: the default (deny)
       ["v4 tcp header cut at 10 bytes, port 22", () => from("198.51.100.1", tcpTo(22)).subarray(0, 14 + 20 + 10), DROP],
       ["v4 IHL=4", () => eth4(ipv4({ src: "198.51.100.1", dst: HOST4, payload: tcpTo(22), ihl: 4 })), DROP],
-      ["v6 nine extension headers, tcp 22", () => v6WithExt("2001:db8:9::9", HOST6, Array<ExtHeader>(9).fill({ type: 60 }), tcpTo(22)), DROP],
+      ["v6 nine extension headers, tcp 22", () => v6WithExt("2001:db8:9::9", HOST6, Array<Ipv6Extension>(9).fill({ type: "destination" }), tcpTo(22)), DROP],
       ["802.1Q-tagged v4 header cut at 19 bytes", () => from("198.51.100.1", tcpTo(22), { vlans: [{ vid: 7 }] }).subarray(0, 18 + 19), DROP],
       ["802.1Q-tagged v6 header cut at 39 bytes", () => from("2001:db8:9::9", tcpTo(22), { vlans: [{ vid: 7 }] }).subarray(0, 18 + 39), DROP],
       ["802.1Q tag cut short", () => ethernet({ etherType: ETH_P.VLAN, payload: Buffer.from([0x00, 0x07]) }), DROP],
@@ -556,7 +524,7 @@ describe.skipIf(unavailable !== undefined)("tc_policy", { timeout: 60_000 }, () 
       expect(await ingress(obj, icmpError("2001:db8:ffff::1", HOST6, 2, seg6))).toBe(PASS);
       const other6 = ipv6({ src: HOST6, dst: peer6, payload: tcpTo(443, ack, 42001) });
       expect(await ingress(obj, icmpError("2001:db8:ffff::1", HOST6, 2, other6))).toBe(DROP);
-      const fragmented = v6WithExt(HOST6, peer6, [{ type: 44, more: true }], udp({ srcPort: 42002, dstPort: 4500, payload: Buffer.alloc(64) }));
+      const fragmented = v6WithExt(HOST6, peer6, [{ type: "fragment", moreFragments: true }], udp({ srcPort: 42002, dstPort: 4500, payload: Buffer.alloc(64) }));
       expect(await egress(obj, fragmented)).toBe(PASS);
       expect(await ingress(obj, icmpError("2001:db8:ffff::1", HOST6, 2, fragmented.subarray(14)))).toBe(PASS);
     });

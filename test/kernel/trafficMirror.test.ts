@@ -15,7 +15,7 @@ import {
 import { mirrorOperations, planMirror } from "../../provider/trafficMirror/plan";
 import { filterRecord, filterSchema, MAX_FILTERS, type MirrorFilter } from "../../provider/trafficMirror/schema";
 import {
-  arp, ETH_P, ethernet, icmpv4, icmpv6, IPPROTO, ipv4, ipv6, ipv6Bytes, tcp, udp, type Segment, type VlanTag,
+  arp, ETH_P, ethernet, icmpv4, icmpv6, IPPROTO, ipv4, ipv6, tcp, udp, type Ipv6Extension, type Segment, type VlanTag,
 } from "./packets";
 import { listMatches, randomFilters, randomPacket, type ModelPacket } from "../support/mirrorModel";
 import { seededRandom } from "../support/seededRandom";
@@ -101,26 +101,6 @@ const SCTP = (sport: number, dport: number): Segment => ({
 const GRE = (): Segment => ({ protocol: 47, encode: () => Buffer.from([0, 0, 0x65, 0x58]) });
 const ARP = () => ethernet({ dst: "ff:ff:ff:ff:ff:ff", etherType: ETH_P.ARP, payload: arp({ op: "request", senderMac: "02:00:00:00:00:01", senderIp: "192.0.2.1", targetIp: "192.0.2.2" }) });
 
-/** IPv6 with extension headers in front of `seg`: [next header, length, PadN...] each 8 bytes, or a fragment header. */
-function v6WithExtensions(src: string, dst: string, seg: Segment, chain: ("hop" | "dst" | { fragmentOffset: number })[]): Buffer {
-  const inner = seg.encode(ipv6Bytes(src), ipv6Bytes(dst));
-  const codes = chain.map((h) => (h === "hop" ? 0 : h === "dst" ? 60 : 44));
-  const headers = chain.map((h, i) => {
-    const next = i + 1 < chain.length ? codes[i + 1]! : seg.protocol;
-    const b = Buffer.alloc(8);
-    b[0] = next;
-    if (typeof h === "object") {
-      b.writeUInt16BE(h.fragmentOffset << 3, 2);
-      b.writeUInt32BE(0xbf, 4);
-    } else {
-      b[2] = 1; // PadN
-      b[3] = 4;
-    }
-    return b;
-  });
-  return eth6(ipv6({ src, dst, nextHeader: codes[0]!, payload: Buffer.concat([...headers, inner]) }));
-}
-
 /** A frame carrying what `p` describes; a port protocol without ports is a later fragment. */
 function frameOf(p: ModelPacket): Buffer {
   if (p.family === 0) return ARP();
@@ -132,20 +112,13 @@ function frameOf(p: ModelPacket): Buffer {
   }
   const later = p.sport === undefined && [6, 17, 132].includes(protocol);
   if (p.family === 4) return eth4(ipv4({ src: p.src!, dst: p.dst!, protocol, payload: bytes, fragmentOffset: later ? 185 : 0 }));
-  if (later) return v6WithExtensions(p.src!, p.dst!, { protocol, encode: () => bytes }, [{ fragmentOffset: 100 }]);
+  if (later) return v6WithExtensions(p.src!, p.dst!, { protocol, encode: () => bytes }, [{ type: "fragment", fragmentOffset: 100 }]);
   return eth6(ipv6({ src: p.src!, dst: p.dst!, nextHeader: protocol, payload: bytes }));
 }
 
-/** IPv6, hop-by-hop options, then an AH header (RFC 4302: length in 4-byte units minus 2, here 24 bytes with a 12-byte ICV), then `seg`. */
-function v6BehindAh(src: string, dst: string, seg: Segment): Buffer {
-  const inner = seg.encode(ipv6Bytes(src), ipv6Bytes(dst));
-  const hop = Buffer.from([51, 0, 1, 4, 0, 0, 0, 0]);
-  const ah = Buffer.alloc(24);
-  ah[0] = seg.protocol;
-  ah[1] = 24 / 4 - 2;
-  ah.writeUInt32BE(0x100, 4); // SPI
-  ah.writeUInt32BE(1, 8); // sequence number
-  return eth6(ipv6({ src, dst, nextHeader: 0, payload: Buffer.concat([hop, ah, inner]) }));
+/** IPv6 with extension headers in front of `seg`. */
+function v6WithExtensions(src: string, dst: string, seg: Segment, extensions: Ipv6Extension[]): Buffer {
+  return eth6(ipv6({ src, dst, payload: seg, extensions }));
 }
 
 // ---------------------------------------------------------------- pcap
@@ -337,14 +310,14 @@ describe.skipIf(unavailable !== undefined)("tc_mirror", { timeout: 120_000 }, ()
       ["IPv4 later fragment: no ports to match", [{ protocol: "udp", destinationPort: 53 }], () => eth4(ipv4({ src: A4, dst: B4, protocol: 17, fragmentOffset: 185, payload: Buffer.alloc(64, 0xab) })), false],
       ["IPv4 later fragment: protocol and address still match", [{ protocol: "udp", source: "192.0.2.0/24" }], () => eth4(ipv4({ src: A4, dst: B4, protocol: 17, fragmentOffset: 185, payload: Buffer.alloc(64, 0xab) })), true],
       ["IPv4 first fragment carries the ports", [{ destinationPort: 53 }], () => eth4(ipv4({ src: A4, dst: B4, payload: UDP(1, 53), moreFragments: true })), true],
-      ["IPv6 hop-by-hop, then TCP to 80", [{ protocol: "tcp", destinationPort: 80 }], () => v6WithExtensions(A6, B6, TCP(1, 80), ["hop"]), true],
-      ["IPv6 hop-by-hop + destination options, then UDP to 53", [{ protocol: "udp", destinationPort: 53 }], () => v6WithExtensions(A6, B6, UDP(1, 53), ["hop", "dst"]), true],
-      ["IPv6 first fragment, UDP to 53", [{ destinationPort: 53 }], () => v6WithExtensions(A6, B6, UDP(1, 53), [{ fragmentOffset: 0 }]), true],
-      ["IPv6 later fragment: no ports to match", [{ destinationPort: 53 }], () => v6WithExtensions(A6, B6, UDP(1, 53), [{ fragmentOffset: 100 }]), false],
-      ["IPv6 later fragment: protocol still matches", [{ protocol: "udp" }], () => v6WithExtensions(A6, B6, UDP(1, 53), [{ fragmentOffset: 100 }]), true],
-      ["IPv6 TCP behind hop-by-hop and AH: ports still match", [{ protocol: "tcp", destinationPort: 80 }], () => v6BehindAh(A6, B6, TCP(1, 80)), true],
-      ["IPv6 TCP behind AH: another port does not", [{ protocol: "tcp", destinationPort: 81 }], () => v6BehindAh(A6, B6, TCP(1, 80)), false],
-      ["IPv6 hop-by-hop, then TCP to 81", [{ destinationPort: 80 }], () => v6WithExtensions(A6, B6, TCP(1, 81), ["hop"]), false],
+      ["IPv6 hop-by-hop, then TCP to 80", [{ protocol: "tcp", destinationPort: 80 }], () => v6WithExtensions(A6, B6, TCP(1, 80), [{ type: "hop-by-hop" }]), true],
+      ["IPv6 hop-by-hop + destination options, then UDP to 53", [{ protocol: "udp", destinationPort: 53 }], () => v6WithExtensions(A6, B6, UDP(1, 53), [{ type: "hop-by-hop" }, { type: "destination" }]), true],
+      ["IPv6 first fragment, UDP to 53", [{ destinationPort: 53 }], () => v6WithExtensions(A6, B6, UDP(1, 53), [{ type: "fragment" }]), true],
+      ["IPv6 later fragment: no ports to match", [{ destinationPort: 53 }], () => v6WithExtensions(A6, B6, UDP(1, 53), [{ type: "fragment", fragmentOffset: 100 }]), false],
+      ["IPv6 later fragment: protocol still matches", [{ protocol: "udp" }], () => v6WithExtensions(A6, B6, UDP(1, 53), [{ type: "fragment", fragmentOffset: 100 }]), true],
+      ["IPv6 TCP behind hop-by-hop and AH: ports still match", [{ protocol: "tcp", destinationPort: 80 }], () => v6WithExtensions(A6, B6, TCP(1, 80), [{ type: "hop-by-hop" }, { type: "ah", length: 24 }]), true],
+      ["IPv6 TCP behind AH: another port does not", [{ protocol: "tcp", destinationPort: 81 }], () => v6WithExtensions(A6, B6, TCP(1, 80), [{ type: "hop-by-hop" }, { type: "ah", length: 24 }]), false],
+      ["IPv6 hop-by-hop, then TCP to 81", [{ destinationPort: 80 }], () => v6WithExtensions(A6, B6, TCP(1, 81), [{ type: "hop-by-hop" }]), false],
       // not parseable (BPF_PROG_TEST_RUN refuses IP frames shorter than the fixed
       // header, so this header claims 60 bytes and the frame ends first)
       ["IPv4 IHL beyond the frame: address filter cannot match", [{ source: "0.0.0.0/0" }], () => eth4(ipv4({ src: A4, dst: B4, payload: UDP(1, 2), ihl: 15 })), false],

@@ -188,7 +188,12 @@ describe.skipIf(unavailable !== undefined)("xdp_firewall", { timeout: 60_000 }, 
       // IPv4 header variants
       ["IPv4 with 40 bytes of options, denied source", () => eth4(v4Hdr(denied4, { options: options40 })), XDP.DROP],
       ["IPv4 with 40 bytes of options, other source", () => eth4(v4Hdr("10.1.2.3", { options: options40 })), XDP.PASS],
+      ["IPv4 first fragment from a denied source", () => eth4(v4Hdr(denied4, { moreFragments: true })), XDP.DROP],
       ["IPv4 later fragment from a denied source", () => eth4(v4Hdr(denied4, { payload: Buffer.alloc(64, 0xab), protocol: 17, fragmentOffset: 185 })), XDP.DROP],
+      ["IPv4 later fragment from another source", () => eth4(v4Hdr("10.1.2.3", { payload: Buffer.alloc(64, 0xab), protocol: 17, fragmentOffset: 185 })), XDP.PASS],
+      ["IPv6 first fragment from a denied source", () => eth6(ipv6({ src: denied6, dst: "2001:db8:1::1", payload: probe(), extensions: [{ type: "fragment", moreFragments: true }] })), XDP.DROP],
+      ["IPv6 later fragment from a denied source", () => eth6(ipv6({ src: denied6, dst: "2001:db8:1::1", payload: Buffer.alloc(64, 0xab), nextHeader: 17, extensions: [{ type: "fragment", fragmentOffset: 185 }] })), XDP.DROP],
+      ["IPv6 later fragment from another source", () => eth6(ipv6({ src: "2001:db8:1::2", dst: "2001:db8:1::1", payload: Buffer.alloc(64, 0xab), nextHeader: 17, extensions: [{ type: "fragment", fragmentOffset: 185 }] })), XDP.PASS],
       // VLAN
       ["802.1Q-tagged IPv4 exact hit", () => from(denied4, { vlans: [q(100)] }), XDP.DROP],
       ["QinQ (802.1AD + 802.1Q) IPv4 prefix hit", () => from("198.51.100.7", { vlans: [ad(10), q(20)] }), XDP.DROP],

@@ -3,10 +3,12 @@
 // implementation, cross-checked with tcpdump by test/kernel/packets.test.ts),
 // and its checksums recomputed there.
 import { describe, expect, it } from "vitest";
-import { parseExpectationText, type ExpectKind } from "../../provider/expect/grammar";
+import { expectationText, parseExpectationText, type ExpectKind } from "../../provider/expect/grammar";
+import { probeRounds, type Probe } from "../../provider/expect/probe";
 import { buildFrame, flowOpener } from "../../provider/expect/packet";
 import { checksumsValid, ethernet, ETH_P, icmpv4, icmpv6, ipFrame, ipv4, tcp, udp, type Segment } from "../kernel/packets";
 
+const hex = (b: Buffer) => b.toString("hex");
 const frameOf = (kind: ExpectKind, text: string, o = {}) => buildFrame(parseExpectationText(kind, text), o);
 
 describe("buildFrame", () => {
@@ -77,5 +79,36 @@ describe("flowOpener", () => {
 
   it("is only for replies", () => {
     expect(() => flowOpener(parseExpectationText("tcPolicy", "ingress tcp 192.0.2.9:443 > 10.0.0.7:51000: pass"))).toThrow(/only a reply/);
+  });
+});
+
+describe("probeRounds", () => {
+  const tc = (texts: string[]) => texts.map((t) => parseExpectationText("tcPolicy", t));
+
+  it("sends a reply's opener first, through the other hook", () => {
+    const [[probe]] = probeRounds(tc(["ingress reply udp 192.0.2.53:53 > 10.0.0.1:33000: pass"])) as [[Probe]];
+    expect(probe.steps.map((s) => s.hook)).toEqual(["egress", "ingress"]);
+    expect(hex(probe.steps[0]!.frame)).toBe(hex(buildFrame(parseExpectationText("tcPolicy", "egress udp 10.0.0.1:33000 > 192.0.2.53:53: pass"))));
+  });
+
+  it("puts expectations that share a flow (either direction) in separate rounds, keeping their order", () => {
+    const rounds = probeRounds(tc([
+      "ingress tcp 192.0.2.9:443 > 10.0.0.1:41000 syn ack: drop",
+      "ingress reply tcp 192.0.2.9:443 > 10.0.0.1:41000: pass",
+      "egress tcp 10.0.0.1:41000 > 192.0.2.9:443: pass",
+      "ingress tcp 192.0.2.9:443 > 10.0.0.1:41001: drop",
+      "ingress icmp 192.0.2.9 > 10.0.0.1: drop",
+      "egress icmp 10.0.0.1 > 192.0.2.9: pass",
+    ]));
+    expect(rounds.map((r) => r.map((p) => expectationText(p.expectation)))).toEqual([
+      ["ingress tcp 192.0.2.9:443 > 10.0.0.1:41000 syn ack: drop", "ingress tcp 192.0.2.9:443 > 10.0.0.1:41001 syn: drop", "ingress icmp 192.0.2.9 > 10.0.0.1: drop"],
+      ["ingress reply tcp 192.0.2.9:443 > 10.0.0.1:41000 syn ack: pass", "egress icmp 10.0.0.1 > 192.0.2.9: pass"],
+      ["egress tcp 10.0.0.1:41000 > 192.0.2.9:443 syn: pass"],
+    ]);
+  });
+
+  it("needs one round for kinds without flows", () => {
+    const texts = ["udp 192.0.2.9:53 > 10.0.0.1:40000: drop", "udp 192.0.2.9:53 > 10.0.0.1:40000: pass"];
+    expect(probeRounds(texts.map((t) => parseExpectationText("xdpFirewall", t))).map((r) => r.length)).toEqual([2]);
   });
 });

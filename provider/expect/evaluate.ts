@@ -11,20 +11,26 @@
  * Those give "unknown", never a pass.
  */
 import { parsePrefix, prefixContains, type Prefix } from "../cidr";
-import type { Expectation } from "./grammar";
+import { groupOf } from "../maglev/plan";
+import { tableGroups, type MaglevServiceInputs } from "../maglev/schema";
+import { buildTable, NO_BACKEND, type MaglevTable } from "../maglev/table";
+import { outcomeText, type Expectation } from "./grammar";
+import { maglevFlowHash } from "./maglevHash";
 
 export type Verdict = "pass" | "drop";
 
 export interface Evaluation {
-  /** What the packet would get; "unknown" when preview cannot tell (reason says why). */
-  got: Verdict | "unknown";
+  /**
+   * What the packet would get, as an outcome text ("pass", "drop",
+   * "backend 10.0.1.3:8080"); "unknown" when preview cannot tell (reason says why).
+   */
+  got: string;
   met: boolean | undefined;
   reason: string;
 }
 
 function judged(e: Expectation, got: Verdict, reason: string): Evaluation {
-  if (!("verdict" in e.outcome)) return { got: "unknown", met: undefined, reason: "a backend outcome is not judged by this evaluator" };
-  return { got, met: got === e.outcome.verdict, reason };
+  return { got, met: "verdict" in e.outcome && got === e.outcome.verdict, reason };
 }
 
 // ---------------------------------------------------------------- XdpFirewall
@@ -144,4 +150,46 @@ export function evaluateTcPolicy(policy: PolicyLike, e: Expectation): Evaluation
   }
   const own = byRules(policy, e);
   return judged(e, own.verdict, `no flow: the ${opener.hook} packet that would open it is dropped (${opened.reason}); the reply itself: ${own.reason}`);
+}
+
+// ---------------------------------------------------------------- MaglevService
+
+/**
+ * xdp_maglev.bpf.c on the planned service: a packet to no VIP (address, port,
+ * protocol) passes to the host, ICMP among them; a packet to a VIP goes to the
+ * backend its flow hashes to in the VIP's table (plan.ts tableImage: the same
+ * groups, weights and size), or is dropped when the table has no backend. A new
+ * flow follows the table, as in the host-side probe copy, whose connection
+ * table starts empty. Not known without the host: whether the FIB or a MAC
+ * reaches the backend (DSR drops when neither does), and NAT replies, which
+ * depend on the live NAT records ("unknown").
+ */
+export function evaluateMaglev(
+  service: Pick<MaglevServiceInputs, "mode" | "vips" | "backends" | "tableSize">,
+  e: Expectation,
+  tables: Map<string, MaglevTable> = new Map(),
+): Evaluation {
+  const vip = Object.values(service.vips).find((v) => v.address === e.destination && v.port === e.destinationPort && v.protocol === e.protocol);
+  if (!vip || e.protocol === "icmp") {
+    const fromBackend = Object.values(service.backends).some((b) => b.address === e.source && (b.port ?? e.sourcePort) === e.sourcePort);
+    if (service.mode === "nat" && fromBackend && e.protocol !== "icmp") {
+      return { got: "unknown", met: undefined, reason: "a packet from a backend may be the reply of a NAT flow, which only the host's NAT records know" };
+    }
+    return judged(e, "pass", "not for a VIP: the balancer passes it to the host");
+  }
+  const group = groupOf(service.mode, vip);
+  let table = tables.get(group);
+  if (!table) {
+    const ids = tableGroups(service.mode, service.vips, service.backends).get(group) ?? [];
+    table = buildTable(ids.map((id) => ({ id, weight: service.backends[id]!.weight })), service.tableSize);
+    tables.set(group, table);
+  }
+  const slotIndex = maglevFlowHash({ src: e.source, dst: e.destination, srcPort: e.sourcePort!, dstPort: e.destinationPort!, protocol: e.protocol }) % table.size;
+  const slot = table.slots[slotIndex]!;
+  if (slot === NO_BACKEND) return judged(e, "drop", "the VIP's table has no backend");
+  const id = table.backends[slot]!;
+  const backend = service.backends[id]!;
+  const got = outcomeText({ backend: { address: backend.address, ...(backend.port !== undefined ? { port: backend.port } : {}) } });
+  const met = "backend" in e.outcome && e.outcome.backend.address === backend.address && (e.outcome.backend.port === undefined || e.outcome.backend.port === backend.port);
+  return { got, met, reason: `slot ${slotIndex} of the ${group} table (the flow's hash) names backend ${id}` };
 }

@@ -13,7 +13,8 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { batchText } from "../../provider/remote/bpfHost";
 import { canonicalPrefix } from "../../provider/cidr";
-import { evaluateFirewall, evaluateTcPolicy, type PolicyLike } from "../../provider/expect/evaluate";
+import { evaluateFirewall, evaluateMaglev, evaluateTcPolicy, type PolicyLike } from "../../provider/expect/evaluate";
+import { maglevServiceSchema } from "../../provider/maglev/schema";
 import { expectationText, parseExpectationText, type Expectation } from "../../provider/expect/grammar";
 import { buildFrame, flowOpener, type FrameOptions } from "../../provider/expect/packet";
 import { probeRounds, SHARED_MAPS, type Probe } from "../../provider/expect/probe";
@@ -580,6 +581,14 @@ describe.skipIf(unavailable !== undefined)("expectations: xdp_maglev", { timeout
         try {
           const backends = localBackends(family, 8080);
           const table = await configure(live, family, proto, mode, backends);
+          // The preview's view of the same service: backends under the ids the table above was built
+          // from (address:port), the same size; so evaluateMaglev must name the backend the program picks.
+          const planned = maglevServiceSchema.parse({
+            host: { address: "192.0.2.1" }, interface: "eth0", name: "ktest", mode: "nat", tableSize: M,
+            vips: [{ address: VIP[family], port: 80, protocol: proto }],
+            backends: Object.values(backends).map((b) => ({ address: b.address, port: b.port })),
+          });
+          expect(Object.keys(planned.backends).sort()).toEqual([...table.backends].sort());
           const copy = await probeCopy(live);
           try {
             const seen = new Set<string>();
@@ -589,6 +598,7 @@ describe.skipIf(unavailable !== undefined)("expectations: xdp_maglev", { timeout
               seen.add(b.address);
               const e = parseExpectationText("maglevService", textOf(f, `backend ${b.address}`));
               expect(expectationText(e)).toBe(textOf(f, `backend ${b.address}`));
+              expect(evaluateMaglev(planned, e), textOf(f, "")).toMatchObject({ met: true });
               const bytes = buildFrame(e, handOptions(f));
               expect(hex(bytes)).toBe(hex(frame(f)));
               // The defaults (TTL 64, no payload...) change no field the balancer hashes: same backend.
@@ -624,6 +634,11 @@ describe.skipIf(unavailable !== undefined)("expectations: xdp_maglev", { timeout
     try {
       await configure(live, "v4", "tcp", "dsr", localBackends("v4"));
       await configure(live, "v6", "tcp", "dsr", localBackends("v6"));
+      const service = maglevServiceSchema.parse({
+        host: { address: "192.0.2.1" }, interface: "eth0", name: "ktest", mode: "dsr", tableSize: M,
+        vips: [`${VIP.v4}:80/tcp`, `[${VIP.v6}]:80/tcp`],
+        backends: [...Object.values(localBackends("v4")), ...Object.values(localBackends("v6"))].map((b) => b.address),
+      });
       const copy = await probeCopy(live);
       try {
         const v4 = (o: Partial<Flow> = {}): Flow => ({ src: "192.0.2.7", dst: VIP.v4, sport: 40000, dport: 80, proto: "tcp", ...o });
@@ -641,6 +656,7 @@ describe.skipIf(unavailable !== undefined)("expectations: xdp_maglev", { timeout
           expect(hex(bytes), text).toBe(hex(handBuilt));
           const out = await run(copy, bytes);
           expect(out.retval, text).toBe(XDP.PASS);
+          expect(evaluateMaglev(service, e).met, text).toBe(true);
           expect(hex(out.dataOut), text).toBe(hex(bytes));
         }
       } finally {

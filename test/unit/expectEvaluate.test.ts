@@ -2,8 +2,12 @@
 // entries. test/kernel/expect.test.ts checks the same evaluator against the
 // loaded programs on random policies; here, the rules case by case.
 import { describe, expect, it } from "vitest";
-import { parseExpectationText } from "../../provider/expect/grammar";
-import { evaluateFirewall, evaluateTcPolicy, type PolicyLike } from "../../provider/expect/evaluate";
+import { expectationText, parseExpectationText } from "../../provider/expect/grammar";
+import { evaluateFirewall, evaluateMaglev, evaluateTcPolicy, type PolicyLike } from "../../provider/expect/evaluate";
+import { maglevServiceSchema } from "../../provider/maglev/schema";
+import { buildTable } from "../../provider/maglev/table";
+import { lbFlowHash, type Flow } from "../support/lbFlowHash";
+import { seededRandom } from "../support/seededRandom";
 import { rulesOf, tcPolicySchema } from "../../provider/tcPolicy/schema";
 import { xdpFirewallSchema } from "../../provider/xdpFirewall/schema";
 
@@ -86,5 +90,51 @@ describe("evaluateTcPolicy", () => {
     expect(judge(p, "egress tcp 10.0.0.7:22 > 192.0.2.50:40000 ack: pass").got).toBe("pass");
     expect(judge(p, "ingress tcp 192.0.2.51:40000 > 10.0.0.7:22: pass").got).toBe("drop");
     expect(judge(p, "ingress udp 192.0.2.50:40000 > 10.0.0.7:22: pass").got).toBe("drop");
+  });
+});
+
+describe("evaluateMaglev", () => {
+  const service = maglevServiceSchema.parse({
+    host: { address: "192.0.2.1" }, interface: "eth0", name: "web", mode: "nat", tableSize: 1009,
+    vips: ["198.51.100.10:80/tcp", "[2001:db8:100::10]:53/udp"],
+    backends: [{ address: "10.0.0.11", port: 8080 }, { address: "10.0.0.12", port: 8080 }, { address: "10.0.0.13", port: 8080, weight: 3 }, { address: "fd00::11", port: 53 }, { address: "fd00::12", port: 53 }],
+  });
+  const tables = new Map();
+
+  it("names the backend the independent flow hash (test/support/lbFlowHash.ts) picks in the planned table", () => {
+    const rand = seededRandom(3);
+    const counts = new Map<string, number>();
+    for (let i = 0; i < 400; i++) {
+      const v6 = i % 2 === 1;
+      const f: Flow = v6
+        ? { src: `2001:db8:c::${(1 + Math.floor(rand() * 0xffff)).toString(16)}`, dst: "2001:db8:100::10", sport: 1024 + Math.floor(rand() * 60000), dport: 53, proto: "udp" }
+        : { src: `192.0.2.${1 + Math.floor(rand() * 250)}`, dst: "198.51.100.10", sport: 1024 + Math.floor(rand() * 60000), dport: 80, proto: "tcp" };
+      const ids = Object.keys(service.backends).filter((id) => id.includes("[") === v6);
+      const table = buildTable(ids.map((id) => ({ id, weight: service.backends[id]!.weight })), 1009);
+      const want = service.backends[table.backends[table.slots[lbFlowHash(f) % table.size]!]!]!;
+      const ep = (a: string, p: number) => (v6 ? `[${a}]:${p}` : `${a}:${p}`);
+      const e = parseExpectationText("maglevService", `${f.proto} ${ep(f.src, f.sport)} > ${ep(f.dst, f.dport)}: backend ${ep(want.address, want.port!)}`);
+      const r = evaluateMaglev(service, e, tables);
+      expect(r, expectationText(e)).toMatchObject({ met: true, got: `backend ${ep(want.address, want.port!)}` });
+      counts.set(r.got, (counts.get(r.got) ?? 0) + 1);
+      // The address alone is met too; another backend is not.
+      const other = Object.values(service.backends).find((b) => b.address !== want.address && b.address.includes(":") === v6)!;
+      expect(evaluateMaglev(service, parseExpectationText("maglevService", `${f.proto} ${ep(f.src, f.sport)} > ${ep(f.dst, f.dport)}: backend ${want.address}`), tables).met).toBe(true);
+      expect(evaluateMaglev(service, parseExpectationText("maglevService", `${f.proto} ${ep(f.src, f.sport)} > ${ep(f.dst, f.dport)}: backend ${other.address}`), tables).met).toBe(false);
+    }
+    // Every backend is reached, the weight-3 one most of its family.
+    expect(counts.size).toBe(5);
+    expect(counts.get("backend 10.0.0.13:8080")!).toBeGreaterThan(counts.get("backend 10.0.0.11:8080")!);
+  });
+
+  it("passes what is not for a VIP, says unknown for what may be a NAT reply, drops with no backend", () => {
+    const judge = (text: string) => evaluateMaglev(service, parseExpectationText("maglevService", text), tables);
+    expect(judge("tcp 192.0.2.7:40000 > 198.51.100.10:81: pass")).toMatchObject({ got: "pass", met: true });
+    expect(judge("udp 192.0.2.7:40000 > 198.51.100.10:80: pass")).toMatchObject({ got: "pass", met: true });
+    expect(judge("icmp 192.0.2.7 > 198.51.100.10: pass")).toMatchObject({ got: "pass", met: true });
+    expect(judge("tcp 192.0.2.7:40000 > 198.51.100.10:80: drop").met).toBe(false);
+    expect(judge("tcp 10.0.0.11:8080 > 192.0.2.7:40000: pass")).toMatchObject({ got: "unknown", met: undefined });
+    const empty = maglevServiceSchema.parse({ host: { address: "192.0.2.1" }, interface: "eth0", name: "web", vips: ["198.51.100.10:80/tcp"], backends: [] });
+    expect(evaluateMaglev(empty, parseExpectationText("maglevService", "tcp 192.0.2.7:40000 > 198.51.100.10:80: drop"))).toMatchObject({ got: "drop", met: true });
   });
 });

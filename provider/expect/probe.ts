@@ -23,6 +23,16 @@ export const SHARED_MAPS: Record<ExpectKind, readonly string[]> = {
   maglevService: ["lb_vips", "maglev_table", "lb_backends", "lb_config"],
 };
 
+/**
+ * A member of an interface's XDP chain (bpf/include/xdp_chain.h) is probed as
+ * the chain: a probe copy of the dispatcher owns a scratch xdp_chain, each
+ * member's copy is loaded against that scratch array (and shares its live
+ * xdp_chain_next, which it only reads) and is placed in its live slot, and the
+ * frame runs through the dispatcher copy, so every member's verdict counts and
+ * no live member sees the probe.
+ */
+export const CHAIN_SHARED_MAPS: readonly string[] = ["xdp_chain_next"];
+
 export interface ProbeStep {
   hook: Hook;
   frame: Buffer;

@@ -17,7 +17,7 @@ import { evaluateFirewall, evaluateMaglev, evaluateTcPolicy, type PolicyLike } f
 import { maglevServiceSchema } from "../../provider/maglev/schema";
 import { expectationText, parseExpectationText, type Expectation } from "../../provider/expect/grammar";
 import { buildFrame, flowOpener, type FrameOptions } from "../../provider/expect/packet";
-import { probeRounds, SHARED_MAPS, type Probe } from "../../provider/expect/probe";
+import { CHAIN_SHARED_MAPS, probeRounds, SHARED_MAPS, type Probe } from "../../provider/expect/probe";
 import { denyOperations, planDeny } from "../../provider/xdpFirewall/plan";
 import { MAPS as TC_MAPS, PROGRAMS, sumU64, TRIE_MAPS, u32Key, decodeFlowKey } from "../../provider/tcPolicy/codec";
 import { desiredPolicy, observePolicy, planPolicy, type ObservedPolicy } from "../../provider/tcPolicy/plan";
@@ -668,3 +668,118 @@ describe.skipIf(unavailable !== undefined)("expectations: xdp_maglev", { timeout
   });
 });
 
+
+// ================================================================ the XDP chain
+
+describe.skipIf(unavailable !== undefined)("expectations: through the XDP chain (firewall in front of a balancer)", { timeout: 120_000 }, () => {
+  // As test/kernel/xdpChain.test.ts: lb0 10.0.0.1/24, clients 192.0.2.0/24 via 10.0.0.254, backends on lb0.
+  const GW = { address: "10.0.0.254", mac: "02:00:00:00:00:fe" };
+  const BACKENDS = [{ address: "10.0.0.11", mac: "02:00:00:00:aa:11" }, { address: "10.0.0.12", mac: "02:00:00:00:aa:12" }];
+  const CHAIN_VIP = "198.51.100.10";
+  const DENIED = "192.0.2.66";
+  let ns: TestNetns;
+  let lbMac = "";
+  let lbIfindex = 0;
+  const live: LoadedProgram[] = [];
+  const probe: LoadedProgram[] = [];
+  let table: MaglevTable;
+  const u32 = (n: number) => Buffer.from([n & 0xff, (n >> 8) & 0xff, (n >> 16) & 0xff, (n >>> 24) & 0xff]);
+
+  /** The provider's order: the member's xdp_chain_next, then its slot. */
+  async function place(chainOwner: LoadedProgram, member: LoadedProgram, slot: number): Promise<void> {
+    await member.updateMap("xdp_chain_next", [{ key: u32(0), value: u32(slot + 1) }]);
+    await chainOwner.batchText(`map update pinned ${chainOwner.mapPin("xdp_chain")} key ${[...u32(slot)].join(" ")} value pinned ${member.progPin}\n`);
+  }
+
+  beforeAll(async () => {
+    await buildObjects();
+    ns = await createNetns();
+    await ns.ip("link", "add", "lb0", "type", "veth", "peer", "name", "lb0p");
+    await ns.ip("link", "set", "lb0", "up");
+    await ns.ip("link", "set", "lb0p", "up");
+    await ns.ip("addr", "add", "10.0.0.1/24", "dev", "lb0");
+    await ns.sysctl("net.ipv4.conf.all.forwarding", 1);
+    await ns.ip("route", "add", "192.0.2.0/24", "via", GW.address);
+    for (const n of [GW, ...BACKENDS]) await ns.ip("neigh", "replace", n.address, "lladdr", n.mac, "dev", "lb0", "nud", "permanent");
+    ({ ifindex: lbIfindex, mac: lbMac } = await ns.link("lb0"));
+
+    // The live chain.
+    const dispatcher = await loadProgram(objectPath("xdp_dispatcher"));
+    live.push(dispatcher);
+    const firewall = await loadProgram(FW, "xdp", { xdp_chain: dispatcher.mapPin("xdp_chain") });
+    live.push(firewall);
+    const balancer = await loadProgram(LB, "xdp", { xdp_chain: dispatcher.mapPin("xdp_chain") });
+    live.push(balancer);
+    await firewall.batchText(batchText(denyOperations(planDeny([`${DENIED}/32`], []), (m) => firewall.mapPin(m))));
+    table = buildTable(BACKENDS.map((b) => ({ id: b.address })), M);
+    const indexOf = (id: string) => table.backends.indexOf(id) + 1;
+    await balancer.updateMap(LB_MAPS.backends, BACKENDS.map((b) => ({ key: Buffer.from(encodeIndex(indexOf(b.address))), value: Buffer.from(encodeBackend({ address: b.address, port: 0 })) })));
+    const ops = tableOperations(diffTable(buildTable([], M), table), 0, indexOf, balancer.mapPin(LB_MAPS.table));
+    await balancer.updateMap(LB_MAPS.table, ops.map((o) => ({ key: Buffer.from(o.key), value: Buffer.from((o as { value: Uint8Array }).value) })));
+    await balancer.updateMap(LB_MAPS.vips, [{
+      key: Buffer.from(encodeVipKey({ address: CHAIN_VIP, port: 80, protocol: "tcp" })),
+      value: Buffer.from(encodeVip({ vipIndex: 0, tableOffset: 0, tableSize: M, mode: "dsr", flowTable: false })),
+    }]);
+    await place(dispatcher, firewall, 0);
+    await place(dispatcher, balancer, 1);
+
+    // The probe chain: a dispatcher copy with a scratch xdp_chain; each member's copy shares what it
+    // reads (SHARED_MAPS and its xdp_chain_next) and sits in its live slot of the scratch chain.
+    const scratch = await loadProgram(objectPath("xdp_dispatcher"));
+    probe.push(scratch);
+    for (const [member, object, kind, slot] of [[firewall, FW, "xdpFirewall", 0], [balancer, LB, "maglevService", 1]] as const) {
+      const shared = Object.fromEntries([...SHARED_MAPS[kind], ...CHAIN_SHARED_MAPS].map((m) => [m, member.mapPin(m)]));
+      const copy = await loadProgram(object, "xdp", { ...shared, xdp_chain: scratch.mapPin("xdp_chain") });
+      probe.push(copy);
+      await scratch.batchText(`map update pinned ${scratch.mapPin("xdp_chain")} key ${[...u32(slot)].join(" ")} value pinned ${copy.progPin}\n`);
+    }
+  }, 120_000);
+  afterAll(() => {
+    for (const p of [...probe, ...live]) p.close();
+    ns?.close();
+  });
+
+  const counters = async (fw: LoadedProgram, lb: LoadedProgram) => ({
+    firewall: await Promise.all([0, 1].map(async (i) => sumCounters(await fw.lookupPerCpu("fw_stats", u32(i))).packets)),
+    backends: await Promise.all(table.backends.map(async (_, i) => sumCounters(await lb.lookupPerCpu(LB_MAPS.backendStats, Buffer.from(encodeIndex(i + 1)))).packets)),
+  });
+
+  it("an expectation names the backend through the chain, or the firewall's drop; the live members count nothing", async () => {
+    const [dispatcher, firewall, balancer] = live as [LoadedProgram, LoadedProgram, LoadedProgram];
+    const [scratch, fwCopy, lbCopy] = probe as [LoadedProgram, LoadedProgram, LoadedProgram];
+    const liveBefore = await counters(firewall, balancer);
+    const service = maglevServiceSchema.parse({
+      host: { address: "192.0.2.1" }, interface: "lb0", name: "ktest", tableSize: M, vips: [`${CHAIN_VIP}:80/tcp`], backends: BACKENDS.map((b) => b.address),
+    });
+    const reached = new Set<string>();
+    for (let i = 0; i < 16; i++) {
+      const client = `192.0.2.${10 + i}`;
+      const f: Flow = { src: client, dst: CHAIN_VIP, sport: 40000 + i, dport: 80, proto: "tcp" };
+      const want = table.backends[table.slots[lbFlowHash(f) % table.size]!]!;
+      reached.add(want);
+      const e = parseExpectationText("maglevService", `tcp ${client}:${40000 + i} > ${CHAIN_VIP}:80 syn: backend ${want}`);
+      expect(evaluateMaglev(service, e).met).toBe(true);
+      // The hand-built frame of xdpChain.test.ts (TCP SYN from the gateway's MAC to the interface's).
+      const bytes = buildFrame(e, { destinationMac: lbMac, sourceMac: GW.mac });
+      expect(hex(bytes)).toBe(hex(ethernet({ dst: lbMac, src: GW.mac, etherType: ETH_P.IP, payload: ipv4({ src: client, dst: CHAIN_VIP, payload: tcp({ srcPort: 40000 + i, dstPort: 80, flags: { syn: true } }) }) })));
+      const before = await counters(fwCopy, lbCopy);
+      const out = await runXdp(scratch, bytes, { netns: ns, ingressIfindex: lbIfindex });
+      expect(out.retval).toBe(XDP.TX);
+      expect(hex(out.dataOut.subarray(0, 6))).toBe(BACKENDS.find((b) => b.address === want)!.mac.replaceAll(":", ""));
+      const after = await counters(fwCopy, lbCopy);
+      expect(after.firewall[0]! - before.firewall[0]!, "the firewall copy passed it on").toBe(1);
+      expect(table.backends.filter((_, j) => after.backends[j] !== before.backends[j]), "the balancer copy's chosen backend").toEqual([want]);
+    }
+    expect(reached.size).toBe(2);
+
+    const denied = parseExpectationText("maglevService", `tcp ${DENIED}:40000 > ${CHAIN_VIP}:80 syn: drop`);
+    const out = await runXdp(scratch, buildFrame(denied, { destinationMac: lbMac, sourceMac: GW.mac }), { netns: ns, ingressIfindex: lbIfindex });
+    expect(out.retval).toBe(XDP.DROP);
+
+    // The live chain saw none of it, and still works.
+    expect(await counters(firewall, balancer)).toEqual(liveBefore);
+    const liveRun = await runXdp(dispatcher, buildFrame(denied, { destinationMac: lbMac, sourceMac: GW.mac }), { netns: ns, ingressIfindex: lbIfindex });
+    expect(liveRun.retval).toBe(XDP.DROP);
+    expect((await counters(firewall, balancer)).firewall[1]).toBe(liveBefore.firewall[1]! + 1);
+  });
+});

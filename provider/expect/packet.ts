@@ -171,8 +171,8 @@ export function buildFrame(e: Expectation, o: FrameOptions = {}): Buffer {
  * packet that opens it goes the other way, through the other hook — source and
  * destination swapped, a TCP SYN, a UDP datagram, an echo request with the
  * same identifier (FRAME_DEFAULTS.icmpId, as the reply's).
- * Running it first (and only then the reply) is what makes the flow exist; see
- * the design note in the report of issue 14 for how the flow is removed after.
+ * Running it first (and only then the reply) is what makes the flow exist, in
+ * a probe copy's scratch flow table (probe.ts), never the live one.
  */
 export function flowOpener(e: Expectation): { hook: Hook; expectation: Expectation } {
   if (!e.reply) throw new Error("flowOpener: only a reply expectation has a flow to open");

@@ -461,7 +461,15 @@ export class LoadedObject extends LoadedProgram {
  * `reuseMapsOf`, each map is the one already pinned there (as the provider
  * reuses maps on an upgrade), so both loads share state.
  */
-export async function loadObject(object: string, opts: { type?: string; reuseMapsOf?: LoadedObject } = {}): Promise<LoadedObject> {
+export async function loadObject(
+  object: string,
+  opts: {
+    type?: string;
+    reuseMapsOf?: LoadedObject;
+    /** With reuseMapsOf: reuse only these maps; the others are fresh (a copy of the program against scratch maps). */
+    reuseOnly?: readonly string[];
+  } = {},
+): Promise<LoadedObject> {
   if (!existsSync(object)) throw new Error(`${object} does not exist: run make -C bpf`);
   ensureBpffs();
   sweepStaleDirs();
@@ -471,7 +479,10 @@ export async function loadObject(object: string, opts: { type?: string; reuseMap
   liveDirs.add(workDir);
   const loaded = new LoadedObject(dir, workDir);
   const reuse = opts.reuseMapsOf
-    ? opts.reuseMapsOf.mapNames().flatMap((name) => ["map", "name", name, "pinned", opts.reuseMapsOf!.mapPin(name)])
+    ? opts.reuseMapsOf
+        .mapNames()
+        .filter((name) => !opts.reuseOnly || opts.reuseOnly.includes(name))
+        .flatMap((name) => ["map", "name", name, "pinned", opts.reuseMapsOf!.mapPin(name)])
     : [];
   try {
     await sh(

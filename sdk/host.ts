@@ -1,40 +1,16 @@
 import * as pulumi from "@pulumi/pulumi";
+import type { z } from "zod";
+import type { credentialsSchema, hostSchema, sshEndpointSchema } from "../provider/remote/hostSchema";
+import type { DeepInput } from "./inputs";
 
-/** How to reach and trust an SSH endpoint. */
-export interface SshEndpointArgs {
-  /** IP address or DNS name of the host's sshd. */
-  address: pulumi.Input<string>;
-  /** sshd port. Default 22. */
-  port?: pulumi.Input<number>;
-  /** Login user. Default "root"; any other user runs bpfleet's commands through `sudo -n`. */
-  user?: pulumi.Input<string>;
-  /** The host's public key as in known_hosts ("ssh-ed25519 AAAA..."). Recommended. */
-  hostKey?: pulumi.Input<string>;
-  /** known_hosts file to verify against when hostKey is not given. Default ~/.ssh/known_hosts. */
-  knownHostsPath?: pulumi.Input<string>;
-  /** Accept any host key. Only for throwaway machines. Default false. */
-  insecureSkipHostKeyCheck?: pulumi.Input<boolean>;
-}
+/** How to reach and trust an SSH endpoint (fields documented in provider/remote/hostSchema.ts). */
+export type SshEndpointArgs = DeepInput<z.input<typeof sshEndpointSchema>>;
+
+/** A host's endpoint and credentials, as users write them (the SDK splits the two, see splitHost). */
+export type HostInput = z.input<typeof hostSchema> & z.input<typeof credentialsSchema>;
 
 /** A Linux host reached over SSH. Credentials are kept as Pulumi secrets. */
-export interface HostArgs extends SshEndpointArgs {
-  /** Private key text (OpenSSH or PEM). Pass a secret, e.g. `config.requireSecret("sshKey")`. */
-  privateKey?: pulumi.Input<string>;
-  /** Passphrase of privateKey. */
-  passphrase?: pulumi.Input<string>;
-  /** Password login (discouraged). */
-  password?: pulumi.Input<string>;
-  /** ssh-agent socket path. Default $SSH_AUTH_SOCK when neither privateKey nor password is given. */
-  agentSocket?: pulumi.Input<string>;
-  /** Run commands through sudo. Default: true unless user is root. */
-  sudo?: pulumi.Input<boolean>;
-  /** Reach the host through this jump host (same credentials). */
-  jumpHost?: pulumi.Input<SshEndpointArgs>;
-  /** SSH handshake timeout in ms. Default 15000. */
-  connectTimeoutMs?: pulumi.Input<number>;
-  /** Timeout of any single remote command in ms. Default 120000. */
-  commandTimeoutMs?: pulumi.Input<number>;
-}
+export type HostArgs = DeepInput<HostInput>;
 
 const CREDENTIAL_KEYS = ["privateKey", "passphrase", "password", "agentSocket"] as const;
 

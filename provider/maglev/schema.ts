@@ -113,8 +113,9 @@ export function parseVip(text: string): Vip {
   return { address: address.address, port: Number(portText), protocol: protocolText };
 }
 
-const vipObject = z.strictObject({
-  /** The address clients send to (IPv4 or IPv6). */
+/** A service address as an object; the string form "198.51.100.10:80/tcp" ("[2001:db8::10]:80/tcp" for IPv6) is the same. */
+export const vipObject = z.strictObject({
+  /** The IPv4 or IPv6 address clients send to. The network must route it to the load balancer host. */
   address: z.string().transform((text, ctx) => {
     const address = inputAddress(text, "a VIP");
     if ("problem" in address) {
@@ -123,7 +124,9 @@ const vipObject = z.strictObject({
     }
     return address.address;
   }),
+  /** Destination port, 1-65535. */
   port: z.number().int("must be a whole number").min(1, "must be from 1 to 65535").max(65535, "must be from 1 to 65535"),
+  /** "tcp" or "udp". */
   protocol: z.enum(["tcp", "udp"]),
 });
 
@@ -197,8 +200,12 @@ export function backendKey(backend: Pick<Backend, "address" | "port">): string {
   return backend.port === undefined ? backend.address : hostPort(backend.address, backend.port);
 }
 
-const backendObject = z.strictObject({
-  /** The backend's own IPv4/IPv6 address. */
+/** A backend as an object; an address string is a backend with the defaults. */
+export const backendObject = z.strictObject({
+  /**
+   * The backend's own IPv4/IPv6 address. In dsr and nat a backend serves the
+   * VIPs of its address family; in ipip every VIP.
+   */
   address: z.string().transform((text, ctx) => {
     const address = inputAddress(text, "a backend");
     if ("problem" in address) {
@@ -207,13 +214,23 @@ const backendObject = z.strictObject({
     }
     return address.address;
   }),
+  /**
+   * nat only: the port the backend listens on (the VIP's port is rewritten to
+   * it). Default: the VIP's port. dsr and ipip keep the VIP's port and refuse one.
+   */
   port: z.number().int("must be a whole number").min(1, "must be from 1 to 65535").max(65535, "must be from 1 to 65535").optional(),
+  /** Share of new flows relative to the other backends (weighted Maglev), 1-65535. Default 1. */
   weight: z
     .number()
     .int("must be a whole number")
     .min(1, `must be from 1 to ${MAX_WEIGHT} (a backend that should get no traffic is removed from the list)`)
     .max(MAX_WEIGHT, `must be from 1 to ${MAX_WEIGHT}`)
     .default(1),
+  /**
+   * The next hop's MAC, to skip resolving it. Default: resolved on the load
+   * balancer host from its neighbour table (`ip route get`, `ip neigh`, after a
+   * ping when needed); an unresolvable backend fails the update with the reason.
+   */
   mac: z
     .string()
     .regex(/^[0-9a-fA-F]{2}([:-][0-9a-fA-F]{2}){5}$/, 'must be a MAC address like "02:00:00:00:00:0a"')
@@ -270,23 +287,59 @@ function compareKeys(a: string, b: string): number {
 // ---------------------------------------------------------------- the schema
 
 export const maglevServiceSchema = z.object({
+  /** The load balancer host. Changing it replaces the service. */
   host: hostSchema,
   credentials: credentialsSchema.default({}),
-  /** Interface whose ingress carries the VIP traffic (and, in nat, the backends' replies). Changing it replaces the service. */
+  /**
+   * The interface VIP traffic arrives on (and, in nat, the backends' replies), e.g.
+   * "eth0"; an XDP program is attached there, and bpfleet refuses an interface that
+   * already carries another XDP program, unless both are bpfleet programs with a
+   * `chainPriority`. Changing it replaces the service.
+   */
   interface: interfaceName,
-  /** Pin directory name: /sys/fs/bpf/bpfleet/maglev/<name>/. Defaults to the resource name. */
+  /** The pin directory name, /sys/fs/bpf/bpfleet/maglev/<name>/: the SDK's `pinName`, documented there. */
   name: pinName,
-  /** The services: address, port and protocol, IPv4 and IPv6. At most 256. */
+  /**
+   * The services, "address:port/protocol" strings ("198.51.100.10:80/tcp",
+   * "[2001:db8::10]:80/tcp") or objects, IPv4 and IPv6, at most 256. Order does not
+   * matter; the same VIP twice is an error. Only TCP/UDP packets to a VIP are
+   * balanced; everything else passes untouched.
+   */
   vips: vipsSchema,
-  /** The backends every VIP of their family balances over (all VIPs in ipip). At most 4095. */
+  /**
+   * The backends every VIP of their family balances over (all VIPs in ipip), at
+   * most 4095 (an address string is a backend with defaults). The same address and
+   * port twice is an error. Adding or removing one rewrites only the table slots
+   * that change (about M/N), in one batch whose every step balances: a new
+   * backend's record is written before any slot names it, a removed one's cleared
+   * only after no slot does.
+   */
   backends: backendsSchema,
   /**
-   * dsr: rewrite the MAC only (backends hold the VIP and answer clients directly);
-   * nat: rewrite destination address/port, replies translated back on the way out;
-   * ipip: encapsulate to backends anywhere. Changes in place.
+   * "dsr" (default): only the destination MAC is rewritten; backends hold the
+   * VIP on a loopback with arp_ignore=1/arp_announce=2 (IPv6: on lo, where it
+   * is not announced) and answer clients directly. Backends must be on the
+   * interface's network segment.
+   *
+   * "nat": destination address and port are rewritten (checksums updated);
+   * backends must route replies back through the load balancer (e.g. default
+   * route via it), where they are translated back to the VIP. Needs IP
+   * forwarding on the interface; as the load balancer sends replies out of
+   * the interface they came in on, turn its ICMP redirects off
+   * (net.ipv4.conf.<if>.send_redirects=0) or have backends ignore them, or a
+   * backend may learn to answer clients directly, untranslated.
+   *
+   * "ipip": packets are encapsulated (IPv4/IPv6-in-IPv4/IPv6) to backends
+   * anywhere, which decapsulate and answer directly. Needs IP forwarding.
+   *
+   * Changes in place (every VIP and table is rewritten in one batch).
    */
   mode: z.enum(["dsr", "nat", "ipip"]).default("dsr"),
-  /** M: slots per Maglev table, a prime ≥ 100 × backends. Default 65537. */
+  /**
+   * M, the slots per Maglev table: a prime of at least 100 × the backends of a
+   * table, at most 1,048,589 (524,287 when dsr/nat has IPv6 VIPs, which get a
+   * table of their own). Default 65537. Changing it moves most flows.
+   */
   tableSize: z
     .number()
     .int("must be a whole number")
@@ -299,21 +352,36 @@ export const maglevServiceSchema = z.object({
       const problem = tableSizeProblem(size, 0);
       if (problem) ctx.addIssue({ code: "custom", message: problem });
     }),
-  /** Pin each flow to its backend in an LRU table (Katran's), so established flows survive backend changes. Default true. */
+  /**
+   * Pin each flow to its backend in an LRU connection table (262,144 flows,
+   * ~30 MiB preallocated, as Katran does), so established flows keep their
+   * backend through backend additions and removals; only flows of a removed
+   * backend move. New connections (TCP SYN) always follow the table.
+   * false: every packet follows the table. Default true.
+   */
   connectionTable: z.boolean().default(true),
-  /** XDP attach mode: native (driver), generic (skb), or auto. Changing it replaces the service. */
+  /** XDP attach mode: "native" (driver), "generic" (skb) or "auto". Default "auto". Changing it replaces the service. */
   xdpMode: z.enum(["native", "generic", "auto"]).default("auto"),
   /**
-   * Share the interface with other bpfleet XDP programs (a firewall in front): run as
-   * a member of the interface's chain at this priority, 0 first. Unset: attach alone.
+   * Share the interface with other bpfleet XDP programs, e.g. an XdpFirewall
+   * (chainPriority 0) in front of this service (chainPriority 1): each gets a slot of
+   * the interface's XDP chain, 0-7, and lower runs first. bpfleet's dispatcher sits on
+   * the hook and runs the members in order; a packet one member passes goes on to the
+   * next, any other verdict ends the chain. The first member to arrive attaches the
+   * dispatcher, the last to leave removes it. Unset (default): attach alone, and refuse
+   * an interface another program uses. Setting it on a program attached alone moves it
+   * into the chain in place (no moment without it); two members may not share a slot.
    */
   chainPriority: chainPriority.optional(),
   /**
-   * The lockout guard (lockoutGuard, default true; lockoutRevertSeconds, default 30),
-   * for attaching or swapping the program on the interface that carries the
-   * management SSH session.
+   * Before attaching or swapping the program on the interface that carries the
+   * management SSH session, arm a revert timer on the host, prove a fresh SSH
+   * login works afterwards, then disarm; otherwise the host undoes the change by
+   * itself and the update fails. Default true.
    */
-  ...lockoutInputs,
+  lockoutGuard: lockoutInputs.lockoutGuard,
+  /** Seconds after which an undisarmed revert timer undoes the change, 5-3600. Default 30. */
+  lockoutRevertSeconds: lockoutInputs.lockoutRevertSeconds,
 });
 
 export type MaglevServiceInputs = z.infer<typeof maglevServiceSchema>;

@@ -14,26 +14,26 @@ const hostname = z
 export const sshEndpointSchema = z.strictObject({
   /** IP address or DNS name of the host's sshd. */
   address: hostname,
-  /** sshd port; default 22. */
+  /** sshd port. Default 22. */
   port: z.number().int().min(1).max(65535).default(22),
-  /** Login user; default root. Anyone else runs our commands through `sudo -n`. */
+  /** Login user. Default "root"; any other user runs bpfleet's commands through `sudo -n`. */
   user: z.string().regex(/^[a-z_][a-z0-9_.-]{0,31}$/, "must be a valid Unix user name").default("root"),
-  /** The host's public key as in known_hosts: "ssh-ed25519 AAAA...". */
+  /** The host's public key as in known_hosts ("ssh-ed25519 AAAA...", e.g. from `ssh-keyscan -t ed25519 <host>`, checked out of band). Recommended. */
   hostKey: z.string().regex(/^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/]+=*( .*)?$/, "must look like 'ssh-ed25519 AAAA...'").optional(),
-  /** A known_hosts file to verify the host key against; default ~/.ssh/known_hosts when no hostKey is given. */
+  /** known_hosts file to verify the host key against when hostKey is not given. Default ~/.ssh/known_hosts. An unknown key is refused. */
   knownHostsPath: z.string().min(1).optional(),
-  /** Accept whatever key the host presents. Only for throwaway machines. */
+  /** Accept whatever key the host presents. Only for throwaway machines. Default false. */
   insecureSkipHostKeyCheck: z.boolean().default(false),
 });
 
 export const hostSchema = sshEndpointSchema.extend({
-  /** Run commands through `sudo -n`; default true when user is not root. */
+  /** Run commands through `sudo -n` (passwordless sudo). Default: true unless user is root. */
   sudo: z.boolean().optional(),
-  /** Reach the host through this SSH jump host (ProxyJump). */
+  /** Reach the host through this SSH jump host (ProxyJump; same credentials). */
   jumpHost: sshEndpointSchema.optional(),
-  /** Milliseconds to wait for the SSH handshake; default 15000. */
+  /** SSH handshake timeout in ms. Default 15000. */
   connectTimeoutMs: z.number().int().min(100).max(600_000).default(15_000),
-  /** Milliseconds any single remote command may take; default 120000. */
+  /** Timeout of any single remote command in ms. Default 120000. */
   commandTimeoutMs: z.number().int().min(100).max(3_600_000).default(120_000),
 });
 
@@ -41,13 +41,13 @@ export type SshEndpoint = z.infer<typeof sshEndpointSchema>;
 export type HostConnection = z.infer<typeof hostSchema>;
 
 export const credentialsSchema = z.strictObject({
-  /** OpenSSH or PEM private key text. */
+  /** Private key text (OpenSSH or PEM). Pass a secret, e.g. `config.requireSecret("sshKey")`. */
   privateKey: z.string().min(1).optional(),
-  /** Passphrase of the private key. */
+  /** Passphrase of privateKey. */
   passphrase: z.string().optional(),
   /** Password login (discouraged). */
   password: z.string().optional(),
-  /** Path of an ssh-agent socket; default $SSH_AUTH_SOCK when no key or password is given. */
+  /** ssh-agent socket path. Default $SSH_AUTH_SOCK when neither privateKey nor password is given. */
   agentSocket: z.string().optional(),
 });
 

@@ -26,8 +26,10 @@ import { l4Prefixes, ruleFamilies } from "./plan";
 export { MAX_RULES };
 
 export type Direction = "ingress" | "egress";
-export type Action = "allow" | "deny";
-export type Protocol = "tcp" | "udp" | "icmp" | "any";
+const ACTIONS = ["allow", "deny"] as const;
+const PROTOCOLS = ["tcp", "udp", "icmp", "any"] as const;
+export type Action = (typeof ACTIONS)[number];
+export type Protocol = (typeof PROTOCOLS)[number];
 export const DIRECTIONS: readonly Direction[] = ["ingress", "egress"];
 
 /** TC priority of a policy's filters unless `priority` says otherwise. */
@@ -48,8 +50,6 @@ export interface PolicyRule {
 
 export class RuleError extends Error {}
 
-const ACTIONS: readonly Action[] = ["allow", "deny"];
-const PROTOCOLS: readonly Protocol[] = ["tcp", "udp", "icmp", "any"];
 
 function parsePort(text: string): number {
   if (!/^\d{1,5}$/.test(text)) throw new RuleError(`"${text}" is not a port number (1-65535)`);
@@ -133,14 +133,17 @@ export function ruleId(rule: PolicyRule): string {
   return `${rule.direction} ${ruleText(rule)}`;
 }
 
-const ruleObject = z.strictObject({
-  action: z.enum(["allow", "deny"]),
-  protocol: z.enum(["tcp", "udp", "icmp", "any"]),
-  /** Destination port or inclusive range: 22, "22" or "5000-6000". */
+/** A rule as an object; the same as the text "<action> <protocol> [port] [from <cidr>] [to <cidr>]". */
+export const ruleObject = z.strictObject({
+  /** "allow" or "deny"; a deny rule beats any allow rule matching the same packet. */
+  action: z.enum(ACTIONS),
+  /** "icmp" means ICMP for IPv4 and ICMPv6 for IPv6; "any" every IP protocol. */
+  protocol: z.enum(PROTOCOLS),
+  /** Destination port (22, "22") or inclusive range ("5000-6000"), 1-65535; tcp and udp only. Default: every port. */
   port: z.union([z.number(), z.string()]).optional(),
-  /** Source address or prefix. */
+  /** Source address or CIDR prefix, IPv4 or IPv6. Default: any. A rule with an address applies to its family only. */
   from: z.string().optional(),
-  /** Destination address or prefix. */
+  /** Destination address or CIDR prefix, of the same family as `from`. Default: any. */
   to: z.string().optional(),
 });
 
@@ -168,7 +171,7 @@ function compareRuleText(a: string, b: string): number {
  */
 function ruleSet(direction: Direction) {
   return z
-    .union([z.array(z.union([z.string(), ruleObject])), z.record(z.string(), z.enum(["allow", "deny"]))])
+    .union([z.array(z.union([z.string(), ruleObject])), z.record(z.string(), z.enum(ACTIONS))])
     .transform((raw, ctx) => {
       const entries: [RuleInput, (string | number)[]][] = Array.isArray(raw) ? raw.map((r, i) => [r, [i]]) : Object.keys(raw).map((k) => [k, [k]]);
       const canonical = new Map<string, Action>();
@@ -196,9 +199,24 @@ function ruleSet(direction: Direction) {
 function directionPolicy(direction: Direction) {
   return z
     .strictObject({
-      /** What happens to a packet that no rule (and, when stateful, no live flow) matches. Default "allow". */
-      default: z.enum(["allow", "deny"]).default("allow"),
-      /** Rules as texts or objects; kept as `{ "<canonical text>": action }`. */
+      /**
+       * What happens to a packet that no rule (and, when stateful, no live flow)
+       * matches. Default "allow". A default-deny ingress also drops DHCP replies
+       * (broadcast or unicast to a lease the host does not hold yet), multicast
+       * (mDNS, VRRP, routing protocols) and anything else not allowed explicitly:
+       * add e.g. "allow udp 68" on a DHCP client. ARP, IPv6 neighbour discovery
+       * and MLD always pass.
+       */
+      default: z.enum(ACTIONS).default("allow"),
+      /**
+       * Rules as texts ("allow tcp 8080", "deny udp 5000-6000 from 10.0.0.0/8",
+       * "allow icmp") or objects, any order, duplicates allowed; at most 1,024 in
+       * ingress and egress together. A deny rule beats any allow rule matching the
+       * same packet. Kept keyed by the canonical text (`{ "<canonical text>": action }`),
+       * so a preview shows each rule added or removed. The port is the packet's
+       * destination port (on egress the remote one). Changing rules rewrites only the
+       * map entries that change, with no detach.
+       */
       rules: ruleSet(direction).prefault([]),
     })
     .prefault({});
@@ -208,23 +226,33 @@ const seconds = (fallback: number) =>
   z.number().min(0.001, "must be at least 0.001 seconds").max(30 * 86_400, "must be at most 30 days (2592000 seconds)").default(fallback);
 
 export const tcPolicySchema = z.object({
+  /** The host. Changing it replaces the policy. */
   host: hostSchema,
   credentials: credentialsSchema.default({}),
-  /** Interface whose TC hooks carry the policy. Changing it replaces the policy. */
+  /** An Ethernet interface whose TC hooks carry the policy, e.g. "eth0" (others are refused). Changing it replaces the policy. */
   interface: interfaceName,
-  /** Pin directory name: /sys/fs/bpf/bpfleet/tc-policy/<name>/. Defaults to the resource name. */
+  /** The pin directory name, /sys/fs/bpf/bpfleet/tc-policy/<name>/: the SDK's `pinName`, documented there. */
   name: pinName,
-  /** Policy for packets the interface receives. */
+  /** Policy for packets the interface receives. Default: allow, no rules. */
   ingress: directionPolicy("ingress"),
-  /** Policy for packets the interface sends. */
+  /** Policy for packets the interface sends. Default: allow, no rules. */
   egress: directionPolicy("egress"),
   /**
-   * Track flows: packets of a live flow pass both ways before any rule is
-   * consulted, and a packet the rules let through records its flow. With
-   * ingress default "deny" this admits replies to the host's own connections.
+   * Track flows (5-tuple, IPv4 and IPv6): a packet of a live flow passes both
+   * ways before any rule is consulted, and a packet the rules let through
+   * records its flow. With ingress default "deny", the host's own outbound
+   * connections get their replies (the egress hook recorded them) and only the
+   * allowed services can be reached. Flows survive rule updates and program
+   * upgrades. Default false.
    */
   stateful: z.boolean().default(false),
-  /** Idle timeouts of tracked flows, in seconds. */
+  /**
+   * Idle timeouts of tracked flows, in seconds. An idle flow is gone as soon as its
+   * timeout has passed: the program checks the idle time when it looks the flow up
+   * (no BPF timers), and the flow table (an LRU hash) reclaims entries never seen
+   * again. A TCP RST removes a flow at once; a FIN shortens it to tcpTransitory. A
+   * changed timeout applies to live flows.
+   */
   timeouts: z
     .strictObject({
       /** A TCP flow seen in both directions. Default 21600 (6 hours). */
@@ -235,20 +263,41 @@ export const tcPolicySchema = z.object({
       other: seconds(60),
     })
     .prefault({}),
-  /** false loads the programs and fills the maps without attaching them (staging). */
+  /** false loads the programs and writes the maps without attaching them (staging). Default true. */
   attached: z.boolean().default(true),
   /**
-   * Accept a policy that drops the management SSH path (inbound TCP to the
-   * host's sshd port, `host.port`, and its replies). Only for hosts managed
-   * over another interface. Default false.
+   * A policy must let in TCP to `host.port` (and, stateless, let the replies
+   * out), checked before anything changes and again with the address the
+   * provider really connects from, and the programs never drop the provider's
+   * own SSH session (failsafe). true drops both, for hosts managed over another
+   * path; the revert timer (`lockoutGuard`) stays. Default false.
    */
   allowLockout: z.boolean().default(false),
-  ...lockoutInputs,
   /**
-   * TC priority of both filters, 1-65535 (lower runs first). Default 2: after a
+   * Before a change on the interface that carries the management SSH session,
+   * arm a revert timer on the host; after it, prove that a fresh SSH login
+   * works, then disarm. If the login fails, the host undoes the change by
+   * itself within `lockoutRevertSeconds` (rules, programs and filters as they
+   * were; a new policy is removed whole) and the update fails saying what would
+   * have locked it out. false applies changes without the timer. Default true.
+   */
+  lockoutGuard: lockoutInputs.lockoutGuard,
+  /** Seconds until an undisarmed revert timer undoes the change (5–3600). Default 30. */
+  lockoutRevertSeconds: lockoutInputs.lockoutRevertSeconds,
+  /**
+   * TC priority of both filters, 1–65535 (lower runs first; the kernel keeps one
+   * filter kind and protocol per priority, so a priority holding a non-BPF
+   * filter, or one for a single protocol, is refused). Default 2: after a
    * TrafficMirror at its default 1, before filters added without a priority (tc
-   * numbers those from 49152 down). Changes in place: the filters at the new
-   * priority are added before those at the old one are removed.
+   * numbers those from 49152 down). A filter at a lower priority that returns
+   * TC_ACT_OK ends the hook before the policy sees the packet.
+   *
+   * Changes in place, not by replacement: the filters at the new priority are
+   * added (running the same programs against the same maps, so rules and live
+   * flows carry over) before those at the old one are removed, so no packet
+   * passes unjudged. For that moment a packet may be judged twice with the same
+   * verdict (its counters count it twice). Under the lockout guard, the host
+   * puts the old filters back if the change cuts the management path.
    */
   priority: z.number().int("must be a whole number").min(1, "must be at least 1 (0 would let the kernel pick one)").max(65535, "must be at most 65535 (TC priorities are 16 bits)").default(DEFAULT_PRIORITY),
 });

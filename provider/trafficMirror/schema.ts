@@ -88,20 +88,25 @@ const prefix = z.string().transform((text, ctx) => {
 });
 
 /**
- * One filter: every field it names must match (AND); a packet is mirrored when
- * any filter matches (OR). A filter naming nothing matches every packet.
+ * Which packets to mirror. Every field given must match (AND); a packet is
+ * mirrored when any filter matches (OR). A filter with no fields matches every
+ * packet, IP or not.
  */
 export const filterSchema = z
   .strictObject({
-    /** tcp, udp, sctp, icmp, icmpv6, or an IP protocol number 0-255. */
+    /** "tcp", "udp", "sctp", "icmp", "icmpv6", or an IP protocol number 0-255. Default: any. */
     protocol: protocol.optional(),
-    /** Source address or prefix, IPv4 or IPv6. */
+    /** Source IPv4/IPv6 address or CIDR prefix. Default: any. */
     source: prefix.optional(),
-    /** Destination address or prefix, IPv4 or IPv6. */
+    /** Destination IPv4/IPv6 address or CIDR prefix, of the same family as source. Default: any. */
     destination: prefix.optional(),
-    /** Source port or range "from-to"; implies tcp, udp or sctp when protocol is not given. */
+    /**
+     * Source port (80) or inclusive range ("1024-65535"), 1-65535. Ports imply tcp,
+     * udp or sctp when protocol is not given; IPv4/IPv6 fragments after the first
+     * carry no ports and never match a port filter.
+     */
     sourcePort: portSpec.optional(),
-    /** Destination port or range "from-to"; same rule as sourcePort. */
+    /** Destination port or range; same rules as sourcePort. */
     destinationPort: portSpec.optional(),
   })
   .superRefine((f, ctx) => {
@@ -195,28 +200,33 @@ export const ipAddress = z.string().transform((text, ctx) => {
 
 const ttl = z.number().int().min(1).max(255);
 
+/** A VXLAN tunnel (RFC 7348) to a collector, created and owned by the mirror. */
 export const vxlanTunnelSchema = z.strictObject({
+  /** "vxlan". */
   type: z.literal("vxlan"),
-  /** The collector's address (IPv4 or IPv6). */
+  /** The collector's IPv4 or IPv6 address (an address, not a host name). */
   remote: ipAddress,
   /** VXLAN network identifier, 0-16777215. */
   vni: z.number().int().min(0).max(0xffffff),
-  /** UDP destination port; default 4789 (IANA). */
+  /** UDP destination port. Default 4789 (IANA). */
   port: z.number().int().min(1).max(65535).default(4789),
-  /** Source address of the encapsulated packets; default: chosen by routing. */
+  /** Source address of the encapsulated packets. Default: chosen by the host's routing. */
   local: ipAddress.optional(),
-  /** TTL/hop limit of the encapsulated packets; default: the kernel's (64). */
+  /** TTL (hop limit) of the encapsulated packets. Default: the kernel's (64). */
   ttl: ttl.optional(),
 });
 
+/** A GRE tunnel carrying Ethernet frames (gretap; ip6gretap for an IPv6 remote), created and owned by the mirror. */
 export const gretapTunnelSchema = z.strictObject({
+  /** "gretap". */
   type: z.literal("gretap"),
-  /** The collector's address. IPv6 makes an ip6gretap device. */
+  /** The collector's IPv4 or IPv6 address. IPv6 makes an ip6gretap device. */
   remote: ipAddress,
-  /** GRE key (RFC 2890), 0-4294967295; default: no key. */
+  /** GRE key (RFC 2890), 0-4294967295. Default: no key. */
   key: z.number().int().min(0).max(0xffffffff).optional(),
-  /** Source address of the encapsulated packets; required by the kernel for IPv6, optional for IPv4. */
+  /** Source address of the encapsulated packets; required by the kernel for an IPv6 remote, optional for IPv4. */
   local: ipAddress.optional(),
+  /** TTL (hop limit) of the encapsulated packets. Default: the kernel's (64). */
   ttl: ttl.optional(),
 });
 
@@ -234,9 +244,22 @@ export type TunnelSpec = z.infer<typeof tunnelSchema>;
 /** Exactly one of: a local interface, or a tunnel this resource creates and owns. */
 export const targetSchema = z
   .strictObject({
-    /** An existing interface on the host (a dummy, a veth feeding a capture tool). Not managed by bpfleet. */
+    /**
+     * A local interface the copies are sent out of (a dummy, or a veth feeding a
+     * capture tool). It must exist, be up, and differ from the mirrored interface
+     * (and not be "lo"); bpfleet does not create or remove it. Egress copies of
+     * the host's own packets still carry a partial L4 checksum (it is completed
+     * after TC, on the way out); turn TX checksum offload off on the target
+     * (`ethtool -K <target> tx off`) and the kernel completes the copies' too.
+     */
     interface: interfaceName.optional(),
-    /** A tunnel to a remote collector, created before the mirror points at it and removed after. */
+    /**
+     * A tunnel to a remote collector: `{ type: "vxlan", remote, vni, port?, local?, ttl? }`
+     * or `{ type: "gretap", remote, key?, local?, ttl? }`. The mirror creates it (named
+     * "bfm" + a hash, see the `targetInterface` output) before pointing at it, replaces
+     * it when a parameter changes, and removes it on delete. Its own encapsulated
+     * packets are never mirrored, even when it leaves through the mirrored interface.
+     */
     tunnel: tunnelSchema.optional(),
   })
   .superRefine((t, ctx) => {
@@ -248,32 +271,56 @@ export const targetSchema = z
 export type MirrorTarget = z.infer<typeof targetSchema>;
 
 export const trafficMirrorSchema = z.object({
+  /** The host. Changing it replaces the mirror. */
   host: hostSchema,
   credentials: credentialsSchema.default({}),
-  /** The interface whose traffic is mirrored. Changing it replaces the mirror. */
+  /** The interface whose traffic is mirrored, e.g. "eth0". Changing it replaces the mirror. */
   interface: interfaceName,
-  /** Pin directory name: /sys/fs/bpf/bpfleet/traffic-mirror/<name>/. Defaults to the resource name. */
+  /** The pin directory name, /sys/fs/bpf/bpfleet/traffic-mirror/<name>/: the SDK's `pinName`, documented there. */
   name: pinName,
   /**
-   * Which packets of the interface: received (ingress), sent (egress), both, or
-   * none (program, maps and tunnel in place, nothing attached: staging). A read
-   * that finds no filter attached reports "none".
+   * "ingress" (received), "egress" (sent), "both", or "none" (program, maps and
+   * tunnel in place, nothing attached: staging). Default "both". Changes in place.
+   * A read that finds no filter attached reports "none".
    */
   direction: z.enum(["ingress", "egress", "both", "none"]).default("both"),
-  /** Up to 64 filters, ORed; none mirrors every packet. */
+  /**
+   * Up to 64 filters, ORed; none mirrors every packet. Order and duplicates do not
+   * matter: state keeps them keyed by a tcpdump-like expression
+   * ("tcp and dst port 80"), so a preview shows exactly the filters added and
+   * removed. Changes in place; packets see either the old or the new list.
+   */
   filters: filtersSchema.default({}),
-  /** Mirror 1 in N matching packets (counted per CPU); 1 mirrors all. */
+  /**
+   * Mirror 1 in N matching packets: every Nth on each CPU, deterministic, not
+   * random (periodic traffic can alias with it). Default 1 (all).
+   */
   sampleRate: z.number().int().min(1).max(0x7fffffff).default(1),
-  /** Where copies go. */
+  /**
+   * Where the copies go: exactly one of `interface` and `tunnel`. Changing it changes
+   * in place: the new target is ready before the mirror points at it.
+   */
   target: targetSchema,
-  /** TC filter priority on the interface's hooks (lower runs first). Changing it replaces the mirror. */
+  /**
+   * TC filter priority on the interface's hooks, 1-65535 (lower runs first).
+   * Default 1, so copies show packets before any other TC program acts on them;
+   * the mirror always hands packets on to the next filter. Changing it replaces the mirror.
+   */
   priority: z.number().int().min(1).max(0xffff).default(1),
   /**
-   * Guard changes made when the mirrored interface, or the underlay of the
-   * mirror's tunnel, carries the management SSH session: the host undoes the
-   * change by itself unless a fresh SSH login works after it.
+   * When the mirrored interface, or the interface the tunnel's packets leave
+   * through (its underlay), carries the management SSH session: before a
+   * change, arm a revert timer on the host; after it, prove that a fresh SSH
+   * login works, then disarm. If the login fails, the host undoes the change by
+   * itself within `lockoutRevertSeconds` (config, filters and previous program
+   * back, a tunnel the change made removed; a new mirror removed whole) and the
+   * update fails saying so. A mirror never drops packets, but a change loads a
+   * BPF object into the interface's hooks and may add a device on the path.
+   * false applies changes without the timer. Default true.
    */
-  ...lockoutInputs,
+  lockoutGuard: lockoutInputs.lockoutGuard,
+  /** Seconds until an undisarmed revert timer undoes the change (5–3600). Default 30. */
+  lockoutRevertSeconds: lockoutInputs.lockoutRevertSeconds,
 });
 
 export type TrafficMirrorInputs = z.infer<typeof trafficMirrorSchema>;

@@ -42,33 +42,73 @@ function checkMapCapacity(deny: Record<string, unknown>, ctx: z.RefinementCtx): 
 }
 
 export const xdpFirewallSchema = z.object({
+  /** The host to install the firewall on. Changing it replaces the firewall. */
   host: hostSchema,
   credentials: credentialsSchema.default({}),
-  /** Interface whose ingress the firewall guards. Changing it replaces the firewall. */
+  /** Interface whose ingress traffic is filtered, e.g. "eth0". Changing it replaces the firewall. */
   interface: interfaceName,
-  /** Pin directory name: /sys/fs/bpf/bpfleet/xdp-firewall/<name>/. Defaults to the resource name. */
+  /** The pin directory name, /sys/fs/bpf/bpfleet/xdp-firewall/<name>/: the SDK's `pinName`, documented there. */
   name: pinName,
-  /** Source addresses and prefixes to drop, IPv4 and IPv6 mixed. */
+  /**
+   * Source IPv4/IPv6 addresses and CIDR prefixes to drop. Order and duplicates do
+   * not matter; entries are kept in canonical form ("10.0.0.0/8", "2001:db8::/32",
+   * "192.0.2.9/32") and keyed by entry, so a preview shows exactly `+`/`-` per
+   * entry. Changing the list rewrites only the entries that changed, additions
+   * first, with no detach. Each map has its own capacity: 1,048,576 IPv4 addresses
+   * (/32), 1,048,576 IPv6 addresses (/128), 262,144 IPv4 prefixes and 262,144 IPv6
+   * prefixes.
+   */
   deny: cidrSet("deny", MAX_DENY_ENTRIES).superRefine(checkMapCapacity).default({}),
-  /** native (driver), generic (skb), or auto (native where the driver supports it). Changing it replaces the firewall. */
+  /** "native" (driver), "generic" (skb) or "auto" (native where the driver supports it). Default "auto". Changing it replaces the firewall. */
   mode: z.enum(["native", "generic", "auto"]).default("auto"),
-  /** false loads the program and fills its maps without attaching it (staging). */
+  /** false loads the program and fills its maps without attaching it (staging). Default true. */
   attached: z.boolean().default(true),
   /**
-   * Share the interface with other bpfleet XDP programs (a load balancer behind this
-   * firewall): run as a member of the interface's chain at this priority, 0 first.
-   * Unset: attach alone. See provider/remote/xdpHook.ts.
+   * Share the interface with other bpfleet XDP programs, e.g. a firewall (chainPriority
+   * 0) in front of a MaglevService (chainPriority 1): each gets a slot of the
+   * interface's XDP chain, 0-7, and lower runs first. bpfleet's dispatcher sits on the
+   * hook and runs the members in order; a packet one member passes goes on to the next,
+   * any other verdict ends the chain. The first member to arrive attaches the
+   * dispatcher, the last to leave removes it. Unset (default): attach alone, and refuse
+   * an interface another program uses. Setting it on a program attached alone moves it
+   * into the chain in place (no moment without it); two members may not share a slot.
+   * See provider/remote/xdpHook.ts.
    */
   chainPriority: chainPriority.optional(),
-  /** The lockout guard: lockoutGuard (default true) and lockoutRevertSeconds (default 30). */
-  ...lockoutInputs,
-  /** Permit deny entries that cover the address this provider's SSH session comes from (refused by default). */
+  /**
+   * Lockout guard. Before a change on the interface that carries the management SSH
+   * session, arm a revert timer on the host; after the change, prove a fresh SSH
+   * login works, then disarm. If it does not, the host undoes the change by itself
+   * within `lockoutRevertSeconds` and the update fails saying only what it saw: the
+   * login that failed, whether a later login worked and whether the host reports its
+   * revert as fired. Default true.
+   */
+  lockoutGuard: lockoutInputs.lockoutGuard,
+  /** Seconds until an undisarmed revert timer undoes the change (5–3600). Default 30. */
+  lockoutRevertSeconds: lockoutInputs.lockoutRevertSeconds,
+  /**
+   * Permit deny entries that cover the address this provider's SSH session comes
+   * from, as the host sees it. Default false: such entries are refused before
+   * anything changes.
+   */
   allowManagementDeny: z.boolean().default(false),
   /**
-   * Persist on the host what brings the firewall back after a reboot without Pulumi:
-   * a restore script and a bpftool batch of the deny entries under
-   * /var/lib/bpfleet/boot/, run by the shared bpfleet-restore.service before
-   * network-pre.target. false (default) removes them.
+   * Make the firewall come back by itself after a reboot, before the network is up and
+   * before anyone runs Pulumi: every create/update persists a restore script and a
+   * bpftool batch of the deny entries under /var/lib/bpfleet/boot/ and installs and
+   * enables one shared systemd unit, bpfleet-restore.service (run before
+   * network-pre.target). false removes them (and the unit with the host's last such
+   * resource). Default false.
+   *
+   * With chainPriority, the restore also loads, pins and attaches the interface's XDP
+   * dispatcher (unless it is there already) and puts the firewall back into its slot,
+   * under the same host lock as the provider's chain changes; it never replaces a
+   * program bpfleet did not attach. Only the firewall comes back: a MaglevService
+   * sharing the interface is not restored at boot, so until its next Pulumi run its
+   * slot is empty and what the firewall passes reaches the host's stack unbalanced.
+   * `pulumi refresh` (or `up --refresh`) then reports the balancer deleted and the
+   * firewall attached in place, and the following `up` recreates the balancer, which
+   * joins the chain behind the restored firewall without reloading it.
    */
   bootRestore: z.boolean().default(false),
 });

@@ -94,6 +94,21 @@ export class PulumiProject {
     return PulumiProject.create(name, programFile, projectName);
   }
 
+  /**
+   * A project made of exactly the files given (name → content; no tsconfig.json
+   * unless given), as a user writes them, with a fresh stack `dev`.
+   */
+  static async fromFiles(name: string, files: Record<string, string>): Promise<PulumiProject> {
+    const dir = join(WORK, name);
+    rmSync(dir, { recursive: true, force: true });
+    mkdirSync(join(dir, ".state"), { recursive: true });
+    for (const [file, content] of Object.entries(files)) writeFileSync(join(dir, file), content);
+    await execa("npm", ["install", "--no-audit", "--no-fund", "--loglevel=error", "--prefer-offline"], { cwd: dir });
+    const project = new PulumiProject(dir);
+    await project.pulumi(["stack", "init", "dev", "--non-interactive"]);
+    return project;
+  }
+
   /** Runs the pulumi CLI in the project; never throws for a non-zero exit (assert on it). */
   async pulumi(args: string[], options: { timeoutMs?: number } = {}): Promise<PulumiRun> {
     const result = await execa("pulumi", [...args, "--non-interactive"], {

@@ -18,6 +18,7 @@ import { RemoteCommandError, sessionFor, type SshSession } from "../remote/ssh";
 import { dispatcherDir } from "../remote/xdpHook";
 import { COUNTER_SOURCES } from "./counters";
 import { healthGateSchema, type GateTarget, type HealthGateInputs, type HealthGateOutputs, type TargetReport } from "./schema";
+import { chainDump, hostJson, netShow, progId } from "../remote/hostJson";
 
 const KIND = "health-gate";
 
@@ -56,14 +57,14 @@ interface NetShow {
 /** Parses the survey script's output. Pure. */
 export function parseSurvey(stdout: string): TargetSurvey {
   const parts = sections(stdout);
-  const prog = JSON.parse(parts.get("prog") || "null") as { id: number } | null;
-  const net = JSON.parse(parts.get("net") || "null") as NetShow[] | null;
+  const prog = hostJson(progId.nullable(), parts.get("prog") || "null", { command: "bpftool -j prog show pinned <program>" });
+  const net: NetShow[] | null = hostJson(netShow.nullable(), parts.get("net") || "null", { command: "bpftool -j net show dev <interface>" });
   const stats = parts.get("stats") || "null";
   const tc = net?.[0]?.tc ?? [];
   const tcIds = (direction: string) => tc.filter((f) => f.kind?.endsWith(`/${direction}`)).map((f) => f.id ?? f.prog_id ?? 0);
   // Members of bpfleet's XDP chain run on the hook when the dispatcher does.
-  const dispatcher = JSON.parse(parts.get("dispatcher") || "null") as { id: number } | null;
-  const chain = (JSON.parse(parts.get("chain") || "null") ?? []) as { formatted?: { value: number } }[];
+  const dispatcher = hostJson(progId.nullable(), parts.get("dispatcher") || "null", { command: "bpftool -j prog show pinned <dispatcher>" });
+  const chain = hostJson(chainDump.nullable(), parts.get("chain") || "null", { command: "bpftool -j map dump pinned <dispatcher>/maps/xdp_chain" }) ?? [];
   const xdpIds = (net?.[0]?.xdp ?? []).map((x) => x.id);
   if (dispatcher && xdpIds.includes(dispatcher.id)) xdpIds.push(...chain.flatMap((e) => (e.formatted ? [e.formatted.value] : [])));
   return {

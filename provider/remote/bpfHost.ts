@@ -6,6 +6,8 @@
  */
 import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
+import type { z } from "zod";
+import { batchLookups, HostOutputError, chainDump, featureProbe, hostJson, ipLinks, ipRouteGet, mapDump, netShow, progId, progShow, xdpOfNetShow, type JsonSource } from "./hostJson";
 import { RemoteCommandError, type SshSession } from "./ssh";
 
 export const PIN_ROOT = "/sys/fs/bpf/bpfleet";
@@ -85,7 +87,7 @@ async function runPreflight(session: SshSession): Promise<HostFacts> {
   if (result.code !== 0) throw new RemoteCommandError(session.label, "preflight", result, "preflight failed");
   const [head = "", features = "{}"] = result.stdout.split("@@features\n");
   const field = (name: string) => head.match(new RegExp(`^${name}=(.*)$`, "m"))?.[1] ?? "unknown";
-  const probed = JSON.parse(features) as { program_types?: Record<string, boolean>; helpers?: Record<string, string[]> };
+  const probed = hostJson(featureProbe, features, { host: session.label, command: "bpftool -j feature probe kernel" });
   const programTypes: Record<string, boolean> = {};
   for (const [key, value] of Object.entries(probed.program_types ?? {})) {
     programTypes[key.replace(/^have_|_prog_type$/g, "")] = value;
@@ -143,9 +145,9 @@ if [ -n "$5" ]; then
 fi
 `;
 
-function parseChainSections(parts: Map<string, string>): ChainSurvey {
-  const dispatcher = JSON.parse(parts.get("dispatcher") || "null") as { id: number } | null;
-  const rows = JSON.parse(parts.get("chain") || "[]") as { formatted?: { key: number; value: number } }[];
+function parseChainSections(parts: Map<string, string>, host: string, dispatcherDir: string): ChainSurvey {
+  const dispatcher = hostJson(progId.nullable(), parts.get("dispatcher") || "null", { host, command: `bpftool -j prog show pinned ${dispatcherDir}/prog` });
+  const rows = hostJson(chainDump, parts.get("chain") || "[]", { host, command: `bpftool -j map dump pinned ${dispatcherDir}/maps/xdp_chain` });
   const slots = new Map<number, number>();
   for (const row of rows) if (row.formatted) slots.set(row.formatted.key, row.formatted.value);
   const owners = new Map<number, string>();
@@ -189,17 +191,18 @@ export async function surveyResource(session: SshSession, iface: string, layout:
   const peer = (await session.managementPeer()) ?? "";
   const result = await session.runScript(SURVEY_SCRIPT, [iface, layout.program, objectRemotePath(object), peer, dispatcherDir]);
   const parts = sections(result.stdout);
-  const links = JSON.parse(parts.get("links") || "[]") as { ifname: string }[];
-  const net = JSON.parse(parts.get("net") || "null") as { xdp?: { mode: string; id: number }[] }[] | null;
-  const xdp = net?.[0]?.xdp?.[0];
-  const prog = JSON.parse(parts.get("prog") || "null") as ProgramInfo | null;
+  const host = session.label;
+  const links = hostJson(ipLinks, parts.get("links") || "[]", { host, command: "ip -j link show" });
+  const net = hostJson(netShow.nullable(), parts.get("net") || "null", { host, command: `bpftool -j net show dev ${iface}` });
+  const prog = hostJson(progShow.nullable(), parts.get("prog") || "null", { host, command: `bpftool -j prog show pinned ${layout.program}` });
+  const route = hostJson(ipRouteGet.nullable(), parts.get("route") || "null", { host, command: `ip -j route get ${peer}` });
   return {
     interfaces: links.map((l) => l.ifname),
-    xdp: xdp ? { mode: xdp.mode, programId: xdp.id } : undefined,
-    program: prog ? { id: prog.id, tag: prog.tag, name: prog.name } : undefined,
+    xdp: xdpOfNetShow(net),
+    program: prog ?? undefined,
     objectPresent: parts.get("object") === "true",
-    managementInterface: (JSON.parse(parts.get("route") || "null") as { dev?: string }[] | null)?.[0]?.dev,
-    chain: parseChainSections(parts),
+    managementInterface: route?.[0]?.dev,
+    chain: parseChainSections(parts, host, dispatcherDir),
   };
 }
 
@@ -228,14 +231,14 @@ ${XDP_CHAIN_SECTIONS.replaceAll("$5", "$4")}
 export async function programState(session: SshSession, iface: string, layout: PinLayout, statsMap: string, dispatcherDir = ""): Promise<ProgramState> {
   const result = await session.runScript(PROGRAM_STATE_SCRIPT, [iface, layout.program, `${layout.maps}/${statsMap}`, dispatcherDir]);
   const parts = sections(result.stdout);
-  const prog = JSON.parse(parts.get("prog") || "null") as ProgramInfo | null;
-  const net = JSON.parse(parts.get("net") || "null") as { xdp?: { mode: string; id: number }[] }[] | null;
-  const xdp = net?.[0]?.xdp?.[0];
+  const host = session.label;
+  const prog = hostJson(progShow.nullable(), parts.get("prog") || "null", { host, command: `bpftool -j prog show pinned ${layout.program}` });
+  const net = hostJson(netShow.nullable(), parts.get("net") || "null", { host, command: `bpftool -j net show dev ${iface}` });
   return {
-    program: prog ? { id: prog.id, tag: prog.tag, name: prog.name } : undefined,
-    xdp: xdp ? { mode: xdp.mode, programId: xdp.id } : undefined,
-    stats: parseMapDump(parts.get("stats") || "[]"),
-    chain: parseChainSections(parts),
+    program: prog ?? undefined,
+    xdp: xdpOfNetShow(net),
+    stats: parseMapDump(parts.get("stats") || "[]", { host, command: `bpftool -j map dump pinned ${layout.maps}/${statsMap}` }),
+    chain: parseChainSections(parts, host, dispatcherDir),
   };
 }
 
@@ -305,8 +308,7 @@ export interface ProgramInfo {
 export async function pinnedProgram(session: SshSession, pin: string): Promise<ProgramInfo | undefined> {
   const result = await session.run(["bpftool", "-j", "prog", "show", "pinned", pin], { allowFailure: true });
   if (result.code !== 0) return undefined;
-  const info = JSON.parse(result.stdout) as { id: number; tag: string; name: string };
-  return { id: info.id, tag: info.tag, name: info.name };
+  return hostJson(progShow, result.stdout, { host: session.label, command: `bpftool -j prog show pinned ${pin}` });
 }
 
 // Existing map pins are reused (flow state and entries survive an upgrade); maps the
@@ -385,9 +387,7 @@ export interface XdpAttachment {
 
 export async function xdpAttachment(session: SshSession, iface: string): Promise<XdpAttachment | undefined> {
   const result = await session.run(["bpftool", "-j", "net", "show", "dev", iface]);
-  const parsed = JSON.parse(result.stdout) as { xdp?: { mode: string; id: number }[] }[];
-  const xdp = parsed[0]?.xdp?.[0];
-  return xdp ? { mode: xdp.mode, programId: xdp.id } : undefined;
+  return xdpOfNetShow(hostJson(netShow, result.stdout, { host: session.label, command: `bpftool -j net show dev ${iface}` }));
 }
 
 const ATTACH_TYPE: Record<XdpMode, string> = { native: "xdpdrv", generic: "xdpgeneric", auto: "xdp" };
@@ -449,8 +449,9 @@ function parseHexArray(bytes: string[]): Uint8Array {
   return Uint8Array.from(bytes.map((b) => parseInt(b, 16)));
 }
 
-export function parseMapDump(json: string): MapEntry[] {
-  const rows = JSON.parse(json) as { key: string[]; value?: string[]; values?: { cpu: number; value: string[] }[] }[];
+/** Parses `bpftool -j map dump`; `source` names the host and command in the error when the output is not a dump. */
+export function parseMapDump(json: string, source: JsonSource = { command: "bpftool -j map dump" }): MapEntry[] {
+  const rows = hostJson(mapDump, json, source);
   return rows.map((row) => ({
     key: parseHexArray(row.key),
     values: row.values ? row.values.map((v) => parseHexArray(v.value)) : [parseHexArray(row.value ?? [])],
@@ -474,7 +475,7 @@ export async function dumpMaps(session: SshSession, pins: readonly string[]): Pr
     const newline = section.indexOf("\n");
     const pin = section.slice(0, newline);
     const body = section.slice(newline + 1).trim();
-    dumps.set(pin, body.includes("@@missing") || !body ? undefined : parseMapDump(body));
+    dumps.set(pin, body.includes("@@missing") || !body ? undefined : parseMapDump(body, { host: session.label, command: `bpftool -j map dump pinned ${pin}` }));
   }
   return dumps;
 }
@@ -513,11 +514,13 @@ export async function lookupMapEntries(session: SshSession, lookups: readonly Ma
   const text = lookups.map((l) => `map lookup pinned ${l.map} key hex ${hexBytes(l.key)}\n`).join("");
   const command = "bpftool -j batch file -";
   const result = await session.run(["bpftool", "-j", "batch", "file", "-"], { stdin: text, allowFailure: true });
-  let rows: { output: { value?: string[]; values?: { value: string[] }[] } | null }[];
+  let rows: z.output<typeof batchLookups>;
   try {
-    rows = JSON.parse(result.stdout || "[]");
-  } catch {
-    throw new RemoteCommandError(session.label, command, result, "bpftool printed something other than JSON");
+    rows = hostJson(batchLookups, result.stdout || "[]", { host: session.label, command });
+  } catch (err) {
+    // Keep bpftool's stderr in the error: it says why the batch printed no JSON.
+    if (err instanceof HostOutputError) throw new RemoteCommandError(session.label, command, result, `bpftool printed ${err.problem}`);
+    throw err;
   }
   const failed = rows.findIndex((row) => !row.output);
   if (failed >= 0 || rows.length < lookups.length) {

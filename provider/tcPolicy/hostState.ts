@@ -10,6 +10,7 @@ import type { SshSession } from "../remote/ssh";
 import { parseTcFilters, type TcFilter } from "../remote/tc";
 import { MAPS, PROGRAMS } from "./codec";
 import { DIRECTIONS, type Direction } from "./schema";
+import { hostJson, ipLinks, ipRouteGet, progShow, tcQdiscRows } from "../remote/hostJson";
 
 export interface LinkFacts {
   ifname: string;
@@ -132,22 +133,22 @@ export interface SurveyRequest {
 export async function surveyPolicy(session: SshSession, iface: string, layout: PinLayout, request: SurveyRequest): Promise<PolicyHostState> {
   const args = [iface, layout.dir, request.objectPath ?? "", request.peer ?? "", request.countFlows ? "count" : "", ...(request.maps ?? [])];
   const parts = sections((await session.runScript(SURVEY_SCRIPT, args)).stdout);
-  const links = (JSON.parse(parts.get("links") || "[]") as { ifname: string; ifindex: number; link_type?: string }[]).map((l) => ({
+  const links = hostJson(ipLinks, parts.get("links") || "[]", { host: session.label, command: "ip -j link show" }).map((l) => ({
     ifname: l.ifname,
     ifindex: l.ifindex,
     linkType: l.link_type ?? "unknown",
   }));
-  const qdiscs = JSON.parse(parts.get("qdisc") || "[]") as { kind?: string; parent?: string }[];
+  const qdiscs = hostJson(tcQdiscRows, parts.get("qdisc") || "[]", { host: session.label, command: `tc -j qdisc show dev ${iface}` });
   const programs: Partial<Record<Direction, ProgramInfo>> = {};
   for (const direction of DIRECTIONS) {
-    const info = JSON.parse(parts.get(`prog ${PROGRAMS[direction]}`) || "null") as ProgramInfo | null;
+    const info = hostJson(progShow.nullable(), parts.get(`prog ${PROGRAMS[direction]}`) || "null", { host: session.label, command: `bpftool -j prog show pinned ${layout.dir}/progs/${PROGRAMS[direction]}` });
     if (info) programs[direction] = { id: info.id, tag: info.tag, name: info.name };
   }
-  const route = JSON.parse(parts.get("route") || "null") as { dev?: string; prefsrc?: string }[] | null;
+  const route = hostJson(ipRouteGet.nullable(), parts.get("route") || "null", { host: session.label, command: `ip -j route get ${request.peer ?? ""}` });
   const maps = new Map<string, MapEntry[] | undefined>();
   for (const map of request.maps ?? []) {
     const body = parts.get(`map ${map}`) || "null";
-    maps.set(map, body === "null" ? undefined : parseMapDump(body));
+    maps.set(map, body === "null" ? undefined : parseMapDump(body, { host: session.label, command: `bpftool -j map dump pinned ${layout.dir}/maps/${map}` }));
   }
   const flows = parts.get("flows") || "null";
   return {

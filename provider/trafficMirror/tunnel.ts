@@ -10,6 +10,7 @@ import { HostPreconditionError } from "../remote/bpfHost";
 import type { SshSession } from "../remote/ssh";
 import { GUARD, type TunnelGuard } from "./codec";
 import type { TunnelSpec } from "./schema";
+import { hostJson, ipLinks } from "../remote/hostJson";
 
 /** What `ip -d -j link show` says about one link. */
 export interface LinkInfo {
@@ -32,7 +33,7 @@ interface IpJsonLink {
 }
 
 export function parseLinks(json: string): LinkInfo[] {
-  return (JSON.parse(json.trim() || "[]") as IpJsonLink[]).map((l) => ({
+  return hostJson(ipLinks, json.trim() || "[]", { command: "ip -d -j link show" }).map((l: IpJsonLink) => ({
     ifindex: l.ifindex,
     ifname: l.ifname,
     altnames: l.altnames ?? [],

@@ -11,7 +11,9 @@
  * on this gate and are never touched.
  */
 import type { Kind } from "../dynamicAdapter";
-import { parseMapDump, pinLayout, sections, type MapEntry } from "../remote/bpfHost";
+import { parseMapDump, type MapEntry } from "../remote/mapOperations";
+import { pinLayout } from "../remote/pins";
+import { sections } from "../remote/resourceSurvey";
 import { hostLabel } from "../remote/hostSchema";
 import { shellQuote } from "../remote/quote";
 import { RemoteCommandError, sessionFor, type SshSession } from "../remote/ssh";

@@ -8,7 +8,7 @@
  * bpf_fib_lookup. Every apply surveys again, so a neighbour whose MAC changed
  * is rewritten by the next `up`; until then packets go to the old MAC.
  */
-import { HostPreconditionError } from "../remote/bpfHost";
+import { HostPreconditionError } from "../remote/preflight";
 import type { SshSession } from "../remote/ssh";
 import type { LbMode } from "./codec";
 import { familyOf, type Backend } from "./schema";

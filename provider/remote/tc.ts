@@ -6,7 +6,8 @@
  * everywhere, so nothing here touches another tool's filters, even at the same
  * priority.
  */
-import { HostPreconditionError, ROOT_DIRS_FUNCTION, RUN_DIR } from "./bpfHost";
+import { ROOT_DIRS_FUNCTION, RUN_DIR } from "./hostDirs";
+import { HostPreconditionError } from "./preflight";
 import type { SshSession } from "./ssh";
 import { hostJson, tcFilterRows, tcQdiscRows } from "./hostJson";
 

@@ -5,7 +5,9 @@
  * route to the management peer, dumps of the maps asked for and, for read, the
  * number of live flows.
  */
-import { parseMapDump, type MapEntry, type PinLayout, type ProgramInfo } from "../remote/bpfHost";
+import { parseMapDump, type MapEntry } from "../remote/mapOperations";
+import type { PinLayout } from "../remote/pins";
+import type { ProgramInfo } from "../remote/programLoad";
 import type { SshSession } from "../remote/ssh";
 import { parseTcFilters, type TcFilter } from "../remote/tc";
 import { MAPS, PROGRAMS } from "./codec";

@@ -10,7 +10,8 @@
  * of the management session would cut it like any firewall.
  */
 import { formatHandle } from "../remote/tc";
-import { sections, type PinLayout } from "../remote/bpfHost";
+import type { PinLayout } from "../remote/pins";
+import { sections } from "../remote/resourceSurvey";
 import { shellQuote } from "../remote/quote";
 import type { SshSession } from "../remote/ssh";
 import type { TcDirection } from "../remote/tc";

@@ -6,7 +6,7 @@
  * goes: copies never go to a device that is half configured.
  */
 import { createHash } from "node:crypto";
-import { HostPreconditionError } from "../remote/bpfHost";
+import { HostPreconditionError } from "../remote/preflight";
 import type { SshSession } from "../remote/ssh";
 import { GUARD, type TunnelGuard } from "./codec";
 import type { TunnelSpec } from "./schema";

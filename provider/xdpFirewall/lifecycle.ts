@@ -7,24 +7,13 @@
 import { parsePrefix, prefixContains } from "../cidr";
 import type { Kind } from "../dynamicAdapter";
 import { packagedObject } from "../objects";
-import {
-  applyMapOperations,
-  batchText,
-  dumpMaps,
-  HostPreconditionError,
-  listPins,
-  loadProgram,
-  preflight,
-  programState,
-  removePins,
-  requireInterface,
-  requireProgramType,
-  surveyResource,
-  uploadObject,
-  type MapOperation,
-  type PinLayout,
-  type XdpAttachment,
-} from "../remote/bpfHost";
+import { applyMapOperations, batchText, dumpMaps, type MapOperation } from "../remote/mapOperations";
+import { uploadObject } from "../remote/objectUpload";
+import { listPins, removePins, type PinLayout } from "../remote/pins";
+import { HostPreconditionError, preflight, requireProgramType } from "../remote/preflight";
+import { loadProgram } from "../remote/programLoad";
+import { programState, requireInterface, surveyResource } from "../remote/resourceSurvey";
+import type { XdpAttachment } from "../remote/xdpAttach";
 import { claimHook, DISPATCHER_OBJECT, dispatcherDir, HookPlan, hookPosition, placedAttachment, releaseHook, type HookChange, type XdpPlacement } from "../remote/xdpHook";
 import { persistBootRestore, removeBootRestore } from "../remote/bootRestore";
 import { connectResource, resourceId } from "../remote/resource";

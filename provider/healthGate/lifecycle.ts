@@ -16,6 +16,7 @@ import { pinLayout } from "../remote/pins";
 import { sections } from "../remote/resourceSurvey";
 import { hostLabel } from "../remote/hostSchema";
 import { shellQuote } from "../remote/quote";
+import { runShellScript } from "../remote/shellScript";
 import { RemoteCommandError, sessionFor, type SshSession } from "../remote/ssh";
 import { dispatcherDir } from "../remote/xdpHook";
 import { COUNTER_SOURCES } from "./counters";
@@ -34,22 +35,6 @@ export interface TargetSurvey {
   /** The counter map's entries, when asked for and present. */
   stats: MapEntry[] | undefined;
 }
-
-// One framed section per fact; a command that fails prints "null" (bpftool -j
-// prints its error as JSON on stdout, so a failed command's output is dropped).
-// $1 pin dir, $2 program pin, $3 interface or "", $4 counter map pin or "",
-// $5 the interface's XDP dispatcher pin dir or "" (see remote/xdpHook.ts).
-const SURVEY_SCRIPT = `
-json_or_null() { out=$("$@" 2>/dev/null) && printf '%s\\n' "$out" || echo null; }
-echo "@@dir"; if [ -d "$1" ]; then echo true; else echo false; fi
-echo "@@prog"; json_or_null bpftool -j prog show pinned "$2"
-echo "@@net"; if [ -n "$3" ]; then json_or_null bpftool -j net show dev "$3"; else echo null; fi
-echo "@@stats"; if [ -n "$4" ]; then json_or_null bpftool -j map dump pinned "$4"; else echo null; fi
-if [ -n "$5" ]; then
-  echo "@@dispatcher"; json_or_null bpftool -j prog show pinned "$5/prog"
-  echo "@@chain"; json_or_null bpftool -j map dump pinned "$5/maps/xdp_chain"
-fi
-`;
 
 interface NetShow {
   xdp?: { id: number }[];
@@ -106,7 +91,7 @@ async function survey(session: SshSession, target: GateTarget, counterMap: strin
   const layout = pinLayout(target.kind, target.name);
   const iface = target.hook?.interface ?? "";
   const chainDir = target.hook?.type === "xdp" ? dispatcherDir(iface) : "";
-  const result = await session.runScript(SURVEY_SCRIPT, [layout.dir, `${layout.dir}/${target.program}`, iface, counterMap ? `${layout.maps}/${counterMap}` : "", chainDir]);
+  const result = await runShellScript(session, "target-survey", [layout.dir, `${layout.dir}/${target.program}`, iface, counterMap ? `${layout.maps}/${counterMap}` : "", chainDir]);
   return parseSurvey(result.stdout);
 }
 

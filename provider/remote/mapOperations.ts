@@ -4,6 +4,7 @@
  */
 import type { z } from "zod";
 import { batchLookups, HostOutputError, hostJson, mapDump, type JsonSource } from "./hostJson";
+import { runShellScript } from "./shellScript";
 import { RemoteCommandError, type SshSession } from "./ssh";
 
 export type MapOperation =
@@ -56,18 +57,9 @@ export function parseMapDump(json: string, source: JsonSource = { command: "bpft
   }));
 }
 
-// One round trip for every map a resource reads: each dump is framed by a marker line.
-const DUMP_MAPS_SCRIPT = `
-for pin in "$@"; do
-  echo "@@map $pin"
-  bpftool -j map dump pinned "$pin" || echo "@@missing"
-  echo
-done
-`;
-
 /** Dumps several pinned maps at once; a missing map yields undefined. */
 export async function dumpMaps(session: SshSession, pins: readonly string[]): Promise<Map<string, MapEntry[] | undefined>> {
-  const result = await session.runScript(DUMP_MAPS_SCRIPT, pins);
+  const result = await runShellScript(session, "dump-maps", pins);
   const dumps = new Map<string, MapEntry[] | undefined>();
   for (const section of result.stdout.split("@@map ").slice(1)) {
     const newline = section.indexOf("\n");

@@ -4,7 +4,8 @@
  */
 import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
-import { OBJECT_DIR, ROOT_DIRS_FUNCTION } from "./hostDirs";
+import { OBJECT_DIR } from "./hostDirs";
+import { runShellScript } from "./shellScript";
 import type { SshSession } from "./ssh";
 
 export interface LocalObject {
@@ -18,19 +19,6 @@ export function localObject(path: string): LocalObject {
   return { path, bytes, sha256: createHash("sha256").update(bytes).digest("hex") };
 }
 
-// The upload is checked against the digest on the host before it is renamed into place.
-// A failed write (a full disk) or a cut session must not leave the partial file behind.
-const UPLOAD_SCRIPT = `${ROOT_DIRS_FUNCTION}
-set -e
-root_dirs "\${1%/*}" "$1"
-tmp="$2.upload.$$"
-trap 'rm -f "$tmp"' EXIT
-trap 'exit 1' HUP INT TERM PIPE
-cat > "$tmp"
-echo "$3  $tmp" | sha256sum -c --status || { rm -f "$tmp"; echo "checksum mismatch after upload" >&2; exit 1; }
-mv "$tmp" "$2"
-`;
-
 export function objectRemotePath(object: LocalObject): string {
   return `${OBJECT_DIR}/${object.sha256}.bpf.o`;
 }
@@ -42,6 +30,6 @@ export function objectRemotePath(object: LocalObject): string {
 export async function uploadObject(session: SshSession, object: LocalObject, alreadyPresent?: boolean): Promise<string> {
   const remotePath = objectRemotePath(object);
   const present = alreadyPresent ?? (await session.run(["test", "-f", remotePath], { allowFailure: true })).code === 0;
-  if (!present) await session.runScript(UPLOAD_SCRIPT, [OBJECT_DIR, remotePath, object.sha256], { stdin: object.bytes });
+  if (!present) await runShellScript(session, "object-upload", [OBJECT_DIR, remotePath, object.sha256], { stdin: object.bytes });
   return remotePath;
 }

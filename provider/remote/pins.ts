@@ -4,6 +4,7 @@
  * cache when the last resource leaves the host).
  */
 import { OBJECT_DIR, PIN_ROOT } from "./hostDirs";
+import { runShellScript } from "./shellScript";
 import type { SshSession } from "./ssh";
 
 export interface PinLayout {
@@ -27,18 +28,8 @@ export async function pathExists(session: SshSession, path: string): Promise<boo
   return (await session.run(["test", "-e", path], { allowFailure: true })).code === 0;
 }
 
-// When the last bpfleet resource leaves a host, the pin root and the object cache
-// go too, so that a destroyed stack leaves the host as it found it; but not while
-// boot-restore files (bootRestore.ts) still name objects of that cache.
-const REMOVE_PINS_SCRIPT = `
-rm -rf -- "$1"
-rmdir -- "$2" 2>/dev/null
-if rmdir -- "$3" 2>/dev/null && [ -z "$(ls -A -- "$4/boot" 2>/dev/null)" ]; then rm -rf -- "$4"; fi
-exit 0
-`;
-
 /** Removes a resource's pin directory (programs and maps); absent is fine. */
 export async function removePins(session: SshSession, layout: PinLayout): Promise<void> {
   const kindDir = layout.dir.slice(0, layout.dir.lastIndexOf("/"));
-  await session.runScript(REMOVE_PINS_SCRIPT, [layout.dir, kindDir, PIN_ROOT, OBJECT_DIR.replace(/\/objects$/, "")]);
+  await runShellScript(session, "remove-pins", [layout.dir, kindDir, PIN_ROOT, OBJECT_DIR.replace(/\/objects$/, "")]);
 }

@@ -4,6 +4,7 @@
  * needs, probed once per session.
  */
 import { featureProbe, hostJson } from "./hostJson";
+import { runShellScript } from "./shellScript";
 import { RemoteCommandError, type SshSession } from "./ssh";
 
 export class HostPreconditionError extends Error {}
@@ -18,20 +19,6 @@ export interface HostFacts {
 
 const preflightFacts = new WeakMap<SshSession, Promise<HostFacts>>();
 
-// Exit codes 3 and 4 carry the two failures a user must fix on the host.
-const PREFLIGHT_SCRIPT = `
-missing=""
-for tool in bpftool ip tc; do command -v "$tool" >/dev/null 2>&1 || missing="$missing $tool"; done
-if [ -n "$missing" ]; then echo "missing:$missing" >&2; exit 3; fi
-if [ "$(stat -f -c %T /sys/fs/bpf 2>/dev/null)" != "bpf_fs" ]; then
-  mount -t bpf bpf /sys/fs/bpf 2>&1 >&2 || { echo "bpffs is not mounted at /sys/fs/bpf and mounting it failed" >&2; exit 4; }
-fi
-echo "kernel=$(uname -r)"
-echo "bpftool=$(bpftool version | head -n 1)"
-echo "@@features"
-bpftool -j feature probe kernel
-`;
-
 /** Checks tools, bpffs and kernel support once per session. */
 export function preflight(session: SshSession): Promise<HostFacts> {
   let facts = preflightFacts.get(session);
@@ -44,7 +31,7 @@ export function preflight(session: SshSession): Promise<HostFacts> {
 }
 
 async function runPreflight(session: SshSession): Promise<HostFacts> {
-  const result = await session.runScript(PREFLIGHT_SCRIPT, [], { allowFailure: true });
+  const result = await runShellScript(session, "preflight", [], { allowFailure: true });
   if (result.code === 3) {
     const missing = result.stderr.replace("missing:", "").trim();
     throw new HostPreconditionError(`${session.label}: required tools are missing on the host: ${missing}. Install bpftool and iproute2 (Debian/Ubuntu: apt-get install bpftool iproute2).`);

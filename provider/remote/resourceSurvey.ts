@@ -11,6 +11,7 @@ import { objectRemotePath, type LocalObject } from "./objectUpload";
 import { HostPreconditionError } from "./preflight";
 import type { PinLayout } from "./pins";
 import type { ProgramInfo } from "./programLoad";
+import { runShellScript } from "./shellScript";
 import type { SshSession } from "./ssh";
 import type { XdpAttachment } from "./xdpAttach";
 
@@ -39,22 +40,6 @@ export interface ChainSurvey {
   owners: Map<number, string>;
 }
 
-// $5: the dispatcher's pin dir; empty skips these sections.
-const XDP_CHAIN_SECTIONS = `
-if [ -n "$5" ]; then
-  fallback=null
-  echo "@@dispatcher"; json_or bpftool -j prog show pinned "$5/prog"
-  fallback="[]"
-  echo "@@chain"; json_or bpftool -j map dump pinned "$5/maps/xdp_chain"
-  echo "@@owners"
-  for pin in ${PIN_ROOT}/*/*/prog; do
-    [ -e "$pin" ] || continue
-    id=$(bpftool -j prog show pinned "$pin" 2>/dev/null | grep -o '"id":[0-9]*' | head -n 1 | cut -d: -f2)
-    [ -n "$id" ] && echo "$id $pin"
-  done
-fi
-`;
-
 function parseChainSections(parts: Map<string, string>, host: string, dispatcherDir: string): ChainSurvey {
   const dispatcher = hostJson(progId.nullable(), parts.get("dispatcher") || "null", { host, command: `bpftool -j prog show pinned ${dispatcherDir}/prog` });
   const rows = hostJson(chainDump, parts.get("chain") || "[]", { host, command: `bpftool -j map dump pinned ${dispatcherDir}/maps/xdp_chain` });
@@ -67,21 +52,6 @@ function parseChainSections(parts: Map<string, string>, host: string, dispatcher
   }
   return { dispatcherId: dispatcher?.id, slots, owners };
 }
-
-// Each section is framed by a marker line; a missing thing prints "null" (bpftool -j
-// prints its error as JSON on stdout, so a failed command's output is dropped).
-const JSON_OR_NULL = `json_or() { out=$("$@" 2>/dev/null) && printf '%s\\n' "$out" || echo "$fallback"; }`;
-
-const SURVEY_SCRIPT = `
-${JSON_OR_NULL}
-fallback=null
-echo "@@links"; ip -j link show
-echo "@@net"; json_or bpftool -j net show dev "$1"
-echo "@@prog"; json_or bpftool -j prog show pinned "$2"
-echo "@@object"; if [ -f "$3" ]; then echo true; else echo false; fi
-echo "@@route"; if [ -n "$4" ]; then json_or ip -j route get "$4"; else echo null; fi
-${XDP_CHAIN_SECTIONS}
-`;
 
 /** Splits the output of a script that frames each part with an "@@name" line. */
 export function sections(stdout: string): Map<string, string> {
@@ -99,7 +69,7 @@ export function sections(stdout: string): Map<string, string> {
  */
 export async function surveyResource(session: SshSession, iface: string, layout: PinLayout, object: LocalObject, dispatcherDir = ""): Promise<ResourceSurvey> {
   const peer = (await session.managementPeer()) ?? "";
-  const result = await session.runScript(SURVEY_SCRIPT, [iface, layout.program, objectRemotePath(object), peer, dispatcherDir]);
+  const result = await runShellScript(session, "resource-survey", [iface, layout.program, objectRemotePath(object), peer, dispatcherDir, PIN_ROOT]);
   const parts = sections(result.stdout);
   const host = session.label;
   const links = hostJson(ipLinks, parts.get("links") || "[]", { host, command: "ip -j link show" });
@@ -126,20 +96,10 @@ export interface ProgramState {
   chain: ChainSurvey;
 }
 
-const PROGRAM_STATE_SCRIPT = `
-${JSON_OR_NULL}
-fallback=null
-echo "@@prog"; json_or bpftool -j prog show pinned "$2"
-echo "@@net"; json_or bpftool -j net show dev "$1"
-fallback="[]"
-echo "@@stats"; json_or bpftool -j map dump pinned "$3"
-${XDP_CHAIN_SECTIONS.replaceAll("$5", "$4")}
-`;
-
 /** A resource's program, the interface's XDP attachment and the resource's counters, in one round trip. */
 /** With `dispatcherDir` (XDP resources), also reads the interface's XDP chain. */
 export async function programState(session: SshSession, iface: string, layout: PinLayout, statsMap: string, dispatcherDir = ""): Promise<ProgramState> {
-  const result = await session.runScript(PROGRAM_STATE_SCRIPT, [iface, layout.program, `${layout.maps}/${statsMap}`, dispatcherDir]);
+  const result = await runShellScript(session, "program-state", [iface, layout.program, `${layout.maps}/${statsMap}`, dispatcherDir, PIN_ROOT]);
   const parts = sections(result.stdout);
   const host = session.label;
   const prog = hostJson(progShow.nullable(), parts.get("prog") || "null", { host, command: `bpftool -j prog show pinned ${layout.program}` });

@@ -39,8 +39,10 @@ function pathOf(path: readonly PropertyKey[]): string {
 
 // A union's own message is "Invalid input"; its first branch's first issue says what was wrong.
 function firstIssue(issue: z.core.$ZodIssue): { path: PropertyKey[]; message: string } {
-  const inner = issue.code === "invalid_union" ? issue.errors[0]?.[0] : undefined;
-  return inner ? { path: [...issue.path, ...firstIssue(inner).path], message: firstIssue(inner).message } : { path: issue.path, message: issue.message };
+  const branch = issue.code === "invalid_union" ? issue.errors[0]?.[0] : undefined;
+  if (!branch) return { path: issue.path, message: issue.message };
+  const inner = firstIssue(branch);
+  return { path: [...issue.path, ...inner.path], message: inner.message };
 }
 
 /** Parses `text` (a command's stdout) and checks it against `schema`. */

@@ -206,7 +206,7 @@ function denyLists(family: 4 | 6, exact: number, prefixes: number, seed: number)
 
 async function firewall(t: Tree, lists: DenyLists[]): Promise<LoadedProgram> {
   const { planDeny, denyOperations } = t.module("provider/xdpFirewall/plan");
-  const { batchText } = t.module("provider/remote/bpfHost");
+  const { batchText } = t.module("provider/remote/mapOperations");
   const fw = await program(t.object("xdp_firewall"));
   for (const l of lists) await fw.batchText(batchText(denyOperations(planDeny(l.entries, []), (m: string) => fw.mapPin(m))));
   return fw;
@@ -283,7 +283,7 @@ async function maglevService(t: Tree, mode: "dsr" | "nat" | "ipip", cache: boole
   const record = (id: string) => ({ address: id, port: mode === "nat" ? 8080 : 80, mac: "02:00:00:00:00:01", ...(cache ? { mtu: 1500 } : {}) });
   await lb.updateMap(codec.MAPS.backends, ids.map((id) => entry(codec.encodeIndex(index.get(id)!), codec.encodeBackend(record(id)))));
   const ops = codec.tableOperations(table.diffTable(table.buildTable([], M), table.buildTable(ids.map((id) => ({ id })), M)), 0, (id: string) => index.get(id)!, lb.mapPin(codec.MAPS.table));
-  await lb.batchText(t.module("provider/remote/bpfHost").batchText(ops));
+  await lb.batchText(t.module("provider/remote/mapOperations").batchText(ops));
   await lb.updateMap(codec.MAPS.vips, [entry(codec.encodeVipKey({ address: VIP.v4, port: 80, protocol: "tcp" }), codec.encodeVip({ vipIndex: 0, tableOffset: 0, tableSize: M, mode, flowTable: true }))]);
   // IPIP with a configured tunnel source (as a production balancer has one): the FIB is not needed for the source.
   await lb.updateMap(codec.MAPS.config, [entry(codec.encodeIndex(0), codec.encodeConfig({ reverseNat: mode === "nat", ...(mode === "ipip" ? { tunnelSourceV4: "10.0.0.1" } : {}) }))]);
@@ -331,7 +331,7 @@ async function maglevCases(trees: Tree[], ns: TestNetns, ifindex: number, fib: {
 // ---------------------------------------------------------------- TcPolicy
 
 async function policyObject(t: Tree, rules: { ingress: string[]; egress: string[] }, transitoryZero: boolean, flows: ReturnType<typeof makeFlows>): Promise<LoadedObject> {
-  const { batchText } = t.module("provider/remote/bpfHost");
+  const { batchText } = t.module("provider/remote/mapOperations");
   const codec = t.module("provider/tcPolicy/codec");
   const plan = t.module("provider/tcPolicy/plan");
   const schema = t.module("provider/tcPolicy/schema");
@@ -397,7 +397,7 @@ async function mirrorCases(trees: Tree[]): Promise<Case[]> {
       const codec = t.module("provider/trafficMirror/codec");
       const plan = t.module("provider/trafficMirror/plan");
       const schema = t.module("provider/trafficMirror/schema");
-      const { batchText } = t.module("provider/remote/bpfHost");
+      const { batchText } = t.module("provider/remote/mapOperations");
       const mirror = await objectOf(t.object("tc_mirror"));
       const config = codec.decodeConfig((await mirror.dumpMap(codec.CONFIG_MAP))[0]!.value);
       // ifindex 1 (lo): nothing matches, so nothing is ever copied to it.

@@ -26,7 +26,7 @@
  */
 import { cpus, release } from "node:os";
 import { join } from "node:path";
-import { batchText, type MapOperation } from "../provider/remote/bpfHost";
+import { batchText, type MapOperation } from "../provider/remote/mapOperations";
 import { encodeFlowKey, encodeFlowValue, FLOW_FLAG, MAPS, PROGRAMS, TRIE_MAPS, u32Key } from "../provider/tcPolicy/codec";
 import { desiredPolicy, observePolicy, planPolicy } from "../provider/tcPolicy/plan";
 import { rulesOf, tcPolicySchema } from "../provider/tcPolicy/schema";

@@ -8,7 +8,7 @@
 import { readFileSync } from "node:fs";
 import { execa } from "execa";
 import { checkInputs } from "../provider/dynamicAdapter";
-import { batchText } from "../provider/remote/bpfHost";
+import { batchText } from "../provider/remote/mapOperations";
 import { closeAllSessions } from "../provider/remote/ssh";
 import { xdpFirewallKind as firewall } from "../provider/xdpFirewall/lifecycle";
 import { denyOperations, planDeny } from "../provider/xdpFirewall/plan";

@@ -1,7 +1,7 @@
 /** The compiled BPF objects that ship inside the package (bpf/obj/). */
 import { existsSync } from "node:fs";
 import { dirname, join } from "node:path";
-import { localObject, type LocalObject } from "./remote/bpfHost";
+import { localObject, type LocalObject } from "./remote/objectUpload";
 
 function packageRoot(): string {
   // Works from provider/ (tests via tsx/vitest) and from dist/provider/ (the built package).

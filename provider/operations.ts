@@ -7,7 +7,7 @@
  * observed (the resource is read back over a fresh login), never assumed.
  */
 import type { Kind } from "./dynamicAdapter";
-import { HostPreconditionError } from "./remote/bpfHost";
+import { HostPreconditionError } from "./remote/preflight";
 import { hostLabel, type HostConnection } from "./remote/hostSchema";
 import { RevertedError } from "./remote/revertTimer";
 import { currentOperation, RemoteCommandError, withOperation, type Operation } from "./remote/ssh";

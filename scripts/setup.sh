@@ -5,10 +5,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(clang llvm libbpf-dev bpftool iproute2 openssh-server openssh-client
-  tcpdump iputils-ping netcat-openbsd socat util-linux procps make gcc
+  tcpdump iputils-ping netcat-openbsd socat util-linux procps make gcc shellcheck
   qemu-system-x86 busybox-static kmod cpio xz-utils zstd)
 # (The last line is for the kernel matrix, test/kernels: qemu boots Debian's kernels
-# with an initramfs of busybox and the kernel's modules.)
+# with an initramfs of busybox and the kernel's modules. shellcheck lints every
+# shipped remote script, provider/remote/sh, in the unit tests.)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

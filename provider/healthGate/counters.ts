@@ -3,7 +3,7 @@
  * holds them and how its entries decode. A kind is added here when its codec
  * exists; the gate refuses a counter it cannot read rather than guessing.
  */
-import type { MapEntry } from "../remote/bpfHost";
+import type { MapEntry } from "../remote/mapOperations";
 import { sumCounters } from "../counters";
 import { STATS_MAP as XDP_FIREWALL_STATS } from "../xdpFirewall/codec";
 

@@ -11,13 +11,17 @@
  * on this gate and are never touched.
  */
 import type { Kind } from "../dynamicAdapter";
-import { parseMapDump, pinLayout, sections, type MapEntry } from "../remote/bpfHost";
+import { parseMapDump, type MapEntry } from "../remote/mapOperations";
+import { pinLayout } from "../remote/pins";
+import { sections } from "../remote/resourceSurvey";
 import { hostLabel } from "../remote/hostSchema";
 import { shellQuote } from "../remote/quote";
+import { runShellScript } from "../remote/shellScript";
 import { RemoteCommandError, sessionFor, type SshSession } from "../remote/ssh";
 import { dispatcherDir } from "../remote/xdpHook";
 import { COUNTER_SOURCES } from "./counters";
 import { healthGateSchema, type GateTarget, type HealthGateInputs, type HealthGateOutputs, type TargetReport } from "./schema";
+import { chainDump, hostJson, netShow, progId } from "../remote/hostJson";
 
 const KIND = "health-gate";
 
@@ -32,22 +36,6 @@ export interface TargetSurvey {
   stats: MapEntry[] | undefined;
 }
 
-// One framed section per fact; a command that fails prints "null" (bpftool -j
-// prints its error as JSON on stdout, so a failed command's output is dropped).
-// $1 pin dir, $2 program pin, $3 interface or "", $4 counter map pin or "",
-// $5 the interface's XDP dispatcher pin dir or "" (see remote/xdpHook.ts).
-const SURVEY_SCRIPT = `
-json_or_null() { out=$("$@" 2>/dev/null) && printf '%s\\n' "$out" || echo null; }
-echo "@@dir"; if [ -d "$1" ]; then echo true; else echo false; fi
-echo "@@prog"; json_or_null bpftool -j prog show pinned "$2"
-echo "@@net"; if [ -n "$3" ]; then json_or_null bpftool -j net show dev "$3"; else echo null; fi
-echo "@@stats"; if [ -n "$4" ]; then json_or_null bpftool -j map dump pinned "$4"; else echo null; fi
-if [ -n "$5" ]; then
-  echo "@@dispatcher"; json_or_null bpftool -j prog show pinned "$5/prog"
-  echo "@@chain"; json_or_null bpftool -j map dump pinned "$5/maps/xdp_chain"
-fi
-`;
-
 interface NetShow {
   xdp?: { id: number }[];
   tc?: { kind?: string; id?: number; prog_id?: number }[];
@@ -56,14 +44,14 @@ interface NetShow {
 /** Parses the survey script's output. Pure. */
 export function parseSurvey(stdout: string): TargetSurvey {
   const parts = sections(stdout);
-  const prog = JSON.parse(parts.get("prog") || "null") as { id: number } | null;
-  const net = JSON.parse(parts.get("net") || "null") as NetShow[] | null;
+  const prog = hostJson(progId.nullable(), parts.get("prog") || "null", { command: "bpftool -j prog show pinned <program>" });
+  const net: NetShow[] | null = hostJson(netShow.nullable(), parts.get("net") || "null", { command: "bpftool -j net show dev <interface>" });
   const stats = parts.get("stats") || "null";
   const tc = net?.[0]?.tc ?? [];
   const tcIds = (direction: string) => tc.filter((f) => f.kind?.endsWith(`/${direction}`)).map((f) => f.id ?? f.prog_id ?? 0);
   // Members of bpfleet's XDP chain run on the hook when the dispatcher does.
-  const dispatcher = JSON.parse(parts.get("dispatcher") || "null") as { id: number } | null;
-  const chain = (JSON.parse(parts.get("chain") || "null") ?? []) as { formatted?: { value: number } }[];
+  const dispatcher = hostJson(progId.nullable(), parts.get("dispatcher") || "null", { command: "bpftool -j prog show pinned <dispatcher>" });
+  const chain = hostJson(chainDump.nullable(), parts.get("chain") || "null", { command: "bpftool -j map dump pinned <dispatcher>/maps/xdp_chain" }) ?? [];
   const xdpIds = (net?.[0]?.xdp ?? []).map((x) => x.id);
   if (dispatcher && xdpIds.includes(dispatcher.id)) xdpIds.push(...chain.flatMap((e) => (e.formatted ? [e.formatted.value] : [])));
   return {
@@ -103,7 +91,7 @@ async function survey(session: SshSession, target: GateTarget, counterMap: strin
   const layout = pinLayout(target.kind, target.name);
   const iface = target.hook?.interface ?? "";
   const chainDir = target.hook?.type === "xdp" ? dispatcherDir(iface) : "";
-  const result = await session.runScript(SURVEY_SCRIPT, [layout.dir, `${layout.dir}/${target.program}`, iface, counterMap ? `${layout.maps}/${counterMap}` : "", chainDir]);
+  const result = await runShellScript(session, "target-survey", [layout.dir, `${layout.dir}/${target.program}`, iface, counterMap ? `${layout.maps}/${counterMap}` : "", chainDir]);
   return parseSurvey(result.stdout);
 }
 

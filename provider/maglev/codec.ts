@@ -9,7 +9,7 @@
  * An IPv4 address fills the first 4 of 16 address bytes.
  */
 import { formatAddress, isExact, parsePrefix } from "../cidr";
-import type { MapOperation } from "../remote/bpfHost";
+import type { MapOperation } from "../remote/mapOperations";
 import type { SlotChange } from "./table";
 
 export const MAPS = {

@@ -4,14 +4,10 @@
  * one dump; counters and (for `read`) every table slot in one batch of
  * lookups, the program and its counters totals in one more.
  */
-import {
-  dumpMaps,
-  lookupMapEntries,
-  programState,
-  type MapLookup,
-  type PinLayout,
-  type XdpAttachment,
-} from "../remote/bpfHost";
+import { dumpMaps, lookupMapEntries, type MapLookup } from "../remote/mapOperations";
+import type { PinLayout } from "../remote/pins";
+import { programState } from "../remote/resourceSurvey";
+import type { XdpAttachment } from "../remote/xdpAttach";
 import { dispatcherDir, hookPosition, placedAttachment, type XdpPlacement } from "../remote/xdpHook";
 import type { SshSession } from "../remote/ssh";
 import { sumCounters } from "../counters";

@@ -15,18 +15,12 @@
 import type { Kind } from "../dynamicAdapter";
 import { UNKNOWN } from "../dynamicAdapter";
 import { packagedObject } from "../objects";
-import {
-  applyMapOperations,
-  HostPreconditionError,
-  loadProgram,
-  preflight,
-  programState,
-  removePins,
-  requireInterface,
-  requireProgramType,
-  surveyResource,
-  uploadObject,
-} from "../remote/bpfHost";
+import { applyMapOperations } from "../remote/mapOperations";
+import { uploadObject } from "../remote/objectUpload";
+import { removePins } from "../remote/pins";
+import { HostPreconditionError, preflight, requireProgramType } from "../remote/preflight";
+import { loadProgram } from "../remote/programLoad";
+import { programState, requireInterface, surveyResource } from "../remote/resourceSurvey";
 import { connectResource, resourceId } from "../remote/resource";
 import { claimHook, DISPATCHER_OBJECT, dispatcherDir, HookPlan, hookPosition, releaseHook, type XdpPlacement } from "../remote/xdpHook";
 import { proveManagementPath } from "../remote/lockout";

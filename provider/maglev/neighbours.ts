@@ -8,7 +8,8 @@
  * bpf_fib_lookup. Every apply surveys again, so a neighbour whose MAC changed
  * is rewritten by the next `up`; until then packets go to the old MAC.
  */
-import { HostPreconditionError } from "../remote/bpfHost";
+import { HostPreconditionError } from "../remote/preflight";
+import { runShellScript } from "../remote/shellScript";
 import type { SshSession } from "../remote/ssh";
 import type { LbMode } from "./codec";
 import { familyOf, type Backend } from "./schema";
@@ -38,33 +39,6 @@ export interface RoutingSurvey {
   /** The interface's MTU (/sys/class/net/<interface>/mtu), when the host reported it. */
   mtu?: number;
 }
-
-// $1 interface, then the addresses. Pass 1 reads routes and neighbours; every
-// next hop without a usable MAC is pinged (in parallel, so N unresolved
-// backends cost one second, not N); pass 2 reads the neighbours again.
-const ROUTING_SCRIPT = `
-iface=$1; shift
-word_after() { key=$1; shift; while [ $# -gt 1 ]; do if [ "$1" = "$key" ]; then echo "$2"; return; fi; shift; done; }
-hop_of() { route=$(ip route get "$1" 2>&1 | head -n 1); dev=$(word_after dev $route); via=$(word_after via $route); nh=\${via:-$1}; }
-neigh_of() { [ -n "$dev" ] && [ "$dev" != lo ] && ip neigh show to "$1" dev "$dev" 2>/dev/null | head -n 1; }
-have_ping=false; command -v ping >/dev/null 2>&1 && have_ping=true
-for addr in "$@"; do
-  hop_of "$addr"
-  case "$(neigh_of "$nh")" in
-    *lladdr*REACHABLE*|*lladdr*PERMANENT*|*lladdr*NOARP*) ;;
-    *) if $have_ping && [ -n "$dev" ] && [ "$dev" != lo ]; then ping -n -c 1 -W 1 -I "$dev" "$nh" >/dev/null 2>&1 & fi ;;
-  esac
-done
-wait
-for addr in "$@"; do
-  hop_of "$addr"
-  printf '@@hop %s\\nroute %s\\nneigh %s\\n' "$addr" "$route" "$(neigh_of "$nh")"
-done
-echo "@@forwarding"
-for family in ipv4 ipv6; do printf '%s %s\\n' "$family" "$(cat /proc/sys/net/$family/conf/$iface/forwarding 2>/dev/null || echo 0)"; done
-echo "@@ping $have_ping"
-echo "@@mtu $(cat "/sys/class/net/$iface/mtu" 2>/dev/null)"
-`;
 
 function wordAfter(words: readonly string[], key: string): string | undefined {
   const i = words.indexOf(key);
@@ -115,7 +89,7 @@ export function parseRoutingSurvey(stdout: string): RoutingSurvey {
 
 /** Routes, neighbours and forwarding for `addresses`, seen from the host, in one round trip. */
 export async function surveyRouting(session: SshSession, iface: string, addresses: readonly string[]): Promise<RoutingSurvey> {
-  const result = await session.runScript(ROUTING_SCRIPT, [iface, ...addresses]);
+  const result = await runShellScript(session, "routing-survey", [iface, ...addresses]);
   return parseRoutingSurvey(result.stdout);
 }
 

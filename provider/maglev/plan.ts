@@ -20,7 +20,7 @@
  * record falls back to the table).
  */
 import { createHash } from "node:crypto";
-import type { MapOperation } from "../remote/bpfHost";
+import type { MapOperation } from "../remote/mapOperations";
 import {
   encodeBackend, encodeConfig, encodeIndex, encodeVip, encodeVipKey, LB_MAX_BACKENDS, LB_MAX_VIPS, MAPS, SIZES, tableOperations,
   type BackendRecord, type LbMode, type VipValue,

@@ -12,7 +12,11 @@
  * the new one, never half of one.
  */
 import { createHash } from "node:crypto";
-import { attachXdpCommand, batchText, objectRemotePath, ROOT_DIRS_FUNCTION, uploadObject, type LocalObject, type MapOperation, type PinLayout, type XdpMode } from "./bpfHost";
+import { ROOT_DIRS_FUNCTION } from "./hostDirs";
+import { batchText, type MapOperation } from "./mapOperations";
+import { objectRemotePath, uploadObject, type LocalObject } from "./objectUpload";
+import type { PinLayout } from "./pins";
+import { attachXdpCommand, type XdpMode } from "./xdpAttach";
 import { shellQuote } from "./quote";
 import type { SshSession } from "./ssh";
 import { CHAIN_FUNCTIONS, chainMapPin, dispatcherDir, XDP_CHAIN_SLOTS } from "./xdpHook";

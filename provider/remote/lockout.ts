@@ -5,7 +5,7 @@
  * before the change) is revertTimer.ts.
  */
 import { z } from "zod";
-import { HostPreconditionError } from "./bpfHost";
+import { HostPreconditionError } from "./preflight";
 import type { Credentials, HostConnection } from "./hostSchema";
 import type { RevertTimer } from "./revertTimer";
 import { dropSession, freshLogin, sessionFor, type SshSession } from "./ssh";

@@ -2,7 +2,7 @@
  * What every resource kind shares about where it lives: its id (host, kind,
  * pin name) and its connection (the pooled SSH session and its pin layout).
  */
-import { pinLayout, type PinLayout } from "./bpfHost";
+import { pinLayout, type PinLayout } from "./pins";
 import { hostLabel, type Credentials, type HostConnection } from "./hostSchema";
 import { settlePendingReverts } from "./revertTimer";
 import { currentOperation, sessionFor, type SshSession } from "./ssh";

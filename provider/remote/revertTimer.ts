@@ -5,7 +5,7 @@
  * the change by itself.
  */
 import { randomBytes } from "node:crypto";
-import { ROOT_DIRS_FUNCTION, RUN_DIR } from "./bpfHost";
+import { ROOT_DIRS_FUNCTION, RUN_DIR } from "./hostDirs";
 import type { SshSession } from "./ssh";
 
 const GUARD_DIR = `${RUN_DIR}/guards`;

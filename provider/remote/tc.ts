@@ -6,8 +6,10 @@
  * everywhere, so nothing here touches another tool's filters, even at the same
  * priority.
  */
-import { HostPreconditionError, ROOT_DIRS_FUNCTION, RUN_DIR } from "./bpfHost";
+import { ROOT_DIRS_FUNCTION, RUN_DIR } from "./hostDirs";
+import { HostPreconditionError } from "./preflight";
 import type { SshSession } from "./ssh";
+import { hostJson, tcFilterRows, tcQdiscRows } from "./hostJson";
 
 export type TcDirection = "ingress" | "egress";
 export const TC_DIRECTIONS: readonly TcDirection[] = ["ingress", "egress"];
@@ -52,7 +54,7 @@ interface TcJsonFilter {
 export function parseTcFilters(json: string, direction: TcDirection): TcFilter[] {
   const text = json.trim();
   if (!text) return [];
-  const rows = JSON.parse(text) as TcJsonFilter[];
+  const rows: TcJsonFilter[] = hostJson(tcFilterRows, text, { command: `tc -j filter show ${direction}` });
   return rows
     .filter((row) => row.options?.handle !== undefined)
     .map((row) => ({
@@ -81,7 +83,7 @@ interface TcJsonQdisc {
 // ffff:fff1 is the one slot both clsact and the older "ingress" qdisc take.
 async function hookQdisc(session: SshSession, iface: string): Promise<string | undefined> {
   const result = await session.run(["tc", "-j", "qdisc", "show", "dev", iface]);
-  const rows = JSON.parse(result.stdout.trim() || "[]") as TcJsonQdisc[];
+  const rows: TcJsonQdisc[] = hostJson(tcQdiscRows, result.stdout.trim() || "[]", { host: session.label, command: `tc -j qdisc show dev ${iface}` });
   return rows.find((q) => q.parent === "ffff:fff1")?.kind;
 }
 

@@ -10,7 +10,11 @@
  * so two resources of one `pulumi up` can join the same interface concurrently.
  * Nothing here ever replaces a program bpfleet did not attach.
  */
-import { attachXdpCommand, detachXdp, HostPreconditionError, PIN_ROOT, ROOT_DIRS_FUNCTION, RUN_DIR, type ChainSurvey, type PinLayout, type XdpAttachment, type XdpMode } from "./bpfHost";
+import { PIN_ROOT, ROOT_DIRS_FUNCTION, RUN_DIR } from "./hostDirs";
+import type { PinLayout } from "./pins";
+import { HostPreconditionError } from "./preflight";
+import type { ChainSurvey } from "./resourceSurvey";
+import { attachXdpCommand, detachXdp, type XdpAttachment, type XdpMode } from "./xdpAttach";
 import { shellQuote } from "./quote";
 import type { SshSession } from "./ssh";
 

@@ -5,7 +5,8 @@
  * not come back to disarm it.
  */
 import { formatAddress, parsePrefix, prefixContains, type Family, type Prefix } from "../cidr";
-import { batchText, type MapEntry, type MapOperation, type PinLayout } from "../remote/bpfHost";
+import { batchText, type MapEntry, type MapOperation } from "../remote/mapOperations";
+import type { PinLayout } from "../remote/pins";
 import { shellQuote } from "../remote/quote";
 import { formatHandle, type TcFilterSlot } from "../remote/tc";
 import { MAPS, PROGRAMS, ruleFamily } from "./codec";

@@ -9,17 +9,11 @@
 import { formatAddress, type Prefix } from "../cidr";
 import type { Kind } from "../dynamicAdapter";
 import { packagedObject } from "../objects";
-import {
-  applyMapOperations,
-  HostPreconditionError,
-  loadAllPrograms,
-  objectRemotePath,
-  preflight,
-  removePins,
-  requireHelpers,
-  requireProgramType,
-  uploadObject,
-} from "../remote/bpfHost";
+import { applyMapOperations } from "../remote/mapOperations";
+import { objectRemotePath, uploadObject } from "../remote/objectUpload";
+import { removePins } from "../remote/pins";
+import { HostPreconditionError, preflight, requireHelpers, requireProgramType } from "../remote/preflight";
+import { loadAllPrograms } from "../remote/programLoad";
 import { connectResource, resourceId } from "../remote/resource";
 import { proveManagementPath } from "../remote/lockout";
 import { armRevert, type RevertTimer } from "../remote/revertTimer";

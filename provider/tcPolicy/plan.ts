@@ -24,7 +24,7 @@
  * rules in place first.
  */
 import { parsePrefix, type Family, type Prefix } from "../cidr";
-import type { MapOperation } from "../remote/bpfHost";
+import type { MapOperation } from "../remote/mapOperations";
 import {
   decodeConfig,
   decodeL4Key,

@@ -5,7 +5,7 @@
  * key, and trie bits that belong to no rule under a key of their own, so that
  * the next preview shows them as drift and the next update rewrites them.
  */
-import type { MapEntry } from "../remote/bpfHost";
+import type { MapEntry } from "../remote/mapOperations";
 import { sumCounters } from "../counters";
 import { decodeL4Key, MAPS, STAT, sumU64, TRIE_MAPS } from "./codec";
 import { policyFromHost, trieContents, type ObservedPolicy, type RawEntry } from "./plan";

@@ -10,11 +10,13 @@
  * of the management session would cut it like any firewall.
  */
 import { formatHandle } from "../remote/tc";
-import { sections, type PinLayout } from "../remote/bpfHost";
+import type { PinLayout } from "../remote/pins";
+import { sections } from "../remote/resourceSurvey";
 import { shellQuote } from "../remote/quote";
 import type { SshSession } from "../remote/ssh";
 import type { TcDirection } from "../remote/tc";
 import { CONFIG_MAP } from "./codec";
+import { hostJson, ipRouteGet } from "../remote/hostJson";
 
 export interface ChangedPaths {
   /** The interface the host routes the management session's replies through. */
@@ -29,7 +31,7 @@ echo "@@management"; route "$1"
 echo "@@underlay"; route "$2"
 `;
 
-const deviceOf = (json: string | undefined) => (JSON.parse(json || "null") as { dev?: string }[] | null)?.[0]?.dev;
+const deviceOf = (json: string | undefined) => hostJson(ipRouteGet.nullable(), json || "null", { command: "ip -j route get" })?.[0]?.dev;
 
 /** The routes to the management peer and to the tunnel's remote, in one round trip. */
 export async function changedPaths(session: SshSession, tunnelRemote: string | undefined): Promise<ChangedPaths> {

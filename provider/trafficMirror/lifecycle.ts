@@ -10,20 +10,11 @@
  */
 import type { Kind } from "../dynamicAdapter";
 import { packagedObject } from "../objects";
-import {
-  applyMapOperations,
-  dumpMaps,
-  HostPreconditionError,
-  loadProgram,
-  objectRemotePath,
-  pathExists,
-  pinnedProgram,
-  preflight,
-  removePins,
-  requireProgramType,
-  uploadObject,
-  type PinLayout,
-} from "../remote/bpfHost";
+import { applyMapOperations, dumpMaps } from "../remote/mapOperations";
+import { objectRemotePath, uploadObject } from "../remote/objectUpload";
+import { pathExists, removePins, type PinLayout } from "../remote/pins";
+import { HostPreconditionError, preflight, requireProgramType } from "../remote/preflight";
+import { loadProgram, pinnedProgram } from "../remote/programLoad";
 import { connectResource, resourceId } from "../remote/resource";
 import { proveManagementPath } from "../remote/lockout";
 import { armRevert, type RevertTimer } from "../remote/revertTimer";

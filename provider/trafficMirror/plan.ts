@@ -18,7 +18,7 @@
  * prefix of the operations each packet is matched by exactly the old list or
  * exactly the new one: a filter in both never stops matching.
  */
-import type { MapOperation } from "../remote/bpfHost";
+import type { MapOperation } from "../remote/mapOperations";
 import {
   classifierKey,
   compileClassifier,

@@ -6,10 +6,12 @@
  * goes: copies never go to a device that is half configured.
  */
 import { createHash } from "node:crypto";
-import { HostPreconditionError } from "../remote/bpfHost";
+import { HostPreconditionError } from "../remote/preflight";
+import { runShellScript } from "../remote/shellScript";
 import type { SshSession } from "../remote/ssh";
 import { GUARD, type TunnelGuard } from "./codec";
 import type { TunnelSpec } from "./schema";
+import { hostJson, ipLinks } from "../remote/hostJson";
 
 /** What `ip -d -j link show` says about one link. */
 export interface LinkInfo {
@@ -32,7 +34,7 @@ interface IpJsonLink {
 }
 
 export function parseLinks(json: string): LinkInfo[] {
-  return (JSON.parse(json.trim() || "[]") as IpJsonLink[]).map((l) => ({
+  return hostJson(ipLinks, json.trim() || "[]", { command: "ip -d -j link show" }).map((l: IpJsonLink) => ({
     ifindex: l.ifindex,
     ifname: l.ifname,
     altnames: l.altnames ?? [],
@@ -146,17 +148,6 @@ export function sameTunnel(a: TunnelSpec | undefined, b: TunnelSpec): boolean {
   return a !== undefined && stableJson(a) === stableJson(b);
 }
 
-// The alias is set in the same round trip; a device that cannot be marked as
-// ours is removed again rather than left behind unowned. No IPv6 link-local
-// address: the tunnel then sends nothing of its own (no MLD, no neighbour or
-// router solicitations), and the collector sees only copies.
-const ADD_TUNNEL_SCRIPT = `
-dev=$1; alias=$2; shift 2
-ip link add "$dev" "$@" || exit 3
-ip link set dev "$dev" addrgenmode none 2>/dev/null || true
-if ! ip link set dev "$dev" alias "$alias" up; then ip link del "$dev"; exit 1; fi
-`;
-
 const KERNEL_OPTION: Record<string, string> = { vxlan: "CONFIG_VXLAN", gretap: "CONFIG_NET_IPGRE", ip6gretap: "CONFIG_IPV6_GRE" };
 
 /**
@@ -184,7 +175,7 @@ export async function ensureTunnel(
     await session.run(["ip", "link", "del", "dev", device]);
   }
   const args = tunnelLinkArgs(spec);
-  const result = await session.runScript(ADD_TUNNEL_SCRIPT, [device, alias, ...args], { allowFailure: true });
+  const result = await runShellScript(session, "tunnel-add", [device, alias, ...args], { allowFailure: true });
   if (result.code !== 0) {
     const kind = args[1]!;
     const hint = /Unknown device type|not supported/i.test(result.stderr) ? ` The host's kernel has no ${kind} support (${KERNEL_OPTION[kind] ?? kind}); use the other tunnel type.` : "";

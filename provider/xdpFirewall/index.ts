@@ -26,7 +26,7 @@
  * such updates against lookups.
  */
 import { parsePrefix, type Prefix } from "../cidr";
-import type { MapOperation } from "../remote/bpfHost";
+import type { MapOperation } from "../remote/mapOperations";
 import { DENY_VALUE, encodeDenyEntry } from "./codec";
 
 export const INDEX_MAPS = ["fw_v4_index", "fw_v6_index", "fw_v4_hosts", "fw_v6_long", "fw_v6_lengths"] as const;

@@ -7,24 +7,13 @@
 import { parsePrefix, prefixContains } from "../cidr";
 import type { Kind } from "../dynamicAdapter";
 import { packagedObject } from "../objects";
-import {
-  applyMapOperations,
-  batchText,
-  dumpMaps,
-  HostPreconditionError,
-  listPins,
-  loadProgram,
-  preflight,
-  programState,
-  removePins,
-  requireInterface,
-  requireProgramType,
-  surveyResource,
-  uploadObject,
-  type MapOperation,
-  type PinLayout,
-  type XdpAttachment,
-} from "../remote/bpfHost";
+import { applyMapOperations, batchText, dumpMaps, type MapOperation } from "../remote/mapOperations";
+import { uploadObject } from "../remote/objectUpload";
+import { listPins, removePins, type PinLayout } from "../remote/pins";
+import { HostPreconditionError, preflight, requireProgramType } from "../remote/preflight";
+import { loadProgram } from "../remote/programLoad";
+import { programState, requireInterface, surveyResource } from "../remote/resourceSurvey";
+import type { XdpAttachment } from "../remote/xdpAttach";
 import { claimHook, DISPATCHER_OBJECT, dispatcherDir, HookPlan, hookPosition, placedAttachment, releaseHook, type HookChange, type XdpPlacement } from "../remote/xdpHook";
 import { persistBootRestore, removeBootRestore } from "../remote/bootRestore";
 import { connectResource, resourceId } from "../remote/resource";
@@ -37,6 +26,7 @@ import { decodeDenyEntry, DENY_MAPS, encodeDenyEntry, STATS_MAP } from "./codec"
 import { INDEX_MAPS } from "./index";
 import { denyOperations, indexFromScratch, invertPlan, planDeny, type DenyPlan } from "./plan";
 import { checkXdpFirewall, xdpFirewallSchema, type XdpFirewallInputs, type XdpFirewallOutputs } from "./schema";
+import { hostJson, mapShow } from "../remote/hostJson";
 
 const KIND = "xdp-firewall";
 const OBJECT = "xdp_firewall";
@@ -86,7 +76,7 @@ async function mapMemoryBytes(session: SshSession, layout: PinLayout): Promise<n
   let total = 0;
   for (const line of stdout.split("\n")) {
     if (!line.trim()) continue;
-    const info = JSON.parse(line) as { bytes_memlock?: number };
+    const info = hostJson(mapShow, line, { host: session.label, command: `bpftool -j map show pinned ${layout.maps}/*` });
     total += info.bytes_memlock ?? 0;
   }
   return total;
@@ -141,7 +131,7 @@ async function writeEntries(session: SshSession, layout: PinLayout, plan: DenyPl
     const stderr = err instanceof RemoteCommandError ? (err.result?.stderr ?? "") : String(err);
     if (map && /No space left on device|Argument list too long/.test(stderr)) {
       const info = await session.run(["bpftool", "-j", "map", "show", "pinned", mapPin(map)], { allowFailure: true });
-      const capacity = (JSON.parse(info.stdout || "{}") as { max_entries?: number }).max_entries;
+      const capacity = hostJson(mapShow, info.stdout || "{}", { host: session.label, command: `bpftool -j map show pinned ${mapPin(map)}` }).max_entries;
       const needed = desired.filter((entry) => encodeDenyEntry(entry).map === map).length;
       throw new HostPreconditionError(
         `${session.label}: writing the deny entries failed: map ${map} is full (it holds at most ${capacity ?? "?"} entries; the deny list needs ${needed} there, ${stoppedAt} of ${steps.length} writes went through); ${outcome} Split the list or use wider prefixes.`,

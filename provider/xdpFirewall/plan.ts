@@ -1,5 +1,5 @@
 /** Pure planning: the map writes that turn what a host has into what the program declares. */
-import type { MapOperation } from "../remote/bpfHost";
+import type { MapOperation } from "../remote/mapOperations";
 import { DENY_VALUE, encodeDenyEntry } from "./codec";
 import { buildIndex, indexOperations } from "./index";
 

@@ -7,7 +7,7 @@ import { execFileSync } from "node:child_process";
 import { existsSync, mkdirSync } from "node:fs";
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { batchText } from "../../provider/remote/bpfHost";
+import { batchText } from "../../provider/remote/mapOperations";
 import {
   ADDR_MAX_ENTRIES, decodeFlowKey, decodeFlowValue, encodeFlowValue, FLOW_FLAG, FLOW_MAX_ENTRIES, IPPROTO, L4_MAX_ENTRIES, LAYOUTS, MAPS, MAX_RULES, PROGRAMS, STAT, sumU64, TRIE_MAPS, u32Key,
   type FlowKey,

@@ -10,7 +10,7 @@ import { execFileSync } from "node:child_process";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { ETH_P, ethernet, ipv4, tcp } from "./packets";
 import { buildObjects, createNetns, kernelTestsUnavailable, loadProgram, objectPath, runXdp, XDP, type LoadedProgram, type TestNetns } from "./progRun";
-import { batchText } from "../../provider/remote/bpfHost";
+import { batchText } from "../../provider/remote/mapOperations";
 import { denyOperations, planDeny } from "../../provider/xdpFirewall/plan";
 import { encodeBackend, encodeIndex, encodeVip, encodeVipKey, LB_STATS, MAPS, tableOperations, type LbStat } from "../../provider/maglev/codec";
 import { buildTable, diffTable } from "../../provider/maglev/table";

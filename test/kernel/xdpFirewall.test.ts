@@ -18,7 +18,7 @@ import {
 } from "./progRun";
 import { sumCounters as codecSumCounters } from "../../provider/counters";
 import { canonicalPrefix, formatAddress, parsePrefix, prefixContains } from "../../provider/cidr";
-import { batchText } from "../../provider/remote/bpfHost";
+import { batchText } from "../../provider/remote/mapOperations";
 import { denyOperations, planDeny } from "../../provider/xdpFirewall/plan";
 import { seededRandom } from "../support/seededRandom";
 

@@ -6,7 +6,7 @@ import { spawn } from "node:child_process";
 import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
-import { parseMapDump } from "../../provider/remote/bpfHost";
+import { parseMapDump } from "../../provider/remote/mapOperations";
 import { loadVerdict, preflightVerdict, readmeSection, readResults, renderSection, REQUIREMENTS, SUITES, type SuiteResult } from "./table";
 
 const root = join(__dirname, "../..");
@@ -90,7 +90,7 @@ describe("kernel matrix", () => {
         const prog = JSON.parse(out.prog!) as { id: number; name: string; tag: string };
         expect(prog.name, where).toBe("xdp_firewall");
         expect(prog.tag, where).toMatch(/^[0-9a-f]{16}$/);
-        // xdpAttachment (bpfHost.ts) and xdpHook.ts's hook_id read [0].xdp[0].{mode,id}.
+        // xdpAttachment (xdpAttach.ts) and xdpHook.ts's hook_id read [0].xdp[0].{mode,id}.
         const net = JSON.parse(out.net!) as { xdp?: { mode: string; id: number }[]; tc?: { kind: string; id: number }[] }[];
         expect(net[0]?.xdp?.[0], where).toMatchObject({ mode: "generic", id: prog.id });
         expect(out.net, where).toMatch(/"xdp":\[\{[^\]]*"id":\d+/);

@@ -10,7 +10,8 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { checkInputs } from "../../provider/dynamicAdapter";
 import { packagedObject } from "../../provider/objects";
-import { objectRemotePath, parseMapDump } from "../../provider/remote/bpfHost";
+import { parseMapDump } from "../../provider/remote/mapOperations";
+import { objectRemotePath } from "../../provider/remote/objectUpload";
 import { closeAllSessions } from "../../provider/remote/ssh";
 import {
   compileClassifier, CONFIG_MAP, decodeConfig, encodeConfig, encodeFilter, filterSlot, FILTERS_MAP, HEADS_MAP, liveFilterList,

@@ -3,7 +3,8 @@ import { chmodSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } 
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { pinLayout, type LocalObject } from "../../provider/remote/bpfHost";
+import type { LocalObject } from "../../provider/remote/objectUpload";
+import { pinLayout } from "../../provider/remote/pins";
 import {
   batchFileName,
   resourceBootDir,

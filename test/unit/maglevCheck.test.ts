@@ -10,7 +10,8 @@ import { maglevServiceKind } from "../../provider/maglev/lifecycle";
 import { nextHopMacs, nextHopMtus, parseRoutingSurvey, tunnelSources } from "../../provider/maglev/neighbours";
 import { allocateBackends, planService, tableDigest, tableImage, type DesiredService, type ObservedService } from "../../provider/maglev/plan";
 import { checkMaglevService, TABLE_OFFSET, type MaglevServiceInputs, type MaglevServiceOutputs } from "../../provider/maglev/schema";
-import { HostPreconditionError, type MapOperation } from "../../provider/remote/bpfHost";
+import type { MapOperation } from "../../provider/remote/mapOperations";
+import { HostPreconditionError } from "../../provider/remote/preflight";
 
 const valid = {
   host: { address: "10.200.1.11", hostKey: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB" },

@@ -3,7 +3,7 @@
 // (offsets in the comments); test/kernel/maglev.test.ts checks the same
 // offsets against the compiled object's BTF.
 import { describe, expect, it } from "vitest";
-import { batchText } from "../../provider/remote/bpfHost";
+import { batchText } from "../../provider/remote/mapOperations";
 import {
   backendIdentity, CodecError, decodeBackend, decodeConfig, decodeFlowKey, decodeIndex, decodeNatOrigin, decodeVip, decodeVipKey,
   encodeBackend, encodeConfig, encodeFlowKey, encodeIndex, encodeVip, encodeVipKey, LB_STATS, NO_BACKEND_INDEX, SIZES,

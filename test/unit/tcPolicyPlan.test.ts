@@ -5,7 +5,7 @@
 // batch never matches a packet with a rule that does not match it).
 import { describe, expect, it } from "vitest";
 import { formatAddress, parsePrefix, prefixContains, type Prefix } from "../../provider/cidr";
-import { batchText, type MapOperation } from "../../provider/remote/bpfHost";
+import { batchText, type MapOperation } from "../../provider/remote/mapOperations";
 import {
   decodeConfig, decodeRule, decodeRuleSet, encodeL4Key, encodePrefixKey, IPPROTO, MAPS, MAX_RULES, secondsToNs, TRIE_MAPS, ZERO_CONFIG,
   type TrieMap,

@@ -7,7 +7,7 @@
 // exactly the new one.
 import { describe, expect, it } from "vitest";
 import { parsePrefix } from "../../provider/cidr";
-import type { MapOperation } from "../../provider/remote/bpfHost";
+import type { MapOperation } from "../../provider/remote/mapOperations";
 import {
   BOUNDS, classifierDrift, compileClassifier, CONFIG_MAP, decodeConfig, EMPTY_CONFIG, FILTERS_MAP, HEADS_MAP, liveFilterList, RANGE, RANGE6, RANGES_MAP,
   RANGES6_MAP, RANGES_DEPTH, RANGES6_DEPTH, SET_SLOTS, type Classifier, type MirrorConfig,

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { batchText } from "../../provider/remote/bpfHost";
+import { batchText } from "../../provider/remote/mapOperations";
 import { parseTcFilters } from "../../provider/remote/tc";
 import {
   decodeConfig, decodeFilter, EMPTY_CONFIG, encodeConfig, encodeFilter, FILTER_FLAG, GUARD, liveFilters, type MirrorConfig,

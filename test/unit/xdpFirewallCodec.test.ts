@@ -1,10 +1,10 @@
 import { describe, expect, it } from "vitest";
-import { batchText } from "../../provider/remote/bpfHost";
+import { batchText } from "../../provider/remote/mapOperations";
 import { decodeDenyEntry, DENY_MAPS, encodeDenyEntry } from "../../provider/xdpFirewall/codec";
 import { denyOperations, planDeny } from "../../provider/xdpFirewall/plan";
 import { BUCKET, buildIndex, indexOperations, packBlock } from "../../provider/xdpFirewall/index";
 import { formatAddress, parsePrefix, prefixContains } from "../../provider/cidr";
-import type { MapOperation } from "../../provider/remote/bpfHost";
+import type { MapOperation } from "../../provider/remote/mapOperations";
 
 const hex = (b: Uint8Array) => Buffer.from(b).toString("hex");
 

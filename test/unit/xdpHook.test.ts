@@ -4,7 +4,11 @@
 // by a real `sh -n`; values are evaluated by a real shell to prove the quoting.
 import { spawnSync } from "node:child_process";
 import { describe, expect, it } from "vitest";
-import { HostPreconditionError, pinLayout, PIN_ROOT, type ChainSurvey, type PinLayout, type XdpAttachment } from "../../provider/remote/bpfHost";
+import { PIN_ROOT } from "../../provider/remote/hostDirs";
+import { pinLayout, type PinLayout } from "../../provider/remote/pins";
+import { HostPreconditionError } from "../../provider/remote/preflight";
+import type { ChainSurvey } from "../../provider/remote/resourceSurvey";
+import type { XdpAttachment } from "../../provider/remote/xdpAttach";
 import type { SshSession } from "../../provider/remote/ssh";
 import { chainMapPin, claimHook, dispatcherDir, HookPlan, hookPosition, hookRevertShell, placedAttachment, type HookChange, type HookPosition, type XdpPlacement } from "../../provider/remote/xdpHook";
 

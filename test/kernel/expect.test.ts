@@ -11,7 +11,7 @@
 // SHARED_MAPS), so the live flow table, NAT records and counters stay as they
 // were. Each section shows that too.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { batchText } from "../../provider/remote/bpfHost";
+import { batchText } from "../../provider/remote/mapOperations";
 import { canonicalPrefix } from "../../provider/cidr";
 import { evaluateFirewall, evaluateMaglev, evaluateTcPolicy, type PolicyLike } from "../../provider/expect/evaluate";
 import { maglevServiceSchema } from "../../provider/maglev/schema";

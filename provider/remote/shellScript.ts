@@ -119,6 +119,11 @@ export function withPrelude(script: string): string {
   return functions ? `${functions}\n${body}` : body;
 }
 
+/** sh/<name>.sh exactly as shipped: for a script installed on the host as a file of its own. */
+export function shippedText(name: string): string {
+  return readShipped(name);
+}
+
 /** The text `sh -c` runs for sh/<name>.sh (withPrelude). */
 export function shellScript(name: string): string {
   let text = texts.get(name);

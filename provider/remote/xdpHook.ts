@@ -44,7 +44,6 @@ const ATTACH_TYPE: Record<XdpMode, string> = { native: "xdpdrv", generic: "xdpge
 // The chain's shell helpers (lock, id_of, on_hook, slot_id, hook_id, detach_hook,
 // leave) are the prelude's "xdp chain" section (sh/prelude.sh); the scripts are
 // sh/xdp-chain-ensure.sh, xdp-chain-enter.sh and xdp-chain-leave.sh.
-export const CHAIN_FUNCTIONS = `\n${preludeOf("lock")}\n`;
 
 export function ensureDispatcherCommand(iface: string, dispatcherObjectPath: string): string[] {
   return shellScriptCommand("xdp-chain-ensure", { dev: iface, dir: dispatcherDir(iface), object: dispatcherObjectPath }, "bpfleet-chain");

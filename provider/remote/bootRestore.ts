@@ -160,29 +160,11 @@ export function restoreEntryScript(): string {
 /**
  * The shared unit. Ordered like nftables.service (before network-pre.target, no
  * default dependencies, wanted by sysinit.target), so the host is filtering before
- * its network is configured; /var/lib/bpfleet must be mounted first.
+ * its network is configured; /var/lib/bpfleet must be mounted first. Shipped as
+ * sh/bpfleet-restore.service.
  */
 export function unitText(): string {
-  return `# Written by bpfleet: restores bpfleet eBPF programs after a reboot.
-# Removed by bpfleet when its last resource with bootRestore leaves this host.
-[Unit]
-Description=Restore bpfleet eBPF programs and their map entries
-DefaultDependencies=no
-Wants=network-pre.target
-Before=network-pre.target shutdown.target
-After=local-fs.target systemd-modules-load.service systemd-udev-trigger.service sys-fs-bpf.mount
-Conflicts=shutdown.target
-RequiresMountsFor=${BOOT_DIR}
-ConditionPathExists=${RESTORE_ENTRY}
-
-[Service]
-Type=oneshot
-RemainAfterExit=yes
-ExecStart=/bin/sh ${RESTORE_ENTRY}
-
-[Install]
-WantedBy=sysinit.target
-`;
+  return shippedText(UNIT_NAME.replace(/\.service$/, ""), ".service");
 }
 
 /**

@@ -22,9 +22,9 @@ export const SCRIPT_DIR = join(__dirname, "sh");
 const SCRIPT_NAME = /^[a-z][A-Za-z0-9-]*$/;
 const texts = new Map<string, string>();
 
-function readShipped(name: string): string {
+function readShipped(name: string, suffix = ".sh"): string {
   if (!SCRIPT_NAME.test(name)) throw new Error(`bpfleet: bad shell script name ${JSON.stringify(name)}`);
-  const path = join(SCRIPT_DIR, `${name}.sh`);
+  const path = join(SCRIPT_DIR, `${name}${suffix}`);
   try {
     return readFileSync(path, "utf8");
   } catch (err) {
@@ -119,9 +119,9 @@ export function withPrelude(script: string): string {
   return functions ? `${functions}\n${body}` : body;
 }
 
-/** sh/<name>.sh exactly as shipped: for a script installed on the host as a file of its own. */
-export function shippedText(name: string): string {
-  return readShipped(name);
+/** sh/<name><suffix> exactly as shipped: for a file installed on the host as it is (a script, a systemd unit). */
+export function shippedText(name: string, suffix = ".sh"): string {
+  return readShipped(name, suffix);
 }
 
 /** The text `sh -c` runs for sh/<name>.sh (withPrelude). */

@@ -142,3 +142,13 @@ describe("boot persist and remove scripts", () => {
     expect(result.stdout).toBe("yes\nno\nno\n");
   });
 });
+
+describe("shipped boot files", () => {
+  it("name the paths the provider uses (they were interpolated from these constants)", async () => {
+    const { BOOT_DIR, RESTORE_ENTRY, restoreEntryScript, UNIT_NAME, unitText } = await import("../../provider/remote/bootRestore");
+    expect(restoreEntryScript()).toContain(`run by ${UNIT_NAME}. Restores every resource persisted under ${BOOT_DIR}.\n`);
+    expect(restoreEntryScript()).toContain(`for script in ${BOOT_DIR}/*/*/restore.sh; do\n`);
+    expect(unitText()).toContain(`RequiresMountsFor=${BOOT_DIR}\nConditionPathExists=${RESTORE_ENTRY}\n`);
+    expect(unitText()).toContain(`ExecStart=/bin/sh ${RESTORE_ENTRY}\n`);
+  });
+});

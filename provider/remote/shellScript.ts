@@ -6,10 +6,10 @@
  * positional arguments, each quoted by shellQuote, or on stdin; nothing is pasted
  * into its text.
  *
- * TEXT is the script with the functions of the shared prelude (sh/prelude.sh) that
- * it calls put in front, and its full-line comments left out: the command line
- * stays as short as the script, and an error's step summary (describeStep) names
- * the script's own tools, not the prelude's. So a line of a multi-line quoted
+ * TEXT is the script with the sections of the shared prelude (sh/prelude.sh) whose
+ * functions it calls put in front, and its full-line comments left out: the command
+ * line stays as short as the script, and an error's step summary (describeStep)
+ * names the script's own tools, not the prelude's. So a line of a multi-line quoted
  * string must not start with '#'.
  */
 import { readFileSync } from "node:fs";
@@ -22,9 +22,9 @@ export const SCRIPT_DIR = join(__dirname, "sh");
 const SCRIPT_NAME = /^[a-z][A-Za-z0-9-]*$/;
 const texts = new Map<string, string>();
 
-function readShipped(name: string): string {
+function readShipped(name: string, suffix = ".sh"): string {
   if (!SCRIPT_NAME.test(name)) throw new Error(`bpfleet: bad shell script name ${JSON.stringify(name)}`);
-  const path = join(SCRIPT_DIR, `${name}.sh`);
+  const path = join(SCRIPT_DIR, `${name}${suffix}`);
   try {
     return readFileSync(path, "utf8");
   } catch (err) {
@@ -32,47 +32,76 @@ function readShipped(name: string): string {
   }
 }
 
-let preludeDefinitions: Map<string, string> | undefined;
+interface PreludeSection {
+  /** Its function definitions, without the comments around them. */
+  text: string;
+  functions: string[];
+}
 
-/** The prelude's functions by name, each its definition's text without the comments above it. */
-function prelude(): Map<string, string> {
-  if (preludeDefinitions) return preludeDefinitions;
-  const definitions = new Map<string, string>();
+let preludeSections: PreludeSection[] | undefined;
+const preludeDefinitions = new Map<string, string>();
+
+/** The prelude's sections ("## name" lines start one), each with its function definitions. */
+function prelude(): PreludeSection[] {
+  if (preludeSections) return preludeSections;
+  const sections: PreludeSection[] = [];
   const lines = readShipped("prelude").split("\n");
+  let section: { definitions: string[]; functions: string[] } | undefined;
+  const close = () => {
+    if (section?.functions.length) sections.push({ text: section.definitions.join("\n"), functions: section.functions });
+  };
   for (let i = 0; i < lines.length; i++) {
+    if (lines[i]!.startsWith("## ")) {
+      close();
+      section = { definitions: [], functions: [] };
+      continue;
+    }
     const head = /^([a-z_][a-z0-9_]*)\(\) \{/.exec(lines[i]!);
     if (!head) continue;
+    if (!section) throw new Error("bpfleet: sh/prelude.sh defines a function before its first '## section' line");
     let end = i;
     // A one-line definition ends on its own line; a longer one at the first "}" in column 0.
     if (!/\}\s*$/.test(lines[i]!)) while (end < lines.length && lines[end] !== "}") end++;
-    definitions.set(head[1]!, lines.slice(i, end + 1).join("\n"));
+    const definition = lines.slice(i, end + 1).join("\n");
+    section.definitions.push(definition);
+    section.functions.push(head[1]!);
+    preludeDefinitions.set(head[1]!, definition);
     i = end;
   }
-  preludeDefinitions = definitions;
-  return definitions;
+  close();
+  preludeSections = sections;
+  return sections;
 }
 
-/** The prelude functions `text` calls, and the ones those call, in the prelude's order. */
-function preludeFor(text: string): string[] {
-  const all = prelude();
-  const used = new Set<string>();
+const calls = (text: string, name: string) => new RegExp(`(^|[^A-Za-z0-9_])${name}([^A-Za-z0-9_]|$)`, "m").test(text);
+
+/**
+ * The prelude `text` needs: every section one of whose functions it calls, and the
+ * sections those call, in the prelude's order, joined by newlines ("" for none).
+ */
+export function preludeOf(text: string): string {
+  const sections = prelude();
+  const used = new Set<PreludeSection>();
   const visit = (body: string) => {
-    for (const [name, definition] of all) {
-      if (used.has(name) || !new RegExp(`(^|[^A-Za-z0-9_])${name}([^A-Za-z0-9_]|$)`, "m").test(body)) continue;
-      used.add(name);
-      visit(definition);
+    for (const section of sections) {
+      if (used.has(section) || !section.functions.some((name) => calls(body, name))) continue;
+      used.add(section);
+      visit(section.text);
     }
   };
   visit(text);
-  return [...all.keys()].filter((name) => used.has(name)).map((name) => all.get(name)!);
+  return sections
+    .filter((section) => used.has(section))
+    .map((section) => section.text)
+    .join("\n");
 }
 
 /** The text of named prelude functions, for a script still written inline in TypeScript. */
 export function preludeFunctions(...names: string[]): string {
-  const all = prelude();
+  prelude();
   return names
     .map((name) => {
-      const definition = all.get(name);
+      const definition = preludeDefinitions.get(name);
       if (definition === undefined) throw new Error(`bpfleet: the shell prelude defines no function ${name}`);
       return definition;
     })
@@ -86,7 +115,13 @@ export function withPrelude(script: string): string {
     .filter((line) => !/^\s*#/.test(line))
     .join("\n")
     .replace(/^\n+/, "");
-  return [...preludeFor(body), body].join("\n");
+  const functions = preludeOf(body);
+  return functions ? `${functions}\n${body}` : body;
+}
+
+/** sh/<name><suffix> exactly as shipped: for a file installed on the host as it is (a script, a systemd unit). */
+export function shippedText(name: string, suffix = ".sh"): string {
+  return readShipped(name, suffix);
 }
 
 /** The text `sh -c` runs for sh/<name>.sh (withPrelude). */
@@ -99,12 +134,42 @@ export function shellScript(name: string): string {
   return text;
 }
 
-/** The argv that runs sh/<name>.sh with `args` as $1, $2, ...; `argv0` names it in ps and in the shell's own errors. */
-export function shellScriptCommand(name: string, args: readonly string[], argv0 = "bpfleet"): string[] {
-  return ["sh", "-c", shellScript(name), argv0, ...args];
+/**
+ * Values for a script that names its arguments: its first line assigns them
+ * (`dir=$1 batch=$2 ...`), and the caller passes them by those names, so neither
+ * side is read by counting. Throws unless `values` names exactly those.
+ */
+export function scriptArgs(name: string, values: Readonly<Record<string, string>>): string[] {
+  const first = readShipped(name)
+    .split("\n")
+    .find((line) => line.trim() !== "" && !/^\s*#/.test(line));
+  const names: string[] = [];
+  for (const [i, word] of (first ?? "").trim().split(/\s+/).entries()) {
+    const m = /^([a-z_][a-z0-9_]*)=\$(?:(\d)|\{(\d+)\})$/.exec(word);
+    if (!m || Number(m[2] ?? m[3]) !== i + 1) throw new Error(`bpfleet: sh/${name}.sh does not name its arguments on its first line (name=$1 name=$2 ...)`);
+    names.push(m[1]!);
+  }
+  const extra = Object.keys(values).filter((key) => !names.includes(key));
+  const missing = names.filter((key) => !(key in values));
+  if (extra.length || missing.length) throw new Error(`bpfleet: sh/${name}.sh takes ${names.join(", ")}${missing.length ? `; missing ${missing.join(", ")}` : ""}${extra.length ? `; unknown ${extra.join(", ")}` : ""}`);
+  return names.map((key) => values[key]!);
 }
 
-/** Runs sh/<name>.sh on the host as root, with `args` as $1, $2, ... (options.stdin on its stdin). */
-export function runShellScript(session: SshSession, name: string, args: readonly string[], options: ExecOptions = {}): Promise<ExecResult> {
-  return session.runScript(shellScript(name), args, options);
+type ScriptArgs = readonly string[] | Readonly<Record<string, string>>;
+
+function positional(name: string, args: ScriptArgs): readonly string[] {
+  return Array.isArray(args) ? (args as readonly string[]) : scriptArgs(name, args as Readonly<Record<string, string>>);
+}
+
+/**
+ * The argv that runs sh/<name>.sh with `args` as $1, $2, ... (or by name: scriptArgs);
+ * `argv0` names it in ps and in the shell's own errors.
+ */
+export function shellScriptCommand(name: string, args: ScriptArgs, argv0 = "bpfleet"): string[] {
+  return ["sh", "-c", shellScript(name), argv0, ...positional(name, args)];
+}
+
+/** Runs sh/<name>.sh on the host as root, with `args` as $1, $2, ... or by name (options.stdin on its stdin). */
+export function runShellScript(session: SshSession, name: string, args: ScriptArgs, options: ExecOptions = {}): Promise<ExecResult> {
+  return session.runScript(shellScript(name), positional(name, args), options);
 }

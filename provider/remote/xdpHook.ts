@@ -10,12 +10,13 @@
  * so two resources of one `pulumi up` can join the same interface concurrently.
  * Nothing here ever replaces a program bpfleet did not attach.
  */
-import { PIN_ROOT, ROOT_DIRS_FUNCTION, RUN_DIR } from "./hostDirs";
+import { PIN_ROOT } from "./hostDirs";
 import type { PinLayout } from "./pins";
 import { HostPreconditionError } from "./preflight";
 import type { ChainSurvey } from "./resourceSurvey";
 import { attachXdpCommand, detachXdp, type XdpAttachment, type XdpMode } from "./xdpAttach";
 import { shellQuote } from "./quote";
+import { preludeOf, shellScriptCommand } from "./shellScript";
 import type { SshSession } from "./ssh";
 
 /** Chain slots; keep in sync with XDP_CHAIN_SLOTS in bpf/include/xdp_chain.h. */
@@ -44,114 +45,23 @@ export function chainMapPin(iface: string): string {
 
 const ATTACH_TYPE: Record<XdpMode, string> = { native: "xdpdrv", generic: "xdpgeneric", auto: "xdp" };
 
-// Shell functions every chain script starts with. All values arrive as arguments.
-// lock DEV: serialises chain changes on one interface (fd 9, released on exit), in
-//   root's own directory (root_dirs).
-// id_of PIN: the id of a pinned program, or nothing.
-// on_hook DEV ID: whether program ID is what DEV's hook runs (an XDP program id
-//   cannot appear on a TC hook, so finding it in `net show` is enough).
-// slot_id CHAIN SLOT: the id of the program in a slot, or nothing.
-// hook_id DEV: the id of the XDP program DEV's hook runs, or nothing.
-// leave DEV DIR SLOT IDS...: empties SLOT if it holds one of IDS; an empty chain's
-//   dispatcher is detached and removed.
-export const CHAIN_FUNCTIONS = `
-${ROOT_DIRS_FUNCTION}
-lock() {
-  root_dirs ${RUN_DIR} || exit 1
-  lockfile="${RUN_DIR}/xdp-chain-$(printf %s "$1" | tr -c 'A-Za-z0-9_-' '%').lock"; umask_was=$(umask); umask 077
-  exec 9>"$lockfile"; umask "$umask_was"
-  flock -w 60 9 || { echo "bpfleet: waited 60 s for the XDP chain lock of $1 ($lockfile) in vain: another bpfleet run or boot restore on this host holds it" >&2; return 1; }
-}
-id_of() { bpftool -j prog show pinned "$1" 2>/dev/null | grep -o '"id":[0-9]*' | head -n 1 | cut -d: -f2; }
-on_hook() { [ -n "$2" ] && bpftool -j net show dev "$1" 2>/dev/null | grep -q "\\"id\\":$2[,}]"; }
-slot_id() { bpftool -j map lookup pinned "$1" key "$2" 0 0 0 2>/dev/null | grep -o '"formatted":{[^}]*}' | grep -o '"value":[0-9]*' | cut -d: -f2; }
-hook_id() { bpftool -j net show dev "$1" 2>/dev/null | grep -o '"xdp":\\[{[^]]*"id":[0-9]*' | grep -o '[0-9]*$' | head -n 1; }
-detach_hook() { ip link set dev "$1" xdpgeneric off 2>/dev/null; ip link set dev "$1" xdpdrv off 2>/dev/null; true; }
-leave() {
-  dev=$1; dir=$2; slot=$3; shift 3
-  held=$(slot_id "$dir/maps/xdp_chain" "$slot")
-  for id in "$@"; do
-    if [ -n "$held" ] && [ "$held" = "$id" ]; then bpftool map delete pinned "$dir/maps/xdp_chain" key "$slot" 0 0 0; fi
-  done
-  if [ -e "$dir/prog" ] && [ "$(bpftool -j map dump pinned "$dir/maps/xdp_chain" 2>/dev/null)" = "[]" ]; then
-    if on_hook "$dev" "$(id_of "$dir/prog")"; then detach_hook "$dev"; fi
-    rm -rf -- "$dir"
-    rmdir -- "\${dir%/*}" 2>/dev/null
-  fi
-  true
-}
-`;
-
-// $1 dev, $2 dispatcher dir, $3 dispatcher object. Loads and pins the dispatcher
-// unless it is there; attaching waits for the first member (ENTER_SCRIPT).
-const ENSURE_DISPATCHER_SCRIPT = `${CHAIN_FUNCTIONS}
-set -e
-lock "$1"
-if [ -z "$(id_of "$2/prog")" ]; then
-  rm -rf -- "$2"
-  mkdir -p "$2"
-  bpftool prog load "$3" "$2/prog" type xdp pinmaps "$2/maps"
-fi
-`;
-
-// $1 dev, $2 dispatcher dir, $3 slot, $4 member program pin, $5 member's
-// xdp_chain_next pin, $6 attach type for an empty hook, $7... ids that are this
-// resource's (a slot or hook holding one of them may be taken over).
-// Exit 5: the slot belongs to another program; 6: the hook holds a foreign program.
-const ENTER_SCRIPT = `${CHAIN_FUNCTIONS}
-set -e
-dev=$1; dir=$2; slot=$3; prog=$4; next=$5; type=$6; shift 6
-case "$slot" in [0-7]) ;; *) echo "bad chain slot $slot" >&2; exit 2 ;; esac
-lock "$dev"
-disp=$(id_of "$dir/prog")
-[ -n "$disp" ] || { echo "the XDP dispatcher of $dev is not loaded ($dir/prog)" >&2; exit 1; }
-own_on_hook=""
-for id in "$@"; do if on_hook "$dev" "$id"; then own_on_hook=$id; fi; done
-if ! on_hook "$dev" "$disp" && [ -z "$own_on_hook" ] && [ -n "$(hook_id "$dev")" ]; then
-  echo "interface $dev has an XDP program bpfleet did not attach" >&2; exit 6
-fi
-held=$(slot_id "$dir/maps/xdp_chain" "$slot")
-if [ -n "$held" ]; then
-  mine=""
-  for id in "$@"; do if [ "$held" = "$id" ]; then mine=yes; fi; done
-  [ -n "$mine" ] || { echo "chain slot $slot of $dev holds program id $held" >&2; exit 5; }
-fi
-bpftool map update pinned "$next" key 0 0 0 0 value $((slot + 1)) 0 0 0
-bpftool map update pinned "$dir/maps/xdp_chain" key "$slot" 0 0 0 value pinned "$prog"
-if ! on_hook "$dev" "$disp"; then
-  if [ -n "$own_on_hook" ]; then
-    # This resource's program was attached alone: one netlink call swaps in the dispatcher.
-    mode=$(bpftool -j net show dev "$dev" | grep -o '"mode":"[a-z]*"' | head -n 1 | cut -d'"' -f4)
-    case "$mode" in generic) type=xdpgeneric ;; driver) type=xdpdrv ;; offload) type=xdpoffload ;; esac
-    bpftool net attach "$type" pinned "$dir/prog" dev "$dev" overwrite
-  else
-    bpftool net attach "$type" pinned "$dir/prog" dev "$dev"
-  fi
-fi
-`;
-
-// $1 dev, $2 dispatcher dir, $3 slot, $4 (may be empty) xdp_chain_next pin to reset, $5... ids.
-const LEAVE_SCRIPT = `${CHAIN_FUNCTIONS}
-dev=$1; dir=$2; slot=$3; next=$4; shift 4
-lock "$dev"
-leave "$dev" "$dir" "$slot" "$@"
-if [ -n "$next" ] && [ -e "$next" ]; then bpftool map update pinned "$next" key 0 0 0 0 value 0 0 0 0; fi
-exit 0
-`;
+// The chain's shell helpers (lock, id_of, on_hook, slot_id, hook_id, detach_hook,
+// leave) are the prelude's "xdp chain" section (sh/prelude.sh); the scripts are
+// sh/xdp-chain-ensure.sh, xdp-chain-enter.sh and xdp-chain-leave.sh.
 
 export function ensureDispatcherCommand(iface: string, dispatcherObjectPath: string): string[] {
-  return ["sh", "-c", ENSURE_DISPATCHER_SCRIPT, "bpfleet-chain", iface, dispatcherDir(iface), dispatcherObjectPath];
+  return shellScriptCommand("xdp-chain-ensure", { dev: iface, dir: dispatcherDir(iface), object: dispatcherObjectPath }, "bpfleet-chain");
 }
 
 /** Puts `programPin` into its slot (atomically replacing this resource's previous program there) and makes sure the dispatcher runs. */
 export function enterChainCommand(placement: XdpPlacement, programPin: string, nextPin: string, ownIds: readonly number[]): string[] {
   const slot = requireSlot(placement);
-  return ["sh", "-c", ENTER_SCRIPT, "bpfleet-chain", placement.iface, dispatcherDir(placement.iface), String(slot), programPin, nextPin, ATTACH_TYPE[placement.mode], ...ownIds.map(String)];
+  return shellScriptCommand("xdp-chain-enter", [placement.iface, dispatcherDir(placement.iface), String(slot), programPin, nextPin, ATTACH_TYPE[placement.mode], ...ownIds.map(String)], "bpfleet-chain");
 }
 
 /** Empties `slot` if it holds one of `ownIds`; the last member out takes the dispatcher with it. */
 export function leaveChainCommand(iface: string, slot: number, ownIds: readonly number[], resetNextPin = ""): string[] {
-  return ["sh", "-c", LEAVE_SCRIPT, "bpfleet-chain", iface, dispatcherDir(iface), String(slot), resetNextPin, ...ownIds.map(String)];
+  return shellScriptCommand("xdp-chain-leave", [iface, dispatcherDir(iface), String(slot), resetNextPin, ...ownIds.map(String)], "bpfleet-chain");
 }
 
 /** How a change moves a resource's program, for the revert that undoes it. */
@@ -174,7 +84,6 @@ export type HookChange =
 export function hookRevertShell(layout: PinLayout, placement: XdpPlacement, position: HookPosition, change: HookChange): string {
   const { iface } = placement;
   const lines = [
-    CHAIN_FUNCTIONS,
     `P=${shellQuote([layout.program])}`,
     `DEV=${shellQuote([iface])}`,
     `DIR=${shellQuote([dispatcherDir(iface)])}`,
@@ -209,7 +118,8 @@ export function hookRevertShell(layout: PinLayout, placement: XdpPlacement, posi
     }
     lines.push(`if [ -e "$P"_old ]; then`, ...swap, `mv -f "$P"_old "$P"`, `fi`);
   }
-  return `${lines.join("\n")}\n`;
+  const body = `${lines.join("\n")}\n`;
+  return `${preludeOf(body)}\n${body}`;
 }
 
 /** Takes the resource's program off the interface, wherever it runs. */

@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { ROOT_DIRS_FUNCTION } from "../../provider/remote/hostDirs";
-import { preludeFunctions, SCRIPT_DIR, shellScript, shellScriptCommand, withPrelude } from "../../provider/remote/shellScript";
+import { preludeFunctions, preludeOf, SCRIPT_DIR, scriptArgs, shellScript, shellScriptCommand, withPrelude } from "../../provider/remote/shellScript";
 
 const shipped = readdirSync(SCRIPT_DIR).filter((f) => f.endsWith(".sh"));
 const scratch = mkdtempSync(join(tmpdir(), "bpfleet-sh-unit-"));
@@ -57,6 +57,14 @@ describe("script loader", () => {
     execFileSync("sh", ["-n", "-c", withPrelude(script)]);
   });
 
+  it("puts a whole section in front, and the sections it calls", () => {
+    const chain = preludeOf('lock "$dev"');
+    expect(chain.startsWith(preludeFunctions("root_dirs"))).toBe(true);
+    for (const fn of ["lock", "id_of", "on_hook", "slot_id", "hook_id", "detach_hook", "leave"]) expect(chain).toContain(`\n${preludeFunctions(fn)}`);
+    expect(chain).not.toContain("json_or");
+    expect(preludeOf("echo nothing")).toBe("");
+  });
+
   it("loads a shipped script by name, once", () => {
     expect(shellScript("prelude")).toBe(withPrelude(readFileSync(join(SCRIPT_DIR, "prelude.sh"), "utf8")));
     expect(shellScript("prelude")).toBe(shellScript("prelude"));
@@ -84,6 +92,20 @@ describe("script loader", () => {
   it("json_or prints the command's JSON, or the caller's fallback when it fails", () => {
     const script = `${preludeFunctions("json_or")}\nfallback=null; json_or echo '{"a":1}'; json_or false; fallback="[]"; json_or sh -c 'echo oops >&2; exit 3'`;
     expect(execFileSync("sh", ["-c", script]).toString()).toBe('{"a":1}\nnull\n[]\n');
+  });
+
+  it("maps named values onto the names a script assigns on its first line, and nothing else", () => {
+    expect(scriptArgs("revert-disarm", { token: "t", guards: "/g" })).toEqual(["/g", "t"]);
+    expect(() => scriptArgs("revert-disarm", { guards: "/g" })).toThrow(/takes guards, token; missing token/);
+    expect(() => scriptArgs("revert-disarm", { guards: "/g", token: "t", extra: "x" })).toThrow(/unknown extra/);
+    expect(() => scriptArgs("xdp-chain-enter", { dev: "eth0" })).toThrow(/does not name its arguments/);
+  });
+
+  it("every script that names its arguments assigns each one before anything else", () => {
+    for (const file of shipped.filter((f) => f !== "prelude.sh")) {
+      const first = readFileSync(join(SCRIPT_DIR, file), "utf8").split("\n").find((l) => l.trim() && !l.startsWith("#"))!;
+      if (/^[a-z_]+=\$1 /.test(first)) expect(() => scriptArgs(file.replace(/\.sh$/, ""), {}), file).toThrow(/missing/);
+    }
   });
 
   it("builds an argv whose values are positional arguments", () => {

@@ -1,14 +1,18 @@
 # shellcheck shell=sh
-# The shared prelude: every shipped script runs with these functions defined
-# (provider/remote/script.ts puts this text in front of the script's own). Only
-# definitions here, nothing that runs. Names a function uses for its own state are
-# prefixed: sh functions share the script's variables.
+# The shared prelude. provider/remote/shellScript.ts puts in front of a script every
+# section below ("## name") one of whose functions the script calls, directly or
+# through another section. Only definitions here, nothing that runs. Names a
+# function uses for its own state are prefixed: sh functions share the script's
+# variables.
+
+## json
 
 # json_or CMD...: CMD's JSON output, or $fallback when CMD fails, so a survey always
 # prints one JSON value per section.
 # shellcheck disable=SC2154 # fallback is set by the caller
 json_or() { out=$("$@" 2>/dev/null) && printf '%s\n' "$out" || echo "$fallback"; }
 
+## root_dirs
 # root_dirs DIR...: makes each directory (list parents first) and checks that root
 # alone can write it before anything in it is used. Root runs what is there (revert
 # scripts, boot restore files, objects loaded into the kernel) and opens lock files
@@ -34,6 +38,52 @@ root_dirs() {
   done
 }
 
+## xdp chain
+# The chain of bpfleet XDP programs on one interface (provider/remote/xdpHook.ts):
+# every script that changes a chain, and a chain member's boot restore, defines these.
+# All values arrive as arguments.
+# lock DEV: serialises chain changes on one interface (fd 9, released on exit), in
+#   root's own directory (root_dirs); /run/bpfleet is RUN_DIR (bpfHost.ts).
+# id_of PIN: the id of a pinned program, or nothing.
+# on_hook DEV ID: whether program ID is what DEV's hook runs (an XDP program id
+#   cannot appear on a TC hook, so finding it in `net show` is enough).
+# slot_id CHAIN SLOT: the id of the program in a slot, or nothing.
+# hook_id DEV: the id of the XDP program DEV's hook runs, or nothing.
+# detach_hook DEV: takes whatever XDP program off DEV's hook, in either mode.
+# leave DEV DIR SLOT IDS...: empties SLOT if it holds one of IDS; an empty chain's
+#   dispatcher is detached and removed.
+lock() {
+  root_dirs /run/bpfleet || exit 1
+  lockfile="/run/bpfleet/xdp-chain-$(printf %s "$1" | tr -c 'A-Za-z0-9_-' '%').lock"; umask_was=$(umask); umask 077
+  exec 9>"$lockfile"; umask "$umask_was"
+  flock -w 60 9 || { echo "bpfleet: waited 60 s for the XDP chain lock of $1 ($lockfile) in vain: another bpfleet run or boot restore on this host holds it" >&2; return 1; }
+}
+id_of() { bpftool -j prog show pinned "$1" 2>/dev/null | grep -o '"id":[0-9]*' | head -n 1 | cut -d: -f2; }
+on_hook() { [ -n "$2" ] && bpftool -j net show dev "$1" 2>/dev/null | grep -q "\"id\":$2[,}]"; }
+slot_id() { bpftool -j map lookup pinned "$1" key "$2" 0 0 0 2>/dev/null | grep -o '"formatted":{[^}]*}' | grep -o '"value":[0-9]*' | cut -d: -f2; }
+hook_id() { bpftool -j net show dev "$1" 2>/dev/null | grep -o '"xdp":\[{[^]]*"id":[0-9]*' | grep -o '[0-9]*$' | head -n 1; }
+detach_hook() { ip link set dev "$1" xdpgeneric off 2>/dev/null; ip link set dev "$1" xdpdrv off 2>/dev/null; true; }
+leave() {
+  dev=$1; dir=$2; slot=$3; shift 3
+  held=$(slot_id "$dir/maps/xdp_chain" "$slot")
+  for id in "$@"; do
+    if [ -n "$held" ] && [ "$held" = "$id" ]; then bpftool map delete pinned "$dir/maps/xdp_chain" key "$slot" 0 0 0; fi
+  done
+  if [ -e "$dir/prog" ] && [ "$(bpftool -j map dump pinned "$dir/maps/xdp_chain" 2>/dev/null)" = "[]" ]; then
+    if on_hook "$dev" "$(id_of "$dir/prog")"; then detach_hook "$dev"; fi
+    rm -rf -- "$dir"
+    rmdir -- "${dir%/*}" 2>/dev/null
+  fi
+  true
+}
+
+## systemd
+# systemd_here: whether systemd manages this mount namespace. systemctl only then: a
+# container or a namespace sharing /run with a systemd host would otherwise reload a
+# manager that cannot see the unit we wrote.
+systemd_here() { [ -d /run/systemd/system ] && [ "$(readlink /proc/1/ns/mnt)" = "$(readlink /proc/self/ns/mnt)" ]; }
+
+## xdp chain survey
 # xdp_chain_sections DISPATCHER_DIR PIN_ROOT: the sections "@@dispatcher" (its
 # program), "@@chain" (its xdp_chain map) and "@@owners" (the id and pin of every
 # bpfleet program under PIN_ROOT, so a message can name who holds a slot) of an
@@ -54,6 +104,7 @@ xdp_chain_sections() {
   fi
 }
 
+## live flows
 # count_live_flows CONFIG_PIN FLOWS_PIN: prints how many of a TcPolicy's flows are
 # live (tcPolicy/hostState.ts). Flows are counted on the host: a full table is
 # ~70 MB of JSON. The program treats an entry idle past its timeout as gone but

@@ -15,6 +15,7 @@ import type { PinLayout } from "./pins";
 import { HostPreconditionError } from "./preflight";
 import type { ChainSurvey } from "./resourceSurvey";
 import { attachXdpCommand, detachXdp, type XdpAttachment, type XdpMode } from "./xdpAttach";
+import { ownerName, ownerPins, pinOwner, takeoverAdvice, type PinOwner } from "./hookOwners";
 import { shellQuote } from "./quote";
 import { preludeOf, shellScriptCommand } from "./shellScript";
 import type { SshSession } from "./ssh";
@@ -165,40 +166,74 @@ export function placedAttachment(position: HookPosition, placement: XdpPlacement
 /**
  * Refuses a placement that would replace or displace a program this resource
  * does not own; says what to do instead. `what` names the resource ("firewall").
+ * When the program is another bpfleet resource's, the refusal names it (class
+ * and pin name, from the survey's owners) and gives the ways out of a rename or
+ * a swap (hookOwners.ts takeoverAdvice). Every refusal comes before any change.
  */
 export function claimHook(label: string, what: string, placement: XdpPlacement, hook: XdpAttachment | undefined, chain: ChainSurvey, position: HookPosition): void {
   const { iface } = placement;
-  const owner = (id: number) => (chain.owners.has(id) ? `bpfleet's ${chain.owners.get(id)}` : undefined);
+  function refuse(text: string): never {
+    throw new HostPreconditionError(`${label}: ${text}${text.endsWith("\n") ? "" : " "}Nothing was changed.`);
+  }
+  const resource = (id: number) => pinOwner(chain.owners.get(id));
+  const named = (id: number) => {
+    const owner = resource(id);
+    if (owner) return ownerName(owner);
+    return chain.owners.has(id) ? `bpfleet's ${chain.owners.get(id)}` : undefined;
+  };
+  const free = Array.from({ length: XDP_CHAIN_SLOTS }, (_, slot) => slot).filter((slot) => !chain.slots.has(slot));
+  const takeover = (owner: PinOwner, ownerSlot: number | undefined) => takeoverAdvice({ what, owner, ownerSlot, wanted: placement.chainPriority, free });
+  const foreign = `bpfleet never replaces another program: detach it first (e.g. 'ip link set dev ${iface} xdp off') or pick another interface.`;
   const dispatcherOnHook = hook !== undefined && hook.programId === chain.dispatcherId;
   if (placement.chainPriority === undefined) {
     if (!hook || position.kind === "alone") return;
     const members = [...chain.slots].filter(([slot]) => position.kind !== "chained" || slot !== position.slot);
     // The dispatcher runs nobody else: this program may take the hook alone.
     if (dispatcherOnHook && members.length === 0) return;
-    const held = dispatcherOnHook
-      ? `bpfleet's XDP dispatcher, which runs ${members.map(([slot, id]) => `${owner(id) ?? `program id ${id}`} (chainPriority ${slot})`).join(", ")}`
-      : `${owner(hook.programId) ? `${owner(hook.programId)}, ` : ""}XDP program id ${hook.programId} attached (${hook.mode} mode), which this ${what} did not attach`;
-    throw new HostPreconditionError(
-      `${label}: interface ${iface} already ${dispatcherOnHook ? "runs" : "has"} ${held}. ` +
-        (dispatcherOnHook || owner(hook.programId)
-          ? `To share the interface, give this ${what} a chainPriority (0-${XDP_CHAIN_SLOTS - 1}, lower runs first)${dispatcherOnHook ? "" : " and the other bpfleet resource one too"}.`
-          : `bpfleet never replaces another program: detach it first (e.g. 'ip link set dev ${iface} xdp off') or pick another interface.`),
+    if (dispatcherOnHook) {
+      const [only] = members;
+      const owner = members.length === 1 ? resource(only![1]) : undefined;
+      if (owner) {
+        refuse(
+          `interface ${iface} runs bpfleet's XDP dispatcher for one program, that of ${ownerName(owner)} (chainPriority ${only![0]}, pins ${ownerPins(owner)}); ` +
+            `attached alone, this ${what} would displace it, and bpfleet never displaces a program.\n${takeover(owner, only![0])}\n`,
+        );
+      }
+      refuse(
+        `interface ${iface} already runs bpfleet's XDP dispatcher, which runs ${members.map(([slot, id]) => `${named(id) ?? `program id ${id}`} (chainPriority ${slot})`).join(", ")}. ` +
+          `To share the interface, give this ${what} a chainPriority (0-${XDP_CHAIN_SLOTS - 1}, lower runs first).`,
+      );
+    }
+    const owner = resource(hook.programId);
+    if (owner) {
+      refuse(
+        `interface ${iface} already runs the XDP program of ${ownerName(owner)} (id ${hook.programId}, ${hook.mode} mode, pins ${ownerPins(owner)}), attached alone; ` +
+          `this ${what} would displace it, and bpfleet never displaces a program.\n${takeover(owner, undefined)}\n`,
+      );
+    }
+    refuse(
+      `interface ${iface} already has ${named(hook.programId) ? `${named(hook.programId)}, ` : ""}XDP program id ${hook.programId} attached (${hook.mode} mode), which this ${what} did not attach. ` +
+        (named(hook.programId) ? `To share the interface, give this ${what} a chainPriority (0-${XDP_CHAIN_SLOTS - 1}, lower runs first) and the other bpfleet resource one too.` : foreign),
     );
   }
   const slot = placement.chainPriority;
   const held = chain.slots.get(slot);
   const ours = position.kind === "chained" && chain.slots.get(position.slot) === held;
   if (held !== undefined && !ours) {
-    throw new HostPreconditionError(
-      `${label}: chainPriority ${slot} on ${iface} is taken by ${owner(held) ?? `program id ${held}`}. Give each program sharing the interface its own chainPriority (0-${XDP_CHAIN_SLOTS - 1}).`,
-    );
+    const owner = resource(held);
+    if (owner) refuse(`chainPriority ${slot} on ${iface} is taken by ${ownerName(owner)} (pins ${ownerPins(owner)}).\n${takeover(owner, slot)}\n`);
+    refuse(`chainPriority ${slot} on ${iface} is taken by ${named(held) ?? `program id ${held}`}. Give each program sharing the interface its own chainPriority (0-${XDP_CHAIN_SLOTS - 1}).`);
   }
   if (!hook || dispatcherOnHook || position.kind === "alone") return;
-  throw new HostPreconditionError(
-    `${label}: interface ${iface} already has ${owner(hook.programId) ? `${owner(hook.programId)}, ` : ""}XDP program id ${hook.programId} attached (${hook.mode} mode) alone, not through bpfleet's dispatcher; this ${what} did not attach it. ` +
-      (owner(hook.programId)
-        ? `Give that resource a chainPriority too (and let it update first, e.g. with dependsOn), so both share the interface.`
-        : `bpfleet never replaces another program: detach it first (e.g. 'ip link set dev ${iface} xdp off') or pick another interface.`),
+  const owner = resource(hook.programId);
+  if (owner) {
+    refuse(
+      `interface ${iface} already runs the XDP program of ${ownerName(owner)} (id ${hook.programId}, ${hook.mode} mode, pins ${ownerPins(owner)}), attached alone, not through bpfleet's dispatcher.\n${takeover(owner, undefined)}\n`,
+    );
+  }
+  refuse(
+    `interface ${iface} already has ${named(hook.programId) ? `${named(hook.programId)}, ` : ""}XDP program id ${hook.programId} attached (${hook.mode} mode) alone, not through bpfleet's dispatcher; this ${what} did not attach it. ` +
+      (named(hook.programId) ? `Give that resource a chainPriority too (and let it update first, e.g. with dependsOn), so both share the interface.` : foreign),
   );
 }
 

@@ -178,9 +178,9 @@ describe("a firewall in front of a load balancer on one interface", () => {
 
   it("a program that wants the interface alone, or a taken slot, is refused with what to do instead", async () => {
     await expect(firewall.create(firewallInputs({ name: "alone", chainPriority: undefined }))).rejects.toThrow(
-      /eth0 already runs bpfleet's XDP dispatcher, which runs bpfleet's xdp-firewall\/edge \(chainPriority 0\), bpfleet's maglev\/web \(chainPriority 1\).*give this firewall a chainPriority/,
+      /eth0 already runs bpfleet's XDP dispatcher, which runs bpfleet's XdpFirewall "edge" \(chainPriority 0\), bpfleet's MaglevService "web" \(chainPriority 1\).*give this firewall a chainPriority/,
     );
-    await expect(firewall.create(firewallInputs({ name: "second", chainPriority: 1 }))).rejects.toThrow(/chainPriority 1 on eth0 is taken by bpfleet's maglev\/web/);
+    await expect(firewall.create(firewallInputs({ name: "second", chainPriority: 1 }))).rejects.toThrow(/chainPriority 1 on eth0 is taken by bpfleet's MaglevService "web" \(pins \/sys\/fs\/bpf\/bpfleet\/maglev\/web\)\.\n[\s\S]*give this firewall a free chainPriority \(2, 3, 4, 5, 6, 7;/);
     expect(await pinsOn(h1)).not.toMatch(/alone|second/);
     expect(await chainSlots()).toEqual({ 0: fw!.outs.programId, 1: service!.outs.programId });
   });
@@ -238,7 +238,7 @@ describe("moving a firewall attached alone into the chain", () => {
   it("a balancer that wants the chain is refused while the firewall runs alone, naming it", async () => {
     fw = await firewall.create(firewallInputs({ chainPriority: undefined }));
     expect(await hookId()).toBe(fw.outs.programId);
-    await expect(lb.create(serviceInputs())).rejects.toThrow(/already has bpfleet's xdp-firewall\/edge, XDP program id \d+ attached .*Give that resource a chainPriority too/);
+    await expect(lb.create(serviceInputs())).rejects.toThrow(/already runs the XDP program of bpfleet's XdpFirewall "edge" \(id \d+, \w+ mode, pins \/sys\/fs\/bpf\/bpfleet\/xdp-firewall\/edge\), attached alone, not through bpfleet's dispatcher\.\n[\s\S]*give XdpFirewall "edge" a chainPriority too/);
     expect(await hookId()).toBe(fw.outs.programId);
   });
 

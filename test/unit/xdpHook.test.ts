@@ -142,6 +142,7 @@ describe("claimHook", () => {
     expect(message).toContain("this firewall did not attach");
     expect(message).toContain("'ip link set dev eth1 xdp off'");
     expect(message).not.toContain("chainPriority");
+    expect(message).toMatch(/or pick another interface\. Nothing was changed\.$/);
   });
 
   it("refuses a foreign program for a chained placement too: the dispatcher never replaces it", () => {
@@ -151,27 +152,42 @@ describe("claimHook", () => {
     expect(message).toContain("'ip link set dev eth1 xdp off'");
   });
 
-  it("names another bpfleet resource on the hook and tells to give it a chainPriority", () => {
+  it("names another bpfleet resource on the hook by class and pin name, and gives the ways out of a rename or a swap", () => {
     const survey = chain(undefined, [], [[OTHER, "maglev/web"]]);
-    const alonePlacement = refusal(alone(), hookOf(OTHER), survey);
-    expect(alonePlacement).toContain("bpfleet's maglev/web, XDP program id 20 attached");
-    expect(alonePlacement).toContain("give this firewall a chainPriority (0-7, lower runs first) and the other bpfleet resource one too");
+    const alonePlacement = refusal(alone(), hookOf(OTHER), survey)!;
+    expect(alonePlacement).toMatch(/^root@10\.0\.0\.2: interface eth0 already runs the XDP program of bpfleet's MaglevService "web" \(id 20, driver mode, pins \/sys\/fs\/bpf\/bpfleet\/maglev\/web\), attached alone; this firewall would displace it/);
+    expect(alonePlacement).toContain("give MaglevService \"web\" chainPriority 0 and this firewall chainPriority 1");
+    expect(alonePlacement).toContain("`pulumi destroy --target '**pulumi-nodejs:dynamic/bpfleet:MaglevService::web'`");
+    // A firewall is no renamed load balancer.
+    expect(alonePlacement).not.toContain("aliases");
     expect(alonePlacement).not.toContain("xdp off");
+    expect(alonePlacement).toMatch(/\nNothing was changed\.$/);
 
     const owners = chain(undefined, [], [[OTHER, "xdp-firewall/edge"]]);
-    const chainedPlacement = refusal(chained(4), hookOf(OTHER), owners);
-    expect(chainedPlacement).toContain("bpfleet's xdp-firewall/edge");
-    expect(chainedPlacement).toContain("Give that resource a chainPriority too");
+    const chainedPlacement = refusal(chained(4), hookOf(OTHER), owners)!;
+    expect(chainedPlacement).toContain("already runs the XDP program of bpfleet's XdpFirewall \"edge\" (id 20, driver mode, pins /sys/fs/bpf/bpfleet/xdp-firewall/edge), attached alone, not through bpfleet's dispatcher.");
+    expect(chainedPlacement).toContain("give XdpFirewall \"edge\" a chainPriority too (e.g. 0)");
+    expect(chainedPlacement).toContain("`aliases: [{ name: \"edge\" }]`");
   });
 
-  it("refuses a slot another program holds, naming the slot and its owner", () => {
+  it("names a bpfleet pin of no XDP resource kind as a pin, with the old advice", () => {
+    const message = refusal(alone(), hookOf(OTHER), chain(undefined, [], [[OTHER, "tc-policy/odd"]]));
+    expect(message).toContain("already has bpfleet's tc-policy/odd, XDP program id 20 attached (driver mode), which this firewall did not attach.");
+    expect(message).toContain("give this firewall a chainPriority (0-7, lower runs first) and the other bpfleet resource one too. Nothing was changed.");
+  });
+
+  it("refuses a slot another program holds, naming the slot and its owner, and offers the free slots", () => {
     const owned = chain(DISPATCHER, [[3, OTHER]], [[OTHER, "maglev/web"]]);
-    expect(refusal(chained(3), hookOf(DISPATCHER), owned)).toContain("chainPriority 3 on eth0 is taken by bpfleet's maglev/web");
+    const taken = refusal(chained(3), hookOf(DISPATCHER), owned)!;
+    expect(taken).toContain("chainPriority 3 on eth0 is taken by bpfleet's MaglevService \"web\" (pins /sys/fs/bpf/bpfleet/maglev/web).");
+    expect(taken).toContain("give this firewall a free chainPriority (0, 1, 2, 4, 5, 6, 7; lower runs first)");
     const foreign = chain(DISPATCHER, [[3, FOREIGN]]);
-    expect(refusal(chained(3), hookOf(DISPATCHER), foreign)).toContain("chainPriority 3 on eth0 is taken by program id 42");
-    // Moving from our slot 1 into the taken slot 3 is refused as well.
+    expect(refusal(chained(3), hookOf(DISPATCHER), foreign)).toBe("root@10.0.0.2: chainPriority 3 on eth0 is taken by program id 42. Give each program sharing the interface its own chainPriority (0-7). Nothing was changed.");
+    // Moving from our slot 1 into the taken slot 3 is refused as well; slot 1 is ours, so not free.
     const moving = chain(DISPATCHER, [[1, OURS], [3, OTHER]], [[OTHER, "maglev/web"]]);
-    expect(refusal(chained(3), hookOf(DISPATCHER), moving)).toContain("chainPriority 3 on eth0 is taken by bpfleet's maglev/web");
+    const move = refusal(chained(3), hookOf(DISPATCHER), moving)!;
+    expect(move).toContain("chainPriority 3 on eth0 is taken by bpfleet's MaglevService \"web\"");
+    expect(move).toContain("a free chainPriority (0, 2, 4, 5, 6, 7;");
   });
 
   it("accepts a chained placement beside other members while the hook runs the dispatcher", () => {
@@ -185,12 +201,16 @@ describe("claimHook", () => {
   it("refuses to go alone on an interface whose dispatcher runs other members, naming them and their chainPriority", () => {
     const survey = chain(DISPATCHER, [[0, OTHER], [2, OURS], [5, 77]], [[OTHER, "xdp-firewall/edge"]]);
     const fromChain = refusal(alone(), hookOf(DISPATCHER), survey);
-    expect(fromChain).toContain("interface eth0 already runs bpfleet's XDP dispatcher, which runs bpfleet's xdp-firewall/edge (chainPriority 0), program id 77 (chainPriority 5)");
+    expect(fromChain).toContain("interface eth0 already runs bpfleet's XDP dispatcher, which runs bpfleet's XdpFirewall \"edge\" (chainPriority 0), program id 77 (chainPriority 5)");
     expect(fromChain).not.toContain("chainPriority 2");
-    expect(fromChain).toContain("give this firewall a chainPriority (0-7, lower runs first).");
+    expect(fromChain).toContain("give this firewall a chainPriority (0-7, lower runs first). Nothing was changed.");
+    expect(fromChain).not.toContain("pulumi destroy");
 
-    const fresh = refusal(alone(), hookOf(DISPATCHER), chain(DISPATCHER, [[0, OTHER]], [[OTHER, "maglev/web"]]), [undefined]);
-    expect(fresh).toContain("which runs bpfleet's maglev/web (chainPriority 0)");
+    // One other member, another resource's: it is the one to take over from.
+    const fresh = refusal(alone(), hookOf(DISPATCHER), chain(DISPATCHER, [[0, OTHER]], [[OTHER, "maglev/web"]]), [undefined])!;
+    expect(fresh).toContain("interface eth0 runs bpfleet's XDP dispatcher for one program, that of bpfleet's MaglevService \"web\" (chainPriority 0, pins /sys/fs/bpf/bpfleet/maglev/web); attached alone, this firewall would displace it");
+    expect(fresh).toContain("give this firewall a free chainPriority (1, 2, 3, 4, 5, 6, 7; lower runs first)");
+    expect(fresh).toContain("`pulumi destroy --target '**pulumi-nodejs:dynamic/bpfleet:MaglevService::web'`");
   });
 
   it("lets the only chain member go alone (its attach replaces the dispatcher)", () => {

@@ -14,12 +14,12 @@
  */
 import { defineKind, UNKNOWN } from "../dynamicAdapter";
 import { packagedObject } from "../objects";
-import { applyMapOperations, preflight, programState, removePins, requireInterface, requireProgramType, surveyResource, type PinLayout } from "../remote/bpfHost";
+import { applyMapOperations, programState, removePins, type PinLayout } from "../remote/bpfHost";
 import { guardedChange, ignoreFailure } from "../remote/guardedChange";
 import { connectResource } from "../remote/resource";
 import type { SshSession } from "../remote/ssh";
-import { XdpProgramChange } from "../remote/xdpChange";
-import { claimHook, DISPATCHER_OBJECT, dispatcherDir, HookPlan, hookPosition, releaseHook, type XdpPlacement } from "../remote/xdpHook";
+import { surveyXdp, XdpProgramChange } from "../remote/xdpChange";
+import { DISPATCHER_OBJECT, dispatcherDir, hookPosition, releaseHook, type XdpPlacement } from "../remote/xdpHook";
 import { MAPS } from "./codec";
 import { guardManagementPath } from "./guard";
 import { createMarker, mapPin, markerPin, observeMaps, observeProgram, readCountersAndTables } from "./hostState";
@@ -54,13 +54,7 @@ function knownTables(olds: MaglevServiceOutputs | undefined, marker: string | un
 async function converge(inputs: MaglevServiceInputs, olds?: MaglevServiceOutputs): Promise<MaglevServiceOutputs> {
   const { session, layout } = await connectResource(KIND, inputs);
   const object = packagedObject(OBJECT);
-  await preflight(session);
-  await requireProgramType(session, "xdp");
-  const placement = placementOf(inputs);
-  const survey = await surveyResource(session, inputs.interface, layout, object, dispatcherDir(inputs.interface));
-  requireInterface(session, survey, inputs.interface);
-  const hook = new HookPlan(placement, true, survey.xdp, survey.chain, layout, survey.program?.id);
-  claimHook(session.label, "load balancer", placement, survey.xdp, survey.chain, hook.position);
+  const { survey, hook } = await surveyXdp(session, layout, object, placementOf(inputs), true, "load balancer");
   await guardManagementPath(session, inputs.vips);
   const routing = await surveyRouting(session, inputs.interface, addressesToResolve(inputs.backends));
   const macs = nextHopMacs(session.label, inputs, routing);

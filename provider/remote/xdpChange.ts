@@ -3,10 +3,34 @@
  * MaglevService): load the object when it must be, swap it in where the
  * HookPlan wants it, roll back or clean up after. The map side is the kind's.
  */
-import { loadProgram, uploadObject, type LocalObject, type PinLayout } from "./bpfHost";
+import { loadProgram, preflight, requireInterface, requireProgramType, surveyResource, uploadObject, type LocalObject, type PinLayout, type ResourceSurvey } from "./bpfHost";
 import { ignoreFailure, swapInCommands } from "./guardedChange";
-import type { HookChange, HookPlan } from "./xdpHook";
+import { claimHook, dispatcherDir, HookPlan, type HookChange, type XdpPlacement } from "./xdpHook";
 import type { SshSession } from "./ssh";
+
+/**
+ * The host's side of an XDP change, refused where it cannot be made: the tools
+ * and program type, the interface, the hook (another program there is never
+ * replaced). `refuse` runs the kind's own refusals once the interface is known.
+ */
+export async function surveyXdp(
+  session: SshSession,
+  layout: PinLayout,
+  object: LocalObject,
+  placement: XdpPlacement,
+  attached: boolean,
+  what: string,
+  refuse?: () => Promise<void>,
+): Promise<{ survey: ResourceSurvey; hook: HookPlan }> {
+  await preflight(session);
+  await requireProgramType(session, "xdp");
+  const survey = await surveyResource(session, placement.iface, layout, object, dispatcherDir(placement.iface));
+  requireInterface(session, survey, placement.iface);
+  await refuse?.();
+  const hook = new HookPlan(placement, attached, survey.xdp, survey.chain, layout, survey.program?.id);
+  if (attached) claimHook(session.label, what, placement, survey.xdp, survey.chain, hook.position);
+  return { survey, hook };
+}
 
 export class XdpProgramChange {
   /** The freshly loaded program's pin, once staged. */

@@ -9,15 +9,16 @@
 import { formatAddress } from "../cidr";
 import { defineKind } from "../dynamicAdapter";
 import { packagedObject } from "../objects";
-import { applyMapOperations, loadAllPrograms, objectRemotePath, preflight, removePins, requireHelpers, requireProgramType, uploadObject } from "../remote/bpfHost";
+import { applyMapOperations, loadAllPrograms, objectRemotePath, preflight, removePins, requireHelpers, requireProgramType, uploadObject, type LocalObject, type MapOperation, type PinLayout } from "../remote/bpfHost";
 import { guardedChange } from "../remote/guardedChange";
+import type { SshSession } from "../remote/ssh";
 import { connectResource } from "../remote/resource";
-import { deleteBpfFilter, deleteBpfFilterCommand, removeClsactIfEmpty } from "../remote/tc";
-import { requireClsactHook, tcHandle as tcHookHandle } from "../remote/tcHook";
+import { deleteBpfFilter, deleteBpfFilterCommand, removeClsactIfEmpty, type TcFilterSlot } from "../remote/tc";
+import { requireClsactHook, tcHandle as tcHookHandle, type TcHookPlan } from "../remote/tcHook";
 import { MAPS, PROGRAMS, TRIE_MAPS } from "./codec";
 import { failsafeOf, peerAddress, refuseManagementCut, restoreOperations, revertScript, type RevertPlan } from "./guard";
 import { hookPlan, isOurs, refuseProtocolClash, strayFilters } from "./hooks";
-import { programsDir, surveyPolicy } from "./hostState";
+import { programsDir, surveyPolicy, type PolicyHostState } from "./hostState";
 import { attachedOn, KIND, observedFrom, outputsOf, type TcPolicyState } from "./outputs";
 import { desiredPolicy, planPolicy } from "./plan";
 import { requireEthernet, requireKernelBtf } from "./preconditions";
@@ -60,13 +61,8 @@ if [ -d "$1/progs" ]; then mv "$1/progs" "$1/progs_old"; fi
 mv "$1/progs_new" "$1/progs"
 `;
 
-/**
- * Brings the host to `inputs`. Create and update share it, so a run that died
- * half way (pins left, filters missing) converges on the next `up`.
- */
-async function converge(inputs: TcPolicyInputs, olds?: TcPolicyState): Promise<TcPolicyState> {
-  const { session, layout } = await connectResource(KIND, inputs);
-  const object = packagedObject(OBJECT);
+/** The host as the policy finds it, refused where the policy cannot go (before anything changes). */
+async function surveyAndRefuse(session: SshSession, layout: PinLayout, object: LocalObject, inputs: TcPolicyInputs) {
   await preflight(session);
   await requireProgramType(session, "sched_cls");
   await requireHelpers(session, "sched_cls", POLICY_HELPERS, "the flow table's clock and header pulls; TC programs have both from Linux 4.9");
@@ -78,8 +74,34 @@ async function converge(inputs: TcPolicyInputs, olds?: TcPolicyState): Promise<T
   const hook = hookPlan(host, inputs);
   hook.claim(session, "policy", "Remove it, or give the policy another name (the handle follows from it).", (slot) => refuseProtocolClash(session, host, inputs.interface, slot));
   if (inputs.attached && !inputs.allowLockout && peer) refuseManagementCut(session, inputs, peer, host);
+  return { peer, host, hook };
+}
 
+/** What undoes the change: the hooks, pins and qdisc as the survey found them, and the map entries the plan rewrites. */
+function revertPlan(layout: PinLayout, inputs: TcPolicyInputs, host: PolicyHostState, hook: TcHookPlan, strays: TcFilterSlot[], needsLoad: boolean, operations: MapOperation[]): RevertPlan {
   const hadPins = host.programs.ingress !== undefined || host.programs.egress !== undefined;
+  return {
+    layout,
+    iface: inputs.interface,
+    slots: { ingress: hook.slot("ingress"), egress: hook.slot("egress") },
+    fresh: !hadPins,
+    swapsPrograms: needsLoad && hadPins,
+    strays,
+    hookedBefore: { ingress: hook.hooked("ingress") !== undefined, egress: hook.hooked("egress") !== undefined },
+    qdiscBefore: host.hookQdisc === "clsact",
+    restore: hadPins ? restoreOperations(new Map([...host.maps].map(([m, entries]) => [`${layout.maps}/${m}`, entries])), operations) : { deletes: [], updates: [] },
+  };
+}
+
+/**
+ * Brings the host to `inputs`. Create and update share it, so a run that died
+ * half way (pins left, filters missing) converges on the next `up`.
+ */
+async function converge(inputs: TcPolicyInputs, olds?: TcPolicyState): Promise<TcPolicyState> {
+  const { session, layout } = await connectResource(KIND, inputs);
+  const object = packagedObject(OBJECT);
+  const { peer, host, hook } = await surveyAndRefuse(session, layout, object, inputs);
+
   const needsLoad = !host.programs.ingress || !host.programs.egress || olds?.objectSha256 !== object.sha256;
   const mapPin = (map: string) => `${layout.maps}/${map}`;
   const plan = planPolicy(desiredPolicy(inputs, rulesOf(inputs), failsafeOf(inputs, peer)), observedFrom(host), mapPin);
@@ -89,17 +111,7 @@ async function converge(inputs: TcPolicyInputs, olds?: TcPolicyState): Promise<T
   const changesTraffic = inputs.attached && (plan.operations.length > 0 || needsLoad || !DIRECTIONS.every((d) => hook.runsOurs(d)) || strays.length > 0);
   // Without a route to the peer there is no telling which interface carries the session.
   const guarded = inputs.lockoutGuard && changesTraffic && [undefined, inputs.interface].includes(host.managementRoute?.dev);
-  const revert: RevertPlan = {
-    layout,
-    iface: inputs.interface,
-    slots: { ingress: hook.slot("ingress"), egress: hook.slot("egress") },
-    fresh: !hadPins,
-    swapsPrograms: needsLoad && hadPins,
-    strays,
-    hookedBefore: { ingress: hook.hooked("ingress") !== undefined, egress: hook.hooked("egress") !== undefined },
-    qdiscBefore: host.hookQdisc === "clsact",
-    restore: hadPins ? restoreOperations(new Map([...host.maps].map(([m, entries]) => [mapPin(m), entries])), plan.operations) : { deletes: [], updates: [] },
-  };
+  const revert = revertPlan(layout, inputs, host, hook, strays, needsLoad, plan.operations);
 
   let qdiscCreated = olds?.qdiscCreated ?? false;
   let newPrograms: string | undefined;

@@ -10,13 +10,14 @@
  */
 import { defineKind } from "../dynamicAdapter";
 import { packagedObject } from "../objects";
-import { applyMapOperations, HostPreconditionError, loadProgram, objectRemotePath, pathExists, pinnedProgram, preflight, removePins, requireProgramType, uploadObject } from "../remote/bpfHost";
+import { applyMapOperations, HostPreconditionError, loadProgram, objectRemotePath, pathExists, pinnedProgram, preflight, removePins, requireProgramType, uploadObject, type PinLayout } from "../remote/bpfHost";
 import { guardedChange, ignoreFailure, swapInCommands } from "../remote/guardedChange";
 import { connectResource } from "../remote/resource";
+import type { SshSession } from "../remote/ssh";
 import { deleteBpfFilter, findFilter, hookQdisc, removeClsactIfEmpty, TC_DIRECTIONS, tcFilters, type TcDirection, type TcFilter } from "../remote/tc";
 import { requireClsactHook, slotOf, tcHandle as tcHookHandle, TcHookPlan } from "../remote/tcHook";
 import { changedPaths, mirrorRevertScript, touchesManagementPath, type MirrorRevertPlan } from "./guard";
-import { KIND, observe, readMaps, type Observed } from "./hostState";
+import { KIND, observe, readMaps, type MapsState, type Observed } from "./hostState";
 import { mirrorOperations, planMirror, type DesiredMirror } from "./plan";
 import { trafficMirrorSchema, type Direction, type TrafficMirrorInputs, type TrafficMirrorOutputs } from "./schema";
 import { interfaceList, readyTunnel, resolveLocalTarget } from "./targets";
@@ -62,12 +63,11 @@ function desiredMirror(inputs: TrafficMirrorInputs, targetIfindex: number): Desi
 }
 
 /**
- * Brings the host to `inputs`. Create and update share it, so a run that died
- * half way (pins left, filters missing) converges on the next `up`. A change
- * on the path of the management session runs under the lockout guard (guard.ts).
+ * The host as the mirror finds it, refused where the mirror cannot go (before
+ * anything changes): the interface, the local target, the hooks' slots, and
+ * the qdisc when a hook is wanted.
  */
-async function converge(inputs: TrafficMirrorInputs, olds?: TrafficMirrorOutputs): Promise<TrafficMirrorOutputs> {
-  const { session, layout } = await connectResource(KIND, inputs);
+async function surveyAndRefuse(session: SshSession, layout: PinLayout, inputs: TrafficMirrorInputs) {
   await preflight(session);
   await requireProgramType(session, "sched_cls");
   const links = await listLinks(session);
@@ -81,9 +81,35 @@ async function converge(inputs: TrafficMirrorInputs, olds?: TrafficMirrorOutputs
   const qdisc = await hookQdisc(session, inputs.interface);
   const hook = new TcHookPlan(KIND, inputs, hooks, (f) => f.programId === program?.id || f.programName === PROGRAM_NAME, () => program?.id, qdisc);
   hook.claim(session, "mirror", "Choose another priority.");
-  const wanted = directionsOf(inputs.direction);
-  if (wanted.length > 0) requireClsactHook(session, inputs.interface, qdisc);
+  if (directionsOf(inputs.direction).length > 0) requireClsactHook(session, inputs.interface, qdisc);
+  return { links, localTarget, program, hook };
+}
 
+/** What undoes the change: hooks, config, program and qdisc as the survey found them; a tunnel the change creates goes. */
+function revertPlan(layout: PinLayout, inputs: TrafficMirrorInputs, hook: TcHookPlan, current: MapsState | undefined, links: readonly LinkInfo[]): MirrorRevertPlan {
+  const tunnelDevice = inputs.target.tunnel && tunnelDeviceName(inputs.name, inputs.target.tunnel);
+  return {
+    layout,
+    iface: inputs.interface,
+    priority: inputs.priority,
+    handle: tcHandle(inputs.name),
+    fresh: current === undefined,
+    hookedBefore: TC_DIRECTIONS.filter((d) => hook.hooked(d) !== undefined),
+    config: current?.configBytes,
+    newTunnel: tunnelDevice !== undefined && !links.some((l) => l.ifname === tunnelDevice) ? tunnelDevice : undefined,
+    qdiscBefore: hook.hookQdisc === "clsact",
+  };
+}
+
+/**
+ * Brings the host to `inputs`. Create and update share it, so a run that died
+ * half way (pins left, filters missing) converges on the next `up`. A change
+ * on the path of the management session runs under the lockout guard (guard.ts).
+ */
+async function converge(inputs: TrafficMirrorInputs, olds?: TrafficMirrorOutputs): Promise<TrafficMirrorOutputs> {
+  const { session, layout } = await connectResource(KIND, inputs);
+  const { links, localTarget, program, hook } = await surveyAndRefuse(session, layout, inputs);
+  const wanted = directionsOf(inputs.direction);
   const object = packagedObject(OBJECT);
   const fresh = program === undefined;
   const needsLoad = fresh || olds?.objectSha256 !== object.sha256;
@@ -94,17 +120,7 @@ async function converge(inputs: TrafficMirrorInputs, olds?: TrafficMirrorOutputs
   const knownTarget = inputs.target.tunnel ? readyTunnel(links, inputs) : localTarget;
   const rewritesConfig = !current || !knownTarget || mirrorOperations(planMirror(desiredMirror(inputs, knownTarget.ifindex), current), (map) => map).length > 0;
   const paths = inputs.lockoutGuard && (needsLoad || hooksChange || rewritesConfig) ? await changedPaths(session, inputs.target.tunnel?.remote) : undefined;
-  const revert: MirrorRevertPlan = {
-    layout,
-    iface: inputs.interface,
-    priority: inputs.priority,
-    handle: tcHandle(inputs.name),
-    fresh,
-    hookedBefore: TC_DIRECTIONS.filter((d) => hook.hooked(d) !== undefined),
-    config: current?.configBytes,
-    newTunnel: tunnelDevice !== undefined && !links.some((l) => l.ifname === tunnelDevice) ? tunnelDevice : undefined,
-    qdiscBefore: qdisc === "clsact",
-  };
+  const revert = revertPlan(layout, inputs, hook, current, links);
   const advice =
     `A mirror hands every packet on, so look at what else changed on ${inputs.interface}: the BPF object loaded` +
     `${tunnelDevice ? ` and the tunnel ${tunnelDevice} to ${inputs.target.tunnel!.remote}` : ""}.`;

@@ -2,12 +2,13 @@
  * What an XdpFirewall has on its host, read back: the program, where it runs,
  * its counters and map memory, and the deny entries in its maps.
  */
-import { dumpMaps, programState, type PinLayout, type XdpAttachment } from "../remote/bpfHost";
+import { dumpMaps, listPins, programState, type PinLayout, type XdpAttachment } from "../remote/bpfHost";
 import type { SshSession } from "../remote/ssh";
 import { dispatcherDir, hookPosition, placedAttachment, type XdpPlacement } from "../remote/xdpHook";
 import { sortedRecord } from "../validation";
 import { sumCounters } from "../counters";
 import { decodeDenyEntry, DENY_MAPS, STATS_MAP } from "./codec";
+import { INDEX_MAPS } from "./index";
 import type { XdpFirewallOutputs } from "./schema";
 
 export interface ObservedProgram {
@@ -74,3 +75,8 @@ export async function observe(session: SshSession, layout: PinLayout, placement:
   return program && { ...program, deny: await observeEntries(session, layout) };
 }
 
+/** Whether a map of the index is not pinned (pins of an object from before the index). */
+export async function missingIndex(session: SshSession, layout: PinLayout): Promise<boolean> {
+  const pinnedMaps = await listPins(session, layout.maps);
+  return !INDEX_MAPS.every((m) => pinnedMaps.includes(m));
+}

@@ -6,16 +6,16 @@
  */
 import { defineKind } from "../dynamicAdapter";
 import { packagedObject } from "../objects";
-import { applyMapOperations, preflight, programState, removePins, requireInterface, requireProgramType, surveyResource, listPins } from "../remote/bpfHost";
-import { claimHook, DISPATCHER_OBJECT, dispatcherDir, HookPlan, hookPosition, releaseHook, type XdpPlacement } from "../remote/xdpHook";
+import { applyMapOperations, programState, removePins, type LocalObject, type PinLayout } from "../remote/bpfHost";
+import { DISPATCHER_OBJECT, dispatcherDir, hookPosition, releaseHook, type XdpPlacement } from "../remote/xdpHook";
 import { persistBootRestore, removeBootRestore } from "../remote/bootRestore";
 import { guardedChange } from "../remote/guardedChange";
 import { connectResource } from "../remote/resource";
-import { XdpProgramChange } from "../remote/xdpChange";
+import type { SshSession } from "../remote/ssh";
+import { surveyXdp, XdpProgramChange } from "../remote/xdpChange";
 import { STATS_MAP } from "./codec";
 import { refuseManagementDeny, revertScript } from "./guard";
-import { observe, observeEntries, observeProgram, type Observed } from "./hostState";
-import { INDEX_MAPS } from "./index";
+import { missingIndex, observe, observeEntries, observeProgram, type Observed } from "./hostState";
 import { denyOperations, indexFromScratch, invertPlan, planDeny } from "./plan";
 import { checkXdpFirewall, xdpFirewallSchema, type XdpFirewallInputs, type XdpFirewallOutputs } from "./schema";
 import { writeEntries } from "./writeEntries";
@@ -41,6 +41,17 @@ function outputsOf(inputs: XdpFirewallInputs, observed: Observed, objectSha256: 
   };
 }
 
+/** What brings the firewall back after a reboot, when the inputs ask for it (or nothing). */
+async function bootRestore(session: SshSession, layout: PinLayout, object: LocalObject, inputs: XdpFirewallInputs): Promise<void> {
+  if (!inputs.bootRestore) return removeBootRestore(session, KIND, inputs.name);
+  // Records and index alike, from empty maps (the restore loads the object afresh).
+  const mapOperations = denyOperations(planDeny(Object.keys(inputs.deny), []), (map) => `${layout.maps}/${map}`);
+  // A chain member comes back behind the interface's dispatcher, in its slot.
+  const chain = inputs.chainPriority === undefined ? undefined : { slot: inputs.chainPriority, dispatcher: packagedObject(DISPATCHER_OBJECT) };
+  const xdp = inputs.attached ? { interface: inputs.interface, mode: inputs.mode, chain } : undefined;
+  await persistBootRestore(session, { kind: KIND, name: inputs.name, layout, object, mapOperations, xdp });
+}
+
 /**
  * Brings the host to `inputs`. Used by create and update alike, so a half-finished
  * earlier run (pins left, program not attached) converges on the next `up`.
@@ -49,19 +60,12 @@ async function converge(inputs: XdpFirewallInputs, olds?: XdpFirewallOutputs): P
   const { session, layout } = await connectResource(KIND, inputs);
   const object = packagedObject(OBJECT);
   const placement = placementOf(inputs);
-  await preflight(session);
-  await requireProgramType(session, "xdp");
-  const survey = await surveyResource(session, inputs.interface, layout, object, dispatcherDir(inputs.interface));
-  requireInterface(session, survey, inputs.interface);
-  await refuseManagementDeny(session, inputs);
-  const hook = new HookPlan(placement, inputs.attached, survey.xdp, survey.chain, layout, survey.program?.id);
-  if (inputs.attached) claimHook(session.label, "firewall", placement, survey.xdp, survey.chain, hook.position);
+  const { survey, hook } = await surveyXdp(session, layout, object, placement, inputs.attached, "firewall", () => refuseManagementDeny(session, inputs));
   const hadPins = survey.program !== undefined;
   // Pins of an object without the index (an upgrade from it): the load below creates
   // the index maps empty, and they are filled from the records before the new program
   // sees a packet. A missing index pin forces that load too.
-  const pinnedMaps = hadPins ? await listPins(session, layout.maps) : [];
-  const indexMissing = hadPins && !INDEX_MAPS.every((m) => pinnedMaps.includes(m));
+  const indexMissing = hadPins && (await missingIndex(session, layout));
   const program = new XdpProgramChange(session, layout, hook, survey.program?.id, !hadPins || olds?.objectSha256 !== object.sha256 || hook.rebinds || indexMissing);
   const mapPin = (map: string) => `${layout.maps}/${map}`;
   const observedBefore = Object.keys(hadPins ? await observeEntries(session, layout) : {});
@@ -98,14 +102,7 @@ async function converge(inputs: XdpFirewallInputs, olds?: XdpFirewallOutputs): P
     async cleanup() {
       await program.cleanup();
       // Only once the change is proven: a reboot must never bring back what the host reverted.
-      if (inputs.bootRestore) {
-        // Records and index alike, from empty maps (the restore loads the object afresh).
-        const mapOperations = denyOperations(planDeny(Object.keys(inputs.deny), []), mapPin);
-        // A chain member comes back behind the interface's dispatcher, in its slot.
-        const chain = inputs.chainPriority === undefined ? undefined : { slot: inputs.chainPriority, dispatcher: packagedObject(DISPATCHER_OBJECT) };
-        const xdp = inputs.attached ? { interface: inputs.interface, mode: inputs.mode, chain } : undefined;
-        await persistBootRestore(session, { kind: KIND, name: inputs.name, layout, object, mapOperations, xdp });
-      } else await removeBootRestore(session, KIND, inputs.name);
+      await bootRestore(session, layout, object, inputs);
     },
   });
   // bpftool batch stops at the first failed write, so after it succeeded the maps hold

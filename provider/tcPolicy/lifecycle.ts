@@ -101,7 +101,6 @@ async function converge(inputs: TcPolicyInputs, olds?: TcPolicyState): Promise<T
   const { session, layout } = await connectResource(KIND, inputs);
   const object = packagedObject(OBJECT);
   const { peer, host, hook } = await surveyAndRefuse(session, layout, object, inputs);
-
   const needsLoad = !host.programs.ingress || !host.programs.egress || olds?.objectSha256 !== object.sha256;
   const mapPin = (map: string) => `${layout.maps}/${map}`;
   const plan = planPolicy(desiredPolicy(inputs, rulesOf(inputs), failsafeOf(inputs, peer)), observedFrom(host), mapPin);
@@ -110,7 +109,8 @@ async function converge(inputs: TcPolicyInputs, olds?: TcPolicyState): Promise<T
   const strays = strayFilters(host, hook);
   const changesTraffic = inputs.attached && (plan.operations.length > 0 || needsLoad || !DIRECTIONS.every((d) => hook.runsOurs(d)) || strays.length > 0);
   // Without a route to the peer there is no telling which interface carries the session.
-  const guarded = inputs.lockoutGuard && changesTraffic && [undefined, inputs.interface].includes(host.managementRoute?.dev);
+  const managementInterface = host.managementRoute?.dev;
+  const guarded = inputs.lockoutGuard && changesTraffic && (managementInterface === undefined || managementInterface === inputs.interface);
   const revert = revertPlan(layout, inputs, host, hook, strays, needsLoad, plan.operations);
 
   let qdiscCreated = olds?.qdiscCreated ?? false;

@@ -32,17 +32,18 @@ export interface GuardedSteps {
 
 /** Runs `steps` in the guarded order; throws the step's error after rolling back, or the lockout report. */
 export async function guardedChange(session: SshSession, steps: GuardedSteps): Promise<void> {
+  const { guard } = steps;
   let timer: RevertTimer | undefined;
   try {
     await steps.stage?.();
-    if (steps.guard) timer = await armRevert(session, steps.guard.revertScript(), steps.guard.seconds);
+    if (guard) timer = await armRevert(session, guard.revertScript(), guard.seconds);
     await steps.apply();
   } catch (err) {
-    await timer?.disarm().catch(() => undefined);
-    await steps.rollback().catch(() => undefined);
+    await timer?.disarm().catch(ignoreFailure);
+    await steps.rollback().catch(ignoreFailure);
     throw err;
   }
-  if (timer) await proveManagementPath(session, timer, steps.guard!.proof);
+  if (guard && timer) await proveManagementPath(session, timer, guard.proof);
   await steps.cleanup?.();
 }
 

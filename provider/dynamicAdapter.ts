@@ -5,7 +5,10 @@
 import type * as pulumi from "@pulumi/pulumi";
 import type { z } from "zod";
 import { exitWhenCliGone } from "./cliWatch";
+import { packagedObject } from "./objects";
 import { operations } from "./operations";
+import type { HostConnection } from "./remote/hostSchema";
+import { resourceId } from "./remote/resource";
 
 /** What the engine sends in place of a value that is not known yet (during preview). */
 export const UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9";
@@ -13,7 +16,8 @@ export const UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9";
 export interface Kind<Inputs extends object, Outputs extends Inputs> {
   /** Kind name as in pin paths and IDs, e.g. "xdp-firewall". */
   readonly kind: string;
-  readonly schema: z.ZodObject<z.ZodRawShape>;
+  /** Its parsed output is the kind's Inputs, so check() hands the lifecycle exactly that type. */
+  readonly schema: z.ZodObject<z.ZodRawShape> & z.ZodType<Inputs>;
   /**
    * Checks that span several inputs (e.g. a rule limit over two lists), run on top
    * of the schema; default: checkInputs(schema, news) alone.
@@ -28,6 +32,55 @@ export interface Kind<Inputs extends object, Outputs extends Inputs> {
   read(id: string, olds: Outputs): Promise<{ outs: Outputs; inputs: Inputs } | undefined>;
   update(id: string, olds: Outputs, news: Inputs): Promise<Outputs>;
   delete(id: string, olds: Outputs): Promise<void>;
+}
+
+/** What a kind that lives on a host (a pin directory of its own) writes; defineKind adds the rest. */
+export interface HostKind<Inputs extends { host: HostConnection; name: string }, Outputs extends Inputs & { objectSha256: string }>
+  extends Pick<Kind<Inputs, Outputs>, "kind" | "schema" | "check" | "replaceOn" | "delete"> {
+  /** The packaged BPF object (objects.ts): outputs record its sha256, and a newer one is a pending change. */
+  readonly object: string;
+  /**
+   * Every output that is not an input (the type insists on each): what read strips
+   * from what it observed to report the inputs the host really has.
+   */
+  readonly outputOnly: Record<Exclude<keyof Outputs, keyof Inputs>, true>;
+  /** What an update must fix beyond the inputs and the object. */
+  pendingChanges?(olds: Outputs, news: Inputs): string[];
+  /** Brings the host to `inputs` (create and update alike); `olds`: the state before, on update. */
+  converge(inputs: Inputs, olds?: Outputs): Promise<Outputs>;
+  /** What the host really has, or undefined when the resource is gone from it. */
+  observe(olds: Outputs): Promise<Outputs | undefined>;
+}
+
+/**
+ * A Kind from a HostKind: create and update both converge (so a run that died half
+ * way converges on the next `up`), the ID names host, kind and pin name, a newer
+ * packaged object is a pending change, and read's inputs are its outputs without
+ * the output-only keys.
+ */
+export function defineKind<I extends { host: HostConnection; name: string }, O extends I & { objectSha256: string }>(spec: HostKind<I, O>): Kind<I, O> {
+  const { object, outputOnly, converge, observe, pendingChanges, ...rest } = spec;
+  return {
+    ...rest,
+    pendingChanges(olds, news) {
+      const sha = packagedObject(object).sha256;
+      const pending = olds.objectSha256 === sha ? [] : [`BPF object ${olds.objectSha256?.slice(0, 12)} -> ${sha.slice(0, 12)}`];
+      return [...pending, ...(pendingChanges?.(olds, news) ?? [])];
+    },
+    async create(inputs) {
+      return { id: resourceId(spec.kind, inputs), outs: await converge(inputs) };
+    },
+    async read(_id, olds) {
+      const outs = await observe(olds);
+      if (!outs) return undefined;
+      const inputs: Record<string, unknown> = { ...outs };
+      for (const key of Object.keys(outputOnly)) delete inputs[key];
+      return { outs, inputs: inputs as I };
+    },
+    async update(_id, olds, news) {
+      return converge(news, olds);
+    },
+  };
 }
 
 function containsUnknown(value: unknown): boolean {
@@ -135,20 +188,30 @@ export function diffInputs<I extends object, O extends I>(kind: Kind<I, O>, olds
   };
 }
 
-export function dynamicProvider<I extends object, O extends I>(kind: Kind<I, O>): pulumi.dynamic.ResourceProvider {
+/**
+ * The provider of one kind, typed by it. `check` alone receives what the user
+ * wrote, not yet the kind's inputs: the SDK's signature types it as Inputs.
+ */
+export type KindProvider<I, O> = Omit<pulumi.dynamic.ResourceProvider<I, O>, "check"> & {
+  check(olds: unknown, news: Record<string, unknown>): Promise<pulumi.dynamic.CheckResult<I>>;
+};
+
+export function dynamicProvider<I extends object, O extends I>(kind: Kind<I, O>): KindProvider<I, O> {
   exitWhenCliGone();
   // Host-touching operations are counted and their failures reported in one line (operations.ts).
   const host = operations(kind);
   return {
     check: async (_olds, news) => (kind.check ? kind.check(news) : checkInputs(kind.schema, news)),
-    diff: async (_id, olds, news) => diffInputs(kind, olds as O, news as I),
-    create: async (inputs) => host.create(inputs as I),
+    diff: async (_id, olds, news) => diffInputs(kind, olds, news),
+    create: async (inputs) => host.create(inputs),
     read: async (id, props) => {
-      const observed = await host.read(id, props as O);
-      if (!observed) return { id: "", props: {} };
-      return { id, props: observed.outs, inputs: observed.inputs } as pulumi.dynamic.ReadResult;
+      // The engine always sends the state it holds.
+      const observed = await host.read(id, props!);
+      if (!observed) return { id: "", props: {} as O };
+      // The SDK types ReadResult.inputs as Outputs; the engine takes them as the inputs they are.
+      return { id, props: observed.outs, inputs: observed.inputs as O };
     },
-    update: async (id, olds, news) => ({ outs: await host.update(id, olds as O, news as I) }),
-    delete: async (id, props) => host.delete(id, props as O),
+    update: async (id, olds, news) => ({ outs: await host.update(id, olds, news) }),
+    delete: async (id, props) => host.delete(id, props),
   };
 }

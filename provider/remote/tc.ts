@@ -1,8 +1,9 @@
 /**
  * TC (clsact) operations on a host, through iproute2's `tc` over one SSH session:
- * make sure an interface has a clsact qdisc (and say whether we made it), add,
- * replace and delete one BPF filter identified by its priority and handle, and
- * read the filters back. A filter is addressed by (hook, priority, handle)
+ * the commands that add a clsact qdisc (recording that bpfleet added it) and add,
+ * replace and delete one BPF filter identified by its priority and handle, the
+ * removal of a clsact qdisc no filter uses any more, and reading qdisc and
+ * filters back. A filter is addressed by (hook, priority, handle)
  * everywhere, so nothing here touches another tool's filters, even at the same
  * priority.
  */
@@ -80,35 +81,12 @@ interface TcJsonQdisc {
   parent?: string;
 }
 
+/** The kind of the qdisc on the interface's ingress hook ("clsact" is ours to use), or undefined when there is none. */
 // ffff:fff1 is the one slot both clsact and the older "ingress" qdisc take.
-async function hookQdisc(session: SshSession, iface: string): Promise<string | undefined> {
+export async function hookQdisc(session: SshSession, iface: string): Promise<string | undefined> {
   const result = await session.run(["tc", "-j", "qdisc", "show", "dev", iface]);
   const rows: TcJsonQdisc[] = hostJson(tcQdiscRows, result.stdout.trim() || "[]", { host: session.label, command: `tc -j qdisc show dev ${iface}` });
   return rows.find((q) => q.parent === "ffff:fff1")?.kind;
-}
-
-export async function hasClsact(session: SshSession, iface: string): Promise<boolean> {
-  return (await hookQdisc(session, iface)) === "clsact";
-}
-
-/**
- * Makes sure `iface` has a clsact qdisc. `created` says whether this call added
- * it, so the caller can remove it again when it was the last user.
- */
-export async function ensureClsact(session: SshSession, iface: string): Promise<{ created: boolean }> {
-  const kind = await hookQdisc(session, iface);
-  if (kind === "clsact") return { created: false };
-  if (kind !== undefined) {
-    throw new HostPreconditionError(
-      `${session.label}: interface ${iface} has a "${kind}" qdisc on its ingress hook, which rules out the clsact qdisc TC programs attach to. ` +
-        `Migrate its filters to clsact (tc qdisc del dev ${iface} ${kind}; tc qdisc add dev ${iface} clsact) or pick another interface. Nothing was changed.`,
-    );
-  }
-  const added = await session.run(addClsactCommand(iface), { allowFailure: true });
-  if (added.code === 0) return { created: true };
-  // Someone added one between our look and our add: theirs, not ours.
-  if (await hasClsact(session, iface)) return { created: false };
-  throw new HostPreconditionError(`${session.label}: could not add a clsact qdisc to ${iface}: ${added.stderr.trim()}`);
 }
 
 // Both hooks in one round trip; a hook without clsact lists nothing.
@@ -132,7 +110,13 @@ export function findFilter(filters: readonly TcFilter[], slot: Omit<TcFilterSlot
   return filters.find((f) => f.direction === slot.direction && f.priority === slot.priority && f.handle === slot.handle);
 }
 
-function filterArgv(verb: "add" | "replace", slot: TcFilterSlot, programPin: string): string[] {
+/**
+ * The argv that adds a BPF filter running the pinned program (failing if the slot
+ * is taken), or replaces the program of an existing one in one netlink call
+ * (cls_bpf swaps it under RCU: every packet runs either the old or the new
+ * program). Callers batch several hook changes into one round trip.
+ */
+export function bpfFilterCommand(verb: "add" | "replace", slot: TcFilterSlot, programPin: string): string[] {
   return [
     "tc", "filter", verb, "dev", slot.iface, slot.direction,
     "prio", String(slot.priority), "handle", formatHandle(slot.handle),
@@ -141,25 +125,12 @@ function filterArgv(verb: "add" | "replace", slot: TcFilterSlot, programPin: str
   ];
 }
 
-/** Adds a BPF filter running the pinned program; fails if the slot is taken. */
-export async function addBpfFilter(session: SshSession, slot: TcFilterSlot, programPin: string): Promise<void> {
-  await session.run(filterArgv("add", slot, programPin));
-}
-
-/**
- * Swaps the program of an existing filter in one netlink call (cls_bpf replaces
- * it under RCU): every packet runs either the old or the new program.
- */
-export async function replaceBpfFilter(session: SshSession, slot: TcFilterSlot, programPin: string): Promise<void> {
-  await session.run(filterArgv("replace", slot, programPin));
-}
-
 /**
  * Deletes exactly one filter. Naming the handle (and so the kind) matters:
  * `tc filter del ... prio P` alone would delete every filter at that priority.
  */
 export async function deleteBpfFilter(session: SshSession, slot: TcFilterSlot): Promise<void> {
-  await session.run(["tc", "filter", "del", "dev", slot.iface, slot.direction, "prio", String(slot.priority), "handle", formatHandle(slot.handle), "bpf"]);
+  await session.run(deleteBpfFilterCommand(slot));
 }
 
 // Whichever bpfleet resource added an interface's clsact qdisc, the last one to
@@ -185,16 +156,22 @@ export function addClsactCommand(iface: string): string[] {
   return ["sh", "-c", ADD_CLSACT_SCRIPT, "bpfleet-clsact", iface, clsactMarker(iface)];
 }
 
+// Shell tests on the interface in $DEV (or any word given): it has a clsact
+// qdisc; no filter (anyone's) is left on either hook.
+const hasClsactTest = (dev: string) => `tc qdisc show dev ${dev} | grep -q "qdisc clsact"`;
+const noFiltersTest = (dev: string) => `[ -z "$(tc filter show dev ${dev} ingress)" ] && [ -z "$(tc filter show dev ${dev} egress)" ]`;
+
+/** One shell line that removes the clsact qdisc of "$DEV" when no filter is left on it (for revert scripts). */
+export const REMOVE_CLSACT_IF_EMPTY_LINE = `if ${hasClsactTest('"$DEV"')} && ${noFiltersTest('"$DEV"')}; then tc qdisc del dev "$DEV" clsact; fi`;
+
 // Checked and removed in one round trip so that the window in which another
 // tool could add a filter between the two is as short as it can be. $1 dev,
 // $2 marker, $3 "yes" when the caller added the qdisc (state from before markers).
 const REMOVE_CLSACT_IF_EMPTY_SCRIPT = `
 set -e
-tc qdisc show dev "$1" | grep -q "qdisc clsact" || { rm -f -- "$2"; echo absent; exit 0; }
+${hasClsactTest('"$1"')} || { rm -f -- "$2"; echo absent; exit 0; }
 [ "$3" = yes ] || [ -e "$2" ] || { echo foreign; exit 0; }
-for hook in ingress egress; do
-  if [ -n "$(tc filter show dev "$1" "$hook")" ]; then echo busy; exit 0; fi
-done
+${noFiltersTest('"$1"')} || { echo busy; exit 0; }
 tc qdisc del dev "$1" clsact
 rm -f -- "$2"
 echo removed
@@ -207,14 +184,6 @@ echo removed
 export async function removeClsactIfEmpty(session: SshSession, iface: string, created = false): Promise<"removed" | "busy" | "absent" | "foreign"> {
   const result = await session.runScript(REMOVE_CLSACT_IF_EMPTY_SCRIPT, [iface, clsactMarker(iface), created ? "yes" : "no"]);
   return result.stdout.trim() as "removed" | "busy" | "absent" | "foreign";
-}
-
-/**
- * The argv that adds or replaces a BPF filter, for callers that batch several
- * hook changes into one round trip (`session.run([...])`).
- */
-export function bpfFilterCommand(verb: "add" | "replace", slot: TcFilterSlot, programPin: string): string[] {
-  return filterArgv(verb, slot, programPin);
 }
 
 /** The argv that deletes exactly one filter (see deleteBpfFilter), for batching. */

@@ -7,9 +7,12 @@
 import { formatAddress, parsePrefix, prefixContains, type Family, type Prefix } from "../cidr";
 import { batchText, type MapEntry, type MapOperation } from "../remote/mapOperations";
 import type { PinLayout } from "../remote/pins";
-import { shellQuote } from "../remote/quote";
-import { formatHandle, type TcFilterSlot } from "../remote/tc";
+import { HostPreconditionError } from "../remote/preflight";
+import type { SshSession } from "../remote/ssh";
+import { tcRevertScript, type FilterRevert } from "../remote/tcHook";
+import type { TcFilterSlot } from "../remote/tc";
 import { MAPS, PROGRAMS, ruleFamily } from "./codec";
+import type { PolicyHostState } from "./hostState";
 import { CLIENT_PORTS, DIRECTIONS, parseRuleText, type Direction, type DirectionPolicy, type PolicyRule, type TcPolicyInputs } from "./schema";
 
 /** The address a session comes from, without the IPv4-mapped prefix sshd reports on dual-stack sockets. */
@@ -108,6 +111,20 @@ export function managementCut(inputs: Pick<TcPolicyInputs, "ingress" | "egress" 
   return undefined;
 }
 
+/** check() judged the rules against an unknown manager; this repeats it with the real one. */
+export function refuseManagementCut(session: SshSession, inputs: TcPolicyInputs, peer: Prefix, host: PolicyHostState): void {
+  let local: Prefix | undefined;
+  const prefsrc = host.managementRoute?.prefsrc;
+  if (prefsrc) local = peerAddress(prefsrc);
+  const cut = managementCut(inputs, { peer, local, port: inputs.host.port });
+  if (cut) {
+    throw new HostPreconditionError(
+      `${session.label}: ${cut}, and would lock the host out of management. Add a rule that allows it, or set allowLockout: true if this host is managed over another path. Nothing was changed.`,
+    );
+  }
+}
+
+
 // ------------------------------------------------------------ undoing a change on the host
 
 const hex = (b: Uint8Array) => Buffer.from(b).toString("hex");
@@ -163,39 +180,20 @@ export interface RevertPlan {
 
 /**
  * What the host runs if the revert timer fires (or the provider rolls back a
- * failed change): the same steps whether the change got half way or all the
- * way. Every value is quoted; each step runs even if one fails; a batch that
- * stops at a key the change never wrote is retried line by line.
+ * failed change), see tcRevertScript. A batch that stops at a key the change
+ * never wrote is retried line by line.
  */
 export function revertScript(plan: RevertPlan): string {
-  const dir = plan.layout.dir;
-  const lines = [
-    "set -f",
-    `D=${shellQuote([dir])}`,
-    `DEV=${shellQuote([plan.iface])}`,
-    `tolerant_batch() { f=$(mktemp); cat > "$f"; bpftool batch file "$f" 2>/dev/null || while IFS= read -r line; do bpftool $line 2>/dev/null; done < "$f"; rm -f "$f"; }`,
-  ];
+  const maps = [`tolerant_batch() { f=$(mktemp); cat > "$f"; bpftool batch file "$f" 2>/dev/null || while IFS= read -r line; do bpftool $line 2>/dev/null; done < "$f"; rm -f "$f"; }`];
   for (const [name, ops] of [["DELETES", plan.restore.deletes], ["UPDATES", plan.restore.updates]] as const) {
-    if (ops.length > 0) lines.push(`tolerant_batch <<'BPFLEET_${name}'\n${batchText(ops)}BPFLEET_${name}`);
+    if (ops.length > 0) maps.push(`tolerant_batch <<'BPFLEET_${name}'\n${batchText(ops)}BPFLEET_${name}`);
   }
-  lines.push(`OLD="$D/progs"; [ -d "$D/progs_old" ] && OLD="$D/progs_old"`);
+  const filters: FilterRevert[] = [];
   for (const direction of DIRECTIONS) {
-    const slot = plan.slots[direction];
-    const where = `dev "$DEV" ${direction} prio ${slot.priority} handle ${formatHandle(slot.handle)} bpf`;
-    if (!plan.hookedBefore[direction] || plan.fresh) lines.push(`tc filter del ${where} 2>/dev/null`);
-    else if (plan.swapsPrograms) lines.push(`tc filter replace ${where} da object-pinned "$OLD/${PROGRAMS[direction]}"`);
+    const slot = { ...plan.slots[direction], direction };
+    if (!plan.hookedBefore[direction] || plan.fresh) filters.push({ slot });
+    else if (plan.swapsPrograms) filters.push({ slot, program: `/${PROGRAMS[direction]}` });
   }
-  if (!plan.fresh) {
-    for (const stray of plan.strays) {
-      lines.push(`tc filter replace dev "$DEV" ${stray.direction} prio ${stray.priority} handle ${formatHandle(stray.handle)} bpf da object-pinned "$OLD/${PROGRAMS[stray.direction]}" 2>/dev/null`);
-    }
-  }
-  if (plan.fresh) lines.push(`rm -rf -- "$D"`);
-  else if (plan.swapsPrograms) lines.push(`if [ -d "$D/progs_old" ]; then rm -rf -- "$D/progs"; mv "$D/progs_old" "$D/progs"; fi`, `rm -rf -- "$D/progs_new"`);
-  if (!plan.qdiscBefore) {
-    lines.push(
-      `if tc qdisc show dev "$DEV" | grep -q "qdisc clsact" && [ -z "$(tc filter show dev "$DEV" ingress)" ] && [ -z "$(tc filter show dev "$DEV" egress)" ]; then tc qdisc del dev "$DEV" clsact; fi`,
-    );
-  }
-  return `${lines.join("\n")}\nexit 0\n`;
+  if (!plan.fresh) filters.push(...plan.strays.map((slot) => ({ slot, program: `/${PROGRAMS[slot.direction]}`, quiet: true })));
+  return tcRevertScript({ ...plan, maps, programPin: "progs", filters, restoresProgram: plan.swapsPrograms, after: [] });
 }

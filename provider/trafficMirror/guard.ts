@@ -9,12 +9,12 @@
  * packets leave through its underlay: a faulty object or device on the path
  * of the management session would cut it like any firewall.
  */
-import { formatHandle } from "../remote/tc";
 import type { PinLayout } from "../remote/pins";
 import { sections } from "../remote/resourceSurvey";
 import { shellQuote } from "../remote/quote";
 import type { SshSession } from "../remote/ssh";
-import type { TcDirection } from "../remote/tc";
+import { TC_DIRECTIONS, type TcDirection } from "../remote/tc";
+import { tcRevertScript } from "../remote/tcHook";
 import { CONFIG_MAP } from "./codec";
 import { hostJson, ipRouteGet } from "../remote/hostJson";
 
@@ -72,35 +72,15 @@ const hexWords = (bytes: Uint8Array) => Array.from(bytes, (b) => b.toString(16).
 
 /**
  * What the host runs if the revert timer fires, or the provider rolls back a
- * failed change: the same steps whether the change got half way or all the
- * way. The previous program is at prog_old once the change swapped it out, and
- * at prog before; the config goes back before the new tunnel does, so the
- * program never points at a device that is gone. Every value is quoted; each
- * step runs even if one fails.
+ * failed change (tcRevertScript): the config goes back before the new tunnel
+ * does, so the program never points at a device that is gone.
  */
 export function mirrorRevertScript(plan: MirrorRevertPlan): string {
-  const lines = [
-    "set -f",
-    `D=${shellQuote([plan.layout.dir])}`,
-    `DEV=${shellQuote([plan.iface])}`,
-    `P="$D/prog"; [ -e "$D/prog_old" ] && P="$D/prog_old"`,
-  ];
-  if (!plan.fresh && plan.config) {
-    lines.push(`bpftool map update pinned "$D/maps/${CONFIG_MAP}" key hex 00 00 00 00 value hex ${hexWords(plan.config)} 2>/dev/null`);
-  }
-  for (const direction of ["ingress", "egress"] as const) {
-    const where = `dev "$DEV" ${direction} prio ${plan.priority} handle ${formatHandle(plan.handle)} bpf`;
-    // replace also re-adds a filter the change removed (tc's replace creates what is missing).
-    if (!plan.fresh && plan.hookedBefore.includes(direction)) lines.push(`tc filter replace ${where} da object-pinned "$P" 2>/dev/null`);
-    else lines.push(`tc filter del ${where} 2>/dev/null`);
-  }
-  if (plan.fresh) lines.push(`rm -rf -- "$D"`, `rmdir -- "$(dirname "$D")" 2>/dev/null`);
-  else lines.push(`if [ -e "$D/prog_old" ]; then mv -f "$D/prog_old" "$D/prog"; fi`, `rm -f -- "$D/prog_new"`);
-  if (plan.newTunnel) lines.push(`ip link del dev ${shellQuote([plan.newTunnel])} 2>/dev/null`);
-  if (!plan.qdiscBefore) {
-    lines.push(
-      `if tc qdisc show dev "$DEV" | grep -q "qdisc clsact" && [ -z "$(tc filter show dev "$DEV" ingress)" ] && [ -z "$(tc filter show dev "$DEV" egress)" ]; then tc qdisc del dev "$DEV" clsact; fi`,
-    );
-  }
-  return `${lines.join("\n")}\nexit 0\n`;
+  const maps = !plan.fresh && plan.config ? [`bpftool map update pinned "$D/maps/${CONFIG_MAP}" key hex 00 00 00 00 value hex ${hexWords(plan.config)} 2>/dev/null`] : [];
+  const filters = TC_DIRECTIONS.map((direction) => {
+    const slot = { direction, priority: plan.priority, handle: plan.handle };
+    return !plan.fresh && plan.hookedBefore.includes(direction) ? { slot, program: "", quiet: true } : { slot };
+  });
+  const after = [...(plan.fresh ? [`rmdir -- "$(dirname "$D")" 2>/dev/null`] : []), ...(plan.newTunnel ? [`ip link del dev ${shellQuote([plan.newTunnel])} 2>/dev/null`] : [])];
+  return tcRevertScript({ ...plan, maps, programPin: "prog", filters, restoresProgram: !plan.fresh, after });
 }

@@ -1,0 +1,56 @@
+/**
+ * The one shape of every change a kind makes to a host (DESIGN.md, "Lockout
+ * guard"): stage what carries no risk, arm the host's revert timer when the
+ * change could cut the management path, apply, and on any failure disarm and
+ * roll back to the state before; once applied, prove with a fresh login that
+ * the path survived, and only then clean up what the revert would have needed.
+ * A kind says what each step is; the order, the disarm and the proof are here.
+ */
+import { proveManagementPath, type GuardedChange } from "./lockout";
+import { armRevert, type RevertTimer } from "./revertTimer";
+import type { SshSession } from "./ssh";
+
+export interface GuardedSteps {
+  /** Loads and stages before the revert is armed: what it does is not live yet. */
+  stage?(): Promise<void>;
+  /**
+   * Present when the change could cut the management path: the script the host
+   * runs by itself unless a fresh login disarms it in time, and what the
+   * report says when that login fails.
+   */
+  guard?: { revertScript(): string; seconds: number; proof: GuardedChange };
+  /** Makes the change live. */
+  apply(): Promise<void>;
+  /**
+   * After a failure of stage or apply (and the disarm): puts the host back as it
+   * was. Its own failure is not reported over the one that caused it.
+   */
+  rollback(): Promise<void>;
+  /** After the proof: drops what only a revert needed (the previous program, a slot left). */
+  cleanup?(): Promise<void>;
+}
+
+/** Runs `steps` in the guarded order; throws the step's error after rolling back, or the lockout report. */
+export async function guardedChange(session: SshSession, steps: GuardedSteps): Promise<void> {
+  const { guard } = steps;
+  let timer: RevertTimer | undefined;
+  try {
+    await steps.stage?.();
+    if (guard) timer = await armRevert(session, guard.revertScript(), guard.seconds);
+    await steps.apply();
+  } catch (err) {
+    await timer?.disarm().catch(ignoreFailure);
+    await steps.rollback().catch(ignoreFailure);
+    throw err;
+  }
+  if (guard && timer) await proveManagementPath(session, timer, guard.proof);
+  await steps.cleanup?.();
+}
+
+/** The previous program stays pinned as <pin>_old until the change is proven: the commands that swap `staged` in. */
+export function swapInCommands(pin: string, staged: string, replacesPrevious: boolean): string[][] {
+  return [...(replacesPrevious ? [["mv", "-f", pin, `${pin}_old`]] : []), ["mv", "-f", staged, pin]];
+}
+
+/** Ignores a rollback step's failure, so that the next step still runs. */
+export const ignoreFailure = (): undefined => undefined;

@@ -1,0 +1,41 @@
+/**
+ * XdpFirewall's lockout guard: the refusal of deny entries that would drop the
+ * provider's own session, and the script the host runs by itself to undo a
+ * change when the provider does not come back to disarm it.
+ */
+import { parsePrefix, prefixContains } from "../cidr";
+import { batchText, type MapOperation } from "../remote/mapOperations";
+import { HostPreconditionError } from "../remote/preflight";
+import type { SshSession } from "../remote/ssh";
+import type { HookChange, HookPlan } from "../remote/xdpHook";
+import type { XdpFirewallInputs } from "./schema";
+
+/** Refuses deny entries that would drop this provider's own SSH session. */
+export async function refuseManagementDeny(session: SshSession, inputs: XdpFirewallInputs): Promise<void> {
+  if (inputs.allowManagementDeny || !inputs.attached) return;
+  const peer = await session.managementPeer();
+  if (!peer) return;
+  let address;
+  try {
+    address = parsePrefix(peer.replace(/^::ffff:/, ""));
+  } catch {
+    return;
+  }
+  const covering = Object.keys(inputs.deny).filter((entry) => prefixContains(parsePrefix(entry), address));
+  if (covering.length > 0) {
+    throw new HostPreconditionError(
+      `${session.label}: deny entr${covering.length === 1 ? "y" : "ies"} ${covering.join(", ")} would drop ${peer}, the address this provider's SSH session comes from, and lock the host out of management. ` +
+        `Remove the entry, or set allowManagementDeny: true if another path manages this host. Nothing was changed.`,
+    );
+  }
+}
+
+/**
+ * What the host runs if the revert timer fires: restore the entries, then put the
+ * hook back as it was (see hookRevertShell). Every value is quoted.
+ */
+export function revertScript(hook: HookPlan, inverse: MapOperation[], change: HookChange): string {
+  const batch = inverse.length > 0 ? `bpftool batch file - <<'BPFLEET_BATCH'\n${batchText(inverse)}BPFLEET_BATCH\n` : "";
+  return batch + hook.revertShell(change);
+}
+

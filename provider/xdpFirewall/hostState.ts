@@ -1,0 +1,86 @@
+/**
+ * What an XdpFirewall has on its host, read back: the program, where it runs,
+ * its counters and map memory, and the deny entries in its maps.
+ */
+import { dumpMaps } from "../remote/mapOperations";
+import { listPins, type PinLayout } from "../remote/pins";
+import { programState } from "../remote/resourceSurvey";
+import type { XdpAttachment } from "../remote/xdpAttach";
+import type { SshSession } from "../remote/ssh";
+import { dispatcherDir, hookPosition, placedAttachment, type XdpPlacement } from "../remote/xdpHook";
+import { sortedRecord } from "../validation";
+import { sumCounters } from "../counters";
+import { decodeDenyEntry, DENY_MAPS, STATS_MAP } from "./codec";
+import { INDEX_MAPS } from "./index";
+import type { XdpFirewallOutputs } from "./schema";
+import { hostJson, mapShow } from "../remote/hostJson";
+
+export interface ObservedProgram {
+  programId: number;
+  programTag: string;
+  attachment: XdpAttachment | undefined;
+  counters: XdpFirewallOutputs["counters"];
+  mapMemoryBytes: number;
+}
+
+export interface Observed extends ObservedProgram {
+  deny: Record<string, "deny">;
+}
+
+
+/**
+ * The loaded program, its attachment and counters, or undefined when the firewall's
+ * pins are gone. It counts as attached only where `placement` wants it: alone, or in
+ * its chain slot with the dispatcher on the hook.
+ */
+export async function observeProgram(session: SshSession, layout: PinLayout, placement: XdpPlacement): Promise<ObservedProgram | undefined> {
+  const state = await programState(session, placement.iface, layout, STATS_MAP, dispatcherDir(placement.iface));
+  if (!state.program) return undefined;
+  const pass = sumCounters(state.stats[0]?.values ?? []);
+  const drop = sumCounters(state.stats[1]?.values ?? []);
+  return {
+    programId: state.program.id,
+    programTag: state.program.tag,
+    attachment: placedAttachment(hookPosition(state.xdp, state.chain, [state.program.id]), placement),
+    counters: { passPackets: pass.packets, passBytes: pass.bytes, dropPackets: drop.packets, dropBytes: drop.bytes },
+    mapMemoryBytes: await mapMemoryBytes(session, layout),
+  };
+}
+
+// One JSON object per pinned map; bytes_memlock is the kernel's own account of the
+// map's memory (its real usage, for maps that allocate on demand, since Linux 6.4).
+const MAP_MEMORY_SCRIPT = `for pin in "$1"/*; do [ -e "$pin" ] && bpftool -j map show pinned "$pin" && echo; done; exit 0`;
+
+/** What the firewall's maps cost the host's kernel, summed over its pinned maps. */
+async function mapMemoryBytes(session: SshSession, layout: PinLayout): Promise<number> {
+  const { stdout } = await session.runScript(MAP_MEMORY_SCRIPT, [layout.maps]);
+  let total = 0;
+  for (const line of stdout.split("\n")) {
+    if (!line.trim()) continue;
+    const info = hostJson(mapShow, line, { host: session.label, command: `bpftool -j map show pinned ${layout.maps}/*` });
+    total += info.bytes_memlock ?? 0;
+  }
+  return total;
+}
+
+/** The deny entries really in the host's maps. */
+export async function observeEntries(session: SshSession, layout: PinLayout): Promise<Record<string, "deny">> {
+  const dumps = await dumpMaps(session, DENY_MAPS.map((m) => `${layout.maps}/${m}`));
+  const entries: string[] = [];
+  for (const map of DENY_MAPS) {
+    for (const entry of dumps.get(`${layout.maps}/${map}`) ?? []) entries.push(decodeDenyEntry(map, entry.key));
+  }
+  return sortedRecord(entries, "deny" as const);
+}
+
+/** Everything `read` reports, or undefined when the firewall is gone from the host. */
+export async function observe(session: SshSession, layout: PinLayout, placement: XdpPlacement): Promise<Observed | undefined> {
+  const program = await observeProgram(session, layout, placement);
+  return program && { ...program, deny: await observeEntries(session, layout) };
+}
+
+/** Whether a map of the index is not pinned (pins of an object from before the index). */
+export async function missingIndex(session: SshSession, layout: PinLayout): Promise<boolean> {
+  const pinnedMaps = await listPins(session, layout.maps);
+  return !INDEX_MAPS.every((m) => pinnedMaps.includes(m));
+}

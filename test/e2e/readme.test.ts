@@ -3,7 +3,8 @@
 // index.ts with every resource snippet appended), run by the real Pulumi CLI
 // against lab hosts. Only the example addresses are replaced by the lab's, and
 // the config is set the way the README says (`pulumi config set --secret sshKey < key`).
-import { readFileSync } from "node:fs";
+import { readFileSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { execa } from "execa";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createLab, type Lab, type LabHost } from "../lab/lab";
@@ -94,6 +95,18 @@ describe("the README's from-zero project with every resource snippet, through th
     for (const host of [c, d]) {
       expect(JSON.parse(await sh(host, "bpftool -j net show dev eth0"))[0].xdp.length).toBe(1);
       expect(await sh(host, "ls /sys/fs/bpf/bpfleet/xdp-firewall")).not.toBe("");
+    }
+  });
+
+  it("tsc type-checks the project with the README's tsconfig.json, as a user running tsc would", { timeout: 300_000 }, async () => {
+    const tsconfig = join(project.dir, "tsconfig.json");
+    writeFileSync(tsconfig, readmeSnippets().get("tsconfig.json")!);
+    try {
+      const r = await execa("npx", ["tsc", "-p", "."], { cwd: project.dir, env: project.env, reject: false });
+      expect(`${r.stdout}${r.stderr}`).toBe("");
+      expect(r.exitCode).toBe(0);
+    } finally {
+      rmSync(tsconfig);
     }
   });
 

@@ -16,6 +16,7 @@ import { tableGroups, type MaglevServiceInputs } from "../maglev/schema";
 import { buildTable, NO_BACKEND, type MaglevTable } from "../maglev/table";
 import { outcomeText, type Expectation } from "./grammar";
 import { maglevFlowHash } from "./maglevHash";
+import { flowOpener } from "./packet";
 
 export type Verdict = "pass" | "drop";
 
@@ -134,15 +135,8 @@ export function evaluateTcPolicy(policy: PolicyLike, e: Expectation): Evaluation
     // the tuple; the program's handling of it depends on the flow's state.
     return { got: "unknown", met: undefined, reason: "a reply that is a bare SYN depends on the live flow's state; run it on the host" };
   }
-  const opener: Expectation = {
-    ...e,
-    hook: e.hook === "ingress" ? "egress" : "ingress",
-    reply: false,
-    source: e.destination,
-    destination: e.source,
-    sourcePort: e.destinationPort,
-    destinationPort: e.sourcePort,
-  };
+  // The packet the probe sends first to open the flow (packet.ts), judged by the rules.
+  const opener = flowOpener(e).expectation;
   const opened = byRules(policy, opener);
   if (opened.verdict === "pass") {
     const { verdict, reason } = isFailsafe(policy, e) ? byRules(policy, e) : { verdict: "pass" as const, reason: `its flow is live: the ${opener.hook} packet that opens it passes (${opened.reason})` };

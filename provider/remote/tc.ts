@@ -7,7 +7,8 @@
  * everywhere, so nothing here touches another tool's filters, even at the same
  * priority.
  */
-import { ROOT_DIRS_FUNCTION, RUN_DIR } from "./hostDirs";
+import { RUN_DIR } from "./hostDirs";
+import { runShellScript, shellScriptCommand } from "./shellScript";
 import { HostPreconditionError } from "./preflight";
 import type { SshSession } from "./ssh";
 import { hostJson, tcFilterRows, tcQdiscRows } from "./hostJson";
@@ -89,19 +90,10 @@ export async function hookQdisc(session: SshSession, iface: string): Promise<str
   return rows.find((q) => q.parent === "ffff:fff1")?.kind;
 }
 
-// Both hooks in one round trip; a hook without clsact lists nothing.
-const SHOW_FILTERS_SCRIPT = `
-set -e
-echo "@@ingress"
-tc -j filter show dev "$1" ingress
-echo
-echo "@@egress"
-tc -j filter show dev "$1" egress
-`;
 
 /** Every filter on both hooks of `iface`. */
 export async function tcFilters(session: SshSession, iface: string): Promise<TcFilter[]> {
-  const result = await session.runScript(SHOW_FILTERS_SCRIPT, [iface]);
+  const result = await runShellScript(session, "tc-show-filters", { dev: iface });
   const [, ingress = "", egress = ""] = result.stdout.split(/^@@(?:ingress|egress)$/m);
   return [...parseTcFilters(ingress, "ingress"), ...parseTcFilters(egress, "egress")];
 }
@@ -137,23 +129,15 @@ export async function deleteBpfFilter(session: SshSession, slot: TcFilterSlot): 
 // leave it must remove it; the one that added it may be deleted first while another
 // (a TcPolicy and a TrafficMirror on one interface) still has a filter there. So the
 // host remembers that bpfleet added it (a marker in the root-only RUN_DIR; both it
-// and the qdisc are gone after a reboot), written before the add so that no crash
-// leaves a qdisc bpfleet made without it. A failed add keeps the marker when a
-// clsact is there after all: most likely another bpfleet resource of the same run won.
+// and the qdisc are gone after a reboot): sh/tc-add-clsact.sh.
 function clsactMarker(iface: string): string {
   return `${RUN_DIR}/clsact-${iface.replace(/[^A-Za-z0-9_-]/g, "%")}`;
 }
 
-const ADD_CLSACT_SCRIPT = `${ROOT_DIRS_FUNCTION}
-set -e
-root_dirs "\${2%/*}"
-: > "$2"
-tc qdisc add dev "$1" clsact || { tc qdisc show dev "$1" | grep -q "qdisc clsact" || rm -f -- "$2"; exit 1; }
-`;
 
 /** The argv that adds a clsact qdisc to `iface`, recording on the host that bpfleet added it. */
 export function addClsactCommand(iface: string): string[] {
-  return ["sh", "-c", ADD_CLSACT_SCRIPT, "bpfleet-clsact", iface, clsactMarker(iface)];
+  return shellScriptCommand("tc-add-clsact", { dev: iface, marker: clsactMarker(iface) }, "bpfleet-clsact");
 }
 
 // Shell tests on the interface in $DEV (or any word given): it has a clsact
@@ -164,25 +148,13 @@ const noFiltersTest = (dev: string) => `[ -z "$(tc filter show dev ${dev} ingres
 /** One shell line that removes the clsact qdisc of "$DEV" when no filter is left on it (for revert scripts). */
 export const REMOVE_CLSACT_IF_EMPTY_LINE = `if ${hasClsactTest('"$DEV"')} && ${noFiltersTest('"$DEV"')}; then tc qdisc del dev "$DEV" clsact; fi`;
 
-// Checked and removed in one round trip so that the window in which another
-// tool could add a filter between the two is as short as it can be. $1 dev,
-// $2 marker, $3 "yes" when the caller added the qdisc (state from before markers).
-const REMOVE_CLSACT_IF_EMPTY_SCRIPT = `
-set -e
-${hasClsactTest('"$1"')} || { rm -f -- "$2"; echo absent; exit 0; }
-[ "$3" = yes ] || [ -e "$2" ] || { echo foreign; exit 0; }
-${noFiltersTest('"$1"')} || { echo busy; exit 0; }
-tc qdisc del dev "$1" clsact
-rm -f -- "$2"
-echo removed
-`;
 
 /**
  * Removes the clsact qdisc of `iface` when bpfleet added it (this resource, `created`,
  * or another one, as the host's marker says) and no filter (anyone's) is left on it.
  */
 export async function removeClsactIfEmpty(session: SshSession, iface: string, created = false): Promise<"removed" | "busy" | "absent" | "foreign"> {
-  const result = await session.runScript(REMOVE_CLSACT_IF_EMPTY_SCRIPT, [iface, clsactMarker(iface), created ? "yes" : "no"]);
+  const result = await runShellScript(session, "tc-remove-clsact-if-empty", { dev: iface, marker: clsactMarker(iface), created: created ? "yes" : "no" });
   return result.stdout.trim() as "removed" | "busy" | "absent" | "foreign";
 }
 

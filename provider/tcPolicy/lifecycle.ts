@@ -28,6 +28,7 @@ import { desiredPolicy, planPolicy } from "./plan";
 import { requireEthernet, requireKernelBtf } from "./preconditions";
 import { policyAsLoaded } from "./report";
 import { checkTcPolicy, DEFAULT_PRIORITY, DIRECTIONS, rulesOf, tcPolicySchema, type TcPolicyInputs } from "./schema";
+import { shellScriptCommand } from "../remote/shellScript";
 
 export type { TcPolicyState } from "./outputs";
 
@@ -56,14 +57,6 @@ const POLICY_MAPS: readonly string[] = [MAPS.config, MAPS.rules, ...TRIE_MAPS];
 /** The TC handle of a policy's filters (tcHook.ts): two policies on one host have different pin names. */
 export const tcHandle = (pinName: string): number => tcHookHandle(KIND, pinName);
 
-// The programs just loaded become <dir>/progs; the previous ones stay at
-// progs_old until the change is proven (the revert script moves them back).
-const SWAP_SCRIPT = `
-set -e
-rm -rf -- "$1/progs_old"
-if [ -d "$1/progs" ]; then mv "$1/progs" "$1/progs_old"; fi
-mv "$1/progs_new" "$1/progs"
-`;
 
 /** The host as the policy finds it, refused where the policy cannot go (before anything changes). */
 async function surveyAndRefuse(session: SshSession, layout: PinLayout, object: LocalObject, inputs: TcPolicyInputs) {
@@ -133,7 +126,7 @@ async function converge(inputs: TcPolicyInputs, olds?: TcPolicyState): Promise<T
       const programs = newPrograms ?? programsDir(layout);
       const commands = hook.installCommands(wanted, (d) => `${programs}/${PROGRAMS[d]}`, newPrograms !== undefined);
       for (const stray of strays) commands.push(deleteBpfFilterCommand(stray));
-      if (newPrograms) commands.push(["sh", "-c", SWAP_SCRIPT, "bpfleet", layout.dir]);
+      if (newPrograms) commands.push(shellScriptCommand("tc-policy-swap-programs", { dir: layout.dir }));
       if (commands.length > 0) await session.run(commands);
       if (hook.addsQdisc(wanted)) qdiscCreated = true;
     },

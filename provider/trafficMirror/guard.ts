@@ -17,6 +17,7 @@ import { TC_DIRECTIONS, type TcDirection } from "../remote/tc";
 import { tcRevertScript } from "../remote/tcHook";
 import { CONFIG_MAP } from "./codec";
 import { hostJson, ipRouteGet } from "../remote/hostJson";
+import { runShellScript } from "../remote/shellScript";
 
 export interface ChangedPaths {
   /** The interface the host routes the management session's replies through. */
@@ -25,19 +26,13 @@ export interface ChangedPaths {
   underlay: string | undefined;
 }
 
-const ROUTES_SCRIPT = `
-route() { if [ -n "$1" ]; then ip -j route get "$1" 2>/dev/null || echo null; else echo null; fi; }
-echo "@@management"; route "$1"
-echo "@@underlay"; route "$2"
-`;
-
 const deviceOf = (json: string | undefined) => hostJson(ipRouteGet.nullable(), json || "null", { command: "ip -j route get" })?.[0]?.dev;
 
 /** The routes to the management peer and to the tunnel's remote, in one round trip. */
 export async function changedPaths(session: SshSession, tunnelRemote: string | undefined): Promise<ChangedPaths> {
   // sshd reports IPv4 peers of a dual-stack socket as ::ffff:a.b.c.d, which `ip route get` takes for IPv6.
   const peer = (await session.managementPeer())?.replace(/^::ffff:(?=\d+\.)/i, "") ?? "";
-  const parts = sections((await session.runScript(ROUTES_SCRIPT, [peer, tunnelRemote ?? ""])).stdout);
+  const parts = sections((await runShellScript(session, "mirror-routes", { management: peer, underlay: tunnelRemote ?? "" })).stdout);
   return { management: deviceOf(parts.get("management")), underlay: deviceOf(parts.get("underlay")) };
 }
 

@@ -417,3 +417,88 @@ it("every script above is shipped and loads with the prelude functions it calls"
   expect(shellScript("resource-survey")).toMatch(/^json_or\(\) \{[^]*\nxdp_chain_sections\(\) \{/);
   expect(shellScript("policy-survey")).toMatch(/^json_or\(\) \{[^]*\ncount_live_flows\(\) \{/);
 });
+
+describe("the TC hook's scripts", () => {
+  // A tc that keeps the interface's qdisc and filters as files in $STATE, so a
+  // script's effects can be read back; `qdisc add` fails when a clsact is there,
+  // as the kernel's does ("Exclusivity flag on, cannot modify").
+  const tcStub = (state: string) => `
+S=${shellQuote([state])}
+case "$1 $2" in
+  "qdisc add") [ -e "$S/late-clsact" ] && : > "$S/clsact"; [ -e "$S/clsact" ] && { echo "Error: Exclusivity flag on, cannot modify." >&2; exit 2; }; : > "$S/clsact";;
+  "qdisc show") [ -e "$S/clsact" ] && echo "qdisc clsact ffff: parent ffff:fff1"; true;;
+  "qdisc del") rm -f "$S/clsact";;
+  "filter show") cat "$S/filters-$5" 2>/dev/null; true;;
+  "-j filter") echo "[\\"$6 filters\\"]";;
+esac`;
+
+  function tcHost(setup: { clsact?: boolean; lateClsact?: boolean; filters?: string } = {}) {
+    const state = join(scratch, `tc${++cases}`);
+    mkdirSync(state, { recursive: true, mode: 0o700 });
+    if (setup.clsact) writeFileSync(join(state, "clsact"), "");
+    if (setup.lateClsact) writeFileSync(join(state, "late-clsact"), "");
+    if (setup.filters) writeFileSync(join(state, "filters-egress"), setup.filters);
+    const host = stubHost({ tc: tcStub(state) });
+    const run = (name: string, args: readonly string[]) => runScript(name, args, host.path);
+    return { state, marker: join(state, "run", "clsact-eth0"), run, clsact: () => existsSync(join(state, "clsact")) };
+  }
+
+  it("tc-add-clsact.sh adds the qdisc and its marker; a clsact another bpfleet resource added a moment earlier is no failure", () => {
+    const fresh = tcHost();
+    expect(fresh.run("tc-add-clsact", ["eth0", fresh.marker]).code).toBe(0);
+    expect(fresh.clsact() && existsSync(fresh.marker)).toBe(true);
+    expect((statSync(join(fresh.state, "run")).mode & 0o777).toString(8)).toBe("700");
+
+    const raced = tcHost({ lateClsact: true });
+    const r = raced.run("tc-add-clsact", ["eth0", raced.marker]);
+    expect([r.code, r.stderr]).toEqual([0, ""]);
+    expect(existsSync(raced.marker)).toBe(true); // the last bpfleet resource to leave removes it
+  });
+
+  it("tc-add-clsact.sh fails with tc's own error, and drops its marker, when the add fails and no clsact is there", () => {
+    const host = tcHost();
+    const broken = stubHost({ tc: 'case "$1 $2" in "qdisc add") echo "Error: Specified qdisc kind is unknown." >&2; exit 2;; esac; true' });
+    const r = runScript("tc-add-clsact", ["eth0", host.marker], broken.path);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain("Specified qdisc kind is unknown");
+    expect(existsSync(host.marker)).toBe(false);
+  });
+
+  it("tc-remove-clsact-if-empty.sh removes only an empty clsact bpfleet added", () => {
+    const absent = tcHost();
+    expect(absent.run("tc-remove-clsact-if-empty", ["eth0", absent.marker, "no"]).stdout.trim()).toBe("absent");
+    const foreign = tcHost({ clsact: true });
+    expect(foreign.run("tc-remove-clsact-if-empty", ["eth0", foreign.marker, "no"]).stdout.trim()).toBe("foreign");
+    expect(foreign.clsact()).toBe(true);
+    const busy = tcHost({ clsact: true, filters: "filter protocol all pref 1 bpf chain 0 handle 0x1 other[7]" });
+    expect(busy.run("tc-remove-clsact-if-empty", ["eth0", busy.marker, "yes"]).stdout.trim()).toBe("busy");
+    expect(busy.clsact()).toBe(true);
+    const ours = tcHost({ clsact: true });
+    mkdirSync(join(ours.state, "run"), { mode: 0o700 });
+    writeFileSync(ours.marker, "");
+    expect(ours.run("tc-remove-clsact-if-empty", ["eth0", ours.marker, "no"]).stdout.trim()).toBe("removed");
+    expect([ours.clsact(), existsSync(ours.marker)]).toEqual([false, false]);
+  });
+
+  it("tc-show-filters.sh frames both hooks for tcFilters", () => {
+    const host = tcHost();
+    expect(host.run("tc-show-filters", ["eth0"]).stdout).toBe('@@ingress\n["ingress filters"]\n\n@@egress\n["egress filters"]\n');
+  });
+
+  it("tc-policy-swap-programs.sh makes the new programs current and keeps the previous ones for the revert", () => {
+    const dir = join(scratch, `swap${++cases}`);
+    for (const [sub, file] of [["progs", "old"], ["progs_new", "new"], ["progs_old", "older"]] as const) {
+      mkdirSync(join(dir, sub), { recursive: true });
+      writeFileSync(join(dir, sub, file), "");
+    }
+    expect(runScript("tc-policy-swap-programs", [dir], "/usr/bin:/bin").code).toBe(0);
+    expect(readdirSync(dir).sort()).toEqual(["progs", "progs_old"]);
+    expect([readdirSync(join(dir, "progs")), readdirSync(join(dir, "progs_old"))]).toEqual([["new"], ["old"]]);
+  });
+
+  it("mirror-routes.sh frames the two routes, null for no address or no route", () => {
+    const host = stubHost({ ip: '[ "$4" = 192.0.2.1 ] && { echo \'[{"dev":"eth0"}]\'; exit 0; }; exit 2' });
+    expect(runScript("mirror-routes", ["192.0.2.1", ""], host.path).stdout).toBe('@@management\n[{"dev":"eth0"}]\n@@underlay\nnull\n');
+    expect(runScript("mirror-routes", ["", "198.51.100.9"], host.path).stdout).toBe("@@management\nnull\n@@underlay\nnull\n");
+  });
+});

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { assessTarget, parseSurvey, type TargetSurvey } from "../../provider/healthGate/lifecycle";
+import { assessTarget, parseSurvey, type TargetSurvey } from "../../provider/healthGate/targetSurvey";
 import { COUNTER_SOURCES } from "../../provider/healthGate/counters";
 import { canonicalJson, digestOf } from "../../provider/healthGate/digest";
 import { gateTargetSchema } from "../../provider/healthGate/schema";

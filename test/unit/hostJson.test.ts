@@ -1,6 +1,6 @@
 import { execFileSync } from "node:child_process";
 import { describe, expect, it } from "vitest";
-import { parseSurvey } from "../../provider/healthGate/lifecycle";
+import { parseSurvey } from "../../provider/healthGate/targetSurvey";
 import { parseMapDump } from "../../provider/remote/mapOperations";
 import { featureProbe, HostOutputError, hostJson, ipLinks, ipRouteGet, mapDump, netShow, tcQdiscRows, xdpOfNetShow } from "../../provider/remote/hostJson";
 import { parseTcFilters } from "../../provider/remote/tc";

@@ -9,7 +9,7 @@ import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, 
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { parseSurvey } from "../../provider/healthGate/lifecycle";
+import { parseSurvey } from "../../provider/healthGate/targetSurvey";
 import { surveyRouting } from "../../provider/maglev/neighbours";
 import { HostOutputError } from "../../provider/remote/hostJson";
 import { dumpMaps } from "../../provider/remote/mapOperations";

@@ -1,5 +1,5 @@
 # shellcheck shell=sh
-# What a health gate reads about one target (healthGate/lifecycle.ts). $1 pin dir,
+# What a health gate reads about one target (healthGate/targetSurvey.ts). $1 pin dir,
 # $2 program pin, $3 interface or "", $4 counter map pin or "", $5 the interface's
 # XDP dispatcher pin dir or "" (see remote/xdpHook.ts).
 # One framed section per fact; a command that fails prints "null" (bpftool -j

@@ -1,71 +1,49 @@
 import * as pulumi from "@pulumi/pulumi";
 import { kindProvider } from "./kindProvider";
+import type { z } from "zod";
+import type { counterCheckSchema, gateTargetSchema, healthGateSchema } from "../provider/healthGate/schema";
 import { splitHost, type HostArgs } from "./host";
+import type { DeepInput, Override, SdkInputs } from "./inputs";
 
-/** One host of a wave and the bpfleet resource on it that must read back healthy. */
-export interface HealthGateTargetArgs {
+type GateInput = z.input<typeof healthGateSchema>;
+type GateTargetInput = z.input<typeof gateTargetSchema>;
+
+/**
+ * One host of a wave and the bpfleet resource on it that must read back healthy: the
+ * schema's target (provider/healthGate/schema.ts, where each input is documented),
+ * with `host` carrying its credentials, and the resource named as the SDK names it.
+ */
+export type HealthGateTargetArgs = Override<SdkInputs<Omit<GateTargetInput, "name" | "host">>, {
+  // An Output that resolves to undefined (a resource deliberately not attached) is a valid hook.
+  hook?: pulumi.Input<DeepInput<NonNullable<GateTargetInput["hook"]>> | undefined>;
+}> & {
   /** The host the resource is on (the same value given to the resource). */
   host: pulumi.Input<HostArgs>;
-  /** How messages and outputs name the host, e.g. "web-3". Default: user@address. */
-  label?: pulumi.Input<string>;
-  /** Resource kind as in pin paths, e.g. "xdp-firewall" (/sys/fs/bpf/bpfleet/<kind>/<pinName>/). */
-  kind: pulumi.Input<string>;
   /** The resource's pin directory name (its `name` output). */
   pinName: pulumi.Input<string>;
-  /** The program pin inside the pin directory. Default "prog". */
-  program?: pulumi.Input<string>;
-  /**
-   * The hook the program must be attached to: `{ interface: "eth0", type: "xdp" }`
-   * ("xdp", "tc-ingress" or "tc-egress"). Omit (or resolve to undefined) for a
-   * resource that is deliberately loaded but not attached.
-   */
-  hook?: pulumi.Input<{ interface: pulumi.Input<string>; type: pulumi.Input<"xdp" | "tc-ingress" | "tc-egress"> } | undefined>;
   /** The program id the resource reported (its `programId` output); the pinned program must be that one. */
   programId?: pulumi.Input<number>;
-  /**
-   * A command that must exit 0 on this host, as an argv array
-   * (`["curl", "-fsS", "http://127.0.0.1/healthz"]`), never a shell string: each
-   * word is quoted for the remote shell. Runs as root (through sudo for other users).
-   */
-  probe?: pulumi.Input<pulumi.Input<string>[]>;
-}
+};
 
-/** A counter that must grow on every host of the wave. */
-export interface CounterCheckArgs {
-  /** Counter name as in the resource's `counters` output, e.g. "passPackets" (XdpFirewall). */
-  name: string;
-  /** Minimum growth within the window. Default 1. */
-  minIncrease?: number;
-  /** Seconds between the two readings; the probe runs in between. More than 0, at most 600. */
-  windowSeconds: number;
-}
+/** A counter that must grow on every host of the wave (provider/healthGate/schema.ts). */
+export type CounterCheckArgs = z.input<typeof counterCheckSchema>;
 
-export interface HealthGateArgs {
+/**
+ * Inputs of HealthGate: the schema's (provider/healthGate/schema.ts), with the
+ * targets as above; fleet, wave and the targets are plain values, since the gate's
+ * ID and per-target inputs are built from them when it is declared.
+ */
+export type HealthGateArgs = Override<
+  SdkInputs<Omit<GateInput, "fleet" | "wave" | "targets" | "programIds" | "credentials">>,
+  { canary?: boolean; counter?: pulumi.Input<CounterCheckArgs> }
+> & {
   /** Fleet name for the gate's ID and messages. Default: the gate's resource name. */
   fleet?: string;
   /** Wave number, 0 first. Default 0. Changing it replaces the gate. */
   wave?: number;
-  /** Whether this is the canary wave; messages say so. Default false. */
-  canary?: boolean;
   /** The wave's hosts and resources. At least one. */
   targets: HealthGateTargetArgs[];
-  /**
-   * sha256 (hex) of the wave's resource outputs. The gate runs on create and
-   * whenever an input changes, so a digest that follows the resources' outputs
-   * makes it run again exactly when the wave changed.
-   */
-  digest: pulumi.Input<string>;
-  /** Optional counter check; none by default. */
-  counter?: pulumi.Input<CounterCheckArgs>;
-  /** Seconds one probe run may take. Default 30, at most 3600. */
-  probeTimeoutSeconds?: pulumi.Input<number>;
-  /** Probe runs before a host counts as unhealthy. Default 3, 1 to 20. */
-  probeAttempts?: pulumi.Input<number>;
-  /** Seconds between probe runs. Default 2, 0 to 600. */
-  probeIntervalSeconds?: pulumi.Input<number>;
-  /** Names of hosts of later waves, listed by a failure's message as untouched. Default none. */
-  notReached?: pulumi.Input<pulumi.Input<string>[]>;
-}
+};
 
 /** What the gate saw on one host when it last passed. */
 export interface HealthGateReport {

@@ -33,6 +33,9 @@ export const proofs = [
   same<sdk.MaglevVipArgs, before.MaglevVipArgs>(true),
   same<sdk.MaglevBackendArgs, before.MaglevBackendArgs>(true),
   same<sdk.MaglevServiceArgs, before.MaglevServiceArgs>(true),
+  same<sdk.HealthGateTargetArgs, before.HealthGateTargetArgs>(true),
+  same<sdk.CounterCheckArgs, before.CounterCheckArgs>(true),
+  same<sdk.HealthGateArgs, before.HealthGateArgs>(true),
 ];
 
 const ROOT = resolve(__dirname, "../..");
@@ -63,7 +66,7 @@ describe("the SDK's derived Args types", () => {
   });
 
   it("show every input's doc comment on hover, written once in the schema", { timeout: 60_000 }, () => {
-    const names = ["XdpFirewallArgs", "TcPolicyArgs", "TrafficMirrorArgs", "MaglevServiceArgs", "HostArgs", "TcPolicyDirectionArgs", "TcPolicyRuleArgs", "TrafficMirrorFilterArgs", "VxlanTunnelArgs", "GretapTunnelArgs", "MaglevVipArgs", "MaglevBackendArgs"] as const;
+    const names = ["XdpFirewallArgs", "TcPolicyArgs", "TrafficMirrorArgs", "MaglevServiceArgs", "HostArgs", "TcPolicyDirectionArgs", "TcPolicyRuleArgs", "TrafficMirrorFilterArgs", "VxlanTunnelArgs", "GretapTunnelArgs", "MaglevVipArgs", "MaglevBackendArgs", "HealthGateArgs", "HealthGateTargetArgs", "CounterCheckArgs"] as const;
     const docs = hoverDocs(names);
     const undocumented = [...docs].flatMap(([type, props]) => [...props].filter(([, doc]) => doc.trim() === "").map(([prop]) => `${type}.${prop}`));
     expect(undocumented).toEqual([]);

@@ -149,3 +149,33 @@ export interface MaglevServiceArgs {
     lockoutRevertSeconds?: pulumi.Input<number>;
     pinName?: pulumi.Input<string>;
 }
+
+export interface HealthGateTargetArgs {
+    host: pulumi.Input<HostArgs>;
+    label?: pulumi.Input<string>;
+    kind: pulumi.Input<string>;
+    pinName: pulumi.Input<string>;
+    program?: pulumi.Input<string>;
+    hook?: pulumi.Input<{ interface: pulumi.Input<string>; type: pulumi.Input<"xdp" | "tc-ingress" | "tc-egress"> } | undefined>;
+    programId?: pulumi.Input<number>;
+    probe?: pulumi.Input<pulumi.Input<string>[]>;
+}
+
+export interface CounterCheckArgs {
+    name: string;
+    minIncrease?: number;
+    windowSeconds: number;
+}
+
+export interface HealthGateArgs {
+    fleet?: string;
+    wave?: number;
+    canary?: boolean;
+    targets: HealthGateTargetArgs[];
+    digest: pulumi.Input<string>;
+    counter?: pulumi.Input<CounterCheckArgs>;
+    probeTimeoutSeconds?: pulumi.Input<number>;
+    probeAttempts?: pulumi.Input<number>;
+    probeIntervalSeconds?: pulumi.Input<number>;
+    notReached?: pulumi.Input<pulumi.Input<string>[]>;
+}

@@ -57,6 +57,35 @@ export function cidrSet<V extends string>(value: V, maxEntries: number) {
     });
 }
 
+/**
+ * The items of a keyed set given as a list (texts or objects, duplicates allowed) or
+ * as the canonical `{ "<text>": "<value>" }` form kept in state, by canonical text.
+ * `parse` reads one item and throws `UserError` for a mistake of the user's, which
+ * becomes an issue at the item's index or key; in the record form the value must be
+ * the one the key's own text names (`valueName`, e.g. "the rule's action").
+ */
+export function canonicalItems<I, T>(
+  raw: readonly I[] | Record<string, string>,
+  ctx: z.RefinementCtx,
+  item: { parse(input: I | string): T; text(item: T): string; value(item: T): string; valueName: string; UserError: new (message: string) => Error },
+): Map<string, T> {
+  const entries: [I | string, (string | number)[]][] = Array.isArray(raw) ? raw.map((r, i) => [r, [i]]) : Object.keys(raw).map((k) => [k, [k]]);
+  const canonical = new Map<string, T>();
+  for (const [input, path] of entries) {
+    try {
+      const parsed = item.parse(input);
+      if (!Array.isArray(raw) && (raw as Record<string, string>)[input as string] !== item.value(parsed)) {
+        throw new item.UserError(`the value must be ${item.valueName}, "${item.value(parsed)}"`);
+      }
+      canonical.set(item.text(parsed), parsed);
+    } catch (err) {
+      if (!(err instanceof item.UserError)) throw err;
+      ctx.addIssue({ code: "custom", path, message: err.message });
+    }
+  }
+  return canonical;
+}
+
 export function sortedRecord<V>(keys: string[], value: V): Record<string, V> {
   const out: Record<string, V> = {};
   for (const key of sortCidrs(keys)) out[key] = value;

@@ -9,6 +9,7 @@
  */
 import { z } from "zod";
 import { parsePrefix } from "../cidr";
+import { canonicalItems } from "../validation";
 import {
   expectationText, ExpectationError, outcomeText, parseExpectation, parseExpectationText,
   type Expectation, type ExpectKind,
@@ -37,20 +38,13 @@ export function expectationSet(kind: ExpectKind) {
   return z
     .union([z.array(z.unknown()), z.record(z.string(), z.string())])
     .transform((raw, ctx) => {
-      const entries: [unknown, (string | number)[]][] = Array.isArray(raw) ? raw.map((r, i) => [r, [i]]) : Object.keys(raw).map((k) => [k, [k]]);
-      const canonical = new Map<string, Expectation>();
-      for (const [input, path] of entries) {
-        try {
-          const e = parseExpectation(kind, input);
-          if (!Array.isArray(raw) && raw[input as string] !== outcomeText(e.outcome)) {
-            throw new ExpectationError(`the value must be the expectation's outcome, "${outcomeText(e.outcome)}"`);
-          }
-          canonical.set(expectationText(e), e);
-        } catch (err) {
-          if (!(err instanceof ExpectationError)) throw err;
-          ctx.addIssue({ code: "custom", path, message: err.message });
-        }
-      }
+      const canonical = canonicalItems(raw, ctx, {
+        parse: (input) => parseExpectation(kind, input),
+        text: expectationText,
+        value: (e) => outcomeText(e.outcome),
+        valueName: "the expectation's outcome",
+        UserError: ExpectationError,
+      });
       if (canonical.size > MAX_EXPECTATIONS) {
         ctx.addIssue({ code: "custom", message: `has ${canonical.size} expectations; at most ${MAX_EXPECTATIONS} run in one update's lockout window` });
       }

@@ -19,7 +19,7 @@ import { canonicalInputPrefix, CidrError, parsePrefix, type Family } from "../ci
 import { checkInputs, pathFailures, UNKNOWN } from "../dynamicAdapter";
 import { credentialsSchema, hostSchema } from "../remote/hostSchema";
 import { lockoutInputs } from "../remote/lockout";
-import { interfaceName, pinName } from "../validation";
+import { canonicalItems, interfaceName, pinName } from "../validation";
 import { ADDR_MAX_ENTRIES, L4_MAX_ENTRIES, MAPS, MAX_RULES } from "./codec";
 import { l4Prefixes, ruleFamilies } from "./plan";
 
@@ -173,25 +173,18 @@ function ruleSet(direction: Direction) {
   return z
     .union([z.array(z.union([z.string(), ruleObject])), z.record(z.string(), z.enum(ACTIONS))])
     .transform((raw, ctx) => {
-      const entries: [RuleInput, (string | number)[]][] = Array.isArray(raw) ? raw.map((r, i) => [r, [i]]) : Object.keys(raw).map((k) => [k, [k]]);
-      const canonical = new Map<string, Action>();
-      for (const [input, path] of entries) {
-        try {
-          const rule = ruleFromInput(direction, input);
-          if (!Array.isArray(raw) && raw[input as string] !== rule.action) {
-            throw new RuleError(`the value must be the rule's action, "${rule.action}"`);
-          }
-          canonical.set(ruleText(rule), rule.action);
-        } catch (err) {
-          if (!(err instanceof RuleError)) throw err;
-          ctx.addIssue({ code: "custom", path, message: err.message });
-        }
-      }
+      const canonical = canonicalItems(raw, ctx, {
+        parse: (input) => ruleFromInput(direction, input),
+        text: ruleText,
+        value: (rule) => rule.action,
+        valueName: "the rule's action",
+        UserError: RuleError,
+      });
       if (canonical.size > MAX_RULES) {
         ctx.addIssue({ code: "custom", message: `has ${canonical.size} rules; the policy holds at most ${MAX_RULES} (map ${MAPS.rules} has one slot per rule, ingress and egress together)` });
       }
       const sorted: Record<string, Action> = {};
-      for (const text of [...canonical.keys()].sort(compareRuleText)) sorted[text] = canonical.get(text)!;
+      for (const text of [...canonical.keys()].sort(compareRuleText)) sorted[text] = canonical.get(text)!.action;
       return sorted;
     });
 }

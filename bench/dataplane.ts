@@ -44,7 +44,7 @@
  * same rounds. Results also go to .bench/dataplane.json.
  */
 import { execFileSync } from "node:child_process";
-import { existsSync, mkdirSync, symlinkSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { cpus, release } from "node:os";
 import { join } from "node:path";
 import { canonicalPrefix } from "../provider/cidr";
@@ -76,6 +76,8 @@ interface Tree {
   object(name: string): string;
   /** A module of this tree, e.g. "provider/xdpFirewall/plan". */
   module<T = any>(path: string): T; // eslint-disable-line @typescript-eslint/no-explicit-any
+  /** The tree's bpftool batch text for map operations (remote/mapOperations; remote/bpfHost before it was split). */
+  batchText(operations: unknown[]): string;
 }
 
 function tree(label: Tree["label"], root: string): Tree {
@@ -85,6 +87,10 @@ function tree(label: Tree["label"], root: string): Tree {
     object: (name) => join(root, "bpf/obj", `${name}.bpf.o`),
     // eslint-disable-next-line @typescript-eslint/no-require-imports
     module: (path) => require(join(root, path)),
+    batchText: (operations) => {
+      const split = existsSync(join(root, "provider/remote/mapOperations.ts"));
+      return require(join(root, split ? "provider/remote/mapOperations" : "provider/remote/bpfHost")).batchText(operations);
+    },
   };
 }
 
@@ -94,9 +100,12 @@ function baselineTree(ref: string): Tree {
   if (!existsSync(join(dir, ".complete"))) {
     mkdirSync(dir, { recursive: true, mode: 0o700 });
     execFileSync("sh", ["-c", 'git -C "$1" archive "$2" | tar -x -C "$3"', "sh", REPO_ROOT, sha, dir]);
-    if (!existsSync(join(dir, "node_modules"))) symlinkSync(join(REPO_ROOT, "node_modules"), join(dir, "node_modules"));
     writeFileSync(join(dir, ".complete"), `${sha}\n`);
   }
+  // This checkout's node_modules, linked on every run: the baseline may have been
+  // exported by a checkout since removed, whose link would dangle.
+  rmSync(join(dir, "node_modules"), { force: true });
+  symlinkSync(join(REPO_ROOT, "node_modules"), join(dir, "node_modules"));
   execFileSync("make", ["-s", "-C", join(dir, "bpf")], { stdio: "inherit" });
   return tree("before", dir);
 }
@@ -206,7 +215,7 @@ function denyLists(family: 4 | 6, exact: number, prefixes: number, seed: number)
 
 async function firewall(t: Tree, lists: DenyLists[]): Promise<LoadedProgram> {
   const { planDeny, denyOperations } = t.module("provider/xdpFirewall/plan");
-  const { batchText } = t.module("provider/remote/mapOperations");
+  const batchText = t.batchText;
   const fw = await program(t.object("xdp_firewall"));
   for (const l of lists) await fw.batchText(batchText(denyOperations(planDeny(l.entries, []), (m: string) => fw.mapPin(m))));
   return fw;
@@ -283,7 +292,7 @@ async function maglevService(t: Tree, mode: "dsr" | "nat" | "ipip", cache: boole
   const record = (id: string) => ({ address: id, port: mode === "nat" ? 8080 : 80, mac: "02:00:00:00:00:01", ...(cache ? { mtu: 1500 } : {}) });
   await lb.updateMap(codec.MAPS.backends, ids.map((id) => entry(codec.encodeIndex(index.get(id)!), codec.encodeBackend(record(id)))));
   const ops = codec.tableOperations(table.diffTable(table.buildTable([], M), table.buildTable(ids.map((id) => ({ id })), M)), 0, (id: string) => index.get(id)!, lb.mapPin(codec.MAPS.table));
-  await lb.batchText(t.module("provider/remote/mapOperations").batchText(ops));
+  await lb.batchText(t.batchText(ops));
   await lb.updateMap(codec.MAPS.vips, [entry(codec.encodeVipKey({ address: VIP.v4, port: 80, protocol: "tcp" }), codec.encodeVip({ vipIndex: 0, tableOffset: 0, tableSize: M, mode, flowTable: true }))]);
   // IPIP with a configured tunnel source (as a production balancer has one): the FIB is not needed for the source.
   await lb.updateMap(codec.MAPS.config, [entry(codec.encodeIndex(0), codec.encodeConfig({ reverseNat: mode === "nat", ...(mode === "ipip" ? { tunnelSourceV4: "10.0.0.1" } : {}) }))]);
@@ -331,7 +340,7 @@ async function maglevCases(trees: Tree[], ns: TestNetns, ifindex: number, fib: {
 // ---------------------------------------------------------------- TcPolicy
 
 async function policyObject(t: Tree, rules: { ingress: string[]; egress: string[] }, transitoryZero: boolean, flows: ReturnType<typeof makeFlows>): Promise<LoadedObject> {
-  const { batchText } = t.module("provider/remote/mapOperations");
+  const batchText = t.batchText;
   const codec = t.module("provider/tcPolicy/codec");
   const plan = t.module("provider/tcPolicy/plan");
   const schema = t.module("provider/tcPolicy/schema");
@@ -397,7 +406,7 @@ async function mirrorCases(trees: Tree[]): Promise<Case[]> {
       const codec = t.module("provider/trafficMirror/codec");
       const plan = t.module("provider/trafficMirror/plan");
       const schema = t.module("provider/trafficMirror/schema");
-      const { batchText } = t.module("provider/remote/mapOperations");
+      const batchText = t.batchText;
       const mirror = await objectOf(t.object("tc_mirror"));
       const config = codec.decodeConfig((await mirror.dumpMap(codec.CONFIG_MAP))[0]!.value);
       // ifindex 1 (lo): nothing matches, so nothing is ever copied to it.

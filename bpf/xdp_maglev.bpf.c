@@ -4,7 +4,7 @@
  * is balanced; everything else passes untouched, except, when some VIP is in
  * NAT mode, replies from backends, which are translated back to the VIP.
  *
- *   parse -> lb_vips -> [lb_flows] -> jhash2(5-tuple) % M -> maglev_table
+ *   parse -> lb_vip_index [-> lb_vips] -> [lb_flows] -> jhash2(5-tuple) % M -> maglev_table
  *         -> lb_backends -> DSR | NAT | IPIP -> FIB -> XDP_TX | redirect
  *
  * The Maglev table is computed in user space (provider/maglev/table.ts) and
@@ -242,6 +242,27 @@ static __noinline int forward_ipip(struct xdp_md *ctx, struct packet *pkt, const
 
 /* ---------------------------------------------------------------- program */
 
+static __always_inline int vip_key_equal(const struct lb_vip_key *a, const struct lb_vip_key *b)
+{
+	const __u32 *x = (const __u32 *)a, *y = (const __u32 *)b;
+
+	return x[0] == y[0] && x[1] == y[1] && x[2] == y[2] && x[3] == y[3] && x[4] == y[4];
+}
+
+/* The VIP a packet is for, or NULL: lb_vip_index's slot first, lb_vips only
+ * when the slot says ASK (see lb_vip_slot in maglev.h). */
+static __always_inline struct lb_vip *lookup_vip(const struct lb_vip_key *key)
+{
+	__u32 index = lb_vip_slot_of(key);
+	struct lb_vip_slot *slot = bpf_map_lookup_elem(&lb_vip_index, &index);
+
+	if (slot && slot->state == LB_VIP_SLOT_NONE)
+		return NULL;
+	if (slot && slot->state == LB_VIP_SLOT_ONE)
+		return vip_key_equal(&slot->key, key) ? &slot->vip : NULL;
+	return bpf_map_lookup_elem(&lb_vips, key);
+}
+
 /* The backend for this packet: its pinned flow, else the Maglev slot. */
 static __always_inline struct lb_backend *pick_backend(const struct lb_vip *vip, struct packet *pkt, __u32 *index)
 {
@@ -283,7 +304,8 @@ static __always_inline int balance(struct xdp_md *ctx)
 	void *data_end = (void *)(long)ctx->data_end;
 	/* SEC("xdp") without frags: the frame is all linear. */
 	struct packet pkt = { .bytes = data_end - data };
-	struct lb_vip_key key = {};
+	/* Read as 32-bit words (the verifier wants aligned stack access). */
+	struct lb_vip_key key __attribute__((aligned(4))) = {};
 	struct bpf_fib_lookup fib;
 	struct lb_backend *backend;
 	struct lb_vip *vip;
@@ -297,7 +319,7 @@ static __always_inline int balance(struct xdp_md *ctx)
 	key.port = pkt.flow.dport;
 	key.proto = pkt.flow.proto;
 	key.family = pkt.flow.family;
-	vip = bpf_map_lookup_elem(&lb_vips, &key);
+	vip = lookup_vip(&key);
 	if (!vip) {
 		struct lb_config *cfg = bpf_map_lookup_elem(&lb_config, &zero);
 

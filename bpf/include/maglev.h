@@ -94,6 +94,43 @@ struct lb_vip {
 };
 _Static_assert(sizeof(struct lb_vip) == 16, "provider/maglev/codec.ts: lb_vip");
 
+/* lb_vip_index: a direct-mapped front of lb_vips, so that most packets find
+ * their VIP (or learn they have none) with one array lookup, which the
+ * verifier inlines, instead of a hash-map lookup, which is a call into the
+ * kernel that calls on to compare keys (with retpoline and return-thunk
+ * mitigations on, calls are dear: a lb_vips hit measured ~30 ns of a ~100 ns
+ * VIP packet, the slot a few). A VIP key's slot is
+ * lb_vip_slot_of() (maglev_hash.h). lb_vips stays the authority; a slot says
+ * what lb_vips holds for the keys that map to it:
+ *   ASK (0, the array's initial state): consult lb_vips (several VIPs map
+ *     here, or the provider has not written the slot: a new map is all ASK,
+ *     so an empty index behaves exactly as lb_vips alone);
+ *   NONE: no VIP maps here: the packet is not a VIP's;
+ *   ONE: exactly one VIP maps here, `key`, with the value `vip` it has in
+ *     lb_vips: a packet with that key is the VIP's, any other is no VIP's.
+ * The provider changes a slot only through ASK (provider/maglev/plan.ts):
+ * before lb_vips changes, every slot about to change becomes ASK by a write
+ * that changes only `state`; after, it gets its new bytes while still ASK,
+ * and then its new state, again changing only `state`. A reader of a torn
+ * write thus never sees ONE beside half-written bytes, and no prefix of a
+ * batch makes the index disagree with lb_vips. */
+#define LB_VIP_SLOT_BITS 10
+#define LB_VIP_SLOTS (1 << LB_VIP_SLOT_BITS)
+
+enum lb_vip_slot_state {
+	LB_VIP_SLOT_ASK = 0,
+	LB_VIP_SLOT_NONE = 1,
+	LB_VIP_SLOT_ONE = 2,
+};
+
+struct lb_vip_slot {
+	struct lb_vip_key key; /* ONE: the VIP; otherwise zero */
+	struct lb_vip vip;     /* ONE: its lb_vips value; otherwise zero */
+	__u8 state;            /* enum lb_vip_slot_state */
+	__u8 reserved[3];
+};
+_Static_assert(sizeof(struct lb_vip_slot) == 40, "provider/maglev/codec.ts: lb_vip_slot");
+
 /* lb_backends value, indexed by backend index (1 and up). A record with family 0 names
  * no backend: the array's "deleted" state, and what a slot pointing at a
  * removed backend finds (the packet is dropped and counted, never sent to a

@@ -54,4 +54,15 @@ static __always_inline __u32 flow_hash(const struct lb_flow_key *key)
 	return c;
 }
 
+/* The lb_vip_index slot of a VIP key: the key's five 32-bit words (read in
+ * host order) folded by XOR, then Fibonacci hashing (multiply by 2^32/phi,
+ * keep the top bits). Cheap, and provider/maglev/codec.ts vipSlotOf computes
+ * the same; a collision costs only a lb_vips lookup (the slot is ASK). */
+static __always_inline __u32 lb_vip_slot_of(const struct lb_vip_key *key)
+{
+	const __u32 *w = (const __u32 *)key;
+
+	return ((w[0] ^ w[1] ^ w[2] ^ w[3] ^ w[4]) * 0x9e3779b1u) >> (32 - LB_VIP_SLOT_BITS);
+}
+
 #endif

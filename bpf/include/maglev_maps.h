@@ -16,6 +16,13 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, LB_VIP_SLOTS);
+	__type(key, __u32);
+	__type(value, struct lb_vip_slot);
+} lb_vip_index SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, LB_TABLE_CAPACITY);
 	__type(key, __u32);
 	__type(value, __u32); /* backend index; LB_NO_BACKEND (0) names none */

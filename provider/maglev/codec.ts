@@ -14,6 +14,7 @@ import type { SlotChange } from "./table";
 
 export const MAPS = {
   vips: "lb_vips",
+  vipIndex: "lb_vip_index",
   table: "maglev_table",
   backends: "lb_backends",
   flows: "lb_flows",
@@ -31,7 +32,7 @@ export const LB_TABLE_CAPACITY = 16 * 65537;
 export const NO_BACKEND_INDEX = 0;
 
 /** sizeof() of each struct in bpf/include/maglev.h. */
-export const SIZES = { vipKey: 20, vip: 16, backend: 28, flowKey: 40, natOrigin: 24, config: 24, counter: 16, index: 4 } as const;
+export const SIZES = { vipKey: 20, vip: 16, vipSlot: 40, backend: 28, flowKey: 40, natOrigin: 24, config: 24, counter: 16, index: 4 } as const;
 
 export type LbMode = "dsr" | "nat" | "ipip";
 export type L4Protocol = "tcp" | "udp";
@@ -157,6 +158,44 @@ export function decodeVip(value: Uint8Array): VipValue {
   const mode = (Object.keys(MODE_CODE) as LbMode[]).find((m) => MODE_CODE[m] === value[12]);
   if (!mode) throw new CodecError(`VIP value with unknown mode ${value[12]}`);
   return { vipIndex: v.getUint32(0, true), tableOffset: v.getUint32(4, true), tableSize: v.getUint32(8, true), mode, flowTable: (value[13]! & VIP_F_FLOW_TABLE) !== 0 };
+}
+
+// ---------------------------------------------------------------- lb_vip_index
+
+/** Slots of lb_vip_index (LB_VIP_SLOTS). */
+export const LB_VIP_SLOTS = 1024;
+const VIP_SLOT_BITS = 10;
+
+/** enum lb_vip_slot_state: what a lb_vip_index slot says (see bpf/include/maglev.h). */
+export const VIP_SLOT_STATE = { ask: 0, none: 1, one: 2 } as const;
+export type VipSlotState = keyof typeof VIP_SLOT_STATE;
+
+/** lb_vip_slot_of (bpf/include/maglev_hash.h): the key's five words in host order, XOR-folded, Fibonacci-hashed. */
+export function vipSlotOf(key: Uint8Array): number {
+  if (key.length !== SIZES.vipKey) throw new CodecError(`a VIP key has ${SIZES.vipKey} bytes, not ${key.length}`);
+  const v = view(key);
+  let x = 0;
+  for (let i = 0; i < SIZES.vipKey; i += 4) x ^= v.getUint32(i, true);
+  return Math.imul(x, 0x9e3779b1) >>> (32 - VIP_SLOT_BITS);
+}
+
+/**
+ * struct lb_vip_slot { struct lb_vip_key key; struct lb_vip vip; u8 state; u8 reserved[3]; }
+ * from the raw key and value bytes (zero for ASK and NONE).
+ */
+export function encodeVipSlot(state: VipSlotState, key?: Uint8Array, value?: Uint8Array): Uint8Array {
+  const slot = new Uint8Array(SIZES.vipSlot);
+  if (key) slot.set(key.subarray(0, SIZES.vipKey), 0);
+  if (value) slot.set(value.subarray(0, SIZES.vip), SIZES.vipKey);
+  slot[SIZES.vipKey + SIZES.vip] = VIP_SLOT_STATE[state];
+  return slot;
+}
+
+/** The state a lb_vip_index value says (an unknown code reads as ASK, which is what the program does with it). */
+export function vipSlotState(slot: Uint8Array): VipSlotState {
+  if (slot.length !== SIZES.vipSlot) throw new CodecError(`a VIP index slot has ${SIZES.vipSlot} bytes, not ${slot.length}`);
+  const code = slot[SIZES.vipKey + SIZES.vip];
+  return code === VIP_SLOT_STATE.none ? "none" : code === VIP_SLOT_STATE.one ? "one" : "ask";
 }
 
 // ---------------------------------------------------------------- lb_backends, maglev_table

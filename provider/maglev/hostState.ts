@@ -1,7 +1,7 @@
 /**
  * What a MaglevService's pins hold on the host, read in as few round trips as
- * bpftool allows: the VIPs, backend records, lb_config and the table marker in
- * one dump; counters and (for `read`) every table slot in one batch of
+ * bpftool allows: the VIPs, backend records, lb_config, the table marker and
+ * lb_vip_index in one dump; counters and (for `read`) every table slot in one batch of
  * lookups, the program and its counters totals in one more.
  */
 import { dumpMaps, lookupMapEntries, type MapLookup } from "../remote/mapOperations";
@@ -13,6 +13,7 @@ import type { SshSession } from "../remote/ssh";
 import { sumCounters } from "../counters";
 import { decodeBackend, decodeConfig, decodeIndex, decodeVip, decodeVipKey, encodeIndex, LB_STATS, MAPS, type BackendRecord, type VipValue } from "./codec";
 import type { TableImage } from "./plan";
+import { observedVipIndex } from "./vipIndex";
 import { vipKey, type Counter, type Vip } from "./schema";
 
 /** Our own one-entry array beside the object's maps: the digest of the tables the last complete batch wrote. */
@@ -30,16 +31,18 @@ export interface ObservedMaps {
   tunnelSources: { v4?: string; v6?: string };
   /** The marker's digest; undefined when the marker is missing or cleared. */
   marker: string | undefined;
+  /** lb_vip_index's slots by slot number (empty when the map is not pinned: an object from before the index). */
+  vipIndex: Map<number, Uint8Array>;
 }
 
 function hex(bytes: Uint8Array): string {
   return Buffer.from(bytes).toString("hex");
 }
 
-/** lb_vips, the lb_backends records that name a backend, lb_config and the marker, in one round trip. */
+/** lb_vips, the lb_backends records that name a backend, lb_config, the marker and lb_vip_index, in one round trip. */
 export async function observeMaps(session: SshSession, layout: PinLayout): Promise<ObservedMaps & { markerExists: boolean }> {
   const pin = mapPin(layout);
-  const pins = [pin(MAPS.vips), pin(MAPS.backends), pin(MAPS.config), markerPin(layout)];
+  const pins = [pin(MAPS.vips), pin(MAPS.backends), pin(MAPS.config), markerPin(layout), pin(MAPS.vipIndex)];
   const dumps = await dumpMaps(session, pins);
   const vips = new Map<string, VipValue>();
   const vipAddresses = new Map<string, Vip>();
@@ -68,6 +71,7 @@ export async function observeMaps(session: SshSession, layout: PinLayout): Promi
       ...(decoded?.tunnelSourceV6 !== undefined ? { v6: decoded.tunnelSourceV6 } : {}),
     },
     marker: digest && digest.some((b) => b !== 0) ? hex(digest) : undefined,
+    vipIndex: observedVipIndex((dumps.get(pins[4]!) ?? []).map((e) => ({ key: e.key, value: e.values[0]! }))),
     markerExists: marker !== undefined,
   };
 }

@@ -9,8 +9,9 @@
  *   2. new backends' counters are zeroed and their records written, changed records rewritten;
  *   3. lb_config's reverse-NAT flag goes on if any VIP will be NAT;
  *   4. table slots that change are rewritten (a new VIP's whole table among them);
- *   5. new VIPs' counters are zeroed; new and changed VIP keys written;
- *   6. removed VIPs are deleted;
+ *   5. lb_vip_index slots about to change say "ask lb_vips" (vipIndex.ts);
+ *      new VIPs' counters are zeroed; new and changed VIP keys written;
+ *   6. removed VIPs are deleted; the changed index slots get their new contents;
  *   7. slots no table uses any more are cleared;
  *   8. removed backends' records are cleared, now that no slot names them;
  *   9. lb_config gets its final value;
@@ -27,6 +28,7 @@ import {
 } from "./codec";
 import { backendKey, familyOf, TABLE_OFFSET, tableGroups, type Backend, type TableGroup, type Vip } from "./schema";
 import { buildTable, diffTable, NO_BACKEND, type MaglevTable } from "./table";
+import { vipIndexImage, vipIndexOperations } from "./vipIndex";
 
 /** The slots of each table, as backend indexes (0: no backend), by offset in maglev_table. */
 export type TableImage = Map<number, Uint32Array>;
@@ -62,6 +64,8 @@ export interface ObservedService {
   tunnelSources?: { v4?: string; v6?: string };
   /** What the tables hold, or undefined when not known: then every slot is written. */
   tables: TableImage | undefined;
+  /** lb_vip_index's slots as read, by slot number; a slot missing here is taken as all zero (ASK). */
+  vipIndex?: ReadonlyMap<number, Uint8Array>;
 }
 
 export interface Allocation {
@@ -295,6 +299,7 @@ export function planService(
   const vipOps: MapOperation[] = [];
   const vipsAdded: string[] = [];
   const vipsChanged: string[] = [];
+  const vipRecords: { key: Uint8Array; value: Uint8Array }[] = [];
   for (const key of vipKeys) {
     const vip = desired.vips[key]!;
     const value: VipValue = {
@@ -304,6 +309,7 @@ export function planService(
       mode: desired.mode,
       flowTable: desired.connectionTable,
     };
+    vipRecords.push({ key: encodeVipKey(vip), value: encodeVip(value) });
     const onHost = observed.vips.get(key);
     if (onHost && vipValueEqual(onHost, value)) continue;
     if (!onHost) {
@@ -316,6 +322,7 @@ export function planService(
   }
   const vipsRemoved = [...observed.vips.keys()].filter((key) => !(key in desired.vips));
   const vipDeletes: MapOperation[] = vipsRemoved.map((key) => ({ op: "delete", map: pin(MAPS.vips), key: encodeVipKey(parseVipKey(key)) }));
+  const index = vipIndexOperations(vipIndexImage(vipRecords), observed.vipIndex ?? new Map(), pin(MAPS.vipIndex));
 
   // 8. records no slot names any more
   const clearRecords: MapOperation[] = removedIndexes.map((index) => ({ op: "update", map: pin(MAPS.backends), key: encodeIndex(index), value: encodeBackend(undefined) }));
@@ -333,7 +340,7 @@ export function planService(
   const configFirst = (wantNat && !observed.reverseNat) || (sourcesChange && wantNat === observed.reverseNat) ? [configOp(wantNat)] : [];
   const configLast = !wantNat && observed.reverseNat ? [configOp(false)] : [];
 
-  const body = [...recordOps, ...configFirst, ...slotOps, ...vipOps, ...vipDeletes, ...clearOps, ...clearRecords, ...configLast];
+  const body = [...recordOps, ...configFirst, ...slotOps, ...index.before, ...vipOps, ...vipDeletes, ...index.after, ...clearOps, ...clearRecords, ...configLast];
   const tablesTouched = slotOps.length > 0 || clearOps.length > 0 || observed.tables === undefined;
   const markerValue = (hex: string) => Uint8Array.from(Buffer.from(hex, "hex"));
   const operations = tablesTouched

@@ -29,6 +29,7 @@ import { buildTable, diffTable, type MaglevTable } from "../../provider/maglev/t
 import { sumCounters } from "../../provider/counters";
 import { lbFlowHash, type Flow } from "../support/lbFlowHash";
 import { seededRandom } from "../support/seededRandom";
+import { writeVipThroughIndex } from "../support/lbVipIndex";
 import { ETH_P, ethernet, icmpv4, icmpv6, ipFrame, ipv4, ipv6, tcp, udp, type Segment, type TcpFlags } from "./packets";
 import {
   buildObjects, createNetns, kernelTestsUnavailable, loadObject, loadProgram, objectPath, runXdp, TC, XDP,
@@ -535,10 +536,8 @@ describe.skipIf(unavailable !== undefined)("expectations: xdp_maglev", { timeout
     await lb.updateMap(LB_MAPS.backends, table.backends.map((id) => ({ key: Buffer.from(encodeIndex(indexOf(id))), value: Buffer.from(encodeBackend(backends[id]!)) })));
     const ops = tableOperations(diffTable(buildTable([], table.size), table), 0, indexOf, lb.mapPin(LB_MAPS.table));
     await lb.updateMap(LB_MAPS.table, ops.map((o) => ({ key: Buffer.from(o.key), value: Buffer.from((o as { value: Uint8Array }).value) })));
-    await lb.updateMap(LB_MAPS.vips, [{
-      key: Buffer.from(encodeVipKey({ address: VIP[family], port: 80, protocol: proto })),
-      value: Buffer.from(encodeVip({ vipIndex: 0, tableOffset: 0, tableSize: table.size, mode, flowTable: false })),
-    }]);
+    // Through lb_vip_index, as the provider writes it: live and probe copy find the VIP in its slot.
+    await writeVipThroughIndex(lb, encodeVipKey({ address: VIP[family], port: 80, protocol: proto }), encodeVip({ vipIndex: 0, tableOffset: 0, tableSize: table.size, mode, flowTable: false }));
     if (mode === "nat") await lb.updateMap(LB_MAPS.config, [{ key: Buffer.from(encodeIndex(0)), value: Buffer.from(encodeConfig({ reverseNat: true })) }]);
     return table;
   }
@@ -716,10 +715,7 @@ describe.skipIf(unavailable !== undefined)("expectations: through the XDP chain 
     await balancer.updateMap(LB_MAPS.backends, BACKENDS.map((b) => ({ key: Buffer.from(encodeIndex(indexOf(b.address))), value: Buffer.from(encodeBackend({ address: b.address, port: 0 })) })));
     const ops = tableOperations(diffTable(buildTable([], M), table), 0, indexOf, balancer.mapPin(LB_MAPS.table));
     await balancer.updateMap(LB_MAPS.table, ops.map((o) => ({ key: Buffer.from(o.key), value: Buffer.from((o as { value: Uint8Array }).value) })));
-    await balancer.updateMap(LB_MAPS.vips, [{
-      key: Buffer.from(encodeVipKey({ address: CHAIN_VIP, port: 80, protocol: "tcp" })),
-      value: Buffer.from(encodeVip({ vipIndex: 0, tableOffset: 0, tableSize: M, mode: "dsr", flowTable: false })),
-    }]);
+    await writeVipThroughIndex(balancer, encodeVipKey({ address: CHAIN_VIP, port: 80, protocol: "tcp" }), encodeVip({ vipIndex: 0, tableOffset: 0, tableSize: M, mode: "dsr", flowTable: false }));
     await place(dispatcher, firewall, 0);
     await place(dispatcher, balancer, 1);
 

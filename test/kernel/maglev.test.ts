@@ -17,7 +17,7 @@
 // reply traffic, ARP resolution by the kernel (XDP_PASS after NAT) and real
 // connections are the lab tests' job.
 import { execFileSync } from "node:child_process";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import {
   arp, checksumsValid, ETH_P, ethernet, icmpv4, ipv4, ipv6, IPPROTO, tcp, udp, type Segment, type VlanTag,
 } from "./packets";
@@ -27,10 +27,12 @@ import {
 } from "./progRun";
 import {
   decodeBackend, decodeConfig, decodeFlowKey, decodeIndex, decodeNatOrigin, decodeVip, decodeVipKey, encodeBackend, encodeConfig,
-  encodeFlowKey, encodeIndex, encodeVip, encodeVipKey, LB_MAX_BACKENDS, LB_MAX_VIPS, LB_STATS, LB_TABLE_CAPACITY, MAPS, SIZES,
+  encodeFlowKey, encodeIndex, encodeVip, encodeVipKey, encodeVipSlot, LB_MAX_BACKENDS, LB_VIP_SLOTS, vipSlotOf, LB_MAX_VIPS, LB_STATS, LB_TABLE_CAPACITY, MAPS, SIZES,
   tableOperations, type BackendRecord, type LbConfig, type LbStat, type VipValue,
 } from "../../provider/maglev/codec";
 import { buildTable, diffTable, type MaglevTable } from "../../provider/maglev/table";
+import { observedVipIndex, vipIndexImage, vipIndexOperations } from "../../provider/maglev/vipIndex";
+import type { MapOperation } from "../../provider/remote/mapOperations";
 import { sumCounters } from "../../provider/counters";
 import { lbFlowHash, lbFlowKey, type Flow } from "../support/lbFlowHash";
 
@@ -118,8 +120,27 @@ async function writeTable(lb: LoadedProgram, table: MaglevTable, offset: number)
   await lb.updateMap(MAPS.table, ops.map((o) => ({ key: Buffer.from(o.key), value: Buffer.from((o as { value: Uint8Array }).value) })));
 }
 
-async function writeVip(lb: LoadedProgram, vip: { address: string; port: number; protocol: "tcp" | "udp" }, value: VipValue): Promise<void> {
-  await lb.updateMap(MAPS.vips, [{ key: Buffer.from(encodeVipKey(vip)), value: Buffer.from(encodeVip(value)) }]);
+const entries = (ops: readonly MapOperation[]) => ops.map((o) => ({ key: Buffer.from(o.key), value: Buffer.from((o as { value: Uint8Array }).value) }));
+
+/**
+ * Writes a VIP into lb_vips and brings lb_vip_index along as the provider does
+ * (the slots that change go through ASK around the lb_vips write), so that the
+ * tests below run through the index: ONE for the VIPs, NONE for most other
+ * traffic. `index: false` leaves the index alone (all ASK in a fresh object: lb_vips only).
+ */
+async function writeVip(lb: LoadedProgram, vip: { address: string; port: number; protocol: "tcp" | "udp" }, value: VipValue, o: { index?: boolean } = {}): Promise<void> {
+  const key = encodeVipKey(vip);
+  const record = { key, value: encodeVip(value) };
+  if (o.index === false) {
+    await lb.updateMap(MAPS.vips, entries([{ op: "update", map: MAPS.vips, ...record }]));
+    return;
+  }
+  const others = (await lb.dumpMap(MAPS.vips)).filter((e) => !e.key.equals(Buffer.from(key)));
+  const image = vipIndexImage([...others, record]);
+  const { before, after } = vipIndexOperations(image, observedVipIndex(await lb.dumpMap(MAPS.vipIndex)), MAPS.vipIndex);
+  if (before.length) await lb.updateMap(MAPS.vipIndex, entries(before));
+  await lb.updateMap(MAPS.vips, entries([{ op: "update", map: MAPS.vips, ...record }]));
+  if (after.length) await lb.updateMap(MAPS.vipIndex, entries(after));
 }
 
 async function writeConfig(lb: LoadedProgram, config: LbConfig): Promise<void> {
@@ -246,13 +267,14 @@ describe.skipIf(unavailable !== undefined)("xdp_maglev", { timeout: 120_000 }, (
     it("passes the verifier and is JIT-compiled as an XDP program", async () => {
       const info = await lb.progInfo();
       expect(info).toMatchObject({ type: "xdp", name: "xdp_maglev", jited: true });
-      expect(info.map_ids).toHaveLength(11);
+      expect(info.map_ids).toHaveLength(12);
     });
 
-    it("pins its nine maps and the two of the XDP chain, with the types and sizes the codec writes", async () => {
+    it("pins its ten maps and the two of the XDP chain, with the types and sizes the codec writes", async () => {
       expect(lb.mapNames()).toEqual([...Object.values(MAPS), "xdp_chain", "xdp_chain_next"].sort());
       const expected: Record<string, object> = {
         [MAPS.vips]: { type: "hash", bytes_key: SIZES.vipKey, bytes_value: SIZES.vip, max_entries: LB_MAX_VIPS },
+        [MAPS.vipIndex]: { type: "array", bytes_key: 4, bytes_value: SIZES.vipSlot, max_entries: LB_VIP_SLOTS },
         [MAPS.table]: { type: "array", bytes_key: 4, bytes_value: 4, max_entries: LB_TABLE_CAPACITY },
         [MAPS.backends]: { type: "array", bytes_key: 4, bytes_value: SIZES.backend, max_entries: LB_MAX_BACKENDS },
         [MAPS.flows]: { type: "lru_hash", bytes_key: SIZES.flowKey, bytes_value: 4 },
@@ -279,6 +301,7 @@ describe.skipIf(unavailable !== undefined)("xdp_maglev", { timeout: 120_000 }, (
       expect(layout("lb_vip")).toEqual({
         size: SIZES.vip, members: [["vip_index", 0], ["table_offset", 4], ["table_size", 8], ["mode", 12], ["flags", 13], ["reserved", 14]],
       });
+      expect(layout("lb_vip_slot")).toEqual({ size: SIZES.vipSlot, members: [["key", 0], ["vip", SIZES.vipKey], ["state", SIZES.vipKey + SIZES.vip], ["reserved", SIZES.vipKey + SIZES.vip + 1]] });
       expect(layout("lb_backend")).toEqual({
         size: SIZES.backend, members: [["addr", 0], ["port", 16], ["family", 18], ["flags", 19], ["mac", 20], ["mtu", 26]],
       });
@@ -869,6 +892,105 @@ describe.skipIf(unavailable !== undefined)("xdp_maglev", { timeout: 120_000 }, (
         expect(other.retval).toBe(XDP.PASS);
         expect(await stat(lb, "notVip")).toEqual({ packets: 1, bytes: packet.length });
       });
+    });
+  });
+
+  describe("lb_vip_index, the array in front of lb_vips", () => {
+    let lb: LoadedProgram;
+    const backends = localBackends("v4");
+    const table = tableOf(backends);
+    const vip = { address: VIP.v4, port: 80, protocol: "tcp" as const };
+    const value: VipValue = { vipIndex: 0, tableOffset: 0, tableSize: M, mode: "dsr", flowTable: false };
+    const flow: Flow = { src: "192.0.2.7", dst: VIP.v4, sport: 40000, dport: 80, proto: "tcp" };
+    const writeSlot = (key: Uint8Array, slot: Uint8Array) => lb.updateMap(MAPS.vipIndex, [{ key: Buffer.from(encodeIndex(vipSlotOf(key))), value: Buffer.from(slot) }]);
+    /** Balanced: XDP_TX to the table's backend by its static MAC (forwarding off), only the MACs changed. */
+    const expectBalanced = async (f: Flow) => {
+      const out = await run(lb, frame(f));
+      expect(out.retval, `${f.dst}:${f.dport}/${f.proto}`).toBe(XDP.TX);
+      expectFrame(out.dataOut, frame(f, { dmac: expectedBackend(table, backends, f).mac, smac: lbMac0 }));
+    };
+    const expectPassed = async (f: Flow) => {
+      const packet = frame(f);
+      const out = await run(lb, packet);
+      expect(out.retval, `${f.dst}:${f.dport}/${f.proto}`).toBe(XDP.PASS);
+      expectFrame(out.dataOut, packet);
+    };
+    /** A VIP key of the same family and protocol as `vip` that falls into the same slot. */
+    const collidingWith = (k: typeof vip) => {
+      const slot = vipSlotOf(encodeVipKey(k));
+      for (let port = 1; port < 65536; port++) {
+        const other = { ...k, port };
+        if (port !== k.port && vipSlotOf(encodeVipKey(other)) === slot) return other;
+      }
+      throw new Error("no colliding port");
+    };
+
+    beforeEach(async () => {
+      lb = await loadProgram(OBJ);
+      await setForwarding(false);
+      await writeBackends(lb, table, backends);
+      await writeTable(lb, table, 0);
+    });
+    afterEach(() => lb?.close());
+
+    it("a fresh index (all ASK) defers to lb_vips: the VIP is balanced, other traffic passes", async () => {
+      await writeVip(lb, vip, value, { index: false });
+      expect((await lb.dumpMap(MAPS.vipIndex)).every((e) => e.value.every((b) => b === 0))).toBe(true);
+      await expectBalanced(flow);
+      await expectPassed({ ...flow, dport: 81 });
+    });
+
+    it("ONE is read by the program with the hash the codec computes: VIPs found through their slots alone (lb_vips empty)", async () => {
+      const keys = [
+        ...Array.from({ length: 24 }, (_, i) => ({ address: `198.51.100.${10 + i * 9}`, port: 80 + i * 101, protocol: (i % 2 ? "udp" : "tcp") as "tcp" | "udp" })),
+        ...Array.from({ length: 8 }, (_, i) => ({ address: `2001:db8:100::${(i * 4099).toString(16)}`, port: 443 + i, protocol: "tcp" as const })),
+      ];
+      expect(new Set(keys.map((k) => vipSlotOf(encodeVipKey(k)))).size).toBe(keys.length);
+      // One IPv6 backend, index 9 (1-3 are the IPv4 table's), filling the IPv6 VIPs' table.
+      await lb.updateMap(MAPS.backends, [{ key: Buffer.from(encodeIndex(9)), value: Buffer.from(encodeBackend({ address: "fd00::11", port: 0, mac: "02:00:00:00:00:66" })) }]);
+      await lb.updateMap(MAPS.table, Array.from({ length: M }, (_, i) => ({ key: Buffer.from(encodeIndex(M + i)), value: Buffer.from(encodeIndex(9)) })));
+      for (const k of keys) {
+        const v6 = isV6(k.address);
+        await writeSlot(encodeVipKey(k), encodeVipSlot("one", encodeVipKey(k), encodeVip({ ...value, tableOffset: v6 ? M : 0 })));
+      }
+      expect(await lb.dumpMap(MAPS.vips)).toEqual([]);
+      for (const k of keys) {
+        const f: Flow = { src: isV6(k.address) ? "2001:db8:c::7" : "192.0.2.7", dst: k.address, sport: 40000, dport: k.port, proto: k.protocol };
+        if (!isV6(k.address)) {
+          await expectBalanced(f);
+          continue;
+        }
+        const out = await run(lb, frame(f));
+        expect(out.retval, k.address).toBe(XDP.TX);
+        expectFrame(out.dataOut, frame(f, { dmac: "02:00:00:00:00:66", smac: lbMac0 }));
+      }
+    });
+
+    it("NONE is final: a key in lb_vips whose slot says NONE is passed, and counted as not a VIP", async () => {
+      await writeVip(lb, vip, value, { index: false });
+      await writeSlot(encodeVipKey(vip), encodeVipSlot("none"));
+      await expectPassed(flow);
+      expect((await stat(lb, "notVip")).packets).toBe(1);
+    });
+
+    it("ONE names the only key of its slot: another key there is passed without asking lb_vips", async () => {
+      const other = collidingWith(vip);
+      await writeVip(lb, other, value, { index: false }); // in lb_vips, but the slot below says otherwise
+      await writeVip(lb, vip, value, { index: false });
+      await writeSlot(encodeVipKey(vip), encodeVipSlot("one", encodeVipKey(vip), encodeVip(value)));
+      await expectBalanced(flow);
+      await expectPassed({ ...flow, dport: other.port });
+    });
+
+    it("two VIPs in one slot make it ASK, as the provider writes it: both balanced, through lb_vips", async () => {
+      const other = collidingWith(vip);
+      await writeVip(lb, vip, value);
+      await writeVip(lb, other, { ...value, vipIndex: 1 });
+      const slot = (await lb.dumpMap(MAPS.vipIndex)).find((e) => decodeIndex(e.key) === vipSlotOf(encodeVipKey(vip)))!;
+      expect(slot.value.every((b) => b === 0), "the shared slot is ASK").toBe(true);
+      await expectBalanced(flow);
+      await expectBalanced({ ...flow, dport: other.port });
+      await expectPassed({ ...flow, dport: 81 === other.port ? 82 : 81 });
     });
   });
 });

@@ -213,8 +213,11 @@ function apply(observed: ObservedService, ops: readonly MapOperation[]): Observe
     return { slots, at: slot - offset };
   };
   let reverseNat = observed.reverseNat;
+  const vipIndex = new Map(observed.vipIndex ?? []);
   for (const op of ops) {
-    if (op.map === pin(MAPS.vips)) {
+    if (op.map === pin(MAPS.vipIndex) && op.op === "update") {
+      vipIndex.set(decodeIndex(op.key), op.value);
+    } else if (op.map === pin(MAPS.vips)) {
       const key = decodeVipKey(op.key);
       const k = `${key.address}:${key.port}/${key.protocol}`;
       if (op.op === "delete") vips.delete(k);
@@ -230,7 +233,7 @@ function apply(observed: ObservedService, ops: readonly MapOperation[]): Observe
       reverseNat = (op.value[0]! & 1) === 1;
     }
   }
-  return { vips, backends, reverseNat, tables };
+  return { vips, backends, reverseNat, tables, vipIndex };
 }
 
 /** Every slot any VIP's table covers names a backend record that exists. */

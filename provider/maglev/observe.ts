@@ -1,16 +1,18 @@
 /**
- * What a MaglevService has on its host, read back for `read`: VIPs, backends and
+ * What a MaglevService has on its host, read back for `read`: VIPs (as the
+ * program serves them, through lb_vip_index), backends and
  * their indexes, the mode and table size the maps hold, the tables' digest, the
  * counters, and next hops that changed under the records.
  */
 import { connectResource } from "../remote/resource";
 import type { SshSession } from "../remote/ssh";
 import type { XdpPlacement } from "../remote/xdpHook";
-import { LB_TABLE_CAPACITY, type BackendRecord, type LbMode } from "./codec";
+import { decodeVip, decodeVipKey, encodeVip, encodeVipKey, LB_TABLE_CAPACITY, type BackendRecord, type LbMode, type VipValue } from "./codec";
 import { observeMaps, observeProgram, readCountersAndTables } from "./hostState";
 import { addressesToResolve, nextHopMacs, nextHopMtus, surveyRouting, tunnelSources } from "./neighbours";
 import { recordKey, tableDigest } from "./plan";
-import type { Backend, Counter, MaglevServiceOutputs, Vip } from "./schema";
+import { vipKey, type Backend, type Counter, type MaglevServiceOutputs, type Vip } from "./schema";
+import { servedVips } from "./vipIndex";
 
 function counterRecord(keys: readonly string[], counters: Record<string, Counter>): Record<string, Counter> {
   return Object.fromEntries(keys.map((k) => [k, counters[k] ?? { packets: 0, bytes: 0 }]));
@@ -83,11 +85,22 @@ export async function observe(kind: string, placement: XdpPlacement, olds: Magle
   }
   const vips: Record<string, Vip> = {};
   const vipIndexes: Record<string, number> = {};
-  for (const [key, value] of maps.vips) {
-    vips[key] = maps.vipAddresses.get(key)!;
-    vipIndexes[key] = value.vipIndex;
+  const values: VipValue[] = [];
+  // The VIPs the program serves: lb_vips as lb_vip_index lets it through, so a
+  // slot changed by hand shows as the VIPs it hides or invents.
+  const stored = [...maps.vips].map(([key, value]) => ({ key: encodeVipKey(maps.vipAddresses.get(key)!), value: encodeVip(value) }));
+  for (const served of servedVips(stored, maps.vipIndex).values()) {
+    let vip: Vip, value: VipValue;
+    try {
+      vip = decodeVipKey(served.key);
+      value = decodeVip(served.value);
+    } catch {
+      continue; // a slot no codec wrote: the next apply rewrites it
+    }
+    vips[vipKey(vip)] = vip;
+    vipIndexes[vipKey(vip)] = value.vipIndex;
+    values.push(value);
   }
-  const values = [...maps.vips.values()];
   const regions = new Map<number, number>();
   for (const v of values) {
     if (v.tableSize > 0 && v.tableOffset < LB_TABLE_CAPACITY) regions.set(v.tableOffset, Math.max(regions.get(v.tableOffset) ?? 0, Math.min(v.tableSize, LB_TABLE_CAPACITY - v.tableOffset)));

@@ -18,7 +18,7 @@
  * packet is treated as lb_vips alone would treat it, at every step.
  */
 import type { MapOperation } from "../remote/mapOperations";
-import { decodeIndex, encodeIndex, encodeVipSlot, LB_VIP_SLOTS, SIZES, vipSlotOf } from "./codec";
+import { decodeIndex, encodeIndex, encodeVipSlot, LB_VIP_SLOTS, SIZES, vipSlotOf, vipSlotState } from "./codec";
 
 /** The lb_vip_index value each slot should hold for `vips` (each VIP's lb_vips key and value bytes). */
 export function vipIndexImage(vips: readonly { key: Uint8Array; value: Uint8Array }[]): Uint8Array[] {
@@ -76,4 +76,28 @@ export function observedVipIndex(entries: readonly { key: Uint8Array; value: Uin
   const slots = new Map<number, Uint8Array>();
   for (const e of entries) slots.set(decodeIndex(e.key), e.value);
   return slots;
+}
+
+/**
+ * The VIPs the program actually serves, with the value it uses, given what
+ * lb_vips and lb_vip_index hold: what `read` reports, so that a slot changed by
+ * hand shows as drift of the VIPs it hides or invents (the next apply rewrites
+ * the index from lb_vips). Keys and values are the maps' bytes, hex-keyed by key.
+ */
+export function servedVips(vips: readonly { key: Uint8Array; value: Uint8Array }[], index: ReadonlyMap<number, Uint8Array>): Map<string, { key: Uint8Array; value: Uint8Array }> {
+  const served = new Map<string, { key: Uint8Array; value: Uint8Array }>();
+  const hex = (b: Uint8Array) => Buffer.from(b).toString("hex");
+  const one = (slot: Uint8Array) => ({ key: slot.subarray(0, SIZES.vipKey), value: slot.subarray(SIZES.vipKey, SIZES.vipKey + SIZES.vip) });
+  for (const vip of vips) {
+    const slot = index.get(vipSlotOf(vip.key));
+    const state = slot ? vipSlotState(slot) : "ask";
+    if (state === "ask") served.set(hex(vip.key), vip);
+  }
+  for (const [number, slot] of index) {
+    if (vipSlotState(slot) !== "one") continue;
+    const vip = one(slot);
+    // A key the program can meet in this slot only if it hashes here.
+    if (vipSlotOf(vip.key) === number) served.set(hex(vip.key), { key: Uint8Array.from(vip.key), value: Uint8Array.from(vip.value) });
+  }
+  return served;
 }

@@ -6,7 +6,7 @@ import { describe, expect, it } from "vitest";
 import {
   encodeVip, encodeVipKey, encodeVipSlot, LB_VIP_SLOTS, SIZES, vipSlotOf, vipSlotState, type L4Protocol, type LbMode, type VipKey,
 } from "../../provider/maglev/codec";
-import { vipIndexImage, vipIndexOperations } from "../../provider/maglev/vipIndex";
+import { servedVips, vipIndexImage, vipIndexOperations } from "../../provider/maglev/vipIndex";
 import type { MapOperation } from "../../provider/remote/mapOperations";
 import { seededRandom } from "../support/seededRandom";
 
@@ -81,6 +81,25 @@ describe("lb_vip_index", () => {
     const index = new Map<number, Uint8Array>();
     for (const op of first.after) applyOp(index, new Map(), op);
     expect(vipIndexOperations(image, index, PIN)).toEqual({ before: [], after: [] });
+  });
+
+  it("read reports the VIPs the program serves: a hand-changed slot shows as a VIP hidden or invented", () => {
+    const rec = (k: VipKey, i: number) => ({ key: encodeVipKey(k), value: encodeVip({ vipIndex: i, tableOffset: 0, tableSize: 65537, mode: "dsr", flowTable: false }) });
+    const a = rec({ address: "198.51.100.10", port: 80, protocol: "tcp" }, 0);
+    const b = rec({ address: "198.51.100.11", port: 443, protocol: "tcp" }, 1);
+    const c = rec({ address: "198.51.100.12", port: 53, protocol: "udp" }, 2);
+    const keys = (m: Map<string, unknown>) => [...m.keys()].sort();
+    const consistent = new Map(vipIndexImage([a, b]).map((slot, i) => [i, slot]));
+    expect(keys(servedVips([a, b], new Map()))).toEqual(keys(new Map([[hex(a.key), 0], [hex(b.key), 0]]))); // no index (an older object): lb_vips
+    expect(keys(servedVips([a, b], consistent))).toEqual([hex(a.key), hex(b.key)].sort());
+    const hidden = new Map(consistent).set(vipSlotOf(a.key), encodeVipSlot("none"));
+    expect(keys(servedVips([a, b], hidden))).toEqual([hex(b.key)]);
+    const invented = new Map(consistent).set(vipSlotOf(c.key), encodeVipSlot("one", c.key, c.value));
+    expect(keys(servedVips([a, b], invented))).toEqual([hex(a.key), hex(b.key), hex(c.key)].sort());
+    expect(hex(servedVips([a, b], invented).get(hex(c.key))!.value)).toBe(hex(c.value));
+    // A ONE slot whose key hashes elsewhere is never met by that key.
+    const misplaced = new Map(consistent).set((vipSlotOf(c.key) + 1) % LB_VIP_SLOTS, encodeVipSlot("one", c.key, c.value));
+    expect(keys(servedVips([a, b], misplaced))).toEqual([hex(a.key), hex(b.key)].sort());
   });
 
   it("never lets the index disagree with lb_vips, after any prefix of random changes, and never writes a torn-read hazard", () => {

@@ -18,7 +18,10 @@
  *   IPIP (tunnel source configured) and NAT, SYN and connection-table hit, in
  *   the single-shot regime (bench/singleShot.ts: --single-shot-calls calls of
  *   repeat 1, default 100,000, interquartile mean; an empty XDP program timed
- *   the same way is their "× empty"), since their output cannot be fed back;
+ *   the same way is their "× empty"), since their output cannot be fed back.
+ *   A tree with lb_vip_index gets it written as its planner would (the VIP's
+ *   slot ONE, the others NONE). Below the table, the issue's Maglev targets
+ *   as it defines them (maglevTargets);
  * - TcPolicy established / denied / new allowed flow (1,024 rules, 100k
  *   flows; the new-flow object runs with a 0 transitory timeout, see
  *   bench/tc-policy.ts);
@@ -293,7 +296,15 @@ async function maglevService(t: Tree, mode: "dsr" | "nat" | "ipip", cache: boole
   await lb.updateMap(codec.MAPS.backends, ids.map((id) => entry(codec.encodeIndex(index.get(id)!), codec.encodeBackend(record(id)))));
   const ops = codec.tableOperations(table.diffTable(table.buildTable([], M), table.buildTable(ids.map((id) => ({ id })), M)), 0, (id: string) => index.get(id)!, lb.mapPin(codec.MAPS.table));
   await lb.batchText(t.batchText(ops));
-  await lb.updateMap(codec.MAPS.vips, [entry(codec.encodeVipKey({ address: VIP.v4, port: 80, protocol: "tcp" }), codec.encodeVip({ vipIndex: 0, tableOffset: 0, tableSize: M, mode, flowTable: true }))]);
+  const vipKey = codec.encodeVipKey({ address: VIP.v4, port: 80, protocol: "tcp" });
+  const vipValue = codec.encodeVip({ vipIndex: 0, tableOffset: 0, tableSize: M, mode, flowTable: true });
+  await lb.updateMap(codec.MAPS.vips, [entry(vipKey, vipValue)]);
+  // A tree with lb_vip_index (provider/maglev/vipIndex) gets it written as its planner would: the VIP's slot ONE, the rest NONE.
+  if (existsSync(join(t.root, "provider/maglev/vipIndex.ts"))) {
+    const vipIndex = t.module("provider/maglev/vipIndex");
+    const { before, after } = vipIndex.vipIndexOperations(vipIndex.vipIndexImage([{ key: vipKey, value: vipValue }]), new Map(), lb.mapPin(codec.MAPS.vipIndex));
+    await lb.batchText(t.batchText([...before, ...after]));
+  }
   // IPIP with a configured tunnel source (as a production balancer has one): the FIB is not needed for the source.
   await lb.updateMap(codec.MAPS.config, [entry(codec.encodeIndex(0), codec.encodeConfig({ reverseNat: mode === "nat", ...(mode === "ipip" ? { tunnelSourceV4: "10.0.0.1" } : {}) }))]);
   return lb;
@@ -335,6 +346,33 @@ async function maglevCases(trees: Tree[], ns: TestNetns, ifindex: number, fib: {
     );
   }
   return cases;
+}
+
+/**
+ * The MaglevService targets of issue 12 as the issue states them, from one run's
+ * medians: DSR static-MAC hit ≤ 3.5× empty; the FIB path within 1.15× of the
+ * static-MAC path; IPIP SYN and connection-table hit ≤ 0.9× the production
+ * balancer's single-shot figures quoted in the issue (SYN 417 ns, hit 218 ns,
+ * 138 above its empty program): this bench does not run that balancer, so its
+ * figures come from the issue's run, compared both absolute and above the
+ * single-shot empty program (the issue's ~80 ns against this run's).
+ */
+function maglevTargets(figure: (group: string, path: string, tree: Tree["label"]) => number, singleEmpty: number, xdpEmpty: number): string[] {
+  const lines: string[] = [];
+  const PRODUCTION = { syn: 417, hit: 218, empty: 80 };
+  for (const tree of ["before", "after"] as const) {
+    const staticMac = figure(LB_GROUP, "IPv4 VIP, DSR, static MAC, flow-table hit", tree);
+    const fib = figure(LB_GROUP, "IPv4 VIP, DSR, forwarding on (FIB path), flow-table hit", tree);
+    const syn = figure(LB_SINGLE_GROUP, "IPv4 VIP, IPIP, SYN", tree);
+    const hit = figure(LB_SINGLE_GROUP, "IPv4 VIP, IPIP, connection-table hit", tree);
+    const above = (x: number, empty: number) => x - empty;
+    lines.push(
+      `${tree}: DSR static-MAC hit ${(staticMac / xdpEmpty).toFixed(2)}× empty (target ≤ 3.5); FIB path ${(fib / staticMac).toFixed(2)}× static MAC (target ≤ 1.15); ` +
+        `IPIP SYN ${(syn / PRODUCTION.syn).toFixed(2)}× production absolute, ${(above(syn, singleEmpty) / above(PRODUCTION.syn, PRODUCTION.empty)).toFixed(2)}× above empty; ` +
+        `IPIP hit ${(hit / PRODUCTION.hit).toFixed(2)}× absolute, ${(above(hit, singleEmpty) / above(PRODUCTION.hit, PRODUCTION.empty)).toFixed(2)}× above empty (targets ≤ 0.9)`,
+    );
+  }
+  return lines;
 }
 
 // ---------------------------------------------------------------- TcPolicy
@@ -496,6 +534,8 @@ async function main(): Promise<void> {
       record.push({ group: c.group, path: c.path, emptyNs: e, beforeNs: bn, afterNs: an });
     }
     printTable(["group", "path", "before ns", "× empty", "after ns", "× empty", "after/before"], rows, [0, 1]);
+    const figure = (group: string, path: string, label: Tree["label"]) => ns_(cases.find((c) => c.group === group && c.path === path && c.tree === label)!);
+    console.log(`\nMaglevService targets (issue 12):\n  ${maglevTargets(figure, emptyNs("xdp-single"), emptyNs("xdp-netns")).join("\n  ")}`);
     writeBenchRecord("dataplane", { kernel: release(), baseline: BASELINE, repeat: REPEAT, rounds: ROUNDS, empties: Object.fromEntries(Object.values(empties).map((c) => [c.path, ns_(c)])), rows: record });
   } finally {
     for (const p of loaded) p.close();

@@ -15,25 +15,32 @@
  * state bytes (`pulumi stack export | wc -c`) and the checkpoint file's size.
  *
  *   sudo npx vite-node bench/fleet-scale.ts [--hosts 1,10] [--entries 10,10000] [--repeat 1]
- *                                           [--layouts before] [--full] [--keep-going]
+ *                                           [--layouts before,after] [--full] [--keep-going]
+ *                                           [--before-package TGZ] [--after-package TGZ]
  *
  * Default grid: 1 and 10 hosts × 10 and 10,000 entries (about 10 minutes on 2
  * cores). `--full` is the issue's grid, 1/30/100 hosts × 10/10k/100k entries.
  * `--keep-going` records a failed cell and goes on with the next one.
+ * Layouts: "before", an XdpFirewall per host holding the whole list (today's
+ * layout); "after", one DenyList shared by every firewall (issue 10's
+ * content-held-once design). Each layout's project installs bpfleet from
+ * `--<layout>-package` (an `npm pack` tarball), by default this checkout's: to
+ * compare releases, give "before" a tarball of the old code and "after" one of
+ * the new, and both run on the same labs, cell by cell, in one run.
  * Labs are named fb<hosts>, cgroups fb-*, projects under $BPFLEET_E2E_DIR
  * (default /tmp/bpfleet-e2e-fleetbench); all are removed at the end, on
  * failure and on Ctrl-C. Results also go to .bench/fleet-scale.json.
  */
 import { execFileSync } from "node:child_process";
-import { readFileSync, rmSync, statSync, writeFileSync, readdirSync } from "node:fs";
-import { join } from "node:path";
+import { existsSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { join, resolve } from "node:path";
 import { execa } from "execa";
 import { batchText } from "../provider/remote/mapOperations";
 import { denyOperations, planDeny } from "../provider/xdpFirewall/plan";
 import type { PulumiProject } from "../test/e2e/pulumiProject";
 import { createLab, LAB_SH, type Lab } from "../test/lab/lab";
 import { CpuGroup, cpuTotal, inGroup, median, sampleMemory, SshdLog, type CpuUsage, type MemoryPeak } from "./fleetScaleAccounting";
-import { loadAverage, numberList, numberOption, option, printTable, writeBenchRecord } from "./support";
+import { loadAverage, numberList, numberOption, option, printTable, REPO_ROOT, writeBenchRecord } from "./support";
 
 const FULL = process.argv.includes("--full");
 const KEEP_GOING = process.argv.includes("--keep-going");
@@ -72,6 +79,24 @@ const firewalls = (lab.hosts as { name: string; address: string; port: number; h
   (h) => new bpfleet.XdpFirewall(\`fw-\${h.name}\`, { host: { address: h.address, port: h.port, user: "root", hostKey: h.hostKey, privateKey }, interface: h.interface, deny }),
 );
 export const entries = firewalls.map((fw) => fw.deny.apply((d) => Object.keys(d).length));
+`,
+  after: `
+import * as fs from "node:fs";
+import * as pulumi from "@pulumi/pulumi";
+import * as bpfleet from "bpfleet";
+
+const config = new pulumi.Config();
+const lab = JSON.parse(fs.readFileSync(config.require("labFile"), "utf8"));
+const privateKey = pulumi.secret(fs.readFileSync(lab.privateKeyPath, "utf8"));
+const entries = fs.readFileSync(config.require("denyFile"), "utf8").split("\\n").filter(Boolean);
+// The entries are held once, in this resource's state; each firewall carries the list's name, digest and count.
+const feed = new bpfleet.DenyList("feed", { entries });
+
+const firewalls = (lab.hosts as { name: string; address: string; port: number; hostKey: string; interface: string }[]).map(
+  (h) => new bpfleet.XdpFirewall(\`fw-\${h.name}\`, { host: { address: h.address, port: h.port, user: "root", hostKey: h.hostKey, privateKey }, interface: h.interface, denyList: feed }),
+);
+export const feedDigest = feed.digest;
+export const applied = firewalls.map((fw) => fw.denyList.apply((l) => l?.count));
 `,
 };
 const LAYOUTS = option("layouts", "before").split(",");
@@ -368,8 +393,30 @@ function installCleanup(): void {
 
 // ---------------------------------------------------------------- main
 
-function memAvailable(): number {
-  return Number(readFileSync("/proc/meminfo", "utf8").match(/^MemAvailable:\s+(\d+) kB/m)![1]) * 1024;
+/**
+ * The layout's project: bpfleet from `--<layout>-package` when given (the same
+ * files test/e2e/pulumiProject's create writes, with that tarball), else from
+ * this checkout's own `npm pack`.
+ */
+async function layoutProject(Project: typeof PulumiProject, layout: string): Promise<PulumiProject> {
+  const name = `fleet-scale-${layout}`;
+  const tarball = option(`${layout}-package`, "");
+  if (!tarball) return Project.fromSource(name, PROGRAMS[layout]!, "fleetscale");
+  if (!existsSync(tarball)) throw new Error(`--${layout}-package: ${tarball} does not exist (an npm pack tarball of bpfleet)`);
+  const root = JSON.parse(readFileSync(join(REPO_ROOT, "package.json"), "utf8"));
+  const packageJson = {
+    name,
+    private: true,
+    dependencies: { bpfleet: `file:${resolve(tarball)}`, "@pulumi/pulumi": root.dependencies["@pulumi/pulumi"] },
+    devDependencies: { "ts-node": root.devDependencies["ts-node"], typescript: root.devDependencies.typescript, "@types/node": root.devDependencies["@types/node"] },
+  };
+  const tsconfig = { compilerOptions: { strict: true, target: "ES2022", module: "commonjs", moduleResolution: "node", esModuleInterop: true, skipLibCheck: true } };
+  return Project.fromFiles(name, {
+    "Pulumi.yaml": "name: fleetscale\nruntime:\n  name: nodejs\n  options:\n    typescript: true\n",
+    "package.json": JSON.stringify(packageJson, null, 2),
+    "tsconfig.json": JSON.stringify(tsconfig, null, 2),
+    "index.ts": PROGRAMS[layout]!,
+  });
 }
 
 function pssOf(pid: number): number {
@@ -395,20 +442,19 @@ async function main(): Promise<void> {
   for (const layout of LAYOUTS) {
     const dir = join(process.env.BPFLEET_E2E_DIR, `fleet-scale-${layout}`);
     projectDirs.push(dir, `${dir}.program.ts`);
-    const project = await PulumiProject.fromSource(`fleet-scale-${layout}`, PROGRAMS[layout]!, "fleetscale");
+    const project = await layoutProject(PulumiProject, layout);
     layoutProjects.set(layout, project);
   }
 
   const cells: Cell[] = [];
-  const labCosts: { hosts: number; seconds: number; memAvailableDrop: number; sshdPss: number }[] = [];
+  const labCosts: { hosts: number; seconds: number; sshdPss: number }[] = [];
   for (const hostCount of HOSTS) {
     const name = `fb${hostCount}`;
     labs.push(name);
-    const mem0 = memAvailable();
     const t0 = process.hrtime.bigint();
     const lab = await createLab(name, { hosts: hostCount });
     const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
-    labCosts.push({ hosts: hostCount, seconds, memAvailableDrop: mem0 - memAvailable(), sshdPss: lab.hosts.reduce((sum, h) => sum + pssOf(h.sshdPid), 0) });
+    labCosts.push({ hosts: hostCount, seconds, sshdPss: lab.hosts.reduce((sum, h) => sum + pssOf(h.sshdPid), 0) });
     console.log(`lab ${name}: ${hostCount} hosts up in ${seconds.toFixed(1)} s`);
     const hosts: HostAccounting[] = lab.hosts.map((h) => {
       const group = new CpuGroup(`fb-${name}-${h.name}`);
@@ -429,10 +475,11 @@ async function main(): Promise<void> {
   const loadAfter = loadAverage();
 
   report(cells);
+  // sshd's own memory only: the kernel's share (namespaces, veths) shows only in MemAvailable, which other work on a shared machine drowns.
   console.log("\nLab cost (test/lab/lab.sh up, no clients)");
   printTable(
-    ["hosts", "up s", "s/host", "MemAvailable drop MB", "MB/host", "sshd PSS MB/host"],
-    labCosts.map((l) => [String(l.hosts), l.seconds.toFixed(1), (l.seconds / l.hosts).toFixed(2), mb(l.memAvailableDrop), (l.memAvailableDrop / l.hosts / 1048576).toFixed(1), (l.sshdPss / l.hosts / 1048576).toFixed(1)]),
+    ["hosts", "up s", "s/host", "sshd PSS MB/host"],
+    labCosts.map((l) => [String(l.hosts), l.seconds.toFixed(1), (l.seconds / l.hosts).toFixed(2), (l.sshdPss / l.hosts / 1048576).toFixed(1)]),
     [],
   );
   console.log(`\nload average before: ${loadBefore}; after: ${loadAfter}`);

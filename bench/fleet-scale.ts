@@ -14,6 +14,11 @@
  * exec sessions per host (the host's sshd log). After the first `up`: exported
  * state bytes (`pulumi stack export | wc -c`) and the checkpoint file's size.
  *
+ * On one machine the lab's hosts share its cores with the CLI: a wall time at
+ * many hosts includes every host's CPU (100 hosts × 1.2 s of host CPU is a
+ * minute of wall on 2 cores), and so does the anchor's. Compare the CPU
+ * columns, and wall times only against the anchor of the same cell.
+ *
  *   sudo npx vite-node bench/fleet-scale.ts [--hosts 1,10] [--entries 10,10000] [--repeat 1]
  *                                           [--layouts before,after] [--full] [--keep-going]
  *                                           [--before-package TGZ] [--after-package TGZ]

@@ -6,6 +6,7 @@
  * never the table's slots (DESIGN.md, "Inputs are canonical").
  */
 import { expectationSet, maglevExpectationProblems } from "../expect/schema";
+import type { ExpectationResult } from "../expect/hostRun";
 import type * as pulumi from "@pulumi/pulumi";
 import { z } from "zod";
 import { CidrError, formatAddress, parseInputPrefix, parsePrefix } from "../cidr";
@@ -553,4 +554,6 @@ export interface MaglevServiceOutputs extends MaglevServiceInputs {
   /** Whether the program translates backends' replies (lb_config), as on the host. */
   reverseNat: boolean;
   counters: MaglevCounters;
+  /** Each packet expectation's result on the host at the last create/update, by canonical text (provider/expect/hostRun.ts). */
+  expectResults: Record<string, ExpectationResult>;
 }

@@ -18,6 +18,7 @@ import { z } from "zod";
 import { canonicalInputPrefix, CidrError, parsePrefix, type Family } from "../cidr";
 import { checkInputs, pathFailures, UNKNOWN } from "../dynamicAdapter";
 import { expectationSet } from "../expect/schema";
+import type { ExpectationResult } from "../expect/hostRun";
 import { credentialsSchema, hostSchema } from "../remote/hostSchema";
 import { lockoutInputs } from "../remote/lockout";
 import { canonicalItems, interfaceName, pinName } from "../validation";
@@ -496,4 +497,6 @@ export interface TcPolicyOutputs extends TcPolicyInputs {
   ruleHits: Record<Direction, Record<string, number>>;
   /** Flow entries in the table when last read. */
   liveFlows: number;
+  /** Each packet expectation's result on the host at the last create/update, by canonical text (provider/expect/hostRun.ts). */
+  expectResults: Record<string, ExpectationResult>;
 }

@@ -6,6 +6,7 @@ import { credentialsSchema, hostSchema } from "../remote/hostSchema";
 import { lockoutInputs } from "../remote/lockout";
 import { encodeDenyEntry } from "./codec";
 import { expectationSet } from "../expect/schema";
+import type { ExpectationResult } from "../expect/hostRun";
 import { chainPriority, cidrSet, interfaceName, pinName } from "../validation";
 
 /**
@@ -154,4 +155,6 @@ export interface XdpFirewallOutputs extends XdpFirewallInputs {
    * tries as they fill.
    */
   mapMemoryBytes: number;
+  /** Each packet expectation's result on the host at the last create/update, by canonical text (provider/expect/hostRun.ts). */
+  expectResults: Record<string, ExpectationResult>;
 }

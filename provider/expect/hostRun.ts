@@ -233,15 +233,25 @@ export function probeInput(target: ProbeTarget, expectations: readonly Expectati
   return { stdin: [...lines, ...runLines, ""].join("\n"), verdictRun };
 }
 
-/** Runs `expectations` on the host in one exec; their results by canonical text. */
-export async function runExpectations(session: SshSession, target: ProbeTarget, expectations: readonly Expectation[], view?: BalancerView): Promise<Record<string, ExpectationResult>> {
+/**
+ * Runs `expectations` on the host in one exec; their results by canonical text.
+ * `objectPath`: where the host holds an object (its content-addressed path; a test
+ * running the script locally gives the package's own).
+ */
+export async function runExpectations(
+  session: SshSession,
+  target: ProbeTarget,
+  expectations: readonly Expectation[],
+  view?: BalancerView,
+  objectPath: (object: LocalObject) => string = objectRemotePath,
+): Promise<Record<string, ExpectationResult>> {
   if (expectations.length === 0) return {};
   const { stdin, verdictRun } = probeInput(target, expectations);
-  const members = target.members.map((m) => `${m.slot ?? "-"} ${objectRemotePath(m.object)} ${m.liveDir} ${m.shared.join(",")}`).join("\n");
+  const members = target.members.map((m) => `${m.slot ?? "-"} ${objectPath(m.object)} ${m.liveDir} ${m.shared.join(",")}`).join("\n");
   const result = await runShellScript(
     session,
     "expect-probe",
-    { type: target.type, iface: target.iface, dispatcher: target.dispatcher ? objectRemotePath(target.dispatcher) : "", members },
+    { type: target.type, iface: target.iface, dispatcher: target.dispatcher ? objectPath(target.dispatcher) : "", members },
     { stdin },
   );
   const retvals: number[] = [];

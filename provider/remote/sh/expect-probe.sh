@@ -7,8 +7,8 @@
 # each run's context, so the program sees its real ingress interface); $3 the
 # interface dispatcher's object when the probe runs through its XDP chain, else "";
 # $4 one line per member: "<slot or -> <object> <live pin dir> <shared maps, comma
-# separated>" (a chain member also shares its xdp_chain_next, and its copy sits in
-# its live slot of the dispatcher copy's scratch xdp_chain).
+# separated>" (a chain member's include its xdp_chain_next; its copy sits in its live
+# slot of the dispatcher copy's scratch xdp_chain).
 # stdin, one item a line: "frame <name> <base64>", "round" (every round gets fresh
 # copies: empty flow tables), "run <program> <frame>" (program: "prog" for XDP, the
 # TC function name otherwise). Prints "@@round <n>" and the JSON of that round's
@@ -42,7 +42,6 @@ load_copies() {
       dest=$probe/m$slot
       mkdir -p "$dest"
       set -- bpftool prog load "$object" "$dest/prog" type xdp map name xdp_chain pinned "$probe/maps/xdp_chain"
-      if [ -e "$live/maps/xdp_chain_next" ]; then set -- "$@" map name xdp_chain_next pinned "$live/maps/xdp_chain_next"; fi
     else
       dest=$probe
       set -- bpftool prog load "$object" "$probe/prog" type xdp

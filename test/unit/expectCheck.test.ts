@@ -87,7 +87,7 @@ describe("the host-side run's pure parts", () => {
       [1, "/sys/fs/bpf/bpfleet/maglev/web", [...SHARED_MAPS.maglevService, ...CHAIN_SHARED_MAPS]],
       [0, "/sys/fs/bpf/bpfleet/xdp-firewall/edge", [...SHARED_MAPS.xdpFirewall, ...CHAIN_SHARED_MAPS]],
     ]);
-    const alone = xdpProbeTarget("xdpFirewall", "xdp_firewall", pinLayout("xdp-firewall", "fw"), { iface: "eth0", mode: "auto" }, chain, []);
+    const alone = xdpProbeTarget("xdpFirewall", "xdp_firewall", pinLayout("xdp-firewall", "fw"), { iface: "eth0", mode: "auto", chainPriority: undefined }, chain, []);
     expect(alone.dispatcher).toBeUndefined();
     expect(alone.members.map((m) => m.slot)).toEqual([undefined]);
     const foreign = { ...chain, owners: new Map<number, string>() };

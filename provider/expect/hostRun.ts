@@ -13,7 +13,9 @@ import { packagedObject } from "../objects";
 import { hostJson } from "../remote/hostJson";
 import { objectRemotePath, uploadObject, type LocalObject } from "../remote/objectUpload";
 import type { PinLayout } from "../remote/pins";
-import { PIN_ROOT } from "../remote/hostDirs";
+import { PIN_ROOT, RUN_DIR } from "../remote/hostDirs";
+
+const GUARD_DIR = `${RUN_DIR}/guards`;
 import type { ChainSurvey } from "../remote/resourceSurvey";
 import { runShellScript } from "../remote/shellScript";
 import type { SshSession } from "../remote/ssh";
@@ -325,12 +327,12 @@ export class ExpectationsMissedError extends Error {
   constructor(
     readonly host: string,
     readonly results: Record<string, ExpectationResult>,
-    revertLog: string,
+    readonly revertLog: string,
   ) {
     const missed = Object.values(results).filter((r) => !r.met).length;
     super(
       `${host}: ${missed} of ${Object.keys(results).length} packet expectations missed after the change, so the host reverted it at once ` +
-        `(the lockout guard's revert${revertLog.trim() ? `; its output: ${revertLog.trim().split("\n").slice(-3).join(" / ")}` : ""}). Nothing was recorded as applied.\n` +
+        `(the lockout guard's revert; its output is kept in ${GUARD_DIR}/<token>.log there). Nothing was recorded as applied\n` +
         `${expectationTable(host, results)}\n` +
         `Fix the change (or the expectation, if the traffic it names should no longer get that outcome) and run up again.`,
     );

@@ -145,7 +145,7 @@ describe("the host-side run's pure parts", () => {
       "tcp 10.0.0.5:1 > 10.0.0.7:22 syn: pass  pass    pass  10.0.0.7  met",
     ]);
     const err = new ExpectationsMissedError("10.0.0.7", results, "");
-    expect(err.message).toMatch(/^10\.0\.0\.7: 1 of 2 packet expectations missed after the change, so the host reverted it at once \(the lockout guard's revert\)\. Nothing was recorded as applied\.\n/);
+    expect(err.message).toMatch(/^10\.0\.0\.7: 1 of 2 packet expectations missed after the change, so the host reverted it at once \(the lockout guard's revert; its output is kept in \/run\/bpfleet\/guards\/<token>\.log there\)\. Nothing was recorded as applied\n/);
   });
 });
 

@@ -175,6 +175,7 @@ export interface HealthGateTargetArgs {
     hook?: pulumi.Input<{ interface: pulumi.Input<string>; type: pulumi.Input<"xdp" | "tc-ingress" | "tc-egress"> } | undefined>;
     programId?: pulumi.Input<number>;
     probe?: pulumi.Input<pulumi.Input<string>[]>;
+    expect?: pulumi.Input<pulumi.Input<string | ExpectationArgs>[]>;
 }
 
 export interface CounterCheckArgs {

@@ -6,6 +6,7 @@
  * never the table's slots (DESIGN.md, "Inputs are canonical").
  */
 import { expectationSet, maglevExpectationProblems } from "../expect/schema";
+import { withPreviewNote } from "../expect/preview";
 import type { ExpectationResult } from "../expect/hostRun";
 import type * as pulumi from "@pulumi/pulumi";
 import { z } from "zod";
@@ -513,7 +514,7 @@ export function checkMaglevService(news: Record<string, unknown>): pulumi.dynami
   if ([inputs.mode, inputs.vips, inputs.backends, inputs.tableSize].some(isUnknown)) return result;
   const problems = serviceProblems(inputs, { vips: news.vips, backends: news.backends });
   if (!isUnknown(inputs.expect)) problems.push(...maglevExpectationProblems(inputs.expect, inputs.vips, inputs.backends, news.expect));
-  return problems.length > 0 ? { failures: pathFailures(problems, news) } : result;
+  return problems.length > 0 ? { failures: pathFailures(problems, news) } : withPreviewNote("maglevService", result, ["mode", "vips", "backends", "tableSize", "expect"]);
 }
 
 // ---------------------------------------------------------------- outputs

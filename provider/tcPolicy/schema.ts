@@ -18,6 +18,7 @@ import { z } from "zod";
 import { canonicalInputPrefix, CidrError, parsePrefix, type Family } from "../cidr";
 import { checkInputs, pathFailures, UNKNOWN } from "../dynamicAdapter";
 import { expectationSet } from "../expect/schema";
+import { withPreviewNote } from "../expect/preview";
 import type { ExpectationResult } from "../expect/hostRun";
 import { credentialsSchema, hostSchema } from "../remote/hostSchema";
 import { lockoutInputs } from "../remote/lockout";
@@ -468,7 +469,7 @@ export function checkTcPolicy(news: Record<string, unknown>): pulumi.dynamic.Che
   const needed = [inputs.ingress, inputs.egress, inputs.stateful, inputs.allowLockout, host, port];
   if (needed.some((value) => JSON.stringify(value ?? null).includes(UNKNOWN))) return result;
   const issues = policyIssues({ ...(inputs as Pick<TcPolicyInputs, "ingress" | "egress" | "stateful" | "allowLockout">), host: { port: typeof port === "number" ? port : 22 } });
-  return issues.length > 0 ? { failures: pathFailures(issues, news) } : result;
+  return issues.length > 0 ? { failures: pathFailures(issues, news) } : withPreviewNote("tcPolicy", result, ["ingress", "egress", "stateful", "expect"]);
 }
 
 // ------------------------------------------------------------ outputs

@@ -6,6 +6,7 @@ import { credentialsSchema, hostSchema } from "../remote/hostSchema";
 import { lockoutInputs } from "../remote/lockout";
 import { encodeDenyEntry } from "./codec";
 import { expectationSet } from "../expect/schema";
+import { withPreviewNote } from "../expect/preview";
 import type { ExpectationResult } from "../expect/hostRun";
 import { chainPriority, cidrSet, interfaceName, pinName } from "../validation";
 
@@ -131,7 +132,7 @@ export type XdpFirewallInputs = z.infer<typeof xdpFirewallSchema>;
 
 /** The schema; every rule is in it (bootRestore works with and without chainPriority). */
 export function checkXdpFirewall(news: Record<string, unknown>): pulumi.dynamic.CheckResult {
-  return checkInputs(xdpFirewallSchema, news);
+  return withPreviewNote("xdpFirewall", checkInputs(xdpFirewallSchema, news), ["deny", "expect"]);
 }
 
 export interface XdpFirewallCounters {

@@ -201,3 +201,27 @@ describe("sh/expect-probe.sh under a stub bpftool", () => {
     expect(r.calls).toEqual([]);
   });
 });
+
+describe("preview: expectations judged against the planned entries", () => {
+  it("check() prints the ones the plan would miss, and still passes (the host is the proof)", async () => {
+    const logged: string[] = [];
+    const log = console.log;
+    console.log = (...args: unknown[]) => void logged.push(args.join(" "));
+    try {
+      const ok = await firewallProvider.check({}, { host, interface: "eth0", name: "fw", deny: ["10.0.0.0/24"], expect: ["tcp 10.0.0.5:1 > 10.0.0.7:80: pass", "tcp 10.0.1.5:1 > 10.0.0.7:80: pass"] });
+      expect(ok.failures).toBeUndefined();
+      expect(logged).toEqual([
+        "bpfleet: 1 packet expectation(s) would be missed by the planned entries (judged without the host; `up` proves them on it and reverts a miss):\n" +
+          "  tcp 10.0.0.5:1 > 10.0.0.7:80 syn: pass: wanted pass, the plan gives drop (deny entry 10.0.0.0/24 covers the source)",
+      ]);
+      logged.length = 0;
+      await tcProvider.check({}, { host, interface: "eth0", name: "pol", ingress: { default: "deny", rules: ["allow tcp 22", "allow tcp 80"] }, expect: ["ingress tcp 10.0.0.5:1 > 10.0.0.7:80: pass"] });
+      expect(logged).toEqual([]);
+      // Nothing is judged while an input it reads is still unknown.
+      await firewallProvider.check({}, { host, interface: "eth0", name: "fw", deny: [UNKNOWN], expect: ["tcp 10.0.0.5:1 > 10.0.0.7:80: pass"] });
+      expect(logged).toEqual([]);
+    } finally {
+      console.log = log;
+    }
+  });
+});

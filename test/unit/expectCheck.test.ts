@@ -19,6 +19,7 @@ import { provider as maglevProvider } from "../../provider/maglev/dynamic";
 import { pinLayout } from "../../provider/remote/pins";
 import { provider as tcProvider } from "../../provider/tcPolicy/dynamic";
 import { provider as firewallProvider } from "../../provider/xdpFirewall/dynamic";
+import { gateTargetSchema } from "../../provider/healthGate/schema";
 
 const host = { address: "192.0.2.1" };
 const firewall = (expect: unknown) => firewallProvider.check({}, { host, interface: "eth0", name: "fw", deny: ["203.0.113.0/24"], expect });
@@ -223,5 +224,15 @@ describe("preview: expectations judged against the planned entries", () => {
     } finally {
       console.log = log;
     }
+  });
+});
+
+describe("a HealthGate target's expectations", () => {
+  it("are canonicalised by the grammar of the target's kind, and a bad one is named", () => {
+    const target = (kind: string, expect: unknown) => gateTargetSchema.safeParse({ host, kind, name: "fw", expect });
+    expect(target("xdp-firewall", ["TCP 10.0.0.5:1 > 10.0.0.7:80: pass"]).data!.expect).toEqual({ "tcp 10.0.0.5:1 > 10.0.0.7:80 syn: pass": "pass" });
+    expect(target("xdp-firewall", ["sctp 10.0.0.5:1 > 10.0.0.7:80: pass"]).error!.issues.map((i) => [i.path, i.message])).toEqual([[["expect", 0], '"sctp" is not a protocol: use tcp, udp or icmp']]);
+    expect(target("tc-policy", ["tcp 10.0.0.5:1 > 10.0.0.7:80: pass"]).error!.issues[0]!.message).toBe('a TcPolicy expectation names its hook: begin with "ingress" or "egress"');
+    expect(target("traffic-mirror", ["tcp 10.0.0.5:1 > 10.0.0.7:80: pass"]).error!.issues[0]!.message).toBe("a traffic-mirror target has no packet expectations (xdp-firewall, tc-policy and maglev do)");
   });
 });

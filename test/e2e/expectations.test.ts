@@ -113,6 +113,15 @@ describe("packet expectations through the real Pulumi CLI", () => {
     expect(out.webResults[deniedThroughChain]).toEqual({ wanted: "drop", got: "drop", met: true });
   }, 600_000);
 
+  it("pulumi preview judges the expectations against the planned entries and says which the plan would miss", async () => {
+    await project.setList("deny", ["203.0.113.0/24", `${c1.address}/32`]);
+    const preview = await project.ok(["preview", "--diff"]);
+    const output = `${preview.stdout}\n${preview.stderr}`;
+    expect(output).toContain("1 packet expectation(s) would be missed by the planned entries");
+    expect(output).toContain(`${healthCheck}: wanted pass, the plan gives drop (deny entry ${c1.address}/32 covers the source)`);
+    await project.setList("deny", ["203.0.113.0/24"]);
+  }, 600_000);
+
   it("a deny entry that drops the declared health-check source fails up with the table, and the host keeps its previous entries", async () => {
     const before = await denyRecords();
     expect(before).not.toContain(c1.address.split(".").map((n) => `"0x${Number(n).toString(16).padStart(2, "0")}"`).join(","));

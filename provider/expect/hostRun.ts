@@ -216,7 +216,7 @@ export function probeInput(target: ProbeTarget, expectations: readonly Expectati
     let name = frames.get(hex);
     if (!name) {
       frames.set(hex, (name = `f${frames.size}`));
-      lines.push(`frame ${name} ${frame.toString("base64")}`);
+      lines.push(`frame ${name} ${frame.length} ${frame.toString("base64")}`);
     }
     return name;
   };
@@ -253,7 +253,7 @@ export async function runExpectations(
   const result = await runShellScript(
     session,
     "expect-probe",
-    { type: target.type, iface: target.iface, dispatcher: target.dispatcher ? objectPath(target.dispatcher) : "", members },
+    { type: target.type, iface: target.iface, dispatcher: target.dispatcher ? objectPath(target.dispatcher) : "", members, outputs: view ? "1" : "" },
     { stdin },
   );
   const retvals: number[] = [];

@@ -176,7 +176,7 @@ describe("sh/expect-probe.sh under a stub bpftool", () => {
     for (const m of ["deny_v4_exact", "xdp_chain_next"]) writeFileSync(join(live, "maps", m), "");
     const e = parseExpectationText("xdpFirewall", "tcp 10.0.0.5:1 > 10.0.0.7:22: pass");
     const { stdin } = probeInput({ type: "xdp", iface: "lo", members: [] }, [e]);
-    const r = run({ type: "xdp", iface: "lo", dispatcher: "/objects/d.o", members: `0 /objects/fw.o ${live} deny_v4_exact,deny_v6_exact,xdp_chain_next` }, stdin);
+    const r = run({ type: "xdp", iface: "lo", dispatcher: "/objects/d.o", members: `0 /objects/fw.o ${live} deny_v4_exact,deny_v6_exact,xdp_chain_next`, outputs: "1" }, stdin);
     expect(r.code, r.stderr).toBe(0);
     const probe = /bpfleet-probe-\d+/.exec(r.calls[0]!)![0];
     const P = `/sys/fs/bpf/${probe}`;
@@ -196,7 +196,7 @@ describe("sh/expect-probe.sh under a stub bpftool", () => {
   });
 
   it("refuses a line naming anything but a plain name, before loading anything", () => {
-    const r = run({ type: "tc", iface: "lo", dispatcher: "", members: "- /objects/p.o /nowhere rules" }, "frame f0 AAAA\nround\nrun ../../x f0\n");
+    const r = run({ type: "tc", iface: "lo", dispatcher: "", members: "- /objects/p.o /nowhere rules", outputs: "" }, "frame f0 3 AAAA\nround\nrun ../../x f0\n");
     expect(r.code).toBe(2);
     expect(r.stderr).toContain("bad name: ../../x");
     expect(r.calls).toEqual([]);

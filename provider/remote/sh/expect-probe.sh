@@ -9,12 +9,14 @@
 # $4 one line per member: "<slot or -> <object> <live pin dir> <shared maps, comma
 # separated>" (a chain member's include its xdp_chain_next; its copy sits in its live
 # slot of the dispatcher copy's scratch xdp_chain).
-# stdin, one item a line: "frame <name> <base64>", "round" (every round gets fresh
+# $5 "1" to print each XDP run's output frame (a balancer's backend is read from it).
+# stdin, one item a line: "frame <name> <length> <base64>", "round" (every round gets fresh
 # copies: empty flow tables), "run <program> <frame>" (program: "prog" for XDP, the
 # TC function name otherwise). Prints "@@round <n>" and the JSON of that round's
-# `bpftool -j batch` of `prog run` lines, then (XDP) "@@out <run>" and each run's
-# output frame in base64.
-type=$1 iface=$2 dispatcher=$3 members=$4
+# `bpftool -j batch` of `prog run` lines, then (with $5) "@@out <run>" and each run's
+# output frame in base64. Forks are what a long list costs here, so each frame takes
+# one (base64 -d) and each frame length one context file.
+type=$1 iface=$2 dispatcher=$3 members=$4 outputs=$5
 set -e
 name_ok() { case "$1" in '' | *[!A-Za-z0-9_]*) echo "bad name: $1" >&2; exit 2 ;; esac; }
 # le32 N: N as 4 little-endian bytes.
@@ -57,15 +59,17 @@ $members
 EOF
 }
 
-rounds=0 runs=0
-while read -r word name arg; do
+rounds=0 runs=0 len=
+while read -r word name arg data; do
   case "$word" in
     frame)
       name_ok "$name"
-      printf %s "$arg" | base64 -d > "$work/$name"
-      if [ "$btype" = xdp ]; then
-        { le32 0; le32 "$(wc -c < "$work/$name")"; le32 0; le32 "$ifindex"; le32 0; le32 0; } > "$work/$name.ctx"
+      name_ok "$arg"
+      printf %s "$data" | base64 -d > "$work/$name"
+      if [ "$btype" = xdp ] && [ ! -e "$work/ctx$arg" ]; then
+        { le32 0; le32 "$arg"; le32 0; le32 "$ifindex"; le32 0; le32 0; } > "$work/ctx$arg"
       fi
+      eval "len_$name=\$arg"
       ;;
     round) rounds=$((rounds + 1)); : > "$work/batch$rounds" ;;
     run)
@@ -73,7 +77,8 @@ while read -r word name arg; do
       name_ok "$arg"
       runs=$((runs + 1))
       if [ "$btype" = xdp ]; then
-        echo "prog run pinned $probe/prog data_in $work/$arg data_out $work/out$runs data_size_out 4096 ctx_in $work/$arg.ctx" >> "$work/batch$rounds"
+        eval "len=\$len_$arg"
+        echo "prog run pinned $probe/prog data_in $work/$arg data_out $work/out$runs data_size_out 4096 ctx_in $work/ctx$len" >> "$work/batch$rounds"
       else
         echo "prog run pinned $probe/progs/$name data_in $work/$arg" >> "$work/batch$rounds"
       fi
@@ -92,7 +97,7 @@ while [ "$r" -le "$rounds" ]; do
   drop_copies
   r=$((r + 1))
 done
-if [ "$btype" = xdp ]; then
+if [ "$btype" = xdp ] && [ "$outputs" = 1 ]; then
   i=1
   while [ "$i" -le "$runs" ]; do
     echo "@@out $i"

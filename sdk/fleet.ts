@@ -53,6 +53,8 @@ export interface FleetHealthTarget {
   version: pulumi.Input<Record<string, unknown>>;
   /** Small fields shown beside the digest in the fleet's outputs. Default none. */
   summary?: pulumi.Input<Record<string, string | number | boolean | undefined>>;
+  /** Packet expectations the gate proves on the host (the resource's own `expect`, in the grammar of its kind). Default none. */
+  expect?: pulumi.Input<string[] | Record<string, string>>;
 }
 
 export interface FleetHealthArgs<H extends FleetHost, R extends pulumi.Resource> {
@@ -77,6 +79,13 @@ export interface FleetHealthArgs<H extends FleetHost, R extends pulumi.Resource>
   counter?: CounterCheckArgs;
   /** How to check resources other than XdpFirewall (which the fleet knows by itself). */
   target?: (resource: R, host: H) => FleetHealthTarget;
+  /**
+   * Packet expectations every host of a wave must meet before the next wave starts, in
+   * the `expect` grammar of the resource's kind (e.g. `(h) => [\`tcp 10.0.0.5:33000 >
+   * ${h.address}:80 syn: pass\`]`): the gate runs them, with the resource's own, through
+   * a probe copy of what is attached on each host; a miss stops the rollout. Default none.
+   */
+  expect?: (host: H) => string[];
 }
 
 export interface FleetArgs<H extends FleetHost, R extends pulumi.Resource> {
@@ -165,6 +174,12 @@ function hostNameOf(entry: FleetHost, index: number): string {
   return entry.address.replace(/[^A-Za-z0-9_-]/g, "-");
 }
 
+/** The gate's expectations of one host: the resource's own and the fleet's, as one list. */
+function gateExpectations(target: FleetHealthTarget, extra: string[] | undefined): pulumi.Output<string[]> | undefined {
+  if (target.expect === undefined && !extra?.length) return undefined;
+  return pulumi.output(target.expect ?? []).apply((own) => [...(Array.isArray(own) ? own : Object.keys(own ?? {})), ...(extra ?? [])]);
+}
+
 function hostsFromConfig<H extends FleetHost>(key: string): H[] {
   const colon = key.indexOf(":");
   const config = colon > 0 ? new pulumi.Config(key.slice(0, colon)) : new pulumi.Config();
@@ -183,6 +198,7 @@ function builtinTarget(resource: pulumi.Resource): FleetHealthTarget | undefined
     pinName,
     hook: pulumi.all([resource.attached, resource.interface]).apply(([attached, iface]) => (attached ? { interface: iface, type: "xdp" as const } : undefined)),
     programId: resource.programId,
+    expect: resource.expect,
     version: pulumi.all([resource.deny, resource.interface, resource.attachMode, resource.objectSha256, resource.programId]).apply(([deny, iface, attachMode, objectSha256, programId]) => ({
       deny,
       interface: iface,
@@ -268,6 +284,7 @@ export class Fleet<H extends FleetHost = FleetHost, R extends pulumi.Resource = 
             hook: target.hook,
             programId: target.programId,
             probe: probeOf(entry),
+            expect: gateExpectations(target, health.expect?.(entry)),
           })),
           digest: pulumi.all(versions).apply((list) => digestOf(list)),
           counter: health.counter,

@@ -4,6 +4,7 @@ import type { z } from "zod";
 import type { counterCheckSchema, gateTargetSchema, healthGateSchema } from "../provider/healthGate/schema";
 import { splitHost, type HostArgs } from "./host";
 import type { DeepInput, Override, SdkInputs } from "./inputs";
+import type { ExpectationObject } from "../provider/expect/grammar";
 
 type GateInput = z.input<typeof healthGateSchema>;
 type GateTargetInput = z.input<typeof gateTargetSchema>;
@@ -16,6 +17,7 @@ type GateTargetInput = z.input<typeof gateTargetSchema>;
 export type HealthGateTargetArgs = Override<SdkInputs<Omit<GateTargetInput, "name" | "host">>, {
   // An Output that resolves to undefined (a resource deliberately not attached) is a valid hook.
   hook?: pulumi.Input<DeepInput<NonNullable<GateTargetInput["hook"]>> | undefined>;
+  expect?: pulumi.Input<pulumi.Input<string | DeepInput<ExpectationObject>>[]>;
 }> & {
   /** The host the resource is on (the same value given to the resource). */
   host: pulumi.Input<HostArgs>;
@@ -51,6 +53,8 @@ export interface HealthGateReport {
   programId: number;
   counter?: { name: string; before: number; after: number };
   probeAttempts?: number;
+  /** The host's packet expectations and what each got. */
+  expectResults?: Record<string, { wanted: string; got: string; met: boolean }>;
 }
 
 const provider = kindProvider("healthGate");
@@ -86,6 +90,7 @@ export class HealthGate extends pulumi.dynamic.Resource {
           program: target.program,
           hook: target.hook,
           probe: target.probe,
+          expect: target.expect,
         })),
         programIds: args.targets.map((target) => (target.programId === undefined ? null : target.programId)),
         credentials: pulumi.secret(pulumi.all(split.map((s) => s.credentials))),

@@ -1,4 +1,5 @@
 export type { HostArgs, SshEndpointArgs } from "./host";
+export type { ExpectationArgs, ExpectationResult } from "./expect";
 export { XdpFirewall, type XdpFirewallArgs } from "./xdpFirewall";
 export {
   TrafficMirror,

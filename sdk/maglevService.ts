@@ -4,6 +4,8 @@ import type { z } from "zod";
 import type { backendObject, maglevServiceSchema, vipObject } from "../provider/maglev/schema";
 import { splitHost, type HostInput } from "./host";
 import type { DeepInput, SdkInputs } from "./inputs";
+import type { ExpectationObject } from "../provider/expect/grammar";
+import type { ExpectationResult } from "./expect";
 
 /** A service address as an object; the string form "198.51.100.10:80/tcp" ("[2001:db8::10]:80/tcp" for IPv6) is the same. */
 export type MaglevVipArgs = DeepInput<z.input<typeof vipObject>>;
@@ -17,7 +19,7 @@ export type MaglevBackendArgs = DeepInput<z.input<typeof backendObject>>;
  */
 export type MaglevServiceArgs = SdkInputs<
   Omit<z.input<typeof maglevServiceSchema>, "credentials" | "name">,
-  { host: HostInput; vips: (string | z.input<typeof vipObject>)[]; backends: (string | z.input<typeof backendObject>)[] }
+  { host: HostInput; vips: (string | z.input<typeof vipObject>)[]; backends: (string | z.input<typeof backendObject>)[]; expect: (string | ExpectationObject)[] }
 > & {
   /** Pin directory name under /sys/fs/bpf/bpfleet/maglev/ (letters, digits, `_`, `-`). Default: the resource name. */
   pinName?: pulumi.Input<string>;
@@ -65,6 +67,11 @@ export class MaglevService extends pulumi.dynamic.Resource {
     totals: Record<string, MaglevCounter>;
   }>;
 
+  /** The canonical expectation texts (keys of `expect`, "<text>": "<outcome>"). */
+  declare public readonly expect: pulumi.Output<Record<string, string>>;
+  /** Each expectation's last result on the host, by canonical text: what it wanted, what it got, whether it was met. */
+  declare public readonly expectResults: pulumi.Output<Record<string, ExpectationResult>>;
+
   constructor(name: string, args: MaglevServiceArgs, opts?: pulumi.CustomResourceOptions) {
     const { host, credentials } = splitHost(args.host);
     super(
@@ -84,6 +91,7 @@ export class MaglevService extends pulumi.dynamic.Resource {
         chainPriority: args.chainPriority,
         lockoutGuard: args.lockoutGuard,
         lockoutRevertSeconds: args.lockoutRevertSeconds,
+        expect: args.expect,
         programId: undefined,
         programTag: undefined,
         objectSha256: undefined,
@@ -95,6 +103,7 @@ export class MaglevService extends pulumi.dynamic.Resource {
         tableDigest: undefined,
         reverseNat: undefined,
         counters: undefined,
+        expectResults: undefined,
       },
       { ...opts, additionalSecretOutputs: [...(opts?.additionalSecretOutputs ?? []), "credentials"] },
       "bpfleet",

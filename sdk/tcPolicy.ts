@@ -4,6 +4,8 @@ import type { z } from "zod";
 import type { ruleObject, tcPolicySchema } from "../provider/tcPolicy/schema";
 import { splitHost, type HostInput } from "./host";
 import type { DeepInput, Override, SdkInputs } from "./inputs";
+import type { ExpectationObject } from "../provider/expect/grammar";
+import type { ExpectationResult } from "./expect";
 
 type Schema = z.input<typeof tcPolicySchema>;
 
@@ -25,7 +27,7 @@ export type TcPolicyTimeoutsArgs = DeepInput<NonNullable<Schema["timeouts"]>>;
  */
 export type TcPolicyArgs = SdkInputs<
   Omit<Schema, "credentials" | "name">,
-  { host: HostInput; ingress: Direction; egress: Direction }
+  { host: HostInput; ingress: Direction; egress: Direction; expect: (string | ExpectationObject)[] }
 > & {
   /** Pin directory name under /sys/fs/bpf/bpfleet/tc-policy/ (letters, digits, `_`, `-`). Default: the resource name. */
   pinName?: pulumi.Input<string>;
@@ -82,6 +84,11 @@ export class TcPolicy extends pulumi.dynamic.Resource {
   /** Whether the policy added the interface's clsact qdisc (removed again on delete when no filter is left). */
   declare public readonly qdiscCreated: pulumi.Output<boolean>;
 
+  /** The canonical expectation texts (keys of `expect`, "<text>": "<outcome>"). */
+  declare public readonly expect: pulumi.Output<Record<string, string>>;
+  /** Each expectation's last result on the host, by canonical text: what it wanted, what it got, whether it was met. */
+  declare public readonly expectResults: pulumi.Output<Record<string, ExpectationResult>>;
+
   constructor(name: string, args: TcPolicyArgs, opts?: pulumi.CustomResourceOptions) {
     const { host, credentials } = splitHost(args.host);
     super(
@@ -101,9 +108,11 @@ export class TcPolicy extends pulumi.dynamic.Resource {
         lockoutGuard: args.lockoutGuard,
         lockoutRevertSeconds: args.lockoutRevertSeconds,
         priority: args.priority,
+        expect: args.expect,
         programs: undefined,
         objectSha256: undefined,
         counters: undefined,
+        expectResults: undefined,
         ruleHits: undefined,
         liveFlows: undefined,
         tcPriority: undefined,

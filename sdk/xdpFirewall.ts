@@ -4,12 +4,14 @@ import type { z } from "zod";
 import type { xdpFirewallSchema } from "../provider/xdpFirewall/schema";
 import { splitHost, type HostInput } from "./host";
 import type { SdkInputs } from "./inputs";
+import type { ExpectationObject } from "../provider/expect/grammar";
+import type { ExpectationResult } from "./expect";
 
 /**
  * Inputs of XdpFirewall: the schema's (provider/xdpFirewall/schema.ts, where each is
  * documented), with `host` carrying its credentials and `deny` given as a list.
  */
-export type XdpFirewallArgs = SdkInputs<Omit<z.input<typeof xdpFirewallSchema>, "credentials" | "name">, { host: HostInput; deny: string[] }> & {
+export type XdpFirewallArgs = SdkInputs<Omit<z.input<typeof xdpFirewallSchema>, "credentials" | "name">, { host: HostInput; deny: string[]; expect: (string | ExpectationObject)[] }> & {
   /** Pin directory name under /sys/fs/bpf/bpfleet/xdp-firewall/ (letters, digits, `_`, `-`: bpffs refuses `.`). Default: the resource name. */
   pinName?: pulumi.Input<string>;
 };
@@ -34,6 +36,11 @@ export class XdpFirewall extends pulumi.dynamic.Resource {
   /** Packets and bytes passed and dropped, summed over CPUs, as of the last create/update/refresh. */
   declare public readonly counters: pulumi.Output<{ passPackets: number; passBytes: number; dropPackets: number; dropBytes: number }>;
 
+  /** The canonical expectation texts (keys of `expect`, "<text>": "<outcome>"). */
+  declare public readonly expect: pulumi.Output<Record<string, string>>;
+  /** Each expectation's last result on the host, by canonical text: what it wanted, what it got, whether it was met. */
+  declare public readonly expectResults: pulumi.Output<Record<string, ExpectationResult>>;
+
   constructor(name: string, args: XdpFirewallArgs, opts?: pulumi.CustomResourceOptions) {
     const { host, credentials } = splitHost(args.host);
     super(
@@ -52,11 +59,13 @@ export class XdpFirewall extends pulumi.dynamic.Resource {
         lockoutRevertSeconds: args.lockoutRevertSeconds,
         allowManagementDeny: args.allowManagementDeny,
         bootRestore: args.bootRestore,
+        expect: args.expect,
         programId: undefined,
         programTag: undefined,
         objectSha256: undefined,
         attachMode: undefined,
         counters: undefined,
+        expectResults: undefined,
       },
       { ...opts, additionalSecretOutputs: [...(opts?.additionalSecretOutputs ?? []), "credentials"] },
       "bpfleet",

@@ -327,15 +327,25 @@ export function outcomeText(o: Outcome): string {
  * be written into the address ("10.0.0.5:33000").
  */
 export interface ExpectationObject {
+  /** "ingress" or "egress". Required for a TcPolicy; an XdpFirewall or MaglevService runs on ingress only. */
   hook?: string;
+  /** TcPolicy: true for a packet of a flow the other side opened (its flow is opened first through the other hook). Default false. */
   reply?: boolean;
+  /** "tcp", "udp" or "icmp" (ICMP for IPv4, ICMPv6 for IPv6: an echo request, or an echo reply for a reply). */
   protocol: string;
+  /** Source address, one IPv4/IPv6 address (not a prefix); "10.0.0.5:33000" or "[2001:db8::1]:53" may carry the port. */
   source: string;
+  /** Source port, 1-65535; tcp and udp only, required for them. */
   sourcePort?: number | string;
+  /** Destination address, of the source's family. */
   destination: string;
+  /** Destination port, 1-65535; tcp and udp only, required for them. */
   destinationPort?: number | string;
+  /** TCP flags, any of fin syn rst psh ack urg. Default: syn, or syn ack for a reply. */
   flags?: string[] | string;
+  /** "pass" or "drop". Exactly one of verdict and backend. */
   verdict?: string;
+  /** MaglevService: the backend the packet must be sent to ("10.0.1.3", "[2001:db8::3]:8080"). */
   backend?: string;
 }
 

@@ -56,6 +56,24 @@ export function expectationSet(kind: ExpectKind) {
     });
 }
 
+/**
+ * Where an expectation sat in what the user wrote: `expect[2]` when it was a list
+ * (the first element whose canonical text is `text`), else `expect["<text>"]`.
+ */
+export function expectationPath(kind: ExpectKind, raw: unknown, text: string): string {
+  if (Array.isArray(raw)) {
+    const index = raw.findIndex((input) => {
+      try {
+        return expectationText(parseExpectation(kind, input)) === text;
+      } catch {
+        return false;
+      }
+    });
+    if (index >= 0) return `expect[${index}]`;
+  }
+  return `expect[${JSON.stringify(text)}]`;
+}
+
 /** The canonical record (state, check() output) back as expectations. */
 export function expectationsOf(kind: ExpectKind, record: Record<string, string>): Expectation[] {
   return Object.keys(record).map((text) => parseExpectationText(kind, text));
@@ -79,12 +97,13 @@ export function maglevExpectationProblems(
   expectations: Record<string, string>,
   vips: Record<string, { address: string; port: number; protocol: string }>,
   backends: Record<string, { address: string; port?: number }>,
+  raw?: unknown,
 ): ExpectProblem[] {
   const problems: ExpectProblem[] = [];
   for (const text of Object.keys(expectations)) {
     const e = parseExpectationText("maglevService", text);
     if (!("backend" in e.outcome)) continue;
-    const property = `expect[${JSON.stringify(text)}]`;
+    const property = expectationPath("maglevService", raw, text);
     const add = (reason: string) => problems.push({ property, reason: `${property}: ${reason}` });
     const vip = Object.values(vips).find((v) => v.address === e.destination && v.port === e.destinationPort && v.protocol === e.protocol);
     if (!vip) {

@@ -18,6 +18,7 @@ import { RemoteCommandError, sessionFor, type SshSession } from "../remote/ssh";
 import { COUNTER_SOURCES } from "./counters";
 import { healthGateSchema, type GateTarget, type HealthGateInputs, type HealthGateOutputs, type TargetReport } from "./schema";
 import { assessTarget, surveyTarget, type TargetSurvey } from "./targetSurvey";
+import { gateExpectations } from "./expectations";
 
 const KIND = "health-gate";
 
@@ -79,6 +80,9 @@ async function checkTarget(gate: HealthGateInputs, index: number): Promise<Targe
   const report: TargetReport = { host: target.label ?? hostLabel(target.host), programId: first.programId! };
   const before = counter ? readCounter(target, counter.name, first) : 0;
   if (target.probe) report.probeAttempts = await runProbe(session, target.probe, gate);
+  const expected = await gateExpectations(session, target);
+  if (expected.problems.length > 0) throw new GateProblem(`packet expectations missed: ${expected.problems.join("; ")}`);
+  if (Object.keys(expected.results).length > 0) report.expectResults = expected.results;
   if (counter) {
     await sleep(Math.max(0, started + counter.windowSeconds * 1000 - Date.now()));
     const second = await surveyTarget(session, target, counterSource!.map);

@@ -8,6 +8,9 @@ import { z } from "zod";
 import { credentialsSchema, hostSchema } from "../remote/hostSchema";
 import { interfaceName, pinName } from "../validation";
 import { KNOWN_COUNTERS } from "./counters";
+import type { ExpectKind } from "../expect/grammar";
+import type { ExpectationResult } from "../expect/hostRun";
+import { expectationSet } from "../expect/schema";
 
 /** Where the resource's program must be attached. */
 export const hookSchema = z.strictObject({
@@ -44,7 +47,29 @@ export const gateTargetSchema = z.strictObject({
   hook: hookSchema.optional(),
   /** Probe command for this host; none by default. */
   probe: probeArgv.optional(),
+  /**
+   * Packet expectations the gate proves on this host (the `expect` grammar of the
+   * target's kind, e.g. "tcp 10.0.0.5:33000 > 10.0.0.7:80 syn: pass"), through a probe
+   * copy of what is attached, as the resource's own create/update does; any miss fails
+   * the gate, and with it the rollout. Backend expectations are the balancer's own.
+   * None by default.
+   */
+  expect: z.union([z.array(z.unknown()), z.record(z.string(), z.string())]).optional(),
+}).superRefine((target, ctx) => {
+  // Canonicalised by the target's kind's grammar; a kind without expectations takes none.
+  if (target.expect === undefined) return;
+  const kind = GATE_EXPECT_KINDS[target.kind];
+  if (!kind) {
+    ctx.addIssue({ code: "custom", path: ["expect"], message: `a ${target.kind} target has no packet expectations (xdp-firewall, tc-policy and maglev do)` });
+    return;
+  }
+  const parsed = expectationSet(kind).safeParse(target.expect);
+  if (!parsed.success) for (const issue of parsed.error.issues) ctx.addIssue({ code: "custom", path: ["expect", ...issue.path] as (string | number)[], message: issue.message });
+  else target.expect = parsed.data;
 });
+
+/** The expectation grammar of each kind a gate target can be (by pin directory). */
+export const GATE_EXPECT_KINDS: Readonly<Record<string, ExpectKind>> = { "xdp-firewall": "xdpFirewall", "tc-policy": "tcPolicy", maglev: "maglevService" };
 
 export const counterCheckSchema = z.strictObject({
   /** Counter that must grow, as named in the resource's `counters` output, e.g. "passPackets". */
@@ -98,6 +123,8 @@ export interface TargetReport {
   counter?: { name: string; before: number; after: number };
   /** Probe runs it took to pass, when there is a probe. */
   probeAttempts?: number;
+  /** The target's expectations and what each got. */
+  expectResults?: Record<string, ExpectationResult>;
 }
 
 export interface HealthGateOutputs extends HealthGateInputs {

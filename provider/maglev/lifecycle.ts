@@ -18,6 +18,7 @@ import { applyMapOperations } from "../remote/mapOperations";
 import { removePins, type PinLayout } from "../remote/pins";
 import { programState } from "../remote/resourceSurvey";
 import { guardedChange, ignoreFailure } from "../remote/guardedChange";
+import { expectationCheck, xdpProbeTarget } from "../expect/hostRun";
 import { connectResource } from "../remote/resource";
 import type { SshSession } from "../remote/ssh";
 import { surveyXdp, XdpProgramChange } from "../remote/xdpChange";
@@ -66,6 +67,15 @@ async function converge(inputs: MaglevServiceInputs, olds?: MaglevServiceOutputs
   // Map writes only steer VIP traffic; what could cut SSH is a program (new or
   // swapped) on the interface that carries it.
   const guarded = inputs.lockoutGuard && (program.needsLoad || !hook.inPlace) && survey.managementInterface === inputs.interface;
+  // Packet expectations run through what is attached, under a revert armed for them;
+  // the backend is named by the rewritten frame (NAT/IPIP: its address, DSR: its next hop's MAC).
+  const expectations = expectationCheck(
+    session,
+    "maglevService",
+    inputs.expect,
+    () => xdpProbeTarget("maglevService", OBJECT, layout, placementOf(inputs), survey.chain, program.ownIds),
+    () => ({ mode: inputs.mode, backends: Object.entries(inputs.backends).map(([id, b]) => ({ address: b.address, port: b.port, mac: macs[id] })) }),
+  );
 
   let plan: ServicePlan | undefined;
   await guardedChange(session, {
@@ -78,7 +88,11 @@ async function converge(inputs: MaglevServiceInputs, olds?: MaglevServiceOutputs
     },
     // Map contents stay on a revert: they only steer VIP traffic, and a VIP can
     // never be the management SSH endpoint (guardManagementPath).
-    guard: guarded ? { revertScript: () => hook.revertShell(program.change), seconds: inputs.lockoutRevertSeconds, proof: { inputs, subject: "attaching the load balancer" } } : undefined,
+    guard:
+      guarded || expectations
+        ? { revertScript: () => hook.revertShell(program.change), seconds: inputs.lockoutRevertSeconds, proof: { inputs, subject: "attaching the load balancer" }, proveLogin: guarded }
+        : undefined,
+    expectations,
     async apply() {
       await applyMapOperations(session, plan!.operations);
       await program.install();
@@ -90,7 +104,7 @@ async function converge(inputs: MaglevServiceInputs, olds?: MaglevServiceOutputs
     },
     cleanup: () => program.cleanup(),
   });
-  return outputsOf(session, layout, inputs, plan!, macs, object.sha256);
+  return { ...(await outputsOf(session, layout, inputs, plan!, macs, object.sha256)), expectResults: expectations?.results ?? {} };
 }
 
 /**
@@ -116,6 +130,7 @@ async function outputsOf(session: SshSession, layout: PinLayout, inputs: MaglevS
     tableDigest: plan.tableDigest,
     reverseNat: inputs.mode === "nat" && Object.keys(inputs.vips).length > 0,
     counters: { vips: counters.vips, backends: counters.backends, totals: program.totals },
+    expectResults: {},
   };
 }
 
@@ -130,7 +145,7 @@ export const maglevServiceKind = defineKind<MaglevServiceInputs, MaglevServiceOu
   object: OBJECT,
   outputOnly: {
     objectSha256: true, programId: true, programTag: true, attachMode: true, backendIndexes: true, nextBackendIndex: true,
-    vipIndexes: true, backendMacs: true, nextHopDrift: true, tableDigest: true, reverseNat: true, counters: true,
+    vipIndexes: true, backendMacs: true, nextHopDrift: true, tableDigest: true, reverseNat: true, counters: true, expectResults: true,
   },
   converge,
   observe: (olds) => observe(KIND, placementOf(olds), olds),

@@ -5,6 +5,9 @@
  * shows one `+`/`-` per VIP or backend whatever order the user listed them in,
  * never the table's slots (DESIGN.md, "Inputs are canonical").
  */
+import { expectationSet, maglevExpectationProblems } from "../expect/schema";
+import { withPreviewNote } from "../expect/preview";
+import type { ExpectationResult } from "../expect/hostRun";
 import type * as pulumi from "@pulumi/pulumi";
 import { z } from "zod";
 import { CidrError, formatAddress, parseInputPrefix, parsePrefix } from "../cidr";
@@ -382,6 +385,18 @@ export const maglevServiceSchema = z.object({
   lockoutGuard: lockoutInputs.lockoutGuard,
   /** Seconds after which an undisarmed revert timer undoes the change, 5-3600. Default 30. */
   lockoutRevertSeconds: lockoutInputs.lockoutRevertSeconds,
+  /**
+   * Packets and the outcome they must get, proven on the host on every create and
+   * update: texts `"[ingress] <tcp|udp|icmp> <source> > <destination> [tcp flags]: <pass|drop|backend <address>>"`
+   * (e.g. `"tcp 198.51.100.7:40000 > 198.51.100.10:80: backend 10.0.1.3"`) or objects. A
+   * backend expectation must be a packet to one of the VIPs, naming one of the backends.
+   * After the change is applied, while the revert timer is armed, each runs through a probe
+   * copy of the balancer (through the interface's XDP chain when it has one) with a scratch
+   * connection table and NAT records; the backend is read from the rewritten packet. Any
+   * miss reverts the program change at once and fails the update with a table. Kept keyed
+   * by the canonical text. At most 1,000. Default: none.
+   */
+  expect: expectationSet("maglevService").default({}),
 });
 
 export type MaglevServiceInputs = z.infer<typeof maglevServiceSchema>;
@@ -498,7 +513,8 @@ export function checkMaglevService(news: Record<string, unknown>): pulumi.dynami
   const inputs = result.inputs as MaglevServiceInputs;
   if ([inputs.mode, inputs.vips, inputs.backends, inputs.tableSize].some(isUnknown)) return result;
   const problems = serviceProblems(inputs, { vips: news.vips, backends: news.backends });
-  return problems.length > 0 ? { failures: pathFailures(problems, news) } : result;
+  if (!isUnknown(inputs.expect)) problems.push(...maglevExpectationProblems(inputs.expect, inputs.vips, inputs.backends, news.expect));
+  return problems.length > 0 ? { failures: pathFailures(problems, news) } : withPreviewNote("maglevService", result, ["mode", "vips", "backends", "tableSize", "expect"]);
 }
 
 // ---------------------------------------------------------------- outputs
@@ -539,4 +555,6 @@ export interface MaglevServiceOutputs extends MaglevServiceInputs {
   /** Whether the program translates backends' replies (lb_config), as on the host. */
   reverseNat: boolean;
   counters: MaglevCounters;
+  /** Each packet expectation's result on the host at the last create/update, by canonical text (provider/expect/hostRun.ts). */
+  expectResults: Record<string, ExpectationResult>;
 }

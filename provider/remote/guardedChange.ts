@@ -9,6 +9,7 @@
 import { proveManagementPath, type GuardedChange } from "./lockout";
 import { armRevert, type RevertTimer } from "./revertTimer";
 import type { SshSession } from "./ssh";
+import { ExpectationsMissedError, type ExpectationCheck } from "../expect/hostRun";
 
 export interface GuardedSteps {
   /** Loads and stages before the revert is armed: what it does is not live yet. */
@@ -18,7 +19,16 @@ export interface GuardedSteps {
    * runs by itself unless a fresh login disarms it in time, and what the
    * report says when that login fails.
    */
-  guard?: { revertScript(): string; seconds: number; proof: GuardedChange };
+  guard?: {
+    revertScript(): string;
+    seconds: number;
+    proof: GuardedChange;
+    /**
+     * false when the timer is armed only for `expectations` (the change is not on the
+     * management path): no fresh login is needed to disarm it. Default true.
+     */
+    proveLogin?: boolean;
+  };
   /** Makes the change live. */
   apply(): Promise<void>;
   /**
@@ -28,6 +38,12 @@ export interface GuardedSteps {
   rollback(): Promise<void>;
   /** After the proof: drops what only a revert needed (the previous program, a slot left). */
   cleanup?(): Promise<void>;
+  /**
+   * Packet expectations (provider/expect/hostRun.ts), proven after apply while the
+   * revert is armed (the kind arms `guard` whenever it has some): any miss runs the
+   * revert at once, as a lockout would, and fails with the table.
+   */
+  expectations?: ExpectationCheck;
 }
 
 /** Runs `steps` in the guarded order; throws the step's error after rolling back, or the lockout report. */
@@ -36,6 +52,7 @@ export async function guardedChange(session: SshSession, steps: GuardedSteps): P
   let timer: RevertTimer | undefined;
   try {
     await steps.stage?.();
+    await steps.expectations?.prepare();
     if (guard) timer = await armRevert(session, guard.revertScript(), guard.seconds);
     await steps.apply();
   } catch (err) {
@@ -43,8 +60,30 @@ export async function guardedChange(session: SshSession, steps: GuardedSteps): P
     await steps.rollback().catch(ignoreFailure);
     throw err;
   }
-  if (guard && timer) await proveManagementPath(session, timer, guard.proof);
+  if (timer && steps.expectations) await proveExpectations(session, timer, steps.expectations);
+  if (guard && timer) {
+    if (guard.proveLogin === false) await timer.disarm();
+    else await proveManagementPath(session, timer, guard.proof);
+  }
   await steps.cleanup?.();
+}
+
+/**
+ * Runs the expectations of a change that is live under `timer`; when one is
+ * missed, or the probe cannot run (nothing would then be proven), the host
+ * reverts at once and the change fails.
+ */
+async function proveExpectations(session: SshSession, timer: RevertTimer, expectations: ExpectationCheck): Promise<void> {
+  let results;
+  try {
+    results = await expectations.run();
+  } catch (err) {
+    const log = await timer.fireNow().catch((e: Error) => `(the revert could not be run now: ${e.message}; the timer runs it in ${timer.seconds} s)`);
+    throw new Error(`${session.label}: the packet expectations could not be run (${(err as Error).message.split("\n")[0]}), so the host reverted the change at once. Revert output: ${log.trim() || "(none)"}. Nothing was recorded as applied.`);
+  }
+  if (Object.values(results).every((r) => r.met)) return;
+  const log = await timer.fireNow().catch((e: Error) => `(the revert could not be run now: ${e.message}; the timer runs it in ${timer.seconds} s)`);
+  throw new ExpectationsMissedError(session.label, results, log);
 }
 
 /** The previous program stays pinned as <pin>_old until the change is proven: the commands that swap `staged` in. */

@@ -26,6 +26,12 @@ export interface RevertTimer {
   disarm(): Promise<void>;
   /** Whether the host ran the revert (its marker is there), asked over `session`. */
   fired(session: SshSession): Promise<boolean>;
+  /**
+   * Runs the revert now, as the host would when the time is up (a change that missed
+   * its packet expectations): returns its output. Throws when it had fired already
+   * (RevertedError) or was disarmed.
+   */
+  fireNow(): Promise<string>;
 }
 
 /** Arms `revertScript` (built from quoted commands) to run on the host after `seconds`. */
@@ -46,6 +52,12 @@ export async function armRevert(session: SshSession, revertScript: string, secon
         throw new RevertedError(`${session.label}: the revert timer fired before it could be disarmed, so the host undid the change (raise lockoutRevertSeconds if the change is slow). Revert log: ${result.stderr.trim() || "(empty)"}`);
       }
       if (result.code !== 0) throw new Error(`${session.label}: disarming the revert timer failed: ${result.stderr.trim()}`);
+    },
+    async fireNow() {
+      const result = await runShellScript(session, "revert-now", { guards: GUARD_DIR, token, log_bytes: String(GUARD_LOG_BYTES) }, { allowFailure: true });
+      if (result.code === 0) return result.stdout;
+      if (result.code === 7) throw new RevertedError(`${session.label}: the revert timer had fired already, so the host undid the change. Revert log: ${result.stderr.trim() || "(empty)"}`);
+      throw new Error(`${session.label}: running the revert now failed (exit ${result.code}): ${result.stderr.trim()}`);
     },
     async fired(over: SshSession) {
       return (await over.run(["test", "-e", `${GUARD_DIR}/${token}.fired`], { allowFailure: true })).code === 0;

@@ -15,6 +15,7 @@ import { removePins, type PinLayout } from "../remote/pins";
 import { preflight, requireHelpers, requireProgramType } from "../remote/preflight";
 import { loadAllPrograms } from "../remote/programLoad";
 import { guardedChange } from "../remote/guardedChange";
+import { expectationCheck, tcProbeTarget } from "../expect/hostRun";
 import type { SshSession } from "../remote/ssh";
 import { connectResource } from "../remote/resource";
 import { deleteBpfFilter, deleteBpfFilterCommand, removeClsactIfEmpty, type TcFilterSlot } from "../remote/tc";
@@ -109,6 +110,8 @@ async function converge(inputs: TcPolicyInputs, olds?: TcPolicyState): Promise<T
   const managementInterface = host.managementRoute?.dev;
   const guarded = inputs.lockoutGuard && changesTraffic && (managementInterface === undefined || managementInterface === inputs.interface);
   const revert = revertPlan(layout, inputs, host, hook, strays, needsLoad, plan.operations);
+  // Packet expectations run against the attached programs, under a revert armed for them.
+  const expectations = inputs.attached ? expectationCheck(session, "tcPolicy", inputs.expect, () => tcProbeTarget(layout, inputs.interface)) : undefined;
 
   let qdiscCreated = olds?.qdiscCreated ?? false;
   let newPrograms: string | undefined;
@@ -117,7 +120,11 @@ async function converge(inputs: TcPolicyInputs, olds?: TcPolicyState): Promise<T
     async stage() {
       if (needsLoad) newPrograms = await loadAllPrograms(session, layout, await uploadObject(session, object, host.objectPresent), "tc");
     },
-    guard: guarded ? { revertScript: () => revertScript(revert), seconds: inputs.lockoutRevertSeconds, proof: { inputs, subject: "the policy", advice: lockoutAdvice(inputs) } } : undefined,
+    guard:
+      guarded || expectations
+        ? { revertScript: () => revertScript(revert), seconds: inputs.lockoutRevertSeconds, proof: { inputs, subject: "the policy", advice: lockoutAdvice(inputs) }, proveLogin: guarded }
+        : undefined,
+    expectations,
     async apply() {
       // Rules before hooks: a filter never runs against maps that are not written yet.
       mapsTouched = true;
@@ -142,7 +149,7 @@ async function converge(inputs: TcPolicyInputs, olds?: TcPolicyState): Promise<T
   const after = await surveyPolicy(session, inputs.interface, layout, { countFlows: true, maps: [MAPS.stats, MAPS.hits] });
   if (!after.programs.ingress || !after.programs.egress) throw new Error(`${session.label}: the policy's pins vanished right after it was applied`);
   const rules = new Map([...plan.kept, ...plan.fresh, ...plan.reused].map((r) => [r.index, r.rule]));
-  return outputsOf(inputs, inputs, inputs.attached && attachedOn(after, inputs), after, rules, object.sha256, qdiscCreated);
+  return { ...outputsOf(inputs, inputs, inputs.attached && attachedOn(after, inputs), after, rules, object.sha256, qdiscCreated), expectResults: expectations?.results ?? {} };
 }
 
 function lockoutAdvice(inputs: TcPolicyInputs): string {
@@ -158,7 +165,7 @@ export const tcPolicyKind = defineKind<TcPolicyInputs, TcPolicyState>({
   check: checkTcPolicy,
   replaceOn: ["host", "interface", "name"],
   object: OBJECT,
-  outputOnly: { objectSha256: true, programs: true, counters: true, ruleHits: true, liveFlows: true, tcPriority: true, tcHandle: true, qdiscCreated: true },
+  outputOnly: { objectSha256: true, programs: true, counters: true, ruleHits: true, liveFlows: true, tcPriority: true, tcHandle: true, qdiscCreated: true, expectResults: true },
   converge,
 
   async observe(olds) {

@@ -65,5 +65,7 @@ export function outputsOf(
     tcPriority: inputs.priority ?? DEFAULT_PRIORITY,
     tcHandle: tcHandle(KIND, inputs.name),
     qdiscCreated,
+    // Kept from the state until a create/update runs them again.
+    expectResults: (inputs as Partial<TcPolicyOutputs>).expectResults ?? {},
   };
 }

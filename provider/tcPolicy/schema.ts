@@ -17,6 +17,9 @@ import type * as pulumi from "@pulumi/pulumi";
 import { z } from "zod";
 import { canonicalInputPrefix, CidrError, parsePrefix, type Family } from "../cidr";
 import { checkInputs, pathFailures, UNKNOWN } from "../dynamicAdapter";
+import { expectationSet } from "../expect/schema";
+import { withPreviewNote } from "../expect/preview";
+import type { ExpectationResult } from "../expect/hostRun";
 import { credentialsSchema, hostSchema } from "../remote/hostSchema";
 import { lockoutInputs } from "../remote/lockout";
 import { canonicalItems, interfaceName, pinName } from "../validation";
@@ -293,6 +296,19 @@ export const tcPolicySchema = z.object({
    * puts the old filters back if the change cuts the management path.
    */
   priority: z.number().int("must be a whole number").min(1, "must be at least 1 (0 would let the kernel pick one)").max(65535, "must be at most 65535 (TC priorities are 16 bits)").default(DEFAULT_PRIORITY),
+  /**
+   * Packets that must pass or be dropped, proven on the host on every create and
+   * update: texts `"<ingress|egress> [new|reply] <tcp|udp|icmp> <source> > <destination> [tcp flags]: <pass|drop>"`
+   * or objects. "reply" is a packet of a flow the other side opened (e.g. `"ingress reply
+   * tcp 192.0.2.9:443 > 10.0.0.7:51000: pass"`: the answer to a connection the host made):
+   * its flow is opened first by the packet the other way through the other hook. After the
+   * change is applied, while the revert timer is armed, each runs through a probe copy of
+   * the policy's programs that shares its rules but has a scratch flow table (the live
+   * flows are never touched); any miss reverts the host at once and fails the update with
+   * a table (expectation, wanted, got, host). Kept keyed by the canonical text. At most
+   * 1,000. Default: none.
+   */
+  expect: expectationSet("tcPolicy").default({}),
 });
 
 export type TcPolicyInputs = z.infer<typeof tcPolicySchema>;
@@ -453,7 +469,7 @@ export function checkTcPolicy(news: Record<string, unknown>): pulumi.dynamic.Che
   const needed = [inputs.ingress, inputs.egress, inputs.stateful, inputs.allowLockout, host, port];
   if (needed.some((value) => JSON.stringify(value ?? null).includes(UNKNOWN))) return result;
   const issues = policyIssues({ ...(inputs as Pick<TcPolicyInputs, "ingress" | "egress" | "stateful" | "allowLockout">), host: { port: typeof port === "number" ? port : 22 } });
-  return issues.length > 0 ? { failures: pathFailures(issues, news) } : result;
+  return issues.length > 0 ? { failures: pathFailures(issues, news) } : withPreviewNote("tcPolicy", result, ["ingress", "egress", "stateful", "expect"]);
 }
 
 // ------------------------------------------------------------ outputs
@@ -482,4 +498,6 @@ export interface TcPolicyOutputs extends TcPolicyInputs {
   ruleHits: Record<Direction, Record<string, number>>;
   /** Flow entries in the table when last read. */
   liveFlows: number;
+  /** Each packet expectation's result on the host at the last create/update, by canonical text (provider/expect/hostRun.ts). */
+  expectResults: Record<string, ExpectationResult>;
 }

@@ -13,6 +13,7 @@ import { programState } from "../remote/resourceSurvey";
 import { DISPATCHER_OBJECT, dispatcherDir, hookPosition, releaseHook, type XdpPlacement } from "../remote/xdpHook";
 import { persistBootRestore, removeBootRestore } from "../remote/bootRestore";
 import { guardedChange } from "../remote/guardedChange";
+import { expectationCheck, xdpProbeTarget } from "../expect/hostRun";
 import { connectResource } from "../remote/resource";
 import type { SshSession } from "../remote/ssh";
 import { surveyXdp, XdpProgramChange } from "../remote/xdpChange";
@@ -30,7 +31,7 @@ function placementOf(inputs: XdpFirewallInputs): XdpPlacement {
   return { iface: inputs.interface, mode: inputs.mode, chainPriority: inputs.chainPriority };
 }
 
-function outputsOf(inputs: XdpFirewallInputs, observed: Observed, objectSha256: string): XdpFirewallOutputs {
+function outputsOf(inputs: XdpFirewallInputs, observed: Observed, objectSha256: string, expectResults?: XdpFirewallOutputs["expectResults"]): XdpFirewallOutputs {
   return {
     ...inputs,
     deny: observed.deny,
@@ -41,6 +42,8 @@ function outputsOf(inputs: XdpFirewallInputs, observed: Observed, objectSha256: 
     attachMode: observed.attachment?.mode ?? "detached",
     counters: observed.counters,
     mapMemoryBytes: observed.mapMemoryBytes,
+    // A read keeps the last create/update's results.
+    expectResults: expectResults ?? (inputs as Partial<XdpFirewallOutputs>).expectResults ?? {},
   };
 }
 
@@ -75,6 +78,10 @@ async function converge(inputs: XdpFirewallInputs, olds?: XdpFirewallOutputs): P
   const plan = planDeny(Object.keys(inputs.deny), observedBefore);
   const changesTraffic = plan.add.length + plan.remove.length > 0 || (inputs.attached && (program.needsLoad || !hook.inPlace));
   const guarded = inputs.lockoutGuard && changesTraffic && survey.managementInterface === inputs.interface;
+  // Packet expectations run against what is attached, under a revert armed for them.
+  const expectations = inputs.attached
+    ? expectationCheck(session, "xdpFirewall", inputs.expect, () => xdpProbeTarget("xdpFirewall", OBJECT, layout, placement, survey.chain, program.ownIds))
+    : undefined;
 
   await guardedChange(session, {
     async stage() {
@@ -85,13 +92,15 @@ async function converge(inputs: XdpFirewallInputs, olds?: XdpFirewallOutputs): P
       // (the rollback, or the next up, removes the unattached pins).
       if (!hadPins) await writeEntries(session, layout, plan, undefined, Object.keys(inputs.deny));
     },
-    guard: guarded
+    guard: guarded || expectations
       ? {
           revertScript: () => revertScript(hook, hadPins ? denyOperations(invertPlan(plan), mapPin) : [], program.change),
           seconds: inputs.lockoutRevertSeconds,
           proof: { inputs, subject: "the change", advice: "Check the deny entries against the addresses this host is managed from." },
+          proveLogin: guarded,
         }
       : undefined,
+    expectations,
     // An existing firewall: the hook first, the entries after: an entry that cuts the
     // management session must not also cut the command that swaps the program (the
     // revert could not tell).
@@ -112,7 +121,7 @@ async function converge(inputs: XdpFirewallInputs, olds?: XdpFirewallOutputs): P
   // exactly the desired entries: only the program side is read back.
   const observed = await observeProgram(session, layout, placement);
   if (!observed) throw new Error(`${session.label}: the firewall's pins vanished right after it was applied`);
-  return outputsOf(inputs, { ...observed, deny: inputs.deny }, object.sha256);
+  return outputsOf(inputs, { ...observed, deny: inputs.deny }, object.sha256, expectations?.results ?? {});
 }
 
 export const xdpFirewallKind = defineKind<XdpFirewallInputs, XdpFirewallOutputs>({
@@ -121,7 +130,7 @@ export const xdpFirewallKind = defineKind<XdpFirewallInputs, XdpFirewallOutputs>
   check: checkXdpFirewall,
   replaceOn: ["host", "interface", "name", "mode"],
   object: OBJECT,
-  outputOnly: { objectSha256: true, programId: true, programTag: true, attachMode: true, counters: true, mapMemoryBytes: true },
+  outputOnly: { objectSha256: true, programId: true, programTag: true, attachMode: true, counters: true, mapMemoryBytes: true, expectResults: true },
   converge,
 
   async observe(olds) {

@@ -5,6 +5,9 @@ import { checkInputs } from "../dynamicAdapter";
 import { credentialsSchema, hostSchema } from "../remote/hostSchema";
 import { lockoutInputs } from "../remote/lockout";
 import { encodeDenyEntry } from "./codec";
+import { expectationSet } from "../expect/schema";
+import { withPreviewNote } from "../expect/preview";
+import type { ExpectationResult } from "../expect/hostRun";
 import { chainPriority, cidrSet, interfaceName, pinName } from "../validation";
 
 /**
@@ -111,13 +114,25 @@ export const xdpFirewallSchema = z.object({
    * joins the chain behind the restored firewall without reloading it.
    */
   bootRestore: z.boolean().default(false),
+  /**
+   * Packets that must pass or be dropped, proven on the host on every create and
+   * update: texts `"[ingress] <tcp|udp|icmp> <source> > <destination> [tcp flags]: <pass|drop>"`
+   * (e.g. `"tcp 10.0.0.5:33000 > 10.0.0.7:22 syn: pass"`, `"udp [2001:db8::1]:53 > [2001:db8::7]:40000: drop"`)
+   * or objects. After the change is applied, while the revert timer is armed, each
+   * packet runs through a probe copy of what is now attached (through the interface's
+   * XDP chain when it has one, so every member's verdict counts); any miss reverts the
+   * host at once and fails the update with a table (expectation, wanted, got, host).
+   * Kept keyed by the canonical text, so a preview shows each one added or removed.
+   * At most 1,000. Default: none.
+   */
+  expect: expectationSet("xdpFirewall").default({}),
 });
 
 export type XdpFirewallInputs = z.infer<typeof xdpFirewallSchema>;
 
 /** The schema; every rule is in it (bootRestore works with and without chainPriority). */
 export function checkXdpFirewall(news: Record<string, unknown>): pulumi.dynamic.CheckResult {
-  return checkInputs(xdpFirewallSchema, news);
+  return withPreviewNote("xdpFirewall", checkInputs(xdpFirewallSchema, news), ["deny", "expect"]);
 }
 
 export interface XdpFirewallCounters {
@@ -141,4 +156,6 @@ export interface XdpFirewallOutputs extends XdpFirewallInputs {
    * tries as they fill.
    */
   mapMemoryBytes: number;
+  /** Each packet expectation's result on the host at the last create/update, by canonical text (provider/expect/hostRun.ts). */
+  expectResults: Record<string, ExpectationResult>;
 }

@@ -151,6 +151,7 @@ describe("MaglevService diff", () => {
       objectSha256: "0".repeat(64),
       programId: 1,
       programTag: "t",
+      expectResults: {},
       attachMode: "driver",
       backendIndexes,
       nextBackendIndex: Object.keys(backendIndexes).length + 1,

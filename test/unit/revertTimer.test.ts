@@ -64,6 +64,27 @@ describe("revert timer scripts", () => {
     expect(readdirSync(dir)).toEqual([]);
   });
 
+  it("revert-now runs an armed revert at once, exactly once, and marks it fired; a disarmed one it refuses", async () => {
+    const dir = guards();
+    const marker = join(scratch, "fired-now");
+    expect(arm(dir, "t5", 2, `echo reverting; echo x >> '${marker}'\n`).status).toBe(0);
+    const now = run("revert-now", { guards: dir, token: "t5", log_bytes: String(GUARD_LOG_BYTES) });
+    expect(now.status).toBe(0);
+    expect(now.stdout).toBe("reverting\n");
+    expect(readFileSync(marker, "utf8")).toBe("x\n");
+    expect(readdirSync(dir).sort()).toEqual(["t5.fired", "t5.log"]);
+    // The watcher is gone and its time passes: the revert ran once.
+    await new Promise((r) => setTimeout(r, 3000));
+    expect(readFileSync(marker, "utf8")).toBe("x\n");
+    // A second call finds it fired (7); a disarmed guard is not run (8).
+    expect(run("revert-now", { guards: dir, token: "t5", log_bytes: "100" }).status).toBe(7);
+    expect(arm(dir, "t6", 60, `echo y >> '${marker}'\n`).status).toBe(0);
+    expect(run("revert-disarm", { guards: dir, token: "t6" }).status).toBe(0);
+    const refused = spawnSync("sh", ["-c", shellScript("revert-now").replace("1 2 3 4 5 6 7 8 9 10", "1"), "bpfleet", ...scriptArgs("revert-now", { guards: dir, token: "t6", log_bytes: "100" })], { encoding: "utf8" });
+    expect(refused.status).toBe(8);
+    expect(readFileSync(marker, "utf8")).toBe("x\n");
+  });
+
   it(`keeps only the newest ${KEPT_FIRED_GUARDS} fired guards`, () => {
     const dir = guards();
     mkdirSync(dir, { mode: 0o700 });

@@ -36,6 +36,7 @@ export const proofs = [
   same<sdk.HealthGateTargetArgs, before.HealthGateTargetArgs>(true),
   same<sdk.CounterCheckArgs, before.CounterCheckArgs>(true),
   same<sdk.HealthGateArgs, before.HealthGateArgs>(true),
+  same<sdk.ExpectationArgs, before.ExpectationArgs>(true),
 ];
 
 const ROOT = resolve(__dirname, "../..");

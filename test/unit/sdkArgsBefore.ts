@@ -34,7 +34,21 @@ export interface XdpFirewallArgs {
     lockoutRevertSeconds?: pulumi.Input<number>;
     allowManagementDeny?: pulumi.Input<boolean>;
     bootRestore?: pulumi.Input<boolean>;
+    expect?: pulumi.Input<pulumi.Input<string | ExpectationArgs>[]>;
     pinName?: pulumi.Input<string>;
+}
+
+export interface ExpectationArgs {
+    hook?: pulumi.Input<string>;
+    reply?: pulumi.Input<boolean>;
+    protocol: pulumi.Input<string>;
+    source: pulumi.Input<string>;
+    sourcePort?: pulumi.Input<number | string>;
+    destination: pulumi.Input<string>;
+    destinationPort?: pulumi.Input<number | string>;
+    flags?: pulumi.Input<pulumi.Input<string>[] | string>;
+    verdict?: pulumi.Input<string>;
+    backend?: pulumi.Input<string>;
 }
 
 export interface TcPolicyRuleArgs {
@@ -68,6 +82,7 @@ export interface TcPolicyArgs {
     lockoutGuard?: pulumi.Input<boolean>;
     lockoutRevertSeconds?: pulumi.Input<number>;
     priority?: pulumi.Input<number>;
+    expect?: pulumi.Input<pulumi.Input<string | ExpectationArgs>[]>;
     pinName?: pulumi.Input<string>;
 }
 
@@ -147,6 +162,7 @@ export interface MaglevServiceArgs {
     chainPriority?: pulumi.Input<number>;
     lockoutGuard?: pulumi.Input<boolean>;
     lockoutRevertSeconds?: pulumi.Input<number>;
+    expect?: pulumi.Input<pulumi.Input<string | ExpectationArgs>[]>;
     pinName?: pulumi.Input<string>;
 }
 
@@ -159,6 +175,7 @@ export interface HealthGateTargetArgs {
     hook?: pulumi.Input<{ interface: pulumi.Input<string>; type: pulumi.Input<"xdp" | "tc-ingress" | "tc-egress"> } | undefined>;
     programId?: pulumi.Input<number>;
     probe?: pulumi.Input<pulumi.Input<string>[]>;
+    expect?: pulumi.Input<pulumi.Input<string | ExpectationArgs>[]>;
 }
 
 export interface CounterCheckArgs {

@@ -4,7 +4,7 @@
  * one dump; counters and (for `read`) every table slot in one batch of
  * lookups, the program and its counters totals in one more.
  */
-import { dumpMaps, lookupMapEntries, type MapLookup } from "../remote/mapOperations";
+import { applyMapOperations, dumpMaps, lookupMapEntries, type MapLookup, type MapOperation } from "../remote/mapOperations";
 import type { PinLayout } from "../remote/pins";
 import { programState } from "../remote/resourceSurvey";
 import type { XdpAttachment } from "../remote/xdpAttach";
@@ -12,7 +12,7 @@ import { dispatcherDir, hookPosition, placedAttachment, type XdpPlacement } from
 import type { SshSession } from "../remote/ssh";
 import { sumCounters } from "../counters";
 import { decodeBackend, decodeConfig, decodeIndex, decodeVip, decodeVipKey, encodeIndex, LB_STATS, MAPS, type BackendRecord, type VipValue } from "./codec";
-import type { TableImage } from "./plan";
+import { restoreOperations, type TableImage } from "./plan";
 import { vipKey, type Counter, type Vip } from "./schema";
 
 /** Our own one-entry array beside the object's maps: the digest of the tables the last complete batch wrote. */
@@ -32,12 +32,15 @@ export interface ObservedMaps {
   marker: string | undefined;
 }
 
+/** Entries of the dumped maps by pin and hex key (undefined: the map is missing): what a rollback restores. */
+export type DumpedMaps = Map<string, Map<string, Uint8Array> | undefined>;
+
 function hex(bytes: Uint8Array): string {
   return Buffer.from(bytes).toString("hex");
 }
 
 /** lb_vips, the lb_backends records that name a backend, lb_config and the marker, in one round trip. */
-export async function observeMaps(session: SshSession, layout: PinLayout): Promise<ObservedMaps & { markerExists: boolean }> {
+export async function observeMaps(session: SshSession, layout: PinLayout): Promise<ObservedMaps & { markerExists: boolean; dumps: DumpedMaps }> {
   const pin = mapPin(layout);
   const pins = [pin(MAPS.vips), pin(MAPS.backends), pin(MAPS.config), markerPin(layout)];
   const dumps = await dumpMaps(session, pins);
@@ -69,7 +72,22 @@ export async function observeMaps(session: SshSession, layout: PinLayout): Promi
     },
     marker: digest && digest.some((b) => b !== 0) ? hex(digest) : undefined,
     markerExists: marker !== undefined,
+    dumps: new Map([...dumps].map(([pin, entries]) => [pin, entries && new Map(entries.map((e) => [hex(e.key), e.values[0]!]))])),
   };
+}
+
+/**
+ * Puts back what a failed batch of `operations` changed (plan.ts
+ * restoreOperations), from the maps as `before` held them. lb_vips is read
+ * again first: bpftool batch stops at a delete of a key that is not there, so
+ * only the new VIPs the batch did write are deleted.
+ */
+export async function restoreMaps(session: SshSession, layout: PinLayout, operations: readonly MapOperation[], before: DumpedMaps, tables: TableImage | undefined): Promise<void> {
+  const vips = mapPin(layout)(MAPS.vips);
+  const now = (await dumpMaps(session, [vips])).get(vips) ?? [];
+  const present = new Set(now.map((e) => `${vips} ${hex(e.key)}`));
+  const undo = restoreOperations(operations, before, tables, mapPin(layout), markerPin(layout)).filter((o) => o.op === "update" || present.has(`${o.map} ${hex(o.key)}`));
+  await applyMapOperations(session, undo);
 }
 
 export async function createMarker(session: SshSession, layout: PinLayout): Promise<void> {

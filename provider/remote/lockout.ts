@@ -8,7 +8,22 @@ import { z } from "zod";
 import { HostPreconditionError } from "./preflight";
 import type { Credentials, HostConnection } from "./hostSchema";
 import type { RevertTimer } from "./revertTimer";
-import { dropSession, freshLogin, sessionFor, type SshSession } from "./ssh";
+import { dropSession, freshLogin, RemoteCommandError, sessionFor, type SshSession } from "./ssh";
+
+/**
+ * The lockout report. `at` and `step` name the proof's own command when it was
+ * that command (not the login) that failed: the report's step is where the
+ * proof failed, not the last of the checks that followed it.
+ */
+export class LockoutError extends HostPreconditionError {
+  constructor(
+    message: string,
+    readonly at?: number,
+    readonly step?: string,
+  ) {
+    super(message);
+  }
+}
 
 export const DEFAULT_REVERT_SECONDS = 30;
 
@@ -86,10 +101,13 @@ export async function reportLockout(session: SshSession, change: GuardedChange, 
           ? `, before the host's revert timer fired; it undoes the change ${lockoutRevertSeconds} s after arming.`
           : `; whether the host's revert timer has fired could not be read.`);
   }
-  throw new HostPreconditionError(
+  const failedStep = failure instanceof RemoteCommandError && failure.at !== undefined ? { at: failure.at, step: failure.step } : {};
+  throw new LockoutError(
     `${session.label}: after the change, a fresh SSH login failed (${failure.message.split("\n")[0]}): either ${change.subject} cuts the management path ` +
       `(SSH from ${peer ?? "the provider"} over ${change.iface ?? change.inputs.interface}) or the host became unreachable for another reason at the same time. ` +
       `${outcome} Nothing was recorded as applied.${change.advice ? ` ${change.advice}` : ""}`,
+    failedStep.at,
+    failedStep.step,
   );
 }
 

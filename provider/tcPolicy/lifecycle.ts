@@ -180,6 +180,8 @@ export const tcPolicyKind = defineKind<TcPolicyInputs, TcPolicyState>({
       await deleteBpfFilter(session, { iface: olds.interface, direction: filter.direction, priority: filter.priority, handle });
     }
     await removePins(session, layout);
-    await removeClsactIfEmpty(session, olds.interface, olds.qdiscCreated).catch(() => undefined);
+    // Not ignored: a delete that failed here would leave an empty clsact qdisc behind
+    // and still report success; failing names the step, and the next delete removes it.
+    await removeClsactIfEmpty(session, olds.interface, olds.qdiscCreated);
   },
 });

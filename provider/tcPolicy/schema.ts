@@ -256,7 +256,11 @@ export const tcPolicySchema = z.object({
       other: seconds(60),
     })
     .prefault({}),
-  /** false loads the programs and writes the maps without attaching them (staging). Default true. */
+  /**
+   * false loads the programs and writes the maps without attaching them (staging).
+   * Taking an attached policy off its hooks is guarded like any other change: if the
+   * proof fails, the revert puts its filters back. Default true.
+   */
   attached: z.boolean().default(true),
   /**
    * A policy must let in TCP to `host.port` (and, stateless, let the replies

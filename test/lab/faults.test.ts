@@ -6,7 +6,7 @@
 // resource and the step, and the retry the next `pulumi up` would make must
 // converge with no manual action, also once every revert timer has fired.
 //
-// Unset, as in CI, a slice runs (see CI below); BPFLEET_FAULTS=off skips the file.
+// BPFLEET_FAULTS=ci runs a slice (see CI below).
 // BPFLEET_FAULTS=subset runs mode "cut" (connection destroyed before the step runs) at every
 // step of update and the first, middle and last step of create, delete and read; the kinds
 // can be narrowed with BPFLEET_FAULTS_KINDS=XdpFirewall,TcPolicy.
@@ -30,12 +30,13 @@ import { xdpFirewallSchema } from "../../provider/xdpFirewall/schema";
 import { attachedPart, hostSnapshot, LatencyProxy, pendingGuards, snapshotDiff, waitForGuards } from "./faults";
 import { createLab, type Lab, type LabHost } from "./lab";
 
-// Unset (CI): the slice below. "off" skips the file.
-const LEVEL = process.env.BPFLEET_FAULTS ?? "ci";
+// Unset or "off": skipped. The "ci" slice took 411 s for three kinds on the shared
+// 2-core machine (issue 15 note), over the ~3 min CI can give it, so it stays opt-in.
+const LEVEL = process.env.BPFLEET_FAULTS ?? "off";
 const ENABLED = LEVEL !== "off";
 const FULL = LEVEL === "full";
 /**
- * The CI slice: every kind's update cut at its map batch (named, so it follows the
+ * The "ci" slice: every kind's update cut at its map batch (named, so it follows the
  * step wherever it moves) and at its last step, and its delete at its last step:
  * the cuts that leave a half-applied batch, a change whose proof never came,
  * and a delete that stopped before its cleanup.

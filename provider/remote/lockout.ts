@@ -26,6 +26,15 @@ export class LockoutError extends HostPreconditionError {
 }
 
 export const DEFAULT_REVERT_SECONDS = 30;
+/**
+ * The shortest revert window check accepts. The proof is a brand-new SSH login
+ * (TCP, key exchange, public-key auth, a channel, `true`: about 10 round trips,
+ * measured through a latency proxy in test/lab) and gets half the window; at 600
+ * ms RTT (a geostationary satellite hop) that is 6 s, and the disarm follows.
+ * 10 s leaves that login 5 s plus what the apply left over: the least that does
+ * not revert good changes over a slow link. Longer links want the default 30.
+ */
+export const MIN_REVERT_SECONDS = 10;
 
 /** The guard's inputs, spread into a resource's schema. */
 export const lockoutInputs = {
@@ -35,11 +44,16 @@ export const lockoutInputs = {
    * disarm. If the login fails, the host undoes the change by itself. Default true.
    */
   lockoutGuard: z.boolean().default(true),
-  /** Seconds after which an undisarmed revert undoes the change, 5-3600. Default 30. */
+  /** Seconds after which an undisarmed revert undoes the change, 10-3600. Default 30. */
   lockoutRevertSeconds: z
     .number()
     .int("must be a whole number of seconds")
-    .min(5, "must be at least 5 seconds (a fresh SSH login has to fit in half the window)")
+    .min(
+      MIN_REVERT_SECONDS,
+      `must be at least ${MIN_REVERT_SECONDS} seconds: the host undoes the change when the window ends, and within it the provider must apply the change, ` +
+        `prove it with a fresh SSH login (given half the window) and disarm; a fresh login alone takes about 10 round trips, 6 s over a 600 ms RTT link (satellite), ` +
+        `so a shorter window reverts a good change over a slow link`,
+    )
     .max(3600, "must be at most 3600 seconds (an hour)")
     .default(DEFAULT_REVERT_SECONDS),
 };

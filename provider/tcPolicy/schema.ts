@@ -279,7 +279,7 @@ export const tcPolicySchema = z.object({
    * have locked it out. false applies changes without the timer. Default true.
    */
   lockoutGuard: lockoutInputs.lockoutGuard,
-  /** Seconds until an undisarmed revert timer undoes the change (5–3600). Default 30. */
+  /** Seconds until an undisarmed revert timer undoes the change (10–3600). Default 30. */
   lockoutRevertSeconds: lockoutInputs.lockoutRevertSeconds,
   /**
    * TC priority of both filters, 1–65535 (lower runs first; the kernel keeps one

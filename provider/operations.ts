@@ -9,6 +9,7 @@
 import type { Kind } from "./dynamicAdapter";
 import { HostPreconditionError } from "./remote/preflight";
 import { hostLabel, type HostConnection } from "./remote/hostSchema";
+import { LockoutError } from "./remote/lockout";
 import { RevertedError } from "./remote/revertTimer";
 import { currentOperation, RemoteCommandError, withOperation, type Operation } from "./remote/ssh";
 
@@ -90,7 +91,8 @@ async function report(kind: Kind<object, object>, op: string, id: string, err: u
   const operation = currentOperation();
   const lastStep = operation && operation.execs > 0 ? `after step ${operation.execs} (${operation.steps[operation.execs - 1]})` : "before its first remote command";
   if (err instanceof HostPreconditionError || err instanceof RevertedError) {
-    err.message = `${id}: ${op} failed ${lastStep}: ${err.message}`;
+    const failedAt = err instanceof LockoutError && err.at !== undefined ? `at step ${err.at} (${err.step})` : lastStep;
+    err.message = `${id}: ${op} failed ${failedAt}: ${err.message}`;
     throw err;
   }
   const [first, ...details] = err.message.split("\n");

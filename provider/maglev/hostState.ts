@@ -4,7 +4,7 @@
  * lb_vip_index in one dump; counters and (for `read`) every table slot in one batch of
  * lookups, the program and its counters totals in one more.
  */
-import { dumpMaps, lookupMapEntries, type MapLookup } from "../remote/mapOperations";
+import { applyMapOperations, dumpMaps, lookupMapEntries, type MapLookup, type MapOperation } from "../remote/mapOperations";
 import type { PinLayout } from "../remote/pins";
 import { programState } from "../remote/resourceSurvey";
 import type { XdpAttachment } from "../remote/xdpAttach";
@@ -12,7 +12,7 @@ import { dispatcherDir, hookPosition, placedAttachment, type XdpPlacement } from
 import type { SshSession } from "../remote/ssh";
 import { sumCounters } from "../counters";
 import { decodeBackend, decodeConfig, decodeIndex, decodeVip, decodeVipKey, encodeIndex, LB_STATS, MAPS, type BackendRecord, type VipValue } from "./codec";
-import type { TableImage } from "./plan";
+import { restoreOperations, type TableImage } from "./plan";
 import { observedVipIndex } from "./vipIndex";
 import { vipKey, type Counter, type Vip } from "./schema";
 
@@ -35,12 +35,15 @@ export interface ObservedMaps {
   vipIndex: Map<number, Uint8Array>;
 }
 
+/** Entries of the dumped maps by pin and hex key (undefined: the map is missing): what a rollback restores. */
+export type DumpedMaps = Map<string, Map<string, Uint8Array> | undefined>;
+
 function hex(bytes: Uint8Array): string {
   return Buffer.from(bytes).toString("hex");
 }
 
 /** lb_vips, the lb_backends records that name a backend, lb_config, the marker and lb_vip_index, in one round trip. */
-export async function observeMaps(session: SshSession, layout: PinLayout): Promise<ObservedMaps & { markerExists: boolean }> {
+export async function observeMaps(session: SshSession, layout: PinLayout): Promise<ObservedMaps & { markerExists: boolean; dumps: DumpedMaps }> {
   const pin = mapPin(layout);
   const pins = [pin(MAPS.vips), pin(MAPS.backends), pin(MAPS.config), markerPin(layout), pin(MAPS.vipIndex)];
   const dumps = await dumpMaps(session, pins);
@@ -73,7 +76,26 @@ export async function observeMaps(session: SshSession, layout: PinLayout): Promi
     marker: digest && digest.some((b) => b !== 0) ? hex(digest) : undefined,
     vipIndex: observedVipIndex((dumps.get(pins[4]!) ?? []).map((e) => ({ key: e.key, value: e.values[0]! }))),
     markerExists: marker !== undefined,
+    dumps: new Map([...dumps].map(([pin, entries]) => [pin, entries && new Map(entries.map((e) => [hex(e.key), e.values[0]!]))])),
   };
+}
+
+/**
+ * Puts back what a failed batch of `operations` changed (plan.ts
+ * restoreOperations), from the maps as `before` held them. lb_vips and
+ * lb_vip_index are read again first, in one dump: bpftool batch stops at a
+ * delete of a key that is not there, so only the new VIPs the batch did write
+ * are deleted; and an index slot is moved only by writes that change its state
+ * byte alone, which needs the bytes the batch left in it.
+ */
+export async function restoreMaps(session: SshSession, layout: PinLayout, operations: readonly MapOperation[], before: DumpedMaps, tables: TableImage | undefined): Promise<void> {
+  const vips = mapPin(layout)(MAPS.vips);
+  const vipIndex = mapPin(layout)(MAPS.vipIndex);
+  const now = await dumpMaps(session, [vips, vipIndex]);
+  const present = new Set((now.get(vips) ?? []).map((e) => `${vips} ${hex(e.key)}`));
+  const currentIndex = observedVipIndex((now.get(vipIndex) ?? []).map((e) => ({ key: e.key, value: e.values[0]! })));
+  const undo = restoreOperations(operations, before, tables, mapPin(layout), markerPin(layout), currentIndex).filter((o) => o.op === "update" || present.has(`${o.map} ${hex(o.key)}`));
+  await applyMapOperations(session, undo);
 }
 
 export async function createMarker(session: SshSession, layout: PinLayout): Promise<void> {

@@ -25,7 +25,7 @@ import { surveyXdp, XdpProgramChange } from "../remote/xdpChange";
 import { DISPATCHER_OBJECT, dispatcherDir, hookPosition, releaseHook, type XdpPlacement } from "../remote/xdpHook";
 import { MAPS } from "./codec";
 import { guardManagementPath } from "./guard";
-import { createMarker, mapPin, markerPin, observeMaps, observeProgram, readCountersAndTables } from "./hostState";
+import { createMarker, mapPin, markerPin, observeMaps, observeProgram, readCountersAndTables, restoreMaps, type DumpedMaps } from "./hostState";
 import { addressesToResolve, nextHopMacs, nextHopMtus, surveyRouting, tunnelSources } from "./neighbours";
 import { observe } from "./observe";
 import { planService, tableDigest, tableImage, type ServicePlan, type TableImage } from "./plan";
@@ -78,13 +78,17 @@ async function converge(inputs: MaglevServiceInputs, olds?: MaglevServiceOutputs
   );
 
   let plan: ServicePlan | undefined;
+  let before: { dumps: DumpedMaps; tables: TableImage | undefined } | undefined;
+  let mapsTouched = false;
   await guardedChange(session, {
     async stage() {
       await program.stage(object, survey.objectPresent, () => packagedObject(DISPATCHER_OBJECT));
       const observed = await observeMaps(session, layout);
       if (!observed.markerExists) await createMarker(session, layout);
       const desired = { ...inputs, macs, nextHopMtus: mtus, tunnelSources: sources };
-      plan = planService(desired, { ...observed, tables: knownTables(olds, observed.marker) }, { nextBackendIndex: olds?.nextBackendIndex }, mapPin(layout), markerPin(layout));
+      const tables = knownTables(olds, observed.marker);
+      before = { dumps: observed.dumps, tables };
+      plan = planService(desired, { ...observed, tables }, { nextBackendIndex: olds?.nextBackendIndex }, mapPin(layout), markerPin(layout));
     },
     // Map contents stay on a revert: they only steer VIP traffic, and a VIP can
     // never be the management SSH endpoint (guardManagementPath).
@@ -94,11 +98,16 @@ async function converge(inputs: MaglevServiceInputs, olds?: MaglevServiceOutputs
         : undefined,
     expectations,
     async apply() {
+      mapsTouched = true;
       await applyMapOperations(session, plan!.operations);
       await program.install();
     },
     // A fresh service is detached and removed whole (the revert timer's own steps).
+    // An existing one gets back the map entries the batch (whole or in part) changed:
+    // each write was valid on its own, but the state still records the old
+    // inputs, so going back to them must find the host as they left it.
     async rollback() {
+      if (mapsTouched && program.hadPins && before) await restoreMaps(session, layout, plan!.operations, before.dumps, before.tables).catch(ignoreFailure);
       await program.rollback(hook.revertShell("new"));
       if (!program.hadPins) await removePins(session, layout).catch(ignoreFailure);
     },

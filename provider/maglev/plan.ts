@@ -23,7 +23,7 @@
 import { createHash } from "node:crypto";
 import type { MapOperation } from "../remote/mapOperations";
 import {
-  encodeBackend, encodeConfig, encodeIndex, encodeVip, encodeVipKey, LB_MAX_BACKENDS, LB_MAX_VIPS, MAPS, SIZES, tableOperations,
+  decodeIndex, encodeBackend, encodeConfig, encodeIndex, encodeVip, encodeVipKey, LB_MAX_BACKENDS, LB_MAX_VIPS, LB_VIP_SLOTS, MAPS, SIZES, tableOperations,
   type BackendRecord, type LbMode, type VipValue,
 } from "./codec";
 import { backendKey, familyOf, TABLE_OFFSET, tableGroups, type Backend, type TableGroup, type Vip } from "./schema";
@@ -374,4 +374,100 @@ export function parseVipKey(key: string): Vip {
   const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d+)\/(tcp|udp)$/.exec(key);
   if (!m) throw new PlanError(`not a VIP key: ${key}`);
   return { address: m[1] ?? m[2]!, port: Number(m[3]), protocol: m[4] as Vip["protocol"] };
+}
+
+/** A map's entries as they were before a batch, by hex key (values[0] of a dump). */
+export type MapBefore = ReadonlyMap<string, Uint8Array>;
+
+const hexKey = (bytes: Uint8Array) => Buffer.from(bytes).toString("hex");
+
+/**
+ * The writes that take the maps back from what `operations` (a plan's batch,
+ * applied in full or up to any line) leave to what they held before: the
+ * rollback of a failed update. Each map's previous entries come from `before`
+ * (by pin; a missing key of a hash map is deleted, a map not listed is left
+ * alone), maglev_table's from `tables`, the image the marker proved.
+ *
+ * The plan's lines are undone in reverse order, so the undo keeps DESIGN.md's
+ * promise too: a removed backend's record comes back before a slot names it
+ * again, and an added backend's record is cleared only once no slot does. The
+ * marker is cleared first and gets its previous digest back last.
+ * lb_vip_index slots the batch touched go back the way the plan moves them
+ * (vipIndex.ts): from `currentIndex`, the slots as the failed batch left them,
+ * each says ASK before lb_vips is undone and gets its previous contents after,
+ * so no step of the undo lets the index disagree with lb_vips. Without
+ * `tables` (the marker did not prove them) nothing is undone when the batch
+ * wrote slots: their previous values are unknown, and clearing an added
+ * backend's record under a slot that still names it would point at nothing;
+ * the marker the batch cleared makes the next update rewrite every slot.
+ * Counters are not restored.
+ */
+export function restoreOperations(
+  operations: readonly MapOperation[],
+  before: ReadonlyMap<string, MapBefore | undefined>,
+  tables: TableImage | undefined,
+  pin: (map: string) => string,
+  markerPin: string,
+  currentIndex: ReadonlyMap<number, Uint8Array>,
+): MapOperation[] {
+  const tablePin = pin(MAPS.table);
+  if (!tables && operations.some((o) => o.map === tablePin)) return [];
+  const indexPin = pin(MAPS.vipIndex);
+  const skip = new Set([pin(MAPS.vipStats), pin(MAPS.backendStats), markerPin, indexPin]);
+  const oldSlot = (slot: number): Uint8Array => {
+    for (const [offset, slots] of tables!) if (slot >= offset && slot < offset + slots.length) return encodeIndex(slots[slot - offset]!);
+    return encodeIndex(0);
+  };
+  const undo: MapOperation[] = [];
+  const done = new Set<string>();
+  let complete = true;
+  for (const o of [...operations].reverse()) {
+    const id = `${o.map} ${hexKey(o.key)}`;
+    if (skip.has(o.map) || done.has(id)) continue;
+    done.add(id);
+    if (o.map === tablePin) {
+      undo.push({ op: "update", map: o.map, key: o.key, value: oldSlot(decodeIndex(o.key)) });
+      continue;
+    }
+    const entries = before.get(o.map);
+    if (!entries) {
+      complete = false;
+      continue;
+    }
+    const old = entries.get(hexKey(o.key));
+    undo.push(old === undefined ? { op: "delete", map: o.map, key: o.key } : { op: "update", map: o.map, key: o.key, value: old });
+  }
+  const index = indexRestore(operations, before.get(indexPin), currentIndex, indexPin);
+  if (!index) complete = false;
+  const inOrder = [...(index?.before ?? []), ...undo, ...(index?.after ?? [])];
+  const marker = before.get(markerPin)?.get(hexKey(encodeIndex(0)));
+  const touchesTables = operations.some((o) => o.map === markerPin);
+  if (!touchesTables) return inOrder;
+  return [
+    { op: "update", map: markerPin, key: encodeIndex(0), value: new Uint8Array(32) },
+    ...inOrder,
+    ...(complete && marker ? [{ op: "update" as const, map: markerPin, key: encodeIndex(0), value: marker }] : []),
+  ];
+}
+
+/**
+ * The writes that take the lb_vip_index slots `operations` touched back to
+ * `previous` (their dump before the batch), from `current`, split around the
+ * lb_vips undo as the plan splits them; slots the batch did not touch keep
+ * what they hold. Undefined when the batch touched slots whose previous
+ * contents were not dumped.
+ */
+function indexRestore(
+  operations: readonly MapOperation[],
+  previous: MapBefore | undefined,
+  current: ReadonlyMap<number, Uint8Array>,
+  indexPin: string,
+): { before: MapOperation[]; after: MapOperation[] } | undefined {
+  const touched = new Set(operations.filter((o) => o.map === indexPin).map((o) => decodeIndex(o.key)));
+  if (touched.size === 0) return { before: [], after: [] };
+  if (!previous) return undefined;
+  const empty = new Uint8Array(SIZES.vipSlot);
+  const desired = Array.from({ length: LB_VIP_SLOTS }, (_, slot) =>
+    touched.has(slot) ? (previous.get(hexKey(encodeIndex(slot))) ?? empty) : (current.get(slot) ?? empty));
+  return vipIndexOperations(desired, current, indexPin);
 }

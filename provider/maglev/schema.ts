@@ -383,7 +383,7 @@ export const maglevServiceSchema = z.object({
    * itself and the update fails. Default true.
    */
   lockoutGuard: lockoutInputs.lockoutGuard,
-  /** Seconds after which an undisarmed revert timer undoes the change, 5-3600. Default 30. */
+  /** Seconds after which an undisarmed revert timer undoes the change, 10-3600. Default 30. */
   lockoutRevertSeconds: lockoutInputs.lockoutRevertSeconds,
   /**
    * Packets and the outcome they must get, proven on the host on every create and

@@ -8,9 +8,33 @@ import { z } from "zod";
 import { HostPreconditionError } from "./preflight";
 import type { Credentials, HostConnection } from "./hostSchema";
 import type { RevertTimer } from "./revertTimer";
-import { dropSession, freshLogin, sessionFor, type SshSession } from "./ssh";
+import { dropSession, freshLogin, RemoteCommandError, sessionFor, type SshSession } from "./ssh";
+
+/**
+ * The lockout report. `at` and `step` name the proof's own command when it was
+ * that command (not the login) that failed: the report's step is where the
+ * proof failed, not the last of the checks that followed it.
+ */
+export class LockoutError extends HostPreconditionError {
+  constructor(
+    message: string,
+    readonly at?: number,
+    readonly step?: string,
+  ) {
+    super(message);
+  }
+}
 
 export const DEFAULT_REVERT_SECONDS = 30;
+/**
+ * The shortest revert window check accepts. The proof is a brand-new SSH login
+ * (TCP, key exchange, public-key auth, a channel, `true`) and gets half the window.
+ * Through test/lab's latency proxy it took 0.75 s at 80 ms RTT, 2.5 s at 300 ms and
+ * 4.9 s at 600 ms (a geostationary satellite hop; 8 round trips), and the disarm
+ * follows (one command: 1.3 s at 600 ms). 10 s leaves that login 5 s plus what the apply left over: the least that does
+ * not revert good changes over a slow link. Longer links want the default 30.
+ */
+export const MIN_REVERT_SECONDS = 10;
 
 /** The guard's inputs, spread into a resource's schema. */
 export const lockoutInputs = {
@@ -20,11 +44,16 @@ export const lockoutInputs = {
    * disarm. If the login fails, the host undoes the change by itself. Default true.
    */
   lockoutGuard: z.boolean().default(true),
-  /** Seconds after which an undisarmed revert undoes the change, 5-3600. Default 30. */
+  /** Seconds after which an undisarmed revert undoes the change, 10-3600. Default 30. */
   lockoutRevertSeconds: z
     .number()
     .int("must be a whole number of seconds")
-    .min(5, "must be at least 5 seconds (a fresh SSH login has to fit in half the window)")
+    .min(
+      MIN_REVERT_SECONDS,
+      `must be at least ${MIN_REVERT_SECONDS} seconds: the host undoes the change when the window ends, and within it the provider must apply the change, ` +
+        `prove it with a fresh SSH login (given half the window) and disarm; a fresh login alone took 8 round trips, 4.9 s, through a 600 ms RTT link (satellite) in test/lab, ` +
+        `so a shorter window reverts a good change over a slow link`,
+    )
     .max(3600, "must be at most 3600 seconds (an hour)")
     .default(DEFAULT_REVERT_SECONDS),
 };
@@ -86,10 +115,13 @@ export async function reportLockout(session: SshSession, change: GuardedChange, 
           ? `, before the host's revert timer fired; it undoes the change ${lockoutRevertSeconds} s after arming.`
           : `; whether the host's revert timer has fired could not be read.`);
   }
-  throw new HostPreconditionError(
+  const failedStep = failure instanceof RemoteCommandError && failure.at !== undefined ? { at: failure.at, step: failure.step } : {};
+  throw new LockoutError(
     `${session.label}: after the change, a fresh SSH login failed (${failure.message.split("\n")[0]}): either ${change.subject} cuts the management path ` +
       `(SSH from ${peer ?? "the provider"} over ${change.iface ?? change.inputs.interface}) or the host became unreachable for another reason at the same time. ` +
       `${outcome} Nothing was recorded as applied.${change.advice ? ` ${change.advice}` : ""}`,
+    failedStep.at,
+    failedStep.step,
   );
 }
 

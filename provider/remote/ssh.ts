@@ -164,8 +164,10 @@ export function currentOperation(): Operation | undefined {
 
 /**
  * Fault injection for tests, read from BPFLEET_FAULT in the provider process:
- * "<kind>:<op>:<k>:<mode>", kind and op may be "*". At the k-th remote command of a
- * matching operation, mode
+ * "<kind>:<op>:<k>:<mode>", kind and op may be "*", and k a step number or "@<name>",
+ * the first step whose description is <name> (e.g. "@bpftool batch", "@tc filter"), so
+ * that a test names the step it cuts and survives steps added before it. At that
+ * remote command of a matching operation, mode
  *   fail       the command does not run and fails (the connection stays up);
  *   cut        the connection is destroyed before the command runs;
  *   cut-after  the command runs to the end on the host, then the connection is destroyed
@@ -180,7 +182,10 @@ function injectedFault(operation: Operation | undefined, step: number): Fault | 
   const spec = process.env.BPFLEET_FAULT;
   if (!spec || !operation) return undefined;
   const [kind, op, k, mode] = spec.split(":");
-  if ((kind !== "*" && kind !== operation.kind) || (op !== "*" && op !== operation.op) || Number(k) !== step) return undefined;
+  if ((kind !== "*" && kind !== operation.kind) || (op !== "*" && op !== operation.op)) return undefined;
+  // "@<name>": the first step whose description (describeStep) is exactly <name>.
+  const named = k?.startsWith("@") ? k.slice(1) : undefined;
+  if (named !== undefined ? operation.steps.indexOf(named) !== step - 1 : Number(k) !== step) return undefined;
   if (mode !== "fail" && mode !== "cut" && mode !== "cut-after") throw new Error(`BPFLEET_FAULT: unknown mode ${mode} (fail, cut or cut-after)`);
   return { mode };
 }

@@ -173,6 +173,8 @@ export interface RevertPlan {
   strays: TcFilterSlot[];
   /** Per hook: whether one of our filters was there before the change. */
   hookedBefore: Record<Direction, boolean>;
+  /** The change takes the policy off its hooks (attached: false): the revert puts its filters back. */
+  detaches?: boolean;
   /** The interface had a clsact qdisc before the change. */
   qdiscBefore: boolean;
   restore: { deletes: MapOperation[]; updates: MapOperation[] };
@@ -192,7 +194,7 @@ export function revertScript(plan: RevertPlan): string {
   for (const direction of DIRECTIONS) {
     const slot = { ...plan.slots[direction], direction };
     if (!plan.hookedBefore[direction] || plan.fresh) filters.push({ slot });
-    else if (plan.swapsPrograms) filters.push({ slot, program: `/${PROGRAMS[direction]}` });
+    else if (plan.swapsPrograms || plan.detaches) filters.push({ slot, program: `/${PROGRAMS[direction]}` });
   }
   if (!plan.fresh) filters.push(...plan.strays.map((slot) => ({ slot, program: `/${PROGRAMS[slot.direction]}`, quiet: true })));
   return tcRevertScript({ ...plan, maps, programPin: "progs", filters, restoresProgram: plan.swapsPrograms, after: [] });

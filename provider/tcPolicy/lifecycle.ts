@@ -86,6 +86,7 @@ function revertPlan(layout: PinLayout, inputs: TcPolicyInputs, host: PolicyHostS
     swapsPrograms: needsLoad && hadPins,
     strays,
     hookedBefore: { ingress: hook.hooked("ingress") !== undefined, egress: hook.hooked("egress") !== undefined },
+    detaches: !inputs.attached,
     qdiscBefore: host.hookQdisc === "clsact",
     restore: hadPins ? restoreOperations(new Map([...host.maps].map(([m, entries]) => [`${layout.maps}/${m}`, entries])), operations) : { deletes: [], updates: [] },
   };
@@ -106,9 +107,12 @@ async function converge(inputs: TcPolicyInputs, olds?: TcPolicyState): Promise<T
   // After a change of priority, the filters at the old one go once the new ones are in.
   const strays = strayFilters(host, hook);
   const changesTraffic = inputs.attached && (plan.operations.length > 0 || needsLoad || !DIRECTIONS.every((d) => hook.runsOurs(d)) || strays.length > 0);
+  // Taking the policy off its hooks changes traffic too: it is guarded like any other
+  // change, and its revert (or rollback) puts the filters back.
+  const detaching = !inputs.attached && DIRECTIONS.some((d) => hook.hooked(d) !== undefined);
   // Without a route to the peer there is no telling which interface carries the session.
   const managementInterface = host.managementRoute?.dev;
-  const guarded = inputs.lockoutGuard && changesTraffic && (managementInterface === undefined || managementInterface === inputs.interface);
+  const guarded = inputs.lockoutGuard && (changesTraffic || detaching) && (managementInterface === undefined || managementInterface === inputs.interface);
   const revert = revertPlan(layout, inputs, host, hook, strays, needsLoad, plan.operations);
   // Packet expectations run against the attached programs, under a revert armed for them.
   const expectations = inputs.attached ? expectationCheck(session, "tcPolicy", inputs.expect, () => tcProbeTarget(layout, inputs.interface)) : undefined;
@@ -187,6 +191,8 @@ export const tcPolicyKind = defineKind<TcPolicyInputs, TcPolicyState>({
       await deleteBpfFilter(session, { iface: olds.interface, direction: filter.direction, priority: filter.priority, handle });
     }
     await removePins(session, layout);
-    await removeClsactIfEmpty(session, olds.interface, olds.qdiscCreated).catch(() => undefined);
+    // Not ignored: a delete that failed here would leave an empty clsact qdisc behind
+    // and still report success; failing names the step, and the next delete removes it.
+    await removeClsactIfEmpty(session, olds.interface, olds.qdiscCreated);
   },
 });

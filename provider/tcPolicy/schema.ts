@@ -259,7 +259,11 @@ export const tcPolicySchema = z.object({
       other: seconds(60),
     })
     .prefault({}),
-  /** false loads the programs and writes the maps without attaching them (staging). Default true. */
+  /**
+   * false loads the programs and writes the maps without attaching them (staging).
+   * Taking an attached policy off its hooks is guarded like any other change: if the
+   * proof fails, the revert puts its filters back. Default true.
+   */
   attached: z.boolean().default(true),
   /**
    * A policy must let in TCP to `host.port` (and, stateless, let the replies
@@ -278,7 +282,7 @@ export const tcPolicySchema = z.object({
    * have locked it out. false applies changes without the timer. Default true.
    */
   lockoutGuard: lockoutInputs.lockoutGuard,
-  /** Seconds until an undisarmed revert timer undoes the change (5–3600). Default 30. */
+  /** Seconds until an undisarmed revert timer undoes the change (10–3600). Default 30. */
   lockoutRevertSeconds: lockoutInputs.lockoutRevertSeconds,
   /**
    * TC priority of both filters, 1–65535 (lower runs first; the kernel keeps one

@@ -192,6 +192,8 @@ export const trafficMirrorKind = defineKind<TrafficMirrorInputs, TrafficMirrorOu
     }
     await removeOwnedTunnels(session, olds.name);
     await removePins(session, layout);
-    await removeClsactIfEmpty(session, olds.interface, olds.qdiscCreated).catch(() => undefined);
+    // Not ignored: a delete that failed here would leave an empty clsact qdisc behind
+    // and still report success; failing names the step, and the next delete removes it.
+    await removeClsactIfEmpty(session, olds.interface, olds.qdiscCreated);
   },
 });

@@ -319,7 +319,7 @@ export const trafficMirrorSchema = z.object({
    * false applies changes without the timer. Default true.
    */
   lockoutGuard: lockoutInputs.lockoutGuard,
-  /** Seconds until an undisarmed revert timer undoes the change (5–3600). Default 30. */
+  /** Seconds until an undisarmed revert timer undoes the change (10–3600). Default 30. */
   lockoutRevertSeconds: lockoutInputs.lockoutRevertSeconds,
 });
 

@@ -87,7 +87,7 @@ export const xdpFirewallSchema = z.object({
    * revert as fired. Default true.
    */
   lockoutGuard: lockoutInputs.lockoutGuard,
-  /** Seconds until an undisarmed revert timer undoes the change (5–3600). Default 30. */
+  /** Seconds until an undisarmed revert timer undoes the change (10–3600). Default 30. */
   lockoutRevertSeconds: lockoutInputs.lockoutRevertSeconds,
   /**
    * Permit deny entries that cover the address this provider's SSH session comes

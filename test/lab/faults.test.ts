@@ -6,6 +6,7 @@
 // resource and the step, and the retry the next `pulumi up` would make must
 // converge with no manual action, also once every revert timer has fired.
 //
+// BPFLEET_FAULTS=ci runs a slice (see CI below).
 // BPFLEET_FAULTS=subset runs mode "cut" (connection destroyed before the step runs) at every
 // step of update and the first, middle and last step of create, delete and read; the kinds
 // can be narrowed with BPFLEET_FAULTS_KINDS=XdpFirewall,TcPolicy.
@@ -29,15 +30,22 @@ import { xdpFirewallSchema } from "../../provider/xdpFirewall/schema";
 import { attachedPart, hostSnapshot, LatencyProxy, pendingGuards, snapshotDiff, waitForGuards } from "./faults";
 import { createLab, type Lab, type LabHost } from "./lab";
 
-// Opt-in for now: BPFLEET_FAULTS=subset or =full. Not yet green for every kind (TcPolicy leaves an
-// empty clsact qdisc after delete; Maglev tables and mirror filter slots depend on their history,
-// so comparing map fingerprints with a reference is wrong for them: see the issue-15 note).
-const ENABLED = process.env.BPFLEET_FAULTS !== undefined;
-const FULL = process.env.BPFLEET_FAULTS === "full";
+// Unset or "off": skipped. The "ci" slice took 411 s for three kinds on the shared
+// 2-core machine (issue 15 note), over the ~3 min CI can give it, so it stays opt-in.
+const LEVEL = process.env.BPFLEET_FAULTS ?? "off";
+const ENABLED = LEVEL !== "off";
+const FULL = LEVEL === "full";
+/**
+ * The "ci" slice: every kind's update cut at its map batch (named, so it follows the
+ * step wherever it moves) and at its last step, and its delete at its last step:
+ * the cuts that leave a half-applied batch, a change whose proof never came,
+ * and a delete that stopped before its cleanup.
+ */
+const CI = LEVEL === "ci";
 const MODES = FULL ? (["cut", "cut-after", "fail"] as const) : (["cut"] as const);
 type Mode = (typeof MODES)[number];
 type Op = "create" | "update" | "delete" | "read";
-const OPS: Op[] = ["create", "update", "delete", "read"];
+const OPS: Op[] = CI ? ["update", "delete"] : ["create", "update", "delete", "read"];
 // A short revert window, so that a timer left armed by a cut fires within the test, yet
 // longer than a Maglev create on a loaded machine: a window shorter than the change
 // reverts it under the provider's feet (see the report in issue 15).
@@ -55,6 +63,14 @@ interface KindCase {
   id: string;
   old: () => object;
   new: () => object;
+  /**
+   * Maps whose bytes depend on the order of past writes (rule indexes, backend
+   * indexes and table slots, filter slots): the same configuration reached by
+   * another path holds other bytes. Their content is judged by what the kind
+   * reads back (its inputs as observed, and what it says an update must still
+   * fix), not by a fingerprint.
+   */
+  historyMaps?: RegExp;
 }
 
 function host(address = h1.address, port = 22) {
@@ -95,6 +111,8 @@ function serviceInputs(backends: string[], over: Record<string, unknown> = {}): 
       vips: ["198.51.100.10:80/tcp", "[2001:db8:100::10]:80/tcp"],
       backends,
       mode: "dsr",
+      // A small prime table: read (which reads every slot back) stays fast.
+      tableSize: 1009,
       lockoutRevertSeconds: REVERT_SECONDS,
       ...over,
     }),
@@ -134,6 +152,7 @@ const KINDS: KindCase[] = [
     id: "",
     old: () => policyInputs(["allow tcp 22", "allow tcp 8080"]),
     new: () => policyInputs(["allow tcp 22", "allow tcp 8081", "allow udp 5000 from 10.0.0.0/8"]),
+    historyMaps: /^tcpol_(rules|l4|src4|src6|dst4|dst6)$/,
   },
   {
     name: "MaglevService",
@@ -141,6 +160,7 @@ const KINDS: KindCase[] = [
     id: "",
     old: () => serviceInputs([lab.hosts[1]!.address, lab.hosts[1]!.address6]),
     new: () => serviceInputs([lab.hosts[1]!.address, lab.hosts[2]!.address, lab.hosts[1]!.address6, lab.hosts[2]!.address6]),
+    historyMaps: /^(lb_vips|lb_backends|maglev_table|table_digest)$/,
   },
   {
     name: "TrafficMirror",
@@ -148,6 +168,7 @@ const KINDS: KindCase[] = [
     id: "",
     old: () => mirrorInputs([{ protocol: "tcp", destinationPort: 80 }]),
     new: () => mirrorInputs([{ protocol: "tcp", destinationPort: 8080 }, { protocol: "udp", destinationPort: 53 }], { direction: "both" }),
+    historyMaps: /^mirror_(config|filters|heads|ranges|ranges6)$/,
   },
 ];
 const ONLY = process.env.BPFLEET_FAULTS_KINDS?.split(",");
@@ -167,6 +188,16 @@ interface Outcome {
 
 const matrix: Outcome[] = [];
 
+/** JSON with object keys sorted, so that two reads of one configuration print alike. */
+function canonicalJson(value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(",")}]`;
+  if (value && typeof value === "object") {
+    const record = value as Record<string, unknown>;
+    return `{${Object.keys(record).sort().filter((k) => record[k] !== undefined).map((k) => `${JSON.stringify(k)}:${canonicalJson(record[k])}`).join(",")}}`;
+  }
+  return JSON.stringify(value);
+}
+
 beforeAll(async () => {
   if (!ENABLED) return;
   lab = await createLab("faults", { hosts: 3, clients: 0 });
@@ -184,7 +215,7 @@ afterAll(async () => {
 });
 
 function printMatrix(): void {
-  const lines = [`fault matrix (modes: ${MODES.join(", ")}; ${FULL ? "full" : "subset; BPFLEET_FAULTS=full for every step in every mode"})`];
+  const lines = [`fault matrix (modes: ${MODES.join(", ")}; ${LEVEL}${FULL ? "" : "; BPFLEET_FAULTS=full for every step in every mode"})`];
   lines.push("kind          op      mode       step  what the step runs                                   host after  guard  next op converged");
   for (const o of matrix) {
     lines.push(
@@ -204,6 +235,27 @@ function describeKind(spec: KindCase): void {
     const ops = operations(spec.kind, (operation) => (last = operation));
     let reference: { absent: string; old: string; created: string; updated: string; outsOld: object; id: string };
 
+    // The outputs every semantic read starts from (read needs a previous state; always the same one).
+    let probe: { id: string; outs: object } | undefined;
+
+    /** What the host holds: hostSnapshot, plus for history-dependent maps what the kind reads back. */
+    async function snapshot(): Promise<string> {
+      const structural = await hostSnapshot(lab, h1, "eth0", spec.historyMaps);
+      if (!spec.historyMaps || !probe) return structural;
+      let semantic: string;
+      try {
+        const read = await spec.kind.read(probe.id, probe.outs as never);
+        if (!read) semantic = "absent";
+        else {
+          const { host: _host, credentials: _credentials, ...inputs } = read.inputs as Record<string, unknown>;
+          semantic = `${canonicalJson(inputs)}\npending ${JSON.stringify(spec.kind.pendingChanges?.(read.outs, read.inputs) ?? [])}`;
+        }
+      } catch (err) {
+        semantic = `read failed: ${(err as Error).message.split("\n")[0]}`;
+      }
+      return `${structural}\nread ${semantic}`;
+    }
+
     async function toAbsent(outs: object, id: string): Promise<void> {
       await ops.delete(id, outs);
     }
@@ -216,24 +268,25 @@ function describeKind(spec: KindCase): void {
       // Clean runs: the reference states and each operation's number of steps.
       const made = await ops.create(spec.old());
       const id = made.id;
+      probe = made;
       await toAbsent(made.outs, id);
-      const absent = await hostSnapshot(lab, h1);
+      const absent = await snapshot();
       const created0 = await ops.create(spec.new());
       counts.set("create", { n: last!.execs, steps: [...last!.steps] });
-      const created = await hostSnapshot(lab, h1);
+      const created = await snapshot();
       await toAbsent(created0.outs, id);
       const outsOld = await toOld();
-      const old = await hostSnapshot(lab, h1);
+      const old = await snapshot();
       await ops.read(id, outsOld);
       counts.set("read", { n: last!.execs, steps: [...last!.steps] });
       await ops.update(id, outsOld, spec.new());
       counts.set("update", { n: last!.execs, steps: [...last!.steps] });
-      const updated = await hostSnapshot(lab, h1);
+      const updated = await snapshot();
       const outsOld2 = await toOld();
-      expect(await hostSnapshot(lab, h1)).toBe(old);
+      expect(await snapshot()).toBe(old);
       await ops.delete(id, outsOld2);
       counts.set("delete", { n: last!.execs, steps: [...last!.steps] });
-      expect(await hostSnapshot(lab, h1)).toBe(absent);
+      expect(await snapshot()).toBe(absent);
       reference = { absent, old, created, updated, outsOld: outsOld2, id };
     }, 300_000);
 
@@ -250,13 +303,16 @@ function describeKind(spec: KindCase): void {
           const problems: string[] = [];
           // CI: every step of update (where revert timers are armed), and the first, middle and last
           // step of the others; BPFLEET_FAULTS=full: every step of every operation.
-          const ks = Array.from({ length: n }, (_, i) => i + 1).filter((k) => FULL || op === "update" || k === 1 || k === Math.ceil(n / 2) || k === n);
+          const batch = steps.indexOf("bpftool batch") + 1;
+          const ks = Array.from({ length: n }, (_, i) => i + 1).filter((k) =>
+            CI ? k === n || (op === "update" && k === batch) : FULL || op === "update" || k === 1 || k === Math.ceil(n / 2) || k === n,
+          );
           for (const k of ks) {
             // The starting state: nothing (create), or the old configuration.
             let outs: object | undefined;
             if (op === "create") await ops.delete(reference.id, reference.outsOld);
             else outs = await toOld();
-            const before = await hostSnapshot(lab, h1);
+            const before = await snapshot();
             if (before !== (op === "create" ? reference.absent : reference.old)) problems.push(`step ${k}: the starting state is not the reference one:\n${snapshotDiff(op === "create" ? reference.absent : reference.old, before)}`);
             const wanted = { create: reference.created, update: reference.updated, delete: reference.absent, read: reference.old }[op];
             const run = () =>
@@ -282,7 +338,7 @@ function describeKind(spec: KindCase): void {
             // One line: the resource, the operation and the step.
             else if (!firstLine.includes(reference.id) || !new RegExp(`${op} failed (at|after) step ${k}\\b`).test(firstLine)) problems.push(`step ${k}: the error does not name the resource and step ${k} in its first line: ${firstLine}`);
             const guardPending = (await pendingGuards(lab, h1)) > 0;
-            const after = await hostSnapshot(lab, h1);
+            const after = await snapshot();
             // A delete cut between taking the program off the hook and removing its pins leaves
             // pins that do nothing to traffic: "detached", finished by the next delete.
             // A create cut after loading but before attaching leaves pins that do nothing to traffic
@@ -303,7 +359,7 @@ function describeKind(spec: KindCase): void {
             try {
               await run();
               await waitForGuards(lab, h1, (REVERT_SECONDS + 8) * 1000);
-              const final = await hostSnapshot(lab, h1);
+              const final = await snapshot();
               if (final !== wanted) problem = `after the retry and every revert timer, the host differs from the wanted state:\n${snapshotDiff(wanted, final)}`;
             } catch (err) {
               problem = `the retry failed: ${(err as Error).message.split("\n")[0]}`;
@@ -321,7 +377,7 @@ function describeKind(spec: KindCase): void {
 
 if (ENABLED) for (const spec of KINDS) if (!ONLY || ONLY.includes(spec.name)) describeKind(spec);
 
-describe.skipIf(!ENABLED)("latency: every kind's create and update over 80 ms RTT", () => {
+describe.skipIf(!ENABLED || CI)("latency: every kind's create and update over 80 ms RTT", () => {
   it("reports SSH round trips, commands, logins and wall time per operation", async () => {
     const proxy = new LatencyProxy({ address: h1.address, port: 22 }, 80);
     const port = await proxy.listen();

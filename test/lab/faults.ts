@@ -31,7 +31,7 @@ echo "== links"; ip -j link show
  * name:tag, per-CPU counters and flow tables are left out, and the object cache's
  * content-addressed files too (an upload left behind is not; it is a leftover).
  */
-export async function hostSnapshot(lab: Lab, host: LabHost, dev = "eth0"): Promise<string> {
+export async function hostSnapshot(lab: Lab, host: LabHost, dev = "eth0", historyMaps?: RegExp): Promise<string> {
   const out = String((await lab.inHost(host, ["sh", "-c", SNAPSHOT_SCRIPT, "snap", dev])).stdout);
   const sections = new Map<string, string>();
   for (const part of out.split(/^== /m).slice(1)) {
@@ -49,7 +49,11 @@ export async function hostSnapshot(lab: Lab, host: LabHost, dev = "eth0"): Promi
   const maps: string[] = [];
   for (const line of (sections.get("maps") ?? "").split("\n").filter(Boolean)) {
     const pin = line.replace(/^-- /, "").split(" ")[0]!;
-    if (!VOLATILE_MAP.test(pin.replace(/^.*\//, ""))) maps.push(line.replace(/^-- /, ""));
+    const name = pin.replace(/^.*\//, "");
+    // A map whose bytes depend on the order of past writes (allocated indexes,
+    // slots) is listed without its fingerprint: the caller judges its content
+    // by what the kind reads back from it.
+    if (!VOLATILE_MAP.test(name)) maps.push(historyMaps?.test(name) ? pin : line.replace(/^-- /, ""));
   }
   const links = (JSON.parse(sections.get("links") || "[]") as { ifname: string; link_type?: string; linkinfo?: { info_kind?: string }; operstate?: string }[])
     .map((l) => `${l.ifname}:${l.link_type}`)
@@ -66,9 +70,21 @@ export async function hostSnapshot(lab: Lab, host: LabHost, dev = "eth0"): Promi
   ].join("\n");
 }
 
-/** The snapshot without its pins and files: what is attached and what it would do to traffic. */
+/**
+ * The snapshot without its pins and files: what is attached and what it would do
+ * to traffic. A clsact qdisc with no filter on either hook does nothing to
+ * traffic, so it does not count here (a delete cut before its last step leaves one).
+ */
 export function attachedPart(snapshot: string): string {
-  return snapshot.split("\n").filter((line) => /^(net|qdisc|ingress|egress|links) /.test(line)).join("\n");
+  const lines = snapshot.split("\n").filter((line) => /^(net|qdisc|ingress|egress|links) /.test(line));
+  const noFilters = ["ingress", "egress"].every((hook) => lines.some((l) => l === `${hook} []` || l === `${hook} null`));
+  return lines
+    .map((line) => {
+      if (!noFilters || !line.startsWith("qdisc ")) return line;
+      const qdiscs = JSON.parse(line.slice(6)) as { kind?: string }[] | null;
+      return `qdisc ${JSON.stringify((qdiscs ?? []).filter((q) => q.kind !== "clsact"))}`;
+    })
+    .join("\n");
 }
 
 /** The first lines where two snapshots differ, for a failure message. */

@@ -262,20 +262,20 @@ describe("order of a new firewall (finding 8)", () => {
 describe("lockout report (finding 6)", () => {
   it("with the link down after a harmless change, the report does not blame the change and says what it saw", async () => {
     const h2 = lab.hosts[1]!;
-    const created = await firewall.create(inputs(h2, { name: "link", deny: ["192.0.2.5"], lockoutRevertSeconds: 5 }));
+    const created = await firewall.create(inputs(h2, { name: "link", deny: ["192.0.2.5"], lockoutRevertSeconds: 10 }));
     // Once the update's entry is in (the change is done, the provider turns to its proof),
-    // the host's link goes down for 12 s, longer than the revert window.
+    // the host's link goes down for 16 s, longer than the revert window.
     const cut = lab.inHost(h2, [
       "sh",
       "-c",
       `for i in $(seq 1 3000); do
          if bpftool map lookup pinned /sys/fs/bpf/bpfleet/xdp-firewall/link/maps/deny_v4_exact key 192 0 2 6 >/dev/null 2>&1; then
-           sleep 0.05; ip link set eth0 down; sleep 12; ip link set eth0 up; echo cut; exit 0
+           sleep 0.05; ip link set eth0 down; sleep 16; ip link set eth0 up; echo cut; exit 0
          fi
          sleep 0.01
        done`,
     ], { reject: false });
-    const failure = await firewall.update(created.id, created.outs, inputs(h2, { name: "link", deny: ["192.0.2.6"], lockoutRevertSeconds: 5 })).then(
+    const failure = await firewall.update(created.id, created.outs, inputs(h2, { name: "link", deny: ["192.0.2.6"], lockoutRevertSeconds: 10 })).then(
       () => undefined,
       (err: Error) => err.message,
     );

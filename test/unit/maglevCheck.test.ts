@@ -5,10 +5,11 @@ import { describe, expect, it } from "vitest";
 import { failureAt } from "../support/checkFailure";
 import { diffInputs, UNKNOWN } from "../../provider/dynamicAdapter";
 import { provider } from "../../provider/maglev/dynamic";
-import { decodeBackend, decodeConfig, decodeIndex, decodeVip, decodeVipKey, MAPS, type BackendRecord, type VipValue } from "../../provider/maglev/codec";
+import { decodeBackend, decodeConfig, decodeIndex, decodeVip, decodeVipKey, MAPS, SIZES, type BackendRecord, type VipValue } from "../../provider/maglev/codec";
 import { maglevServiceKind } from "../../provider/maglev/lifecycle";
 import { nextHopMacs, nextHopMtus, parseRoutingSurvey, tunnelSources } from "../../provider/maglev/neighbours";
-import { allocateBackends, planService, tableDigest, tableImage, type DesiredService, type ObservedService } from "../../provider/maglev/plan";
+import { allocateBackends, planService, restoreOperations, tableDigest, tableImage, type DesiredService, type ObservedService } from "../../provider/maglev/plan";
+import { observedVipIndex, servedVips } from "../../provider/maglev/vipIndex";
 import { checkMaglevService, TABLE_OFFSET, type MaglevServiceInputs, type MaglevServiceOutputs } from "../../provider/maglev/schema";
 import type { MapOperation } from "../../provider/remote/mapOperations";
 import { HostPreconditionError } from "../../provider/remote/preflight";
@@ -362,6 +363,95 @@ describe("MaglevService plan", () => {
     expect(next).toBe(11);
     expect(allocateBackends(["10.0.0.1"], new Map(), 4095).indexes).toEqual({ "10.0.0.1": 4095 });
     expect(allocateBackends(["10.0.0.1", "10.0.0.2"], new Map(), 4095).indexes).toEqual({ "10.0.0.1": 4095, "10.0.0.2": 1 });
+  });
+});
+
+// ---------------------------------------------------------------- rollback of a failed batch
+
+const hexOf = (b: Uint8Array) => Buffer.from(b).toString("hex");
+
+/** The maps as bytes, by pin and hex key; an array map's missing key reads as zeros (as bpftool dumps it). */
+type ByteMaps = Map<string, Map<string, Uint8Array>>;
+const ARRAY_VALUE: Record<string, number> = { [pin(MAPS.backends)]: SIZES.backend, [pin(MAPS.config)]: SIZES.config, [pin(MAPS.table)]: SIZES.index, [pin(MAPS.vipIndex)]: SIZES.vipSlot, [MARKER]: 32 };
+
+function applyBytes(maps: ByteMaps, ops: readonly MapOperation[]): ByteMaps {
+  const next: ByteMaps = new Map([...maps].map(([m, e]) => [m, new Map(e)]));
+  for (const o of ops) {
+    let entries = next.get(o.map);
+    if (!entries) next.set(o.map, (entries = new Map()));
+    if (o.op === "delete") {
+      if (!entries.has(hexOf(o.key))) throw new Error(`delete of a missing key in ${o.map}: bpftool batch would stop here`);
+      entries.delete(hexOf(o.key));
+    } else if (o.map in ARRAY_VALUE && o.value.every((b) => b === 0)) entries.delete(hexOf(o.key));
+    else entries.set(hexOf(o.key), o.value);
+  }
+  return next;
+}
+
+/** What observeMaps dumps (lb_vips, lb_backends, lb_config, the marker, lb_vip_index), arrays reading zeros where unset. */
+function dumpOf(maps: ByteMaps): Map<string, Map<string, Uint8Array>> {
+  const dump = new Map<string, Map<string, Uint8Array>>();
+  for (const m of [pin(MAPS.vips), pin(MAPS.backends), pin(MAPS.config), MARKER, pin(MAPS.vipIndex)]) {
+    const size = ARRAY_VALUE[m];
+    const entries = new Map(maps.get(m) ?? []);
+    dump.set(m, size === undefined ? entries : new (class extends Map<string, Uint8Array> {
+      override get(k: string) { return super.get(k) ?? new Uint8Array(size); }
+    })(entries));
+  }
+  return dump;
+}
+
+/** lb_vip_index as restoreMaps reads it back. */
+const indexOf = (maps: ByteMaps) => observedVipIndex([...(maps.get(pin(MAPS.vipIndex)) ?? [])].map(([k, v]) => ({ key: Buffer.from(k, "hex"), value: v })));
+const vipEntriesOf = (maps: ByteMaps) => [...(maps.get(pin(MAPS.vips)) ?? [])].map(([k, v]) => ({ key: Buffer.from(k, "hex"), value: v }));
+const vipKeysOf = (maps: ByteMaps) => vipEntriesOf(maps).map((e) => hexOf(e.key)).sort();
+/** The VIPs the program serves through lb_vip_index in front of lb_vips (a model of its lookup). */
+const servedKeys = (maps: ByteMaps) => [...servedVips(vipEntriesOf(maps), indexOf(maps)).keys()].sort();
+const withoutCounters = (maps: ByteMaps) => JSON.stringify([...maps].filter(([m]) => !/_ctr$/.test(m)).map(([m, e]) => [m, [...e].map(([k, v]) => [k, hexOf(v)]).sort()]).sort());
+
+describe("MaglevService rollback of a failed batch", () => {
+  const three = ["10.200.1.12", "10.200.1.13", "10.200.1.14"];
+
+  it("after every prefix of an update's batch, the undo brings back exactly the maps before, and no step of it points at nothing", () => {
+    const first = planService(desired(three), EMPTY, {}, pin, MARKER);
+    const hostBefore = applyBytes(new Map(), first.operations);
+    const stateBefore = { ...apply(EMPTY, first.operations), tables: first.tables };
+    // A backend removed, one added, and a second VIP (a new key of the hash map).
+    const update = planService(
+      desired(["10.200.1.12", "10.200.1.13", "10.200.1.15"], { vips: { ...desired(three).vips, "198.51.100.11:80/tcp": { address: "198.51.100.11", port: 80, protocol: "tcp" } } }),
+      stateBefore, { nextBackendIndex: first.allocation.nextBackendIndex }, pin, MARKER,
+    );
+    expect(update.summary).toMatchObject({ backendsAdded: ["10.200.1.15"], backendsRemoved: ["10.200.1.14"], vipsAdded: ["198.51.100.11:80/tcp"] });
+    expect(update.operations.some((o) => o.map === pin(MAPS.vipIndex)), "the update moves lb_vip_index slots").toBe(true);
+    const n = update.operations.length;
+    let undo: MapOperation[] = [];
+    for (const i of [0, 1, 2, 3, Math.floor(n / 3), Math.floor(n / 2), n - 3, n - 2, n - 1, n]) {
+      const failedAt = applyBytes(hostBefore, update.operations.slice(0, i));
+      // restoreMaps reads lb_vip_index again, and deletes only the new hash keys the batch did write.
+      undo = restoreOperations(update.operations, dumpOf(hostBefore), first.tables, pin, MARKER, indexOf(failedAt));
+      const present = (o: MapOperation) => o.op === "update" || failedAt.get(o.map)?.has(hexOf(o.key));
+      const steps = undo.filter(present);
+      expect(withoutCounters(applyBytes(failedAt, steps)), `batch stopped after ${i} of ${n} lines`).toBe(withoutCounters(hostBefore));
+      const mid = apply(stateBefore, update.operations.slice(0, i));
+      for (let j = 1; j <= steps.length; j += 97) expect(everySlotNamesABackend(apply(mid, steps.slice(0, j))), `undo line ${j} after ${i}`).toBe(true);
+      // Every line of the undo leaves the index serving exactly what lb_vips holds.
+      let maps = failedAt;
+      for (const [j, step] of steps.entries()) {
+        maps = applyBytes(maps, [step]);
+        expect(servedKeys(maps), `index after undo line ${j + 1} of ${steps.length}, batch stopped after ${i}`).toEqual(vipKeysOf(maps));
+      }
+    }
+    // The marker: cleared first, its previous digest written last.
+    expect(undo[0]).toMatchObject({ map: MARKER, value: new Uint8Array(32) });
+    expect(undo.at(-1)).toMatchObject({ map: MARKER, value: Uint8Array.from(Buffer.from(first.tableDigest, "hex")) });
+  });
+
+  it("undoes nothing when the batch rewrote slots whose previous values are not known, and leaves the marker cleared", () => {
+    const first = planService(desired(three), EMPTY, {}, pin, MARKER);
+    const hostBefore = applyBytes(new Map(), first.operations);
+    const update = planService(desired(three.slice(0, 2)), { ...apply(EMPTY, first.operations), tables: undefined }, { nextBackendIndex: first.allocation.nextBackendIndex }, pin, MARKER);
+    expect(update.summary.slotsWritten).toBe(M);
+    expect(restoreOperations(update.operations, dumpOf(hostBefore), undefined, pin, MARKER, indexOf(hostBefore))).toEqual([]);
   });
 });
 

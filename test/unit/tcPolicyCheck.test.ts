@@ -102,7 +102,7 @@ describe("TcPolicy check", () => {
     [{ interface: "eth0; reboot" }, "interface", /only letters, digits/],
     [{ name: "web.policy" }, "pinName", /bpffs refuses/],
     // lockout guard and placement
-    [{ lockoutRevertSeconds: 4 }, "lockoutRevertSeconds", /at least 5 seconds/],
+    [{ lockoutRevertSeconds: 9 }, "lockoutRevertSeconds", /at least 10 seconds.*fresh SSH login/],
     [{ lockoutRevertSeconds: 3601 }, "lockoutRevertSeconds", /at most 3600/],
     [{ lockoutRevertSeconds: 7.5 }, "lockoutRevertSeconds", /whole number of seconds/],
     [{ lockoutRevertSeconds: "30" }, "lockoutRevertSeconds", /number/],
@@ -147,7 +147,7 @@ describe("TcPolicy diff", () => {
   });
 
   it("accepts the bounds", () => {
-    for (const patch of [{ priority: 1 }, { priority: 65535 }, { lockoutRevertSeconds: 5 }, { lockoutRevertSeconds: 3600 }]) {
+    for (const patch of [{ priority: 1 }, { priority: 65535 }, { lockoutRevertSeconds: 10 }, { lockoutRevertSeconds: 3600 }]) {
       expect(checkTcPolicy({ ...base, ...patch }).failures, JSON.stringify(patch)).toBeUndefined();
     }
   });

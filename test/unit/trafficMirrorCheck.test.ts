@@ -107,7 +107,7 @@ describe("TrafficMirror check", () => {
     [{ interface: "$(reboot)" }, "interface", /only letters, digits/],
     [{ name: "web.mirror" }, "pinName", /bpffs refuses/],
     // lockout guard
-    [{ lockoutRevertSeconds: 4 }, "lockoutRevertSeconds", /at least 5 seconds/],
+    [{ lockoutRevertSeconds: 9 }, "lockoutRevertSeconds", /at least 10 seconds.*fresh SSH login/],
     [{ lockoutRevertSeconds: 3601 }, "lockoutRevertSeconds", /at most 3600/],
     [{ lockoutRevertSeconds: 10.5 }, "lockoutRevertSeconds", /whole number of seconds/],
     [{ lockoutGuard: "false" }, "lockoutGuard", /boolean/],

@@ -3,9 +3,11 @@
  *
  * The lookup starts at a direct-indexed array of 2-bit states, one per 24-bit
  * bucket of the address (xdp_firewall.h): most packets (misses, and hits of
- * prefixes up to /24) are decided there, without a hash or trie lookup; the
- * rest take one hash lookup (IPv4 exact or /25–/31, IPv6 exact), or one per
- * IPv6 prefix length present (longest first). The LPM tries are the records
+ * prefixes up to /24) are decided there, without a hash or trie lookup; an
+ * IPv4 exact address is then read from a direct-mapped array (a hash lookup
+ * only for addresses sharing a slot); the rest take one hash lookup (IPv4
+ * /25–/31, IPv6 exact), or one per IPv6 prefix length present (longest
+ * first). The LPM tries are the records
  * of the prefixes, read by the provider, never by this program.
  *
  * Fragments are judged like any packet: each carries the IP header, so a
@@ -82,6 +84,13 @@ struct {
 } fw_v4_hosts SEC(".maps");
 
 struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, FW_V4_SLOTS);
+	__type(key, __u32);
+	__type(value, struct fw_v4_slot);
+} fw_v4_slots SEC(".maps");
+
+struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, FW_V6_LONG_MAX_ENTRIES);
@@ -135,7 +144,18 @@ static __always_inline int v4_denied(__be32 saddr)
 			return (hosts->bits[host >> 6] >> (host & 63)) & 1;
 		}
 		/* Cannot happen (the provider writes the hosts before the state
-		 * that points at them); the exact map is the safe answer. */
+		 * that points at them); the exact addresses are the safe answer. */
+	}
+	{
+		__u32 slot = (addr * FW_V4_SLOT_MULT) >> (32 - FW_V4_SLOT_BITS);
+		struct fw_v4_slot *s = bpf_map_lookup_elem(&fw_v4_slots, &slot);
+
+		if (s) {
+			if (s->valid && s->addr == saddr)
+				return 1;
+			if (!s->overflow)
+				return 0;
+		}
 	}
 	return bpf_map_lookup_elem(&deny_v4_exact, &key) != NULL;
 }

@@ -7,16 +7,16 @@
  *
  * Why each write is individually safe (no moment where an entry that stays is
  * not enforced): every write takes one structure (an index block, a host bitmap,
- * the IPv6 length set, one long prefix) from its value for the old list to its
- * value for the new one, each computed from a whole list, never from the
- * difference; both values enforce every entry the two lists share (a shared
+ * the IPv6 length set, one long prefix, an IPv4 exact slot) from its value for
+ * the old list to its value for the new one, each computed from a whole list,
+ * never from the difference (a slot in the steps slotOperations explains); both values enforce every entry the two lists share (a shared
  * entry's bucket is NONE in neither, its bitmap bits and length bit are
  * set in both, its long-prefix key is never deleted). A bucket's 2 bits never
  * span a byte, so even a torn block write gives each bucket its old or its new
  * state, and a torn bitmap mixes old and new bytes, never losing a shared bit.
  * And every state falls through to a structure that holds the shared entries
- * whatever was written so far: an IPv4 LONGER bucket without its bitmap is
- * looked up in the exact hash, an IPv6 LONGER bucket tries its lengths then the
+ * whatever was written so far: an IPv4 EXACT bucket reads its slot and, when
+ * the slot overflows, the exact hash; a LONGER one without its bitmap likewise, an IPv6 LONGER bucket tries its lengths then the
  * exact hash. The order indexOperations returns (detail first, then blocks, then
  * detail no longer pointed at) makes a *new* entry take effect with the block
  * write that points at it, rather than on a fall-through.
@@ -29,12 +29,18 @@ import { parsePrefix, type Prefix } from "../cidr";
 import type { MapOperation } from "../remote/mapOperations";
 import { DENY_VALUE, encodeDenyEntry } from "./codec";
 
-export const INDEX_MAPS = ["fw_v4_index", "fw_v6_index", "fw_v4_hosts", "fw_v6_long", "fw_v6_lengths"] as const;
+export const INDEX_MAPS = ["fw_v4_index", "fw_v6_index", "fw_v4_hosts", "fw_v6_long", "fw_v6_lengths", "fw_v4_slots"] as const;
 export type IndexMap = (typeof INDEX_MAPS)[number];
 
 export const INDEX_BLOCKS = 65536;
 export const BLOCK_BYTES = 64;
 export const BUCKET = { none: 0, deny: 1, exact: 2, longer: 3 } as const;
+
+/** fw_v4_slots: FW_V4_SLOT_BITS, FW_V4_SLOT_MULT. */
+export const V4_SLOT_BITS = 20;
+const V4_SLOT_MULT = 0x9e3779b1;
+/** The fw_v4_slots slot of an IPv4 address (a number, host order), as the program computes it. */
+export const v4Slot = (address: number) => Math.imul(address, V4_SLOT_MULT) >>> (32 - V4_SLOT_BITS);
 
 /** Capacity of the detail maps (FW_V4_HOSTS_MAX_ENTRIES, FW_V6_LONG_MAX_ENTRIES). */
 export const V4_HOSTS_MAX_ENTRIES = 262_144;
@@ -54,12 +60,19 @@ export interface DenyIndex {
   v6Long: Set<string>;
   /** The 128-bit length set, as stored (bit 127 - n for length n). */
   v6Lengths: Uint8Array;
+  /** fw_v4_slots in use: slot -> the lowest exact IPv4 address of the slot, and whether others share it. */
+  v4Slots: Map<number, V4Slot>;
+}
+
+export interface V4Slot {
+  address: number;
+  overflow: boolean;
 }
 
 const top24 = (bytes: Uint8Array) => (bytes[0]! << 16) | (bytes[1]! << 8) | bytes[2]!;
 
 export function buildIndex(entries: Iterable<string>): DenyIndex {
-  const index: DenyIndex = { v4: {}, v6: {}, v4Hosts: new Map(), v6Long: new Set(), v6Lengths: new Uint8Array(16) };
+  const index: DenyIndex = { v4: {}, v6: {}, v4Hosts: new Map(), v6Long: new Set(), v6Lengths: new Uint8Array(16), v4Slots: new Map() };
   const covering: Prefix[] = [];
   const parsed = [...entries].map((entry) => ({ entry, prefix: parsePrefix(entry) }));
   for (const { prefix } of parsed) {
@@ -78,6 +91,13 @@ export function buildIndex(entries: Iterable<string>): DenyIndex {
     const bucket = top24(prefix.bytes);
     if (len === width) {
       if (states[bucket] === BUCKET.none) states[bucket] = BUCKET.exact;
+      if (prefix.family === 4) {
+        const address = ((bucket << 8) | prefix.bytes[3]!) >>> 0;
+        const slot = v4Slot(address);
+        const held = index.v4Slots.get(slot);
+        if (!held) index.v4Slots.set(slot, { address, overflow: false });
+        else index.v4Slots.set(slot, { address: Math.min(held.address, address), overflow: true });
+      }
     } else {
       states[bucket] = BUCKET.longer;
       if (prefix.family === 6) {
@@ -135,6 +155,36 @@ export const v4HostsKey = (bucket: number) => Uint8Array.of(bucket >>> 16, (buck
 
 const sameBytes = (a: Uint8Array | undefined, b: Uint8Array | undefined) => a !== undefined && b !== undefined && a.length === b.length && a.every((x, i) => x === b[i]);
 
+/** An fw_v4_slots value (struct fw_v4_slot): the address as on the wire, valid, overflow. */
+export function encodeV4Slot(address: number, valid: boolean, overflow: boolean): Uint8Array {
+  return Uint8Array.of(address >>> 24, (address >>> 16) & 0xff, (address >>> 8) & 0xff, address & 0xff, valid ? 1 : 0, overflow ? 1 : 0, 0, 0);
+}
+
+/**
+ * The writes that take one fw_v4_slots slot from `from` to `to` (undefined: not
+ * valid). Each write changes the address bytes, `valid` or `overflow`, never two
+ * of them, and the address only while the slot is not valid and overflows to
+ * deny_v4_exact: then a read torn at any byte still finds every address the two
+ * lists share (in the slot, or in deny_v4_exact, whose records of shared entries
+ * stay throughout), and never finds an address that neither value holds. A slot
+ * that gains or loses its last address holds no shared one and needs less care.
+ */
+export function slotOperations(slot: number, to: V4Slot | undefined, from: V4Slot | undefined, map: string): MapOperation[] {
+  const key = u32Key(slot);
+  const write = (address: number, valid: boolean, overflow: boolean): MapOperation => ({ op: "update", map, key, value: encodeV4Slot(address, valid, overflow) });
+  if (!to && !from) return [];
+  if (!to) return [write(from!.address, false, false)];
+  if (!from) return [write(to.address, false, false), write(to.address, true, to.overflow)];
+  if (to.address === from.address) return to.overflow === from.overflow ? [] : [write(to.address, true, to.overflow)];
+  return [
+    ...(from.overflow ? [] : [write(from.address, true, true)]),
+    write(from.address, false, true),
+    write(to.address, false, true),
+    write(to.address, true, true),
+    ...(to.overflow ? [] : [write(to.address, true, false)]),
+  ];
+}
+
 /**
  * The writes that take the index of `from` to the index of `to`, in the safe
  * order described at the top of this file.
@@ -154,6 +204,9 @@ export function indexOperations(to: DenyIndex, from: DenyIndex, mapPin: (map: st
   }
   for (const entry of from.v6Long) {
     if (!to.v6Long.has(entry)) retire.push({ op: "delete", map: mapPin("fw_v6_long"), key: encodeDenyEntry(entry).key });
+  }
+  for (const slot of new Set([...to.v4Slots.keys(), ...from.v4Slots.keys()])) {
+    detail.push(...slotOperations(slot, to.v4Slots.get(slot), from.v4Slots.get(slot), mapPin("fw_v4_slots")));
   }
   const union = to.v6Lengths.map((b, i) => b | from.v6Lengths[i]!);
   if (!sameBytes(union, from.v6Lengths)) detail.push({ op: "update", map: mapPin("fw_v6_lengths"), key: u32Key(0), value: union });

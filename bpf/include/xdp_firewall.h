@@ -84,6 +84,26 @@ struct fw_v4_slot {
 };
 _Static_assert(sizeof(struct fw_v4_slot) == 8, "provider/xdpFirewall: fw_v4_slot");
 
+/* IPv6 exact addresses and prefixes longer than /24, direct-mapped the same
+ * way, keyed by (length, masked address): an exact hit and a long-prefix hit
+ * (one slot read per length present) then cost no hash lookup either. Slot
+ * of a key: the four 32-bit words of the masked address (host order, first
+ * word first) and the length, folded by h = (h ^ x) * FW_V4_SLOT_MULT from
+ * h = 0, top FW_V6_SLOT_BITS bits. An overflowing slot sends the lookup to
+ * fw_v6_long (prefixes) or deny_v6_exact (length 128). 2^19 slots of 24
+ * bytes, 12 MiB, preallocated; the same stepwise writes as fw_v4_slots. */
+#define FW_V6_SLOT_BITS 19
+#define FW_V6_SLOTS (1 << FW_V6_SLOT_BITS)
+
+struct fw_v6_slot {
+	__u8 addr[16];   /* masked, as on the wire */
+	__u8 len;        /* 25..128 */
+	__u8 valid;
+	__u8 overflow;
+	__u8 pad[5];
+};
+_Static_assert(sizeof(struct fw_v6_slot) == 24, "provider/xdpFirewall: fw_v6_slot");
+
 struct fw_v4_prefix_key {
 	__u32 prefixlen; /* host byte order, as the LPM trie expects */
 	__u8 addr[4];

@@ -2,7 +2,8 @@ import { describe, expect, it } from "vitest";
 import { batchText } from "../../provider/remote/mapOperations";
 import { decodeDenyEntry, DENY_MAPS, encodeDenyEntry } from "../../provider/xdpFirewall/codec";
 import { denyOperations, planDeny } from "../../provider/xdpFirewall/plan";
-import { BUCKET, buildIndex, indexOperations, packBlock, v4Slot } from "../../provider/xdpFirewall/index";
+import { BUCKET, buildIndex, indexOperations, packBlock, v4Slot, v6Slot } from "../../provider/xdpFirewall/index";
+import { seededRandom } from "../support/seededRandom";
 import { formatAddress, parsePrefix, prefixContains } from "../../provider/cidr";
 import type { MapOperation } from "../../provider/remote/mapOperations";
 
@@ -159,15 +160,25 @@ describe("index", () => {
       }
       const s = state(maps, "fw_v6_index", top);
       if (s === 0 || s === 1) return s === 1;
+      // v6_slot: "hit", "miss", or "ask" the hash.
+      const v6SlotAnswer = (masked: Uint8Array, len: number) => {
+        const slot = maps.get("fw_v6_slots")?.get(hex(u32le(v6Slot(masked, len)))) ?? new Uint8Array(24);
+        if (slot[17] === 1 && slot[16] === len && hex(slot.subarray(0, 16)) === hex(masked)) return "hit";
+        return slot[18] === 1 ? "ask" : "miss";
+      };
       if (s === 3) {
         const lengths = maps.get("fw_v6_lengths")?.get("00000000") ?? new Uint8Array(16);
         for (let len = 127; len >= 25; len--) {
           const k = 127 - len;
           if (!((lengths[k >> 3]! >> (k & 7)) & 1)) continue;
           const masked = Uint8Array.from(address, (byte, i) => (i * 8 + 8 <= len ? byte : i * 8 >= len ? 0 : byte & (0xff << (8 - (len - i * 8)))));
-          if (maps.get("fw_v6_long")?.has(hex(encodeDenyEntry(`${formatAddress(masked)}/${len}`).key))) return true;
+          const answer = v6SlotAnswer(masked, len);
+          if (answer === "hit") return true;
+          if (answer === "ask" && maps.get("fw_v6_long")?.has(hex(encodeDenyEntry(`${formatAddress(masked)}/${len}`).key))) return true;
         }
       }
+      const answer = v6SlotAnswer(address, 128);
+      if (answer !== "ask") return answer === "hit";
       return maps.get("deny_v6_exact")?.has(hex(address)) ?? false;
     };
     /**
@@ -176,12 +187,22 @@ describe("index", () => {
      * whole write. Other maps change atomically (hash elements are replaced
      * whole) or byte by byte (an index block: each bucket's 2 bits are in one byte).
      */
+    const tearing = seededRandom(7);
     const torn = (maps: Maps, op: MapOperation, check: (when: string) => void) => {
-      if (op.op === "update" && op.map === "fw_v4_slots") {
-        const old = maps.get(op.map)?.get(hex(op.key)) ?? new Uint8Array(8);
-        for (let mask = 1; mask < 255; mask++) {
-          apply(maps, { ...op, value: Uint8Array.from(op.value, (b, i) => ((mask >> i) & 1 ? b : old[i]!)) });
-          check(`torn (bytes ${mask.toString(2)} new)`);
+      if (op.op === "update" && (op.map === "fw_v4_slots" || op.map === "fw_v6_slots")) {
+        const old = maps.get(op.map)?.get(hex(op.key)) ?? new Uint8Array(op.value.length);
+        // fw_v4_slot: every mix of its 8 bytes; fw_v6_slot (2^24 mixes): each byte alone, all but each byte, and 100 random mixes.
+        const n = op.value.length;
+        const masks: boolean[][] = n === 8
+          ? Array.from({ length: 254 }, (_, m) => Array.from({ length: 8 }, (_, i) => (((m + 1) >> i) & 1) === 1))
+          : [
+              ...Array.from({ length: n }, (_, j) => Array.from({ length: n }, (_, i) => i === j)),
+              ...Array.from({ length: n }, (_, j) => Array.from({ length: n }, (_, i) => i !== j)),
+              ...Array.from({ length: 100 }, () => Array.from({ length: n }, () => tearing() < 0.5)),
+            ];
+        for (const mask of masks) {
+          apply(maps, { ...op, value: Uint8Array.from(op.value, (b, i) => (mask[i] ? b : old[i]!)) });
+          check(`torn (new bytes ${mask.map((x, i) => (x ? i : "")).filter(String).join(",")})`);
         }
       }
       apply(maps, op);
@@ -204,6 +225,20 @@ describe("index", () => {
     S.unshift(`${formatAddress(u32be(base))}/32`);
     S.length = 3;
 
+    // Three IPv6 addresses, and three /64 prefixes, in one fw_v6_slots slot each.
+    const sharing6 = (length: number, word: number) => {
+      const out: string[] = [];
+      const bytes = Buffer.from("20010db8000000000000000000000000", "hex");
+      const want = v6Slot(bytes, length);
+      for (let i = 0; out.length < 3; i++) {
+        bytes.writeUInt32BE(i, word * 4);
+        if (v6Slot(bytes, length) === want) out.push(`${formatAddress(bytes)}/${length}`);
+      }
+      return out;
+    };
+    const T = sharing6(128, 3);
+    const P = sharing6(64, 1);
+
     const lists: [string, string[], string[]][] = [
       ["/24 replaced by its halves", ["198.51.100.0/24", "198.51.100.7/32"], ["198.51.100.0/25", "198.51.100.128/25", "198.51.100.7/32"]],
       ["exact addresses under a prefix that goes", ["10.0.0.0/8", "10.1.2.3/32", "10.1.2.0/30"], ["10.1.2.3/32", "10.1.2.0/30", "10.9.0.0/16"]],
@@ -215,6 +250,9 @@ describe("index", () => {
       ["a lower address joins a slot held alone", [S[1]!], [S[0]!, S[1]!]],
       ["a slot changes hands between two addresses", [S[0]!, S[2]!], [S[1]!, S[2]!]],
       ["a slot's overflow goes", [S[0]!, S[1]!], [S[0]!]],
+      // fw_v6_slots: T* exact addresses of one slot, P* /64 prefixes of one slot.
+      ["an IPv6 slot changes hands, an exact address and a /64 prefix", [T[0]!, T[2]!, P[1]!, "2001:db8:77::/48"], [T[1]!, T[2]!, P[0]!, P[1]!, "2001:db8:77::/48"]],
+      ["an IPv6 slot's lowest key goes", [T[0]!, T[1]!, T[2]!, P[0]!, P[1]!, P[2]!], [T[1]!, T[2]!, P[1]!, P[2]!]],
     ];
     // bpftool batch stops at the first failed line; the next run plans from the records.
     it.each(lists)("%s: a batch cut short at any line is completed by the next run with the same list", (_name, before, after) => {

@@ -67,7 +67,7 @@ _Static_assert(sizeof(struct fw_v6_lengths) == 16, "provider/xdpFirewall: fw_v6_
  * deny_v4_exact, which the program reads only then. Read for EXACT buckets
  * (and a LONGER one without its bitmap). 2^20 slots of 8 bytes, 8 MiB,
  * preallocated: at 100k exact entries 95% of them have a slot of their own, at
- * 1M 63%.
+ * 1M two thirds.
  *
  * A slot changes in steps that each keep every remaining address enforced,
  * torn or not (index.ts, slotOperations): `valid` and `overflow` are single

@@ -2,6 +2,7 @@
  * Every data-plane hot path of issue 12 in one process, before and after.
  *
  *   sudo npx tsx bench/dataplane.ts [--baseline REF] [--repeat N] [--rounds N] [--no-scaling]
+ *                                   [--only firewall,maglev,policy,mirror]
  *
  * What runs: BPF_PROG_TEST_RUN (`bpftool prog run ... repeat N`) of
  * - XdpFirewall exact hit / prefix hit (the longest prefix; for IPv4 also one of
@@ -66,6 +67,8 @@ const ROUNDS = Math.max(9, numberOption("rounds", 9));
 const BASELINE = option("baseline", "8c21e2b");
 const SCALING = !process.argv.includes("--no-scaling");
 const SINGLE_SHOT_CALLS = numberOption("single-shot-calls", 100_000);
+/** Sections to run (default all): a quick look at one program while working on it; quote figures from full runs. */
+const ONLY = new Set(option("only", "firewall,maglev,policy,mirror").split(","));
 const TC_UNSPEC = 0xffffffff;
 
 // ---------------------------------------------------------------- trees
@@ -245,7 +248,7 @@ async function firewallCases(trees: Tree[]): Promise<Case[]> {
       console.error(`  ${t.label} xdp_firewall, ${size.label} per family: written in ${(Number(process.hrtime.bigint() - started) / 1e9).toFixed(1)} s`);
       for (const l of lists) {
         const F = `IPv${l.family}`;
-        const kinds = size.main ? (["exact hit", "prefix hit", "prefix hit, /24 or shorter", "miss"] as const) : (["prefix hit", "miss"] as const);
+        const kinds = size.main ? (["exact hit", "prefix hit", "prefix hit, /24 or shorter", "miss"] as const) : (["exact hit", "prefix hit", "miss"] as const);
         for (const kind of kinds) {
           if (kind === "prefix hit, /24 or shorter" && !l.shallowHit) continue;
           const src = kind === "exact hit" ? l.exactHit : kind === "prefix hit" ? l.prefixHit : kind === "miss" ? l.miss : l.shallowHit!;
@@ -455,12 +458,14 @@ async function main(): Promise<void> {
       tc: { group: "", path: "empty TC", hook: "tc", expect: TC.OK, run: () => emptyTc.run(probe, { repeat: REPEAT }) },
     };
     const cases = [
-      ...(await firewallCases(trees)),
-      ...(await maglevCases(trees, ns, ifindex, fib)),
-      ...(await policyCases(trees)),
-      ...(await mirrorCases(trees)),
+      ...(ONLY.has("firewall") ? await firewallCases(trees) : []),
+      ...(ONLY.has("maglev") ? await maglevCases(trees, ns, ifindex, fib) : []),
+      ...(ONLY.has("policy") ? await policyCases(trees) : []),
+      ...(ONLY.has("mirror") ? await mirrorCases(trees) : []),
     ];
-    const timed = [...Object.values(empties), ...cases];
+    const hooks = new Set(cases.map((c) => c.hook));
+    const emptyCases = Object.values(empties).filter((c) => hooks.has(c.hook));
+    const timed = [...emptyCases, ...cases];
     const samples = new Map<Case, number[]>(timed.map((c) => [c, []]));
     for (let round = 0; round < ROUNDS; round++) {
       console.error(`round ${round + 1}/${ROUNDS} (load ${loadAverage()})`);
@@ -476,7 +481,7 @@ async function main(): Promise<void> {
 
     console.log(`kernel ${release()}, ${cpus()[0]?.model ?? "unknown CPU"}, ${cpus().length} CPUs; load ${loadAverage()}`);
     console.log(`BPF_PROG_TEST_RUN repeat ${REPEAT.toLocaleString("en")}, medians of ${ROUNDS} interleaved rounds; before = ${BASELINE}, after = this tree\n`);
-    printTable(["empty program", "ns/pkt"], Object.values(empties).map((c) => [c.path, String(ns_(c))]));
+    printTable(["empty program", "ns/pkt"], emptyCases.map((c) => [c.path, String(ns_(c))]));
     console.log("");
     const rows: string[][] = [];
     const record: Record<string, unknown>[] = [];
@@ -496,7 +501,7 @@ async function main(): Promise<void> {
       record.push({ group: c.group, path: c.path, emptyNs: e, beforeNs: bn, afterNs: an });
     }
     printTable(["group", "path", "before ns", "× empty", "after ns", "× empty", "after/before"], rows, [0, 1]);
-    writeBenchRecord("dataplane", { kernel: release(), baseline: BASELINE, repeat: REPEAT, rounds: ROUNDS, empties: Object.fromEntries(Object.values(empties).map((c) => [c.path, ns_(c)])), rows: record });
+    writeBenchRecord("dataplane", { kernel: release(), baseline: BASELINE, repeat: REPEAT, rounds: ROUNDS, empties: Object.fromEntries(emptyCases.map((c) => [c.path, ns_(c)])), rows: record });
   } finally {
     for (const p of loaded) p.close();
     ns.close();

@@ -10,7 +10,9 @@
  *   10k prefixes, and scaling rows at 1k, 110k (the main lists) and 1M
  *   entries with realistic prefix-length mixes (IPv4: /32 singles, mostly /24,
  *   some /16–/23 and /25–/31, a few country-sized /8–/15; IPv6: /128 singles,
- *   /32–/64 mostly /48 and /64);
+ *   /32–/64 mostly /48 and /64); for each list, the time to write it (one
+ *   bpftool batch), to read it back (the record maps dumped) and the maps'
+ *   memory (the lab's provider push over SSH: bench/xdp-firewall-push.ts);
  * - MaglevService non-VIP and VIP DSR flow-table hit (static MAC: forwarding
  *   off in the private netns, as bench/xdp-maglev.ts's "no FIB" rows); the
  *   same hit with forwarding on and a neighbour for every backend (the FIB
@@ -229,6 +231,9 @@ function firewallFrame(src: string): Buffer {
   return ipFrame({ src, dst, payload: udp({ srcPort: 40000, dstPort: 53, payload: Buffer.alloc(18) }) });
 }
 
+/** Per firewall fixture: list, tree, bpftool batch time, read-back time, records, bytes_memlock of all its maps. */
+const firewallPushes: string[][] = [];
+
 async function firewallCases(trees: Tree[]): Promise<Case[]> {
   const sizes = [
     { label: "100k exact + 10k prefixes", exact: 100_000, prefixes: 10_000, main: true },
@@ -245,7 +250,17 @@ async function firewallCases(trees: Tree[]): Promise<Case[]> {
     for (const t of trees) {
       const started = process.hrtime.bigint();
       const fw = await firewall(t, lists);
-      console.error(`  ${t.label} xdp_firewall, ${size.label} per family: written in ${(Number(process.hrtime.bigint() - started) / 1e9).toFixed(1)} s`);
+      const written = Number(process.hrtime.bigint() - started) / 1e9;
+      // Read back as the provider's read does (every record map dumped), and the maps' memory as mapMemoryBytes sums it.
+      const readStarted = process.hrtime.bigint();
+      let records = 0;
+      for (const map of t.module("provider/xdpFirewall/codec").DENY_MAPS as string[]) records += (await fw.dumpMap(map)).length;
+      const read = Number(process.hrtime.bigint() - readStarted) / 1e9;
+      if (records !== lists.reduce((n, l) => n + l.entries.length, 0)) throw new Error(`${t.label} ${size.label}: read back ${records} records`);
+      let memory = 0;
+      for (const map of fw.mapNames()) memory += ((await fw.mapInfo(map)) as unknown as { bytes_memlock: number }).bytes_memlock;
+      firewallPushes.push([size.label, t.label, `${written.toFixed(1)} s`, `${read.toFixed(1)} s`, `${records.toLocaleString("en")}`, `${(memory / 1048576).toFixed(0)} MiB`]);
+      console.error(`  ${t.label} xdp_firewall, ${size.label} per family: written in ${written.toFixed(1)} s, ${records} records read back in ${read.toFixed(1)} s, maps ${(memory / 1048576).toFixed(0)} MiB`);
       for (const l of lists) {
         const F = `IPv${l.family}`;
         const kinds = size.main ? (["exact hit", "prefix hit", "prefix hit, /24 or shorter", "miss"] as const) : (["exact hit", "prefix hit", "miss"] as const);
@@ -501,6 +516,10 @@ async function main(): Promise<void> {
       record.push({ group: c.group, path: c.path, emptyNs: e, beforeNs: bn, afterNs: an });
     }
     printTable(["group", "path", "before ns", "× empty", "after ns", "× empty", "after/before"], rows, [0, 1]);
+    if (firewallPushes.length > 0) {
+      console.log("\nXdpFirewall lists (both families) written with the tree's own plan in one bpftool batch, read back (every record map dumped), map memory (bytes_memlock)");
+      printTable(["list per family", "tree", "written", "read back", "records", "maps"], firewallPushes, [0, 1]);
+    }
     writeBenchRecord("dataplane", { kernel: release(), baseline: BASELINE, repeat: REPEAT, rounds: ROUNDS, empties: Object.fromEntries(emptyCases.map((c) => [c.path, ns_(c)])), rows: record });
   } finally {
     for (const p of loaded) p.close();

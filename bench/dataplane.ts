@@ -2,6 +2,7 @@
  * Every data-plane hot path of issue 12 in one process, before and after.
  *
  *   sudo npx tsx bench/dataplane.ts [--baseline REF] [--repeat N] [--rounds N] [--no-scaling]
+ *                                   [--only firewall,maglev,policy,mirror]
  *
  * What runs: BPF_PROG_TEST_RUN (`bpftool prog run ... repeat N`) of
  * - XdpFirewall exact hit / prefix hit (the longest prefix; for IPv4 also one of
@@ -9,7 +10,9 @@
  *   10k prefixes, and scaling rows at 1k, 110k (the main lists) and 1M
  *   entries with realistic prefix-length mixes (IPv4: /32 singles, mostly /24,
  *   some /16–/23 and /25–/31, a few country-sized /8–/15; IPv6: /128 singles,
- *   /32–/64 mostly /48 and /64);
+ *   /32–/64 mostly /48 and /64); for each list, the time to write it (one
+ *   bpftool batch), to read it back (the record maps dumped) and the maps'
+ *   memory (the lab's provider push over SSH: bench/xdp-firewall-push.ts);
  * - MaglevService non-VIP and VIP DSR flow-table hit (static MAC: forwarding
  *   off in the private netns, as bench/xdp-maglev.ts's "no FIB" rows); the
  *   same hit with forwarding on and a neighbour for every backend (the FIB
@@ -69,6 +72,8 @@ const ROUNDS = Math.max(9, numberOption("rounds", 9));
 const BASELINE = option("baseline", "8c21e2b");
 const SCALING = !process.argv.includes("--no-scaling");
 const SINGLE_SHOT_CALLS = numberOption("single-shot-calls", 100_000);
+/** Sections to run (default all): a quick look at one program while working on it; quote figures from full runs. */
+const ONLY = new Set(option("only", "firewall,maglev,policy,mirror").split(","));
 const TC_UNSPEC = 0xffffffff;
 
 // ---------------------------------------------------------------- trees
@@ -229,6 +234,9 @@ function firewallFrame(src: string): Buffer {
   return ipFrame({ src, dst, payload: udp({ srcPort: 40000, dstPort: 53, payload: Buffer.alloc(18) }) });
 }
 
+/** Per firewall fixture: list, tree, bpftool batch time, read-back time, records, bytes_memlock of all its maps. */
+const firewallPushes: string[][] = [];
+
 async function firewallCases(trees: Tree[]): Promise<Case[]> {
   const sizes = [
     { label: "100k exact + 10k prefixes", exact: 100_000, prefixes: 10_000, main: true },
@@ -245,10 +253,20 @@ async function firewallCases(trees: Tree[]): Promise<Case[]> {
     for (const t of trees) {
       const started = process.hrtime.bigint();
       const fw = await firewall(t, lists);
-      console.error(`  ${t.label} xdp_firewall, ${size.label} per family: written in ${(Number(process.hrtime.bigint() - started) / 1e9).toFixed(1)} s`);
+      const written = Number(process.hrtime.bigint() - started) / 1e9;
+      // Read back as the provider's read does (every record map dumped), and the maps' memory as mapMemoryBytes sums it.
+      const readStarted = process.hrtime.bigint();
+      let records = 0;
+      for (const map of t.module("provider/xdpFirewall/codec").DENY_MAPS as string[]) records += (await fw.dumpMap(map)).length;
+      const read = Number(process.hrtime.bigint() - readStarted) / 1e9;
+      if (records !== lists.reduce((n, l) => n + l.entries.length, 0)) throw new Error(`${t.label} ${size.label}: read back ${records} records`);
+      let memory = 0;
+      for (const map of fw.mapNames()) memory += ((await fw.mapInfo(map)) as unknown as { bytes_memlock: number }).bytes_memlock;
+      firewallPushes.push([size.label, t.label, `${written.toFixed(1)} s`, `${read.toFixed(1)} s`, `${records.toLocaleString("en")}`, `${(memory / 1048576).toFixed(0)} MiB`]);
+      console.error(`  ${t.label} xdp_firewall, ${size.label} per family: written in ${written.toFixed(1)} s, ${records} records read back in ${read.toFixed(1)} s, maps ${(memory / 1048576).toFixed(0)} MiB`);
       for (const l of lists) {
         const F = `IPv${l.family}`;
-        const kinds = size.main ? (["exact hit", "prefix hit", "prefix hit, /24 or shorter", "miss"] as const) : (["prefix hit", "miss"] as const);
+        const kinds = size.main ? (["exact hit", "prefix hit", "prefix hit, /24 or shorter", "miss"] as const) : (["exact hit", "prefix hit", "miss"] as const);
         for (const kind of kinds) {
           if (kind === "prefix hit, /24 or shorter" && !l.shallowHit) continue;
           const src = kind === "exact hit" ? l.exactHit : kind === "prefix hit" ? l.prefixHit : kind === "miss" ? l.miss : l.shallowHit!;
@@ -493,12 +511,14 @@ async function main(): Promise<void> {
       tc: { group: "", path: "empty TC", hook: "tc", expect: TC.OK, run: () => emptyTc.run(probe, { repeat: REPEAT }) },
     };
     const cases = [
-      ...(await firewallCases(trees)),
-      ...(await maglevCases(trees, ns, ifindex, fib)),
-      ...(await policyCases(trees)),
-      ...(await mirrorCases(trees)),
+      ...(ONLY.has("firewall") ? await firewallCases(trees) : []),
+      ...(ONLY.has("maglev") ? await maglevCases(trees, ns, ifindex, fib) : []),
+      ...(ONLY.has("policy") ? await policyCases(trees) : []),
+      ...(ONLY.has("mirror") ? await mirrorCases(trees) : []),
     ];
-    const timed = [...Object.values(empties), ...cases];
+    const hooks = new Set(cases.map((c) => c.hook));
+    const emptyCases = Object.values(empties).filter((c) => hooks.has(c.hook));
+    const timed = [...emptyCases, ...cases];
     const samples = new Map<Case, number[]>(timed.map((c) => [c, []]));
     for (let round = 0; round < ROUNDS; round++) {
       console.error(`round ${round + 1}/${ROUNDS} (load ${loadAverage()})`);
@@ -514,7 +534,7 @@ async function main(): Promise<void> {
 
     console.log(`kernel ${release()}, ${cpus()[0]?.model ?? "unknown CPU"}, ${cpus().length} CPUs; load ${loadAverage()}`);
     console.log(`BPF_PROG_TEST_RUN repeat ${REPEAT.toLocaleString("en")}, medians of ${ROUNDS} interleaved rounds; before = ${BASELINE}, after = this tree\n`);
-    printTable(["empty program", "ns/pkt"], Object.values(empties).map((c) => [c.path, String(ns_(c))]));
+    printTable(["empty program", "ns/pkt"], emptyCases.map((c) => [c.path, String(ns_(c))]));
     console.log("");
     const rows: string[][] = [];
     const record: Record<string, unknown>[] = [];
@@ -534,9 +554,15 @@ async function main(): Promise<void> {
       record.push({ group: c.group, path: c.path, emptyNs: e, beforeNs: bn, afterNs: an });
     }
     printTable(["group", "path", "before ns", "× empty", "after ns", "× empty", "after/before"], rows, [0, 1]);
-    const figure = (group: string, path: string, label: Tree["label"]) => ns_(cases.find((c) => c.group === group && c.path === path && c.tree === label)!);
-    console.log(`\nMaglevService targets (issue 12):\n  ${maglevTargets(figure, emptyNs("xdp-single"), emptyNs("xdp-netns")).join("\n  ")}`);
-    writeBenchRecord("dataplane", { kernel: release(), baseline: BASELINE, repeat: REPEAT, rounds: ROUNDS, empties: Object.fromEntries(Object.values(empties).map((c) => [c.path, ns_(c)])), rows: record });
+    if (ONLY.has("maglev")) {
+      const figure = (group: string, path: string, label: Tree["label"]) => ns_(cases.find((c) => c.group === group && c.path === path && c.tree === label)!);
+      console.log(`\nMaglevService targets (issue 12):\n  ${maglevTargets(figure, emptyNs("xdp-single"), emptyNs("xdp-netns")).join("\n  ")}`);
+    }
+    if (firewallPushes.length > 0) {
+      console.log("\nXdpFirewall lists (both families) written with the tree's own plan in one bpftool batch, read back (every record map dumped), map memory (bytes_memlock)");
+      printTable(["list per family", "tree", "written", "read back", "records", "maps"], firewallPushes, [0, 1]);
+    }
+    writeBenchRecord("dataplane", { kernel: release(), baseline: BASELINE, repeat: REPEAT, rounds: ROUNDS, empties: Object.fromEntries(emptyCases.map((c) => [c.path, ns_(c)])), rows: record });
   } finally {
     for (const p of loaded) p.close();
     ns.close();

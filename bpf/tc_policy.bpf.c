@@ -410,44 +410,29 @@ static __always_inline __u32 lowest_bit(__u64 x)
 	return (v * 0x0101010101010101ULL) >> 56;
 }
 
-/* The stateless rules: three trie lookups and an AND of three bitmaps (see
- * tc_policy.h). Deny beats allow. */
-static __always_inline int match_rules(const struct tcpol_config *cfg, __u8 dir,
-				       const struct tcpol_packet *p)
+/* Whether a rule is in both sets. Checked before the third trie lookup: most
+ * packets no rule matches (a port no rule names from a peer no rule names) are
+ * decided by two lookups and this, ~20 ns less on a denied packet. */
+static __always_inline int any_common(const struct tcpol_rule_set *a, const struct tcpol_rule_set *b)
 {
-	struct tcpol_l4_key l4 = { .prefixlen = 32, .direction = dir, .protocol = p->protocol };
-	struct tcpol_rule_set *ports, *src, *dst;
+	__u64 any = 0;
+
+	for (int w = 0; w < TCPOL_RULE_WORDS; w++)
+		any |= a->bits[w] & b->bits[w];
+	return any != 0;
+}
+
+/* The verdict of the rules in all three sets. Deny beats allow. */
+static __always_inline int rules_verdict(const struct tcpol_config *cfg, const struct tcpol_rule_set *ports,
+					 const struct tcpol_rule_set *peer, const struct tcpol_rule_set *host)
+{
 	__u64 match, deny, deny_bits = 0, allow_bits = 0;
 	int w, deny_word = -1, allow_word = -1;
-
-	if (p->protocol == IPPROTO_TCP || p->protocol == IPPROTO_UDP)
-		l4.port = p->dport;
-	ports = bpf_map_lookup_elem(&tcpol_l4, &l4);
-	if (!ports)
-		return VERDICT_NONE;
-
-	if (p->family == 4) {
-		struct tcpol_v4_prefix k = { .prefixlen = 32 };
-
-		__builtin_memcpy(k.addr, &p->saddr[0], 4);
-		src = bpf_map_lookup_elem(&tcpol_src4, &k);
-		__builtin_memcpy(k.addr, &p->daddr[0], 4);
-		dst = bpf_map_lookup_elem(&tcpol_dst4, &k);
-	} else {
-		struct tcpol_v6_prefix k = { .prefixlen = 128 };
-
-		__builtin_memcpy(k.addr, p->saddr, 16);
-		src = bpf_map_lookup_elem(&tcpol_src6, &k);
-		__builtin_memcpy(k.addr, p->daddr, 16);
-		dst = bpf_map_lookup_elem(&tcpol_dst6, &k);
-	}
-	if (!src || !dst)
-		return VERDICT_NONE;
 
 	/* Find the words first and the bits after the loop: the verifier then
 	 * walks one path per word, not one per word and bit. */
 	for (w = 0; w < TCPOL_RULE_WORDS; w++) {
-		match = ports->bits[w] & src->bits[w] & dst->bits[w];
+		match = ports->bits[w] & peer->bits[w] & host->bits[w];
 		if (!match)
 			continue;
 		deny = match & cfg->deny_mask[w];
@@ -470,6 +455,56 @@ static __always_inline int match_rules(const struct tcpol_config *cfg, __u8 dir,
 		return VERDICT_ALLOW;
 	}
 	return VERDICT_NONE;
+}
+
+/* The stateless rules: three trie lookups (two when the host's own side is
+ * skipped: tcpol_config.skip_tries) and an AND of three bitmaps (see
+ * tc_policy.h). The peer's side (ingress: source) is looked up first: it and
+ * the port decide most packets no rule matches. When the host's side is
+ * skipped, rules_verdict is inlined a second time with `peer` in its place
+ * (ANDing a set twice changes nothing): one copy per path, so the verifier
+ * never merges lookups of different maps into one walk of the loop. */
+static __always_inline int match_rules(const struct tcpol_config *cfg, __u8 dir,
+				       const struct tcpol_packet *p)
+{
+	struct tcpol_l4_key l4 = { .prefixlen = 32, .direction = dir, .protocol = p->protocol };
+	const __u32 *peer_addr = dir == TCPOL_INGRESS ? p->saddr : p->daddr;
+	const __u32 *host_addr = dir == TCPOL_INGRESS ? p->daddr : p->saddr;
+	int skip_host = cfg->skip_tries & TCPOL_SKIP_HOST(dir);
+	struct tcpol_rule_set *ports, *peer, *host;
+
+	if (p->protocol == IPPROTO_TCP || p->protocol == IPPROTO_UDP)
+		l4.port = p->dport;
+	ports = bpf_map_lookup_elem(&tcpol_l4, &l4);
+	if (!ports)
+		return VERDICT_NONE;
+
+	if (p->family == 4) {
+		struct tcpol_v4_prefix k = { .prefixlen = 32 };
+
+		__builtin_memcpy(k.addr, peer_addr, 4);
+		peer = bpf_map_lookup_elem(dir == TCPOL_INGRESS ? (void *)&tcpol_src4 : (void *)&tcpol_dst4, &k);
+		if (!peer || !any_common(ports, peer))
+			return VERDICT_NONE;
+		if (skip_host)
+			return rules_verdict(cfg, ports, peer, peer);
+		__builtin_memcpy(k.addr, host_addr, 4);
+		host = bpf_map_lookup_elem(dir == TCPOL_INGRESS ? (void *)&tcpol_dst4 : (void *)&tcpol_src4, &k);
+	} else {
+		struct tcpol_v6_prefix k = { .prefixlen = 128 };
+
+		__builtin_memcpy(k.addr, peer_addr, 16);
+		peer = bpf_map_lookup_elem(dir == TCPOL_INGRESS ? (void *)&tcpol_src6 : (void *)&tcpol_dst6, &k);
+		if (!peer || !any_common(ports, peer))
+			return VERDICT_NONE;
+		if (skip_host)
+			return rules_verdict(cfg, ports, peer, peer);
+		__builtin_memcpy(k.addr, host_addr, 16);
+		host = bpf_map_lookup_elem(dir == TCPOL_INGRESS ? (void *)&tcpol_dst6 : (void *)&tcpol_src6, &k);
+	}
+	if (!host)
+		return VERDICT_NONE;
+	return rules_verdict(cfg, ports, peer, host);
 }
 
 /* The management path (DESIGN.md, lockout guard): TCP to or from the

@@ -3,9 +3,11 @@
  *
  * The lookup starts at a direct-indexed array of 2-bit states, one per 24-bit
  * bucket of the address (xdp_firewall.h): most packets (misses, and hits of
- * prefixes up to /24) are decided there, without a hash or trie lookup; the
- * rest take one hash lookup (IPv4 exact or /25–/31, IPv6 exact), or one per
- * IPv6 prefix length present (longest first). The LPM tries are the records
+ * prefixes up to /24) are decided there, without a hash or trie lookup; an
+ * exact address, and an IPv6 prefix longer than /24 (one per length present,
+ * longest first), is then read from a direct-mapped array of slots (a hash
+ * lookup only for entries sharing a slot); IPv4 /25–/31 take one hash lookup
+ * (the /24's host bitmap). The LPM tries are the records
  * of the prefixes, read by the provider, never by this program.
  *
  * Fragments are judged like any packet: each carries the IP header, so a
@@ -82,6 +84,20 @@ struct {
 } fw_v4_hosts SEC(".maps");
 
 struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, FW_V4_SLOTS);
+	__type(key, __u32);
+	__type(value, struct fw_v4_slot);
+} fw_v4_slots SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, FW_V6_SLOTS);
+	__type(key, __u32);
+	__type(value, struct fw_v6_slot);
+} fw_v6_slots SEC(".maps");
+
+struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, FW_V6_LONG_MAX_ENTRIES);
@@ -135,7 +151,18 @@ static __always_inline int v4_denied(__be32 saddr)
 			return (hosts->bits[host >> 6] >> (host & 63)) & 1;
 		}
 		/* Cannot happen (the provider writes the hosts before the state
-		 * that points at them); the exact map is the safe answer. */
+		 * that points at them); the exact addresses are the safe answer. */
+	}
+	{
+		__u32 slot = (addr * FW_V4_SLOT_MULT) >> (32 - FW_V4_SLOT_BITS);
+		struct fw_v4_slot *s = bpf_map_lookup_elem(&fw_v4_slots, &slot);
+
+		if (s) {
+			if (s->valid && s->addr == saddr)
+				return 1;
+			if (!s->overflow)
+				return 0;
+		}
 	}
 	return bpf_map_lookup_elem(&deny_v4_exact, &key) != NULL;
 }
@@ -147,17 +174,49 @@ static __always_inline __u32 lowest_bit(__u64 x)
 	return __builtin_popcountll((x & -x) - 1);
 }
 
-/* Whether a prefix of length `len` (25..127) in fw_v6_long covers hi:lo
- * (the address's two halves in host order). */
+enum fw_slot_answer {
+	FW_SLOT_MISS = 0,  /* not listed */
+	FW_SLOT_HIT = 1,   /* listed */
+	FW_SLOT_ASK = 2,   /* the slot overflows: ask the hash */
+};
+
+/* fw_v6_slots' answer for the key (len, h:l), the masked address's halves in
+ * host order. */
+static __always_inline int v6_slot(__u64 h, __u64 l, __u32 len)
+{
+	__u32 x = 0, slot;
+	struct fw_v6_slot *s;
+
+	x = (x ^ (__u32)(h >> 32)) * FW_V4_SLOT_MULT;
+	x = (x ^ (__u32)h) * FW_V4_SLOT_MULT;
+	x = (x ^ (__u32)(l >> 32)) * FW_V4_SLOT_MULT;
+	x = (x ^ (__u32)l) * FW_V4_SLOT_MULT;
+	x = (x ^ len) * FW_V4_SLOT_MULT;
+	slot = x >> (32 - FW_V6_SLOT_BITS);
+	s = bpf_map_lookup_elem(&fw_v6_slots, &slot);
+	if (!s)
+		return FW_SLOT_ASK;
+	if (s->valid && s->len == len &&
+	    *(__u64 *)&s->addr[0] == bpf_cpu_to_be64(h) && *(__u64 *)&s->addr[8] == bpf_cpu_to_be64(l))
+		return FW_SLOT_HIT;
+	return s->overflow ? FW_SLOT_ASK : FW_SLOT_MISS;
+}
+
+/* Whether a prefix of length `len` (25..127) covers hi:lo (the address's
+ * two halves in host order): its slot, and fw_v6_long if the slot overflows. */
 static __always_inline int v6_long_hit(__u64 hi, __u64 lo, __u32 len)
 {
 	struct fw_v6_prefix_key key = { .prefixlen = len };
 	__u64 h = hi, l = 0;
+	int answer;
 
 	if (len >= 64)
 		l = len == 64 ? 0 : lo & (~0ULL << (128 - len));
 	else
 		h = hi & (~0ULL << (64 - len));
+	answer = v6_slot(h, l, len);
+	if (answer != FW_SLOT_ASK)
+		return answer;
 	h = bpf_cpu_to_be64(h);
 	l = bpf_cpu_to_be64(l);
 	__builtin_memcpy(key.addr, &h, 8);
@@ -170,6 +229,8 @@ static __always_inline int v6_denied(const struct in6_addr *saddr)
 	__u32 top24 = ((__u32)saddr->s6_addr[0] << 16) | ((__u32)saddr->s6_addr[1] << 8) | saddr->s6_addr[2];
 	__u32 state = bucket_state(&fw_v6_index, top24);
 	struct fw_v6_addr key;
+	__u64 hi, lo;
+	int answer;
 
 	if (state == FW_BUCKET_NONE)
 		return 0;
@@ -178,16 +239,16 @@ static __always_inline int v6_denied(const struct in6_addr *saddr)
 	/* Map keys must live on the stack: helpers do not take packet pointers
 	 * as keys for these map types. */
 	__builtin_memcpy(key.addr, saddr, sizeof(key.addr));
+	__builtin_memcpy(&hi, key.addr, 8);
+	__builtin_memcpy(&lo, key.addr + 8, 8);
+	hi = bpf_be64_to_cpu(hi);
+	lo = bpf_be64_to_cpu(lo);
 	if (state == FW_BUCKET_LONGER) {
 		__u32 zero = 0;
 		struct fw_v6_lengths *lengths = bpf_map_lookup_elem(&fw_v6_lengths, &zero);
-		__u64 hi, lo, w;
+		__u64 w;
 
 		if (lengths) {
-			__builtin_memcpy(&hi, key.addr, 8);
-			__builtin_memcpy(&lo, key.addr + 8, 8);
-			hi = bpf_be64_to_cpu(hi);
-			lo = bpf_be64_to_cpu(lo);
 			/* Longest first (the set is stored reversed: bit k is
 			 * length 127 - k); each present length is one lookup. */
 			w = lengths->bits[0];
@@ -210,6 +271,9 @@ static __always_inline int v6_denied(const struct in6_addr *saddr)
 			}
 		}
 	}
+	answer = v6_slot(hi, lo, 128);
+	if (answer != FW_SLOT_ASK)
+		return answer;
 	return bpf_map_lookup_elem(&deny_v6_exact, &key) != NULL;
 }
 

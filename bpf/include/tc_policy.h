@@ -76,11 +76,21 @@ struct tcpol_config {
 	__u8 stateful;            /* 1: track flows and let them pass */
 	__u8 failsafe_family;     /* 0: any source may use the failsafe port; 4 or 6: only failsafe_addr */
 	__be16 failsafe_port;     /* TCP port that is never dropped (management SSH); 0: none */
-	__u8 pad[2];
+	__u8 skip_tries;          /* TCPOL_SKIP_HOST(direction): see below */
+	__u8 pad;
 	__u8 failsafe_addr[16];   /* IPv4 in the first 4 bytes, the rest zero */
 	__u64 deny_mask[TCPOL_RULE_WORDS]; /* bit i set: rule i is a deny rule */
 };
 _Static_assert(sizeof(struct tcpol_config) == 176, "codec.ts LAYOUTS: tcpol_config");
+
+/* tcpol_config.skip_tries: bit TCPOL_SKIP_HOST(direction) set when no rule of
+ * the direction names the host's own side (ingress: a destination, `to`;
+ * egress: a source, `from`). Every rule of the direction is then in that
+ * trie's /0 entry, so its lookup cannot remove one, and the program skips it
+ * (a trie lookup is ~20 ns; a policy rarely names the host's own addresses).
+ * Planning sets a bit only while no rule it would ignore is in the tries
+ * (provider/tcPolicy/plan.ts); 0, what older providers write, skips nothing. */
+#define TCPOL_SKIP_HOST(direction) (1 << (direction))
 
 /* tcpol_rules, an ARRAY of TCPOL_MAX_RULES: what each rule index means.
  * The data path never reads it; it is how `read` reports the rules as

@@ -59,6 +59,51 @@ struct fw_v6_lengths {
 };
 _Static_assert(sizeof(struct fw_v6_lengths) == 16, "provider/xdpFirewall: fw_v6_lengths");
 
+/* IPv4 exact addresses, direct-mapped, so that an exact hit costs an inlined
+ * array read instead of a hash lookup (~30 ns here, as much as the rest of
+ * the program). Slot of address a (host order): (a * FW_V4_SLOT_MULT) >> (32 -
+ * FW_V4_SLOT_BITS). Each slot holds the lowest listed address of its slot, and
+ * `overflow` when other listed addresses share the slot: those are found in
+ * deny_v4_exact, which the program reads only then. Read for EXACT buckets
+ * (and a LONGER one without its bitmap). 2^20 slots of 8 bytes, 8 MiB,
+ * preallocated: at 100k exact entries 95% of them have a slot of their own, at
+ * 1M two thirds.
+ *
+ * A slot changes in steps that each keep every remaining address enforced,
+ * torn or not (index.ts, slotOperations): `valid` and `overflow` are single
+ * bytes; the address bytes change only while `valid` is 0 and `overflow` 1. */
+#define FW_V4_SLOT_BITS 20
+#define FW_V4_SLOTS (1 << FW_V4_SLOT_BITS)
+#define FW_V4_SLOT_MULT 0x9E3779B1u
+
+struct fw_v4_slot {
+	__be32 addr;     /* as on the wire */
+	__u8 valid;      /* 1: addr is listed */
+	__u8 overflow;   /* 1: look in deny_v4_exact when addr is not the one */
+	__u8 pad[2];
+};
+_Static_assert(sizeof(struct fw_v4_slot) == 8, "provider/xdpFirewall: fw_v4_slot");
+
+/* IPv6 exact addresses and prefixes longer than /24, direct-mapped the same
+ * way, keyed by (length, masked address): an exact hit and a long-prefix hit
+ * (one slot read per length present) then cost no hash lookup either. Slot
+ * of a key: the four 32-bit words of the masked address (host order, first
+ * word first) and the length, folded by h = (h ^ x) * FW_V4_SLOT_MULT from
+ * h = 0, top FW_V6_SLOT_BITS bits. An overflowing slot sends the lookup to
+ * fw_v6_long (prefixes) or deny_v6_exact (length 128). 2^19 slots of 24
+ * bytes, 12 MiB, preallocated; the same stepwise writes as fw_v4_slots. */
+#define FW_V6_SLOT_BITS 19
+#define FW_V6_SLOTS (1 << FW_V6_SLOT_BITS)
+
+struct fw_v6_slot {
+	__u8 addr[16];   /* masked, as on the wire */
+	__u8 len;        /* 25..128 */
+	__u8 valid;
+	__u8 overflow;
+	__u8 pad[5];
+};
+_Static_assert(sizeof(struct fw_v6_slot) == 24, "provider/xdpFirewall: fw_v6_slot");
+
 struct fw_v4_prefix_key {
 	__u32 prefixlen; /* host byte order, as the LPM trie expects */
 	__u8 addr[4];

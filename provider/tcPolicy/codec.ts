@@ -39,7 +39,7 @@ export type TrieMap = (typeof TRIE_MAPS)[number];
 export const LAYOUTS = {
   tcpol_config: {
     size: 176,
-    members: { tcp_established_ns: 0, tcp_transitory_ns: 8, other_ns: 16, ingress_default: 24, egress_default: 25, stateful: 26, failsafe_family: 27, failsafe_port: 28, pad: 30, failsafe_addr: 32, deny_mask: 48 },
+    members: { tcp_established_ns: 0, tcp_transitory_ns: 8, other_ns: 16, ingress_default: 24, egress_default: 25, stateful: 26, failsafe_family: 27, failsafe_port: 28, skip_tries: 30, pad: 31, failsafe_addr: 32, deny_mask: 48 },
   },
   tcpol_rule: {
     size: 44,
@@ -118,7 +118,12 @@ export interface PolicyConfig {
   failsafePeer?: string;
   /** Indexes of the deny rules. */
   denyRules: ReadonlySet<number>;
+  /** Directions whose host-side trie the program skips (tcpol_config.skip_tries, SKIP_HOST_TRIE bits): derived from the rules, like denyRules. */
+  skipTries: number;
 }
+
+/** tcpol_config.skip_tries: no rule of the direction names the host's own side (ingress `to`, egress `from`): TCPOL_SKIP_HOST in tc_policy.h. */
+export const SKIP_HOST_TRIE = { ingress: 1 << 0, egress: 1 << 1 } as const;
 
 export const ZERO_CONFIG: PolicyConfig = {
   tcpEstablishedNs: 0n,
@@ -129,6 +134,7 @@ export const ZERO_CONFIG: PolicyConfig = {
   stateful: false,
   failsafePort: 0,
   denyRules: new Set(),
+  skipTries: 0,
 };
 
 export function encodeConfig(config: PolicyConfig): Uint8Array {
@@ -147,6 +153,7 @@ export function encodeConfig(config: PolicyConfig): Uint8Array {
     out.set(peer.bytes, C.failsafe_addr);
   }
   out.set(encodeRuleSet(config.denyRules), C.deny_mask);
+  out[C.skip_tries] = config.skipTries;
   return out;
 }
 
@@ -162,6 +169,7 @@ export function decodeConfig(bytes: Uint8Array): PolicyConfig {
     stateful: bytes[C.stateful] !== 0,
     failsafePort: v.getUint16(C.failsafe_port, false),
     denyRules: new Set(decodeRuleSet(bytes.subarray(C.deny_mask, C.deny_mask + LAYOUTS.tcpol_rule_set.size))),
+    skipTries: bytes[C.skip_tries]!,
   };
   if (family === 4 || family === 6) {
     config.failsafePeer = formatAddress(bytes.slice(C.failsafe_addr, C.failsafe_addr + (family === 4 ? 4 : 16)));

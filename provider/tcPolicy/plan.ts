@@ -8,12 +8,14 @@
  * whose bitmaps change. An update runs in phases:
  *
  *   A  new rules get indexes no loaded rule holds; their deny bits and
- *      descriptors are written first, then the tries gain their bits;
+ *      descriptors are written first (and any trie skip they forbid turned
+ *      off: skipTriesOf), then the tries gain their bits;
  *   B  removed rules' bits leave the tries, then their descriptors and hit
  *      counters are cleared;
  *   C  only when the 1024 indexes run short: new rules that reuse an index
  *      freed in B, written like A;
- *   and last the defaults, timeouts and failsafe.
+ *   and last the defaults, timeouts, failsafe and the trie skips the final
+ *   rules allow.
  *
  * Within a phase, a bit set in an entry always means its rule really matches
  * that field (the entry is from the old or the new rule set, both of which
@@ -43,6 +45,7 @@ import {
   PROTOCOL_CODE,
   ruleFamily,
   secondsToNs,
+  SKIP_HOST_TRIE,
   TRIE_MAPS,
   u32Key,
   ZERO_CONFIG,
@@ -254,7 +257,7 @@ export function policyFromHost(observed: ObservedPolicy): Pick<TcPolicyInputs, "
 export interface DesiredPolicy {
   rules: readonly PolicyRule[];
   /** Everything of tcpol_cfg but the deny bits, which follow from the rules. */
-  config: Omit<PolicyConfig, "denyRules">;
+  config: Omit<PolicyConfig, "denyRules" | "skipTries">;
 }
 
 /** The desired policy of canonical inputs; the failsafe is the lifecycle's to fill in. */
@@ -320,6 +323,20 @@ export interface PolicyPlan extends RuleAssignment {
 }
 
 const denyRulesOf = (rules: readonly IndexedRule[]) => new Set(rules.filter((r) => r.rule.action === "deny").map((r) => r.index));
+
+/**
+ * The host-side tries the program may skip while `rules` are in the tries: a
+ * direction's when none of its rules names the host's side (ingress `to`,
+ * egress `from`). Written with the deny bits: a skip goes off before a rule
+ * that needs the trie enters, and comes on only in the last write, after the
+ * last such rule left.
+ */
+export function skipTriesOf(rules: readonly IndexedRule[]): number {
+  let skip = SKIP_HOST_TRIE.ingress | SKIP_HOST_TRIE.egress;
+  for (const { rule } of rules) if (rule.direction === "ingress" ? rule.to : rule.from) skip &= ~SKIP_HOST_TRIE[rule.direction];
+  return skip;
+}
+const derived = (rules: readonly IndexedRule[]) => ({ denyRules: denyRulesOf(rules), skipTries: skipTriesOf(rules) });
 const ZERO_HITS = new Uint8Array(8);
 const CONFIG_KEY = u32Key(0);
 
@@ -348,7 +365,9 @@ export function planPolicy(desired: DesiredPolicy, observed: ObservedPolicy, map
   };
 
   // A: new rules at free indexes, beside everything loaded.
-  writeConfig({ ...observed.config, denyRules: denyRulesOf([...kept, ...removed, ...fresh]) });
+  // A skip turns on only last, once the tries hold exactly the described rules.
+  const union = derived([...kept, ...removed, ...fresh]);
+  writeConfig({ ...observed.config, ...union, skipTries: union.skipTries & observed.config.skipTries });
   introduce(fresh);
   moveTriesTo([...kept, ...removed, ...fresh]);
   // B: removed rules leave.
@@ -359,11 +378,12 @@ export function planPolicy(desired: DesiredPolicy, observed: ObservedPolicy, map
   }
   // C: new rules at indexes B freed.
   if (reused.length > 0) {
-    writeConfig({ ...observed.config, denyRules: denyRulesOf([...kept, ...fresh, ...reused]) });
+    const withReused = derived([...kept, ...fresh, ...reused]);
+    writeConfig({ ...observed.config, ...withReused, skipTries: withReused.skipTries & union.skipTries & observed.config.skipTries });
     introduce(reused);
     moveTriesTo([...kept, ...fresh, ...reused]);
   }
   // Last: defaults, timeouts, failsafe.
-  writeConfig({ ...desired.config, denyRules: denyRulesOf([...kept, ...fresh, ...reused]) });
+  writeConfig({ ...desired.config, ...derived([...kept, ...fresh, ...reused]) });
   return { ...assignment, operations };
 }

@@ -7,17 +7,18 @@
  *
  * Why each write is individually safe (no moment where an entry that stays is
  * not enforced): every write takes one structure (an index block, a host bitmap,
- * the IPv6 length set, one long prefix) from its value for the old list to its
- * value for the new one, each computed from a whole list, never from the
- * difference; both values enforce every entry the two lists share (a shared
+ * the IPv6 length set, one long prefix, an IPv4 exact slot) from its value for
+ * the old list to its value for the new one, each computed from a whole list,
+ * never from the difference (a slot in the steps slotOperations explains); both values enforce every entry the two lists share (a shared
  * entry's bucket is NONE in neither, its bitmap bits and length bit are
  * set in both, its long-prefix key is never deleted). A bucket's 2 bits never
  * span a byte, so even a torn block write gives each bucket its old or its new
  * state, and a torn bitmap mixes old and new bytes, never losing a shared bit.
  * And every state falls through to a structure that holds the shared entries
- * whatever was written so far: an IPv4 LONGER bucket without its bitmap is
- * looked up in the exact hash, an IPv6 LONGER bucket tries its lengths then the
- * exact hash. The order indexOperations returns (detail first, then blocks, then
+ * whatever was written so far: an EXACT bucket reads the address's slot and,
+ * when the slot overflows, the exact hash (an IPv4 LONGER one without its bitmap
+ * likewise); an IPv6 LONGER bucket tries its lengths (each a slot, and
+ * fw_v6_long when the slot overflows), then the exact address. The order indexOperations returns (detail first, then blocks, then
  * detail no longer pointed at) makes a *new* entry take effect with the block
  * write that points at it, rather than on a fall-through.
  * The exact hash is both a record and read by the program (EXACT buckets): a
@@ -29,12 +30,29 @@ import { parsePrefix, type Prefix } from "../cidr";
 import type { MapOperation } from "../remote/mapOperations";
 import { DENY_VALUE, encodeDenyEntry } from "./codec";
 
-export const INDEX_MAPS = ["fw_v4_index", "fw_v6_index", "fw_v4_hosts", "fw_v6_long", "fw_v6_lengths"] as const;
+export const INDEX_MAPS = ["fw_v4_index", "fw_v6_index", "fw_v4_hosts", "fw_v6_long", "fw_v6_lengths", "fw_v4_slots", "fw_v6_slots"] as const;
 export type IndexMap = (typeof INDEX_MAPS)[number];
 
 export const INDEX_BLOCKS = 65536;
 export const BLOCK_BYTES = 64;
 export const BUCKET = { none: 0, deny: 1, exact: 2, longer: 3 } as const;
+
+/** fw_v4_slots: FW_V4_SLOT_BITS, FW_V4_SLOT_MULT. */
+export const V4_SLOT_BITS = 20;
+const V4_SLOT_MULT = 0x9e3779b1;
+/** The fw_v4_slots slot of an IPv4 address (a number, host order), as the program computes it. */
+export const v4Slot = (address: number) => Math.imul(address, V4_SLOT_MULT) >>> (32 - V4_SLOT_BITS);
+
+/** fw_v6_slots: FW_V6_SLOT_BITS. */
+export const V6_SLOT_BITS = 19;
+/** The fw_v6_slots slot of (length, masked address), as the program computes it. */
+export function v6Slot(bytes: Uint8Array, length: number): number {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, 16);
+  let h = 0;
+  for (let i = 0; i < 4; i++) h = Math.imul(h ^ view.getUint32(i * 4, false), V4_SLOT_MULT);
+  h = Math.imul(h ^ length, V4_SLOT_MULT);
+  return h >>> (32 - V6_SLOT_BITS);
+}
 
 /** Capacity of the detail maps (FW_V4_HOSTS_MAX_ENTRIES, FW_V6_LONG_MAX_ENTRIES). */
 export const V4_HOSTS_MAX_ENTRIES = 262_144;
@@ -54,12 +72,28 @@ export interface DenyIndex {
   v6Long: Set<string>;
   /** The 128-bit length set, as stored (bit 127 - n for length n). */
   v6Lengths: Uint8Array;
+  /** fw_v4_slots in use: slot -> the lowest exact IPv4 address of the slot, and whether others share it. */
+  v4Slots: Map<number, Slot>;
+  /** fw_v6_slots in use: slot -> the lowest IPv6 entry of length 25..128 of the slot (by its value bytes), and whether others share it. */
+  v6Slots: Map<number, Slot>;
+}
+
+/** A slot in use: `key` is the value's key bytes (fw_v4_slot: the address; fw_v6_slot: address and length). */
+export interface Slot {
+  key: Uint8Array;
+  overflow: boolean;
+}
+
+function claimSlot(slots: Map<number, Slot>, slot: number, key: Uint8Array): void {
+  const held = slots.get(slot);
+  if (!held) slots.set(slot, { key, overflow: false });
+  else slots.set(slot, { key: Buffer.compare(key, held.key) < 0 ? key : held.key, overflow: true });
 }
 
 const top24 = (bytes: Uint8Array) => (bytes[0]! << 16) | (bytes[1]! << 8) | bytes[2]!;
 
 export function buildIndex(entries: Iterable<string>): DenyIndex {
-  const index: DenyIndex = { v4: {}, v6: {}, v4Hosts: new Map(), v6Long: new Set(), v6Lengths: new Uint8Array(16) };
+  const index: DenyIndex = { v4: {}, v6: {}, v4Hosts: new Map(), v6Long: new Set(), v6Lengths: new Uint8Array(16), v4Slots: new Map(), v6Slots: new Map() };
   const covering: Prefix[] = [];
   const parsed = [...entries].map((entry) => ({ entry, prefix: parsePrefix(entry) }));
   for (const { prefix } of parsed) {
@@ -78,7 +112,10 @@ export function buildIndex(entries: Iterable<string>): DenyIndex {
     const bucket = top24(prefix.bytes);
     if (len === width) {
       if (states[bucket] === BUCKET.none) states[bucket] = BUCKET.exact;
+      if (prefix.family === 4) claimSlot(index.v4Slots, v4Slot(((bucket << 8) | prefix.bytes[3]!) >>> 0), Uint8Array.from(prefix.bytes));
+      else claimSlot(index.v6Slots, v6Slot(prefix.bytes, len), Uint8Array.of(...prefix.bytes, len));
     } else {
+      if (prefix.family === 6) claimSlot(index.v6Slots, v6Slot(prefix.bytes, len), Uint8Array.of(...prefix.bytes, len));
       states[bucket] = BUCKET.longer;
       if (prefix.family === 6) {
         index.v6Long.add(entry);
@@ -136,6 +173,43 @@ export const v4HostsKey = (bucket: number) => Uint8Array.of(bucket >>> 16, (buck
 const sameBytes = (a: Uint8Array | undefined, b: Uint8Array | undefined) => a !== undefined && b !== undefined && a.length === b.length && a.every((x, i) => x === b[i]);
 
 /**
+ * A slot value: struct fw_v4_slot (address as on the wire; valid, overflow, pad)
+ * or struct fw_v6_slot (address, length; valid, overflow, pad), by key length.
+ */
+export function encodeSlot(key: Uint8Array, valid: boolean, overflow: boolean): Uint8Array {
+  const out = new Uint8Array(key.length === 4 ? 8 : 24);
+  out.set(key);
+  out[key.length] = valid ? 1 : 0;
+  out[key.length + 1] = overflow ? 1 : 0;
+  return out;
+}
+
+/**
+ * The writes that take one fw_v4_slots/fw_v6_slots slot from `from` to `to`
+ * (undefined: not valid). Each write changes the key bytes, `valid` or
+ * `overflow`, never two of them, and the key only while the slot is not valid
+ * and overflows to the hash: then a read torn at any byte still finds every entry
+ * the two lists share (in the slot, or in the hash, whose records of shared
+ * entries stay throughout), and never finds one that neither value holds. A slot
+ * that gains or loses its last entry holds no shared one and needs less care.
+ */
+export function slotOperations(slot: number, to: Slot | undefined, from: Slot | undefined, map: string): MapOperation[] {
+  const key = u32Key(slot);
+  const write = (held: Uint8Array, valid: boolean, overflow: boolean): MapOperation => ({ op: "update", map, key, value: encodeSlot(held, valid, overflow) });
+  if (!to && !from) return [];
+  if (!to) return [write(from!.key, false, false)];
+  if (!from) return [write(to.key, false, false), write(to.key, true, to.overflow)];
+  if (sameBytes(to.key, from.key)) return to.overflow === from.overflow ? [] : [write(to.key, true, to.overflow)];
+  return [
+    ...(from.overflow ? [] : [write(from.key, true, true)]),
+    write(from.key, false, true),
+    write(to.key, false, true),
+    write(to.key, true, true),
+    ...(to.overflow ? [] : [write(to.key, true, false)]),
+  ];
+}
+
+/**
  * The writes that take the index of `from` to the index of `to`, in the safe
  * order described at the top of this file.
  */
@@ -154,6 +228,9 @@ export function indexOperations(to: DenyIndex, from: DenyIndex, mapPin: (map: st
   }
   for (const entry of from.v6Long) {
     if (!to.v6Long.has(entry)) retire.push({ op: "delete", map: mapPin("fw_v6_long"), key: encodeDenyEntry(entry).key });
+  }
+  for (const [map, a, b] of [["fw_v4_slots", to.v4Slots, from.v4Slots], ["fw_v6_slots", to.v6Slots, from.v6Slots]] as const) {
+    for (const slot of new Set([...a.keys(), ...b.keys()])) detail.push(...slotOperations(slot, a.get(slot), b.get(slot), mapPin(map)));
   }
   const union = to.v6Lengths.map((b, i) => b | from.v6Lengths[i]!);
   if (!sameBytes(union, from.v6Lengths)) detail.push({ op: "update", map: mapPin("fw_v6_lengths"), key: u32Key(0), value: union });

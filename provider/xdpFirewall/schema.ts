@@ -152,8 +152,8 @@ export interface XdpFirewallOutputs extends XdpFirewallInputs {
   counters: XdpFirewallCounters;
   /**
    * Memory of the firewall's maps as the kernel accounts it (bytes_memlock summed
-   * over its pinned maps): the two 4 MiB index arrays always, the hash maps and
-   * tries as they fill.
+   * over its pinned maps): the two 4 MiB index arrays and the slot arrays (8 MiB
+   * IPv4, 12 MiB IPv6) always, the hash maps and tries as they fill.
    */
   mapMemoryBytes: number;
   /** Each packet expectation's result on the host at the last create/update, by canonical text (provider/expect/hostRun.ts). */

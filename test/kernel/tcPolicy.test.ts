@@ -9,7 +9,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { batchText } from "../../provider/remote/mapOperations";
 import {
-  ADDR_MAX_ENTRIES, decodeFlowKey, decodeFlowValue, encodeFlowValue, FLOW_FLAG, FLOW_MAX_ENTRIES, IPPROTO, L4_MAX_ENTRIES, LAYOUTS, MAPS, MAX_RULES, PROGRAMS, STAT, sumU64, TRIE_MAPS, u32Key,
+  ADDR_MAX_ENTRIES, decodeFlowKey, decodeFlowValue, encodeConfig, encodeFlowValue, FLOW_FLAG, FLOW_MAX_ENTRIES, IPPROTO, L4_MAX_ENTRIES, LAYOUTS, MAPS, MAX_RULES, PROGRAMS, SKIP_HOST_TRIE, STAT, sumU64, TRIE_MAPS, u32Key,
   type FlowKey,
 } from "../../provider/tcPolicy/codec";
 import {
@@ -783,6 +783,70 @@ describe.skipIf(unavailable !== undefined)("tc_policy", { timeout: 60_000 }, () 
         expect(empty.rules.size).toBe(0);
         for (const map of TRIE_MAPS) expect(empty.tries.get(map)!.size, map).toBe(0);
         expect(await ingress(obj, from("11.0.0.1", udpTo(1500)))).toBe(PASS);
+      });
+    });
+
+    it("skips the host's side while no rule names it (skip_tries), and looks it up again while one does", async () => {
+      await withObject(OBJ, async (obj) => {
+        const both = SKIP_HOST_TRIE.ingress | SKIP_HOST_TRIE.egress;
+        const skipTries = async () => (await observe(obj)).config.skipTries;
+        const sent = (src: string, dst: string, seg: ReturnType<typeof tcpTo>) => ipFrame({ src, dst, payload: seg });
+        const plain: PolicyArgs = {
+          ingress: { default: "deny", rules: ["allow tcp 22 from 10.0.0.0/8", "allow tcp 8080", "allow tcp 443 from 2001:db8:9::/48"] },
+          egress: { default: "allow", rules: ["deny tcp 25", "deny tcp 465 to 2001:db8::/32"] },
+        };
+        await applyPolicy(obj, plain);
+        expect(await skipTries()).toBe(both);
+        // Two lookups decide these; the destination (ingress) and source (egress) never matter.
+        for (const dst of [HOST4, "10.0.0.99"]) {
+          expect(await ingress(obj, from("10.1.1.1", tcpTo(22), { to: dst }))).toBe(PASS);
+          expect(await ingress(obj, from("11.1.1.1", tcpTo(22), { to: dst }))).toBe(DROP);
+          expect(await ingress(obj, from("11.1.1.1", tcpTo(8080), { to: dst }))).toBe(PASS);
+          expect(await ingress(obj, from("11.1.1.1", tcpTo(8081), { to: dst }))).toBe(DROP);
+        }
+        for (const dst of [HOST6, "2001:db8:1::99"]) {
+          expect(await ingress(obj, from("2001:db8:9::9", tcpTo(443), { to: dst }))).toBe(PASS);
+          expect(await ingress(obj, from("2001:db8:a::9", tcpTo(443), { to: dst }))).toBe(DROP);
+          expect(await ingress(obj, from("2001:db8:a::9", tcpTo(8080), { to: dst }))).toBe(PASS);
+        }
+        for (const src of [HOST4, "10.0.0.99"]) {
+          expect(await egress(obj, sent(src, "192.0.2.25", tcpTo(25)))).toBe(DROP);
+          expect(await egress(obj, sent(src, "192.0.2.25", tcpTo(26)))).toBe(PASS);
+        }
+        for (const src of [HOST6, "2001:db8:1::99"]) {
+          expect(await egress(obj, sent(src, "2001:db8::25", tcpTo(465)))).toBe(DROP);
+          expect(await egress(obj, sent(src, "2001:db9::25", tcpTo(465)))).toBe(PASS);
+        }
+
+        // Rules naming the host's side: the skips go off and the third trie decides.
+        const named: PolicyArgs = {
+          ingress: { default: "deny", rules: [...plain.ingress!.rules!, "allow tcp 9000 to 10.0.0.1", "allow tcp 9000 to 2001:db8:1::1"] },
+          egress: { default: "allow", rules: [...plain.egress!.rules!, "deny tcp 26 from 10.0.0.1"] },
+        };
+        await applyPolicy(obj, named);
+        expect(await skipTries()).toBe(0);
+        expect(await ingress(obj, from("11.1.1.1", tcpTo(9000), { to: "10.0.0.1" }))).toBe(PASS);
+        expect(await ingress(obj, from("11.1.1.1", tcpTo(9000), { to: "10.0.0.2" }))).toBe(DROP);
+        expect(await ingress(obj, from("2001:db8:a::9", tcpTo(9000), { to: "2001:db8:1::1" }))).toBe(PASS);
+        expect(await ingress(obj, from("2001:db8:a::9", tcpTo(9000), { to: "2001:db8:1::2" }))).toBe(DROP);
+        expect(await egress(obj, sent("10.0.0.1", "192.0.2.26", tcpTo(26)))).toBe(DROP);
+        expect(await egress(obj, sent("10.0.0.2", "192.0.2.26", tcpTo(26)))).toBe(PASS);
+
+        // The program really reads the bit: set by hand beside a rule naming the
+        // host, the rule matches every destination; the next apply repairs it.
+        const config = (await observe(obj)).config;
+        await obj.updateMap(MAPS.config, [{ key: Buffer.from(u32Key(0)), value: Buffer.from(encodeConfig({ ...config, skipTries: both })) }]);
+        expect(await ingress(obj, from("11.1.1.1", tcpTo(9000), { to: "10.0.0.2" }))).toBe(PASS);
+        expect(await egress(obj, sent("10.0.0.2", "192.0.2.26", tcpTo(26)))).toBe(DROP);
+        await applyPolicy(obj, named);
+        expect(await skipTries()).toBe(0);
+        expect(await ingress(obj, from("11.1.1.1", tcpTo(9000), { to: "10.0.0.2" }))).toBe(DROP);
+
+        // The last such rule gone, the skips come back.
+        await applyPolicy(obj, plain);
+        expect(await skipTries()).toBe(both);
+        expect(await ingress(obj, from("11.1.1.1", tcpTo(9000), { to: "10.0.0.1" }))).toBe(DROP);
+        expect(await ingress(obj, from("10.1.1.1", tcpTo(22), { to: "10.0.0.99" }))).toBe(PASS);
       });
     });
 

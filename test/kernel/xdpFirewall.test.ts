@@ -20,6 +20,7 @@ import { sumCounters as codecSumCounters } from "../../provider/counters";
 import { canonicalPrefix, formatAddress, parsePrefix, prefixContains } from "../../provider/cidr";
 import { batchText } from "../../provider/remote/mapOperations";
 import { denyOperations, planDeny } from "../../provider/xdpFirewall/plan";
+import { V4_SLOT_BITS, V6_SLOT_BITS, v4Slot, v6Slot } from "../../provider/xdpFirewall/index";
 import { seededRandom } from "../support/seededRandom";
 
 const unavailable = kernelTestsUnavailable();
@@ -72,13 +73,13 @@ describe.skipIf(unavailable !== undefined)("xdp_firewall", { timeout: 60_000 }, 
       expect(info.jited).toBe(true);
       expect(info.bytes_xlated).toBeGreaterThan(0);
       // The LPM tries are records for the provider: the program never reads them.
-      expect(info.map_ids).toHaveLength(10);
+      expect(info.map_ids).toHaveLength(12);
     });
 
-    it("pins exactly its twelve maps (ten of its own, two of the XDP chain), with the types, sizes and flags the provider relies on", async () => {
+    it("pins exactly its fourteen maps (twelve of its own, two of the XDP chain), with the types, sizes and flags the provider relies on", async () => {
       expect(fw.mapNames()).toEqual([
         "deny_v4_exact", "deny_v4_prefix", "deny_v6_exact", "deny_v6_prefix",
-        "fw_stats", "fw_v4_hosts", "fw_v4_index", "fw_v6_index", "fw_v6_lengths", "fw_v6_long", "xdp_chain", "xdp_chain_next",
+        "fw_stats", "fw_v4_hosts", "fw_v4_index", "fw_v4_slots", "fw_v6_index", "fw_v6_lengths", "fw_v6_long", "fw_v6_slots", "xdp_chain", "xdp_chain_next",
       ]);
       const NO_PREALLOC = 1;
       const expected = {
@@ -89,6 +90,8 @@ describe.skipIf(unavailable !== undefined)("xdp_firewall", { timeout: 60_000 }, 
         fw_v4_index: { type: "array", flags: 0, bytes_key: 4, bytes_value: 64, max_entries: 65536 },
         fw_v6_index: { type: "array", flags: 0, bytes_key: 4, bytes_value: 64, max_entries: 65536 },
         fw_v4_hosts: { type: "hash", flags: NO_PREALLOC, bytes_key: 4, bytes_value: 32, max_entries: 262144 },
+        fw_v4_slots: { type: "array", flags: 0, bytes_key: 4, bytes_value: 8, max_entries: 1 << V4_SLOT_BITS },
+        fw_v6_slots: { type: "array", flags: 0, bytes_key: 4, bytes_value: 24, max_entries: 1 << V6_SLOT_BITS },
         fw_v6_long: { type: "hash", flags: NO_PREALLOC, bytes_key: 20, bytes_value: 1, max_entries: 262144 },
         fw_v6_lengths: { type: "array", flags: 0, bytes_key: 4, bytes_value: 16, max_entries: 1 },
         fw_stats: { type: "percpu_array", flags: 0, bytes_key: 4, bytes_value: 16, max_entries: 2 },
@@ -114,6 +117,8 @@ describe.skipIf(unavailable !== undefined)("xdp_firewall", { timeout: 60_000 }, 
       expect(layout("fw_counter")).toEqual({ size: 16, members: [["packets", 0], ["bytes", 8]] });
       expect(layout("fw_index_block")).toEqual({ size: 64, members: [["state", 0]] });
       expect(layout("fw_v4_hosts")).toEqual({ size: 32, members: [["bits", 0]] });
+      expect(layout("fw_v4_slot")).toEqual({ size: 8, members: [["addr", 0], ["valid", 4], ["overflow", 5], ["pad", 6]] });
+      expect(layout("fw_v6_slot")).toEqual({ size: 24, members: [["addr", 0], ["len", 16], ["valid", 17], ["overflow", 18], ["pad", 19]] });
       expect(layout("fw_v6_lengths")).toEqual({ size: 16, members: [["bits", 0]] });
     });
 
@@ -317,6 +322,63 @@ describe.skipIf(unavailable !== undefined)("xdp_firewall", { timeout: 60_000 }, 
       for (const src of [...drop, ...pass]) expect((await fw.run(from(src))).retval, src).toBe(XDP.PASS);
     });
 
+    // Addresses of 198.51.100.0/24 and beyond that share one fw_v4_slots slot, lowest first.
+    const sharing = (count: number) => {
+      const out: string[] = [];
+      const base = 0xc6336400;
+      for (let a = base; out.length < count; a++) if (v4Slot(a) === v4Slot(base)) out.push(formatAddress(Buffer.from([a >>> 24, (a >>> 16) & 255, (a >>> 8) & 255, a & 255])));
+      return out;
+    };
+
+    it("finds exact IPv4 addresses that share a slot: the slot's own, and the others in deny_v4_exact", async () => {
+      const [s0, s1, s2] = sharing(3);
+      const neighbour = "198.51.100.1"; // its /24 is an EXACT bucket; its slot is another
+      for (const list of [[s0!, s1!, s2!], [s1!, s2!], [s0!, s2!], [s2!], [s0!]]) {
+        await setDeny(fw, [...list, "198.51.100.77"].map((a) => `${a}/32`));
+        for (const src of [s0!, s1!, s2!]) expect((await fw.run(from(src))).retval, `${list.join(" ")}: ${src}`).toBe(list.includes(src) ? XDP.DROP : XDP.PASS);
+        expect((await fw.run(from(neighbour))).retval, neighbour).toBe(XDP.PASS);
+        expect((await fw.run(from("198.51.100.77"))).retval).toBe(XDP.DROP);
+      }
+      // 0.0.0.0 is an address like any other (the slot's `valid` tells a held slot from an empty one).
+      await setDeny(fw, ["0.0.0.0/32"]);
+      expect((await fw.run(from("0.0.0.0"))).retval).toBe(XDP.DROP);
+      await setDeny(fw, ["0.0.0.1/32"]);
+      expect((await fw.run(from("0.0.0.0"))).retval).toBe(XDP.PASS);
+      await setDeny(fw, []);
+    });
+
+    // IPv6 keys of one fw_v6_slots slot: exact addresses (length 128) or /64 prefixes.
+    const sharing6 = (length: number, count: number) => {
+      const out: string[] = [];
+      const bytes = Buffer.from("20010db8005500000000000000000000", "hex");
+      const word = length === 128 ? 3 : 1;
+      const want = v6Slot(bytes, length);
+      for (let i = 0; out.length < count; i++) {
+        bytes.writeUInt32BE(i, word * 4);
+        if (v6Slot(bytes, length) === want) out.push(formatAddress(bytes));
+      }
+      return out;
+    };
+
+    it("finds IPv6 addresses and /64 prefixes that share a slot: the slot's own, and the others in the hashes", async () => {
+      const exact = sharing6(128, 3);
+      const nets = sharing6(64, 3);
+      const inNet = (net: string) => offset(parsePrefix(net).bytes, 0x1234n);
+      const lists = [[0, 1, 2], [1, 2], [0, 2], [2], [0]];
+      for (const pick of lists) {
+        const list = [...pick.map((i) => `${exact[i]}/128`), ...pick.map((i) => `${nets[i]}/64`), "2001:db8:99::/48"];
+        await setDeny(fw, list);
+        for (const src of [...exact, ...nets.map(inNet)]) {
+          const want = list.some((e) => prefixContains(parsePrefix(e), parsePrefix(src))) ? XDP.DROP : XDP.PASS;
+          expect((await fw.run(from(src))).retval, `${list.join(" ")}: ${src}`).toBe(want);
+        }
+      }
+      await setDeny(fw, [...exact.map((a) => `${a}/128`), ...nets.map((n) => `${n}/64`)]);
+      for (const a of [...exact, ...nets.map(inNet)]) expect((await fw.run(from(a))).retval, a).toBe(XDP.DROP);
+      expect((await fw.run(from("2001:db8:55:0:ffff::1"))).retval, "same /64 as the exact addresses, not listed").toBe(XDP.PASS);
+      await setDeny(fw, []);
+    });
+
     it("agrees with a reference on random exact + prefix mixes, at and around every entry", async () => {
       const rand = seededRandom(12);
       const byte = () => Math.floor(rand() * 256);
@@ -346,10 +408,15 @@ describe.skipIf(unavailable !== undefined)("xdp_firewall", { timeout: 60_000 }, 
       // Each kept entry sits in a bucket whose structure the updates rebuild: the /24 turns
       // from DENY into LONGER and back, exact addresses gain and lose a covering prefix,
       // IPv6 lengths come and go around the kept one.
-      const kept = ["198.51.100.7/32", "198.51.100.128/26", "203.0.113.9/32", "2001:db8:5::/48", "2001:db8:5:1::9/128", "2001:db8:6::/56"];
-      const a = [...kept, "198.51.100.0/24", "203.0.113.0/25", "2001:db8::/32", "2001:db8:5:2::/64"];
-      const b = [...kept, "198.51.100.0/25", "203.0.113.200/30", "2001:db8:5:3::/60", "2001:db8:7::/40"];
-      const probes = ["198.51.100.7", "198.51.100.130", "198.51.100.191", "203.0.113.9", "2001:db8:5:ffff::1", "2001:db8:5:1::9", "2001:db8:6:ff::1"];
+      // And a kept exact address whose fw_v4_slots slot changes hands: a lower address
+      // takes the slot in one list, a higher one shares it in the other.
+      const [s0, s1, s2] = sharing(3);
+      const [t0, t1, t2] = sharing6(128, 3);
+      const [n0, n1, n2] = sharing6(64, 3);
+      const kept = ["198.51.100.7/32", "198.51.100.128/26", "203.0.113.9/32", `${s1}/32`, "2001:db8:5::/48", "2001:db8:5:1::9/128", "2001:db8:6::/56", `${t1}/128`, `${n1}/64`];
+      const a = [...kept, "198.51.100.0/24", "203.0.113.0/25", `${s0}/32`, "2001:db8::/32", "2001:db8:5:2::/64", `${t0}/128`, `${n0}/64`];
+      const b = [...kept, "198.51.100.0/25", "203.0.113.200/30", `${s2}/32`, "2001:db8:5:3::/60", "2001:db8:7::/40", `${t2}/128`, `${n2}/64`];
+      const probes = ["198.51.100.7", "198.51.100.130", "198.51.100.191", "203.0.113.9", s1!, "2001:db8:5:ffff::1", "2001:db8:5:1::9", "2001:db8:6:ff::1", t1!, offset(parsePrefix(n1!).bytes, 77n)];
       await setDeny(fw, a);
       const statsBefore = sumCounters(await fw.lookupPerCpu(STATS_MAP, statKey(FW_STAT_PASS)));
       const dropsBefore = sumCounters(await fw.lookupPerCpu(STATS_MAP, statKey(FW_STAT_DROP)));

@@ -5,7 +5,7 @@ import { mkdtempSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { canonicalPrefix } from "../../provider/cidr";
-import { applyMapOperations } from "../../provider/remote/mapOperations";
+import { applyMapOperations, batchText } from "../../provider/remote/mapOperations";
 import { localObject, uploadObject, type LocalObject } from "../../provider/remote/objectUpload";
 import { listPins } from "../../provider/remote/pins";
 import { loadProgram } from "../../provider/remote/programLoad";
@@ -17,6 +17,7 @@ import { checkInputs } from "../../provider/dynamicAdapter";
 import { packagedObject } from "../../provider/objects";
 import { closeAllSessions, dropSession, sessionFor } from "../../provider/remote/ssh";
 import { xdpFirewallKind as firewall } from "../../provider/xdpFirewall/lifecycle";
+import { denyOperations, planDeny } from "../../provider/xdpFirewall/plan";
 import { xdpFirewallSchema, type XdpFirewallInputs, type XdpFirewallOutputs } from "../../provider/xdpFirewall/schema";
 import { createLab, type Lab, type LabHost } from "./lab";
 import { pingReaches, udpReaches } from "./traffic";
@@ -176,7 +177,10 @@ describe("XdpFirewall on a lab host", () => {
       expect((await lab.ssh(h1, ["true"], { reject: false })).exitCode).not.toBe(0);
     } finally {
       dropSession(cutting.host, cutting.credentials);
-      await lab.inHost(h1, ["bpftool", "map", "delete", "pinned", "/sys/fs/bpf/bpfleet/xdp-firewall/fw/maps/deny_v4_exact", "key", ...lab.gateway4.split(".")]);
+      // The provider's own writes from the cutting list back to the old one (record and index: the
+      // gateway's exact slot too, which the program reads before the record), run on the host.
+      const back = denyOperations(planDeny(Object.keys(created.outs.deny), Object.keys(cutting.deny)), (m) => `/sys/fs/bpf/bpfleet/xdp-firewall/fw/maps/${m}`);
+      await lab.inHost(h1, ["bpftool", "batch", "file", "-"], { input: batchText(back) });
     }
     expect((await lab.ssh(h1, ["true"], { reject: false })).exitCode).toBe(0);
   }, 90_000);
@@ -329,9 +333,9 @@ describe("XdpFirewall upgrade from the object before the index (83e2324)", () =>
       expect(outs.programId).not.toBe(olds.programId);
       expect(String((await denied4).stdout)).toMatch(/300 packets transmitted, 0 received/);
       expect(String((await denied6).stdout)).toMatch(/300 packets transmitted, 0 received/);
-      expect(await listPins(session, layout.maps)).toEqual(expect.arrayContaining(["fw_v4_index", "fw_v6_index", "fw_v4_hosts", "fw_v6_long", "fw_v6_lengths"]));
+      expect(await listPins(session, layout.maps)).toEqual(expect.arrayContaining(["fw_v4_index", "fw_v6_index", "fw_v4_hosts", "fw_v6_long", "fw_v6_lengths", "fw_v4_slots", "fw_v6_slots"]));
       expect(await pingReaches(lab, c2, h2.address)).toBe(true);
-      expect(outs.mapMemoryBytes).toBeGreaterThan(2 * 4 * 1024 * 1024);
+      expect(outs.mapMemoryBytes).toBeGreaterThan((2 * 4 + 8 + 12) * 1024 * 1024);
 
       // Entries changed after the upgrade go through the index too.
       const next = inputs(h2, { name: "fwup", deny: [v6Prefix, "203.0.113.0/24", `${c2.address}/32`] });

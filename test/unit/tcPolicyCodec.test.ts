@@ -4,7 +4,7 @@
 // the compiled object and runs these encodings through the programs.
 import { describe, expect, it } from "vitest";
 import {
-  decodeConfig, decodeFlowKey, decodeFlowValue, decodeL4Key, decodePrefixKey, decodeRule, decodeRuleSet, EMPTY_RULE, encodeConfig,
+  SKIP_HOST_TRIE, decodeConfig, decodeFlowKey, decodeFlowValue, decodeL4Key, decodePrefixKey, decodeRule, decodeRuleSet, EMPTY_RULE, encodeConfig,
   encodeFlowKey, encodeFlowValue, encodeL4Key, encodePrefixKey, encodeRule, encodeRuleSet, FLOW_FLAG, LAYOUTS, secondsToNs,
   sumU64, type PolicyConfig,
 } from "../../provider/tcPolicy/codec";
@@ -25,6 +25,7 @@ describe("struct tcpol_config (176 bytes)", () => {
     failsafePort: 22,
     failsafePeer: "192.0.2.10",
     denyRules: new Set([0, 63, 64, 1023]),
+    skipTries: SKIP_HOST_TRIE.ingress | SKIP_HOST_TRIE.egress,
   };
 
   it("lays out timeouts (u64 LE), defaults, failsafe (port big-endian) and the deny mask", () => {
@@ -34,7 +35,7 @@ describe("struct tcpol_config (176 bytes)", () => {
     expect(h.slice(0, 16)).toBe(le64(21_600_000_000_000n)); // tcp_established_ns @0
     expect(h.slice(16, 32)).toBe(le64(120_000_000_000n)); // tcp_transitory_ns @8
     expect(h.slice(32, 48)).toBe(le64(50_000_000n)); // other_ns @16
-    expect(h.slice(48, 64)).toBe("01" + "00" + "01" + "04" + "0016" + "0000"); // ingress_default, egress_default, stateful, failsafe_family, failsafe_port (BE), pad
+    expect(h.slice(48, 64)).toBe("01" + "00" + "01" + "04" + "0016" + "03" + "00"); // ingress_default, egress_default, stateful, failsafe_family, failsafe_port (BE), skip_tries (both directions), pad
     expect(h.slice(64, 96)).toBe("c000020a" + "00".repeat(12)); // failsafe_addr @32
     const mask = h.slice(96); // deny_mask @48, 16 u64 LE words
     expect(mask.length).toBe(256);
@@ -57,7 +58,7 @@ describe("struct tcpol_config (176 bytes)", () => {
 
   it("decodes an all-zero map value as allow-everything and stateless", () => {
     expect(decodeConfig(new Uint8Array(176))).toEqual({
-      tcpEstablishedNs: 0n, tcpTransitoryNs: 0n, otherNs: 0n, ingressDefault: "allow", egressDefault: "allow", stateful: false, failsafePort: 0, denyRules: new Set(),
+      tcpEstablishedNs: 0n, tcpTransitoryNs: 0n, otherNs: 0n, ingressDefault: "allow", egressDefault: "allow", stateful: false, failsafePort: 0, denyRules: new Set(), skipTries: 0,
     });
   });
 });

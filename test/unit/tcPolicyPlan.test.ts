@@ -7,11 +7,11 @@ import { describe, expect, it } from "vitest";
 import { formatAddress, parsePrefix, prefixContains, type Prefix } from "../../provider/cidr";
 import { batchText, type MapOperation } from "../../provider/remote/mapOperations";
 import {
-  decodeConfig, decodeRule, decodeRuleSet, encodeL4Key, encodePrefixKey, IPPROTO, MAPS, MAX_RULES, secondsToNs, TRIE_MAPS, ZERO_CONFIG,
+  decodeConfig, decodeRule, decodeRuleSet, encodeL4Key, encodePrefixKey, IPPROTO, MAPS, MAX_RULES, secondsToNs, SKIP_HOST_TRIE, TRIE_MAPS, ZERO_CONFIG,
   type TrieMap,
 } from "../../provider/tcPolicy/codec";
 import {
-  assignIndexes, desiredPolicy, l4Prefixes, observePolicy, planPolicy, policyFromHost, portBlocks, trieContents, triesMatchRules,
+  assignIndexes, desiredPolicy, l4Prefixes, observePolicy, planPolicy, policyFromHost, portBlocks, skipTriesOf, trieContents, triesMatchRules,
   type DesiredPolicy, type IndexedRule, type ObservedPolicy,
 } from "../../provider/tcPolicy/plan";
 import { parseRuleText, rulesOf, tcPolicySchema, type Direction, type PolicyRule } from "../../provider/tcPolicy/schema";
@@ -36,15 +36,21 @@ interface HostMaps {
   tries: Map<TrieMap, Map<string, Set<number>>>;
   rules: Map<number, PolicyRule>;
   denyMask: Set<number>;
+  /** tcpol_config.skip_tries: tries the program does not look up. */
+  skipTries: number;
 }
 
 function emptyHost(): HostMaps {
-  return { tries: new Map(TRIE_MAPS.map((m) => [m, new Map()])), rules: new Map(), denyMask: new Set() };
+  return { tries: new Map(TRIE_MAPS.map((m) => [m, new Map()])), rules: new Map(), denyMask: new Set(), skipTries: 0 };
 }
 
 function applyOp(host: HostMaps, op: MapOperation): void {
   const index = () => new DataView(op.key.buffer, op.key.byteOffset).getUint32(0, true);
-  if (op.map === MAPS.config && op.op === "update") host.denyMask = new Set(decodeConfig(op.value).denyRules);
+  if (op.map === MAPS.config && op.op === "update") {
+    const config = decodeConfig(op.value);
+    host.denyMask = new Set(config.denyRules);
+    host.skipTries = config.skipTries;
+  }
   else if (op.map === MAPS.rules && op.op === "update") {
     const rule = decodeRule(op.value);
     if (rule) host.rules.set(index(), rule);
@@ -108,8 +114,11 @@ function kernelMatch(host: HostMaps, p: Packet): Set<number> {
   const keys = keysOf(p);
   const v = p.src.family;
   const l4 = longestMatch(host, MAPS.l4, keys.l4);
-  const src = longestMatch(host, `tcpol_src${v}`, keys.src);
-  const dst = longestMatch(host, `tcpol_dst${v}`, keys.dst);
+  // The host's side (ingress: destination; egress: source) is not looked up when skipped: every bit passes it.
+  const all = { has: () => true };
+  const skip = (host.skipTries & SKIP_HOST_TRIE[p.direction]) !== 0;
+  const src = skip && p.direction === "egress" ? all : longestMatch(host, `tcpol_src${v}`, keys.src);
+  const dst = skip && p.direction === "ingress" ? all : longestMatch(host, `tcpol_dst${v}`, keys.dst);
   return new Set([...l4].filter((r) => src.has(r) && dst.has(r)));
 }
 
@@ -162,6 +171,7 @@ function hostWith(rules: readonly IndexedRule[]): HostMaps {
     host.rules.set(index, rule);
     if (rule.action === "deny") host.denyMask.add(index);
   }
+  host.skipTries = skipTriesOf(rules);
   return host;
 }
 
@@ -169,7 +179,7 @@ function observedOf(host: HostMaps): ObservedPolicy {
   const tries = new Map(
     TRIE_MAPS.map((m) => [m, new Map([...host.tries.get(m)!].map(([k, rules]) => [k, { key: Uint8Array.from(Buffer.from(k, "hex")), rules }]))]),
   );
-  return { rules: new Map(host.rules), tries, config: { ...ZERO_CONFIG, denyRules: new Set(host.denyMask) } };
+  return { rules: new Map(host.rules), tries, config: { ...ZERO_CONFIG, denyRules: new Set(host.denyMask), skipTries: host.skipTries } };
 }
 
 // ---------------------------------------------------------------- random policies and packets
@@ -400,6 +410,7 @@ describe("planPolicy", () => {
     const final = hostWith([...after].map(([index, rule]) => ({ index, rule })));
     expect(host.tries).toEqual(final.tries);
     expect(host.rules).toEqual(final.rules);
+    expect(host.skipTries).toBe(final.skipTries);
     for (const p of packets) expect(kernelVerdict(host, p)).toBe(directVerdict(newRules, p));
     return plan;
   };
@@ -410,6 +421,22 @@ describe("planPolicy", () => {
     const newRules = [...oldRules.filter(() => rand() < 0.6), ...randomRules(rand, 10)];
     const unique = [...new Map(newRules.map((r) => [JSON.stringify(r), r])).values()];
     sound(unique, hostWith(indexed(oldRules)), `seed ${seed}`);
+  });
+
+  it.each([
+    ["a rule naming the host's address arrives: the ingress destination skip is off before its bits", ["allow tcp 22", "deny udp 53 from 10.0.0.0/8"], ["allow tcp 22", "deny udp 53 from 10.0.0.0/8", "deny tcp 22 to 192.0.2.1/32", "allow tcp 80 to 192.0.2.0/24"]],
+    ["the last rule naming a destination leaves: the skip comes on after its bits left", ["allow tcp 22 to 192.0.2.1/32", "deny tcp 22 from 10.0.0.0/8"], ["allow tcp 22", "deny tcp 22 from 10.0.0.0/8"]],
+    ["the first source arrives and the last destination leaves in one update", ["allow tcp 22 to 192.0.2.0/24", "allow any"], ["allow tcp 22 from 10.0.0.0/8", "deny tcp 23"]],
+  ])("trie skips: %s", (label, oldTexts, newTexts) => {
+    const packets = PACKETS.filter((p) => p.direction === "ingress");
+    const oldRules = oldTexts.map((t) => parseRuleText("ingress", t));
+    const newRules = newTexts.map((t) => parseRuleText("ingress", t));
+    // Packets to and from the rules' own prefixes, so that a wrong skip shows.
+    const extra = ["10.1.2.3", "192.0.2.1", "192.0.2.77", "198.51.100.1"].flatMap((src) =>
+      ["192.0.2.1", "192.0.2.77", "203.0.113.9"].flatMap((dst) => [22, 23, 53, 80].flatMap((dport) =>
+        [IPPROTO.TCP, IPPROTO.UDP].map((protocol): Packet => ({ direction: "ingress", protocol, dport, src: parsePrefix(`${src}/32`), dst: parsePrefix(`${dst}/32`) })))));
+    sound(newRules, hostWith(indexed(oldRules)), label, [...packets, ...extra]);
+    expect(skipTriesOf(indexed(newRules)) & SKIP_HOST_TRIE.ingress).toBe(newRules.some((r) => r.to) ? 0 : SKIP_HOST_TRIE.ingress);
   });
 
   it("stays sound when new rules must reuse freed indexes (all 1024 in use)", () => {

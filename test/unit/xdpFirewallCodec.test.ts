@@ -2,11 +2,14 @@ import { describe, expect, it } from "vitest";
 import { batchText } from "../../provider/remote/mapOperations";
 import { decodeDenyEntry, DENY_MAPS, encodeDenyEntry } from "../../provider/xdpFirewall/codec";
 import { denyOperations, planDeny } from "../../provider/xdpFirewall/plan";
-import { BUCKET, buildIndex, indexOperations, packBlock } from "../../provider/xdpFirewall/index";
+import { BUCKET, buildIndex, indexOperations, packBlock, v4Slot, v6Slot } from "../../provider/xdpFirewall/index";
+import { seededRandom } from "../support/seededRandom";
 import { formatAddress, parsePrefix, prefixContains } from "../../provider/cidr";
 import type { MapOperation } from "../../provider/remote/mapOperations";
 
 const hex = (b: Uint8Array) => Buffer.from(b).toString("hex");
+const u32le = (n: number) => { const b = Buffer.alloc(4); b.writeUInt32LE(n); return b; };
+const u32be = (n: number) => { const b = Buffer.alloc(4); b.writeUInt32BE(n); return b; };
 
 describe("deny entry codec", () => {
   it("puts exact addresses in the hash maps, keyed by wire bytes", () => {
@@ -50,7 +53,15 @@ describe("planning", () => {
       `map update pinned ${pin("deny_v4_exact")} key hex 0a 00 00 01 value hex 01`,
       `map delete pinned ${pin("deny_v4_prefix")} key hex 08 00 00 00 0a 00 00 00`,
     ]);
-    expect(lines.slice(0, -2).every((l) => l.startsWith(`map update pinned ${pin("fw_v4_index")} `))).toBe(true);
+    // The new address's fw_v4_slots slot: its address while not valid, then valid (no other address shares it).
+    const slot = Buffer.alloc(4);
+    slot.writeUInt32LE(v4Slot(0x0a000001));
+    const slotKey = [...slot].map((b) => b.toString(16).padStart(2, "0")).join(" ");
+    expect(lines.slice(0, 2)).toEqual([
+      `map update pinned ${pin("fw_v4_slots")} key hex ${slotKey} value hex 0a 00 00 01 00 00 00 00`,
+      `map update pinned ${pin("fw_v4_slots")} key hex ${slotKey} value hex 0a 00 00 01 01 00 00 00`,
+    ]);
+    expect(lines.slice(2, -2).every((l) => l.startsWith(`map update pinned ${pin("fw_v4_index")} `))).toBe(true);
     // 10.0.0.0/8 covered 256 blocks (/16s); the /32 leaves one bucket in the EXACT state.
     const blocks = ops.filter((o) => o.map === pin("fw_v4_index"));
     expect(blocks).toHaveLength(256);
@@ -142,20 +153,59 @@ describe("index", () => {
           const bits = maps.get("fw_v4_hosts")?.get(hex(Uint8Array.of(address[0]!, address[1]!, address[2]!, 0)));
           if (bits) return ((bits[address[3]! >> 3]! >> (address[3]! & 7)) & 1) === 1;
         }
+        const slot = maps.get("fw_v4_slots")?.get(hex(u32le(v4Slot(Buffer.from(address).readUInt32BE(0))))) ?? new Uint8Array(8);
+        if (slot[4] === 1 && hex(slot.subarray(0, 4)) === hex(address)) return true;
+        if (slot[5] !== 1) return false;
         return maps.get("deny_v4_exact")?.has(hex(address)) ?? false;
       }
       const s = state(maps, "fw_v6_index", top);
       if (s === 0 || s === 1) return s === 1;
+      // v6_slot: "hit", "miss", or "ask" the hash.
+      const v6SlotAnswer = (masked: Uint8Array, len: number) => {
+        const slot = maps.get("fw_v6_slots")?.get(hex(u32le(v6Slot(masked, len)))) ?? new Uint8Array(24);
+        if (slot[17] === 1 && slot[16] === len && hex(slot.subarray(0, 16)) === hex(masked)) return "hit";
+        return slot[18] === 1 ? "ask" : "miss";
+      };
       if (s === 3) {
         const lengths = maps.get("fw_v6_lengths")?.get("00000000") ?? new Uint8Array(16);
         for (let len = 127; len >= 25; len--) {
           const k = 127 - len;
           if (!((lengths[k >> 3]! >> (k & 7)) & 1)) continue;
           const masked = Uint8Array.from(address, (byte, i) => (i * 8 + 8 <= len ? byte : i * 8 >= len ? 0 : byte & (0xff << (8 - (len - i * 8)))));
-          if (maps.get("fw_v6_long")?.has(hex(encodeDenyEntry(`${formatAddress(masked)}/${len}`).key))) return true;
+          const answer = v6SlotAnswer(masked, len);
+          if (answer === "hit") return true;
+          if (answer === "ask" && maps.get("fw_v6_long")?.has(hex(encodeDenyEntry(`${formatAddress(masked)}/${len}`).key))) return true;
         }
       }
+      const answer = v6SlotAnswer(address, 128);
+      if (answer !== "ask") return answer === "hit";
       return maps.get("deny_v6_exact")?.has(hex(address)) ?? false;
+    };
+    /**
+     * `op` as a reader may see it half written: every mix of old and new bytes
+     * of an fw_v4_slots value (the kernel copies a value with memcpy), then the
+     * whole write. Other maps change atomically (hash elements are replaced
+     * whole) or byte by byte (an index block: each bucket's 2 bits are in one byte).
+     */
+    const tearing = seededRandom(7);
+    const torn = (maps: Maps, op: MapOperation, check: (when: string) => void) => {
+      if (op.op === "update" && (op.map === "fw_v4_slots" || op.map === "fw_v6_slots")) {
+        const old = maps.get(op.map)?.get(hex(op.key)) ?? new Uint8Array(op.value.length);
+        // fw_v4_slot: every mix of its 8 bytes; fw_v6_slot (2^24 mixes): each byte alone, all but each byte, and 100 random mixes.
+        const n = op.value.length;
+        const masks: boolean[][] = n === 8
+          ? Array.from({ length: 254 }, (_, m) => Array.from({ length: 8 }, (_, i) => (((m + 1) >> i) & 1) === 1))
+          : [
+              ...Array.from({ length: n }, (_, j) => Array.from({ length: n }, (_, i) => i === j)),
+              ...Array.from({ length: n }, (_, j) => Array.from({ length: n }, (_, i) => i !== j)),
+              ...Array.from({ length: 100 }, () => Array.from({ length: n }, () => tearing() < 0.5)),
+            ];
+        for (const mask of masks) {
+          apply(maps, { ...op, value: Uint8Array.from(op.value, (b, i) => (mask[i] ? b : old[i]!)) });
+          check(`torn (new bytes ${mask.map((x, i) => (x ? i : "")).filter(String).join(",")})`);
+        }
+      }
+      apply(maps, op);
     };
     // Addresses that an entry covers: its first and last, and one inside.
     const probes = (entry: string) => {
@@ -168,12 +218,41 @@ describe("index", () => {
       return [p.bytes, last, middle];
     };
 
+    // Three IPv4 addresses in one fw_v4_slots slot.
+    const S: string[] = [];
+    const base = 0xc6336400; // 198.51.100.0
+    for (let a = base + 1; S.length < 3; a++) if (v4Slot(a) === v4Slot(base)) S.push(`${formatAddress(u32be(a))}/32`);
+    S.unshift(`${formatAddress(u32be(base))}/32`);
+    S.length = 3;
+
+    // Three IPv6 addresses, and three /64 prefixes, in one fw_v6_slots slot each.
+    const sharing6 = (length: number, word: number) => {
+      const out: string[] = [];
+      const bytes = Buffer.from("20010db8000000000000000000000000", "hex");
+      const want = v6Slot(bytes, length);
+      for (let i = 0; out.length < 3; i++) {
+        bytes.writeUInt32BE(i, word * 4);
+        if (v6Slot(bytes, length) === want) out.push(`${formatAddress(bytes)}/${length}`);
+      }
+      return out;
+    };
+    const T = sharing6(128, 3);
+    const P = sharing6(64, 1);
+
     const lists: [string, string[], string[]][] = [
       ["/24 replaced by its halves", ["198.51.100.0/24", "198.51.100.7/32"], ["198.51.100.0/25", "198.51.100.128/25", "198.51.100.7/32"]],
       ["exact addresses under a prefix that goes", ["10.0.0.0/8", "10.1.2.3/32", "10.1.2.0/30"], ["10.1.2.3/32", "10.1.2.0/30", "10.9.0.0/16"]],
       ["an exact /24 grows a long prefix", ["192.0.2.1/32", "192.0.2.200/32"], ["192.0.2.1/32", "192.0.2.128/26"]],
       ["IPv6 lengths come and go", ["2001:db8::/48", "2001:db8:0:1::/64", "2001:db8::1/128", "2001:db8::/24"], ["2001:db8::/48", "2001:db8::1/128", "2001:db8:0:2::/56", "2001:db9::/32"]],
       ["everything to nothing and back", ["0.0.0.0/0", "::/0"], ["0.0.0.0/0", "::/0", "10.0.0.1/32"]],
+      // fw_v4_slots: s1 < s2 < s3 share one slot; s1 holds it, s2 and s3 overflow.
+      ["a slot's lowest address goes and the next takes the slot", [S[0]!, S[1]!, S[2]!, "10.0.0.1/32"], [S[1]!, S[2]!, "10.0.0.1/32"]],
+      ["a lower address joins a slot held alone", [S[1]!], [S[0]!, S[1]!]],
+      ["a slot changes hands between two addresses", [S[0]!, S[2]!], [S[1]!, S[2]!]],
+      ["a slot's overflow goes", [S[0]!, S[1]!], [S[0]!]],
+      // fw_v6_slots: T* exact addresses of one slot, P* /64 prefixes of one slot.
+      ["an IPv6 slot changes hands, an exact address and a /64 prefix", [T[0]!, T[2]!, P[1]!, "2001:db8:77::/48"], [T[1]!, T[2]!, P[0]!, P[1]!, "2001:db8:77::/48"]],
+      ["an IPv6 slot's lowest key goes", [T[0]!, T[1]!, T[2]!, P[0]!, P[1]!, P[2]!], [T[1]!, T[2]!, P[1]!, P[2]!]],
     ];
     // bpftool batch stops at the first failed line; the next run plans from the records.
     it.each(lists)("%s: a batch cut short at any line is completed by the next run with the same list", (_name, before, after) => {
@@ -215,7 +294,7 @@ describe("index", () => {
         check("before");
         const ops = denyOperations(planDeny(to, from), (m) => m);
         ops.forEach((op, i) => {
-          apply(maps, op);
+          torn(maps, op, (how) => check(`during write ${i + 1} of ${ops.length} (${op.op} ${op.map}), ${how}`));
           check(`after write ${i + 1} of ${ops.length} (${op.op} ${op.map})`);
         });
         // At the end, exactly the new list: each of its entries denied, each removed one passes

@@ -1,5 +1,6 @@
 export type { HostArgs, SshEndpointArgs } from "./host";
 export { XdpFirewall, type XdpFirewallArgs } from "./xdpFirewall";
+export { DenyList, type DenyListArgs, type DenyListRef } from "./denyList";
 export {
   TrafficMirror,
   type TrafficMirrorArgs,

@@ -19,7 +19,7 @@ import { surveyXdp, XdpProgramChange } from "../remote/xdpChange";
 import { STATS_MAP } from "./codec";
 import { refuseManagementDeny, revertScript } from "./guard";
 import { missingIndex, observe, observeEntries, observeProgram, type Observed } from "./hostState";
-import { denyOperations, indexFromScratch, invertPlan, planDeny } from "./plan";
+import { denyOperations, driftOf, indexFromScratch, invertPlan, planDeny } from "./plan";
 import { checkXdpFirewall, xdpFirewallSchema, type XdpFirewallInputs, type XdpFirewallOutputs } from "./schema";
 import { writeEntries } from "./writeEntries";
 import { readApplied, removeApplied, writeApplied } from "../remote/appliedSets";
@@ -35,6 +35,11 @@ function placementOf(inputs: XdpFirewallInputs): XdpPlacement {
 }
 
 function outputsOf(inputs: XdpFirewallInputs, observed: Observed, objectSha256: string): XdpFirewallOutputs {
+  // An absent drift is no key at all: the engine's struct encoding refuses undefined values.
+  if (inputs.denyDrift === undefined) {
+    const { denyDrift: _none, ...rest } = inputs;
+    inputs = rest;
+  }
   return {
     ...inputs,
     // With a DenyList the entries are held once, in the list's state (issue 10): this
@@ -165,7 +170,8 @@ async function converge(declared: XdpFirewallInputs, olds?: XdpFirewallOutputs):
   // exactly the desired entries: only the program side is read back.
   const observed = await observeProgram(session, layout, placement);
   if (!observed) throw new Error(`${session.label}: the firewall's pins vanished right after it was applied`);
-  return outputsOf({ ...declared, denyDrift: undefined }, { ...observed, deny: inputs.deny }, object.sha256);
+  const { denyDrift: _repaired, ...converged } = declared;
+  return outputsOf(converged, { ...observed, deny: inputs.deny }, object.sha256);
 }
 
 /**
@@ -180,14 +186,9 @@ async function converge(declared: XdpFirewallInputs, olds?: XdpFirewallOutputs):
 async function listDrift(session: SshSession, olds: XdpFirewallOutputs, inMaps: string[]): Promise<Pick<XdpFirewallOutputs, "denyList" | "denyDrift">> {
   const applied = await readApplied(session, KIND, olds.name);
   const baseline = applied ?? inMaps;
-  const held = new Set(baseline);
-  const present = new Set(inMaps);
-  const drift: Record<string, "stray" | "missing"> = {};
-  for (const entry of inMaps) if (!held.has(entry)) drift[entry] = "stray";
-  for (const entry of baseline) if (!present.has(entry)) drift[entry] = "missing";
   const digest = contentDigest(baseline);
   const denyList = digest === olds.denyList!.digest ? olds.denyList : { ...olds.denyList!, digest, count: baseline.length };
-  return { denyList, denyDrift: Object.keys(drift).length > 0 ? Object.fromEntries(Object.entries(drift).sort(([a], [b]) => (a < b ? -1 : 1))) : undefined };
+  return { denyList, denyDrift: driftOf(baseline, inMaps) };
 }
 
 export const xdpFirewallKind = defineKind<XdpFirewallInputs, XdpFirewallOutputs>({

@@ -75,3 +75,14 @@ describe("XdpFirewall with a DenyList", () => {
     expect(checkXdpFirewall({ ...base, denyList: { ...denyList, digest: "invalid" } }).failures?.[0]?.reason).toMatch(/denyList\.digest: must be the list's sha256 digest/);
   });
 });
+
+describe("drift against the host's applied list", () => {
+  it("names stray and missing entries only, in canonical order; nothing when the maps agree", async () => {
+    const { driftOf } = await import("../../provider/xdpFirewall/plan");
+    const applied = ["203.0.113.0/24", "10.0.0.0/8", "2001:db8::/32"];
+    expect(driftOf(applied, [...applied].reverse())).toBeUndefined();
+    const drift = driftOf(applied, ["10.0.0.0/8", "2001:db8::/32", "192.0.2.77/32"]);
+    expect(drift).toEqual({ "192.0.2.77/32": "stray", "203.0.113.0/24": "missing" });
+    expect(Object.keys(drift!)).toEqual(["192.0.2.77/32", "203.0.113.0/24"]);
+  });
+});

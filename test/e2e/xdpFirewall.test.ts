@@ -89,7 +89,15 @@ describe("quickstart through the real Pulumi CLI", () => {
     const changes = entryChanges(preview.stdout);
     // The entries once, under the shared list (issue 10); each host's firewall updates to its new digest.
     expect(changes.get("edge-deny")?.sort(), preview.stdout).toEqual([`+ 198.51.100.0/24`, `- ${c1.address6}/128`].sort());
-    const updated = [...preview.stdout.matchAll(/XdpFirewall: \(update\)\s*\n\s*\[urn=.*::(edge-fw-[\w-]+)\]/g)].map((m) => m[1]).sort();
+    const updated: string[] = [];
+    let inUpdate = false;
+    for (const line of preview.stdout.split("\n")) {
+      const block = line.match(/:(\w+): \((\w[\w-]*)\)/);
+      if (block) inUpdate = block[1] === "XdpFirewall" && block[2] === "update";
+      const name = line.match(/urn=.*::(edge-fw-[\w-]+)\]/)?.[1];
+      if (inUpdate && name) updated.push(name);
+    }
+    updated.sort();
     expect(updated, preview.stdout).toEqual(lab.hosts.map((host) => `edge-fw-${host.name}`).sort());
     for (const host of lab.hosts) expect(changes.has(`edge-fw-${host.name}`)).toBe(false);
     expect(preview.stdout).toMatch(/3 to update/);

@@ -10,9 +10,13 @@ import { exitWhenCliGone } from "../cliWatch";
 import { contentDigest } from "../sharedContent";
 import { checkDenyList, type DenyListInputs, type DenyListOutputs } from "./schema";
 
-function outputsOf(inputs: DenyListInputs): DenyListOutputs {
+// The entries are in the outputs too (the list's state holds them twice, still once per
+// fleet): refresh has only the outputs to answer with, and must hand the engine the
+// inputs back whole (with no inputs in a read result, a refresh left the list's inputs
+// at an earlier version in the lab, and the next preview showed that diff again).
+function outputsOf(inputs: DenyListInputs): DenyListOutputs & DenyListInputs {
   const keys = Object.keys(inputs.entries);
-  return { digest: contentDigest(keys), count: keys.length };
+  return { entries: inputs.entries, digest: contentDigest(keys), count: keys.length };
 }
 
 exitWhenCliGone();
@@ -27,7 +31,8 @@ export const provider = {
   }),
   create: async (inputs: DenyListInputs): Promise<pulumi.dynamic.CreateResult> => ({ id: `deny-list/${outputsOf(inputs).digest.slice(0, 16)}`, outs: outputsOf(inputs) }),
   update: async (_id: string, _olds: DenyListOutputs, news: DenyListInputs): Promise<pulumi.dynamic.UpdateResult> => ({ outs: outputsOf(news) }),
-  // Nothing on a host to read: the state is the list.
-  read: async (id: string, props: DenyListOutputs): Promise<pulumi.dynamic.ReadResult> => ({ id, props }),
+  // Nothing on a host to read: the state is the list, and its inputs are given back whole.
+  read: async (id: string, props: DenyListOutputs & Partial<DenyListInputs>): Promise<pulumi.dynamic.ReadResult> =>
+    props.entries ? { id, props, inputs: { entries: props.entries } } : { id, props },
   delete: async (): Promise<void> => {},
 };

@@ -145,7 +145,8 @@ describe(`a deny list held once on ${HOSTS} hosts × ${ENTRIES} entries, through
     const updated = [...updatedBlocks(out, "XdpFirewall")].sort();
     expect(updated).toEqual(lab.hosts.map((h) => `edge-fw-${h.name}`).sort());
     expect(out).toMatch(new RegExp(`${HOSTS + 1} to update`));
-    expect(out.length).toBeLessThan(200_000);
+    // Whatever the engine prints of the list, it prints it once, not per host.
+    expect((out.match(/"100\.64\.0\.1\/32"/g) ?? []).length).toBeLessThanOrEqual(1);
     await timed("one entry added, one removed", () => project.ok(["up", "--yes", "--skip-preview"]));
     for (const host of lab.hosts) {
       expect(await hasExact(host, "192.0.2.9"), host.name).toBe(true);

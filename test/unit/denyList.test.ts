@@ -49,7 +49,8 @@ describe("DenyList check and diff", () => {
   it("diff compares the digest in the old outputs with the new entries' digest", async () => {
     const entries = { "192.0.2.9/32": "deny" as const };
     const outs = (await denyListProvider.create({ entries })).outs;
-    expect(outs).toEqual({ digest: contentDigest(["192.0.2.9/32"]), count: 1 });
+    expect(outs).toEqual({ entries, digest: contentDigest(["192.0.2.9/32"]), count: 1 });
+    expect(await denyListProvider.read("id", outs)).toEqual({ id: "id", props: outs, inputs: { entries } });
     expect((await denyListProvider.diff("id", outs, { entries })).changes).toBe(false);
     expect((await denyListProvider.diff("id", outs, { entries: { ...entries, "192.0.2.10/32": "deny" } })).changes).toBe(true);
   });

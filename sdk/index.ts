@@ -1,6 +1,7 @@
 export type { HostArgs, SshEndpointArgs } from "./host";
 export type { ExpectationArgs, ExpectationResult } from "./expect";
 export { XdpFirewall, type XdpFirewallArgs } from "./xdpFirewall";
+export { DenyList, type DenyListArgs, type DenyListRef } from "./denyList";
 export {
   TrafficMirror,
   type TrafficMirrorArgs,

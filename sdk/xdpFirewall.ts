@@ -6,12 +6,20 @@ import { splitHost, type HostInput } from "./host";
 import type { SdkInputs } from "./inputs";
 import type { ExpectationObject } from "../provider/expect/grammar";
 import type { ExpectationResult } from "./expect";
+import { DenyList, type DenyListRef } from "./denyList";
 
 /**
  * Inputs of XdpFirewall: the schema's (provider/xdpFirewall/schema.ts, where each is
  * documented), with `host` carrying its credentials and `deny` given as a list.
  */
-export type XdpFirewallArgs = SdkInputs<Omit<z.input<typeof xdpFirewallSchema>, "credentials" | "name">, { host: HostInput; deny: string[]; expect: (string | ExpectationObject)[] }> & {
+export type XdpFirewallArgs = SdkInputs<Omit<z.input<typeof xdpFirewallSchema>, "credentials" | "name" | "denyList" | "denyDrift">, { host: HostInput; deny: string[]; expect: (string | ExpectationObject)[] }> & {
+  /**
+   * A DenyList to apply instead of `deny`, for a list many firewalls share: its entries
+   * are held once in the stack's state (a preview shows a changed entry once, under the
+   * list), and this firewall's state carries the list's name, digest and count. Then
+   * `deny` must be left out.
+   */
+  denyList?: DenyList;
   /** Pin directory name under /sys/fs/bpf/bpfleet/xdp-firewall/ (letters, digits, `_`, `-`: bpffs refuses `.`). Default: the resource name. */
   pinName?: pulumi.Input<string>;
 };
@@ -22,6 +30,8 @@ const provider = kindProvider("xdpFirewall");
 export class XdpFirewall extends pulumi.dynamic.Resource {
   /** The deny entries really present in the host's maps (canonical CIDR → "deny"). */
   declare public readonly deny: pulumi.Output<Record<string, "deny">>;
+  /** Set by refresh: entries the host's maps hold beyond its applied list ("stray") or lack ("missing"). */
+  declare public readonly denyDrift: pulumi.Output<Record<string, "stray" | "missing"> | undefined>;
   declare public readonly interface: pulumi.Output<string>;
   /** The pin directory name under /sys/fs/bpf/bpfleet/xdp-firewall/. */
   declare public readonly name: pulumi.Output<string>;
@@ -40,9 +50,14 @@ export class XdpFirewall extends pulumi.dynamic.Resource {
   declare public readonly expect: pulumi.Output<Record<string, string>>;
   /** Each expectation's last result on the host, by canonical text: what it wanted, what it got, whether it was met. */
   declare public readonly expectResults: pulumi.Output<Record<string, ExpectationResult>>;
+  /** The list this firewall applied, as of the last create/update/refresh: its name, digest and count. */
+  declare public readonly denyList: pulumi.Output<DenyListRef | undefined>;
+  /** The DenyList resource this firewall applies (its `denyList` input). */
+  public readonly sharedDenyList: DenyList | undefined;
 
   constructor(name: string, args: XdpFirewallArgs, opts?: pulumi.CustomResourceOptions) {
     const { host, credentials } = splitHost(args.host);
+    const list = args.denyList;
     super(
       provider,
       name,
@@ -51,7 +66,8 @@ export class XdpFirewall extends pulumi.dynamic.Resource {
         credentials,
         interface: args.interface,
         name: args.pinName ?? name,
-        deny: args.deny ?? [],
+        deny: list ? [] : (args.deny ?? []),
+        denyList: list?.ref,
         mode: args.mode,
         attached: args.attached,
         chainPriority: args.chainPriority,
@@ -66,10 +82,16 @@ export class XdpFirewall extends pulumi.dynamic.Resource {
         attachMode: undefined,
         counters: undefined,
         expectResults: undefined,
+        denyDrift: undefined,
       },
       { ...opts, additionalSecretOutputs: [...(opts?.additionalSecretOutputs ?? []), "credentials"] },
       "bpfleet",
       "XdpFirewall",
     );
+    this.sharedDenyList = list;
+    // The list's entries, computed in the program (the firewall's state no longer holds
+    // them), resolved only once this firewall's own step succeeded: a failed update
+    // leaves a stack output built from it as it was, as before.
+    if (list) this.deny = pulumi.all([list.entries, this.denyList]).apply(([entries]) => entries);
   }
 }

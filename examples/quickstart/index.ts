@@ -44,15 +44,25 @@ const deny = (denyFile ? fs.readFileSync(denyFile, "utf8").split("\n").filter(Bo
   "2001:db8::/32",
 ];
 
+// The list is held once in the stack's state, whatever the number of hosts: each
+// firewall's state carries only its digest and count, and a preview shows a changed
+// entry once, under this resource, then the firewalls that will apply it.
+const denyList = new bpfleet.DenyList("edge-deny", { entries: deny });
+
 const firewalls = hosts.map(
   (host, i) =>
     new bpfleet.XdpFirewall(`edge-fw-${host.name ?? i}`, {
       host: { address: host.address, port: host.port, user: host.user ?? "root", hostKey: host.hostKey, privateKey },
       interface: host.interface ?? "eth0",
-      deny,
+      denyList,
     }),
 );
 
 export const programs = firewalls.map((fw) => fw.programId);
-export const denied = firewalls.map((fw) => fw.deny.apply((entries) => Object.keys(entries)));
+// Summaries, not the entries: a stack output is re-diffed and printed on every change,
+// and a 100k-entry list printed per host cost minutes (issue 10). Per host: how many
+// entries of which version it applied, and the drift refresh found there.
+export const denied = firewalls.map((fw) =>
+  pulumi.all([fw.denyList, fw.denyDrift]).apply(([list, drift]) => ({ entries: list?.count ?? 0, digest: list?.digest.slice(0, 12) ?? "", drift: Object.keys(drift ?? {}).length })),
+);
 export const dropped = firewalls.map((fw) => fw.counters.apply((c) => c.dropPackets));

@@ -20,9 +20,13 @@ import { surveyXdp, XdpProgramChange } from "../remote/xdpChange";
 import { STATS_MAP } from "./codec";
 import { refuseManagementDeny, revertScript } from "./guard";
 import { missingIndex, observe, observeEntries, observeProgram, type Observed } from "./hostState";
-import { denyOperations, indexFromScratch, invertPlan, planDeny } from "./plan";
+import { denyOperations, driftOf, indexFromScratch, invertPlan, planDeny } from "./plan";
 import { checkXdpFirewall, xdpFirewallSchema, type XdpFirewallInputs, type XdpFirewallOutputs } from "./schema";
 import { writeEntries } from "./writeEntries";
+import { readApplied, removeApplied, writeApplied } from "../remote/appliedSets";
+import { HostPreconditionError } from "../remote/preflight";
+import { contentDigest, registeredContent } from "../sharedContent";
+import { sortedRecord } from "../validation";
 
 const KIND = "xdp-firewall";
 const OBJECT = "xdp_firewall";
@@ -32,9 +36,16 @@ function placementOf(inputs: XdpFirewallInputs): XdpPlacement {
 }
 
 function outputsOf(inputs: XdpFirewallInputs, observed: Observed, objectSha256: string, expectResults?: XdpFirewallOutputs["expectResults"]): XdpFirewallOutputs {
+  // An absent drift is no key at all: the engine's struct encoding refuses undefined values.
+  if (inputs.denyDrift === undefined) {
+    const { denyDrift: _none, ...rest } = inputs;
+    inputs = rest;
+  }
   return {
     ...inputs,
-    deny: observed.deny,
+    // With a DenyList the entries are held once, in the list's state (issue 10): this
+    // firewall's state carries the list's digest and count, and drift, not the entries.
+    deny: inputs.denyList ? {} : observed.deny,
     attached: observed.attachment !== undefined,
     objectSha256,
     programId: observed.programId,
@@ -59,11 +70,50 @@ async function bootRestore(session: SshSession, layout: PinLayout, object: Local
 }
 
 /**
+ * The entries the firewall must hold: its own `deny`, or its DenyList's, found by
+ * digest among the versions this deployment's lists registered (sharedContent.ts) or,
+ * failing that (`pulumi up --target` of the firewall alone), in the copy the host
+ * records as applied when that copy is the wanted version. `applied` is that copy when
+ * it was read.
+ */
+async function desiredEntries(session: SshSession, inputs: XdpFirewallInputs): Promise<{ entries: readonly string[]; applied?: string[] }> {
+  const list = inputs.denyList;
+  if (!list) return { entries: Object.keys(inputs.deny) };
+  const registered = registeredContent(list.digest);
+  if (registered) return { entries: registered };
+  const applied = await readApplied(session, KIND, inputs.name);
+  if (applied && contentDigest(applied) === list.digest) return { entries: applied, applied };
+  const holds = applied ? `holds version ${contentDigest(applied).slice(0, 12)} (${applied.length} entries)` : "records no applied list";
+  throw new HostPreconditionError(
+    `${session.label}: firewall ${inputs.name} must apply version ${list.digest.slice(0, 12)} of DenyList '${list.name}' (${list.count} entries), which is not part of this deployment, and the host ${holds}. ` +
+      `With \`pulumi up --target\`, target the DenyList resource '${list.name}' too. Nothing was changed.`,
+  );
+}
+
+/**
+ * What the host's maps hold before the change. An update of a firewall that applied a
+ * DenyList plans from the list the host recorded as applied (one small read, no map
+ * dump); a create (perhaps adopting pins), a firewall that refresh found drifted, or a
+ * host without that record (an upgrade from inline entries, a cut run) dumps the maps.
+ */
+async function entriesBefore(session: SshSession, layout: PinLayout, inputs: XdpFirewallInputs, olds: XdpFirewallOutputs | undefined, applied: string[] | undefined): Promise<{ entries: string[]; recorded: boolean }> {
+  if (olds?.denyList && inputs.denyList && !olds.denyDrift) {
+    const recorded = applied ?? (await readApplied(session, KIND, inputs.name));
+    if (recorded) return { entries: recorded, recorded: true };
+  }
+  return { entries: Object.keys(await observeEntries(session, layout)), recorded: false };
+}
+
+/**
  * Brings the host to `inputs`. Used by create and update alike, so a half-finished
  * earlier run (pins left, program not attached) converges on the next `up`.
  */
-async function converge(inputs: XdpFirewallInputs, olds?: XdpFirewallOutputs): Promise<XdpFirewallOutputs> {
-  const { session, layout } = await connectResource(KIND, inputs);
+async function converge(declared: XdpFirewallInputs, olds?: XdpFirewallOutputs): Promise<XdpFirewallOutputs> {
+  const { session, layout } = await connectResource(KIND, declared);
+  const desired = await desiredEntries(session, declared);
+  // The entries as if given inline, for the steps that need them all (the management
+  // check, boot restore); outputs are built from `declared`.
+  const inputs: XdpFirewallInputs = declared.denyList ? { ...declared, deny: sortedRecord([...desired.entries], "deny" as const) } : declared;
   const object = packagedObject(OBJECT);
   const placement = placementOf(inputs);
   const { survey, hook } = await surveyXdp(session, layout, object, placement, inputs.attached, "firewall", () => refuseManagementDeny(session, inputs));
@@ -74,7 +124,8 @@ async function converge(inputs: XdpFirewallInputs, olds?: XdpFirewallOutputs): P
   const indexMissing = hadPins && (await missingIndex(session, layout));
   const program = new XdpProgramChange(session, layout, hook, survey.program?.id, !hadPins || olds?.objectSha256 !== object.sha256 || hook.rebinds || indexMissing);
   const mapPin = (map: string) => `${layout.maps}/${map}`;
-  const observedBefore = Object.keys(hadPins ? await observeEntries(session, layout) : {});
+  const before = hadPins ? await entriesBefore(session, layout, declared, olds, desired.applied) : { entries: [], recorded: false };
+  const observedBefore = before.entries;
   const plan = planDeny(Object.keys(inputs.deny), observedBefore);
   const changesTraffic = plan.add.length + plan.remove.length > 0 || (inputs.attached && (program.needsLoad || !hook.inPlace));
   const guarded = inputs.lockoutGuard && changesTraffic && survey.managementInterface === inputs.interface;
@@ -91,6 +142,10 @@ async function converge(inputs: XdpFirewallInputs, olds?: XdpFirewallOutputs): P
       // hook, so a session that dies half way never leaves a half-built firewall live
       // (the rollback, or the next up, removes the unattached pins).
       if (!hadPins) await writeEntries(session, layout, plan, undefined, Object.keys(inputs.deny));
+      // The host's record of what it applied goes before the maps change, and comes back
+      // with the new list once they did: a run cut in between leaves no record, and the
+      // next one dumps the maps instead of trusting a stale copy.
+      else if (before.recorded && plan.add.length + plan.remove.length > 0) await removeApplied(session, KIND, declared.name);
     },
     guard: guarded || expectations
       ? {
@@ -113,6 +168,9 @@ async function converge(inputs: XdpFirewallInputs, olds?: XdpFirewallOutputs): P
     rollback: () => program.rollback(revertScript(hook, [], "new")),
     async cleanup() {
       await program.cleanup();
+      if (declared.denyList) {
+        if (plan.add.length + plan.remove.length > 0 || !before.recorded) await writeApplied(session, KIND, declared.name, desired.entries);
+      } else if (olds?.denyList) await removeApplied(session, KIND, declared.name);
       // Only once the change is proven: a reboot must never bring back what the host reverted.
       await bootRestore(session, layout, object, inputs);
     },
@@ -121,7 +179,25 @@ async function converge(inputs: XdpFirewallInputs, olds?: XdpFirewallOutputs): P
   // exactly the desired entries: only the program side is read back.
   const observed = await observeProgram(session, layout, placement);
   if (!observed) throw new Error(`${session.label}: the firewall's pins vanished right after it was applied`);
-  return outputsOf(inputs, { ...observed, deny: inputs.deny }, object.sha256, expectations?.results ?? {});
+  const { denyDrift: _repaired, ...converged } = declared;
+  return outputsOf(converged, { ...observed, deny: inputs.deny }, object.sha256, expectations?.results ?? {});
+}
+
+/**
+ * Refresh of a firewall that applies a DenyList: the maps are judged against the list
+ * the host recorded as applied (refresh reads resources in no particular order, so not
+ * against the list's state), and only the difference is reported, in `denyDrift`, so a
+ * reviewer sees the stray and missing entries of that host and the next `up` repairs
+ * them. The recorded list's own digest becomes `denyList.digest`: a host that holds
+ * another version than the stack thinks (a wave that failed) shows it. Without a
+ * record, the maps' digest stands in for it.
+ */
+async function listDrift(session: SshSession, olds: XdpFirewallOutputs, inMaps: string[]): Promise<Pick<XdpFirewallOutputs, "denyList" | "denyDrift">> {
+  const applied = await readApplied(session, KIND, olds.name);
+  const baseline = applied ?? inMaps;
+  const digest = contentDigest(baseline);
+  const denyList = digest === olds.denyList!.digest ? olds.denyList : { ...olds.denyList!, digest, count: baseline.length };
+  return { denyList, denyDrift: driftOf(baseline, inMaps) };
 }
 
 export const xdpFirewallKind = defineKind<XdpFirewallInputs, XdpFirewallOutputs>({
@@ -136,7 +212,9 @@ export const xdpFirewallKind = defineKind<XdpFirewallInputs, XdpFirewallOutputs>
   async observe(olds) {
     const { session, layout } = await connectResource(KIND, olds);
     const observed = await observe(session, layout, placementOf(olds));
-    return observed && outputsOf(olds, observed, olds.objectSha256);
+    if (!observed) return undefined;
+    if (!olds.denyList) return outputsOf(olds, observed, olds.objectSha256);
+    return outputsOf({ ...olds, ...(await listDrift(session, olds, Object.keys(observed.deny))) }, observed, olds.objectSha256);
   },
 
   async delete(_id, olds) {
@@ -146,6 +224,7 @@ export const xdpFirewallKind = defineKind<XdpFirewallInputs, XdpFirewallOutputs>
     const ids = state.program ? [state.program.id] : [];
     await releaseHook(session, olds.interface, hookPosition(state.xdp, state.chain, ids), ids);
     await removeBootRestore(session, KIND, olds.name);
+    await removeApplied(session, KIND, olds.name);
     await removePins(session, layout);
   },
 });

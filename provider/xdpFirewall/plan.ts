@@ -2,6 +2,7 @@
 import type { MapOperation } from "../remote/mapOperations";
 import { DENY_VALUE, encodeDenyEntry } from "./codec";
 import { buildIndex, indexOperations } from "./index";
+import { sortedRecord } from "../validation";
 
 export interface DenyPlan {
   add: string[];
@@ -61,4 +62,18 @@ export function denyOperations(plan: DenyPlan, mapPin: (map: string) => string):
  */
 export function indexFromScratch(entries: Iterable<string>, mapPin: (map: string) => string): MapOperation[] {
   return indexOperations(buildIndex(entries), buildIndex([]), mapPin);
+}
+
+/**
+ * What a host's maps hold beyond the list it recorded as applied ("stray") and what
+ * they lack ("missing"), keyed by entry in canonical order; undefined when they agree,
+ * so a firewall without drift carries no `denyDrift` at all.
+ */
+export function driftOf(applied: Iterable<string>, inMaps: Iterable<string>): Record<string, "stray" | "missing"> | undefined {
+  const plan = planDeny(applied, inMaps);
+  if (plan.add.length + plan.remove.length === 0) return undefined;
+  const missing = new Set(plan.add);
+  const drift = sortedRecord<"stray" | "missing">([...plan.remove, ...plan.add], "stray");
+  for (const entry of Object.keys(drift)) if (missing.has(entry)) drift[entry] = "missing";
+  return drift;
 }

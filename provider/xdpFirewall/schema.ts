@@ -4,45 +4,13 @@ import { z } from "zod";
 import { checkInputs } from "../dynamicAdapter";
 import { credentialsSchema, hostSchema } from "../remote/hostSchema";
 import { lockoutInputs } from "../remote/lockout";
-import { encodeDenyEntry } from "./codec";
 import { expectationSet } from "../expect/schema";
 import { withPreviewNote } from "../expect/preview";
 import type { ExpectationResult } from "../expect/hostRun";
+import { checkMapCapacity, MAX_DENY_ENTRIES } from "./capacity";
+
+export { MAP_CAPACITY, MAX_DENY_ENTRIES } from "./capacity";
 import { chainPriority, cidrSet, interfaceName, pinName } from "../validation";
-
-/**
- * The real capacity of each map an entry takes a place in (bpf/include/xdp_firewall.h).
- * The index's detail maps need no check of their own: fw_v4_hosts holds one entry
- * per /24 with an IPv4 prefix /25–/31 in it, fw_v6_long one per IPv6 prefix
- * /25–/127, both at most the prefix trie's count and of the same capacity.
- */
-export const MAP_CAPACITY = {
-  deny_v4_exact: 1_048_576,
-  deny_v6_exact: 1_048_576,
-  deny_v4_prefix: 262_144,
-  deny_v6_prefix: 262_144,
-} as const;
-
-/** All maps together: the bound the list is parsed under before the per-map counts. */
-export const MAX_DENY_ENTRIES = Object.values(MAP_CAPACITY).reduce((a, b) => a + b, 0);
-
-const MAP_ENTRY_KIND: Record<keyof typeof MAP_CAPACITY, string> = {
-  deny_v4_exact: "IPv4 addresses (/32)",
-  deny_v6_exact: "IPv6 addresses (/128)",
-  deny_v4_prefix: "IPv4 prefixes (/0–/31)",
-  deny_v6_prefix: "IPv6 prefixes (/0–/127)",
-};
-
-/** Counts each map's entries and names every map the list would overflow. */
-function checkMapCapacity(deny: Record<string, unknown>, ctx: z.RefinementCtx): void {
-  const counts = { deny_v4_exact: 0, deny_v6_exact: 0, deny_v4_prefix: 0, deny_v6_prefix: 0 };
-  for (const entry of Object.keys(deny)) counts[encodeDenyEntry(entry).map]++;
-  for (const [map, count] of Object.entries(counts) as [keyof typeof MAP_CAPACITY, number][]) {
-    if (count > MAP_CAPACITY[map]) {
-      ctx.addIssue({ code: "custom", message: `has ${count} ${MAP_ENTRY_KIND[map]}; their map ${map} holds at most ${MAP_CAPACITY[map]}` });
-    }
-  }
-}
 
 export const xdpFirewallSchema = z.object({
   /** The host to install the firewall on. Changing it replaces the firewall. */
@@ -62,6 +30,24 @@ export const xdpFirewallSchema = z.object({
    * prefixes.
    */
   deny: cidrSet("deny", MAX_DENY_ENTRIES).superRefine(checkMapCapacity).default({}),
+  /**
+   * The fleet-wide list to apply instead of `deny` (a DenyList, held once in the stack's
+   * state): its name, digest and count, which is all this firewall's state carries of
+   * it. The SDK fills it from `denyList` (or from a `deny` list it turns into a DenyList).
+   */
+  denyList: z
+    .object({
+      name: z.string().min(1),
+      digest: z.string().regex(/^[0-9a-f]{64}$/, "must be the list's sha256 digest (64 hex digits)"),
+      count: z.number().int().nonnegative(),
+    })
+    .optional(),
+  /**
+   * Set by `pulumi refresh`, never by you: entries the host's maps hold beyond the
+   * list it recorded as applied ("stray") or lack ("missing"). The next `up` removes
+   * the strays and restores the missing entries.
+   */
+  denyDrift: z.record(z.string(), z.enum(["stray", "missing"])).optional(),
   /** "native" (driver), "generic" (skb) or "auto" (native where the driver supports it). Default "auto". Changing it replaces the firewall. */
   mode: z.enum(["native", "generic", "auto"]).default("auto"),
   /** false loads the program and fills its maps without attaching it (staging). Default true. */
@@ -132,7 +118,15 @@ export type XdpFirewallInputs = z.infer<typeof xdpFirewallSchema>;
 
 /** The schema; every rule is in it (bootRestore works with and without chainPriority). */
 export function checkXdpFirewall(news: Record<string, unknown>): pulumi.dynamic.CheckResult {
-  return withPreviewNote("xdpFirewall", checkInputs(xdpFirewallSchema, news), ["deny", "expect"]);
+  const result = checkInputs(xdpFirewallSchema, news);
+  const inputs = result.inputs as Partial<XdpFirewallInputs> | undefined;
+  if (inputs?.denyList && inputs.deny && typeof inputs.deny === "object" && Object.keys(inputs.deny).length > 0) {
+    return { failures: [{ property: "", reason: "deny: give the entries either as `deny` or as a `denyList`, not both" }] };
+  }
+  // With a DenyList the entries are not among this firewall's inputs: preview cannot
+  // evaluate the expectations against them, and the host run during `up` stays the proof.
+  if (inputs?.denyList) return result;
+  return withPreviewNote("xdpFirewall", result, ["deny", "expect"]);
 }
 
 export interface XdpFirewallCounters {

@@ -51,12 +51,12 @@ export class PulumiProject {
    * A project named `name` whose program is `programFile` (copied as index.ts),
    * with a fresh stack `dev`.
    */
-  static async create(name: string, programFile: string, projectName = "bpfleet-quickstart"): Promise<PulumiProject> {
+  static async create(name: string, programFile: string, projectName = "bpfleet-quickstart", tarball?: string): Promise<PulumiProject> {
     const dir = join(WORK, name);
     rmSync(dir, { recursive: true, force: true });
     mkdirSync(join(dir, ".state"), { recursive: true });
     const rootPackage = JSON.parse(readFileSync(join(REPO, "package.json"), "utf8"));
-    const tarball = await packBpfleet();
+    tarball ??= await packBpfleet();
     writeFileSync(join(dir, "Pulumi.yaml"), `name: ${projectName}\nruntime:\n  name: nodejs\n  options:\n    typescript: true\n`);
     writeFileSync(
       join(dir, "package.json"),
@@ -107,6 +107,11 @@ export class PulumiProject {
     const project = new PulumiProject(dir);
     await project.pulumi(["stack", "init", "dev", "--non-interactive"]);
     return project;
+  }
+
+  /** Installs another bpfleet package (e.g. this checkout's, over an older release's). */
+  async installBpfleet(tarball: string): Promise<void> {
+    await execa("npm", ["install", "--no-audit", "--no-fund", "--loglevel=error", "--prefer-offline", `bpfleet@file:${tarball}`], { cwd: this.dir });
   }
 
   /** Runs the pulumi CLI in the project; never throws for a non-zero exit (assert on it). */

@@ -1,5 +1,6 @@
 // End to end: the real pulumi CLI runs examples/quickstart (XdpFirewall on every
 // lab host) from a project that installed bpfleet as a user would.
+import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { resolve } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -24,17 +25,20 @@ async function leftovers(host: LabHost): Promise<{ pins: string; xdp: unknown }>
 /**
  * The entry lines (`+ "x": "deny"` / `- "x": "deny"`) of each resource block in a
  * --diff output; refresh prints each block twice (preview, then result), so lines are deduplicated.
+ * A firewall's drift (`denyDrift`, issue 10) reads the same way: a stray entry
+ * appearing is `+ x`, a missing one `- x`, and the signs turn when drift goes away.
  */
 function entryChanges(output: string): Map<string, string[]> {
   const byResource = new Map<string, string[]>();
   let current: string | undefined;
   for (const line of output.split("\n")) {
-    const resource = line.match(/XdpFirewall: \((update|create|delete|replace|refresh)\)/) ? line : undefined;
-    const name = line.match(/urn=.*::(edge-fw-[\w-]+)\]/)?.[1];
+    const resource = line.match(/(XdpFirewall|DenyList): \((update|create|delete|replace|refresh)\)/) ? line : undefined;
+    const name = line.match(/urn=.*::(edge-[\w-]+)\]/)?.[1];
     if (resource) current = undefined;
     if (name) current = name;
-    const entry = line.match(/^\s*([+-])\s+"?([0-9a-f.:]+\/\d+)"?\s*:\s*"deny"/);
-    if (current && entry) byResource.set(current, [...new Set([...(byResource.get(current) ?? []), `${entry[1]} ${entry[2]}`])]);
+    const entry = line.match(/^\s*([+-])\s+"?([0-9a-f.:]+\/\d+)"?\s*:\s*"(deny|stray|missing)"/);
+    const sign = entry?.[3] === "missing" ? (entry[1] === "+" ? "-" : "+") : entry?.[1];
+    if (current && entry) byResource.set(current, [...new Set([...(byResource.get(current) ?? []), `${sign} ${entry[2]}`])]);
   }
   return byResource;
 }
@@ -63,9 +67,10 @@ describe("quickstart through the real Pulumi CLI", () => {
       expect(await udpReaches(lab, c2, host, host.address6)).toBe(true);
     }
     const outputs = JSON.parse((await project.ok(["stack", "output", "--json"])).stdout);
+    // Summaries (issue 10): per host the count and version of the list it applied, and its drift.
     expect(outputs.denied).toEqual([
-      [`${c1.address}/32`, "203.0.113.0/24", `${c1.address6}/128`],
-      [`${c1.address}/32`, "203.0.113.0/24", `${c1.address6}/128`],
+      { entries: 3, digest: createHash("sha256").update(`${[`${c1.address}/32`, `${c1.address6}/128`, "203.0.113.0/24"].sort().join("\n")}\n`).digest("hex").slice(0, 12), drift: 0 },
+      { entries: 3, digest: outputs.denied[0].digest, drift: 0 },
     ]);
     expect(outputs.dropped.every((n: number) => typeof n === "number")).toBe(true);
   });
@@ -77,15 +82,25 @@ describe("quickstart through the real Pulumi CLI", () => {
     expect(await project.exportState(true)).toContain(keyBody);
   });
 
-  it("pulumi preview --diff shows exactly the added and removed entries, per host", async () => {
+  it("pulumi preview --diff shows exactly the added and removed entries, once, and the hosts that update", async () => {
     const c1 = lab.clients[0]!;
     await project.setList("deny", [c1.address, "203.0.113.0/24", "198.51.100.0/24"]);
     const preview = await project.ok(["preview", "--diff"]);
     const changes = entryChanges(preview.stdout);
-    for (const host of lab.hosts) {
-      expect(changes.get(`edge-fw-${host.name}`)?.sort(), preview.stdout).toEqual([`+ 198.51.100.0/24`, `- ${c1.address6}/128`].sort());
+    // The entries once, under the shared list (issue 10); each host's firewall updates to its new digest.
+    expect(changes.get("edge-deny")?.sort(), preview.stdout).toEqual([`+ 198.51.100.0/24`, `- ${c1.address6}/128`].sort());
+    const updated: string[] = [];
+    let inUpdate = false;
+    for (const line of preview.stdout.split("\n")) {
+      const block = line.match(/:(\w+): \((\w[\w-]*)\)/);
+      if (block) inUpdate = block[1] === "XdpFirewall" && block[2] === "update";
+      const name = line.match(/urn=.*::(edge-fw-[\w-]+)\]/)?.[1];
+      if (inUpdate && name) updated.push(name);
     }
-    expect(preview.stdout).toMatch(/2 to update/);
+    updated.sort();
+    expect(updated, preview.stdout).toEqual(lab.hosts.map((host) => `edge-fw-${host.name}`).sort());
+    for (const host of lab.hosts) expect(changes.has(`edge-fw-${host.name}`)).toBe(false);
+    expect(preview.stdout).toMatch(/3 to update/);
     await project.ok(["up", "--yes", "--skip-preview"]);
     for (const host of lab.hosts) {
       expect(await pingReaches(lab, c1, host.address6)).toBe(true);
@@ -125,7 +140,8 @@ describe("quickstart through the real Pulumi CLI", () => {
     await project.setList("deny", [lab.clients[0]!.address, "10.0.0.0/33"]);
     const preview = await project.pulumi(["up", "--yes"]);
     expect(preview.exitCode).not.toBe(0);
-    expect(preview.stdout + preview.stderr).toMatch(/deny\[1\]: "10\.0\.0\.0\/33": prefix length must be a whole number from 0 to 32/);
+    // The quickstart's list is a DenyList: the error names its input, `entries`.
+    expect(preview.stdout + preview.stderr).toMatch(/entries\[1\]: "10\.0\.0\.0\/33": prefix length must be a whole number from 0 to 32/);
     expect(await Promise.all(lab.hosts.map(entriesOn))).toEqual(before);
   });
 

@@ -19,7 +19,8 @@ function same<A, B>(verdict: Same<A, B>): Same<A, B> {
 export const proofs = [
   same<sdk.SshEndpointArgs, before.SshEndpointArgs>(true),
   same<sdk.HostArgs, before.HostArgs>(true),
-  same<sdk.XdpFirewallArgs, before.XdpFirewallArgs>(true),
+  // denyList (issue 10) is the one input added since: every earlier program still type-checks.
+  same<Omit<sdk.XdpFirewallArgs, "denyList">, before.XdpFirewallArgs>(true),
   same<sdk.TcPolicyRuleArgs, before.TcPolicyRuleArgs>(true),
   same<sdk.TcPolicyDirectionArgs, before.TcPolicyDirectionArgs>(true),
   same<sdk.TcPolicyTimeoutsArgs, before.TcPolicyTimeoutsArgs>(true),

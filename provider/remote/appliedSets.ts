@@ -1,0 +1,59 @@
+/**
+ * What a host records as the content it applied (issue 10): for a resource whose
+ * large content is held once per fleet (a DenyList), the host keeps a copy of the
+ * set it last applied, sorted, one key per line, at
+ * /var/lib/bpfleet/applied/<kind>/<name>. Its sha256 is the set's digest
+ * (sharedContent.contentDigest), so the host can say which version it holds.
+ *
+ * It is the baseline an update plans from (the old version need not be in the
+ * deployment: a host that missed an update, a failed wave, a `--target` run) and
+ * the one `refresh` judges drift against: the maps are compared with it, and only
+ * the stray and missing entries are reported. The copy is written after the maps
+ * were written, so it never claims what the maps do not hold; when it is missing
+ * (a firewall from before this layout, a half-finished run) the maps themselves
+ * are dumped instead.
+ */
+import { ROOT_DIRS_FUNCTION, STATE_DIR } from "./hostDirs";
+import type { SshSession } from "./ssh";
+
+export const APPLIED_DIR = `${STATE_DIR}/applied`;
+
+export function appliedPath(kind: string, name: string): string {
+  return `${APPLIED_DIR}/${kind}/${name}`;
+}
+
+/** The file's text for a set: sorted keys, one per line (empty set: empty file). */
+export function appliedText(keys: Iterable<string>): string {
+  const sorted = [...keys].sort();
+  return sorted.length ? `${sorted.join("\n")}\n` : "";
+}
+
+export function parseAppliedText(text: string): string[] {
+  return text.split("\n").filter((line) => line !== "");
+}
+
+// The directory is root's alone (root_dirs): a copy anyone could edit would let them
+// decide what the next update removes. Written to a temporary file and renamed, so a
+// cut session leaves the old copy or the new one, never half of one.
+const WRITE_SCRIPT = `${ROOT_DIRS_FUNCTION}
+root_dirs "$1" "$2" "$2/$3" || exit 1
+umask 077
+cat > "$2/$3/.$4.tmp" && mv -f "$2/$3/.$4.tmp" "$2/$3/$4"`;
+
+const READ_SCRIPT = `[ -f "$1" ] || { echo absent; exit 0; }; echo present; cat "$1"`;
+
+/** Records `keys` as what the resource has applied on the host. */
+export async function writeApplied(session: SshSession, kind: string, name: string, keys: Iterable<string>): Promise<void> {
+  await session.runScript(WRITE_SCRIPT, [STATE_DIR, APPLIED_DIR, kind, name], { stdin: appliedText(keys) });
+}
+
+/** What the host records as applied, or undefined when it records nothing. */
+export async function readApplied(session: SshSession, kind: string, name: string): Promise<string[] | undefined> {
+  const { stdout } = await session.runScript(READ_SCRIPT, [appliedPath(kind, name)]);
+  const [marker, ...rest] = stdout.split("\n");
+  return marker === "present" ? parseAppliedText(rest.join("\n")) : undefined;
+}
+
+export async function removeApplied(session: SshSession, kind: string, name: string): Promise<void> {
+  await session.run(["rm", "-f", "--", appliedPath(kind, name)]);
+}

@@ -1,0 +1,43 @@
+/**
+ * Content held once per fleet (issue 10). A list resource (e.g. DenyList) keeps a
+ * large keyed set in its own state, once; every host resource that applies it
+ * carries only its digest and counts. The content reaches the host resources
+ * through this registry, which lives in the dynamic-provider process: the engine
+ * runs every step of one deployment in one such process, and calls the list's
+ * `check` (with its old and its new inputs) before any resource that depends on
+ * the list is updated. So `check` registers both versions here by digest, and a
+ * host resource's create/update finds the version it must apply (and usually the
+ * one it applied before) by digest.
+ *
+ * What the registry cannot know (a `--target` run without the list, `refresh`,
+ * `destroy`) is answered from what the host itself records as applied (see
+ * provider/remote/appliedSets.ts), never from an assumption that every host saw
+ * every version.
+ */
+import { createHash } from "node:crypto";
+
+/** sha256 of the sorted, canonical keys, one per line: what identifies a set's content. */
+export function contentDigest(keys: Iterable<string>): string {
+  const sorted = [...keys].sort();
+  return createHash("sha256").update(sorted.join("\n")).update("\n").digest("hex");
+}
+
+const registry = new Map<string, readonly string[]>();
+
+/** Records a set's canonical keys under its digest; returns the digest. */
+export function registerContent(keys: Iterable<string>): string {
+  const sorted = [...keys].sort();
+  const digest = contentDigest(sorted);
+  if (!registry.has(digest)) registry.set(digest, sorted);
+  return digest;
+}
+
+/** The keys registered under `digest` in this deployment, or undefined. */
+export function registeredContent(digest: string): readonly string[] | undefined {
+  return registry.get(digest);
+}
+
+/** For tests: forget everything registered. */
+export function clearRegisteredContent(): void {
+  registry.clear();
+}

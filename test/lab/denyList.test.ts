@@ -1,0 +1,123 @@
+// DenyList + XdpFirewall on a lab host, driving the provider directly (issue 10): a
+// firewall applies the list registered by the list's check, the host records what it
+// applied, a one-entry update plans from that record (no map dump) and its exec round
+// trips are counted, drift is judged against the record, and a version this deployment
+// does not hold is refused before anything changes.
+import { readFileSync } from "node:fs";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { checkDenyList } from "../../provider/denyList/schema";
+import { operations } from "../../provider/operations";
+import { closeAllSessions, type Operation } from "../../provider/remote/ssh";
+import { clearRegisteredContent, contentDigest } from "../../provider/sharedContent";
+import { xdpFirewallKind as firewall } from "../../provider/xdpFirewall/lifecycle";
+import { checkXdpFirewall, type XdpFirewallInputs, type XdpFirewallOutputs } from "../../provider/xdpFirewall/schema";
+import { createLab, type Lab, type LabHost } from "./lab";
+
+let lab: Lab;
+let privateKey: string;
+let host: LabHost;
+const counted: Operation[] = [];
+const ops = operations(firewall, (op) => counted.push({ ...op, steps: [...op.steps] }));
+
+/** The list's check, as the engine runs it first: registers `entries` (and `olds`). */
+function list(entries: string[], olds?: string[]) {
+  const result = checkDenyList(olds && { entries: Object.fromEntries(olds.map((e) => [e, "deny"])) }, { entries });
+  const keys = Object.keys((result.inputs as { entries: Record<string, string> }).entries);
+  return { name: "feed", digest: contentDigest(keys), count: keys.length };
+}
+
+function inputs(denyList: { name: string; digest: string; count: number }): XdpFirewallInputs {
+  const result = checkXdpFirewall({
+    host: { address: host.address, hostKey: host.hostKey, connectTimeoutMs: 3000, commandTimeoutMs: 60_000 },
+    credentials: { privateKey },
+    interface: "eth0",
+    name: "fleetfw",
+    denyList,
+  });
+  if (!result.inputs) throw new Error(JSON.stringify(result.failures));
+  return result.inputs as XdpFirewallInputs;
+}
+
+const entries = (n: number) => Array.from({ length: n }, (_, i) => `100.64.${(i >>> 8) & 0xff}.${i & 0xff}/32`);
+const applied = async () => String((await lab.inHost(host, ["cat", "/var/lib/bpfleet/applied/xdp-firewall/fleetfw"], { reject: false })).stdout);
+const exact = async (address: string) =>
+  (await lab.inHost(host, ["bpftool", "map", "lookup", "pinned", "/sys/fs/bpf/bpfleet/xdp-firewall/fleetfw/maps/deny_v4_exact", "key", ...address.split(".")], { reject: false })).exitCode === 0;
+
+beforeAll(async () => {
+  lab = await createLab("fleetdl", { hosts: 1 });
+  host = lab.hosts[0]!;
+  privateKey = readFileSync(lab.privateKeyPath, "utf8");
+}, 300_000);
+
+afterAll(async () => {
+  closeAllSessions();
+  await lab?.destroy();
+});
+
+describe("XdpFirewall with a DenyList, on a lab host", () => {
+  let outs: XdpFirewallOutputs;
+  let dumpsFromRecord = 0;
+  const base = entries(1000);
+
+  it("create applies the registered list and records it; state carries the digest, not the entries", async () => {
+    clearRegisteredContent();
+    const ref = list(base);
+    outs = (await ops.create(inputs(ref))).outs;
+    expect(outs.deny).toEqual({});
+    expect(outs.denyList).toEqual(ref);
+    expect(JSON.stringify(outs).length).toBeLessThan(3000);
+    // (the lab's runner strips the file's final newline)
+    expect(await applied()).toBe([...base].sort().join("\n"));
+    expect(await exact("100.64.3.231")).toBe(true);
+  });
+
+  it("a one-entry update plans from the host's record (no map dump), in few round trips", async () => {
+    clearRegisteredContent();
+    const ref = list([...base, "192.0.2.9/32"], base);
+    counted.length = 0;
+    outs = await ops.update("id", outs, inputs(ref));
+    const [update] = counted;
+    console.log(`one-entry update: ${update!.execs} exec round trips:\n  ${update!.steps.join("\n  ")}`);
+    // Its map dumps are the survey's and the read-back's (stats map), none of the entries:
+    // the repair below, which must dump the entries, shows one more.
+    dumpsFromRecord = update!.steps.filter((s) => /map dump/.test(s)).length;
+    expect(await exact("192.0.2.9")).toBe(true);
+    expect((await applied()).split("\n")).toContain("192.0.2.9/32");
+    expect(outs.denyList).toEqual(ref);
+  });
+
+  it("read reports only the stray and missing entries against the record; update repairs them", async () => {
+    await lab.inHost(host, ["bpftool", "map", "update", "pinned", "/sys/fs/bpf/bpfleet/xdp-firewall/fleetfw/maps/deny_v4_exact", "key", "192", "0", "2", "77", "value", "1"]);
+    await lab.inHost(host, ["bpftool", "map", "delete", "pinned", "/sys/fs/bpf/bpfleet/xdp-firewall/fleetfw/maps/deny_v4_exact", "key", "100", "64", "0", "7"]);
+    const read = await ops.read("id", outs);
+    expect(read!.outs.denyDrift).toEqual({ "100.64.0.7/32": "missing", "192.0.2.77/32": "stray" });
+    expect(read!.inputs.denyDrift).toEqual(read!.outs.denyDrift);
+    expect(read!.outs.denyList).toEqual(outs.denyList);
+    // The next up: the program's inputs carry no drift, so the firewall updates from a dump.
+    clearRegisteredContent();
+    const ref = list([...base, "192.0.2.9/32"]);
+    counted.length = 0;
+    outs = await ops.update("id", read!.outs, inputs(ref));
+    expect(counted[0]!.steps.filter((s) => /map dump/.test(s)).length).toBe(dumpsFromRecord + 1);
+    expect(await exact("192.0.2.77")).toBe(false);
+    expect(await exact("100.64.0.7")).toBe(true);
+    expect(outs.denyDrift).toBeUndefined();
+    expect((await ops.read("id", outs))!.outs.denyDrift).toBeUndefined();
+  });
+
+  it("a version this deployment does not hold (a --target without the list) is refused, naming the list; nothing changes", async () => {
+    clearRegisteredContent();
+    const unknown = { name: "feed", digest: contentDigest([...base, "192.0.2.10/32"]), count: base.length + 1 };
+    await expect(ops.update("id", outs, inputs(unknown))).rejects.toThrow(/DenyList 'feed' \(1001 entries\), which is not part of this deployment.*target the DenyList resource 'feed' too\. Nothing was changed\./s);
+    expect(await exact("192.0.2.10")).toBe(false);
+    // The version the host already holds needs no list: a program upgrade, say, works from the record.
+    const same = await ops.update("id", outs, inputs(outs.denyList!));
+    expect(same.denyList).toEqual(outs.denyList);
+  });
+
+  it("delete removes the pins and the record", async () => {
+    await ops.delete("id", outs);
+    expect(await applied()).toBe("");
+    expect(String((await lab.inHost(host, ["sh", "-c", "ls /sys/fs/bpf/bpfleet 2>/dev/null || true"])).stdout).trim()).toBe("");
+  });
+});

@@ -1,0 +1,89 @@
+import { createHash } from "node:crypto";
+import { beforeEach, describe, expect, it } from "vitest";
+import { canonicalDenyList } from "../../provider/denyList/entries";
+import { provider as denyListProvider } from "../../provider/denyList/dynamic";
+import { checkDenyList } from "../../provider/denyList/schema";
+import { appliedText, parseAppliedText } from "../../provider/remote/appliedSets";
+import { clearRegisteredContent, contentDigest, registeredContent } from "../../provider/sharedContent";
+import { checkXdpFirewall } from "../../provider/xdpFirewall/schema";
+
+beforeEach(() => clearRegisteredContent());
+
+describe("content held once: digest and the host's applied copy", () => {
+  it("the digest is the sha256 of the host's applied file, whatever the order the keys come in", () => {
+    const keys = ["203.0.113.0/24", "192.0.2.9/32", "2001:db8::/32"];
+    const file = appliedText(keys);
+    expect(file).toBe("192.0.2.9/32\n2001:db8::/32\n203.0.113.0/24\n");
+    expect(contentDigest([...keys].reverse())).toBe(createHash("sha256").update(file).digest("hex"));
+    expect(parseAppliedText(file)).toEqual([...keys].sort());
+    expect(appliedText([])).toBe("");
+    expect(parseAppliedText("")).toEqual([]);
+  });
+
+  it("the SDK's canonical form and digest match the provider's check, and a bad entry gives no digest", () => {
+    const written = ["192.0.2.9", "203.0.113.7/24", "2001:DB8::/32", "192.0.2.9/32"];
+    const sdk = canonicalDenyList(written)!;
+    expect(sdk.entries).toEqual({ "192.0.2.9/32": "deny", "203.0.113.0/24": "deny", "2001:db8::/32": "deny" });
+    expect(sdk.count).toBe(3);
+    const checked = checkDenyList(undefined, { entries: written });
+    expect(checked.inputs?.entries).toEqual(sdk.entries);
+    expect(registeredContent(sdk.digest)).toEqual(Object.keys(sdk.entries).sort());
+    expect(canonicalDenyList(["10.0.0.0/33"])).toBeUndefined();
+  });
+});
+
+describe("DenyList check and diff", () => {
+  it("registers the old and the new version, so firewalls find what they applied and what they must apply", () => {
+    const olds = { entries: { "192.0.2.9/32": "deny", "203.0.113.0/24": "deny" } };
+    checkDenyList(olds, { entries: ["192.0.2.9", "203.0.113.0/24", "198.51.100.0/24"] });
+    expect(registeredContent(contentDigest(Object.keys(olds.entries)))).toEqual(["192.0.2.9/32", "203.0.113.0/24"]);
+    expect(registeredContent(contentDigest(["192.0.2.9/32", "203.0.113.0/24", "198.51.100.0/24"]))).toHaveLength(3);
+  });
+
+  it("a bad entry names its index and reason, and registers nothing", () => {
+    const result = checkDenyList(undefined, { entries: ["192.0.2.9", "10.0.0.0/33"] });
+    expect(result.failures?.[0]?.reason).toMatch(/^entries\[1\]: "10\.0\.0\.0\/33": prefix length must be a whole number from 0 to 32/);
+    expect(registeredContent(contentDigest(["192.0.2.9/32"]))).toBeUndefined();
+  });
+
+  it("diff compares the digest in the old outputs with the new entries' digest", async () => {
+    const entries = { "192.0.2.9/32": "deny" as const };
+    const outs = (await denyListProvider.create({ entries })).outs;
+    expect(outs).toEqual({ entries, digest: contentDigest(["192.0.2.9/32"]), count: 1 });
+    expect(await denyListProvider.read("id", outs)).toEqual({ id: "id", props: outs, inputs: { entries } });
+    expect((await denyListProvider.diff("id", outs, { entries })).changes).toBe(false);
+    expect((await denyListProvider.diff("id", outs, { entries: { ...entries, "192.0.2.10/32": "deny" } })).changes).toBe(true);
+  });
+});
+
+describe("XdpFirewall with a DenyList", () => {
+  const base = {
+    host: { address: "10.200.1.2", hostKey: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB" },
+    credentials: { privateKey: "k" },
+    interface: "eth0",
+    name: "edge-fw",
+  };
+  const denyList = { name: "feed", digest: contentDigest(["192.0.2.9/32"]), count: 1 };
+
+  it("accepts the list's reference alone, keeping no entries of its own", () => {
+    const result = checkXdpFirewall({ ...base, denyList });
+    expect(result.failures).toBeUndefined();
+    expect(result.inputs).toMatchObject({ denyList, deny: {} });
+  });
+
+  it("refuses entries given both ways, and a digest that is not one", () => {
+    expect(checkXdpFirewall({ ...base, denyList, deny: ["192.0.2.9"] }).failures?.[0]?.reason).toMatch(/either as `deny` or as a `denyList`, not both/);
+    expect(checkXdpFirewall({ ...base, denyList: { ...denyList, digest: "invalid" } }).failures?.[0]?.reason).toMatch(/denyList\.digest: must be the list's sha256 digest/);
+  });
+});
+
+describe("drift against the host's applied list", () => {
+  it("names stray and missing entries only, in canonical order; nothing when the maps agree", async () => {
+    const { driftOf } = await import("../../provider/xdpFirewall/plan");
+    const applied = ["203.0.113.0/24", "10.0.0.0/8", "2001:db8::/32"];
+    expect(driftOf(applied, [...applied].reverse())).toBeUndefined();
+    const drift = driftOf(applied, ["10.0.0.0/8", "2001:db8::/32", "192.0.2.77/32"]);
+    expect(drift).toEqual({ "192.0.2.77/32": "stray", "203.0.113.0/24": "missing" });
+    expect(Object.keys(drift!)).toEqual(["192.0.2.77/32", "203.0.113.0/24"]);
+  });
+});

@@ -111,6 +111,11 @@ async function converge(inputs: MaglevServiceInputs, olds?: MaglevServiceOutputs
       await program.rollback(hook.revertShell("new"));
       if (!program.hadPins) await removePins(session, layout).catch(ignoreFailure);
     },
+    // A missed expectation fired the revert: it swapped the program and hook back
+    // (a new service it removed whole); the tables the batch wrote come back here.
+    async afterRevert() {
+      if (mapsTouched && program.hadPins && before) await restoreMaps(session, layout, plan!.operations, before.dumps, before.tables);
+    },
     cleanup: () => program.cleanup(),
   });
   return { ...(await outputsOf(session, layout, inputs, plan!, macs, object.sha256)), expectResults: expectations?.results ?? {} };

@@ -393,7 +393,8 @@ export const maglevServiceSchema = z.object({
    * After the change is applied, while the revert timer is armed, each runs through a probe
    * copy of the balancer (through the interface's XDP chain when it has one) with a scratch
    * connection table and NAT records; the backend is read from the rewritten packet. Any
-   * miss reverts the program change at once and fails the update with a table. Kept keyed
+   * miss reverts the change at once (the program and hook by the host's revert, then the
+   * tables and backend records the change wrote) and fails the update with a table. Kept keyed
    * by the canonical text. At most 1,000. Default: none.
    */
   expect: expectationSet("maglevService").default({}),

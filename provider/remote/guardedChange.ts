@@ -44,6 +44,13 @@ export interface GuardedSteps {
    * revert at once, as a lockout would, and fails with the table.
    */
   expectations?: ExpectationCheck;
+  /**
+   * What the armed revert does not put back and the kind can, run once the revert
+   * fired because an expectation was missed: a balancer's revert swaps only its
+   * program and hook back, and this restores the tables the change wrote, so the host
+   * is as before (a lockout revert cannot do this: the provider has lost the host).
+   */
+  afterRevert?(): Promise<void>;
 }
 
 /** Runs `steps` in the guarded order; throws the step's error after rolling back, or the lockout report. */
@@ -60,7 +67,7 @@ export async function guardedChange(session: SshSession, steps: GuardedSteps): P
     await steps.rollback().catch(ignoreFailure);
     throw err;
   }
-  if (timer && steps.expectations) await proveExpectations(session, timer, steps.expectations);
+  if (timer && steps.expectations) await proveExpectations(session, timer, steps.expectations, steps.afterRevert);
   if (guard && timer) {
     if (guard.proveLogin === false) await timer.disarm();
     else await proveManagementPath(session, timer, guard.proof);
@@ -73,17 +80,27 @@ export async function guardedChange(session: SshSession, steps: GuardedSteps): P
  * missed, or the probe cannot run (nothing would then be proven), the host
  * reverts at once and the change fails.
  */
-async function proveExpectations(session: SshSession, timer: RevertTimer, expectations: ExpectationCheck): Promise<void> {
+async function proveExpectations(session: SshSession, timer: RevertTimer, expectations: ExpectationCheck, afterRevert: (() => Promise<void>) | undefined): Promise<void> {
+  const revert = async (): Promise<{ log: string; note: string }> => {
+    const log = await timer.fireNow().catch((e: Error) => `(the revert could not be run now: ${e.message}; the timer runs it in ${timer.seconds} s)`);
+    const note = await afterRevert?.().then(
+      () => "",
+      (e: Error) => ` Putting back what the revert does not cover failed (${e.message.split("\n")[0]}); the next \`pulumi up\` rewrites it.`,
+    );
+    return { log, note: note ?? "" };
+  };
   let results;
   try {
     results = await expectations.run();
   } catch (err) {
-    const log = await timer.fireNow().catch((e: Error) => `(the revert could not be run now: ${e.message}; the timer runs it in ${timer.seconds} s)`);
-    throw new Error(`${session.label}: the packet expectations could not be run (${(err as Error).message.split("\n")[0]}), so the host reverted the change at once. Revert output: ${log.trim() || "(none)"}. Nothing was recorded as applied.`);
+    const { log, note } = await revert();
+    throw new Error(`${session.label}: the packet expectations could not be run (${(err as Error).message.split("\n")[0]}), so the host reverted the change at once. Revert output: ${log.trim() || "(none)"}. Nothing was recorded as applied.${note}`);
   }
   if (Object.values(results).every((r) => r.met)) return;
-  const log = await timer.fireNow().catch((e: Error) => `(the revert could not be run now: ${e.message}; the timer runs it in ${timer.seconds} s)`);
-  throw new ExpectationsMissedError(session.label, results, log);
+  const { log, note } = await revert();
+  const missed = new ExpectationsMissedError(session.label, results, log);
+  if (note) missed.message += `\n${note.trim()}`;
+  throw missed;
 }
 
 /** The previous program stays pinned as <pin>_old until the change is proven: the commands that swap `staged` in. */

@@ -25,7 +25,7 @@ let lab: Lab;
 let h1: LabHost;
 let privateKey: string;
 
-function inputs(backends: LabHost[], vips: string[]): MaglevServiceInputs {
+function inputs(backends: LabHost[], vips: string[], expect: string[] = []): MaglevServiceInputs {
   const result = checkMaglevService({
     host: { address: h1.address, hostKey: h1.hostKey, connectTimeoutMs: 5000, commandTimeoutMs: 120_000 },
     credentials: { privateKey },
@@ -34,6 +34,7 @@ function inputs(backends: LabHost[], vips: string[]): MaglevServiceInputs {
     vips,
     backends: backends.flatMap((h) => [h.address, h.address6]),
     mode: "dsr",
+    expect,
   });
   if (!result.inputs) throw new Error(JSON.stringify(result.failures));
   return result.inputs as MaglevServiceInputs;
@@ -99,5 +100,26 @@ describe("MaglevService: a batch that fails half way on an existing service", ()
     expect(Object.keys(updated.vips).sort()).toEqual([...NEW_VIPS].sort());
     expect(Object.keys(updated.backends)).toHaveLength(4);
     await ops.delete(made.id, updated);
+  }, 300_000);
+});
+
+describe("MaglevService: an update whose packet expectation is missed", () => {
+  it("is reverted whole: the host's revert swaps the program back and the tables the change wrote come back too", async () => {
+    const [, h2, h3] = lab.hosts as [LabHost, LabHost, LabHost];
+    const made = await ops.create(inputs([h2], OLD_VIPS));
+    const before = await hostSnapshot(lab, h1);
+    // The balancer passes a packet to no VIP, so an expectation that it drops one is
+    // missed whatever the change: the change below adds a backend and two VIPs.
+    const missed = "tcp 198.51.100.7:40000 > 198.51.100.99:80: drop";
+    const error = await ops.update(made.id, made.outs, inputs([h2, h3], NEW_VIPS, [missed])).then(
+      () => undefined,
+      (err: Error) => err,
+    );
+    expect(error, "the update must fail: its expectation is missed").toBeDefined();
+    expect(error!.message).toMatch(/1 of 1 packet expectations missed after the change, so the host reverted it at once/);
+    expect(error!.message).not.toMatch(/Putting back what the revert does not cover failed/);
+    const after = await hostSnapshot(lab, h1);
+    expect(after, `the host differs from before the update:\n${snapshotDiff(before, after)}`).toBe(before);
+    await ops.delete(made.id, made.outs);
   }, 300_000);
 });

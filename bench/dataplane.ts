@@ -225,7 +225,10 @@ async function firewall(t: Tree, lists: DenyLists[]): Promise<LoadedProgram> {
   const { planDeny, denyOperations } = t.module("provider/xdpFirewall/plan");
   const batchText = t.batchText;
   const fw = await program(t.object("xdp_firewall"));
-  for (const l of lists) await fw.batchText(batchText(denyOperations(planDeny(l.entries, []), (m: string) => fw.mapPin(m))));
+  // As a create fills a firewall, before it goes on its hook (the last argument: no
+  // reader yet, one write per new slot; a tree whose denyOperations has no such
+  // argument ignores it).
+  for (const l of lists) await fw.batchText(batchText(denyOperations(planDeny(l.entries, []), (m: string) => fw.mapPin(m), true)));
   return fw;
 }
 

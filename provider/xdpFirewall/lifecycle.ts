@@ -61,8 +61,9 @@ function outputsOf(inputs: XdpFirewallInputs, observed: Observed, objectSha256: 
 /** What brings the firewall back after a reboot, when the inputs ask for it (or nothing). */
 async function bootRestore(session: SshSession, layout: PinLayout, object: LocalObject, inputs: XdpFirewallInputs): Promise<void> {
   if (!inputs.bootRestore) return removeBootRestore(session, KIND, inputs.name);
-  // Records and index alike, from empty maps (the restore loads the object afresh).
-  const mapOperations = denyOperations(planDeny(Object.keys(inputs.deny), []), (map) => `${layout.maps}/${map}`);
+  // Records and index alike, from empty maps (the restore loads the object afresh and
+  // fills it before it goes on the hook: no reader yet).
+  const mapOperations = denyOperations(planDeny(Object.keys(inputs.deny), []), (map) => `${layout.maps}/${map}`, true);
   // A chain member comes back behind the interface's dispatcher, in its slot.
   const chain = inputs.chainPriority === undefined ? undefined : { slot: inputs.chainPriority, dispatcher: packagedObject(DISPATCHER_OBJECT) };
   const xdp = inputs.attached ? { interface: inputs.interface, mode: inputs.mode, chain } : undefined;

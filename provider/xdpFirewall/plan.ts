@@ -42,14 +42,14 @@ export function invertPlan(plan: DenyPlan): DenyPlan {
  * leave added records whose index words were never written, and the next run, seeing
  * those records, would not write them either.)
  */
-export function denyOperations(plan: DenyPlan, mapPin: (map: string) => string): MapOperation[] {
+export function denyOperations(plan: DenyPlan, mapPin: (map: string) => string, unread = false): MapOperation[] {
   const record = (entry: string, op: "update" | "delete"): MapOperation => {
     const { map, key } = encodeDenyEntry(entry);
     return op === "update" ? { op, map: mapPin(map), key, value: DENY_VALUE } : { op, map: mapPin(map), key };
   };
   const changed = plan.add.length + plan.remove.length > 0;
   return [
-    ...(changed ? indexOperations(buildIndex(plan.desired), buildIndex(plan.observed), mapPin) : []),
+    ...(changed ? indexOperations(buildIndex(plan.desired), buildIndex(plan.observed), mapPin, unread) : []),
     ...plan.add.map((entry) => record(entry, "update")),
     ...plan.remove.map((entry) => record(entry, "delete")),
   ];
@@ -61,7 +61,7 @@ export function denyOperations(plan: DenyPlan, mapPin: (map: string) => string):
  * without the index), before the new program is attached.
  */
 export function indexFromScratch(entries: Iterable<string>, mapPin: (map: string) => string): MapOperation[] {
-  return indexOperations(buildIndex(entries), buildIndex([]), mapPin);
+  return indexOperations(buildIndex(entries), buildIndex([]), mapPin, true);
 }
 
 /**

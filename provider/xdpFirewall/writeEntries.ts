@@ -23,7 +23,8 @@ import { hostJson, mapShow } from "../remote/hostJson";
 export async function writeEntries(session: SshSession, layout: PinLayout, plan: DenyPlan, before: readonly string[] | undefined, desired: readonly string[]): Promise<void> {
   const mapPin = (map: string) => `${layout.maps}/${map}`;
   try {
-    await applyMapOperations(session, denyOperations(plan, mapPin));
+    // A new firewall (no `before`) is filled before it goes on its hook: no reader yet.
+    await applyMapOperations(session, denyOperations(plan, mapPin, before === undefined));
     return;
   } catch (err) {
     const now = await observeEntries(session, layout).catch(() => undefined);

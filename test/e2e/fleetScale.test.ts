@@ -1,6 +1,6 @@
 // End to end (issue 10): a deny list held once for a fleet of 10 lab hosts, through the
 // real Pulumi CLI running examples/quickstart. The stack is created by main's release
-// (entries in every firewall's state; BPFLEET_MAIN_TARBALL) and upgraded by one `up`
+// (entries in every firewall's state; built from git history by packRelease) and upgraded by one `up`
 // while a denied client pings a host; then one entry added and one removed: the preview
 // shows each once and names the 10 firewalls; drift made by hand on one host is
 // reported there only and repaired; a `--target` of one firewall alone refuses; destroy
@@ -11,13 +11,15 @@ import { join, resolve } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createLab, type Lab, type LabHost } from "../lab/lab";
 import { pingReaches } from "../lab/traffic";
-import { packBpfleet, PulumiProject } from "./pulumiProject";
+import { packBpfleet, packRelease, PulumiProject } from "./pulumiProject";
 
 const HOSTS = Number(process.env.BPFLEET_FLEET_HOSTS ?? 10);
 const ENTRIES = Number(process.env.BPFLEET_FLEET_ENTRIES ?? 10_000);
-// main's release: its package (npm pack of main) and its quickstart program.
-const MAIN_TARBALL = process.env.BPFLEET_MAIN_TARBALL ?? "/tmp/fleet-main-pack/bpfleet-0.1.0.tgz";
-const MAIN_QUICKSTART = process.env.BPFLEET_MAIN_QUICKSTART ?? "/tmp/fleet-main-src/examples/quickstart/index.ts";
+// The release before DenyList (entries in every firewall's state): its package and its
+// quickstart program, built from this repository's history (packRelease), or given.
+const RELEASE = process.env.BPFLEET_MAIN_RELEASE ?? "0bb6617";
+let MAIN_TARBALL = process.env.BPFLEET_MAIN_TARBALL ?? "";
+let MAIN_QUICKSTART = process.env.BPFLEET_MAIN_QUICKSTART ?? "";
 const QUICKSTART = resolve(__dirname, "../../examples/quickstart/index.ts");
 const WORK = process.env.BPFLEET_E2E_DIR ?? "/tmp/bpfleet-e2e";
 
@@ -79,7 +81,12 @@ function updatedBlocks(output: string, type: string): Set<string> {
 const stateBytes = async () => (await project.exportState()).length;
 
 beforeAll(async () => {
-  for (const file of [MAIN_TARBALL, MAIN_QUICKSTART]) if (!existsSync(file)) throw new Error(`main's release is missing: ${file} (a checkout of main and its npm pack)`);
+  if (!MAIN_TARBALL || !MAIN_QUICKSTART) {
+    const release = await packRelease(RELEASE);
+    MAIN_TARBALL ||= release.tarball;
+    MAIN_QUICKSTART ||= join(release.dir, "examples/quickstart/index.ts");
+  }
+  for (const file of [MAIN_TARBALL, MAIN_QUICKSTART]) if (!existsSync(file)) throw new Error(`the release is missing: ${file}`);
   lab = await createLab("fleetsc", { hosts: HOSTS, clients: 2 });
   project = await PulumiProject.create("fleet-scale", MAIN_QUICKSTART, "bpfleet-quickstart", MAIN_TARBALL);
   await project.ok(["config", "set", "labFile", lab.jsonPath]);

@@ -7,6 +7,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createLab, type Lab, type LabHost } from "../lab/lab";
 import { tearDownLabProject, useLab } from "./labHosts";
 import { PulumiProject } from "./pulumiProject";
+import { batchText } from "../../provider/remote/mapOperations";
+import { denyOperations, planDeny } from "../../provider/xdpFirewall/plan";
 
 const PROGRAM = `
 import * as fs from "node:fs";
@@ -132,8 +134,11 @@ describe("a deny entry covering the lab's SSH client address, through the real P
       expect(await denies(peer)).toBe(true);
       expect(await sshWorks()).toBe(false);
     } finally {
-      // Cleanup by other means: from inside the host, as a console would.
-      await lab.inHost(h1, ["bpftool", "map", "delete", "pinned", `${PIN}/maps/deny_v4_exact`, "key", ...peer.split(".")], { reject: false });
+      // Cleanup by other means: from inside the host, as a console would. Deleting the
+      // record alone no longer lifts the deny (the program reads the address's slot
+      // first): the provider's own writes from the cutting list back to the old one.
+      const back = denyOperations(planDeny(["203.0.113.0/24"], ["203.0.113.0/24", `${peer}/32`]), (m) => `${PIN}/maps/${m}`);
+      await lab.inHost(h1, ["bpftool", "batch", "file", "-"], { input: batchText(back), reject: false });
     }
     expect(await sshWorks()).toBe(true);
 

@@ -1,7 +1,7 @@
 // Real Pulumi projects for the end-to-end suite: a directory with its own
 // node_modules holding bpfleet installed from `npm pack` (exactly what a user
 // installs), run by the real `pulumi` CLI with a local file backend.
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { execa, type Result } from "execa";
 
@@ -25,6 +25,32 @@ export function packBpfleet(): Promise<string> {
     return join(WORK, r.stdout.trim().split("\n").pop()!);
   })();
   return packed;
+}
+
+/**
+ * An earlier release of bpfleet, for upgrade tests: commit `ref` of this repository
+ * exported with `git archive` (no worktree), built with this checkout's node_modules
+ * and packed, as a user would have installed it; and where its files are (its
+ * examples). Once per ref and work directory.
+ */
+export async function packRelease(ref: string): Promise<{ tarball: string; dir: string }> {
+  const sha = await execa("git", ["-C", REPO, "rev-parse", "--verify", `${ref}^{commit}`]).then(
+    (r) => r.stdout.trim(),
+    () => {
+      throw new Error(`the release ${ref} is not in this clone's history (a shallow clone?): fetch it, or set the test's release variables`);
+    },
+  );
+  const dir = join(WORK, `release-${sha.slice(0, 12)}`);
+  const done = join(dir, ".packed");
+  if (!existsSync(done)) {
+    rmSync(dir, { recursive: true, force: true });
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    await execa("sh", ["-c", 'git -C "$1" archive "$2" | tar -x -C "$3"', "sh", REPO, sha, dir]);
+    symlinkSync(join(REPO, "node_modules"), join(dir, "node_modules"));
+    const r = await execa("npm", ["pack", "--silent", "--pack-destination", dir], { cwd: dir });
+    writeFileSync(done, `${r.stdout.trim().split("\n").pop()!}\n`);
+  }
+  return { tarball: join(dir, readFileSync(done, "utf8").trim()), dir };
 }
 
 export interface PulumiRun extends Result {

@@ -22,7 +22,15 @@ export function contentDigest(keys: Iterable<string>): string {
   return createHash("sha256").update(sorted.join("\n")).update("\n").digest("hex");
 }
 
-const registry = new Map<string, readonly string[]>();
+/**
+ * One registry per process, whatever the number of copies of this module: a package
+ * installed through a symlink (a `file:` dependency, as the repository's own
+ * quickstart uses) is loaded once by its link path and once by its real path in the
+ * same provider process, and a module-level Map would split the list's `check` from
+ * the firewalls that look the list up.
+ */
+const REGISTRY = Symbol.for("bpfleet.sharedContent.registry");
+const registry: Map<string, readonly string[]> = ((globalThis as Record<symbol, unknown>)[REGISTRY] ??= new Map<string, readonly string[]>()) as Map<string, readonly string[]>;
 
 /** Records a set's canonical keys under its digest; returns the digest. */
 export function registerContent(keys: Iterable<string>): string {

@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import { beforeEach, describe, expect, it } from "vitest";
+import { beforeEach, describe, expect, it, vi } from "vitest";
 import { canonicalDenyList } from "../../provider/denyList/entries";
 import { provider as denyListProvider } from "../../provider/denyList/dynamic";
 import { checkDenyList } from "../../provider/denyList/schema";
@@ -85,5 +85,18 @@ describe("drift against the host's applied list", () => {
     const drift = driftOf(applied, ["10.0.0.0/8", "2001:db8::/32", "192.0.2.77/32"]);
     expect(drift).toEqual({ "192.0.2.77/32": "stray", "203.0.113.0/24": "missing" });
     expect(Object.keys(drift!)).toEqual(["192.0.2.77/32", "203.0.113.0/24"]);
+  });
+});
+
+describe("the registry of shared content", () => {
+  it("is one per process, even when the module is loaded twice (a package reached by a symlink and by its real path)", async () => {
+    clearRegisteredContent();
+    const first = await import("../../provider/sharedContent");
+    const digest = first.registerContent(["192.0.2.1/32"]);
+    vi.resetModules();
+    const second = await import("../../provider/sharedContent");
+    expect(second).not.toBe(first);
+    expect(second.registeredContent(digest)).toEqual(["192.0.2.1/32"]);
+    clearRegisteredContent();
   });
 });

@@ -13,7 +13,8 @@
  * (a firewall from before this layout, a half-finished run) the maps themselves
  * are dumped instead.
  */
-import { ROOT_DIRS_FUNCTION, STATE_DIR } from "./hostDirs";
+import { STATE_DIR } from "./hostDirs";
+import { runShellScript } from "./shellScript";
 import type { SshSession } from "./ssh";
 
 export const APPLIED_DIR = `${STATE_DIR}/applied`;
@@ -32,24 +33,15 @@ export function parseAppliedText(text: string): string[] {
   return text.split("\n").filter((line) => line !== "");
 }
 
-// The directory is root's alone (root_dirs): a copy anyone could edit would let them
-// decide what the next update removes. Written to a temporary file and renamed, so a
-// cut session leaves the old copy or the new one, never half of one.
-const WRITE_SCRIPT = `${ROOT_DIRS_FUNCTION}
-root_dirs "$1" "$2" "$2/$3" || exit 1
-umask 077
-cat > "$2/$3/.$4.tmp" && mv -f "$2/$3/.$4.tmp" "$2/$3/$4"`;
-
-const READ_SCRIPT = `[ -f "$1" ] || { echo absent; exit 0; }; echo present; cat "$1"`;
-
 /** Records `keys` as what the resource has applied on the host. */
 export async function writeApplied(session: SshSession, kind: string, name: string, keys: Iterable<string>): Promise<void> {
-  await session.runScript(WRITE_SCRIPT, [STATE_DIR, APPLIED_DIR, kind, name], { stdin: appliedText(keys) });
+  // sh/applied-write.sh: root-only directories, written whole or not at all.
+  await runShellScript(session, "applied-write", { state: STATE_DIR, dir: APPLIED_DIR, kind, name }, { stdin: appliedText(keys) });
 }
 
 /** What the host records as applied, or undefined when it records nothing. */
 export async function readApplied(session: SshSession, kind: string, name: string): Promise<string[] | undefined> {
-  const { stdout } = await session.runScript(READ_SCRIPT, [appliedPath(kind, name)]);
+  const { stdout } = await runShellScript(session, "applied-read", { path: appliedPath(kind, name) });
   const [marker, ...rest] = stdout.split("\n");
   return marker === "present" ? parseAppliedText(rest.join("\n")) : undefined;
 }

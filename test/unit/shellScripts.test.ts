@@ -89,6 +89,21 @@ describe("script loader", () => {
     expect(run(shared)).toMatchObject({ status: 1, stderr: expect.stringMatching(/writable by group or others \(mode 775\)/) });
   });
 
+  it("applied-write records a set in root-only directories, whole; applied-read gives it back, or says absent", () => {
+    const state = join(scratch, "applied-state");
+    const dir = join(state, "applied");
+    const write = (text: string) => spawnSync("sh", shellScriptCommand("applied-write", { state, dir, kind: "xdp-firewall", name: "fw" }).slice(1), { input: text, encoding: "utf8" });
+    const read = () => execFileSync("sh", shellScriptCommand("applied-read", { path: join(dir, "xdp-firewall", "fw") }).slice(1)).toString();
+    expect(read()).toBe("absent\n");
+    expect(write("10.0.0.1/32\n192.0.2.0/24\n").status).toBe(0);
+    expect(read()).toBe("present\n10.0.0.1/32\n192.0.2.0/24\n");
+    for (const d of [state, dir, join(dir, "xdp-firewall")]) expect(statSync(d).mode & 0o777).toBe(0o700);
+    expect(statSync(join(dir, "xdp-firewall", "fw")).mode & 0o777).toBe(0o600);
+    expect(readdirSync(join(dir, "xdp-firewall"))).toEqual(["fw"]);
+    chmodSync(join(dir, "xdp-firewall"), 0o777);
+    expect(write("")).toMatchObject({ status: 1, stderr: expect.stringMatching(/writable by group or others/) });
+  });
+
   it("json_or prints the command's JSON, or the caller's fallback when it fails", () => {
     const script = `${preludeFunctions("json_or")}\nfallback=null; json_or echo '{"a":1}'; json_or false; fallback="[]"; json_or sh -c 'echo oops >&2; exit 3'`;
     expect(execFileSync("sh", ["-c", script]).toString()).toBe('{"a":1}\nnull\n[]\n');

@@ -80,6 +80,10 @@ async function converge(inputs: MaglevServiceInputs, olds?: MaglevServiceOutputs
   let plan: ServicePlan | undefined;
   let before: { dumps: DumpedMaps; tables: TableImage | undefined } | undefined;
   let mapsTouched = false;
+  // An existing service's map entries as they were before the batch (whole or in part) changed them.
+  const restoreTables = async () => {
+    if (mapsTouched && program.hadPins && before) await restoreMaps(session, layout, plan!.operations, before.dumps, before.tables);
+  };
   await guardedChange(session, {
     async stage() {
       await program.stage(object, survey.objectPresent, () => packagedObject(DISPATCHER_OBJECT));
@@ -107,14 +111,14 @@ async function converge(inputs: MaglevServiceInputs, olds?: MaglevServiceOutputs
     // each write was valid on its own, but the state still records the old
     // inputs, so going back to them must find the host as they left it.
     async rollback() {
-      if (mapsTouched && program.hadPins && before) await restoreMaps(session, layout, plan!.operations, before.dumps, before.tables).catch(ignoreFailure);
+      await restoreTables().catch(ignoreFailure);
       await program.rollback(hook.revertShell("new"));
       if (!program.hadPins) await removePins(session, layout).catch(ignoreFailure);
     },
     // A missed expectation fired the revert: it swapped the program and hook back
     // (a new service it removed whole); the tables the batch wrote come back here.
     async afterRevert() {
-      if (mapsTouched && program.hadPins && before) await restoreMaps(session, layout, plan!.operations, before.dumps, before.tables);
+      await restoreTables();
     },
     cleanup: () => program.cleanup(),
   });

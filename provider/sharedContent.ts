@@ -16,6 +16,20 @@
  */
 import { createHash } from "node:crypto";
 
+/**
+ * A set's content as text: its canonical keys sorted, one per line (an empty set is
+ * empty text). The form a list resource keeps in state and a host keeps as its
+ * applied copy, byte for byte.
+ */
+export function contentText(keys: Iterable<string>): string {
+  const sorted = [...keys].sort();
+  return sorted.length ? `${sorted.join("\n")}\n` : "";
+}
+
+export function parseContentText(text: string): string[] {
+  return text.split("\n").filter((line) => line !== "");
+}
+
 /** sha256 of the sorted, canonical keys, one per line: what identifies a set's content. */
 export function contentDigest(keys: Iterable<string>): string {
   const sorted = [...keys].sort();

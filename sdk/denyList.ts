@@ -5,9 +5,9 @@ import { kindProvider } from "./kindProvider";
 export interface DenyListArgs {
   /**
    * Source IPv4/IPv6 addresses and CIDR prefixes to drop (the rules of XdpFirewall's
-   * `deny`). Held once in the stack's state, keyed by entry: `pulumi preview --diff`
-   * shows each added or removed entry once, and the firewalls that apply the list show
-   * only its digest and count changing.
+   * `deny`). Held once in the stack's state, canonical and sorted, one entry per line:
+   * `pulumi preview --diff` shows each added or removed entry once, and the firewalls
+   * that apply the list show only its digest and count changing.
    */
   entries: pulumi.Input<pulumi.Input<string>[]>;
 }
@@ -40,8 +40,13 @@ export class DenyList extends pulumi.dynamic.Resource {
   public readonly ref: pulumi.Output<DenyListRef>;
 
   constructor(name: string, args: DenyListArgs, opts?: pulumi.CustomResourceOptions) {
-    super(provider, name, { entries: args.entries, digest: undefined, count: undefined }, opts, "bpfleet", "DenyList");
-    const canonical = pulumi.output(args.entries).apply((list) => canonicalDenyList(list as string[]));
+    const written = pulumi.output(args.entries);
+    const canonical = written.apply((list) => canonicalDenyList(list as string[]));
+    // The list goes to the engine as its canonical text (one string: cheap for the
+    // engine at any size), or as written when an entry is bad, so that the list's
+    // `check` names that entry by its index.
+    const held = pulumi.all([written, canonical]).apply(([list, c]) => c?.text ?? list);
+    super(provider, name, { entries: held, digest: undefined, count: undefined }, opts, "bpfleet", "DenyList");
     this.entries = canonical.apply((c) => c?.entries ?? {});
     // Through the list's URN, so a firewall given `ref` depends on the list: the list's
     // step (whose check hands its entries to the firewalls) always runs first.

@@ -4,7 +4,7 @@
  * firewall carries is then known at preview time, so a preview names exactly the
  * firewalls whose list changes. Pure; no module here reaches a host.
  */
-import { contentDigest } from "../sharedContent";
+import { contentDigest, contentText } from "../sharedContent";
 import { cidrSet } from "../validation";
 import { checkMapCapacity, MAX_DENY_ENTRIES } from "../xdpFirewall/capacity";
 
@@ -12,6 +12,8 @@ export const denyEntries = cidrSet("deny", MAX_DENY_ENTRIES).superRefine(checkMa
 
 export interface CanonicalDenyList {
   entries: Record<string, "deny">;
+  /** The entries sorted, one per line: what the list's state holds (sharedContent.contentText). */
+  text: string;
   digest: string;
   count: number;
 }
@@ -24,7 +26,7 @@ export function canonicalDenyList(list: readonly string[] | Record<string, strin
   const parsed = denyEntries.safeParse(list);
   if (!parsed.success) return undefined;
   const keys = Object.keys(parsed.data);
-  return { entries: parsed.data as Record<string, "deny">, digest: contentDigest(keys), count: keys.length };
+  return { entries: parsed.data as Record<string, "deny">, text: contentText(keys), digest: contentDigest(keys), count: keys.length };
 }
 
 /** A placeholder digest for a list that does not parse: never a real sha256 hex string. */

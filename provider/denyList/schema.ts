@@ -2,17 +2,29 @@
 import type * as pulumi from "@pulumi/pulumi";
 import { z } from "zod";
 import { checkInputs } from "../dynamicAdapter";
-import { registerContent } from "../sharedContent";
+import { contentText, parseContentText, registerContent } from "../sharedContent";
 import { denyEntries } from "./entries";
 
 export const denyListSchema = z.object({
   /**
    * Source IPv4/IPv6 addresses and CIDR prefixes to drop, the same rules as
-   * XdpFirewall's `deny`: canonical form, keyed by entry, so `pulumi preview --diff`
-   * shows each added or removed entry once for the whole fleet. Every XdpFirewall given
-   * this list (`denyList`) applies it; their states carry only its digest and count.
+   * XdpFirewall's `deny`. Every XdpFirewall given this list (`denyList`) applies it;
+   * their states carry only its digest and count.
+   *
+   * Held in state as ONE text, the canonical entries sorted, one per line (the bytes of
+   * a host's applied copy), not keyed by entry: the engine marshals, diffs and
+   * checkpoints every key of a property at every step, which cost it about 20 s of CPU
+   * per `up` for a 100k-entry keyed list and nothing measurable for one string. The
+   * CLI shows a changed multi-line string as a line diff, so `pulumi preview --diff`
+   * still prints each added or removed entry once (`+ 192.0.2.9/32`), sorted lines
+   * leaving no index cascade. Accepted as that text (what the SDK sends), as a list as
+   * written (where a bad entry is named by its index), or keyed by entry (how an
+   * earlier release kept it in state).
    */
-  entries: denyEntries.default({}),
+  entries: z
+    .preprocess((raw) => (typeof raw === "string" ? parseContentText(raw) : raw), denyEntries)
+    .transform((record) => contentText(Object.keys(record)))
+    .default(""),
 });
 
 export type DenyListInputs = z.infer<typeof denyListSchema>;
@@ -30,8 +42,19 @@ export interface DenyListOutputs {
 export function checkDenyList(olds: unknown, news: Record<string, unknown>): pulumi.dynamic.CheckResult {
   const result = checkInputs(denyListSchema, news);
   const entries = (result.inputs as Partial<DenyListInputs> | undefined)?.entries;
-  if (entries && typeof entries === "object") registerContent(Object.keys(entries));
-  const old = (olds as Partial<DenyListInputs> | undefined)?.entries;
-  if (old && typeof old === "object" && !Array.isArray(old)) registerContent(Object.keys(old));
+  if (typeof entries === "string") registerContent(parseContentText(entries));
+  const old = heldEntries(olds);
+  if (old) registerContent(old);
   return result;
+}
+
+/**
+ * The entries a list's state holds (old inputs or outputs): its text, or the keyed
+ * record an earlier release kept; undefined when there are none.
+ */
+export function heldEntries(state: unknown): string[] | undefined {
+  const held = (state as { entries?: unknown } | undefined)?.entries;
+  if (typeof held === "string") return parseContentText(held);
+  if (held && typeof held === "object" && !Array.isArray(held)) return Object.keys(held);
+  return undefined;
 }

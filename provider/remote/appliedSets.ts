@@ -13,6 +13,7 @@
  * (a firewall from before this layout, a half-finished run) the maps themselves
  * are dumped instead.
  */
+import { contentText as appliedText, parseContentText as parseAppliedText } from "../sharedContent";
 import { STATE_DIR } from "./hostDirs";
 import { runShellScript } from "./shellScript";
 import type { SshSession } from "./ssh";
@@ -23,15 +24,8 @@ export function appliedPath(kind: string, name: string): string {
   return `${APPLIED_DIR}/${kind}/${name}`;
 }
 
-/** The file's text for a set: sorted keys, one per line (empty set: empty file). */
-export function appliedText(keys: Iterable<string>): string {
-  const sorted = [...keys].sort();
-  return sorted.length ? `${sorted.join("\n")}\n` : "";
-}
-
-export function parseAppliedText(text: string): string[] {
-  return text.split("\n").filter((line) => line !== "");
-}
+/** The file's text for a set: sorted keys, one per line (empty set: empty file), as a list resource holds it in state. */
+export { appliedText, parseAppliedText };
 
 /** Records `keys` as what the resource has applied on the host. */
 export async function writeApplied(session: SshSession, kind: string, name: string, keys: Iterable<string>): Promise<void> {

@@ -23,7 +23,7 @@ async function leftovers(host: LabHost): Promise<{ pins: string; xdp: unknown }>
 }
 
 /**
- * The entry lines (`+ "x": "deny"` / `- "x": "deny"`) of each resource block in a
+ * The entry lines (`+ "x": "deny"` / `- "x": "deny"`, or `+ x` / `- x` in a DenyList's text) of each resource block in a
  * --diff output; refresh prints each block twice (preview, then result), so lines are deduplicated.
  * A firewall's drift (`denyDrift`, issue 10) reads the same way: a stray entry
  * appearing is `+ x`, a missing one `- x`, and the signs turn when drift goes away.
@@ -36,7 +36,8 @@ function entryChanges(output: string): Map<string, string[]> {
     const name = line.match(/urn=.*::(edge-[\w-]+)\]/)?.[1];
     if (resource) current = undefined;
     if (name) current = name;
-    const entry = line.match(/^\s*([+-])\s+"?([0-9a-f.:]+\/\d+)"?\s*:\s*"(deny|stray|missing)"/);
+    // A DenyList's entries are one sorted text, which the CLI diffs line by line (`+ x`).
+    const entry = line.match(/^\s*([+-])\s+"?([0-9a-f.:]+\/\d+)"?(?:\s*:\s*"(deny|stray|missing)")?\s*$/);
     const sign = entry?.[3] === "missing" ? (entry[1] === "+" ? "-" : "+") : entry?.[1];
     if (current && entry) byResource.set(current, [...new Set([...(byResource.get(current) ?? []), `${sign} ${entry[2]}`])]);
   }

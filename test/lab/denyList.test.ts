@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { checkDenyList } from "../../provider/denyList/schema";
 import { operations } from "../../provider/operations";
 import { closeAllSessions, type Operation } from "../../provider/remote/ssh";
-import { clearRegisteredContent, contentDigest } from "../../provider/sharedContent";
+import { clearRegisteredContent, contentDigest, contentText, parseContentText } from "../../provider/sharedContent";
 import { xdpFirewallKind as firewall } from "../../provider/xdpFirewall/lifecycle";
 import { checkXdpFirewall, type XdpFirewallInputs, type XdpFirewallOutputs } from "../../provider/xdpFirewall/schema";
 import { createLab, type Lab, type LabHost } from "./lab";
@@ -21,8 +21,8 @@ const ops = operations(firewall, (op) => counted.push({ ...op, steps: [...op.ste
 
 /** The list's check, as the engine runs it first: registers `entries` (and `olds`). */
 function list(entries: string[], olds?: string[]) {
-  const result = checkDenyList(olds && { entries: Object.fromEntries(olds.map((e) => [e, "deny"])) }, { entries });
-  const keys = Object.keys((result.inputs as { entries: Record<string, string> }).entries);
+  const result = checkDenyList(olds && { entries: contentText(olds) }, { entries });
+  const keys = parseContentText((result.inputs as { entries: string }).entries);
   return { name: "feed", digest: contentDigest(keys), count: keys.length };
 }
 

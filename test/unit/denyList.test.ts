@@ -25,8 +25,9 @@ describe("content held once: digest and the host's applied copy", () => {
     const sdk = canonicalDenyList(written)!;
     expect(sdk.entries).toEqual({ "192.0.2.9/32": "deny", "203.0.113.0/24": "deny", "2001:db8::/32": "deny" });
     expect(sdk.count).toBe(3);
+    expect(sdk.text).toBe("192.0.2.9/32\n2001:db8::/32\n203.0.113.0/24\n");
     const checked = checkDenyList(undefined, { entries: written });
-    expect(checked.inputs?.entries).toEqual(sdk.entries);
+    expect(checked.inputs?.entries).toEqual(sdk.text);
     expect(registeredContent(sdk.digest)).toEqual(Object.keys(sdk.entries).sort());
     expect(canonicalDenyList(["10.0.0.0/33"])).toBeUndefined();
   });
@@ -47,12 +48,29 @@ describe("DenyList check and diff", () => {
   });
 
   it("diff compares the digest in the old outputs with the new entries' digest", async () => {
-    const entries = { "192.0.2.9/32": "deny" as const };
+    const entries = "192.0.2.9/32\n";
     const outs = (await denyListProvider.create({ entries })).outs;
     expect(outs).toEqual({ entries, digest: contentDigest(["192.0.2.9/32"]), count: 1 });
     expect(await denyListProvider.read("id", outs)).toEqual({ id: "id", props: outs, inputs: { entries } });
     expect((await denyListProvider.diff("id", outs, { entries })).changes).toBe(false);
-    expect((await denyListProvider.diff("id", outs, { entries: { ...entries, "192.0.2.10/32": "deny" } })).changes).toBe(true);
+    expect((await denyListProvider.diff("id", outs, { entries: "192.0.2.10/32\n192.0.2.9/32\n" })).changes).toBe(true);
+  });
+
+  it("state holds the list as one text: the SDK's text passes through, a bad line is named, and an earlier release's keyed state is read", () => {
+    const text = "192.0.2.9/32\n203.0.113.0/24\n";
+    expect(checkDenyList(undefined, { entries: text }).inputs?.entries).toBe(text);
+    // A text not in canonical form (hand-made) is canonicalised, not trusted.
+    expect(checkDenyList(undefined, { entries: "203.0.113.7/24\n192.0.2.9\n" }).inputs?.entries).toBe(text);
+    expect(checkDenyList(undefined, { entries: "192.0.2.9/32\n10.0.0.0/33\n" }).failures?.[0]?.reason).toMatch(/^entries\[1\]: "10\.0\.0\.0\/33": prefix length/);
+    // The previous release kept `{ "<entry>": "deny" }` in state: as old inputs it is
+    // registered (what the firewalls applied), and as inputs it becomes the text.
+    const keyed = { "192.0.2.9/32": "deny", "203.0.113.0/24": "deny" };
+    expect(checkDenyList(keyed, { entries: keyed }).inputs?.entries).toBe(text);
+    clearRegisteredContent();
+    checkDenyList({ entries: keyed }, { entries: "192.0.2.9/32\n" });
+    expect(registeredContent(contentDigest(Object.keys(keyed)))).toEqual(Object.keys(keyed));
+    expect(registeredContent(contentDigest(["192.0.2.9/32"]))).toEqual(["192.0.2.9/32"]);
+    expect(checkDenyList(undefined, {}).inputs?.entries).toBe("");
   });
 });
 

@@ -3,7 +3,7 @@
  * provider's own session, and the script the host runs by itself to undo a
  * change when the provider does not come back to disarm it.
  */
-import { parsePrefix, prefixContains } from "../cidr";
+import { parsePrefix, prefixContains, type Prefix } from "../cidr";
 import { batchText, type MapOperation } from "../remote/mapOperations";
 import { HostPreconditionError } from "../remote/preflight";
 import type { SshSession } from "../remote/ssh";
@@ -11,6 +11,21 @@ import type { HookChange, HookPlan } from "../remote/xdpHook";
 import type { XdpFirewallInputs } from "./schema";
 
 /** Refuses deny entries that would drop this provider's own SSH session. */
+/**
+ * The entries of `deny` that cover `address`, remembered per list and peer: the
+ * firewalls of a fleet share one DenyList's record (and usually one management
+ * address), and parsing every entry cost each host O(entries).
+ */
+const coveringByList = new WeakMap<Record<string, unknown>, Map<string, string[]>>();
+
+function entriesCovering(deny: Record<string, unknown>, peer: string, address: Prefix): string[] {
+  let byPeer = coveringByList.get(deny);
+  if (!byPeer) coveringByList.set(deny, (byPeer = new Map()));
+  let covering = byPeer.get(peer);
+  if (!covering) byPeer.set(peer, (covering = Object.keys(deny).filter((entry) => prefixContains(parsePrefix(entry), address))));
+  return covering;
+}
+
 export async function refuseManagementDeny(session: SshSession, inputs: XdpFirewallInputs): Promise<void> {
   if (inputs.allowManagementDeny || !inputs.attached) return;
   const peer = await session.managementPeer();
@@ -21,7 +36,7 @@ export async function refuseManagementDeny(session: SshSession, inputs: XdpFirew
   } catch {
     return;
   }
-  const covering = Object.keys(inputs.deny).filter((entry) => prefixContains(parsePrefix(entry), address));
+  const covering = entriesCovering(inputs.deny, peer, address);
   if (covering.length > 0) {
     throw new HostPreconditionError(
       `${session.label}: deny entr${covering.length === 1 ? "y" : "ies"} ${covering.join(", ")} would drop ${peer}, the address this provider's SSH session comes from, and lock the host out of management. ` +

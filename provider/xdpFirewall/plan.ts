@@ -3,6 +3,7 @@ import type { MapOperation } from "../remote/mapOperations";
 import { DENY_VALUE, encodeDenyEntry } from "./codec";
 import { buildIndex, indexOperations } from "./index";
 import { sortedRecord } from "../validation";
+import { contentDigest } from "../sharedContent";
 
 export interface DenyPlan {
   add: string[];
@@ -49,10 +50,32 @@ export function denyOperations(plan: DenyPlan, mapPin: (map: string) => string, 
   };
   const changed = plan.add.length + plan.remove.length > 0;
   return [
-    ...(changed ? indexOperations(buildIndex(plan.desired), buildIndex(plan.observed), mapPin, unread) : []),
+    ...(changed ? indexWrites(plan.desired, plan.observed, unread).map((op) => ({ ...op, map: mapPin(op.map) })) : []),
     ...plan.add.map((entry) => record(entry, "update")),
     ...plan.remove.map((entry) => record(entry, "delete")),
   ];
+}
+
+/**
+ * The index writes between two lists, by map name, remembered for the last few pairs
+ * of lists. The hosts of a fleet move between the same two versions of a shared list,
+ * and building two indexes (a 16M-bucket state array per family, the slots) costs
+ * O(entries): about a second per host at 100k entries, which one provider process
+ * paid host after host. Keyed by the lists' content digests; the writes are never
+ * mutated, and each host gets its own copy with its own pins.
+ */
+const recentIndexWrites = new Map<string, MapOperation[]>();
+const RECENT_INDEX_PAIRS = 4;
+
+function indexWrites(desired: readonly string[], observed: readonly string[], unread: boolean): MapOperation[] {
+  const key = `${contentDigest(desired)} ${contentDigest(observed)} ${unread}`;
+  let writes = recentIndexWrites.get(key);
+  if (!writes) {
+    writes = indexOperations(buildIndex(desired), buildIndex(observed), (map) => map, unread);
+    if (recentIndexWrites.size >= RECENT_INDEX_PAIRS) recentIndexWrites.delete(recentIndexWrites.keys().next().value!);
+    recentIndexWrites.set(key, writes);
+  }
+  return writes;
 }
 
 /**

@@ -6,6 +6,7 @@ import { BUCKET, buildIndex, indexOperations, packBlock, v4Slot, v6Slot } from "
 import { seededRandom } from "../support/seededRandom";
 import { formatAddress, parsePrefix, prefixContains } from "../../provider/cidr";
 import type { MapOperation } from "../../provider/remote/mapOperations";
+import { canonicalDenyList } from "../../provider/denyList/entries";
 
 const hex = (b: Uint8Array) => Buffer.from(b).toString("hex");
 const u32le = (n: number) => { const b = Buffer.alloc(4); b.writeUInt32LE(n); return b; };
@@ -39,6 +40,12 @@ describe("deny entry codec", () => {
 
 });
 
+/** A plan between two lists in canonical form (prefixes masked, no duplicates), as the provider plans. */
+function canonicalPlan(desired: string[], observed: string[]) {
+  const canonical = (list: string[]) => Object.keys(canonicalDenyList(list)!.entries);
+  return planDeny(canonical(desired), canonical(observed));
+}
+
 describe("planning", () => {
   it("adds what is missing and removes what is extra, and keeps both whole sets for the index", () => {
     expect(planDeny(["a", "b", "c"], ["b", "c", "d"])).toEqual({ add: ["a"], remove: ["d"], desired: ["a", "b", "c"], observed: ["b", "c", "d"] });
@@ -68,6 +75,24 @@ describe("planning", () => {
     const block10_0 = blocks.find((o) => hex(o.key) === "000a0000")!;
     expect(block10_0.op === "update" && hex(block10_0.value)).toBe("02" + "00".repeat(63));
     expect(blocks.filter((o) => o.op === "update" && o.value.some((b) => b !== 0))).toHaveLength(1);
+  });
+
+  it("gives every host of a fleet the index writes a fresh computation gives, each with its own pins, when it remembers them", () => {
+    const next = seededRandom(7);
+    const random = (n: number) => Math.floor(next() * n);
+    const list = (n: number) => Array.from({ length: n }, () => `10.${random(4)}.${random(256)}.${random(256)}/${[32, 32, 24, 28][random(4)]}`);
+    const old = list(400);
+    const wanted = [...old.slice(20), ...list(30)];
+    const plan = canonicalPlan(wanted, old);
+    const fresh = (pin: (m: string) => string) => indexOperations(buildIndex(plan.desired), buildIndex(plan.observed), pin);
+    for (const host of ["h1", "h2", "h1"]) {
+      const pin = (m: string) => `/sys/fs/bpf/bpfleet/xdp-firewall/${host}/maps/${m}`;
+      const ops = denyOperations(plan, pin);
+      expect(ops.slice(0, ops.length - plan.add.length - plan.remove.length), host).toEqual(fresh(pin));
+    }
+    // A pair that shares the wanted list but not the old one is not served the first pair's writes.
+    const other = canonicalPlan(wanted, [...old, "10.9.9.9/32", "10.3.3.0/24"]);
+    expect(denyOperations(other, (m) => m).slice(0, -other.add.length - other.remove.length)).toEqual(indexOperations(buildIndex(other.desired), buildIndex(other.observed), (m) => m));
   });
 
   it("writes nothing when nothing changes", () => {

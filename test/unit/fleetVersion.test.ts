@@ -79,6 +79,13 @@ describe("Fleet: a host's version with a shared DenyList", () => {
     }
   });
 
+  it("a firewall's `deny` output is still the list's canonical entries (built when read)", async () => {
+    const list = new bpfleet.DenyList("feed", { entries: ["192.0.2.9", "203.0.113.0/24"] });
+    const fw = new bpfleet.XdpFirewall("fw", { host: { address: "10.0.0.1", hostKey: "ssh-ed25519 AAAA" }, interface: "eth0", denyList: list });
+    expect(await resolved(fw.deny)).toEqual({ "192.0.2.9/32": "deny", "203.0.113.0/24": "deny" });
+    expect(fw.deny).toBe(fw.deny);
+  });
+
   it("a list change changes every host's version and every wave's gate digest", async () => {
     const before = await fleetWith(OLD);
     const after = await fleetWith(NEW);

@@ -125,11 +125,14 @@ export interface FleetHostStatus {
   wave: number;
   /** Name of the host's resource. */
   resource: string;
-  /** sha256 of the resource's version outputs (for XdpFirewall: deny entries, interface, attachment, object, program id). */
+  /**
+   * sha256 of the resource's version outputs (for XdpFirewall: its deny entries, or the
+   * digest and count of the DenyList it applied; interface, attachment, object, program id).
+   */
   version: string;
   /** When the host's wave last passed its health gate (ISO 8601). */
   checkedAt: string;
-  /** For XdpFirewall: objectSha256, programId, attachMode, denyEntries. */
+  /** For XdpFirewall: objectSha256, programId, attachMode, denyEntries, and with a DenyList denyListDigest (the list it applied). */
   [field: string]: string | number | boolean | undefined;
 }
 
@@ -193,24 +196,36 @@ function builtinTarget(resource: pulumi.Resource): FleetHealthTarget | undefined
   if (!(resource instanceof XdpFirewall)) return undefined;
   // `name` (the pin name) is an output of every bpfleet resource, even where the class does not declare it.
   const pinName = (resource as unknown as { name: pulumi.Output<string> }).name;
+  // A firewall given a DenyList is versioned by the list it reports it applied (digest and
+  // count, read back from the host's applied copy on refresh), never by the entries: the
+  // program would otherwise hash the whole list once per host, twice, on every run (a
+  // 100k-entry list on 100 hosts), and claim the declared list for a host that kept an
+  // older one (a later wave after a failed gate). Inline `deny` stays as it was, so a
+  // stack's versions do not move on upgrade.
+  const content: pulumi.Output<Record<string, unknown>> = resource.sharedDenyList
+    ? resource.denyList.apply((list): Record<string, unknown> => ({ denyList: list && { digest: list.digest, count: list.count } }))
+    : resource.deny.apply((deny): Record<string, unknown> => ({ deny }));
+  const entries: pulumi.Output<Record<string, string | number | undefined>> = resource.sharedDenyList
+    ? resource.denyList.apply((list): Record<string, string | number | undefined> => ({ denyEntries: list?.count ?? 0, denyListDigest: list?.digest }))
+    : resource.deny.apply((deny): Record<string, string | number | undefined> => ({ denyEntries: Object.keys(deny ?? {}).length }));
   return {
     kind: "xdp-firewall",
     pinName,
     hook: pulumi.all([resource.attached, resource.interface]).apply(([attached, iface]) => (attached ? { interface: iface, type: "xdp" as const } : undefined)),
     programId: resource.programId,
     expect: resource.expect,
-    version: pulumi.all([resource.deny, resource.interface, resource.attachMode, resource.objectSha256, resource.programId]).apply(([deny, iface, attachMode, objectSha256, programId]) => ({
-      deny,
+    version: pulumi.all([content, resource.interface, resource.attachMode, resource.objectSha256, resource.programId]).apply(([content, iface, attachMode, objectSha256, programId]) => ({
+      ...content,
       interface: iface,
       attachMode,
       objectSha256,
       programId,
     })),
-    summary: pulumi.all([resource.objectSha256, resource.programId, resource.attachMode, resource.deny]).apply(([objectSha256, programId, attachMode, deny]) => ({
+    summary: pulumi.all([resource.objectSha256, resource.programId, resource.attachMode, entries]).apply(([objectSha256, programId, attachMode, entries]) => ({
       objectSha256,
       programId,
       attachMode,
-      denyEntries: Object.keys(deny ?? {}).length,
+      ...entries,
     })),
   };
 }

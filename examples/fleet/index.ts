@@ -1,8 +1,10 @@
-// Fleet rollout: an XDP firewall on every host, rolled out in waves: a canary
-// host first, then waves of `waveSize` hosts. After each wave a health gate
-// checks that wave's hosts (firewall pinned and attached, a ping from the host
-// gets through, the pass counter moves) before the next wave is touched; a
-// failing gate fails `pulumi up` and later hosts keep their previous version.
+// Fleet rollout: an XDP firewall on every host, all applying one deny list, rolled
+// out in waves: a canary host first, then waves of `waveSize` hosts. After each
+// wave a health gate checks that wave's hosts (firewall pinned and attached, a
+// ping from the host gets through, the pass counter moves) before the next wave is
+// touched; a failing gate fails `pulumi up` and later hosts keep their previous
+// list (each host records the list it applied; the next `up` converges every host
+// from what it holds).
 //
 // By default the fleet is a lab (`labFile` in stack config, the file lab.sh
 // writes); for real machines put them in stack config instead:
@@ -33,10 +35,12 @@ const labFile = config.get("labFile");
 const lab: Lab | undefined = labFile ? JSON.parse(fs.readFileSync(labFile, "utf8")) : undefined;
 const privateKey = config.getSecret("sshKey") ?? (lab ? pulumi.secret(fs.readFileSync(lab.privateKeyPath, "utf8")) : undefined);
 
-/** Deny entries of every host. */
-const deny = config.getObject<string[]>("deny") ?? ["203.0.113.0/24"];
-/** Extra deny entries of single hosts, by host name. */
-const hostDeny = config.getObject<Record<string, string[]>>("hostDeny") ?? {};
+/**
+ * Deny entries of every host, held once in the stack's state as one DenyList: a
+ * preview shows a changed entry once, under the list, and names each host's firewall
+ * that will apply it; each firewall's state carries only the list's digest and count.
+ */
+const denyList = new bpfleet.DenyList("edge-deny", { entries: config.getObject<string[]>("deny") ?? ["203.0.113.0/24"] });
 /** Health probe run on each host after its wave; in the lab, a ping to the first client. */
 const probe = config.getObject<string[]>("probe") ?? (lab ? ["ping", "-c", "1", "-W", "1", lab.clients[0]!.address] : undefined);
 /** Seconds within which the firewall's pass counter must move; 0 turns the check off. */
@@ -54,15 +58,10 @@ const fleet = new bpfleet.Fleet<Host, bpfleet.XdpFirewall>("edge", {
     probeIntervalSeconds: 1,
     counter: counterWindow > 0 ? { name: "passPackets", windowSeconds: counterWindow } : undefined,
   },
-  resource: (host, member) =>
-    new bpfleet.XdpFirewall(
-      member.name,
-      { host: member.host, interface: host.interface ?? "eth0", deny: [...deny, ...(hostDeny[host.name] ?? [])] },
-      member.opts,
-    ),
+  resource: (host, member) => new bpfleet.XdpFirewall(member.name, { host: member.host, interface: host.interface ?? "eth0", denyList }, member.opts),
 });
 
 /** Host names per wave, canary first. */
 export const waves = fleet.waves;
-/** Per host: wave, version digest, BPF object, program id, entries. */
+/** Per host: wave, version digest, BPF object, program id, and the list it applied (denyEntries, denyListDigest). */
 export const rollout = fleet.hosts;

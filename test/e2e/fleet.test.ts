@@ -1,5 +1,6 @@
-// End to end: the real pulumi CLI rolls examples/fleet (an XdpFirewall per host,
-// canary 1 + waves of 5 with a health gate after each) out over a 10-host lab.
+// End to end: the real pulumi CLI rolls examples/fleet (an XdpFirewall per host, all
+// applying one DenyList; canary 1 + waves of 5 with a health gate after each) out over
+// a 10-host lab.
 import { existsSync, readFileSync, rmSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -20,6 +21,7 @@ interface HostStatus {
   programId: number;
   attachMode: string;
   denyEntries: number;
+  denyListDigest: string;
   checkedAt: string;
 }
 
@@ -60,7 +62,7 @@ const urnName = (urn: string) => urn.slice(urn.lastIndexOf("::") + 2);
  * The resources a `--diff` output shows as `<type>: (update)`, by name, with the
  * deny entry lines (`+ "x": "deny"`) of each block.
  */
-function updatedResources(output: string, type: "XdpFirewall" | "HealthGate"): Map<string, string[]> {
+function updatedResources(output: string, type: "XdpFirewall" | "HealthGate" | "DenyList"): Map<string, string[]> {
   const updated = new Map<string, string[]>();
   let inBlock = false;
   let current: string | undefined;
@@ -164,32 +166,33 @@ describe("fleet rollout through the real Pulumi CLI", () => {
     for (const host of lab.hosts) expect(after[host.name]!.version, host.name).toBe(outputsBefore[host.name]!.version);
   });
 
-  it("pulumi preview --diff for an edit on 3 of 10 hosts lists exactly those hosts' firewalls; up moves only them to a new version", async () => {
-    const edited = ["h2", "h5", "h9"];
-    for (const name of edited) await project.ok(["config", "set", "--path", `hostDeny.${name}[0]`, "198.51.100.0/24"]);
+  it("pulumi preview --diff for an entry added to the fleet's list shows it once, under the list, and names all 10 firewalls; up moves every host to it in place", async () => {
     const before = await rollout();
+    await project.setList("deny", ["203.0.113.0/24", "198.51.100.0/24"]);
 
     const preview = await project.ok(["preview", "--diff"]);
+    // The entry is held once, by the DenyList: shown there, never under a firewall.
+    expect([...updatedResources(preview.stdout, "DenyList").entries()], preview.stdout).toEqual([["edge-deny", ["+ 198.51.100.0/24"]]]);
     const updated = updatedResources(preview.stdout, "XdpFirewall");
-    expect([...updated.keys()].sort(), preview.stdout).toEqual(edited.map((n) => `edge-${n}`).sort());
-    for (const name of edited) expect(updated.get(`edge-${name}`), preview.stdout).toEqual(["+ 198.51.100.0/24"]);
-    // The gates of the waves holding those hosts (1 and 2) will run again; the canary's will not.
-    expect([...updatedResources(preview.stdout, "HealthGate").keys()].sort()).toEqual(["edge-wave1", "edge-wave2"]);
-    expect(preview.stdout).toMatch(/~ 5 to update\s+10 unchanged/);
+    expect([...updated.keys()].sort(), preview.stdout).toEqual(lab.hosts.map((h) => `edge-${h.name}`).sort());
+    for (const [name, lines] of updated) expect(lines, name).toEqual([]);
+    // Every host changes, so every wave's gate runs again.
+    expect([...updatedResources(preview.stdout, "HealthGate").keys()].sort()).toEqual(["edge-wave0", "edge-wave1", "edge-wave2"]);
+    expect(preview.stdout).toMatch(/~ 14 to update\s+2 unchanged/);
 
     const started = Date.now();
     await project.ok(["up", "--yes", "--skip-preview"]);
-    console.log(`pulumi up, one entry on 3 of 10 hosts: ${((Date.now() - started) / 1000).toFixed(1)} s`);
+    console.log(`pulumi up, one entry on 10 hosts: ${((Date.now() - started) / 1000).toFixed(1)} s`);
     const after = await rollout();
+    const digests = new Set(lab.hosts.map((h) => after[h.name]!.denyListDigest));
+    expect(digests.size).toBe(1);
+    expect([...digests][0]).not.toBe(before.h1!.denyListDigest);
     for (const host of lab.hosts) {
-      if (edited.includes(host.name)) {
-        expect(after[host.name]!.version, host.name).not.toBe(before[host.name]!.version);
-        expect(after[host.name]!.denyEntries).toBe(2);
-      } else {
-        expect(after[host.name]!.version, host.name).toBe(before[host.name]!.version);
-      }
+      expect(after[host.name]!.version, host.name).not.toBe(before[host.name]!.version);
+      expect(after[host.name]!.denyEntries).toBe(2);
       // Map entries change in place: the program is the same everywhere.
       expect(after[host.name]!.programId, host.name).toBe(before[host.name]!.programId);
+      expect((await firewallOn(host)).entries, host.name).toMatch(/"0xc6",\s*"0x33",\s*"0x64",\s*"0x00"/);
     }
   });
 });

@@ -1,7 +1,8 @@
-// End to end: drift on one host of a Fleet (examples/fleet on a 3-host lab), through
-// the real pulumi CLI. Entries changed by hand on one host show up in a preview-only
-// `pulumi refresh --diff` for that host's firewall alone, and `pulumi up --refresh`
-// puts the host's maps back as declared without touching the others.
+// End to end: drift on one host of a Fleet (examples/fleet on a 3-host lab, one
+// DenyList applied by every host), through the real pulumi CLI. Entries changed by
+// hand on one host show up in a preview-only `pulumi refresh --diff` for that host's
+// firewall alone, as the difference from the list it applied, and `pulumi up
+// --refresh` puts the host's maps back as declared without touching the others.
 import { resolve } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createLab, type Lab, type LabHost } from "../lab/lab";
@@ -34,8 +35,11 @@ async function programIdOn(host: LabHost): Promise<number> {
 }
 
 /**
- * Per XdpFirewall block of a --diff output that shows a change, the deny entry lines
- * (`+ "x": "deny"`); refresh prints each block twice (preview, then result), so lines are deduplicated.
+ * Per XdpFirewall block of a --diff output that shows a change, the entry lines: the
+ * firewalls apply the fleet's DenyList, so what refresh finds on a host is its
+ * `denyDrift` (`+ "x": "stray"`, `+ "y": "missing"`), and what `up` changes is that
+ * drift going away (`- "x": "stray"`); refresh prints each block twice (preview, then
+ * result), so lines are deduplicated.
  */
 function firewallChanges(output: string): Map<string, string[]> {
   const changes = new Map<string, string[]>();
@@ -49,8 +53,8 @@ function firewallChanges(output: string): Map<string, string[]> {
     }
     const name = line.match(/urn=.*::([\w-]+)\]/)?.[1];
     if (inFirewall && name) current = name;
-    const entry = line.match(/^\s*([+-])\s+"?([0-9a-f.:]+\/\d+)"?\s*:\s*"deny"/);
-    if (current && entry) changes.set(current, [...new Set([...(changes.get(current) ?? []), `${entry[1]} ${entry[2]}`])]);
+    const entry = line.match(/^\s*([+-])\s+"?([0-9a-f.:]+\/\d+)"?\s*:\s*"(deny|stray|missing)"/);
+    if (current && entry) changes.set(current, [...new Set([...(changes.get(current) ?? []), `${entry[1]} ${entry[2]} ${entry[3]}`])]);
   }
   return changes;
 }
@@ -82,7 +86,8 @@ describe("drift on one host of a fleet, through the real Pulumi CLI", () => {
     const refresh = await project.ok(["refresh", "--preview-only", "--diff"]);
     const drift = firewallChanges(refresh.stdout);
     expect([...drift.keys()], refresh.stdout).toEqual([`edge-${h2.name}`]);
-    expect(drift.get(`edge-${h2.name}`)!.sort(), refresh.stdout).toEqual(["+ 192.0.2.77/32", "- 203.0.113.0/24"]);
+    // The difference from the list h2 applied, and only that: a stray entry and a missing one.
+    expect(drift.get(`edge-${h2.name}`)!.sort(), refresh.stdout).toEqual(["+ 192.0.2.77/32 stray", "+ 203.0.113.0/24 missing"]);
 
     // A preview-only refresh writes nothing: the drift is still on h2, the state still as declared.
     expect(await entriesOn(h2)).toEqual(["192.0.2.77/32", "198.51.100.0/24"]);
@@ -94,6 +99,8 @@ describe("drift on one host of a fleet, through the real Pulumi CLI", () => {
     console.log(`pulumi up --refresh repairing one host of 3: ${((Date.now() - started) / 1000).toFixed(1)} s`);
     const updated = firewallChanges(up.stdout.slice(up.stdout.search(/^Updating/m)));
     expect([...updated.keys()], up.stdout).toEqual([`edge-${h2.name}`]);
+    // The update takes away the drift its refresh found (printed first, as `+`).
+    expect(updated.get(`edge-${h2.name}`)!.filter((line) => line.startsWith("-")).sort(), up.stdout).toEqual(["- 192.0.2.77/32 stray", "- 203.0.113.0/24 missing"]);
     for (const host of [h1, h2, h3]) {
       expect(await entriesOn(host), host.name).toEqual(DECLARED);
       // Repaired in place: map writes only, the same program everywhere.

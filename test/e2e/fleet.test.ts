@@ -60,7 +60,7 @@ const urnName = (urn: string) => urn.slice(urn.lastIndexOf("::") + 2);
 
 /**
  * The resources a `--diff` output shows as `<type>: (update)`, by name, with the
- * deny entry lines (`+ "x": "deny"`) of each block.
+ * deny entry lines (`+ "x": "deny"`, or `+ x` in a DenyList's text) of each block.
  */
 function updatedResources(output: string, type: "XdpFirewall" | "HealthGate" | "DenyList"): Map<string, string[]> {
   const updated = new Map<string, string[]>();
@@ -77,7 +77,8 @@ function updatedResources(output: string, type: "XdpFirewall" | "HealthGate" | "
       current = name;
       updated.set(name, []);
     }
-    const entry = line.match(/^\s*([+-])\s+"?([0-9a-f.:]+\/\d+)"?\s*:\s*"deny"/);
+    // A DenyList's entries are one sorted text, which the CLI diffs line by line (`+ x`).
+    const entry = line.match(/^\s*([+-])\s+"?([0-9a-f.:]+\/\d+)"?(?:\s*:\s*"deny")?\s*$/);
     if (current && entry) updated.get(current)!.push(`${entry[1]} ${entry[2]}`);
   }
   return updated;

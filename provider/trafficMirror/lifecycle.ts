@@ -143,9 +143,14 @@ async function converge(inputs: TrafficMirrorInputs, olds?: TrafficMirrorOutputs
       // A fresh load may have adopted map pins an earlier run left.
       current ??= await readMaps(session, layout);
       await applyMapOperations(session, mirrorOperations(planMirror(desiredMirror(inputs, target.ifindex), current), (map) => `${layout.maps}/${map}`));
-      // Every hook change and the pin swap in one round trip.
-      const commands = hook.installCommands(wanted, () => newProgram ?? layout.program, newProgram !== undefined);
-      if (newProgram) commands.push(...swapInCommands(layout.program, newProgram, !fresh));
+      // The pin swap and every hook change in one round trip. The swap comes first so that
+      // every filter is attached from the final pin: tc names a filter after the pin's file
+      // ("prog:[*fsobj]"), and one attached from the staged pin would keep "prog_new" for good,
+      // so hosts that reached one configuration by different paths would show two spellings.
+      // Until the replace below, the hooks still run the old program (the kernel holds it,
+      // not the pin), and the revert finds it at <pin>_old.
+      const commands = newProgram ? swapInCommands(layout.program, newProgram, !fresh) : [];
+      commands.push(...hook.installCommands(wanted, () => layout.program, newProgram !== undefined));
       if (commands.length > 0) await session.run(commands);
       if (hook.addsQdisc(wanted)) qdiscCreated = true;
     },

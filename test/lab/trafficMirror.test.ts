@@ -76,6 +76,12 @@ async function tcFiltersOn(host: LabHost, hook: "ingress" | "egress"): Promise<H
     .map((f) => ({ pref: f.pref, handle: f.options!.handle, name: f.options!.prog?.name }));
 }
 
+/** The name tc shows for each of the hook's filters (`bpf_name`: the pin's file name for a pinned program). */
+async function tcFilterNames(host: LabHost, hook: "ingress" | "egress"): Promise<string[]> {
+  const out = await inHostText(host, ["tc", "-j", "filter", "show", "dev", "eth0", hook]);
+  return (JSON.parse(out || "[]") as { options?: { bpf_name?: string } }[]).filter((f) => f.options).map((f) => f.options!.bpf_name ?? "");
+}
+
 async function hasClsact(host: LabHost): Promise<boolean> {
   return (await inHostText(host, ["tc", "qdisc", "show", "dev", "eth0"])).includes("clsact");
 }
@@ -214,6 +220,9 @@ describe("TrafficMirror to a local interface", () => {
     expect(Object.keys(created.outs.filters)).toEqual(["tcp and dst port 80", "tcp and src port 80"]);
     expect(await tcFiltersOn(h1, "ingress")).toEqual([{ pref: 1, handle: `0x${tcHandle("mir").toString(16)}`, name: "tc_mirror" }]);
     expect(await tcFiltersOn(h1, "egress")).toEqual([]);
+    // Attached from the final pin, not the staged one ("prog_new"): hosts that reached one
+    // configuration by different paths show one spelling in `tc filter show`.
+    expect(await tcFilterNames(h1, "ingress")).toEqual(["prog:[*fsobj]"]);
 
     const round = await mirrorRound({ direction: "in", reference: HTTP, target: { host: h1, iface: TARGET_PEER } });
     expect(round.reference.length).toBeGreaterThanOrEqual(4 * 4);
@@ -315,6 +324,7 @@ describe("TrafficMirror to a local interface", () => {
     const progs = JSON.parse(await inHostText(h1, ["tc", "-j", "filter", "show", "dev", "eth0", "ingress"])) as { options?: { prog?: { id: number } } }[];
     expect(progs.filter((p) => p.options).map((p) => p.options!.prog!.id)).toEqual([outs.programId]);
     expect(await pinsOn(h1)).not.toMatch(/prog_new|maps_staged/);
+    expect([await tcFilterNames(h1, "ingress"), await tcFilterNames(h1, "egress")]).toEqual([["prog:[*fsobj]"], ["prog:[*fsobj]"]]);
     const round = await mirrorRound({ direction: "inout", reference: HTTP, target: { host: h1, iface: TARGET_PEER } });
     expect(hexSorted(round.copies)).toEqual(hexSorted(round.reference));
     created = { id: created.id, outs };

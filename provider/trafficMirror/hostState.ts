@@ -6,7 +6,7 @@ import { dumpMaps } from "../remote/mapOperations";
 import type { PinLayout } from "../remote/pins";
 import { pinnedProgram } from "../remote/programLoad";
 import type { SshSession } from "../remote/ssh";
-import { findFilter, TC_DIRECTIONS, tcFilters, type TcDirection, type TcFilter } from "../remote/tc";
+import { findFilter, TC_DIRECTIONS, tcFilters, type TcDirection } from "../remote/tc";
 import { slotOf, type TcPlacement } from "../remote/tcHook";
 import { CLASSIFIER_MAPS, classifierDrift, classifierOf, CONFIG_MAP, countersOf, decodeConfig, EMPTY_CONFIG, FILTERS_MAP, liveFilterList, STATS_MAP, type MirrorConfig } from "./codec";
 import type { ObservedMirror } from "./plan";
@@ -67,7 +67,8 @@ export async function observe(session: SshSession, layout: PinLayout, placement:
   if (!program) return undefined;
   const [maps, hooks, links] = await Promise.all([
     readMaps(session, layout),
-    tcFilters(session, placement.interface).catch((): TcFilter[] => []),
+    // A failed listing fails the read rather than reporting the mirror detached.
+    tcFilters(session, placement.interface),
     listLinks(session),
   ]);
   const attached = TC_DIRECTIONS.filter((d) => findFilter(hooks, slotOf(KIND, placement, d))?.programId === program.id);

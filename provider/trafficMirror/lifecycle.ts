@@ -18,7 +18,7 @@ import { loadProgram, pinnedProgram } from "../remote/programLoad";
 import { guardedChange, ignoreFailure, swapInCommands } from "../remote/guardedChange";
 import { connectResource } from "../remote/resource";
 import type { SshSession } from "../remote/ssh";
-import { deleteBpfFilter, findFilter, hookQdisc, removeClsactIfEmpty, TC_DIRECTIONS, tcFilters, type TcDirection, type TcFilter } from "../remote/tc";
+import { deleteBpfFilter, findFilter, hookQdisc, removeClsactIfEmpty, TC_DIRECTIONS, tcFilters, type TcDirection } from "../remote/tc";
 import { requireClsactHook, slotOf, tcHandle as tcHookHandle, TcHookPlan } from "../remote/tcHook";
 import { changedPaths, mirrorRevertScript, touchesManagementPath, type MirrorRevertPlan } from "./guard";
 import { KIND, observe, readMaps, type MapsState, type Observed } from "./hostState";
@@ -188,7 +188,9 @@ export const trafficMirrorKind = defineKind<TrafficMirrorInputs, TrafficMirrorOu
   async delete(_id, olds) {
     const { session, layout } = await connectResource(KIND, olds);
     const program = await pinnedProgram(session, layout.program);
-    const hooks = await tcFilters(session, olds.interface).catch((): TcFilter[] => []);
+    // Not ignored: a listing that failed would read as "no filters", and the pins would go
+    // while a filter still ran the program. An interface that is gone lists none (tcFilters).
+    const hooks = await tcFilters(session, olds.interface);
     // Detach first: once no hook runs the program, nothing points at the tunnel.
     for (const direction of TC_DIRECTIONS) {
       const slot = slotOf(KIND, olds, direction);

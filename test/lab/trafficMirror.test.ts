@@ -11,6 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { checkInputs } from "../../provider/dynamicAdapter";
 import { packagedObject } from "../../provider/objects";
 import { parseMapDump } from "../../provider/remote/mapOperations";
+import { operations } from "../../provider/operations";
 import { objectRemotePath } from "../../provider/remote/objectUpload";
 import { closeAllSessions } from "../../provider/remote/ssh";
 import {
@@ -550,6 +551,54 @@ describe("TrafficMirror refuses, and leaves the host as it was", () => {
     } finally {
       await lab.inHost(h1, ["tc", "qdisc", "del", "dev", "eth0", "clsact"]);
     }
+  });
+});
+
+describe("TrafficMirror delete when the host cannot list its filters", () => {
+  // Before, a failed listing read as "no filters": the pins went while the filter stayed
+  // attached, running a program no pin named any more, and the delete reported success.
+  const escaped = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+
+  it("fails naming the host, the resource and the step, leaves the host as before, and the next delete finishes", async () => {
+    let steps: string[] = [];
+    const ops = operations(mirror, (operation) => (steps = [...operation.steps]));
+    // A clean delete first, to find the listing's step (the script that lists the hooks' filters).
+    const clean = await ops.create(inputs(h1));
+    await ops.delete(clean.id, clean.outs);
+    const step = steps.findIndex((name) => name.startsWith("script (tc filter")) + 1;
+    expect(step, `the delete's steps: ${steps.join("; ")}`).toBeGreaterThan(0);
+    const listing = steps[step - 1]!;
+
+    const made = await ops.create(inputs(h1));
+    process.env.BPFLEET_FAULT = `${mirror.kind}:delete:${step}:fail`;
+    let error: Error | undefined;
+    try {
+      await ops.delete(made.id, made.outs);
+    } catch (err) {
+      error = err as Error;
+    } finally {
+      delete process.env.BPFLEET_FAULT;
+    }
+    expect(error, "the delete reported success").toBeDefined();
+    expect(error!.message.split("\n")[0]).toMatch(
+      new RegExp(`^${escaped(made.id)}: delete failed at step ${step} \\(${escaped(listing)}\\): .*it is as before\\.$`),
+    );
+    expect(await pinsOn(h1)).toContain("mir");
+    expect((await tcFiltersOn(h1, "ingress")).map((f) => f.name)).toEqual(["tc_mirror"]);
+
+    await ops.delete(made.id, made.outs);
+    expect(await pinsOn(h1)).not.toContain("mir");
+    expect(await tcFiltersOn(h1, "ingress")).toEqual([]);
+    expect(await hasClsact(h1)).toBe(false);
+  });
+
+  it("an interface that is gone has no filters: the delete still removes the pins", async () => {
+    await lab.inHost(h1, ["ip", "link", "add", "gone0", "type", "veth", "peer", "name", "gone0p"]);
+    for (const dev of ["gone0", "gone0p"]) await lab.inHost(h1, ["ip", "link", "set", dev, "up"]);
+    const made = await mirror.create(inputs(h1, { interface: "gone0", name: "gone" }));
+    await lab.inHost(h1, ["ip", "link", "del", "gone0"]);
+    await mirror.delete(made.id, made.outs);
+    expect(await pinsOn(h1)).not.toContain("gone");
   });
 });
 

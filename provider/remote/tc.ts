@@ -91,9 +91,13 @@ export async function hookQdisc(session: SshSession, iface: string): Promise<str
 }
 
 
-/** Every filter on both hooks of `iface`. */
+/**
+ * Every filter on both hooks of `iface`; none when the interface does not exist.
+ * Any other failure to list them throws: callers decide what to remove from it.
+ */
 export async function tcFilters(session: SshSession, iface: string): Promise<TcFilter[]> {
   const result = await runShellScript(session, "tc-show-filters", { dev: iface });
+  if (result.stdout.trim() === "@@absent") return [];
   const [, ingress = "", egress = ""] = result.stdout.split(/^@@(?:ingress|egress)$/m);
   return [...parseTcFilters(ingress, "ingress"), ...parseTcFilters(egress, "egress")];
 }

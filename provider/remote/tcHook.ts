@@ -157,19 +157,24 @@ export interface TcRevertPlan {
  * What the host runs if the revert timer fires (or the provider rolls back a
  * failed change): the same steps whether the change got half way or all the
  * way. The previous program is at <pin>_old once the change swapped it out, and
- * at <pin> before. Every value is quoted; each step runs even if one fails.
+ * at <pin> before; it is moved back first. Every value is quoted; each step runs
+ * even if one fails.
  */
 export function tcRevertScript(plan: TcRevertPlan): string {
   const pin = `$D/${plan.programPin}`;
-  const lines = ["set -f", `D=${shellQuote([plan.layout.dir])}`, `DEV=${shellQuote([plan.iface])}`, ...plan.maps, `OLD="${pin}"; [ -e "${pin}_old" ] && OLD="${pin}_old"`];
+  const lines = ["set -f", `D=${shellQuote([plan.layout.dir])}`, `DEV=${shellQuote([plan.iface])}`, ...plan.maps];
+  // The previous program goes back to its pin before any filter is put back, and the filters
+  // are attached from that pin: tc names a filter after the pin's file ("prog:[*fsobj]"), so
+  // a host that reverted shows exactly what it showed before, not "prog_old". Until the
+  // replace, the hooks run whatever they ran (the kernel holds the program, not the pin).
+  if (!plan.fresh && plan.restoresProgram) lines.push(`if [ -e "${pin}_old" ]; then rm -rf -- "${pin}"; mv "${pin}_old" "${pin}"; fi`, `rm -rf -- "${pin}_new"`);
   for (const { slot, program, quiet } of plan.filters) {
     const where = `dev "$DEV" ${slot.direction} prio ${slot.priority} handle ${formatHandle(slot.handle)} bpf`;
     // replace also re-adds a filter the change removed (tc's replace creates what is missing).
     if (program === undefined) lines.push(`tc filter del ${where} 2>/dev/null`);
-    else lines.push(`tc filter replace ${where} da object-pinned "$OLD${program}"${quiet ? " 2>/dev/null" : ""}`);
+    else lines.push(`tc filter replace ${where} da object-pinned "${pin}${program}"${quiet ? " 2>/dev/null" : ""}`);
   }
   if (plan.fresh) lines.push(`rm -rf -- "$D"`);
-  else if (plan.restoresProgram) lines.push(`if [ -e "${pin}_old" ]; then rm -rf -- "${pin}"; mv "${pin}_old" "${pin}"; fi`, `rm -rf -- "${pin}_new"`);
   lines.push(...plan.after);
   if (!plan.qdiscBefore) lines.push(REMOVE_CLSACT_IF_EMPTY_LINE);
   return `${lines.join("\n")}\nexit 0\n`;

@@ -5,8 +5,8 @@
 import { dumpMaps } from "../remote/mapOperations";
 import type { PinLayout } from "../remote/pins";
 import { pinnedProgram } from "../remote/programLoad";
-import type { SshSession } from "../remote/ssh";
-import { findFilter, TC_DIRECTIONS, tcFilters, type TcDirection, type TcFilter } from "../remote/tc";
+import { RemoteCommandError, type SshSession } from "../remote/ssh";
+import { findFilter, TC_DIRECTIONS, tcFilters, type TcDirection } from "../remote/tc";
 import { slotOf, type TcPlacement } from "../remote/tcHook";
 import { CLASSIFIER_MAPS, classifierDrift, classifierOf, CONFIG_MAP, countersOf, decodeConfig, EMPTY_CONFIG, FILTERS_MAP, liveFilterList, STATS_MAP, type MirrorConfig } from "./codec";
 import type { ObservedMirror } from "./plan";
@@ -61,15 +61,37 @@ export interface Observed {
   counters: TrafficMirrorCounters;
 }
 
+/**
+ * How directly a failure of one of several commands sent together (one round trip)
+ * says what went wrong: a command that failed, or was running when the connection
+ * dropped (0), before one that was lost before it started (1), before one sent once
+ * the connection was already gone (2). When the connection drops, every command in
+ * flight fails with it; the report must name the step where it happened, not
+ * whichever failure settled first.
+ */
+function directness(err: unknown): number {
+  if (!(err instanceof RemoteCommandError)) return 2;
+  return err.connectionLost && /before the command started/.test(err.explanation) ? 1 : 0;
+}
+
+/** Like Promise.all, but when several fail, the most direct failure (then the first in the order given) is thrown. */
+async function allOrCause<T extends readonly unknown[]>(promises: { [K in keyof T]: Promise<T[K]> }): Promise<T> {
+  const settled = await Promise.allSettled(promises);
+  const failed = settled.filter((s): s is PromiseRejectedResult => s.status === "rejected").map((s) => s.reason as unknown);
+  if (failed.length > 0) throw failed.reduce((best, err) => (directness(err) < directness(best) ? err : best));
+  return settled.map((s) => (s as PromiseFulfilledResult<unknown>).value) as unknown as T;
+}
+
 /** What the host really has for this mirror, or undefined when its program pin is gone. */
 export async function observe(session: SshSession, layout: PinLayout, placement: TcPlacement): Promise<Observed | undefined> {
   const program = await pinnedProgram(session, layout.program);
   if (!program) return undefined;
-  const [maps, hooks, links] = await Promise.all([
+  const [maps, hooks, links] = await allOrCause([
     readMaps(session, layout),
-    tcFilters(session, placement.interface).catch((): TcFilter[] => []),
+    // A failed listing fails the read rather than reporting the mirror detached.
+    tcFilters(session, placement.interface),
     listLinks(session),
-  ]);
+  ] as const);
   const attached = TC_DIRECTIONS.filter((d) => findFilter(hooks, slotOf(KIND, placement, d))?.programId === program.id);
   const ifindex = maps.config.targetIfindex;
   const link = ifindex ? links.find((l) => l.ifindex === ifindex) : undefined;

@@ -18,7 +18,7 @@ import { loadProgram, pinnedProgram } from "../remote/programLoad";
 import { guardedChange, ignoreFailure, swapInCommands } from "../remote/guardedChange";
 import { connectResource } from "../remote/resource";
 import type { SshSession } from "../remote/ssh";
-import { deleteBpfFilter, findFilter, hookQdisc, removeClsactIfEmpty, TC_DIRECTIONS, tcFilters, type TcDirection, type TcFilter } from "../remote/tc";
+import { deleteBpfFilter, findFilter, hookQdisc, removeClsactIfEmpty, TC_DIRECTIONS, tcFilters, type TcDirection } from "../remote/tc";
 import { requireClsactHook, slotOf, tcHandle as tcHookHandle, TcHookPlan } from "../remote/tcHook";
 import { changedPaths, mirrorRevertScript, touchesManagementPath, type MirrorRevertPlan } from "./guard";
 import { KIND, observe, readMaps, type MapsState, type Observed } from "./hostState";
@@ -143,9 +143,14 @@ async function converge(inputs: TrafficMirrorInputs, olds?: TrafficMirrorOutputs
       // A fresh load may have adopted map pins an earlier run left.
       current ??= await readMaps(session, layout);
       await applyMapOperations(session, mirrorOperations(planMirror(desiredMirror(inputs, target.ifindex), current), (map) => `${layout.maps}/${map}`));
-      // Every hook change and the pin swap in one round trip.
-      const commands = hook.installCommands(wanted, () => newProgram ?? layout.program, newProgram !== undefined);
-      if (newProgram) commands.push(...swapInCommands(layout.program, newProgram, !fresh));
+      // The pin swap and every hook change in one round trip. The swap comes first so that
+      // every filter is attached from the final pin: tc names a filter after the pin's file
+      // ("prog:[*fsobj]"), and one attached from the staged pin would keep "prog_new" for good,
+      // so hosts that reached one configuration by different paths would show two spellings.
+      // Until the replace below, the hooks still run the old program (the kernel holds it,
+      // not the pin), and the revert finds it at <pin>_old.
+      const commands = newProgram ? swapInCommands(layout.program, newProgram, !fresh) : [];
+      commands.push(...hook.installCommands(wanted, () => layout.program, newProgram !== undefined));
       if (commands.length > 0) await session.run(commands);
       if (hook.addsQdisc(wanted)) qdiscCreated = true;
     },
@@ -183,7 +188,9 @@ export const trafficMirrorKind = defineKind<TrafficMirrorInputs, TrafficMirrorOu
   async delete(_id, olds) {
     const { session, layout } = await connectResource(KIND, olds);
     const program = await pinnedProgram(session, layout.program);
-    const hooks = await tcFilters(session, olds.interface).catch((): TcFilter[] => []);
+    // Not ignored: a listing that failed would read as "no filters", and the pins would go
+    // while a filter still ran the program. An interface that is gone lists none (tcFilters).
+    const hooks = await tcFilters(session, olds.interface);
     // Detach first: once no hook runs the program, nothing points at the tunnel.
     for (const direction of TC_DIRECTIONS) {
       const slot = slotOf(KIND, olds, direction);

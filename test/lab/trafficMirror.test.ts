@@ -11,6 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { checkInputs } from "../../provider/dynamicAdapter";
 import { packagedObject } from "../../provider/objects";
 import { parseMapDump } from "../../provider/remote/mapOperations";
+import { operations } from "../../provider/operations";
 import { objectRemotePath } from "../../provider/remote/objectUpload";
 import { closeAllSessions } from "../../provider/remote/ssh";
 import {
@@ -74,6 +75,12 @@ async function tcFiltersOn(host: LabHost, hook: "ingress" | "egress"): Promise<H
   return (JSON.parse(out || "[]") as { pref: number; options?: { handle: string; prog?: { name?: string } } }[])
     .filter((f) => f.options)
     .map((f) => ({ pref: f.pref, handle: f.options!.handle, name: f.options!.prog?.name }));
+}
+
+/** The name tc shows for each of the hook's filters (`bpf_name`: the pin's file name for a pinned program). */
+async function tcFilterNames(host: LabHost, hook: "ingress" | "egress"): Promise<string[]> {
+  const out = await inHostText(host, ["tc", "-j", "filter", "show", "dev", "eth0", hook]);
+  return (JSON.parse(out || "[]") as { options?: { bpf_name?: string } }[]).filter((f) => f.options).map((f) => f.options!.bpf_name ?? "");
 }
 
 async function hasClsact(host: LabHost): Promise<boolean> {
@@ -214,6 +221,9 @@ describe("TrafficMirror to a local interface", () => {
     expect(Object.keys(created.outs.filters)).toEqual(["tcp and dst port 80", "tcp and src port 80"]);
     expect(await tcFiltersOn(h1, "ingress")).toEqual([{ pref: 1, handle: `0x${tcHandle("mir").toString(16)}`, name: "tc_mirror" }]);
     expect(await tcFiltersOn(h1, "egress")).toEqual([]);
+    // Attached from the final pin, not the staged one ("prog_new"): hosts that reached one
+    // configuration by different paths show one spelling in `tc filter show`.
+    expect(await tcFilterNames(h1, "ingress")).toEqual(["prog:[*fsobj]"]);
 
     const round = await mirrorRound({ direction: "in", reference: HTTP, target: { host: h1, iface: TARGET_PEER } });
     expect(round.reference.length).toBeGreaterThanOrEqual(4 * 4);
@@ -315,6 +325,7 @@ describe("TrafficMirror to a local interface", () => {
     const progs = JSON.parse(await inHostText(h1, ["tc", "-j", "filter", "show", "dev", "eth0", "ingress"])) as { options?: { prog?: { id: number } } }[];
     expect(progs.filter((p) => p.options).map((p) => p.options!.prog!.id)).toEqual([outs.programId]);
     expect(await pinsOn(h1)).not.toMatch(/prog_new|maps_staged/);
+    expect([await tcFilterNames(h1, "ingress"), await tcFilterNames(h1, "egress")]).toEqual([["prog:[*fsobj]"], ["prog:[*fsobj]"]]);
     const round = await mirrorRound({ direction: "inout", reference: HTTP, target: { host: h1, iface: TARGET_PEER } });
     expect(hexSorted(round.copies)).toEqual(hexSorted(round.reference));
     created = { id: created.id, outs };
@@ -540,6 +551,54 @@ describe("TrafficMirror refuses, and leaves the host as it was", () => {
     } finally {
       await lab.inHost(h1, ["tc", "qdisc", "del", "dev", "eth0", "clsact"]);
     }
+  });
+});
+
+describe("TrafficMirror delete when the host cannot list its filters", () => {
+  // Before, a failed listing read as "no filters": the pins went while the filter stayed
+  // attached, running a program no pin named any more, and the delete reported success.
+  const escaped = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+
+  it("fails naming the host, the resource and the step, leaves the host as before, and the next delete finishes", async () => {
+    let steps: string[] = [];
+    const ops = operations(mirror, (operation) => (steps = [...operation.steps]));
+    // A clean delete first, to find the listing's step (the script that lists the hooks' filters).
+    const clean = await ops.create(inputs(h1));
+    await ops.delete(clean.id, clean.outs);
+    const step = steps.findIndex((name) => name.startsWith("script (tc filter")) + 1;
+    expect(step, `the delete's steps: ${steps.join("; ")}`).toBeGreaterThan(0);
+    const listing = steps[step - 1]!;
+
+    const made = await ops.create(inputs(h1));
+    process.env.BPFLEET_FAULT = `${mirror.kind}:delete:${step}:fail`;
+    let error: Error | undefined;
+    try {
+      await ops.delete(made.id, made.outs);
+    } catch (err) {
+      error = err as Error;
+    } finally {
+      delete process.env.BPFLEET_FAULT;
+    }
+    expect(error, "the delete reported success").toBeDefined();
+    expect(error!.message.split("\n")[0]).toMatch(
+      new RegExp(`^${escaped(made.id)}: delete failed at step ${step} \\(${escaped(listing)}\\): .*it is as before\\.$`),
+    );
+    expect(await pinsOn(h1)).toContain("mir");
+    expect((await tcFiltersOn(h1, "ingress")).map((f) => f.name)).toEqual(["tc_mirror"]);
+
+    await ops.delete(made.id, made.outs);
+    expect(await pinsOn(h1)).not.toContain("mir");
+    expect(await tcFiltersOn(h1, "ingress")).toEqual([]);
+    expect(await hasClsact(h1)).toBe(false);
+  });
+
+  it("an interface that is gone has no filters: the delete still removes the pins", async () => {
+    await lab.inHost(h1, ["ip", "link", "add", "gone0", "type", "veth", "peer", "name", "gone0p"]);
+    for (const dev of ["gone0", "gone0p"]) await lab.inHost(h1, ["ip", "link", "set", dev, "up"]);
+    const made = await mirror.create(inputs(h1, { interface: "gone0", name: "gone" }));
+    await lab.inHost(h1, ["ip", "link", "del", "gone0"]);
+    await mirror.delete(made.id, made.outs);
+    expect(await pinsOn(h1)).not.toContain("gone");
   });
 });
 

@@ -485,6 +485,19 @@ esac`;
     expect(host.run("tc-show-filters", ["eth0"]).stdout).toBe('@@ingress\n["ingress filters"]\n\n@@egress\n["egress filters"]\n');
   });
 
+  it("tc-show-filters.sh lists nothing for an interface that is gone, and fails on any other failure (a delete must not read it as no filters)", () => {
+    const failing = 'case "$1 $2" in "-j filter") echo "Cannot find device \\"$5\\"" >&2; exit 1;; esac; true';
+    const gone = stubHost({ tc: failing, ip: 'echo "Device \\"$4\\" does not exist." >&2; exit 1' });
+    expect(runScript("tc-show-filters", ["eth0"], gone.path)).toMatchObject({ code: 0, stdout: "@@absent\n" });
+    const present = stubHost({ tc: failing, ip: "exit 0" });
+    const r = runScript("tc-show-filters", ["eth0"], present.path);
+    expect([r.code, r.stdout]).toEqual([1, ""]);
+    expect(r.stderr).toContain("Cannot find device");
+    // The egress listing failing after the ingress one worked fails too.
+    const egress = stubHost({ tc: 'case "$6" in egress) exit 1;; esac; echo "[]"', ip: "exit 0" });
+    expect(runScript("tc-show-filters", ["eth0"], egress.path).code).not.toBe(0);
+  });
+
   it("tc-policy-swap-programs.sh makes the new programs current and keeps the previous ones for the revert", () => {
     const dir = join(scratch, `swap${++cases}`);
     for (const [sub, file] of [["progs", "old"], ["progs_new", "new"], ["progs_old", "older"]] as const) {

@@ -69,7 +69,8 @@ describe("tcRevertScript", () => {
 
   function run(revert: TcRevertPlan, bin: string, calls: string): string[] {
     for (const tool of ["tc", "bpftool", "ip"]) {
-      writeFileSync(join(bin, tool), `#!/bin/sh\necho "${tool} $*" >> '${calls}'\n`);
+      // A pin handed to tc is read at the time of the call (what the kernel would attach).
+      writeFileSync(join(bin, tool), `#!/bin/sh\necho "${tool} $*" >> '${calls}'\nfor a; do last=$a; done\n[ -f "$last" ] && echo "  reads $(cat "$last")" >> '${calls}'\nexit 0\n`);
       chmodSync(join(bin, tool), 0o755);
     }
     const result = spawnSync("sh", ["-c", tcRevertScript(revert)], { env: { PATH: `${bin}:/usr/bin:/bin` }, encoding: "utf8" });
@@ -96,7 +97,9 @@ describe("tcRevertScript", () => {
     );
     expect(calls).toEqual([
       `bpftool map update pinned ${dir}/maps/config key hex 00`,
-      `tc filter replace dev eth0 ingress prio 1 handle 0xab bpf da object-pinned ${dir}/prog_old`,
+      // From the pin the previous program is back at, so tc names the filter as before the change.
+      `tc filter replace dev eth0 ingress prio 1 handle 0xab bpf da object-pinned ${dir}/prog`,
+      "  reads old",
       "tc filter del dev eth0 egress prio 1 handle 0xab bpf",
     ]);
     expect(readFileSync(join(dir, "prog"), "utf8")).toBe("old");

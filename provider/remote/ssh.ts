@@ -23,6 +23,11 @@ export interface ExecOptions {
   allowFailure?: boolean;
   /** Run as the login user, without sudo. */
   asLoginUser?: boolean;
+  /**
+   * How the operation's step list names this exec, instead of the summary of its
+   * command line: one exec that runs several steps (shellSteps.ts) is named by them.
+   */
+  describe?: string;
 }
 
 /**
@@ -183,11 +188,17 @@ function injectedFault(operation: Operation | undefined, step: number): Fault | 
   if (!spec || !operation) return undefined;
   const [kind, op, k, mode] = spec.split(":");
   if ((kind !== "*" && kind !== operation.kind) || (op !== "*" && op !== operation.op)) return undefined;
-  // "@<name>": the first step whose description (describeStep) is exactly <name>.
+  // "@<name>": the first step whose description (describeStep) is exactly <name>, or
+  // the first exec of several steps (shellSteps.ts: "a + b + c") that runs one so named.
   const named = k?.startsWith("@") ? k.slice(1) : undefined;
-  if (named !== undefined ? operation.steps.indexOf(named) !== step - 1 : Number(k) !== step) return undefined;
+  if (named !== undefined ? stepNamed(operation.steps, named) !== step - 1 : Number(k) !== step) return undefined;
   if (mode !== "fail" && mode !== "cut" && mode !== "cut-after") throw new Error(`BPFLEET_FAULT: unknown mode ${mode} (fail, cut or cut-after)`);
   return { mode };
+}
+
+/** The index of the first exec in `steps` that is, or runs, the step `name` (-1: none). */
+export function stepNamed(steps: readonly string[], name: string): number {
+  return steps.findIndex((s) => s === name || s.split(" + ").includes(name));
 }
 
 export class SshSession {
@@ -229,7 +240,7 @@ export class SshSession {
     const operation = currentOperation();
     const step = operation ? ++operation.execs : 0;
     const at = operation ? step : undefined;
-    operation?.steps.push(describeStep(commandLine));
+    operation?.steps.push(options.describe ?? describeStep(commandLine));
     const fault = injectedFault(operation, step);
     const lost = (why: string, result?: ExecResult) =>
       new RemoteCommandError(this.label, commandLine, result, why, { connectionLost: true, at });
@@ -299,6 +310,19 @@ export class SshSession {
       (result) => result.stdout.trim().split(/\s+/)[0] || undefined,
     );
     return this.peer;
+  }
+
+  /**
+   * Seeds managementPeer with what a survey read from $SSH_CONNECTION itself (a root
+   * login sees it; sudo clears it), saving the round trip.
+   */
+  notePeer(peer: string | undefined): void {
+    this.peer ??= Promise.resolve(peer);
+  }
+
+  /** Whether scripts run with the login's environment ($SSH_CONNECTION): a root login, no sudo. */
+  get seesLoginEnvironment(): boolean {
+    return !this.wantsSudo();
   }
 
   private wantsSudo(): boolean {
@@ -396,6 +420,11 @@ export async function sessionFor(host: HostConnection, credentials: Credentials)
   pool.set(key, opening);
   opening.catch(() => pool.delete(key));
   return opening;
+}
+
+/** A brand-new session, not from the pool (close it when done): its login proves that the management path works. */
+export function freshSession(host: HostConnection, credentials: Credentials): Promise<SshSession> {
+  return openSession(host, credentials);
 }
 
 /** A brand-new login, not from the pool: proves that the management path still works. */

@@ -50,10 +50,11 @@ export class RemoteCommandError extends Error {
     readonly command: string,
     readonly result: ExecResult | undefined,
     reason: string,
-    options: { connectionLost?: boolean; at?: number } = {},
+    options: { connectionLost?: boolean; at?: number; step?: string } = {},
   ) {
     const stderr = result?.stderr.trim();
-    const step = describeStep(command);
+    // An exec of several steps (shellSteps.ts) is named by them, not by its wrapper's text.
+    const step = options.step ?? describeStep(command);
     const cause = explainFailure(reason, result, options.connectionLost ?? false);
     super(`${host}: ${step}: ${cause}\n  command: ${abbreviate(command, 600)}${stderr ? `\n  stderr: ${stderr.slice(0, 4000)}` : ""}`);
     this.step = step;
@@ -240,20 +241,21 @@ export class SshSession {
     const operation = currentOperation();
     const step = operation ? ++operation.execs : 0;
     const at = operation ? step : undefined;
-    operation?.steps.push(options.describe ?? describeStep(commandLine));
+    const named = options.describe;
+    operation?.steps.push(named ?? describeStep(commandLine));
     const fault = injectedFault(operation, step);
     const lost = (why: string, result?: ExecResult) =>
-      new RemoteCommandError(this.label, commandLine, result, why, { connectionLost: true, at });
+      new RemoteCommandError(this.label, commandLine, result, why, { connectionLost: true, at, step: named });
     return new Promise<ExecResult>((resolve, reject) => {
       if (this.closed) return reject(new SshError(`${this.label}: the SSH connection is closed`));
-      if (fault?.mode === "fail") return reject(new RemoteCommandError(this.label, commandLine, undefined, "injected failure (BPFLEET_FAULT)", { at }));
+      if (fault?.mode === "fail") return reject(new RemoteCommandError(this.label, commandLine, undefined, "injected failure (BPFLEET_FAULT)", { at, step: named }));
       if (fault?.mode === "cut") {
         this.cut();
         return reject(lost("connection cut (BPFLEET_FAULT)"));
       }
       this.client.exec(wire, (err, channel: ClientChannel) => {
         if (err) {
-          return reject(this.closed ? lost(`connection lost before the command started (${err.message})`) : new RemoteCommandError(this.label, commandLine, undefined, `could not start the command: ${err.message}`, { at }));
+          return reject(this.closed ? lost(`connection lost before the command started (${err.message})`) : new RemoteCommandError(this.label, commandLine, undefined, `could not start the command: ${err.message}`, { at, step: named }));
         }
         const stdout: Buffer[] = [];
         const stderr: Buffer[] = [];
@@ -262,7 +264,7 @@ export class SshSession {
           if (settled) return;
           settled = true;
           channel.close();
-          reject(new RemoteCommandError(this.label, commandLine, collect(), `timed out after ${timeoutMs} ms`, { at }));
+          reject(new RemoteCommandError(this.label, commandLine, collect(), `timed out after ${timeoutMs} ms`, { at, step: named }));
         }, timeoutMs);
         const collect = (code = -1): ExecResult => ({
           code,
@@ -283,7 +285,7 @@ export class SshSession {
           if ((code === null || code === undefined) && !signal) return reject(lost("the connection closed without an exit status", collect()));
           const result = collect(code ?? 128);
           if (result.code !== 0 && !options.allowFailure) {
-            reject(new RemoteCommandError(this.label, commandLine, result, `exit code ${result.code}${signal ? ` (signal ${signal})` : ""}`, { at }));
+            reject(new RemoteCommandError(this.label, commandLine, result, `exit code ${result.code}${signal ? ` (signal ${signal})` : ""}`, { at, step: named }));
           } else {
             resolve(result);
           }

@@ -121,7 +121,8 @@ async function entriesBefore(session: SshSession, layout: PinLayout, inputs: Xdp
  * the map pins, the applied copy and which boot files are there; the change's carries
  * the removal of the applied copy, the revert's arm (when guarded) and the batch; the
  * read-back's carries the disarm, the cleanup, the new applied copy and the boot
- * restore. The lockout guard's proof is its own fresh login.
+ * restore. When the lockout guard is armed, its proof is a fresh login, and that
+ * login carries the read-back's exec (lockout.ts): still three execs.
  */
 async function converge(declared: XdpFirewallInputs, olds?: XdpFirewallOutputs): Promise<XdpFirewallOutputs> {
   const { session, layout, settle } = await connectResource(KIND, declared, { settleInSurvey: true });

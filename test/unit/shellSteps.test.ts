@@ -4,9 +4,10 @@
 // (past $9 too), and the first failure ending the run.
 import { spawnSync } from "node:child_process";
 import { describe, expect, it } from "vitest";
-import { commandStep, parseSteps, scriptStep, stepsDescription, type ShellStep } from "../../provider/remote/shellSteps";
+import { armRevert } from "../../provider/remote/revertTimer";
+import { commandStep, parseSteps, scriptStep, StepQueue, stepsDescription, type ShellStep } from "../../provider/remote/shellSteps";
 import { shellScript } from "../../provider/remote/shellScript";
-import { stepNamed } from "../../provider/remote/ssh";
+import { stepNamed, type SshSession } from "../../provider/remote/ssh";
 
 /** What runSteps sends, run by a local sh. */
 function runLocally(steps: ShellStep[]) {
@@ -71,5 +72,53 @@ describe("sh/steps.sh: several steps in one exec", () => {
     expect(stepNamed(["script (cat)", name], "bpftool batch")).toBe(1);
     expect(stepNamed(["bpftool batch"], "bpftool batch")).toBe(0);
     expect(stepNamed(["script (cat)"], "bpftool batch")).toBe(-1);
+  });
+});
+
+/**
+ * A session that runs its commands with the local sh, as the host's would: enough of
+ * SshSession for runSteps, StepQueue and the revert timer. Counts its execs.
+ */
+class LocalSession {
+  readonly label = "local";
+  execs: string[] = [];
+  async runScript(text: string, args: readonly string[], options: { stdin?: string | Buffer; allowFailure?: boolean; describe?: string } = {}) {
+    this.execs.push(options.describe ?? "script");
+    const r = spawnSync("sh", ["-c", text, "bpfleet", ...args], { input: options.stdin, encoding: "utf8" });
+    const result = { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
+    if (result.code !== 0 && !options.allowFailure) throw new Error(`exit ${result.code}`);
+    return result;
+  }
+  async run(argv: readonly string[], options: { stdin?: string | Buffer; allowFailure?: boolean } = {}) {
+    return this.runScript('exec "$@"', argv, options);
+  }
+}
+
+describe("StepQueue: steps nobody waits for ride in the next exec", () => {
+  it("sends what is queued with the next exec, in order, and names a queued step that failed", async () => {
+    const session = new LocalSession();
+    const queue = new StepQueue(session as unknown as SshSession);
+    queue.add(commandStep(["printf", "a"]), commandStep(["printf", "b"]));
+    const [own] = await queue.run([commandStep(["printf", "c"])]);
+    expect(own!.stdout).toBe("c");
+    expect(session.execs).toEqual(["printf a + printf b + printf c"]);
+    queue.add(commandStep(["sh", "-c", "echo no space >&2; exit 28"]));
+    let ran = false;
+    await expect(queue.run([{ ...commandStep(["true"]), onResult: (r) => (ran = r !== undefined) }])).rejects.toThrow(/exit code 28[\s\S]*no space/);
+    expect(ran).toBe(false);
+    expect(session.execs).toHaveLength(2);
+    await queue.flush();
+    expect(session.execs).toHaveLength(2);
+  });
+
+  it("a revert whose queued arm never ran is not disarmed (nothing waits on the host)", async () => {
+    const session = new LocalSession();
+    const queue = new StepQueue(session as unknown as SshSession);
+    const timer = await armRevert(session as unknown as SshSession, "true\n", 30, queue);
+    expect(session.execs).toHaveLength(0);
+    queue.discard();
+    await timer.disarm();
+    expect(session.execs).toHaveLength(0);
+    expect(timer.disarmStep().command).toMatch(/^sh -c /);
   });
 });

@@ -21,7 +21,7 @@
  *
  *   sudo npx vite-node bench/fleet-scale.ts [--hosts 1,10] [--entries 10,10000] [--repeat 1]
  *                                           [--layouts before,after] [--full] [--keep-going]
- *                                           [--before-package TGZ] [--after-package TGZ]
+ *                                           [--before-package TGZ] [--after-package TGZ] [--lab-prefix fb]
  *
  * Default grid: 1 and 10 hosts × 10 and 10,000 entries (about 10 minutes on 2
  * cores). `--full` is the issue's grid, 1/30/100 hosts × 10/10k/100k entries.
@@ -32,7 +32,12 @@
  * `--<layout>-package` (an `npm pack` tarball), by default this checkout's: to
  * compare releases, give "before" a tarball of the old code and "after" one of
  * the new, and both run on the same labs, cell by cell, in one run.
- * Labs are named fb<hosts>, cgroups fb-*, projects under $BPFLEET_E2E_DIR
+ * A layout may also be given as LABEL=LAYOUT, to compare two packages of one
+ * layout: `--layouts main=after,branch=after --main-package A.tgz
+ * --branch-package B.tgz` runs the DenyList program from each tarball.
+ * Labs are named <prefix><hosts> (`--lab-prefix`, default fb: fb1, fb10; give
+ * another to run beside someone else's bench), cgroups fb-* (fb-<prefix>-* with
+ * a prefix), projects under $BPFLEET_E2E_DIR
  * (default /tmp/bpfleet-e2e-fleetbench); all are removed at the end, on
  * failure and on Ctrl-C. Results also go to .bench/fleet-scale.json.
  */
@@ -104,8 +109,19 @@ export const feedDigest = feed.digest;
 export const applied = firewalls.map((fw) => fw.denyList.apply((l) => l?.count));
 `,
 };
-const LAYOUTS = option("layouts", "before").split(",");
-for (const layout of LAYOUTS) if (!PROGRAMS[layout]) throw new Error(`--layouts: unknown layout ${layout}; known: ${Object.keys(PROGRAMS).join(", ")}`);
+const LAYOUTS = option("layouts", "before").split(",").map((l) => l.split("=")[0]!);
+/** A layout's program: its own, or LAYOUT's for a label given as LABEL=LAYOUT. */
+const LAYOUT_PROGRAM = new Map(option("layouts", "before").split(",").map((l) => [l.split("=")[0]!, l.split("=")[1] ?? l] as const));
+for (const [label, layout] of LAYOUT_PROGRAM) {
+  if (!PROGRAMS[layout]) throw new Error(`--layouts: unknown layout ${layout}; known: ${Object.keys(PROGRAMS).join(", ")}`);
+  if (!/^[a-z0-9-]+$/.test(label)) throw new Error(`--layouts: label ${label} must be [a-z0-9-]`);
+}
+if (new Set(LAYOUTS).size !== LAYOUTS.length) throw new Error("--layouts: each label once");
+const programOf = (layout: string): string => PROGRAMS[LAYOUT_PROGRAM.get(layout)!]!;
+const LAB_PREFIX = option("lab-prefix", "fb");
+if (!/^[a-z]{1,4}$/.test(LAB_PREFIX)) throw new Error("--lab-prefix: 1-4 letters a-z (lab names are at most 7 characters)");
+/** cgroup names: fb-* as before for the default prefix, fb-<prefix>-* otherwise. */
+const GROUP_PREFIX = LAB_PREFIX === "fb" ? "fb" : `fb-${LAB_PREFIX}`;
 
 /** E distinct exact IPv4 addresses in 100.64.0.0/10, away from the lab's subnet and from the toggled entries. */
 function denyList(n: number): string[] {
@@ -406,7 +422,7 @@ function installCleanup(): void {
 async function layoutProject(Project: typeof PulumiProject, layout: string): Promise<PulumiProject> {
   const name = `fleet-scale-${layout}`;
   const tarball = option(`${layout}-package`, "");
-  if (!tarball) return Project.fromSource(name, PROGRAMS[layout]!, "fleetscale");
+  if (!tarball) return Project.fromSource(name, programOf(layout), "fleetscale");
   if (!existsSync(tarball)) throw new Error(`--${layout}-package: ${tarball} does not exist (an npm pack tarball of bpfleet)`);
   const root = JSON.parse(readFileSync(join(REPO_ROOT, "package.json"), "utf8"));
   const packageJson = {
@@ -420,7 +436,7 @@ async function layoutProject(Project: typeof PulumiProject, layout: string): Pro
     "Pulumi.yaml": "name: fleetscale\nruntime:\n  name: nodejs\n  options:\n    typescript: true\n",
     "package.json": JSON.stringify(packageJson, null, 2),
     "tsconfig.json": JSON.stringify(tsconfig, null, 2),
-    "index.ts": PROGRAMS[layout]!,
+    "index.ts": programOf(layout),
   });
 }
 
@@ -438,8 +454,8 @@ async function main(): Promise<void> {
   process.env.BPFLEET_E2E_DIR ??= "/tmp/bpfleet-e2e-fleetbench";
   const { PulumiProject } = await import("../test/e2e/pulumiProject");
   installCleanup();
-  cliGroup = new CpuGroup("fb-cli");
-  anchorGroup = new CpuGroup("fb-anchor");
+  cliGroup = new CpuGroup(`${GROUP_PREFIX}-cli`);
+  anchorGroup = new CpuGroup(`${GROUP_PREFIX}-anchor`);
   const loadBefore = loadAverage();
   console.log(`fleet-scale: hosts ${HOSTS.join(",")} x entries ${ENTRIES.join(",")}, layouts ${LAYOUTS.join(",")}, ${REPEAT} round(s); load average ${loadBefore}`);
 
@@ -454,7 +470,7 @@ async function main(): Promise<void> {
   const cells: Cell[] = [];
   const labCosts: { hosts: number; seconds: number; sshdPss: number }[] = [];
   for (const hostCount of HOSTS) {
-    const name = `fb${hostCount}`;
+    const name = `${LAB_PREFIX}${hostCount}`;
     labs.push(name);
     const t0 = process.hrtime.bigint();
     const lab = await createLab(name, { hosts: hostCount });
@@ -462,7 +478,7 @@ async function main(): Promise<void> {
     labCosts.push({ hosts: hostCount, seconds, sshdPss: lab.hosts.reduce((sum, h) => sum + pssOf(h.sshdPid), 0) });
     console.log(`lab ${name}: ${hostCount} hosts up in ${seconds.toFixed(1)} s`);
     const hosts: HostAccounting[] = lab.hosts.map((h) => {
-      const group = new CpuGroup(`fb-${name}-${h.name}`);
+      const group = new CpuGroup(`${GROUP_PREFIX}-${name}-${h.name}`);
       hostGroups.push(group);
       group.add(h.sshdPid);
       return { group, log: new SshdLog(join(lab.dir, h.name, "sshd.log")) };

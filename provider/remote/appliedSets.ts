@@ -16,7 +16,8 @@
 import { contentText as appliedText, parseContentText as parseAppliedText } from "../sharedContent";
 import { STATE_DIR } from "./hostDirs";
 import { runShellScript } from "./shellScript";
-import type { SshSession } from "./ssh";
+import { commandStep, scriptStep, type ShellStep } from "./shellSteps";
+import type { ExecResult, SshSession } from "./ssh";
 
 export const APPLIED_DIR = `${STATE_DIR}/applied`;
 
@@ -35,11 +36,29 @@ export async function writeApplied(session: SshSession, kind: string, name: stri
 
 /** What the host records as applied, or undefined when it records nothing. */
 export async function readApplied(session: SshSession, kind: string, name: string): Promise<string[] | undefined> {
-  const { stdout } = await runShellScript(session, "applied-read", { path: appliedPath(kind, name) });
-  const [marker, ...rest] = stdout.split("\n");
-  return marker === "present" ? parseAppliedText(rest.join("\n")) : undefined;
+  return parseAppliedRead(await runShellScript(session, "applied-read", { path: appliedPath(kind, name) }));
 }
 
 export async function removeApplied(session: SshSession, kind: string, name: string): Promise<void> {
   await session.run(["rm", "-f", "--", appliedPath(kind, name)]);
+}
+
+// The same three as steps of a larger exec (shellSteps.ts), for a kind that saves round trips.
+
+export function readAppliedStep(kind: string, name: string): ShellStep {
+  return scriptStep("applied-read", { path: appliedPath(kind, name) });
+}
+
+/** readApplied's answer, from readAppliedStep's result. */
+export function parseAppliedRead(result: ExecResult): string[] | undefined {
+  const [marker, ...rest] = result.stdout.split("\n");
+  return marker === "present" ? parseAppliedText(rest.join("\n")) : undefined;
+}
+
+export function writeAppliedStep(kind: string, name: string, keys: Iterable<string>): ShellStep {
+  return scriptStep("applied-write", { state: STATE_DIR, dir: APPLIED_DIR, kind, name }, { stdin: appliedText(keys) });
+}
+
+export function removeAppliedStep(kind: string, name: string): ShellStep {
+  return commandStep(["rm", "-f", "--", appliedPath(kind, name)]);
 }

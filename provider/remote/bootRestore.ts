@@ -17,8 +17,9 @@ import { objectRemotePath, uploadObject, type LocalObject } from "./objectUpload
 import type { PinLayout } from "./pins";
 import { attachXdpCommand, type XdpMode } from "./xdpAttach";
 import { shellQuote } from "./quote";
-import type { SshSession } from "./ssh";
-import { runShellScript, shellScript, shippedText } from "./shellScript";
+import type { ExecResult, SshSession } from "./ssh";
+import { shellScript, shippedText } from "./shellScript";
+import { runSteps, scriptStep, type ShellStep } from "./shellSteps";
 import { chainMapPin, dispatcherDir, XDP_CHAIN_SLOTS } from "./xdpHook";
 
 export const BOOT_DIR = "/var/lib/bpfleet/boot";
@@ -176,34 +177,55 @@ export function unitText(): string {
  * the batch are only sent when not on the host yet.
  */
 export async function persistBootRestore(session: SshSession, spec: BootRestoreSpec): Promise<void> {
+  const boot = bootRestoreSteps(spec);
+  const [present] = await runSteps(session, [boot.check]);
+  const { uploads, step } = boot.persist(present!);
+  for (const object of uploads) await uploadObject(session, object, false);
+  await runSteps(session, [step]);
+}
+
+/**
+ * persistBootRestore in steps, for a kind that carries them in larger execs: `check`
+ * (which files are on the host: read with the kind's survey), then `persist`, given
+ * its result: the objects to upload first (rarely any: the cache is shared by every
+ * resource, but a cleaned one must not leave the restore without its objects) and
+ * the step that writes the restore (the batch only when not there yet).
+ */
+export function bootRestoreSteps(spec: BootRestoreSpec): { check: ShellStep; persist(check: ExecResult): { uploads: LocalObject[]; step: ShellStep } } {
   const dir = resourceBootDir(spec.kind, spec.name);
   const batch = restoreBatchText(spec.mapOperations);
   const batchName = batchFileName(batch);
   const member = chainOf(spec);
   const objects = [spec.object, ...(member ? [member.chain.dispatcher] : [])];
-  const [present, ...objectsPresent] = (await runShellScript(session, "files-present", [`${dir}/${batchName}`, ...objects.map(objectRemotePath)])).stdout.split("\n").map((l) => l === "yes");
-  // The cache is shared by every resource; a cleaned one must not leave the restore without its objects.
-  for (const [i, object] of objects.entries()) if (!objectsPresent[i]) await uploadObject(session, object, false);
-  const unitPath = `${UNIT_DIR}/${UNIT_NAME}`;
-  await runShellScript(
-    session,
-    "boot-persist",
-    {
-      dir,
-      batch: batchName,
-      batch_on_stdin: present ? "no" : "yes",
-      restore_text: resourceRestoreScript(spec, `${dir}/${batchName}`),
-      entry: RESTORE_ENTRY,
-      entry_text: restoreEntryScript(),
-      unit: unitPath,
-      unit_text: unitText(),
-      unit_link: `${UNIT_WANTS_DIR}/${UNIT_NAME}`,
+  return {
+    check: scriptStep("files-present", [`${dir}/${batchName}`, ...objects.map(objectRemotePath)]),
+    persist(check) {
+      const [present, ...objectsPresent] = check.stdout.split("\n").map((l) => l === "yes");
+      const step = scriptStep(
+        "boot-persist",
+        {
+          dir,
+          batch: batchName,
+          batch_on_stdin: present ? "no" : "yes",
+          restore_text: resourceRestoreScript(spec, `${dir}/${batchName}`),
+          entry: RESTORE_ENTRY,
+          entry_text: restoreEntryScript(),
+          unit: `${UNIT_DIR}/${UNIT_NAME}`,
+          unit_text: unitText(),
+          unit_link: `${UNIT_WANTS_DIR}/${UNIT_NAME}`,
+        },
+        present ? {} : { stdin: batch },
+      );
+      return { uploads: objects.filter((_, i) => !objectsPresent[i]), step };
     },
-    present ? {} : { stdin: batch },
-  );
+  };
 }
 
 /** Removes a resource's persisted restore; with none left, the unit and its enablement go too. */
 export async function removeBootRestore(session: SshSession, kind: string, name: string): Promise<void> {
-  await runShellScript(session, "boot-remove", { boot: BOOT_DIR, dir: resourceBootDir(kind, name), unit_dir: UNIT_DIR, unit: UNIT_NAME, wants: UNIT_WANTS_DIR, entry: RESTORE_ENTRY });
+  await runSteps(session, [removeBootRestoreStep(kind, name)]);
+}
+
+export function removeBootRestoreStep(kind: string, name: string): ShellStep {
+  return scriptStep("boot-remove", { boot: BOOT_DIR, dir: resourceBootDir(kind, name), unit_dir: UNIT_DIR, unit: UNIT_NAME, wants: UNIT_WANTS_DIR, entry: RESTORE_ENTRY });
 }

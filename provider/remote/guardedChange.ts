@@ -8,6 +8,7 @@
  */
 import { proveManagementPath, type GuardedChange } from "./lockout";
 import { armRevert, type RevertTimer } from "./revertTimer";
+import type { StepQueue } from "./shellSteps";
 import type { SshSession } from "./ssh";
 import { ExpectationsMissedError, type ExpectationCheck } from "../expect/hostRun";
 
@@ -51,26 +52,37 @@ export interface GuardedSteps {
    * is as before (a lockout revert cannot do this: the provider has lost the host).
    */
   afterRevert?(): Promise<void>;
+  /**
+   * Where the kind queues steps nobody waits for (shellSteps.ts): the revert's arm
+   * waits there too, so the exec that carries the change arms it first; the change is
+   * flushed before anything proves it, and the disarm is queued in front of the
+   * cleanup's steps, which then run only when it succeeded. The kind flushes what is
+   * left (its read-back carries it). Without a queue, each step is its own exec.
+   */
+  queue?: StepQueue;
 }
 
 /** Runs `steps` in the guarded order; throws the step's error after rolling back, or the lockout report. */
 export async function guardedChange(session: SshSession, steps: GuardedSteps): Promise<void> {
-  const { guard } = steps;
+  const { guard, queue } = steps;
   let timer: RevertTimer | undefined;
   try {
     await steps.stage?.();
     await steps.expectations?.prepare();
-    if (guard) timer = await armRevert(session, guard.revertScript(), guard.seconds);
+    if (guard) timer = await armRevert(session, guard.revertScript(), guard.seconds, queue);
     await steps.apply();
+    await queue?.flush();
   } catch (err) {
+    queue?.discard();
     await timer?.disarm().catch(ignoreFailure);
     await steps.rollback().catch(ignoreFailure);
     throw err;
   }
   if (timer && steps.expectations) await proveExpectations(session, timer, steps.expectations, steps.afterRevert);
   if (guard && timer) {
-    if (guard.proveLogin === false) await timer.disarm();
-    else await proveManagementPath(session, timer, guard.proof);
+    if (guard.proveLogin !== false) await proveManagementPath(session, timer, guard.proof, queue);
+    else if (queue) queue.add(timer.disarmStep());
+    else await timer.disarm();
   }
   await steps.cleanup?.();
 }

@@ -8,7 +8,8 @@ import { z } from "zod";
 import { HostPreconditionError } from "./preflight";
 import type { Credentials, HostConnection } from "./hostSchema";
 import type { RevertTimer } from "./revertTimer";
-import { dropSession, freshLogin, RemoteCommandError, sessionFor, type SshSession } from "./ssh";
+import type { StepQueue } from "./shellSteps";
+import { dropSession, freshLogin, freshSession, RemoteCommandError, sessionFor, type SshSession } from "./ssh";
 
 /**
  * The lockout report. `at` and `step` name the proof's own command when it was
@@ -129,10 +130,26 @@ export async function reportLockout(session: SshSession, change: GuardedChange, 
  * Proves with a fresh login that the management path survived the change, then
  * disarms `timer`; when the login fails, leaves the timer to undo the change and
  * throws the report. Half the window for the login, so the disarm still comes in time.
+ *
+ * With `queue`, the fresh login does more than log in: it carries the disarm and,
+ * behind it, the change's cleanup and read-back (the queue's next exec), so the
+ * proof costs the host no exec of its own. The change stays armed until then: if
+ * anything fails before, the host reverts it by itself, as when the provider is lost.
  */
-export async function proveManagementPath(session: SshSession, timer: RevertTimer, change: GuardedChange): Promise<void> {
+export async function proveManagementPath(session: SshSession, timer: RevertTimer, change: GuardedChange, queue?: StepQueue): Promise<void> {
   const { host, credentials, lockoutRevertSeconds } = change.inputs;
-  const failure = await loginWorks(host, credentials, Math.min(host.connectTimeoutMs, (lockoutRevertSeconds * 1000) / 2));
-  if (failure) await reportLockout(session, change, failure, timer);
-  await timer.disarm();
+  const timeoutMs = Math.min(host.connectTimeoutMs, (lockoutRevertSeconds * 1000) / 2);
+  if (!queue) {
+    const failure = await loginWorks(host, credentials, timeoutMs);
+    if (failure) await reportLockout(session, change, failure, timer);
+    return timer.disarm();
+  }
+  queue.add(timer.disarmStep());
+  queue.carryOver(async () => {
+    try {
+      return await freshSession({ ...host, connectTimeoutMs: timeoutMs }, credentials);
+    } catch (err) {
+      return reportLockout(session, change, err as Error, timer);
+    }
+  });
 }

@@ -5,6 +5,7 @@
 import type { z } from "zod";
 import { batchLookups, HostOutputError, hostJson, mapDump, type JsonSource } from "./hostJson";
 import { runShellScript } from "./shellScript";
+import { commandStep, runSteps, type ShellStep } from "./shellSteps";
 import { RemoteCommandError, type SshSession } from "./ssh";
 
 export type MapOperation =
@@ -29,8 +30,13 @@ export function batchText(operations: readonly MapOperation[]): string {
 /** Applies map writes in one round trip; bpftool stops at the first failing line. */
 export async function applyMapOperations(session: SshSession, operations: readonly MapOperation[]): Promise<void> {
   if (operations.length === 0) return;
+  await runSteps(session, [mapOperationsStep(operations)]);
+}
+
+/** applyMapOperations as a step of a larger exec (shellSteps.ts). */
+export function mapOperationsStep(operations: readonly MapOperation[]): ShellStep {
   for (const o of operations) assertPinPath(o.map);
-  await session.run(["bpftool", "batch", "file", "-"], { stdin: batchText(operations) });
+  return commandStep(["bpftool", "batch", "file", "-"], { stdin: batchText(operations) });
 }
 
 // Pin paths end up unquoted inside bpftool batch lines, so they must never carry spaces or quotes.

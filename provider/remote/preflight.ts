@@ -4,8 +4,12 @@
  * needs, probed once per session.
  */
 import { featureProbe, hostJson } from "./hostJson";
-import { runShellScript } from "./shellScript";
-import { RemoteCommandError, type SshSession } from "./ssh";
+import { STATE_DIR } from "./hostDirs";
+import { runSteps, scriptStep, type ShellStep } from "./shellSteps";
+import { RemoteCommandError, type ExecResult, type SshSession } from "./ssh";
+
+/** Where a host keeps its feature probe (sh/preflight.sh), keyed by kernel and bpftool. */
+export const PROBE_CACHE_DIR = `${STATE_DIR}/probe`;
 
 export class HostPreconditionError extends Error {}
 
@@ -31,7 +35,33 @@ export function preflight(session: SshSession): Promise<HostFacts> {
 }
 
 async function runPreflight(session: SshSession): Promise<HostFacts> {
-  const result = await runShellScript(session, "preflight", [], { allowFailure: true });
+  const [result] = await runSteps(session, [preflightStep()]);
+  return factsOf(session, result!);
+}
+
+function preflightStep(): ShellStep {
+  return scriptStep("preflight", { state: STATE_DIR, cache: PROBE_CACHE_DIR }, { allowFailure: true });
+}
+
+/**
+ * The preflight as a step of a larger exec (a survey), when this session has not run
+ * it yet, and what turns its result into the facts preflight() then returns (throwing
+ * as preflight would). Undefined when the session knows the facts already.
+ */
+export function preflightInSurvey(session: SshSession): { step: ShellStep; settle(result: ExecResult | undefined): Promise<HostFacts> } | undefined {
+  if (preflightFacts.has(session)) return undefined;
+  return {
+    step: preflightStep(),
+    settle(result) {
+      const facts = result ? Promise.resolve().then(() => factsOf(session, result)) : runPreflight(session);
+      preflightFacts.set(session, facts);
+      facts.catch(() => preflightFacts.delete(session));
+      return facts;
+    },
+  };
+}
+
+function factsOf(session: SshSession, result: ExecResult): HostFacts {
   if (result.code === 3) {
     const missing = result.stderr.replace("missing:", "").trim();
     throw new HostPreconditionError(`${session.label}: required tools are missing on the host: ${missing}. Install bpftool and iproute2 (Debian/Ubuntu: apt-get install bpftool iproute2).`);

@@ -11,8 +11,8 @@ import { objectRemotePath, type LocalObject } from "./objectUpload";
 import { HostPreconditionError } from "./preflight";
 import type { PinLayout } from "./pins";
 import type { ProgramInfo } from "./programLoad";
-import { runShellScript } from "./shellScript";
-import type { SshSession } from "./ssh";
+import { runSteps, scriptStep, type ShellStep } from "./shellSteps";
+import type { ExecResult, SshSession } from "./ssh";
 import type { XdpAttachment } from "./xdpAttach";
 
 /** What a resource needs to know about a host before it changes anything, read in one round trip. */
@@ -68,10 +68,27 @@ export function sections(stdout: string): Map<string, string> {
  * bpfleet dispatcher and chain and who owns which bpfleet program.
  */
 export async function surveyResource(session: SshSession, iface: string, layout: PinLayout, object: LocalObject, dispatcherDir = ""): Promise<ResourceSurvey> {
-  const peer = (await session.managementPeer()) ?? "";
-  const result = await runShellScript(session, "resource-survey", [iface, layout.program, objectRemotePath(object), peer, dispatcherDir, PIN_ROOT]);
-  const parts = sections(result.stdout);
+  const survey = await surveyStep(session, iface, layout, object, dispatcherDir);
+  const [result] = await runSteps(session, [survey.step]);
+  return survey.parse(result!);
+}
+
+/**
+ * The survey as a step of a larger exec, and what reads its result. A root login
+ * reads the management peer in the survey itself ($SSH_CONNECTION); through sudo,
+ * which clears it, the login user is asked first (session.managementPeer).
+ */
+export async function surveyStep(session: SshSession, iface: string, layout: PinLayout, object: LocalObject, dispatcherDir = ""): Promise<{ step: ShellStep; parse(result: ExecResult): ResourceSurvey }> {
+  const peer = session.seesLoginEnvironment ? "@ssh" : ((await session.managementPeer()) ?? "");
+  const step = scriptStep("resource-survey", [iface, layout.program, objectRemotePath(object), peer, dispatcherDir, PIN_ROOT]);
+  return { step, parse: (result) => parseSurvey(session, result.stdout, iface, layout, peer, dispatcherDir) };
+}
+
+function parseSurvey(session: SshSession, stdout: string, iface: string, layout: PinLayout, peerArg: string, dispatcherDir: string): ResourceSurvey {
+  const parts = sections(stdout);
   const host = session.label;
+  const peer = peerArg === "@ssh" ? parts.get("peer") || undefined : peerArg;
+  if (peerArg === "@ssh") session.notePeer(peer);
   const links = hostJson(ipLinks, parts.get("links") || "[]", { host, command: "ip -j link show" });
   const net = hostJson(netShow.nullable(), parts.get("net") || "null", { host, command: `bpftool -j net show dev ${iface}` });
   const prog = hostJson(progShow.nullable(), parts.get("prog") || "null", { host, command: `bpftool -j prog show pinned ${layout.program}` });
@@ -99,8 +116,21 @@ export interface ProgramState {
 /** A resource's program, the interface's XDP attachment and the resource's counters, in one round trip. */
 /** With `dispatcherDir` (XDP resources), also reads the interface's XDP chain. */
 export async function programState(session: SshSession, iface: string, layout: PinLayout, statsMap: string, dispatcherDir = ""): Promise<ProgramState> {
-  const result = await runShellScript(session, "program-state", [iface, layout.program, `${layout.maps}/${statsMap}`, dispatcherDir, PIN_ROOT]);
-  const parts = sections(result.stdout);
+  const state = programStateStep(session, iface, layout, statsMap, dispatcherDir);
+  const [result] = await runSteps(session, [state.step]);
+  return state.parse(result!);
+}
+
+/** programState as a step of a larger exec, and what reads its result. */
+export function programStateStep(session: SshSession, iface: string, layout: PinLayout, statsMap: string, dispatcherDir = ""): { step: ShellStep; parse(result: ExecResult): ProgramState } {
+  return {
+    step: scriptStep("program-state", [iface, layout.program, `${layout.maps}/${statsMap}`, dispatcherDir, PIN_ROOT]),
+    parse: (result) => parseProgramState(session, result.stdout, iface, layout, statsMap, dispatcherDir),
+  };
+}
+
+function parseProgramState(session: SshSession, stdout: string, iface: string, layout: PinLayout, statsMap: string, dispatcherDir: string): ProgramState {
+  const parts = sections(stdout);
   const host = session.label;
   const prog = hostJson(progShow.nullable(), parts.get("prog") || "null", { host, command: `bpftool -j prog show pinned ${layout.program}` });
   const net = hostJson(netShow.nullable(), parts.get("net") || "null", { host, command: `bpftool -j net show dev ${iface}` });

@@ -8,7 +8,8 @@
 import { randomBytes } from "node:crypto";
 import { RUN_DIR } from "./hostDirs";
 import { runShellScript } from "./shellScript";
-import type { SshSession } from "./ssh";
+import { scriptStep, type ShellStep, type StepQueue } from "./shellSteps";
+import type { ExecResult, SshSession } from "./ssh";
 
 const GUARD_DIR = `${RUN_DIR}/guards`;
 
@@ -24,6 +25,8 @@ export interface RevertTimer {
   readonly seconds: number;
   /** Cancels the revert; throws RevertedError when the host had already reverted. */
   disarm(): Promise<void>;
+  /** disarm as a step of a larger exec: its failure is disarm's error, and the steps after it do not run. */
+  disarmStep(): ShellStep;
   /** Whether the host ran the revert (its marker is there), asked over `session`. */
   fired(session: SshSession): Promise<boolean>;
   /**
@@ -34,25 +37,39 @@ export interface RevertTimer {
   fireNow(): Promise<string>;
 }
 
-/** Arms `revertScript` (built from quoted commands) to run on the host after `seconds`. */
-export async function armRevert(session: SshSession, revertScript: string, seconds: number): Promise<RevertTimer> {
+/**
+ * Arms `revertScript` (built from quoted commands) to run on the host after
+ * `seconds`. With `queue`, the arm waits there for the exec that carries the change
+ * (the host then arms it just before the change, in the same round trip); the timer
+ * knows when that exec never ran it, and its disarm then has nothing to do.
+ */
+export async function armRevert(session: SshSession, revertScript: string, seconds: number, queue?: StepQueue): Promise<RevertTimer> {
   const token = `${Date.now()}-${randomBytes(6).toString("hex")}`;
-  await runShellScript(
-    session,
+  let neverRan = false;
+  const arm = scriptStep(
     "revert-arm",
     { guards: GUARD_DIR, token, seconds: String(seconds), keep: String(KEPT_FIRED_GUARDS), log_bytes: String(GUARD_LOG_BYTES) },
-    { stdin: revertScript },
+    { stdin: revertScript, onResult: (result) => (neverRan = result === undefined) },
   );
+  if (queue) queue.add(arm);
+  else await runShellScript(session, "revert-arm", arm.args, { stdin: revertScript });
+  const disarmFailure = (result: ExecResult): Error | undefined => {
+    if (result.code === 7) {
+      return new RevertedError(`${session.label}: the revert timer fired before it could be disarmed, so the host undid the change (raise lockoutRevertSeconds if the change is slow). Revert log: ${result.stderr.trim() || "(empty)"}`);
+    }
+    if (result.code !== 0) return new Error(`${session.label}: disarming the revert timer failed: ${result.stderr.trim()}`);
+    return undefined;
+  };
+  const disarmStep = () => scriptStep("revert-disarm", { guards: GUARD_DIR, token }, { failure: disarmFailure });
   return {
     token,
     seconds,
     async disarm() {
-      const result = await runShellScript(session, "revert-disarm", { guards: GUARD_DIR, token }, { allowFailure: true });
-      if (result.code === 7) {
-        throw new RevertedError(`${session.label}: the revert timer fired before it could be disarmed, so the host undid the change (raise lockoutRevertSeconds if the change is slow). Revert log: ${result.stderr.trim() || "(empty)"}`);
-      }
-      if (result.code !== 0) throw new Error(`${session.label}: disarming the revert timer failed: ${result.stderr.trim()}`);
+      if (neverRan) return;
+      const failure = disarmFailure(await runShellScript(session, "revert-disarm", disarmStep().args, { allowFailure: true }));
+      if (failure) throw failure;
     },
+    disarmStep,
     async fireNow() {
       const result = await runShellScript(session, "revert-now", { guards: GUARD_DIR, token, log_bytes: String(GUARD_LOG_BYTES) }, { allowFailure: true });
       if (result.code === 0) return result.stdout;
@@ -75,4 +92,9 @@ export async function armRevert(session: SshSession, revertScript: string, secon
 export async function settlePendingReverts(session: SshSession, pinDir: string): Promise<number> {
   const result = await runShellScript(session, "revert-settle", { guards: GUARD_DIR, pin_dir: pinDir });
   return Number(result.stdout.trim()) || 0;
+}
+
+/** settlePendingReverts as the first step of a larger exec (a survey's). */
+export function settleStep(pinDir: string): ShellStep {
+  return scriptStep("revert-settle", { guards: GUARD_DIR, pin_dir: pinDir });
 }

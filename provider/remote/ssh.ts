@@ -23,6 +23,11 @@ export interface ExecOptions {
   allowFailure?: boolean;
   /** Run as the login user, without sudo. */
   asLoginUser?: boolean;
+  /**
+   * How the operation's step list names this exec, instead of the summary of its
+   * command line: one exec that runs several steps (shellSteps.ts) is named by them.
+   */
+  describe?: string;
 }
 
 /**
@@ -45,10 +50,11 @@ export class RemoteCommandError extends Error {
     readonly command: string,
     readonly result: ExecResult | undefined,
     reason: string,
-    options: { connectionLost?: boolean; at?: number } = {},
+    options: { connectionLost?: boolean; at?: number; step?: string } = {},
   ) {
     const stderr = result?.stderr.trim();
-    const step = describeStep(command);
+    // An exec of several steps (shellSteps.ts) is named by them, not by its wrapper's text.
+    const step = options.step ?? describeStep(command);
     const cause = explainFailure(reason, result, options.connectionLost ?? false);
     super(`${host}: ${step}: ${cause}\n  command: ${abbreviate(command, 600)}${stderr ? `\n  stderr: ${stderr.slice(0, 4000)}` : ""}`);
     this.step = step;
@@ -183,11 +189,17 @@ function injectedFault(operation: Operation | undefined, step: number): Fault | 
   if (!spec || !operation) return undefined;
   const [kind, op, k, mode] = spec.split(":");
   if ((kind !== "*" && kind !== operation.kind) || (op !== "*" && op !== operation.op)) return undefined;
-  // "@<name>": the first step whose description (describeStep) is exactly <name>.
+  // "@<name>": the first step whose description (describeStep) is exactly <name>, or
+  // the first exec of several steps (shellSteps.ts: "a + b + c") that runs one so named.
   const named = k?.startsWith("@") ? k.slice(1) : undefined;
-  if (named !== undefined ? operation.steps.indexOf(named) !== step - 1 : Number(k) !== step) return undefined;
+  if (named !== undefined ? stepNamed(operation.steps, named) !== step - 1 : Number(k) !== step) return undefined;
   if (mode !== "fail" && mode !== "cut" && mode !== "cut-after") throw new Error(`BPFLEET_FAULT: unknown mode ${mode} (fail, cut or cut-after)`);
   return { mode };
+}
+
+/** The index of the first exec in `steps` that is, or runs, the step `name` (-1: none). */
+export function stepNamed(steps: readonly string[], name: string): number {
+  return steps.findIndex((s) => s === name || s.split(" + ").includes(name));
 }
 
 export class SshSession {
@@ -229,20 +241,21 @@ export class SshSession {
     const operation = currentOperation();
     const step = operation ? ++operation.execs : 0;
     const at = operation ? step : undefined;
-    operation?.steps.push(describeStep(commandLine));
+    const named = options.describe;
+    operation?.steps.push(named ?? describeStep(commandLine));
     const fault = injectedFault(operation, step);
     const lost = (why: string, result?: ExecResult) =>
-      new RemoteCommandError(this.label, commandLine, result, why, { connectionLost: true, at });
+      new RemoteCommandError(this.label, commandLine, result, why, { connectionLost: true, at, step: named });
     return new Promise<ExecResult>((resolve, reject) => {
       if (this.closed) return reject(new SshError(`${this.label}: the SSH connection is closed`));
-      if (fault?.mode === "fail") return reject(new RemoteCommandError(this.label, commandLine, undefined, "injected failure (BPFLEET_FAULT)", { at }));
+      if (fault?.mode === "fail") return reject(new RemoteCommandError(this.label, commandLine, undefined, "injected failure (BPFLEET_FAULT)", { at, step: named }));
       if (fault?.mode === "cut") {
         this.cut();
         return reject(lost("connection cut (BPFLEET_FAULT)"));
       }
       this.client.exec(wire, (err, channel: ClientChannel) => {
         if (err) {
-          return reject(this.closed ? lost(`connection lost before the command started (${err.message})`) : new RemoteCommandError(this.label, commandLine, undefined, `could not start the command: ${err.message}`, { at }));
+          return reject(this.closed ? lost(`connection lost before the command started (${err.message})`) : new RemoteCommandError(this.label, commandLine, undefined, `could not start the command: ${err.message}`, { at, step: named }));
         }
         const stdout: Buffer[] = [];
         const stderr: Buffer[] = [];
@@ -251,7 +264,7 @@ export class SshSession {
           if (settled) return;
           settled = true;
           channel.close();
-          reject(new RemoteCommandError(this.label, commandLine, collect(), `timed out after ${timeoutMs} ms`, { at }));
+          reject(new RemoteCommandError(this.label, commandLine, collect(), `timed out after ${timeoutMs} ms`, { at, step: named }));
         }, timeoutMs);
         const collect = (code = -1): ExecResult => ({
           code,
@@ -272,7 +285,7 @@ export class SshSession {
           if ((code === null || code === undefined) && !signal) return reject(lost("the connection closed without an exit status", collect()));
           const result = collect(code ?? 128);
           if (result.code !== 0 && !options.allowFailure) {
-            reject(new RemoteCommandError(this.label, commandLine, result, `exit code ${result.code}${signal ? ` (signal ${signal})` : ""}`, { at }));
+            reject(new RemoteCommandError(this.label, commandLine, result, `exit code ${result.code}${signal ? ` (signal ${signal})` : ""}`, { at, step: named }));
           } else {
             resolve(result);
           }
@@ -299,6 +312,19 @@ export class SshSession {
       (result) => result.stdout.trim().split(/\s+/)[0] || undefined,
     );
     return this.peer;
+  }
+
+  /**
+   * Seeds managementPeer with what a survey read from $SSH_CONNECTION itself (a root
+   * login sees it; sudo clears it), saving the round trip.
+   */
+  notePeer(peer: string | undefined): void {
+    this.peer ??= Promise.resolve(peer);
+  }
+
+  /** Whether scripts run with the login's environment ($SSH_CONNECTION): a root login, no sudo. */
+  get seesLoginEnvironment(): boolean {
+    return !this.wantsSudo();
   }
 
   private wantsSudo(): boolean {
@@ -396,6 +422,11 @@ export async function sessionFor(host: HostConnection, credentials: Credentials)
   pool.set(key, opening);
   opening.catch(() => pool.delete(key));
   return opening;
+}
+
+/** A brand-new session, not from the pool (close it when done): its login proves that the management path works. */
+export function freshSession(host: HostConnection, credentials: Credentials): Promise<SshSession> {
+  return openSession(host, credentials);
 }
 
 /** A brand-new login, not from the pool: proves that the management path still works. */

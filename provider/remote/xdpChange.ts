@@ -5,17 +5,27 @@
  */
 import { uploadObject, type LocalObject } from "./objectUpload";
 import type { PinLayout } from "./pins";
-import { preflight, requireProgramType } from "./preflight";
+import { preflight, preflightInSurvey, requireProgramType } from "./preflight";
 import { loadProgram } from "./programLoad";
-import { requireInterface, surveyResource, type ResourceSurvey } from "./resourceSurvey";
+import { requireInterface, surveyStep, type ResourceSurvey } from "./resourceSurvey";
+import { commandStep, runSteps, type ShellStep, type StepQueue } from "./shellSteps";
 import { ignoreFailure, swapInCommands } from "./guardedChange";
 import { claimHook, dispatcherDir, HookPlan, type HookChange, type XdpPlacement } from "./xdpHook";
-import type { SshSession } from "./ssh";
+import type { ExecResult, SshSession } from "./ssh";
+
+/** Steps a kind reads in the survey's own exec: `first` before the preflight (a settle), `then` after the survey. */
+export interface SurveyExtras {
+  first?: readonly ShellStep[];
+  then?: readonly ShellStep[];
+}
 
 /**
  * The host's side of an XDP change, refused where it cannot be made: the tools
  * and program type, the interface, the hook (another program there is never
- * replaced). `refuse` runs the kind's own refusals once the interface is known.
+ * replaced). `refuse` runs the kind's own refusals once the interface is known
+ * (given the extras' results).
+ * The preflight, the survey and the kind's `extras` go to the host in one exec;
+ * `results` holds the extras' results (undefined: it did not run), in order.
  */
 export async function surveyXdp(
   session: SshSession,
@@ -24,16 +34,28 @@ export async function surveyXdp(
   placement: XdpPlacement,
   attached: boolean,
   what: string,
-  refuse?: () => Promise<void>,
-): Promise<{ survey: ResourceSurvey; hook: HookPlan }> {
-  await preflight(session);
+  refuse?: (results: (ExecResult | undefined)[]) => Promise<void>,
+  extras: SurveyExtras = {},
+): Promise<{ survey: ResourceSurvey; hook: HookPlan; results: (ExecResult | undefined)[] }> {
+  const first = extras.first ?? [];
+  const then = extras.then ?? [];
+  const probe = preflightInSurvey(session);
+  const surveying = await surveyStep(session, placement.iface, layout, object, dispatcherDir(placement.iface));
+  const steps = [...first, ...(probe ? [probe.step] : []), surveying.step, ...then];
+  const ran = await runSteps(session, steps);
+  const at = (step: ShellStep) => ran[steps.indexOf(step)];
+  if (probe) await probe.settle(at(probe.step));
+  else await preflight(session);
   await requireProgramType(session, "xdp");
-  const survey = await surveyResource(session, placement.iface, layout, object, dispatcherDir(placement.iface));
+  const surveyed = at(surveying.step);
+  if (!surveyed) throw new Error(`${session.label}: the survey did not run`);
+  const survey = surveying.parse(surveyed);
   requireInterface(session, survey, placement.iface);
-  await refuse?.();
+  const results = [...first, ...then].map(at);
+  await refuse?.(results);
   const hook = new HookPlan(placement, attached, survey.xdp, survey.chain, layout, survey.program?.id);
   if (attached) claimHook(session.label, what, placement, survey.xdp, survey.chain, hook.position);
-  return { survey, hook };
+  return { survey, hook, results };
 }
 
 export class XdpProgramChange {
@@ -63,13 +85,17 @@ export class XdpProgramChange {
     if (this.needsLoad) this.newProgram = await loadProgram(this.session, this.layout, await uploadObject(this.session, object, objectPresent), "xdp", this.hook.sharedChain);
   }
 
-  /** Puts the program where the placement wants it, in one round trip. */
-  async install(): Promise<void> {
-    if (this.newProgram) {
-      await this.session.run([...this.hook.installCommands(this.newProgram, this.ownIds), ...swapInCommands(this.layout.program, this.newProgram, this.swapsProgram)]);
-    } else if (!this.hook.inPlace) {
-      await this.session.run(this.hook.installCommands(this.layout.program, this.ownIds));
-    }
+  /**
+   * Puts the program where the placement wants it, in one round trip; with `queue`,
+   * the commands wait there for the exec that carries the change's map writes.
+   */
+  async install(queue?: StepQueue): Promise<void> {
+    let commands: string[][] = [];
+    if (this.newProgram) commands = [...this.hook.installCommands(this.newProgram, this.ownIds), ...swapInCommands(this.layout.program, this.newProgram, this.swapsProgram)];
+    else if (!this.hook.inPlace) commands = this.hook.installCommands(this.layout.program, this.ownIds);
+    if (commands.length === 0) return;
+    if (queue) queue.add(...commands.map((c) => commandStep(c)));
+    else await this.session.run(commands);
   }
 
   /**
@@ -82,10 +108,13 @@ export class XdpProgramChange {
     else if (this.newProgram) await this.session.run(["rm", "-f", this.newProgram]).catch(ignoreFailure);
   }
 
-  /** After the proof: leave the slot the program ran in before, and drop the previous program. */
-  async cleanup(): Promise<void> {
-    const cleanup = this.hook.cleanupCommands(this.ownIds);
-    if (cleanup.length > 0) await this.session.run(cleanup);
-    if (this.swapsProgram) await this.session.run(["rm", "-f", `${this.layout.program}_old`]);
+  /**
+   * After the proof: leave the slot the program ran in before, and drop the previous
+   * program; with `queue`, in the exec that carries the rest of the change's cleanup.
+   */
+  async cleanup(queue?: StepQueue): Promise<void> {
+    const commands = [...this.hook.cleanupCommands(this.ownIds), ...(this.swapsProgram ? [["rm", "-f", `${this.layout.program}_old`]] : [])];
+    if (queue) queue.add(...commands.map((c) => commandStep(c)));
+    else await runSteps(this.session, commands.map((c) => commandStep(c)));
   }
 }

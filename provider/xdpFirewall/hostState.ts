@@ -4,9 +4,10 @@
  */
 import { dumpMaps } from "../remote/mapOperations";
 import { listPins, type PinLayout } from "../remote/pins";
-import { programState } from "../remote/resourceSurvey";
+import { programStateStep } from "../remote/resourceSurvey";
+import { commandStep, runSteps, scriptStep, type ShellStep, type StepQueue } from "../remote/shellSteps";
 import type { XdpAttachment } from "../remote/xdpAttach";
-import type { SshSession } from "../remote/ssh";
+import type { ExecResult, SshSession } from "../remote/ssh";
 import { dispatcherDir, hookPosition, placedAttachment, type XdpPlacement } from "../remote/xdpHook";
 import { sortedRecord } from "../validation";
 import { sumCounters } from "../counters";
@@ -33,8 +34,12 @@ export interface Observed extends ObservedProgram {
  * pins are gone. It counts as attached only where `placement` wants it: alone, or in
  * its chain slot with the dispatcher on the hook.
  */
-export async function observeProgram(session: SshSession, layout: PinLayout, placement: XdpPlacement): Promise<ObservedProgram | undefined> {
-  const state = await programState(session, placement.iface, layout, STATS_MAP, dispatcherDir(placement.iface));
+export async function observeProgram(session: SshSession, layout: PinLayout, placement: XdpPlacement, queue?: StepQueue): Promise<ObservedProgram | undefined> {
+  // One exec for both (and, with `queue`, for whatever waits there: a change's cleanup).
+  const reading = programStateStep(session, placement.iface, layout, STATS_MAP, dispatcherDir(placement.iface));
+  const memory = scriptStep("map-memory", { maps: layout.maps });
+  const [stateResult, memoryResult] = queue ? await queue.run([reading.step, memory]) : await runSteps(session, [reading.step, memory]);
+  const state = reading.parse(stateResult!);
   if (!state.program) return undefined;
   const pass = sumCounters(state.stats[0]?.values ?? []);
   const drop = sumCounters(state.stats[1]?.values ?? []);
@@ -43,17 +48,16 @@ export async function observeProgram(session: SshSession, layout: PinLayout, pla
     programTag: state.program.tag,
     attachment: placedAttachment(hookPosition(state.xdp, state.chain, [state.program.id]), placement),
     counters: { passPackets: pass.packets, passBytes: pass.bytes, dropPackets: drop.packets, dropBytes: drop.bytes },
-    mapMemoryBytes: await mapMemoryBytes(session, layout),
+    mapMemoryBytes: mapMemoryBytes(session, layout, memoryResult!.stdout),
   };
 }
 
-// One JSON object per pinned map; bytes_memlock is the kernel's own account of the
-// map's memory (its real usage, for maps that allocate on demand, since Linux 6.4).
-const MAP_MEMORY_SCRIPT = `for pin in "$1"/*; do [ -e "$pin" ] && bpftool -j map show pinned "$pin" && echo; done; exit 0`;
-
-/** What the firewall's maps cost the host's kernel, summed over its pinned maps. */
-async function mapMemoryBytes(session: SshSession, layout: PinLayout): Promise<number> {
-  const { stdout } = await session.runScript(MAP_MEMORY_SCRIPT, [layout.maps]);
+/**
+ * What the firewall's maps cost the host's kernel, summed over its pinned maps
+ * (sh/map-memory.sh; bytes_memlock is the kernel's own account of a map's memory:
+ * its real usage, for maps that allocate on demand, since Linux 6.4).
+ */
+function mapMemoryBytes(session: SshSession, layout: PinLayout, stdout: string): number {
   let total = 0;
   for (const line of stdout.split("\n")) {
     if (!line.trim()) continue;
@@ -81,6 +85,19 @@ export async function observe(session: SshSession, layout: PinLayout, placement:
 
 /** Whether a map of the index is not pinned (pins of an object from before the index). */
 export async function missingIndex(session: SshSession, layout: PinLayout): Promise<boolean> {
-  const pinnedMaps = await listPins(session, layout.maps);
+  return lacksIndex(await listPins(session, layout.maps));
+}
+
+/** missingIndex as a step of a larger exec: the listing of the maps' pin directory. */
+export function mapPinsStep(layout: PinLayout): ShellStep {
+  return commandStep(["ls", "-1", layout.maps], { allowFailure: true });
+}
+
+/** missingIndex's answer from mapPinsStep's result. */
+export function missingIndexIn(result: ExecResult): boolean {
+  return lacksIndex(result.code === 0 ? result.stdout.split("\n").filter(Boolean) : []);
+}
+
+function lacksIndex(pinnedMaps: readonly string[]): boolean {
   return !INDEX_MAPS.every((m) => pinnedMaps.includes(m));
 }

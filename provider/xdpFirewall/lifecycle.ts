@@ -11,7 +11,9 @@ import type { LocalObject } from "../remote/objectUpload";
 import { removePins, type PinLayout } from "../remote/pins";
 import { programState } from "../remote/resourceSurvey";
 import { DISPATCHER_OBJECT, dispatcherDir, hookPosition, releaseHook, type XdpPlacement } from "../remote/xdpHook";
-import { persistBootRestore, removeBootRestore } from "../remote/bootRestore";
+import { bootRestoreSteps, removeBootRestore, removeBootRestoreStep } from "../remote/bootRestore";
+import { uploadObject } from "../remote/objectUpload";
+import { runSteps, StepQueue, type ShellStep } from "../remote/shellSteps";
 import { guardedChange } from "../remote/guardedChange";
 import { expectationCheck, xdpProbeTarget } from "../expect/hostRun";
 import { connectResource } from "../remote/resource";
@@ -19,11 +21,11 @@ import type { SshSession } from "../remote/ssh";
 import { surveyXdp, XdpProgramChange } from "../remote/xdpChange";
 import { STATS_MAP } from "./codec";
 import { refuseManagementDeny, revertScript } from "./guard";
-import { missingIndex, observe, observeEntries, observeProgram, type Observed } from "./hostState";
+import { mapPinsStep, missingIndex, missingIndexIn, observe, observeEntries, observeProgram, type Observed } from "./hostState";
 import { denyOperations, driftOf, indexFromScratch, invertPlan, planDeny } from "./plan";
 import { checkXdpFirewall, xdpFirewallSchema, type XdpFirewallInputs, type XdpFirewallOutputs } from "./schema";
 import { writeEntries } from "./writeEntries";
-import { readApplied, removeApplied, writeApplied } from "../remote/appliedSets";
+import { parseAppliedRead, readApplied, readAppliedStep, removeApplied, removeAppliedStep, writeAppliedStep } from "../remote/appliedSets";
 import { HostPreconditionError } from "../remote/preflight";
 import { contentDigest, registeredContent } from "../sharedContent";
 import { sortedRecord } from "../validation";
@@ -58,32 +60,35 @@ function outputsOf(inputs: XdpFirewallInputs, observed: Observed, objectSha256: 
   };
 }
 
-/** What brings the firewall back after a reboot, when the inputs ask for it (or nothing). */
-async function bootRestore(session: SshSession, layout: PinLayout, object: LocalObject, inputs: XdpFirewallInputs): Promise<void> {
-  if (!inputs.bootRestore) return removeBootRestore(session, KIND, inputs.name);
+/**
+ * What brings the firewall back after a reboot, when the inputs ask for it: its
+ * steps, computed before the change (a large list's batch takes a while to build,
+ * and the revert window is running once the change is live).
+ */
+function bootRestoreOf(layout: PinLayout, object: LocalObject, inputs: XdpFirewallInputs): ReturnType<typeof bootRestoreSteps> | undefined {
+  if (!inputs.bootRestore) return undefined;
   // Records and index alike, from empty maps (the restore loads the object afresh and
   // fills it before it goes on the hook: no reader yet).
   const mapOperations = denyOperations(planDeny(Object.keys(inputs.deny), []), (map) => `${layout.maps}/${map}`, true);
   // A chain member comes back behind the interface's dispatcher, in its slot.
   const chain = inputs.chainPriority === undefined ? undefined : { slot: inputs.chainPriority, dispatcher: packagedObject(DISPATCHER_OBJECT) };
   const xdp = inputs.attached ? { interface: inputs.interface, mode: inputs.mode, chain } : undefined;
-  await persistBootRestore(session, { kind: KIND, name: inputs.name, layout, object, mapOperations, xdp });
+  return bootRestoreSteps({ kind: KIND, name: inputs.name, layout, object, mapOperations, xdp });
 }
 
 /**
  * The entries the firewall must hold: its own `deny`, or its DenyList's, found by
  * digest among the versions this deployment's lists registered (sharedContent.ts) or,
  * failing that (`pulumi up --target` of the firewall alone), in the copy the host
- * records as applied when that copy is the wanted version. `applied` is that copy when
- * it was read.
+ * records as applied (`applied`, read with the survey) when that copy is the wanted
+ * version.
  */
-async function desiredEntries(session: SshSession, inputs: XdpFirewallInputs): Promise<{ entries: readonly string[]; applied?: string[] }> {
+function desiredEntries(session: SshSession, inputs: XdpFirewallInputs, applied: string[] | undefined): readonly string[] {
   const list = inputs.denyList;
-  if (!list) return { entries: Object.keys(inputs.deny) };
+  if (!list) return Object.keys(inputs.deny);
   const registered = registeredContent(list.digest);
-  if (registered) return { entries: registered };
-  const applied = await readApplied(session, KIND, inputs.name);
-  if (applied && contentDigest(applied) === list.digest) return { entries: applied, applied };
+  if (registered) return registered;
+  if (applied && contentDigest(applied) === list.digest) return applied;
   const holds = applied ? `holds version ${contentDigest(applied).slice(0, 12)} (${applied.length} entries)` : "records no applied list";
   throw new HostPreconditionError(
     `${session.label}: firewall ${inputs.name} must apply version ${list.digest.slice(0, 12)} of DenyList '${list.name}' (${list.count} entries), which is not part of this deployment, and the host ${holds}. ` +
@@ -91,17 +96,19 @@ async function desiredEntries(session: SshSession, inputs: XdpFirewallInputs): P
   );
 }
 
+/** Whether an update plans from the list the host recorded as applied (entriesBefore). */
+function plansFromRecord(inputs: XdpFirewallInputs, olds: XdpFirewallOutputs | undefined): boolean {
+  return !!(olds?.denyList && inputs.denyList && !olds.denyDrift);
+}
+
 /**
  * What the host's maps hold before the change. An update of a firewall that applied a
- * DenyList plans from the list the host recorded as applied (one small read, no map
- * dump); a create (perhaps adopting pins), a firewall that refresh found drifted, or a
+ * DenyList plans from the list the host recorded as applied (read with the survey, no
+ * map dump); a create (perhaps adopting pins), a firewall that refresh found drifted, or a
  * host without that record (an upgrade from inline entries, a cut run) dumps the maps.
  */
 async function entriesBefore(session: SshSession, layout: PinLayout, inputs: XdpFirewallInputs, olds: XdpFirewallOutputs | undefined, applied: string[] | undefined): Promise<{ entries: string[]; recorded: boolean }> {
-  if (olds?.denyList && inputs.denyList && !olds.denyDrift) {
-    const recorded = applied ?? (await readApplied(session, KIND, inputs.name));
-    if (recorded) return { entries: recorded, recorded: true };
-  }
+  if (plansFromRecord(inputs, olds) && applied) return { entries: applied, recorded: true };
   return { entries: Object.keys(await observeEntries(session, layout)), recorded: false };
 }
 
@@ -121,34 +128,66 @@ function denyRecord(entries: readonly string[]): Record<string, "deny"> {
 /**
  * Brings the host to `inputs`. Used by create and update alike, so a half-finished
  * earlier run (pins left, program not attached) converges on the next `up`.
+ *
+ * Round trips (issue 10): an update that changes entries costs three execs. The
+ * survey's carries the settle of an earlier run's revert, the preflight, the survey,
+ * the map pins, the applied copy and which boot files are there; the change's carries
+ * the removal of the applied copy, the revert's arm (when guarded) and the batch; the
+ * read-back's carries the disarm, the cleanup, the new applied copy and the boot
+ * restore. When the lockout guard is armed, its proof is a fresh login, and that
+ * login carries the read-back's exec (lockout.ts): still three execs.
  */
 async function converge(declared: XdpFirewallInputs, olds?: XdpFirewallOutputs): Promise<XdpFirewallOutputs> {
-  const { session, layout } = await connectResource(KIND, declared);
-  const desired = await desiredEntries(session, declared);
+  const { session, layout, settle } = await connectResource(KIND, declared, { settleInSurvey: true });
+  const queue = new StepQueue(session);
+  const object = packagedObject(OBJECT);
+  const placement = placementOf(declared);
+  // Read with the survey: the applied copy when a DenyList needs it (the baseline of an
+  // update, or the entries themselves when the list is not part of this deployment), and
+  // which boot files are there when the entries are known already.
+  const needsApplied = !!declared.denyList && (plansFromRecord(declared, olds) || !registeredContent(declared.denyList.digest));
+  const knownEntries = !declared.denyList || registeredContent(declared.denyList.digest) !== undefined;
+  const asInline = (entries: readonly string[]): XdpFirewallInputs => (declared.denyList ? { ...declared, deny: denyRecord(entries) } : declared);
+  const bootEarly = knownEntries ? bootRestoreOf(layout, object, asInline(desiredEntries(session, declared, undefined))) : undefined;
+  const pins = mapPinsStep(layout);
+  const appliedRead = needsApplied ? readAppliedStep(KIND, declared.name) : undefined;
+  const then = [pins, ...(appliedRead ? [appliedRead] : []), ...(bootEarly ? [bootEarly.check] : [])];
+  let applied: string[] | undefined;
+  let desired: readonly string[] = [];
   // The entries as if given inline, for the steps that need them all (the management
   // check, boot restore); outputs are built from `declared`.
-  const inputs: XdpFirewallInputs = declared.denyList ? { ...declared, deny: denyRecord(desired.entries) } : declared;
-  const object = packagedObject(OBJECT);
-  const placement = placementOf(inputs);
-  const { survey, hook } = await surveyXdp(session, layout, object, placement, inputs.attached, "firewall", () => refuseManagementDeny(session, inputs));
+  let inputs = declared;
+  const { survey, hook, results } = await surveyXdp(session, layout, object, placement, declared.attached, "firewall", async (extra) => {
+    const appliedResult = appliedRead && extra[then.indexOf(appliedRead) + (settle ? 1 : 0)];
+    applied = appliedResult ? parseAppliedRead(appliedResult) : undefined;
+    desired = desiredEntries(session, declared, applied);
+    inputs = asInline(desired);
+    await refuseManagementDeny(session, inputs);
+  }, { first: settle ? [settle] : [], then });
+  const after = (step: ShellStep) => results[then.indexOf(step) + (settle ? 1 : 0)];
   const hadPins = survey.program !== undefined;
   // Pins of an object without the index (an upgrade from it): the load below creates
   // the index maps empty, and they are filled from the records before the new program
   // sees a packet. A missing index pin forces that load too.
-  const indexMissing = hadPins && (await missingIndex(session, layout));
+  const pinsListed = after(pins);
+  const indexMissing = hadPins && (pinsListed ? missingIndexIn(pinsListed) : await missingIndex(session, layout));
   const program = new XdpProgramChange(session, layout, hook, survey.program?.id, !hadPins || olds?.objectSha256 !== object.sha256 || hook.rebinds || indexMissing);
   const mapPin = (map: string) => `${layout.maps}/${map}`;
-  const before = hadPins ? await entriesBefore(session, layout, declared, olds, desired.applied) : { entries: [], recorded: false };
+  const before = hadPins ? await entriesBefore(session, layout, declared, olds, applied) : { entries: [], recorded: false };
   const observedBefore = before.entries;
   const plan = planDeny(Object.keys(inputs.deny), observedBefore);
-  const changesTraffic = plan.add.length + plan.remove.length > 0 || (inputs.attached && (program.needsLoad || !hook.inPlace));
+  const changesEntries = plan.add.length + plan.remove.length > 0;
+  const changesTraffic = changesEntries || (inputs.attached && (program.needsLoad || !hook.inPlace));
   const guarded = inputs.lockoutGuard && changesTraffic && survey.managementInterface === inputs.interface;
   // Packet expectations run against what is attached, under a revert armed for them.
   const expectations = inputs.attached
     ? expectationCheck(session, "xdpFirewall", inputs.expect, () => xdpProbeTarget("xdpFirewall", OBJECT, layout, placement, survey.chain, program.ownIds))
     : undefined;
+  const boot = bootEarly ?? bootRestoreOf(layout, object, inputs);
+  const bootFiles = boot && (bootEarly ? after(bootEarly.check) : undefined);
 
   await guardedChange(session, {
+    queue,
     async stage() {
       await program.stage(object, survey.objectPresent, () => packagedObject(DISPATCHER_OBJECT));
       if (indexMissing) await applyMapOperations(session, indexFromScratch(plan.observed, mapPin));
@@ -159,7 +198,7 @@ async function converge(declared: XdpFirewallInputs, olds?: XdpFirewallOutputs):
       // The host's record of what it applied goes before the maps change, and comes back
       // with the new list once they did: a run cut in between leaves no record, and the
       // next one dumps the maps instead of trusting a stale copy.
-      else if (before.recorded && plan.add.length + plan.remove.length > 0) await removeApplied(session, KIND, declared.name);
+      else if (before.recorded && changesEntries) queue.add(removeAppliedStep(KIND, declared.name));
     },
     guard: guarded || expectations
       ? {
@@ -174,24 +213,35 @@ async function converge(declared: XdpFirewallInputs, olds?: XdpFirewallOutputs):
     // management session must not also cut the command that swaps the program (the
     // revert could not tell).
     async apply() {
-      await program.install();
-      await hook.release(session, program.ownIds);
-      if (hadPins) await writeEntries(session, layout, plan, observedBefore, Object.keys(inputs.deny));
+      await program.install(queue);
+      if (!inputs.attached) {
+        await queue.flush();
+        await hook.release(session, program.ownIds);
+      }
+      if (hadPins) await writeEntries(session, layout, plan, observedBefore, Object.keys(inputs.deny), queue);
     },
     // A fresh firewall that never attached is removed whole (the steps the revert timer would run).
     rollback: () => program.rollback(revertScript(hook, [], "new")),
+    // Queued behind the disarm: they run only once the change is proven.
     async cleanup() {
-      await program.cleanup();
+      await program.cleanup(queue);
       if (declared.denyList) {
-        if (plan.add.length + plan.remove.length > 0 || !before.recorded) await writeApplied(session, KIND, declared.name, desired.entries);
-      } else if (olds?.denyList) await removeApplied(session, KIND, declared.name);
+        if (changesEntries || !before.recorded) queue.add(writeAppliedStep(KIND, declared.name, desired));
+      } else if (olds?.denyList) queue.add(removeAppliedStep(KIND, declared.name));
       // Only once the change is proven: a reboot must never bring back what the host reverted.
-      await bootRestore(session, layout, object, inputs);
+      if (!boot) queue.add(removeBootRestoreStep(KIND, declared.name));
+      else {
+        const persist = boot.persist(bootFiles ?? (await runSteps(session, [boot.check]))[0]!);
+        // Objects missing from the host's cache (rare) go up first; an object is inert until loaded.
+        for (const missing of persist.uploads) await uploadObject(session, missing, false);
+        queue.add(persist.step);
+      }
     },
   });
   // bpftool batch stops at the first failed write, so after it succeeded the maps hold
-  // exactly the desired entries: only the program side is read back.
-  const observed = await observeProgram(session, layout, placement);
+  // exactly the desired entries: only the program side is read back, in the exec that
+  // carries the disarm and the cleanup.
+  const observed = await observeProgram(session, layout, placement, queue);
   if (!observed) throw new Error(`${session.label}: the firewall's pins vanished right after it was applied`);
   const { denyDrift: _repaired, ...converged } = declared;
   return outputsOf(converged, { ...observed, deny: inputs.deny }, object.sha256, expectations?.results ?? {});

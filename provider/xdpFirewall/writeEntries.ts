@@ -2,7 +2,8 @@
  * Writing an XdpFirewall's deny entries, and putting the previous ones back
  * when a batch stops half way.
  */
-import { applyMapOperations, type MapOperation } from "../remote/mapOperations";
+import { applyMapOperations, mapOperationsStep, type MapOperation } from "../remote/mapOperations";
+import { runSteps, type StepQueue } from "../remote/shellSteps";
 import type { PinLayout } from "../remote/pins";
 import { HostPreconditionError } from "../remote/preflight";
 import { RemoteCommandError, type SshSession } from "../remote/ssh";
@@ -20,13 +21,19 @@ import { hostJson, mapShow } from "../remote/hostJson";
  * removed whole by the caller. The error names the map the batch stopped at, and
  * says "full" when the kernel said so.
  */
-export async function writeEntries(session: SshSession, layout: PinLayout, plan: DenyPlan, before: readonly string[] | undefined, desired: readonly string[]): Promise<void> {
+export async function writeEntries(session: SshSession, layout: PinLayout, plan: DenyPlan, before: readonly string[] | undefined, desired: readonly string[], queue?: StepQueue): Promise<void> {
   const mapPin = (map: string) => `${layout.maps}/${map}`;
+  // A new firewall (no `before`) is filled before it goes on its hook: no reader yet.
+  const operations = denyOperations(plan, mapPin, before === undefined);
+  const batch = operations.length ? mapOperationsStep(operations) : undefined;
   try {
-    // A new firewall (no `before`) is filled before it goes on its hook: no reader yet.
-    await applyMapOperations(session, denyOperations(plan, mapPin, before === undefined));
+    // With `queue`, in the exec that carries what waits there (a revert's arm).
+    if (batch) await (queue ? queue.run([batch]) : runSteps(session, [batch]));
+    else await queue?.flush();
     return;
   } catch (err) {
+    // A step queued before the batch failed: the batch did not run, nothing to put back.
+    if (err instanceof RemoteCommandError && !err.connectionLost && err.command !== batch?.command) throw err;
     const now = await observeEntries(session, layout).catch(() => undefined);
     if (!now) throw err;
     const present = new Set(Object.keys(now));

@@ -18,7 +18,7 @@ import { readFileSync } from "node:fs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { checkInputs, type Kind } from "../../provider/dynamicAdapter";
 import { operations } from "../../provider/operations";
-import { closeAllSessions, type Operation } from "../../provider/remote/ssh";
+import { closeAllSessions, stepNamed, type Operation } from "../../provider/remote/ssh";
 import { checkMaglevService } from "../../provider/maglev/schema";
 import { maglevServiceKind } from "../../provider/maglev/lifecycle";
 import { checkTcPolicy } from "../../provider/tcPolicy/schema";
@@ -305,7 +305,8 @@ function describeKind(spec: KindCase): void {
           const problems: string[] = [];
           // CI: every step of update (where revert timers are armed), and the first, middle and last
           // step of the others; BPFLEET_FAULTS=full: every step of every operation.
-          const batch = steps.indexOf("bpftool batch") + 1;
+          // The exec that runs the batch (alone, or with steps carried along: "a + bpftool batch").
+          const batch = stepNamed(steps, "bpftool batch") + 1;
           const ks = Array.from({ length: n }, (_, i) => i + 1).filter((k) =>
             CI ? k === n || (op === "update" && k === batch) : FULL || op === "update" || k === 1 || k === Math.ceil(n / 2) || k === n,
           );

@@ -11,7 +11,7 @@ const VOLATILE_MAP = /stats|counter|flow|conntrack|_ct\b/;
 const SNAPSHOT_SCRIPT = `
 dev="$1"
 echo "== pins"; find /sys/fs/bpf/bpfleet 2>/dev/null | sort
-echo "== files"; find /var/lib/bpfleet -mindepth 1 2>/dev/null | grep -Ev '/objects(/[0-9a-f]{64}\\.bpf\\.o)?$' | sort
+echo "== files"; find /var/lib/bpfleet -mindepth 1 2>/dev/null | grep -Ev '/objects(/[0-9a-f]{64}\\.bpf\\.o)?$|/probe(/[0-9a-f]{32})?$' | sort
 echo "== maps"
 find /sys/fs/bpf/bpfleet -path '*/maps/*' -type f 2>/dev/null | sort | while read -r m; do
   # A fingerprint, not the dump: a Maglev table has a million slots. Sorted, since a hash

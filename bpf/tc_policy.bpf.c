@@ -120,6 +120,13 @@ struct {
 	__type(value, struct tcpol_rule_set);
 } tcpol_dst6 SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 2 * TCPOL_PEER4_PARTS);
+	__type(key, __u32);
+	__type(value, struct tcpol_peer4);
+} tcpol_peer4 SEC(".maps");
+
 /* LRU: when full, the least recently used flow makes room, so a burst of
  * new flows can never make the table refuse the host's own connections. */
 struct {
@@ -458,7 +465,8 @@ static __always_inline int rules_verdict(const struct tcpol_config *cfg, const s
 }
 
 /* The stateless rules: three trie lookups (two when the host's own side is
- * skipped: tcpol_config.skip_tries) and an AND of three bitmaps (see
+ * skipped: tcpol_config.skip_tries; one fewer for an IPv4 peer in a /16 no
+ * rule prefix overlaps: tcpol_peer4) and an AND of three bitmaps (see
  * tc_policy.h). The peer's side (ingress: source) is looked up first: it and
  * the port decide most packets no rule matches. When the host's side is
  * skipped, rules_verdict is inlined a second time with `peer` in its place
@@ -482,6 +490,19 @@ static __always_inline int match_rules(const struct tcpol_config *cfg, __u8 dir,
 	if (p->family == 4) {
 		struct tcpol_v4_prefix k = { .prefixlen = 32 };
 
+		/* A peer in a /16 no entry of the trie overlaps would find the
+		 * /0 entry: when it shares no rule with the port, the answer is
+		 * known without the trie. Otherwise the trie is looked up as
+		 * always (the same set; one path on, so that the verifier never
+		 * merges pointers into two different maps). */
+		if (cfg->skip_tries & TCPOL_PEER4_FILTER) {
+			__u32 b = bpf_ntohl(peer_addr[0]) >> 16, i = b % TCPOL_PEER4_PART_BUCKETS;
+			__u32 part = (dir == TCPOL_INGRESS ? 0 : TCPOL_PEER4_PARTS) + b / TCPOL_PEER4_PART_BUCKETS;
+			struct tcpol_peer4 *filter = bpf_map_lookup_elem(&tcpol_peer4, &part);
+
+			if (filter && !((filter->touched[i >> 6] >> (i & 63)) & 1) && !any_common(ports, &filter->any))
+				return VERDICT_NONE;
+		}
 		__builtin_memcpy(k.addr, peer_addr, 4);
 		peer = bpf_map_lookup_elem(dir == TCPOL_INGRESS ? (void *)&tcpol_src4 : (void *)&tcpol_dst4, &k);
 		if (!peer || !any_common(ports, peer))

@@ -6,8 +6,9 @@
  * prefixes up to /24) are decided there, without a hash or trie lookup; an
  * exact address, and an IPv6 prefix longer than /24 (one per length present,
  * longest first), is then read from a direct-mapped array of slots (a hash
- * lookup only for entries sharing a slot); IPv4 /25–/31 take one hash lookup
- * (the /24's host bitmap). The LPM tries are the records
+ * lookup only for entries sharing a slot); an IPv4 address in a /24 with a
+ * /25–/31 reads that /24's host bitmap, from a direct-mapped slot likewise.
+ * The LPM tries are the records
  * of the prefixes, read by the provider, never by this program.
  *
  * Fragments are judged like any packet: each carries the IP header, so a
@@ -85,6 +86,13 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, FW_V4_NET_SLOTS);
+	__type(key, __u32);
+	__type(value, struct fw_v4_net_slot);
+} fw_v4_net_slots SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, FW_V4_SLOTS);
 	__type(key, __u32);
 	__type(value, struct fw_v4_slot);
@@ -144,14 +152,23 @@ static __always_inline int v4_denied(__be32 saddr)
 		return 1;
 	if (state == FW_BUCKET_LONGER) {
 		__u32 net = saddr & bpf_htonl(0xffffff00);
+		__u32 slot = ((addr >> 8) * FW_V4_SLOT_MULT) >> (32 - FW_V4_NET_SLOT_BITS);
+		struct fw_v4_net_slot *hs = bpf_map_lookup_elem(&fw_v4_net_slots, &slot);
 
-		hosts = bpf_map_lookup_elem(&fw_v4_hosts, &net);
-		if (hosts) {
-			host = addr & 0xff;
-			return (hosts->bits[host >> 6] >> (host & 63)) & 1;
+		host = addr & 0xff;
+		if (hs && hs->valid && hs->net == net)
+			return (hs->bits[host >> 6] >> (host & 63)) & 1;
+		if (!hs || hs->overflow) {
+			hosts = bpf_map_lookup_elem(&fw_v4_hosts, &net);
+			if (hosts)
+				return (hosts->bits[host >> 6] >> (host & 63)) & 1;
 		}
-		/* Cannot happen (the provider writes the hosts before the state
-		 * that points at them); the exact addresses are the safe answer. */
+		/* The slot neither holds this /24 nor overflows: the /24 is leaving
+		 * LONGER (its slot is written before its bucket state, both ways)
+		 * and keeps no prefix longer than /24 that both lists hold; the
+		 * exact addresses are the safe answer. Likewise for a bitmap not
+		 * yet in the hash (the provider writes it before the state that
+		 * points at it). */
 	}
 	{
 		__u32 slot = (addr * FW_V4_SLOT_MULT) >> (32 - FW_V4_SLOT_BITS);

@@ -92,6 +92,24 @@ _Static_assert(sizeof(struct tcpol_config) == 176, "codec.ts LAYOUTS: tcpol_conf
  * (provider/tcPolicy/plan.ts); 0, what older providers write, skips nothing. */
 #define TCPOL_SKIP_HOST(direction) (1 << (direction))
 
+/* tcpol_config.skip_tries: tcpol_peer4 holds the IPv4 peer tries' filters
+ * (written by planning while this bit is off, and the bit set after them;
+ * cleared in a change's first write when the tries change under them). */
+#define TCPOL_PEER4_FILTER (1 << 2)
+
+/* tcpol_peer4, an ARRAY of 2 x TCPOL_PEER4_PARTS (key trie * 4 + part;
+ * trie 0: tcpol_src4, the ingress peer; 1: tcpol_dst4, the egress peer):
+ * which /16s an entry of that trie other than /0 overlaps, one bit each, a
+ * quarter of the address space per part (/16 b is in part b >> 14: a value
+ * must fit one bpftool batch line, at most 4096 words), and the trie's /0
+ * entry (in each part). An IPv4 peer in a /16
+ * no entry overlaps matches the /0 entry alone: when `any` shares no rule
+ * with the port's set, no rule matches, without the trie lookup (~15 ns;
+ * most denied packets come from peers no rule names). All zero (no /0
+ * entry) is the empty set, as a missing entry is. */
+#define TCPOL_PEER4_PARTS 4
+#define TCPOL_PEER4_PART_BUCKETS (65536 / TCPOL_PEER4_PARTS)
+
 /* tcpol_rules, an ARRAY of TCPOL_MAX_RULES: what each rule index means.
  * The data path never reads it; it is how `read` reports the rules as
  * loaded and how planning keeps indexes stable across updates. 44 bytes. */
@@ -143,6 +161,13 @@ struct tcpol_rule_set {
 	__u64 bits[TCPOL_RULE_WORDS];
 };
 _Static_assert(sizeof(struct tcpol_rule_set) == 128, "codec.ts LAYOUTS: tcpol_rule_set");
+
+/* tcpol_peer4's value (see TCPOL_PEER4_FILTER above). */
+struct tcpol_peer4 {
+	__u64 touched[TCPOL_PEER4_PART_BUCKETS / 64]; /* /16 b, i = b % 16384: (touched[i / 64] >> (i % 64)) & 1 */
+	struct tcpol_rule_set any;
+};
+_Static_assert(sizeof(struct tcpol_peer4) == 2176, "codec.ts LAYOUTS: tcpol_peer4");
 
 /* tcpol_flows key: a flow as seen from this host, so that a packet in
  * either direction builds the same key (egress: local = source; ingress:

@@ -29,6 +29,7 @@ export const MAPS = {
   flows: "tcpol_flows",
   stats: "tcpol_stats",
   hits: "tcpol_hits",
+  peer4: "tcpol_peer4",
 } as const;
 
 /** The tries that carry rule bitmaps. */
@@ -49,6 +50,7 @@ export const LAYOUTS = {
   tcpol_v4_prefix: { size: 8, members: { prefixlen: 0, addr: 4 } },
   tcpol_v6_prefix: { size: 20, members: { prefixlen: 0, addr: 4 } },
   tcpol_rule_set: { size: 128, members: { bits: 0 } },
+  tcpol_peer4: { size: 2176, members: { touched: 0, any: 2048 } },
   tcpol_flow_key: { size: 40, members: { local: 0, remote: 16, local_port: 32, remote_port: 34, protocol: 36, family: 37, pad: 38 } },
   tcpol_flow: { size: 32, members: { last_seen_ns: 0, state: 8, flags: 9, pad: 10, reserved: 16 } },
   tcpol_counter: { size: 16, members: { packets: 0, bytes: 8 } },
@@ -124,6 +126,25 @@ export interface PolicyConfig {
 
 /** tcpol_config.skip_tries: no rule of the direction names the host's own side (ingress `to`, egress `from`): TCPOL_SKIP_HOST in tc_policy.h. */
 export const SKIP_HOST_TRIE = { ingress: 1 << 0, egress: 1 << 1 } as const;
+/** tcpol_config.skip_tries: tcpol_peer4 holds the filters of the IPv4 peer tries (TCPOL_PEER4_FILTER). */
+export const PEER4_FILTER = 1 << 2;
+/** tcpol_peer4's tries: each direction's peer (ingress: source; egress: destination); key trie * PEER4_PARTS + part. */
+export const PEER4_KEY = { tcpol_src4: 0, tcpol_dst4: 1 } as const;
+/** TCPOL_PEER4_PARTS: the /16s of a trie's filter in parts of 16384 (a value fits one bpftool batch line). */
+export const PEER4_PARTS = 4;
+export const PEER4_PART_BUCKETS = 65536 / PEER4_PARTS;
+
+/**
+ * A tcpol_peer4 value: of the /16s in its part, those (by number within the part) that
+ * an entry of the trie other than /0 overlaps, and the rules of the trie's /0 entry.
+ */
+export function encodePeer4(touched: Iterable<number>, any: Iterable<number>): Uint8Array {
+  const out = new Uint8Array(LAYOUTS.tcpol_peer4.size);
+  // touched[i / 64] >> (i % 64), u64 words in little-endian order: byte i / 8, bit i % 8.
+  for (const i of touched) out[i >> 3]! |= 1 << (i & 7);
+  out.set(encodeRuleSet(any), LAYOUTS.tcpol_peer4.members.any);
+  return out;
+}
 
 export const ZERO_CONFIG: PolicyConfig = {
   tcpEstablishedNs: 0n,

@@ -11,7 +11,7 @@ import { HostPreconditionError } from "../remote/preflight";
 import type { SshSession } from "../remote/ssh";
 import { tcRevertScript, type FilterRevert } from "../remote/tcHook";
 import type { TcFilterSlot } from "../remote/tc";
-import { MAPS, PROGRAMS, ruleFamily } from "./codec";
+import { LAYOUTS, MAPS, PEER4_FILTER, PROGRAMS, ruleFamily } from "./codec";
 import type { PolicyHostState } from "./hostState";
 import { CLIENT_PORTS, DIRECTIONS, parseRuleText, type Direction, type DirectionPolicy, type PolicyRule, type TcPolicyInputs } from "./schema";
 
@@ -155,7 +155,20 @@ export function restoreOperations(before: ReadonlyMap<string, readonly MapEntry[
       }
     }
   }
-  return { deletes, updates };
+  // The IPv4 peer filters go back while off (tc_policy.h, TCPOL_PEER4_FILTER): the config
+  // as the change left it but with the filters off first, the config as it was last.
+  const isConfig = (o: MapOperation) => o.map.endsWith(`/${MAPS.config}`);
+  const first: MapOperation[] = [];
+  const configNow = [...after].find(([map]) => map.endsWith(`/${MAPS.config}`));
+  if (updates.some((o) => o.map.endsWith(`/${MAPS.peer4}`)) && configNow) {
+    for (const { key, value } of configNow[1].values()) {
+      if (!value || !(value[LAYOUTS.tcpol_config.members.skip_tries]! & PEER4_FILTER)) continue;
+      const off = Uint8Array.from(value);
+      off[LAYOUTS.tcpol_config.members.skip_tries]! &= ~PEER4_FILTER;
+      first.push({ op: "update", map: configNow[0], key, value: off });
+    }
+  }
+  return { deletes, updates: [...first, ...updates.filter((o) => !isConfig(o)), ...updates.filter(isConfig)] };
 }
 
 export interface RevertPlan {

@@ -53,7 +53,7 @@ export const TC_PRIORITY = DEFAULT_PRIORITY;
 const POLICY_HELPERS = ["bpf_ktime_get_ns", "bpf_skb_pull_data"];
 
 /** What planning reads from the host. */
-const POLICY_MAPS: readonly string[] = [MAPS.config, MAPS.rules, ...TRIE_MAPS];
+const POLICY_MAPS: readonly string[] = [MAPS.config, MAPS.rules, ...TRIE_MAPS, MAPS.peer4];
 
 /** The TC handle of a policy's filters (tcHook.ts): two policies on one host have different pin names. */
 export const tcHandle = (pinName: string): number => tcHookHandle(KIND, pinName);

@@ -36,12 +36,17 @@ import {
   EMPTY_RULE,
   encodeConfig,
   encodeL4Key,
+  encodePeer4,
   encodePrefixKey,
   encodeRule,
   encodeRuleSet,
   IPPROTO,
   MAPS,
   MAX_RULES,
+  PEER4_FILTER,
+  PEER4_KEY,
+  PEER4_PART_BUCKETS,
+  PEER4_PARTS,
   PROTOCOL_CODE,
   ruleFamily,
   secondsToNs,
@@ -177,6 +182,37 @@ function trieTransition(from: TrieContents, to: TrieContents, mapPin: (map: stri
   }
   return [...updates, ...deletes];
 }
+
+/**
+ * tcpol_peer4's values for trie contents and the rules they hold, by key: for each IPv4
+ * peer trie, the /16s its entries other than /0 overlap, and the rules of its /0 entry
+ * of the direction whose peer it is (tc_policy.h). The other direction's rules are in
+ * that entry too (tcpol_dst4 is the ingress host side), but never in a port set of
+ * this direction's packets: leaving them out changes no answer, and a rule of the
+ * other direction then never rewrites the filter.
+ */
+export function peerFiltersOf(tries: TrieContents, rules: ReadonlyMap<number, PolicyRule>): Map<number, Uint8Array> {
+  const out = new Map<number, Uint8Array>();
+  for (const [map, key] of Object.entries(PEER4_KEY) as [TrieMap, number][]) {
+    const direction: Direction = key === PEER4_KEY.tcpol_src4 ? "ingress" : "egress";
+    const touched: Set<number>[] = Array.from({ length: PEER4_PARTS }, () => new Set());
+    let any: number[] = [];
+    for (const entry of tries.get(map)?.values() ?? []) {
+      const length = new DataView(entry.key.buffer, entry.key.byteOffset, entry.key.byteLength).getUint32(0, true);
+      if (length === 0) {
+        any = [...entry.rules].filter((r) => rules.get(r)?.direction === direction);
+        continue;
+      }
+      const first = (entry.key[4]! << 8) | entry.key[5]!;
+      const count = length >= 16 ? 1 : 1 << (16 - length);
+      for (let b = first; b < first + count; b++) touched[Math.floor(b / PEER4_PART_BUCKETS)]!.add(b % PEER4_PART_BUCKETS);
+    }
+    for (let part = 0; part < PEER4_PARTS; part++) out.set(key * PEER4_PARTS + part, encodePeer4(touched[part]!, any));
+  }
+  return out;
+}
+
+const sameFilters = (a: Map<number, Uint8Array>, b: Map<number, Uint8Array>) => [...a].every(([k, v]) => hex(v) === hex(b.get(k)!));
 
 export function sameContents(a: TrieContents, b: TrieContents): boolean {
   return TRIE_MAPS.every((map) => {
@@ -364,10 +400,25 @@ export function planPolicy(desired: DesiredPolicy, observed: ObservedPolicy, map
     tries = next;
   };
 
+  // The IPv4 peer filters (tcpol_peer4) stay on through the change only when every
+  // state of the tries it passes through has the final filters (and they are on now);
+  // otherwise the first config write turns them off (the program then asks the tries),
+  // and they are written whole and turned on after the tries are final. Torn, a
+  // filter read while on could mix two filters; written only while off, it never is.
+  const byIndex = (rules: IndexedRule[]) => new Map(rules.map((r) => [r.index, r.rule]));
+  const filtersOf = (rules: IndexedRule[]) => peerFiltersOf(trieContents(rules), byIndex(rules));
+  const finalRules = [...kept, ...fresh, ...reused];
+  const finalFilters = filtersOf(finalRules);
+  const filterStays =
+    (observed.config.skipTries & PEER4_FILTER) !== 0 &&
+    sameFilters(peerFiltersOf(observed.tries, observed.rules), finalFilters) &&
+    [[...kept, ...removed, ...fresh], [...kept, ...fresh]].every((rules) => sameFilters(filtersOf(rules), finalFilters));
+  const filterBit = filterStays ? PEER4_FILTER : 0;
+
   // A: new rules at free indexes, beside everything loaded.
   // A skip turns on only last, once the tries hold exactly the described rules.
   const union = derived([...kept, ...removed, ...fresh]);
-  writeConfig({ ...observed.config, ...union, skipTries: union.skipTries & observed.config.skipTries });
+  writeConfig({ ...observed.config, ...union, skipTries: (union.skipTries & observed.config.skipTries) | filterBit });
   introduce(fresh);
   moveTriesTo([...kept, ...removed, ...fresh]);
   // B: removed rules leave.
@@ -379,11 +430,13 @@ export function planPolicy(desired: DesiredPolicy, observed: ObservedPolicy, map
   // C: new rules at indexes B freed.
   if (reused.length > 0) {
     const withReused = derived([...kept, ...fresh, ...reused]);
-    writeConfig({ ...observed.config, ...withReused, skipTries: withReused.skipTries & union.skipTries & observed.config.skipTries });
+    writeConfig({ ...observed.config, ...withReused, skipTries: (withReused.skipTries & union.skipTries & observed.config.skipTries) | filterBit });
     introduce(reused);
     moveTriesTo([...kept, ...fresh, ...reused]);
   }
-  // Last: defaults, timeouts, failsafe.
-  writeConfig({ ...desired.config, ...derived([...kept, ...fresh, ...reused]) });
+  // Last: the peer filters (while off), then defaults, timeouts, failsafe, and the filters on.
+  if (!filterStays) for (const [key, value] of finalFilters) operations.push({ op: "update", map: mapPin(MAPS.peer4), key: u32Key(key), value });
+  const final = derived(finalRules);
+  writeConfig({ ...desired.config, ...final, skipTries: final.skipTries | PEER4_FILTER });
   return { ...assignment, operations };
 }

@@ -2,7 +2,8 @@
  * The firewall's index: the structures the program reads, derived from the deny
  * entries (see bpf/include/xdp_firewall.h). The record maps (codec.ts) hold the
  * entries as written; this module computes, for a whole set of entries, the
- * bucket states, the IPv4 /24 host bitmaps and the IPv6 long-prefix set, and
+ * bucket states, the IPv4 /24 host bitmaps (and their slots), the slots of exact
+ * addresses and IPv6 long prefixes and the IPv6 long-prefix set, and
  * the writes that take a host from one set's index to another's.
  *
  * Why each write is individually safe (no moment where an entry that stays is
@@ -16,9 +17,13 @@
  * state, and a torn bitmap mixes old and new bytes, never losing a shared bit.
  * And every state falls through to a structure that holds the shared entries
  * whatever was written so far: an EXACT bucket reads the address's slot and,
- * when the slot overflows, the exact hash (an IPv4 LONGER one without its bitmap
- * likewise); an IPv6 LONGER bucket tries its lengths (each a slot, and
- * fw_v6_long when the slot overflows), then the exact address. The order indexOperations returns (detail first, then blocks, then
+ * when the slot overflows, the exact hash; an IPv4 LONGER bucket reads its /24's
+ * net slot, fw_v4_hosts when the slot overflows (it holds every bitmap, written
+ * before the slot names it and deleted after), and the exact path when the slot
+ * holds another /24 without overflowing (only while its own /24 leaves LONGER
+ * with no long prefix that both lists hold: a /24 with one keeps a bitmap, so a
+ * claim on the slot, in both); an IPv6 LONGER bucket tries its lengths (each a
+ * slot, and fw_v6_long when the slot overflows), then the exact address. The order indexOperations returns (detail first, then blocks, then
  * detail no longer pointed at) makes a *new* entry take effect with the block
  * write that points at it, rather than on a fall-through.
  * The exact hash is both a record and read by the program (EXACT buckets): a
@@ -30,7 +35,7 @@ import { parsePrefix, type Prefix } from "../cidr";
 import type { MapOperation } from "../remote/mapOperations";
 import { DENY_VALUE, encodeDenyEntry } from "./codec";
 
-export const INDEX_MAPS = ["fw_v4_index", "fw_v6_index", "fw_v4_hosts", "fw_v6_long", "fw_v6_lengths", "fw_v4_slots", "fw_v6_slots"] as const;
+export const INDEX_MAPS = ["fw_v4_index", "fw_v6_index", "fw_v4_hosts", "fw_v6_long", "fw_v6_lengths", "fw_v4_slots", "fw_v6_slots", "fw_v4_net_slots"] as const;
 export type IndexMap = (typeof INDEX_MAPS)[number];
 
 export const INDEX_BLOCKS = 65536;
@@ -42,6 +47,11 @@ export const V4_SLOT_BITS = 20;
 const V4_SLOT_MULT = 0x9e3779b1;
 /** The fw_v4_slots slot of an IPv4 address (a number, host order), as the program computes it. */
 export const v4Slot = (address: number) => Math.imul(address, V4_SLOT_MULT) >>> (32 - V4_SLOT_BITS);
+
+/** fw_v4_net_slots: FW_V4_NET_SLOT_BITS. */
+export const V4_NET_SLOT_BITS = 16;
+/** The fw_v4_net_slots slot of an IPv4 /24 (its top 24 bits, a number), as the program computes it. */
+export const v4NetSlot = (bucket: number) => Math.imul(bucket, V4_SLOT_MULT) >>> (32 - V4_NET_SLOT_BITS);
 
 /** fw_v6_slots: FW_V6_SLOT_BITS. */
 export const V6_SLOT_BITS = 19;
@@ -76,24 +86,31 @@ export interface DenyIndex {
   v4Slots: Map<number, Slot>;
   /** fw_v6_slots in use: slot -> the lowest IPv6 entry of length 25..128 of the slot (by its value bytes), and whether others share it. */
   v6Slots: Map<number, Slot>;
+  /** fw_v4_net_slots in use: slot -> the lowest /24 of v4Hosts in the slot (its fw_v4_hosts key) with its bitmap, and whether others share it. */
+  v4NetSlots: Map<number, Slot>;
 }
 
-/** A slot in use: `key` is the value's key bytes (fw_v4_slot: the address; fw_v6_slot: address and length). */
+/**
+ * A slot in use: `key` is the value's key bytes (fw_v4_slot: the address; fw_v6_slot:
+ * address and length; fw_v4_net_slot: the /24), `bits` the host bitmap of a
+ * fw_v4_net_slot.
+ */
 export interface Slot {
   key: Uint8Array;
   overflow: boolean;
+  bits?: Uint8Array;
 }
 
-function claimSlot(slots: Map<number, Slot>, slot: number, key: Uint8Array): void {
+function claimSlot(slots: Map<number, Slot>, slot: number, key: Uint8Array, bits?: Uint8Array): void {
   const held = slots.get(slot);
-  if (!held) slots.set(slot, { key, overflow: false });
-  else slots.set(slot, { key: Buffer.compare(key, held.key) < 0 ? key : held.key, overflow: true });
+  if (!held) slots.set(slot, { key, overflow: false, bits });
+  else slots.set(slot, Buffer.compare(key, held.key) < 0 ? { key, overflow: true, bits } : { ...held, overflow: true });
 }
 
 const top24 = (bytes: Uint8Array) => (bytes[0]! << 16) | (bytes[1]! << 8) | bytes[2]!;
 
 export function buildIndex(entries: Iterable<string>): DenyIndex {
-  const index: DenyIndex = { v4: {}, v6: {}, v4Hosts: new Map(), v6Long: new Set(), v6Lengths: new Uint8Array(16), v4Slots: new Map(), v6Slots: new Map() };
+  const index: DenyIndex = { v4: {}, v6: {}, v4Hosts: new Map(), v6Long: new Set(), v6Lengths: new Uint8Array(16), v4Slots: new Map(), v6Slots: new Map(), v4NetSlots: new Map() };
   const covering: Prefix[] = [];
   const parsed = [...entries].map((entry) => ({ entry, prefix: parsePrefix(entry) }));
   for (const { prefix } of parsed) {
@@ -135,6 +152,7 @@ export function buildIndex(entries: Iterable<string>): DenyIndex {
     const count = 1 << (32 - prefix.prefixLength);
     for (let h = first; h < first + count; h++) bits[h >> 3]! |= 1 << (h & 7);
   }
+  for (const [bucket, bits] of index.v4Hosts) claimSlot(index.v4NetSlots, v4NetSlot(bucket), v4HostsKey(bucket), bits);
   for (const prefix of covering) {
     const states = (prefix.family === 4 ? index.v4 : index.v6).states!;
     const first = top24(prefix.bytes);
@@ -173,14 +191,16 @@ export const v4HostsKey = (bucket: number) => Uint8Array.of(bucket >>> 16, (buck
 const sameBytes = (a: Uint8Array | undefined, b: Uint8Array | undefined) => a !== undefined && b !== undefined && a.length === b.length && a.every((x, i) => x === b[i]);
 
 /**
- * A slot value: struct fw_v4_slot (address as on the wire; valid, overflow, pad)
- * or struct fw_v6_slot (address, length; valid, overflow, pad), by key length.
+ * A slot value: struct fw_v4_slot (address as on the wire; valid, overflow, pad),
+ * struct fw_v6_slot (address, length; valid, overflow, pad) by key length, or, with
+ * `bits`, struct fw_v4_net_slot (the /24; valid, overflow, pad; the bitmap).
  */
-export function encodeSlot(key: Uint8Array, valid: boolean, overflow: boolean): Uint8Array {
-  const out = new Uint8Array(key.length === 4 ? 8 : 24);
+export function encodeSlot(key: Uint8Array, valid: boolean, overflow: boolean, bits?: Uint8Array): Uint8Array {
+  const out = new Uint8Array(bits ? 40 : key.length === 4 ? 8 : 24);
   out.set(key);
   out[key.length] = valid ? 1 : 0;
   out[key.length + 1] = overflow ? 1 : 0;
+  if (bits) out.set(bits, 8);
   return out;
 }
 
@@ -192,22 +212,25 @@ export function encodeSlot(key: Uint8Array, valid: boolean, overflow: boolean): 
  * the two lists share (in the slot, or in the hash, whose records of shared
  * entries stay throughout), and never finds one that neither value holds. A slot
  * that gains or loses its last entry holds no shared one and needs less care.
+ * A net slot's bitmap changes with its key (while not valid), or in place under
+ * the same key: torn, each byte is old or new, and a bit both lists hold is set in
+ * both (it may change with `overflow` then, which only other /24s read).
  */
 export function slotOperations(slot: number, to: Slot | undefined, from: Slot | undefined, map: string, unread = false): MapOperation[] {
   const key = u32Key(slot);
-  const write = (held: Uint8Array, valid: boolean, overflow: boolean): MapOperation => ({ op: "update", map, key, value: encodeSlot(held, valid, overflow) });
+  const write = (held: Slot, valid: boolean, overflow: boolean): MapOperation => ({ op: "update", map, key, value: encodeSlot(held.key, valid, overflow, held.bits) });
   if (!to && !from) return [];
-  if (!to) return [write(from!.key, false, false)];
+  if (!to) return [write(from!, false, false)];
   // No program reads the slot yet: nothing can see a torn value, one write will do.
-  if (!from && unread) return [write(to.key, true, to.overflow)];
-  if (!from) return [write(to.key, false, false), write(to.key, true, to.overflow)];
-  if (sameBytes(to.key, from.key)) return to.overflow === from.overflow ? [] : [write(to.key, true, to.overflow)];
+  if (!from && unread) return [write(to, true, to.overflow)];
+  if (!from) return [write(to, false, false), write(to, true, to.overflow)];
+  if (sameBytes(to.key, from.key)) return to.overflow === from.overflow && (to.bits === from.bits || sameBytes(to.bits, from.bits)) ? [] : [write(to, true, to.overflow)];
   return [
-    ...(from.overflow ? [] : [write(from.key, true, true)]),
-    write(from.key, false, true),
-    write(to.key, false, true),
-    write(to.key, true, true),
-    ...(to.overflow ? [] : [write(to.key, true, false)]),
+    ...(from.overflow ? [] : [write(from, true, true)]),
+    write(from, false, true),
+    write(to, false, true),
+    write(to, true, true),
+    ...(to.overflow ? [] : [write(to, true, false)]),
   ];
 }
 
@@ -233,7 +256,7 @@ export function indexOperations(to: DenyIndex, from: DenyIndex, mapPin: (map: st
   for (const entry of from.v6Long) {
     if (!to.v6Long.has(entry)) retire.push({ op: "delete", map: mapPin("fw_v6_long"), key: encodeDenyEntry(entry).key });
   }
-  for (const [map, a, b] of [["fw_v4_slots", to.v4Slots, from.v4Slots], ["fw_v6_slots", to.v6Slots, from.v6Slots]] as const) {
+  for (const [map, a, b] of [["fw_v4_slots", to.v4Slots, from.v4Slots], ["fw_v6_slots", to.v6Slots, from.v6Slots], ["fw_v4_net_slots", to.v4NetSlots, from.v4NetSlots]] as const) {
     for (const slot of new Set([...a.keys(), ...b.keys()])) detail.push(...slotOperations(slot, a.get(slot), b.get(slot), mapPin(map), unread));
   }
   const union = to.v6Lengths.map((b, i) => b | from.v6Lengths[i]!);

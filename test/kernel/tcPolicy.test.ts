@@ -9,7 +9,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { batchText } from "../../provider/remote/mapOperations";
 import {
-  ADDR_MAX_ENTRIES, decodeFlowKey, decodeFlowValue, encodeConfig, encodeFlowValue, FLOW_FLAG, FLOW_MAX_ENTRIES, IPPROTO, L4_MAX_ENTRIES, LAYOUTS, MAPS, MAX_RULES, PROGRAMS, SKIP_HOST_TRIE, STAT, sumU64, TRIE_MAPS, u32Key,
+  ADDR_MAX_ENTRIES, decodeConfig, decodeFlowKey, decodeFlowValue, encodeConfig, encodeFlowValue, FLOW_FLAG, FLOW_MAX_ENTRIES, IPPROTO, L4_MAX_ENTRIES, LAYOUTS, MAPS, MAX_RULES, PEER4_FILTER, PEER4_KEY, PROGRAMS, SKIP_HOST_TRIE, STAT, sumU64, TRIE_MAPS, u32Key,
   type FlowKey,
 } from "../../provider/tcPolicy/codec";
 import {
@@ -54,6 +54,16 @@ async function applyPolicy(obj: LoadedObject, args: PolicyArgs, failsafe?: { por
   const plan = planPolicy(desiredPolicy(inputs, rulesOf(inputs), failsafe), await observe(obj), (m) => obj.mapPin(m));
   await obj.batchText(batchText(plan.operations));
   return plan;
+}
+
+/** The writes a provider from before tcpol_peer4 made: the plan without the peer filters, and without their bit. */
+async function applyPolicyAsBefore(obj: LoadedObject, args: PolicyArgs): Promise<void> {
+  const inputs = policyInputs(args);
+  const plan = planPolicy(desiredPolicy(inputs, rulesOf(inputs)), await observe(obj), (m) => obj.mapPin(m));
+  const ops = plan.operations
+    .filter((o) => o.map !== obj.mapPin(MAPS.peer4))
+    .map((o) => (o.map === obj.mapPin(MAPS.config) && o.op === "update" ? { ...o, value: encodeConfig({ ...decodeConfig(o.value), skipTries: decodeConfig(o.value).skipTries & ~PEER4_FILTER }) } : o));
+  await obj.batchText(batchText(ops));
 }
 
 const ingress = async (obj: LoadedObject, frame: Buffer) => (await obj.runProgram(PROGRAMS.ingress, frame)).retval;
@@ -182,6 +192,7 @@ describe.skipIf(unavailable !== undefined)("tc_policy", { timeout: 60_000 }, () 
         tcpol_flows: { type: "lru_hash", flags: 0, bytes_key: 40, bytes_value: 32, max_entries: FLOW_MAX_ENTRIES },
         tcpol_stats: { type: "percpu_array", bytes_key: 4, bytes_value: 16, max_entries: 7 },
         tcpol_hits: { type: "percpu_array", bytes_key: 4, bytes_value: 8, max_entries: MAX_RULES },
+        tcpol_peer4: { type: "array", bytes_key: 4, bytes_value: 2176, max_entries: 8 },
       };
       expect(obj.mapNames()).toEqual(Object.keys(expected).sort());
       expect(Object.values(MAPS).sort()).toEqual(Object.keys(expected).sort());
@@ -387,6 +398,29 @@ describe.skipIf(unavailable !== undefined)("tc_policy", { timeout: 60_000 }, () 
 
     it.each(cases)("%s", async (_name, frame, verdict) => {
       expect(await ingress(obj, frame())).toBe(verdict);
+    });
+
+    it("decides an IPv4 peer no rule prefix names by the peer filter (tcpol_peer4), on once written", async () => {
+      const config = decodeConfig((await obj.lookup(MAPS.config, Buffer.from(u32Key(0))))!);
+      expect(config.skipTries & PEER4_FILTER).toBe(PEER4_FILTER);
+      // Both /16s are in the last quarter (part 3): 192.0.2.0/24 and 192.0.2.66 overlap 192.0 (bit
+      // 0xc000 & 0x3fff = 0); 198.51 (0xc633 & 0x3fff = 0x633) is untouched.
+      const key = Buffer.from(u32Key(PEER4_KEY.tcpol_src4 * 4 + 3));
+      const filter = (await obj.lookup(MAPS.peer4, key))!;
+      expect(filter[0]! & 1).toBe(1);
+      expect((filter[0x633 >> 3]! >> (0x633 & 7)) & 1).toBe(0);
+      // The filter is what the program reads: with an empty /0 set in it, "allow tcp 22" (any
+      // peer) no longer reaches 198.51.100.1, while 192.0.2.1 (its /16 touched) still asks the trie.
+      const emptied = Uint8Array.from(filter);
+      emptied.fill(0, 2048);
+      await obj.updateMap(MAPS.peer4, [{ key, value: Buffer.from(emptied) }]);
+      try {
+        expect(await ingress(obj, from("198.51.100.1", tcpTo(22)))).toBe(DROP);
+        expect(await ingress(obj, from("192.0.2.1", tcpTo(22)))).toBe(PASS);
+      } finally {
+        await obj.updateMap(MAPS.peer4, [{ key, value: Buffer.from(filter) }]);
+      }
+      expect(await ingress(obj, from("198.51.100.1", tcpTo(22)))).toBe(PASS);
     });
 
     it("counts allowed and denied packets and bytes per direction", async () => {
@@ -712,18 +746,29 @@ describe.skipIf(unavailable !== undefined)("tc_policy", { timeout: 60_000 }, () 
         throw e;
       }
       try {
-        await applyPolicy(old, established);
+        await applyPolicyAsBefore(old, established);
         const peer = "198.51.100.95";
         await open(old, peer, 48000);
         const upgraded = await loadObject(OBJ, { reuseMapsOf: old });
         try {
-          expect((await upgraded.programInfo(PROGRAMS.ingress)).map_ids.sort()).toEqual((await old.programInfo(PROGRAMS.ingress)).map_ids.sort());
+          // Every map of the old object reused, and tcpol_peer4 new beside them.
+          const oldIds = (await old.programInfo(PROGRAMS.ingress)).map_ids;
+          const newIds = (await upgraded.programInfo(PROGRAMS.ingress)).map_ids;
+          expect(newIds).toEqual(expect.arrayContaining(oldIds));
+          expect(newIds).toHaveLength(oldIds.length + 1);
           expect(await ingress(upgraded, from(peer, tcpTo(48000, ack, 443))), "a flow the old program created").toBe(PASS);
           expect(await ingress(upgraded, from(peer, tcpTo(48001, ack, 443)))).toBe(DROP);
           await open(upgraded, "198.51.100.96", 48002);
           expect(await liveFlows(upgraded)).toBe(2);
           await backdate(upgraded, peer, 3601);
           expect(await ingress(upgraded, from(peer, tcpTo(48000, ack, 443))), "expired on lookup").toBe(DROP);
+          // The first apply of this provider writes the peer filters the old one never had, then turns them on.
+          const plan = await applyPolicy(upgraded, established);
+          expect(plan.operations.filter((o) => o.map === upgraded.mapPin(MAPS.peer4))).toHaveLength(8);
+          expect((await observe(upgraded)).config.skipTries & PEER4_FILTER).toBe(PEER4_FILTER);
+          expect(await ingress(upgraded, from(peer, tcpTo(48001, ack, 443)))).toBe(DROP);
+          await open(upgraded, "198.51.100.97", 48003);
+          expect(await ingress(upgraded, from("198.51.100.97", tcpTo(48003, ack, 443)))).toBe(PASS);
         } finally {
           upgraded.close();
         }
@@ -789,7 +834,8 @@ describe.skipIf(unavailable !== undefined)("tc_policy", { timeout: 60_000 }, () 
     it("skips the host's side while no rule names it (skip_tries), and looks it up again while one does", async () => {
       await withObject(OBJ, async (obj) => {
         const both = SKIP_HOST_TRIE.ingress | SKIP_HOST_TRIE.egress;
-        const skipTries = async () => (await observe(obj)).config.skipTries;
+        // The host-side skips alone (the peer filter's bit, PEER4_FILTER, is on throughout).
+        const skipTries = async () => (await observe(obj)).config.skipTries & both;
         const sent = (src: string, dst: string, seg: ReturnType<typeof tcpTo>) => ipFrame({ src, dst, payload: seg });
         const plain: PolicyArgs = {
           ingress: { default: "deny", rules: ["allow tcp 22 from 10.0.0.0/8", "allow tcp 8080", "allow tcp 443 from 2001:db8:9::/48"] },

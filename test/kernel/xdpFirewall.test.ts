@@ -20,7 +20,7 @@ import { sumCounters as codecSumCounters } from "../../provider/counters";
 import { canonicalPrefix, formatAddress, parsePrefix, prefixContains } from "../../provider/cidr";
 import { batchText } from "../../provider/remote/mapOperations";
 import { denyOperations, planDeny } from "../../provider/xdpFirewall/plan";
-import { V4_SLOT_BITS, V6_SLOT_BITS, v4Slot, v6Slot } from "../../provider/xdpFirewall/index";
+import { V4_NET_SLOT_BITS, V4_SLOT_BITS, V6_SLOT_BITS, v4NetSlot, v4Slot, v6Slot } from "../../provider/xdpFirewall/index";
 import { seededRandom } from "../support/seededRandom";
 
 const unavailable = kernelTestsUnavailable();
@@ -73,13 +73,13 @@ describe.skipIf(unavailable !== undefined)("xdp_firewall", { timeout: 60_000 }, 
       expect(info.jited).toBe(true);
       expect(info.bytes_xlated).toBeGreaterThan(0);
       // The LPM tries are records for the provider: the program never reads them.
-      expect(info.map_ids).toHaveLength(12);
+      expect(info.map_ids).toHaveLength(13);
     });
 
-    it("pins exactly its fourteen maps (twelve of its own, two of the XDP chain), with the types, sizes and flags the provider relies on", async () => {
+    it("pins exactly its fifteen maps (thirteen of its own, two of the XDP chain), with the types, sizes and flags the provider relies on", async () => {
       expect(fw.mapNames()).toEqual([
         "deny_v4_exact", "deny_v4_prefix", "deny_v6_exact", "deny_v6_prefix",
-        "fw_stats", "fw_v4_hosts", "fw_v4_index", "fw_v4_slots", "fw_v6_index", "fw_v6_lengths", "fw_v6_long", "fw_v6_slots", "xdp_chain", "xdp_chain_next",
+        "fw_stats", "fw_v4_hosts", "fw_v4_index", "fw_v4_net_slots", "fw_v4_slots", "fw_v6_index", "fw_v6_lengths", "fw_v6_long", "fw_v6_slots", "xdp_chain", "xdp_chain_next",
       ]);
       const NO_PREALLOC = 1;
       const expected = {
@@ -91,6 +91,7 @@ describe.skipIf(unavailable !== undefined)("xdp_firewall", { timeout: 60_000 }, 
         fw_v6_index: { type: "array", flags: 0, bytes_key: 4, bytes_value: 64, max_entries: 65536 },
         fw_v4_hosts: { type: "hash", flags: NO_PREALLOC, bytes_key: 4, bytes_value: 32, max_entries: 262144 },
         fw_v4_slots: { type: "array", flags: 0, bytes_key: 4, bytes_value: 8, max_entries: 1 << V4_SLOT_BITS },
+        fw_v4_net_slots: { type: "array", flags: 0, bytes_key: 4, bytes_value: 40, max_entries: 1 << V4_NET_SLOT_BITS },
         fw_v6_slots: { type: "array", flags: 0, bytes_key: 4, bytes_value: 24, max_entries: 1 << V6_SLOT_BITS },
         fw_v6_long: { type: "hash", flags: NO_PREALLOC, bytes_key: 20, bytes_value: 1, max_entries: 262144 },
         fw_v6_lengths: { type: "array", flags: 0, bytes_key: 4, bytes_value: 16, max_entries: 1 },
@@ -119,6 +120,7 @@ describe.skipIf(unavailable !== undefined)("xdp_firewall", { timeout: 60_000 }, 
       expect(layout("fw_v4_hosts")).toEqual({ size: 32, members: [["bits", 0]] });
       expect(layout("fw_v4_slot")).toEqual({ size: 8, members: [["addr", 0], ["valid", 4], ["overflow", 5], ["pad", 6]] });
       expect(layout("fw_v6_slot")).toEqual({ size: 24, members: [["addr", 0], ["len", 16], ["valid", 17], ["overflow", 18], ["pad", 19]] });
+      expect(layout("fw_v4_net_slot")).toEqual({ size: 40, members: [["net", 0], ["valid", 4], ["overflow", 5], ["pad", 6], ["bits", 8]] });
       expect(layout("fw_v6_lengths")).toEqual({ size: 16, members: [["bits", 0]] });
     });
 
@@ -347,6 +349,29 @@ describe.skipIf(unavailable !== undefined)("xdp_firewall", { timeout: 60_000 }, 
       await setDeny(fw, []);
     });
 
+    // /24s that share one fw_v4_net_slots slot, lowest first, as "a.b.c." (from `base`, 203.0.113.0/24 by default).
+    const sharingNets = (count: number, base = 0xcb0071) => {
+      const out: string[] = [];
+      for (let t = base; out.length < count; t++) if (v4NetSlot(t) === v4NetSlot(base)) out.push(`${t >>> 16}.${(t >>> 8) & 255}.${t & 255}.`);
+      return out;
+    };
+
+    it("finds /25–/31 prefixes of /24s that share a net slot: the slot's own bitmap, and the others in fw_v4_hosts", async () => {
+      const [h0, h1, h2] = sharingNets(3);
+      const entries = (i: number) => [[`${h0}128/25`, `${h0}3/32`], [`${h1}8/29`, `${h1}200/31`], [`${h2}0/30`, `${h2}99/32`]][i]!;
+      const probes = [h0, h1, h2].flatMap((h) => [0, 3, 4, 7, 8, 15, 16, 99, 127, 128, 199, 200, 201, 202, 255].map((x) => `${h}${x}`));
+      for (const pick of [[0, 1, 2], [1, 2], [0, 2], [2], [0], [1]]) {
+        const list = [...pick.flatMap(entries), "203.0.113.250/32"];
+        await setDeny(fw, list);
+        for (const src of probes) {
+          const want = list.some((e) => prefixContains(parsePrefix(e), parsePrefix(src))) ? XDP.DROP : XDP.PASS;
+          expect((await fw.run(from(src))).retval, `${list.join(" ")}: ${src}`).toBe(want);
+        }
+      }
+      await setDeny(fw, []);
+      for (const src of probes) expect((await fw.run(from(src))).retval, src).toBe(XDP.PASS);
+    });
+
     // IPv6 keys of one fw_v6_slots slot: exact addresses (length 128) or /64 prefixes.
     const sharing6 = (length: number, count: number) => {
       const out: string[] = [];
@@ -413,10 +438,13 @@ describe.skipIf(unavailable !== undefined)("xdp_firewall", { timeout: 60_000 }, 
       const [s0, s1, s2] = sharing(3);
       const [t0, t1, t2] = sharing6(128, 3);
       const [n0, n1, n2] = sharing6(64, 3);
-      const kept = ["198.51.100.7/32", "198.51.100.128/26", "203.0.113.9/32", `${s1}/32`, "2001:db8:5::/48", "2001:db8:5:1::9/128", "2001:db8:6::/56", `${t1}/128`, `${n1}/64`];
-      const a = [...kept, "198.51.100.0/24", "203.0.113.0/25", `${s0}/32`, "2001:db8::/32", "2001:db8:5:2::/64", `${t0}/128`, `${n0}/64`];
-      const b = [...kept, "198.51.100.0/25", "203.0.113.200/30", `${s2}/32`, "2001:db8:5:3::/60", "2001:db8:7::/40", `${t2}/128`, `${n2}/64`];
-      const probes = ["198.51.100.7", "198.51.100.130", "198.51.100.191", "203.0.113.9", s1!, "2001:db8:5:ffff::1", "2001:db8:5:1::9", "2001:db8:6:ff::1", t1!, offset(parsePrefix(n1!).bytes, 77n)];
+      // And a kept /26 whose /24's net slot changes hands (h0 takes it in one list, h2
+      // shares it in the other) while its bitmap gains and loses a /28 beside it.
+      const [h0, h1, h2] = sharingNets(3, 0xc6336f); // from 198.51.111.0/24
+      const kept = ["198.51.100.7/32", "198.51.100.128/26", "203.0.113.9/32", `${s1}/32`, "2001:db8:5::/48", "2001:db8:5:1::9/128", "2001:db8:6::/56", `${t1}/128`, `${n1}/64`, `${h1}64/26`];
+      const a = [...kept, "198.51.100.0/24", "203.0.113.0/25", `${s0}/32`, "2001:db8::/32", "2001:db8:5:2::/64", `${t0}/128`, `${n0}/64`, `${h0}4/30`, `${h1}0/28`];
+      const b = [...kept, "198.51.100.0/25", "203.0.113.200/30", `${s2}/32`, "2001:db8:5:3::/60", "2001:db8:7::/40", `${t2}/128`, `${n2}/64`, `${h2}0/31`];
+      const probes = ["198.51.100.7", "198.51.100.130", "198.51.100.191", "203.0.113.9", s1!, "2001:db8:5:ffff::1", "2001:db8:5:1::9", "2001:db8:6:ff::1", t1!, offset(parsePrefix(n1!).bytes, 77n), `${h1}64`, `${h1}127`];
       await setDeny(fw, a);
       const statsBefore = sumCounters(await fw.lookupPerCpu(STATS_MAP, statKey(FW_STAT_PASS)));
       const dropsBefore = sumCounters(await fw.lookupPerCpu(STATS_MAP, statKey(FW_STAT_DROP)));

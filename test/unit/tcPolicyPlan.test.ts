@@ -7,11 +7,11 @@ import { describe, expect, it } from "vitest";
 import { formatAddress, parsePrefix, prefixContains, type Prefix } from "../../provider/cidr";
 import { batchText, type MapOperation } from "../../provider/remote/mapOperations";
 import {
-  decodeConfig, decodeRule, decodeRuleSet, encodeL4Key, encodePrefixKey, IPPROTO, MAPS, MAX_RULES, secondsToNs, SKIP_HOST_TRIE, TRIE_MAPS, ZERO_CONFIG,
+  decodeConfig, decodeRule, decodeRuleSet, encodeL4Key, encodePrefixKey, IPPROTO, MAPS, MAX_RULES, PEER4_FILTER, secondsToNs, SKIP_HOST_TRIE, TRIE_MAPS, ZERO_CONFIG,
   type TrieMap,
 } from "../../provider/tcPolicy/codec";
 import {
-  assignIndexes, desiredPolicy, l4Prefixes, observePolicy, planPolicy, policyFromHost, portBlocks, skipTriesOf, trieContents, triesMatchRules,
+  assignIndexes, desiredPolicy, l4Prefixes, observePolicy, peerFiltersOf, planPolicy, policyFromHost, portBlocks, skipTriesOf, trieContents, triesMatchRules,
   type DesiredPolicy, type IndexedRule, type ObservedPolicy,
 } from "../../provider/tcPolicy/plan";
 import { parseRuleText, rulesOf, tcPolicySchema, type Direction, type PolicyRule } from "../../provider/tcPolicy/schema";
@@ -36,12 +36,14 @@ interface HostMaps {
   tries: Map<TrieMap, Map<string, Set<number>>>;
   rules: Map<number, PolicyRule>;
   denyMask: Set<number>;
-  /** tcpol_config.skip_tries: tries the program does not look up. */
+  /** tcpol_config.skip_tries: tries the program does not look up, and whether it reads tcpol_peer4. */
   skipTries: number;
+  /** tcpol_peer4 by key (trie * 4 + part; trie 0: tcpol_src4's filter, 1: tcpol_dst4's). */
+  peer4: Map<number, Uint8Array>;
 }
 
 function emptyHost(): HostMaps {
-  return { tries: new Map(TRIE_MAPS.map((m) => [m, new Map()])), rules: new Map(), denyMask: new Set(), skipTries: 0 };
+  return { tries: new Map(TRIE_MAPS.map((m) => [m, new Map()])), rules: new Map(), denyMask: new Set(), skipTries: 0, peer4: new Map() };
 }
 
 function applyOp(host: HostMaps, op: MapOperation): void {
@@ -55,6 +57,8 @@ function applyOp(host: HostMaps, op: MapOperation): void {
     const rule = decodeRule(op.value);
     if (rule) host.rules.set(index(), rule);
     else host.rules.delete(index());
+  } else if (op.map === MAPS.peer4 && op.op === "update") {
+    host.peer4.set(index(), op.value);
   } else if (op.map === MAPS.hits) {
     // counters only
   } else {
@@ -114,6 +118,16 @@ function kernelMatch(host: HostMaps, p: Packet): Set<number> {
   const keys = keysOf(p);
   const v = p.src.family;
   const l4 = longestMatch(host, MAPS.l4, keys.l4);
+  // An IPv4 peer in a /16 that tcpol_peer4 says no entry overlaps: when the /0 set it holds
+  // shares no rule with the port's, no rule matches (the trie is not looked up).
+  if (v === 4 && host.skipTries & PEER4_FILTER) {
+    const peer = p.direction === "ingress" ? p.src : p.dst;
+    const b = (peer.bytes[0]! << 8) | peer.bytes[1]!;
+    const filter = host.peer4.get((p.direction === "ingress" ? 0 : 4) + (b >> 14)) ?? new Uint8Array(2176);
+    const i = b & 0x3fff;
+    const any = new Set(decodeRuleSet(filter.subarray(2048)));
+    if (!((filter[i >> 3]! >> (i & 7)) & 1) && ![...l4].some((r) => any.has(r))) return new Set();
+  }
   // The host's side (ingress: destination; egress: source) is not looked up when skipped: every bit passes it.
   const all = { has: () => true };
   const skip = (host.skipTries & SKIP_HOST_TRIE[p.direction]) !== 0;
@@ -171,7 +185,9 @@ function hostWith(rules: readonly IndexedRule[]): HostMaps {
     host.rules.set(index, rule);
     if (rule.action === "deny") host.denyMask.add(index);
   }
-  host.skipTries = skipTriesOf(rules);
+  // As planning leaves a host: the peer filters written and on.
+  host.skipTries = skipTriesOf(rules) | PEER4_FILTER;
+  host.peer4 = peerFiltersOf(trieContents(rules), new Map(rules.map((r) => [r.index, r.rule])));
   return host;
 }
 
@@ -353,8 +369,11 @@ describe("planPolicy", () => {
       "update tcpol_l4",
       "update tcpol_src4",
       "update tcpol_dst4",
-      "update tcpol_cfg", // the new defaults, last
+      ...Array<string>(8).fill("update tcpol_peer4"), // the IPv4 peer filters (source, destination; 4 parts each), while off
+      "update tcpol_cfg", // the new defaults and the filters on, last
     ]);
+    const last = plan.operations.at(-1)!;
+    expect(decodeConfig(last.op === "update" ? last.value : new Uint8Array(176)).skipTries & PEER4_FILTER).toBe(PEER4_FILTER);
     expect(decodeConfig(plan.operations[0]!.op === "update" ? plan.operations[0]!.value : new Uint8Array())).toMatchObject({ ingressDefault: "allow", stateful: false, denyRules: new Set([0]) });
   });
 
@@ -376,8 +395,17 @@ describe("planPolicy", () => {
     const texts = Array.from({ length: 200 }, (_, i) => `deny tcp ${1000 + i} from 10.${i}.0.0/16`);
     const host = hostWith(indexed(texts.map((t) => parseRuleText("ingress", t))));
     const plan = planPolicy(want([...texts, "deny tcp 5000 from 192.0.2.0/24"]), observedOf(host), (m) => m);
-    // The rule slot, its counter, the config (deny bit), one entry in each of l4, src4 and dst4 (/0 gains the bit).
-    expect(plan.operations.map((o) => o.map).sort()).toEqual(["tcpol_cfg", "tcpol_dst4", "tcpol_hits", "tcpol_l4", "tcpol_rules", "tcpol_src4"]);
+    // The rule slot, its counter, the config (deny bit, peer filters off), one entry in each of l4, src4 and
+    // dst4 (/0 gains the bit), the peer filters (192.0.2.0/24 is in a /16 no entry overlapped), the config (filters on).
+    expect(plan.operations.map((o) => o.map).sort()).toEqual(["tcpol_cfg", "tcpol_cfg", "tcpol_dst4", "tcpol_hits", "tcpol_l4", ...Array<string>(8).fill("tcpol_peer4"), "tcpol_rules", "tcpol_src4"]);
+    const configs = plan.operations.filter((o) => o.map === "tcpol_cfg").map((o) => (o.op === "update" ? decodeConfig(o.value).skipTries & PEER4_FILTER : -1));
+    expect(configs).toEqual([0, PEER4_FILTER]);
+    // A rule whose prefix lies in a /16 an entry already overlaps (its bit in dst4's /0 is the
+    // ingress host side's, not the egress peer's) leaves the filters as they are: they stay on
+    // and are not written.
+    const near = planPolicy(want([...texts, "deny tcp 5000 from 10.7.0.0/24"]), observedOf(host), (m) => m);
+    expect(near.operations.map((o) => o.map).sort()).toEqual(["tcpol_cfg", "tcpol_dst4", "tcpol_hits", "tcpol_l4", "tcpol_rules", "tcpol_src4"]);
+    expect(near.operations.every((o) => o.map !== "tcpol_cfg" || (o.op === "update" && decodeConfig(o.value).skipTries & PEER4_FILTER))).toBe(true);
   });
 
   const sound = (newRules: PolicyRule[], start: HostMaps, label: string, packets: readonly Packet[] = PACKETS) => {
@@ -479,6 +507,8 @@ describe("reading a host back", () => {
     const edited = observePolicy({ rules: raw(MAPS.rules), tries: { ...tries, [MAPS.src4]: [...raw(MAPS.src4), { key: handKey, value: new Uint8Array(128).fill(0xff) }] }, config: raw(MAPS.config)[0]!.value });
     expect(triesMatchRules(edited)).toBe(false);
     const repair = planPolicy(desiredPolicy(inputs, rulesOf(inputs)), edited, (m) => m);
-    expect(repair.operations).toEqual([{ op: "delete", map: MAPS.src4, key: handKey }]);
+    // (The hand entry overlaps a /16 that the peer filters, written from the rules, leave out:
+    // they are rewritten, while off, with the trie as it will be.)
+    expect(repair.operations.filter((o) => o.map !== MAPS.config && o.map !== MAPS.peer4)).toEqual([{ op: "delete", map: MAPS.src4, key: handKey }]);
   });
 });

@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import { batchText } from "../../provider/remote/mapOperations";
 import { decodeDenyEntry, DENY_MAPS, encodeDenyEntry } from "../../provider/xdpFirewall/codec";
 import { denyOperations, planDeny } from "../../provider/xdpFirewall/plan";
-import { BUCKET, buildIndex, indexOperations, packBlock, v4Slot, v6Slot } from "../../provider/xdpFirewall/index";
+import { BUCKET, buildIndex, indexOperations, packBlock, v4NetSlot, v4Slot, v6Slot } from "../../provider/xdpFirewall/index";
 import { seededRandom } from "../support/seededRandom";
 import { formatAddress, parsePrefix, prefixContains } from "../../provider/cidr";
 import type { MapOperation } from "../../provider/remote/mapOperations";
@@ -175,8 +175,15 @@ describe("index", () => {
         const s = state(maps, "fw_v4_index", top);
         if (s === 0 || s === 1) return s === 1;
         if (s === 3) {
-          const bits = maps.get("fw_v4_hosts")?.get(hex(Uint8Array.of(address[0]!, address[1]!, address[2]!, 0)));
-          if (bits) return ((bits[address[3]! >> 3]! >> (address[3]! & 7)) & 1) === 1;
+          const net = hex(Uint8Array.of(address[0]!, address[1]!, address[2]!, 0));
+          const bit = (bits: Uint8Array) => ((bits[address[3]! >> 3]! >> (address[3]! & 7)) & 1) === 1;
+          // An array: a slot never written reads as zeros (not valid, no overflow).
+          const hostSlot = maps.get("fw_v4_net_slots")?.get(hex(u32le(v4NetSlot(top)))) ?? new Uint8Array(40);
+          if (hostSlot[4] === 1 && hex(hostSlot.subarray(0, 4)) === net) return bit(hostSlot.subarray(8));
+          if (hostSlot[5] === 1) {
+            const bits = maps.get("fw_v4_hosts")?.get(net);
+            if (bits) return bit(bits);
+          }
         }
         const slot = maps.get("fw_v4_slots")?.get(hex(u32le(v4Slot(Buffer.from(address).readUInt32BE(0))))) ?? new Uint8Array(8);
         if (slot[4] === 1 && hex(slot.subarray(0, 4)) === hex(address)) return true;
@@ -214,9 +221,9 @@ describe("index", () => {
      */
     const tearing = seededRandom(7);
     const torn = (maps: Maps, op: MapOperation, check: (when: string) => void) => {
-      if (op.op === "update" && (op.map === "fw_v4_slots" || op.map === "fw_v6_slots")) {
+      if (op.op === "update" && (op.map === "fw_v4_slots" || op.map === "fw_v6_slots" || op.map === "fw_v4_net_slots")) {
         const old = maps.get(op.map)?.get(hex(op.key)) ?? new Uint8Array(op.value.length);
-        // fw_v4_slot: every mix of its 8 bytes; fw_v6_slot (2^24 mixes): each byte alone, all but each byte, and 100 random mixes.
+        // fw_v4_slot: every mix of its 8 bytes; fw_v6_slot and fw_v4_net_slot (2^24, 2^40 mixes): each byte alone, all but each byte, and 100 random mixes.
         const n = op.value.length;
         const masks: boolean[][] = n === 8
           ? Array.from({ length: 254 }, (_, m) => Array.from({ length: 8 }, (_, i) => (((m + 1) >> i) & 1) === 1))
@@ -264,6 +271,10 @@ describe("index", () => {
     const T = sharing6(128, 3);
     const P = sharing6(64, 1);
 
+    // Three /24s in one fw_v4_net_slots slot (h1 < h2 < h3), as "a.b.c." prefixes.
+    const H: string[] = [];
+    for (let t = 0xcb0071; H.length < 3; t++) if (v4NetSlot(t) === v4NetSlot(0xcb0071)) H.push(`${t >>> 16}.${(t >>> 8) & 0xff}.${t & 0xff}.`);
+
     const lists: [string, string[], string[]][] = [
       ["/24 replaced by its halves", ["198.51.100.0/24", "198.51.100.7/32"], ["198.51.100.0/25", "198.51.100.128/25", "198.51.100.7/32"]],
       ["exact addresses under a prefix that goes", ["10.0.0.0/8", "10.1.2.3/32", "10.1.2.0/30"], ["10.1.2.3/32", "10.1.2.0/30", "10.9.0.0/16"]],
@@ -278,6 +289,12 @@ describe("index", () => {
       // fw_v6_slots: T* exact addresses of one slot, P* /64 prefixes of one slot.
       ["an IPv6 slot changes hands, an exact address and a /64 prefix", [T[0]!, T[2]!, P[1]!, "2001:db8:77::/48"], [T[1]!, T[2]!, P[0]!, P[1]!, "2001:db8:77::/48"]],
       ["an IPv6 slot's lowest key goes", [T[0]!, T[1]!, T[2]!, P[0]!, P[1]!, P[2]!], [T[1]!, T[2]!, P[1]!, P[2]!]],
+      // fw_v4_net_slots: H* /24s of one slot; their /25–/31 and exact addresses share its bitmap.
+      ["a net slot's lowest /24 goes and the next takes the slot", [`${H[0]}128/25`, `${H[1]}8/29`, `${H[1]}77/32`, `${H[2]}2/31`], [`${H[1]}8/29`, `${H[1]}77/32`, `${H[2]}2/31`]],
+      ["a lower /24 joins a net slot held alone", [`${H[1]}64/26`, `${H[1]}200/32`], [`${H[0]}0/30`, `${H[1]}64/26`, `${H[1]}200/32`]],
+      ["a net slot changes hands, its bitmaps change too", [`${H[0]}0/25`, `${H[2]}4/30`], [`${H[1]}16/28`, `${H[2]}4/30`, `${H[2]}9/32`]],
+      ["a net slot's bitmap changes in place", [`${H[0]}0/25`, `${H[0]}130/31`, `${H[1]}0/27`], [`${H[0]}0/25`, `${H[0]}200/29`, `${H[1]}0/27`, `${H[1]}99/32`]],
+      ["a /24 with long prefixes is covered by a new prefix, and uncovered", [`${H[0]}128/25`, `${H[1]}0/31`], [`${H[0]}128/25`, `${H[1]}0/31`, `${H[0]!.split(".").slice(0, 2).join(".")}.0.0/16`]],
     ];
     // A new firewall is filled before it goes on its hook (and boot restore likewise):
     // nothing reads a slot yet, so the step that protects a concurrent reader is left out.
@@ -285,7 +302,7 @@ describe("index", () => {
       for (const list of [before, after]) {
         const guarded = denyOperations(planDeny(list, []), (m) => m);
         const unread = denyOperations(planDeny(list, []), (m) => m, true);
-        const slotWrites = (ops: MapOperation[]) => ops.filter((o) => o.map === "fw_v4_slots" || o.map === "fw_v6_slots");
+        const slotWrites = (ops: MapOperation[]) => ops.filter((o) => o.map === "fw_v4_slots" || o.map === "fw_v6_slots" || o.map === "fw_v4_net_slots");
         const slotsUsed = new Set(slotWrites(guarded).map((o) => `${o.map} ${hex(o.key)}`));
         expect(slotWrites(unread)).toHaveLength(slotsUsed.size);
         expect(slotWrites(guarded).length).toBe(2 * slotsUsed.size);

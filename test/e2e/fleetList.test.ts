@@ -12,6 +12,7 @@ import { contentDigest } from "../../provider/sharedContent";
 import { createLab, type Lab, type LabHost } from "../lab/lab";
 import { tearDownLabProject, useLab } from "./labHosts";
 import { PulumiProject } from "./pulumiProject";
+import { updatedBlocks } from "./previewOutput";
 
 const WORK = process.env.BPFLEET_E2E_DIR ?? "/tmp/bpfleet-e2e";
 const OLD = ["203.0.113.0/24"];
@@ -42,19 +43,6 @@ async function denies(host: LabHost, address: string): Promise<boolean> {
 async function listsInState(): Promise<Record<string, { digest: string; count: number }>> {
   const resources = JSON.parse(await project.exportState()).deployment.resources as { type: string; urn: string; outputs?: { denyList?: { digest: string; count: number } } }[];
   return Object.fromEntries(resources.filter((r) => r.type.endsWith(":XdpFirewall")).map((r) => [r.urn.slice(r.urn.lastIndexOf("::") + 2), r.outputs!.denyList!]));
-}
-
-/** The names of the resources of `type` a --diff output shows as `(update)`. */
-function updated(output: string, type: string): string[] {
-  const names = new Set<string>();
-  let inBlock = false;
-  for (const line of output.split("\n")) {
-    const block = line.match(/:(\w+): \((\w[\w-]*)\)/);
-    if (block) inBlock = block[1] === type && block[2] === "update";
-    const name = line.match(/urn=.*::([\w-]+)\]/)?.[1];
-    if (inBlock && name) names.add(name);
-  }
-  return [...names].sort();
 }
 
 beforeAll(async () => {
@@ -103,7 +91,7 @@ describe("a fleet sharing one DenyList, through a failed wave", () => {
 
     // With the list unchanged, the next rollout would touch only the hosts still on the old list.
     const preview = await project.ok(["preview", "--diff"]);
-    expect(updated(preview.stdout, "XdpFirewall"), preview.stdout).toEqual(["edge-h2", "edge-h3"]);
+    expect(updatedBlocks(preview.stdout, "XdpFirewall"), preview.stdout).toEqual(["edge-h2", "edge-h3"]);
 
     // The cause fixed (the client no longer denied; another entry added): every host
     // converges to the new list, h2 and h3 straight from the list they held.

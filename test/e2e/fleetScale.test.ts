@@ -12,6 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createLab, type Lab, type LabHost } from "../lab/lab";
 import { pingReaches } from "../lab/traffic";
 import { packBpfleet, packRelease, PulumiProject } from "./pulumiProject";
+import { updatedBlocks } from "./previewOutput";
 
 const HOSTS = Number(process.env.BPFLEET_FLEET_HOSTS ?? 10);
 const ENTRIES = Number(process.env.BPFLEET_FLEET_ENTRIES ?? 10_000);
@@ -64,19 +65,6 @@ function entryLines(output: string): Map<string, string[]> {
     if (current && entry) byResource.set(current, [...new Set([...(byResource.get(current) ?? []), `${entry[1]} ${entry[2]} ${entry[3] ?? "deny"}`])]);
   }
   return byResource;
-}
-
-/** The names of the resources of `type` a --diff output shows as `(update)`. */
-function updatedBlocks(output: string, type: string): Set<string> {
-  const names = new Set<string>();
-  let inBlock = false;
-  for (const line of output.split("\n")) {
-    const block = line.match(/:(\w+): \((\w[\w-]*)\)/);
-    if (block) inBlock = block[1] === type && block[2] === "update";
-    const name = line.match(/urn=.*::([\w-]+)\]/)?.[1];
-    if (inBlock && name) names.add(name);
-  }
-  return names;
 }
 
 const stateBytes = async () => (await project.exportState()).length;
@@ -151,7 +139,7 @@ describe(`a deny list held once on ${HOSTS} hosts × ${ENTRIES} entries, through
     // The list's text is diffed line by line: `+ 192.0.2.9/32`, once for the fleet.
     expect(out.match(/^\s*\+\s+192\.0\.2\.9\/32\s*$/gm), out.slice(0, 5000)).toHaveLength(1);
     expect(out.match(/^\s*-\s+100\.64\.0\.5\/32\s*$/gm)).toHaveLength(1);
-    const updated = [...updatedBlocks(out, "XdpFirewall")].sort();
+    const updated = updatedBlocks(out, "XdpFirewall");
     expect(updated).toEqual(lab.hosts.map((h) => `edge-fw-${h.name}`).sort());
     expect(out).toMatch(new RegExp(`${HOSTS + 1} to update`));
     // Whatever the engine prints of the list, it prints it once, not per host.

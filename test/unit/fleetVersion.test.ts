@@ -4,7 +4,7 @@
 // The SDK is loaded from the package ("bpfleet", its built dist/) as a user's program
 // loads it: its dynamic resources serialize their provider, which needs real modules.
 import * as pulumi from "@pulumi/pulumi";
-import { beforeEach, describe, expect, it } from "vitest";
+import { beforeAll, beforeEach, describe, expect, it } from "vitest";
 import * as bpfleet from "bpfleet";
 import { digestOf } from "bpfleet/provider/healthGate/digest";
 import { canonicalDenyList } from "bpfleet/provider/denyList/entries";
@@ -23,9 +23,10 @@ let recorded: Recorded[];
 /** Per firewall name: the `denyList` its state reports, when it is not the one declared (a host that kept an older list). */
 let applied: Record<string, typeof OLD_REF>;
 
-beforeEach(() => {
-  recorded = [];
-  applied = {};
+// One mock monitor for the whole file: a Fleet registers its outputs after its test has
+// its answers, and a monitor replaced per test would not know that Fleet's URN (an
+// unhandled rejection, which fails the run).
+beforeAll(() => {
   pulumi.runtime.setMocks(
     {
       newResource: (args) => {
@@ -46,6 +47,11 @@ beforeEach(() => {
     "dev",
     false,
   );
+});
+
+beforeEach(() => {
+  recorded = [];
+  applied = {};
 });
 
 const resolved = <T>(output: pulumi.Output<T>) => new Promise<T>((resolve) => output.apply(resolve));

@@ -4,9 +4,8 @@
  * every host resource that applies it carries only its digest and counts. The
  * content reaches the host resources through this registry, which lives in the
  * dynamic-provider process: the engine runs every step of one deployment in one
- * such process, and calls the list's
- * `check` (with its old and its new inputs) before any resource that depends on
- * the list is updated. So `check` registers both versions here by digest, and a
+ * such process, and calls the list's `check` (with its old and its new inputs)
+ * before any resource that depends on the list is updated. So `check` registers both versions here by digest, and a
  * host resource's create/update finds the version it must apply (and usually the
  * one it applied before) by digest.
  *

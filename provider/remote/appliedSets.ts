@@ -28,12 +28,6 @@ export function appliedPath(kind: string, name: string): string {
 /** The file's text for a set: sorted keys, one per line (empty set: empty file), as a list resource holds it in state. */
 export { appliedText, parseAppliedText };
 
-/** Records `keys` as what the resource has applied on the host. */
-export async function writeApplied(session: SshSession, kind: string, name: string, keys: Iterable<string>): Promise<void> {
-  // sh/applied-write.sh: root-only directories, written whole or not at all.
-  await runShellScript(session, "applied-write", { state: STATE_DIR, dir: APPLIED_DIR, kind, name }, { stdin: appliedText(keys) });
-}
-
 /** What the host records as applied, or undefined when it records nothing. */
 export async function readApplied(session: SshSession, kind: string, name: string): Promise<string[] | undefined> {
   return parseAppliedRead(await runShellScript(session, "applied-read", { path: appliedPath(kind, name) }));
@@ -43,7 +37,7 @@ export async function removeApplied(session: SshSession, kind: string, name: str
   await session.run(["rm", "-f", "--", appliedPath(kind, name)]);
 }
 
-// The same three as steps of a larger exec (shellSteps.ts), for a kind that saves round trips.
+// As steps of a larger exec (shellSteps.ts), for a kind that saves round trips.
 
 export function readAppliedStep(kind: string, name: string): ShellStep {
   return scriptStep("applied-read", { path: appliedPath(kind, name) });
@@ -55,6 +49,7 @@ export function parseAppliedRead(result: ExecResult): string[] | undefined {
   return marker === "present" ? parseAppliedText(rest.join("\n")) : undefined;
 }
 
+/** Records `keys` as what the resource has applied on the host (sh/applied-write.sh: root-only directories, written whole or not at all). */
 export function writeAppliedStep(kind: string, name: string, keys: Iterable<string>): ShellStep {
   return scriptStep("applied-write", { state: STATE_DIR, dir: APPLIED_DIR, kind, name }, { stdin: appliedText(keys) });
 }

@@ -1,5 +1,5 @@
 # shellcheck shell=sh
-# Records the content a resource applied (appliedSets.ts writeApplied): stdin, its
+# Records the content a resource applied (appliedSets.ts writeAppliedStep): stdin, its
 # sorted keys, becomes `dir`/`kind`/`name`. Every directory is root's alone
 # (root_dirs): a copy anyone could edit would let them decide what the next update
 # removes. Written to a temporary file and renamed, so a cut session leaves the old

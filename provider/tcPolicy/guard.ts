@@ -161,11 +161,17 @@ export function restoreOperations(before: ReadonlyMap<string, readonly MapEntry[
   const first: MapOperation[] = [];
   const configNow = [...after].find(([map]) => map.endsWith(`/${MAPS.config}`));
   if (updates.some((o) => o.map.endsWith(`/${MAPS.peer4}`)) && configNow) {
+    const was = new Map((before.get(configNow[0]) ?? []).map((e) => [hex(e.key), e.values[0]!]));
     for (const { key, value } of configNow[1].values()) {
       if (!value || !(value[LAYOUTS.tcpol_config.members.skip_tries]! & PEER4_FILTER)) continue;
       const off = Uint8Array.from(value);
       off[LAYOUTS.tcpol_config.members.skip_tries]! &= ~PEER4_FILTER;
       first.push({ op: "update", map: configNow[0], key, value: off });
+      // The change may leave the config as it was (only the rules and filters moved): it
+      // was not among the updates, yet the write above turned its filters off, so the
+      // config as it was goes back last all the same (a rollback once left them off).
+      const old = was.get(hex(key));
+      if (old !== undefined && !updates.some((o) => o.map === configNow[0] && hex(o.key) === hex(key))) updates.push({ op: "update", map: configNow[0], key, value: old });
     }
   }
   return { deletes, updates: [...first, ...updates.filter((o) => !isConfig(o)), ...updates.filter(isConfig)] };

@@ -18,7 +18,7 @@ import { guardedChange } from "../remote/guardedChange";
 import { expectationCheck, tcProbeTarget } from "../expect/hostRun";
 import type { SshSession } from "../remote/ssh";
 import { connectResource } from "../remote/resource";
-import { deleteBpfFilter, deleteBpfFilterCommand, removeClsactIfEmpty, type TcFilterSlot } from "../remote/tc";
+import { deleteBpfFilterCommand, removeClsactIfEmpty, type TcFilterSlot } from "../remote/tc";
 import { requireClsactHook, tcHandle as tcHookHandle, type TcHookPlan } from "../remote/tcHook";
 import { MAPS, PROGRAMS, TRIE_MAPS } from "./codec";
 import { failsafeOf, peerAddress, refuseManagementCut, restoreOperations, revertScript, type RevertPlan } from "./guard";
@@ -186,10 +186,10 @@ export const tcPolicyKind = defineKind<TcPolicyInputs, TcPolicyState>({
     // Only the filters with this policy's handle that run its programs (at its priority, or at an
     // earlier one a priority change died before removing); whatever else is on the hooks stays.
     const handle = tcHandle(olds.name);
-    for (const filter of host.filters) {
-      if (filter.handle !== handle || !isOurs(filter, host)) continue;
-      await deleteBpfFilter(session, { iface: olds.interface, direction: filter.direction, priority: filter.priority, handle });
-    }
+    // Every filter in one round trip: one at a time, a connection lost between them left
+    // the policy on egress only, a half policy neither old nor gone (fault matrix, issue 15).
+    const ours = host.filters.filter((filter) => filter.handle === handle && isOurs(filter, host));
+    if (ours.length > 0) await session.run(ours.map((filter) => deleteBpfFilterCommand({ iface: olds.interface, direction: filter.direction, priority: filter.priority, handle })));
     await removePins(session, layout);
     // Not ignored: a delete that failed here would leave an empty clsact qdisc behind
     // and still report success; failing names the step, and the next delete removes it.

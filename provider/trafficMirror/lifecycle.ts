@@ -18,7 +18,7 @@ import { loadProgram, pinnedProgram } from "../remote/programLoad";
 import { guardedChange, ignoreFailure, swapInCommands } from "../remote/guardedChange";
 import { connectResource } from "../remote/resource";
 import type { SshSession } from "../remote/ssh";
-import { deleteBpfFilter, findFilter, hookQdisc, removeClsactIfEmpty, TC_DIRECTIONS, tcFilters, type TcDirection } from "../remote/tc";
+import { deleteBpfFilterCommand, findFilter, hookQdisc, removeClsactIfEmpty, TC_DIRECTIONS, tcFilters, type TcDirection } from "../remote/tc";
 import { requireClsactHook, slotOf, tcHandle as tcHookHandle, TcHookPlan } from "../remote/tcHook";
 import { changedPaths, mirrorRevertScript, touchesManagementPath, type MirrorRevertPlan } from "./guard";
 import { KIND, observe, readMaps, type MapsState, type Observed } from "./hostState";
@@ -191,12 +191,13 @@ export const trafficMirrorKind = defineKind<TrafficMirrorInputs, TrafficMirrorOu
     // Not ignored: a listing that failed would read as "no filters", and the pins would go
     // while a filter still ran the program. An interface that is gone lists none (tcFilters).
     const hooks = await tcFilters(session, olds.interface);
-    // Detach first: once no hook runs the program, nothing points at the tunnel.
-    for (const direction of TC_DIRECTIONS) {
-      const slot = slotOf(KIND, olds, direction);
+    // Detach first: once no hook runs the program, nothing points at the tunnel. Both
+    // hooks in one round trip, so that a lost connection never leaves one of them mirrored.
+    const detach = TC_DIRECTIONS.map((direction) => slotOf(KIND, olds, direction)).filter((slot) => {
       const existing = findFilter(hooks, slot);
-      if (existing && (existing.programId === program?.id || existing.programName === PROGRAM_NAME)) await deleteBpfFilter(session, slot);
-    }
+      return existing && (existing.programId === program?.id || existing.programName === PROGRAM_NAME);
+    });
+    if (detach.length > 0) await session.run(detach.map(deleteBpfFilterCommand));
     await removeOwnedTunnels(session, olds.name);
     await removePins(session, layout);
     // Not ignored: a delete that failed here would leave an empty clsact qdisc behind

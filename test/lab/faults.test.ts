@@ -12,13 +12,22 @@
 // can be narrowed with BPFLEET_FAULTS_KINDS=XdpFirewall,TcPolicy.
 // BPFLEET_FAULTS=full adds "cut-after" (the step ran, its answer was lost) and
 // "fail" (the step fails, the connection stays up). The matrix is printed.
+// BPFLEET_FAULTS_STEPS=3,7-9 narrows the steps cut to those numbers (to re-run the
+// failing cases of a long matrix); the operation and mode are picked with -t, e.g.
+// -t "TcPolicy: a cut at every step update, fail".
 // The latency part drives each kind's create and update through a TCP proxy with
 // 80 ms RTT and prints SSH round trips, commands, logins and wall time.
 import { readFileSync } from "node:fs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { checkInputs, type Kind } from "../../provider/dynamicAdapter";
 import { operations } from "../../provider/operations";
-import { closeAllSessions, stepNamed, type Operation } from "../../provider/remote/ssh";
+import { closeAllSessions, sessionFor, stepNamed, type Operation } from "../../provider/remote/ssh";
+import type { Credentials, HostConnection } from "../../provider/remote/hostSchema";
+import { pinLayout } from "../../provider/remote/pins";
+import { MAPS as TC_MAPS, PEER4_FILTER, TRIE_MAPS } from "../../provider/tcPolicy/codec";
+import { surveyPolicy } from "../../provider/tcPolicy/hostState";
+import { KIND as POLICY_KIND, observedFrom } from "../../provider/tcPolicy/outputs";
+import { peerFiltersOf } from "../../provider/tcPolicy/plan";
 import { checkMaglevService } from "../../provider/maglev/schema";
 import { maglevServiceKind } from "../../provider/maglev/lifecycle";
 import { checkTcPolicy } from "../../provider/tcPolicy/schema";
@@ -71,6 +80,11 @@ interface KindCase {
    * fix), not by a fingerprint.
    */
   historyMaps?: RegExp;
+  /**
+   * For a history map derived from others: whether it holds what they give, as one
+   * line of the snapshot (what a fingerprint cannot judge once its bytes follow history).
+   */
+  derived?: () => Promise<string>;
 }
 
 function host(address = h1.address, port = 22) {
@@ -135,6 +149,21 @@ function mirrorInputs(filters: object[], over: Record<string, unknown> = {}): ob
   );
 }
 
+/**
+ * Whether the policy's IPv4 peer filters (tcpol_peer4) are on, and hold what its
+ * tries and rules give (plan.ts peerFiltersOf): the program trusts them while on.
+ */
+async function policyPeerFilters(): Promise<string> {
+  const { host: on, credentials } = policyInputs([]) as { host: HostConnection; credentials: Credentials };
+  const state = await surveyPolicy(await sessionFor(on, credentials), "eth0", pinLayout(POLICY_KIND, "pol"), { maps: [TC_MAPS.config, TC_MAPS.rules, ...TRIE_MAPS, TC_MAPS.peer4] });
+  const dumped = state.maps.get(TC_MAPS.peer4);
+  if (!dumped) return "peer filters: no map";
+  const observed = observedFrom(state);
+  const have = new Map(dumped.map((e) => [Buffer.from(e.key).readUInt32LE(0), Buffer.from(e.values[0]!).toString("hex")]));
+  const right = [...peerFiltersOf(observed.tries, observed.rules)].every(([key, value]) => have.get(key) === Buffer.from(value).toString("hex"));
+  return `peer filters ${observed.config.skipTries & PEER4_FILTER ? "on" : "off"}, ${right ? "as the tries and rules give" : "NOT as the tries and rules give"}`;
+}
+
 // The mirror's local target: a veth pair inside h1 (as in trafficMirror.test.ts).
 const MIRROR_TARGET = "flt0";
 
@@ -156,7 +185,9 @@ const KINDS: KindCase[] = [
     id: "",
     old: () => policyInputs(["allow tcp 22", "allow tcp 8080"]),
     new: () => policyInputs(["allow tcp 22", "allow tcp 8081", "allow udp 5000 from 10.0.0.0/8"]),
-    historyMaps: /^tcpol_(rules|l4|src4|src6|dst4|dst6)$/,
+    // tcpol_peer4 holds rule indexes too (its /0 rule sets): judged by `derived`.
+    historyMaps: /^tcpol_(rules|l4|src4|src6|dst4|dst6|peer4)$/,
+    derived: policyPeerFilters,
   },
   {
     name: "MaglevService",
@@ -176,6 +207,11 @@ const KINDS: KindCase[] = [
   },
 ];
 const ONLY = process.env.BPFLEET_FAULTS_KINDS?.split(",");
+const STEPS = process.env.BPFLEET_FAULTS_STEPS?.split(",").flatMap((part) => {
+  const [from, to = from] = part.split("-").map(Number);
+  if (!Number.isInteger(from) || !Number.isInteger(to)) throw new Error(`BPFLEET_FAULTS_STEPS: ${part} is not a step number or range (e.g. 3,7-9)`);
+  return Array.from({ length: to! - from! + 1 }, (_, i) => from! + i);
+});
 
 interface Outcome {
   kind: string;
@@ -221,16 +257,16 @@ afterAll(async () => {
 function printMatrix(): void {
   const lines = [`fault matrix (modes: ${MODES.join(", ")}; ${LEVEL}${FULL ? "" : "; BPFLEET_FAULTS=full for every step in every mode"})`];
   lines.push("kind          op      mode       step  what the step runs                                   host after  guard  next op converged");
-  for (const o of matrix) {
-    lines.push(
-      `${o.kind.padEnd(13)} ${o.op.padEnd(7)} ${o.mode.padEnd(10)} ${`${o.step}/${o.of}`.padEnd(5)} ${o.stepName.slice(0, 52).padEnd(52)} ${o.after.padEnd(11)} ${(o.guardPending ? "armed" : "-").padEnd(6)} ${o.converged ? "yes" : `NO: ${o.problem}`}`,
-    );
-  }
+  for (const o of matrix) lines.push(matrixRow(o));
   // "other" with a revert timer armed is a host on its way back to old (the test waits for it).
   const bad = matrix.filter((o) => !o.converged || (o.after === "other" && !o.guardPending));
   const reverting = matrix.filter((o) => o.converged && o.after === "other" && o.guardPending);
   lines.push(`${matrix.length} cases, ${bad.length} not old-or-new-and-converged (${reverting.length} "other" with a revert armed, old once it fired)`);
   console.log(lines.join("\n"));
+}
+
+function matrixRow(o: Outcome): string {
+  return `${o.kind.padEnd(13)} ${o.op.padEnd(7)} ${o.mode.padEnd(10)} ${`${o.step}/${o.of}`.padEnd(5)} ${o.stepName.slice(0, 52).padEnd(52)} ${o.after.padEnd(11)} ${(o.guardPending ? "armed" : "-").padEnd(6)} ${o.converged ? "yes" : `NO: ${o.problem}`}`;
 }
 
 /** Runs one kind's matrix. */
@@ -259,6 +295,7 @@ function describeKind(spec: KindCase): void {
       } catch (err) {
         semantic = `read failed: ${(err as Error).message.split("\n")[0]}`;
       }
+      if (spec.derived) semantic += `\n${await spec.derived().catch((err: Error) => `derived maps not read: ${err.message.split("\n")[0]}`)}`;
       return `${structural}\nread ${semantic}`;
     }
 
@@ -313,8 +350,9 @@ function describeKind(spec: KindCase): void {
           const batch = stepNamed(steps, "bpftool batch") + 1;
           const ks = Array.from({ length: n }, (_, i) => i + 1).filter((k) =>
             CI ? k === n || (op === "update" && k === batch) : FULL || op === "update" || k === 1 || k === Math.ceil(n / 2) || k === n,
-          );
+          ).filter((k) => !STEPS || STEPS.includes(k));
           for (const k of ks) {
+            const caseStart = performance.now();
             // The starting state: nothing (create), or the old configuration.
             let outs: object | undefined;
             if (op === "create") await ops.delete(reference.id, reference.outsOld);
@@ -372,6 +410,8 @@ function describeKind(spec: KindCase): void {
               problem = `the retry failed: ${(err as Error).message.split("\n")[0]}`;
             }
             matrix.push({ kind: spec.name, op, mode, step: k, of: n, stepName: steps[k - 1] ?? "?", after: state, guardPending, converged: !problem, problem: problem?.split("\n")[0] });
+            // One line per case as it ends: a long matrix (BPFLEET_FAULTS=full) can be followed, and read up to a crash.
+            console.log(`case ${matrixRow(matrix[matrix.length - 1]!)} (${((performance.now() - caseStart) / 1000).toFixed(1)} s)`);
             if (problem) problems.push(`step ${k} (${steps[k - 1]}): ${problem}\n  the failure said: ${firstLine}`);
             if (state === "other" && !guardPending) problems.push(`step ${k} (${steps[k - 1]}): the host holds neither the old nor the new state:\n${snapshotDiff(before, after)}\n  the failure said: ${firstLine}`);
           }

@@ -9,11 +9,14 @@ import type { Lab, LabHost } from "./lab";
 const VOLATILE_MAP = /stats|counter|flow|conntrack|_ct\b/;
 
 const SNAPSHOT_SCRIPT = `
-dev="$1"
+dev="$1"; history="$2"
 echo "== pins"; find /sys/fs/bpf/bpfleet 2>/dev/null | sort
 echo "== files"; find /var/lib/bpfleet -mindepth 1 2>/dev/null | grep -Ev '/objects(/[0-9a-f]{64}\\.bpf\\.o)?$|/probe(/[0-9a-f]{32})?$' | sort
 echo "== maps"
 find /sys/fs/bpf/bpfleet -path '*/maps/*' -type f 2>/dev/null | sort | while read -r m; do
+  # A history map's bytes are not compared (hostSnapshot), so it is not dumped: the
+  # firewall's slot arrays hold 2^16 and more slots, seconds of bpftool per snapshot.
+  if [ -n "$history" ] && printf '%s\n' "\${m##*/}" | grep -Eq "$history"; then echo "-- $m"; continue; fi
   # A fingerprint, not the dump: a Maglev table has a million slots. Sorted, since a hash
   # map's order depends on its history, not only on its content.
   echo "-- $m $(bpftool map dump pinned "$m" 2>&1 | sort | sha256sum | cut -c1-16)"
@@ -32,7 +35,7 @@ echo "== links"; ip -j link show
  * content-addressed files too (an upload left behind is not; it is a leftover).
  */
 export async function hostSnapshot(lab: Lab, host: LabHost, dev = "eth0", historyMaps?: RegExp): Promise<string> {
-  const out = String((await lab.inHost(host, ["sh", "-c", SNAPSHOT_SCRIPT, "snap", dev])).stdout);
+  const out = String((await lab.inHost(host, ["sh", "-c", SNAPSHOT_SCRIPT, "snap", dev, historyMaps?.source ?? ""])).stdout);
   const sections = new Map<string, string>();
   for (const part of out.split(/^== /m).slice(1)) {
     const nl = part.indexOf("\n");

@@ -226,8 +226,12 @@ async function converge(declared: XdpFirewallInputs, olds?: XdpFirewallOutputs):
   };
   // An update of entries alone with nothing armed: nothing to roll back (the program
   // stays, and a batch that stops half way is put back by writeEntries), so the
-  // cleanup and the read-back ride in the batch's exec, behind it.
-  const carriesReadback = hadPins && changesEntries && !guarded && !expectations && !program.needsLoad && inputs.attached;
+  // cleanup and the read-back ride in the batch's exec, behind it. Not when the
+  // entries may cut the management session (its peer allowed on its interface, the
+  // guard off): the host would send that exec's whole answer before it needs an ACK,
+  // and only a later exec shows the provider it has lost the host.
+  const mayCutSession = survey.managementInterface === inputs.interface && inputs.allowManagementDeny;
+  const carriesReadback = hadPins && changesEntries && !guarded && !expectations && !program.needsLoad && inputs.attached && !mayCutSession;
   let observed: ObservedProgram | undefined;
 
   await guardedChange(session, {

@@ -28,7 +28,7 @@
  * `--keep-going` records a failed cell and goes on with the next one.
  * Layouts: "before", an XdpFirewall per host holding the whole list (today's
  * layout); "after", one DenyList shared by every firewall (issue 10's
- * content-held-once design). Each layout's project installs bpfleet from
+ * content-held-once design); "after-unguarded", the same without the lockout guard. Each layout's project installs bpfleet from
  * `--<layout>-package` (an `npm pack` tarball), by default this checkout's: to
  * compare releases, give "before" a tarball of the old code and "after" one of
  * the new, and both run on the same labs, cell by cell, in one run.
@@ -109,6 +109,15 @@ export const feedDigest = feed.digest;
 export const applied = firewalls.map((fw) => fw.denyList.apply((l) => l?.count));
 `,
 };
+/**
+ * "after-unguarded": the DenyList layout with the lockout guard off. The lab's
+ * firewalls sit on the interface that carries the management session, where the
+ * guard is armed for every change (a fresh login proves the path, and carries the
+ * read-back); this measures the update of a firewall on a data interface, which
+ * needs no proof.
+ */
+PROGRAMS["after-unguarded"] = PROGRAMS.after!.replace("interface: h.interface, denyList: feed }", "interface: h.interface, denyList: feed, lockoutGuard: false }");
+if (PROGRAMS["after-unguarded"] === PROGRAMS.after) throw new Error("after-unguarded: the after program changed shape");
 const LAYOUTS = option("layouts", "before").split(",").map((l) => l.split("=")[0]!);
 /** A layout's program: its own, or LAYOUT's for a label given as LABEL=LAYOUT. */
 const LAYOUT_PROGRAM = new Map(option("layouts", "before").split(",").map((l) => [l.split("=")[0]!, l.split("=")[1] ?? l] as const));

@@ -36,19 +36,33 @@ export interface Observed extends ObservedProgram {
  */
 export async function observeProgram(session: SshSession, layout: PinLayout, placement: XdpPlacement, queue?: StepQueue): Promise<ObservedProgram | undefined> {
   // One exec for both (and, with `queue`, for whatever waits there: a change's cleanup).
+  const reading = programReadback(session, layout, placement);
+  return reading.parse(queue ? await queue.run(reading.steps) : await runSteps(session, reading.steps));
+}
+
+/**
+ * observeProgram as steps of a larger exec (an update that carries its read-back in
+ * the exec of its change) and the parse of their results.
+ */
+export function programReadback(session: SshSession, layout: PinLayout, placement: XdpPlacement): { steps: ShellStep[]; parse(results: readonly (ExecResult | undefined)[]): ObservedProgram | undefined } {
   const reading = programStateStep(session, placement.iface, layout, STATS_MAP, dispatcherDir(placement.iface));
   const memory = scriptStep("map-memory", { maps: layout.maps });
-  const [stateResult, memoryResult] = queue ? await queue.run([reading.step, memory]) : await runSteps(session, [reading.step, memory]);
-  const state = reading.parse(stateResult!);
-  if (!state.program) return undefined;
-  const pass = sumCounters(state.stats[0]?.values ?? []);
-  const drop = sumCounters(state.stats[1]?.values ?? []);
   return {
-    programId: state.program.id,
-    programTag: state.program.tag,
-    attachment: placedAttachment(hookPosition(state.xdp, state.chain, [state.program.id]), placement),
-    counters: { passPackets: pass.packets, passBytes: pass.bytes, dropPackets: drop.packets, dropBytes: drop.bytes },
-    mapMemoryBytes: mapMemoryBytes(session, layout, memoryResult!.stdout),
+    steps: [reading.step, memory],
+    parse([stateResult, memoryResult]) {
+      if (!stateResult || !memoryResult) throw new Error(`${session.label}: the firewall's read-back did not run`);
+      const state = reading.parse(stateResult);
+      if (!state.program) return undefined;
+      const pass = sumCounters(state.stats[0]?.values ?? []);
+      const drop = sumCounters(state.stats[1]?.values ?? []);
+      return {
+        programId: state.program.id,
+        programTag: state.program.tag,
+        attachment: placedAttachment(hookPosition(state.xdp, state.chain, [state.program.id]), placement),
+        counters: { passPackets: pass.packets, passBytes: pass.bytes, dropPackets: drop.packets, dropBytes: drop.bytes },
+        mapMemoryBytes: mapMemoryBytes(session, layout, memoryResult.stdout),
+      };
+    },
   };
 }
 

@@ -14,18 +14,29 @@ import { DISPATCHER_OBJECT, dispatcherDir, hookPosition, releaseHook, type XdpPl
 import { bootRestoreSteps, removeBootRestore, removeBootRestoreStep } from "../remote/bootRestore";
 import { uploadObject } from "../remote/objectUpload";
 import { runSteps, StepQueue, type ShellStep } from "../remote/shellSteps";
-import { guardedChange } from "../remote/guardedChange";
+import { guardedChange, ignoreFailure } from "../remote/guardedChange";
 import { expectationCheck, xdpProbeTarget } from "../expect/hostRun";
 import { connectResource } from "../remote/resource";
 import type { SshSession } from "../remote/ssh";
 import { surveyXdp, XdpProgramChange } from "../remote/xdpChange";
 import { STATS_MAP } from "./codec";
 import { refuseManagementDeny, revertScript } from "./guard";
-import { mapPinsStep, missingIndex, missingIndexIn, observe, observeEntries, observeProgram, type Observed } from "./hostState";
-import { denyOperations, driftOf, indexFromScratch, invertPlan, planDeny } from "./plan";
+import { mapPinsStep, missingIndex, missingIndexIn, observe, observeEntries, observeProgram, programReadback, type Observed, type ObservedProgram } from "./hostState";
+import { denyOperations, driftOf, indexFromScratch, invertPlan, planBetween, planDeny } from "./plan";
 import { checkXdpFirewall, xdpFirewallSchema, type XdpFirewallInputs, type XdpFirewallOutputs } from "./schema";
 import { writeEntries } from "./writeEntries";
-import { parseAppliedRead, readApplied, readAppliedStep, removeApplied, removeAppliedStep, writeAppliedStep } from "../remote/appliedSets";
+import {
+  appliedEntries,
+  holdAppliedStep,
+  parseAppliedDigest,
+  patchAppliedStep,
+  readApplied,
+  readAppliedDigestStep,
+  removeApplied,
+  removeAppliedStep,
+  writeAppliedStep,
+  type AppliedVersion,
+} from "../remote/appliedSets";
 import { HostPreconditionError } from "../remote/preflight";
 import { contentDigest, registeredContent } from "../sharedContent";
 import { sortedRecord } from "../validation";
@@ -80,16 +91,15 @@ function bootRestoreOf(layout: PinLayout, object: LocalObject, inputs: XdpFirewa
  * The entries the firewall must hold: its own `deny`, or its DenyList's, found by
  * digest among the versions this deployment's lists registered (sharedContent.ts) or,
  * failing that (`pulumi up --target` of the firewall alone), in the copy the host
- * records as applied (`applied`, read with the survey) when that copy is the wanted
- * version.
+ * records as applied (`applied`, read when its digest, `version`, is the wanted one).
  */
-function desiredEntries(session: SshSession, inputs: XdpFirewallInputs, applied: string[] | undefined): readonly string[] {
+function desiredEntries(session: SshSession, inputs: XdpFirewallInputs, version: AppliedVersion | undefined, applied: readonly string[] | undefined): readonly string[] {
   const list = inputs.denyList;
   if (!list) return Object.keys(inputs.deny);
   const registered = registeredContent(list.digest);
   if (registered) return registered;
   if (applied && contentDigest(applied) === list.digest) return applied;
-  const holds = applied ? `holds version ${contentDigest(applied).slice(0, 12)} (${applied.length} entries)` : "records no applied list";
+  const holds = version ? `holds version ${version.digest.slice(0, 12)} (${version.count} entries)` : "records no applied list";
   throw new HostPreconditionError(
     `${session.label}: firewall ${inputs.name} must apply version ${list.digest.slice(0, 12)} of DenyList '${list.name}' (${list.count} entries), which is not part of this deployment, and the host ${holds}. ` +
       `With \`pulumi up --target\`, target the DenyList resource '${list.name}' too. Nothing was changed.`,
@@ -107,7 +117,7 @@ function plansFromRecord(inputs: XdpFirewallInputs, olds: XdpFirewallOutputs | u
  * map dump); a create (perhaps adopting pins), a firewall that refresh found drifted, or a
  * host without that record (an upgrade from inline entries, a cut run) dumps the maps.
  */
-async function entriesBefore(session: SshSession, layout: PinLayout, inputs: XdpFirewallInputs, olds: XdpFirewallOutputs | undefined, applied: string[] | undefined): Promise<{ entries: string[]; recorded: boolean }> {
+async function entriesBefore(session: SshSession, layout: PinLayout, inputs: XdpFirewallInputs, olds: XdpFirewallOutputs | undefined, applied: readonly string[] | undefined): Promise<{ entries: readonly string[]; recorded: boolean }> {
   if (plansFromRecord(inputs, olds) && applied) return { entries: applied, recorded: true };
   return { entries: Object.keys(await observeEntries(session, layout)), recorded: false };
 }
@@ -129,38 +139,45 @@ function denyRecord(entries: readonly string[]): Record<string, "deny"> {
  * Brings the host to `inputs`. Used by create and update alike, so a half-finished
  * earlier run (pins left, program not attached) converges on the next `up`.
  *
- * Round trips (issue 10): an update that changes entries costs three execs. The
- * survey's carries the settle of an earlier run's revert, the preflight, the survey,
- * the map pins, the applied copy and which boot files are there; the change's carries
- * the removal of the applied copy, the revert's arm (when guarded) and the batch; the
- * read-back's carries the disarm, the cleanup, the new applied copy and the boot
- * restore. When the lockout guard is armed, its proof is a fresh login, and that
- * login carries the read-back's exec (lockout.ts): still three execs.
+ * Round trips (issue 10). The survey's exec carries the settle of an earlier run's
+ * revert, the preflight, the survey, the map pins, the applied copy's digest (not the
+ * copy: the controller holds the versions its lists registered) and which boot files
+ * are there. An update that changes only entries, with no lockout guard or packet
+ * expectations armed, then needs one more exec: the hold of the applied copy, the
+ * batch, the copy's patch to the new version, the boot restore and the read-back;
+ * nothing there needs rolling back, and the steps after the batch run only when it
+ * succeeded. Otherwise the change's exec carries the hold, the revert's arm and the
+ * batch, and the read-back's the disarm, the cleanup, the copy's patch and the boot
+ * restore; when the lockout guard is armed, its proof is a fresh login, and that
+ * login carries the read-back's exec (lockout.ts): three execs. A host whose copy is
+ * a version the controller does not know costs one exec more, to read it.
  */
 async function converge(declared: XdpFirewallInputs, olds?: XdpFirewallOutputs): Promise<XdpFirewallOutputs> {
   const { session, layout, settle } = await connectResource(KIND, declared, { settleInSurvey: true });
   const queue = new StepQueue(session);
   const object = packagedObject(OBJECT);
   const placement = placementOf(declared);
-  // Read with the survey: the applied copy when a DenyList needs it (the baseline of an
-  // update, or the entries themselves when the list is not part of this deployment), and
-  // which boot files are there when the entries are known already.
-  const needsApplied = !!declared.denyList && (plansFromRecord(declared, olds) || !registeredContent(declared.denyList.digest));
+  // Read with the survey: the applied copy's digest when a DenyList needs it (the
+  // baseline of an update, or the entries themselves when the list is not part of this
+  // deployment), and which boot files are there when the entries are known already.
+  const baselineFromRecord = plansFromRecord(declared, olds);
+  const needsApplied = !!declared.denyList && (baselineFromRecord || !registeredContent(declared.denyList.digest));
   const knownEntries = !declared.denyList || registeredContent(declared.denyList.digest) !== undefined;
   const asInline = (entries: readonly string[]): XdpFirewallInputs => (declared.denyList ? { ...declared, deny: denyRecord(entries) } : declared);
-  const bootEarly = knownEntries ? bootRestoreOf(layout, object, asInline(desiredEntries(session, declared, undefined))) : undefined;
+  const bootEarly = knownEntries ? bootRestoreOf(layout, object, asInline(desiredEntries(session, declared, undefined, undefined))) : undefined;
   const pins = mapPinsStep(layout);
-  const appliedRead = needsApplied ? readAppliedStep(KIND, declared.name) : undefined;
+  const appliedRead = needsApplied ? readAppliedDigestStep(KIND, declared.name) : undefined;
   const then = [pins, ...(appliedRead ? [appliedRead] : []), ...(bootEarly ? [bootEarly.check] : [])];
-  let applied: string[] | undefined;
+  let applied: readonly string[] | undefined;
   let desired: readonly string[] = [];
   // The entries as if given inline, for the steps that need them all (the management
   // check, boot restore); outputs are built from `declared`.
   let inputs = declared;
   const { survey, hook, results } = await surveyXdp(session, layout, object, placement, declared.attached, "firewall", async (extra) => {
     const appliedResult = appliedRead && extra[then.indexOf(appliedRead) + (settle ? 1 : 0)];
-    applied = appliedResult ? parseAppliedRead(appliedResult) : undefined;
-    desired = desiredEntries(session, declared, applied);
+    const version = appliedResult ? parseAppliedDigest(appliedResult) : undefined;
+    applied = (await appliedEntries(version, { baseline: baselineFromRecord, wanted: declared.denyList?.digest }, () => readApplied(session, KIND, declared.name))).entries;
+    desired = desiredEntries(session, declared, version, applied);
     inputs = asInline(desired);
     await refuseManagementDeny(session, inputs);
   }, { first: settle ? [settle] : [], then });
@@ -175,7 +192,7 @@ async function converge(declared: XdpFirewallInputs, olds?: XdpFirewallOutputs):
   const mapPin = (map: string) => `${layout.maps}/${map}`;
   const before = hadPins ? await entriesBefore(session, layout, declared, olds, applied) : { entries: [], recorded: false };
   const observedBefore = before.entries;
-  const plan = planDeny(Object.keys(inputs.deny), observedBefore);
+  const plan = planBetween(desired, observedBefore);
   const changesEntries = plan.add.length + plan.remove.length > 0;
   const changesTraffic = changesEntries || (inputs.attached && (program.needsLoad || !hook.inPlace));
   const guarded = inputs.lockoutGuard && changesTraffic && survey.managementInterface === inputs.interface;
@@ -185,6 +202,37 @@ async function converge(declared: XdpFirewallInputs, olds?: XdpFirewallOutputs):
     : undefined;
   const boot = bootEarly ?? bootRestoreOf(layout, object, inputs);
   const bootFiles = boot && (bootEarly ? after(bootEarly.check) : undefined);
+  // The copy the host records goes aside before the maps change (a run cut in between
+  // leaves no record, and the next one dumps the maps instead of trusting a stale copy)
+  // and is brought to the new list by the difference once they did; when the host's
+  // copy does not come out as the new list's digest, it is written whole.
+  const patchesCopy = !!declared.denyList && hadPins && before.recorded && changesEntries;
+  let patched = true;
+  const appliedSteps = (): ShellStep[] => {
+    if (declared.denyList) {
+      if (patchesCopy) return [patchAppliedStep(KIND, declared.name, contentDigest(desired), plan.add, plan.remove, (ok) => (patched = ok))];
+      if (changesEntries || !before.recorded) return [writeAppliedStep(KIND, declared.name, desired)];
+      return [];
+    }
+    return olds?.denyList ? [removeAppliedStep(KIND, declared.name)] : [];
+  };
+  const bootSteps = async (): Promise<ShellStep[]> => {
+    // Only once the change is proven: a reboot must never bring back what the host reverted.
+    if (!boot) return [removeBootRestoreStep(KIND, declared.name)];
+    const persist = boot.persist(bootFiles ?? (await runSteps(session, [boot.check]))[0]!);
+    // Objects missing from the host's cache (rare) go up first; an object is inert until loaded.
+    for (const missing of persist.uploads) await uploadObject(session, missing, false);
+    return [persist.step];
+  };
+  // An update of entries alone with nothing armed: nothing to roll back (the program
+  // stays, and a batch that stops half way is put back by writeEntries), so the
+  // cleanup and the read-back ride in the batch's exec, behind it. Not when the
+  // entries may cut the management session (its peer allowed on its interface, the
+  // guard off): the host would send that exec's whole answer before it needs an ACK,
+  // and only a later exec shows the provider it has lost the host.
+  const mayCutSession = survey.managementInterface === inputs.interface && inputs.allowManagementDeny;
+  const carriesReadback = hadPins && changesEntries && !guarded && !expectations && !program.needsLoad && inputs.attached && !mayCutSession;
+  let observed: ObservedProgram | undefined;
 
   await guardedChange(session, {
     queue,
@@ -194,11 +242,8 @@ async function converge(declared: XdpFirewallInputs, olds?: XdpFirewallOutputs):
       // A new firewall protects nothing yet: its maps are filled before it goes on the
       // hook, so a session that dies half way never leaves a half-built firewall live
       // (the rollback, or the next up, removes the unattached pins).
-      if (!hadPins) await writeEntries(session, layout, plan, undefined, Object.keys(inputs.deny));
-      // The host's record of what it applied goes before the maps change, and comes back
-      // with the new list once they did: a run cut in between leaves no record, and the
-      // next one dumps the maps instead of trusting a stale copy.
-      else if (before.recorded && changesEntries) queue.add(removeAppliedStep(KIND, declared.name));
+      if (!hadPins) await writeEntries(session, layout, plan, undefined, desired);
+      else if (before.recorded && changesEntries) queue.add(holdAppliedStep(KIND, declared.name));
     },
     guard: guarded || expectations
       ? {
@@ -218,31 +263,41 @@ async function converge(declared: XdpFirewallInputs, olds?: XdpFirewallOutputs):
         await queue.flush();
         await hook.release(session, program.ownIds);
       }
-      if (hadPins) await writeEntries(session, layout, plan, observedBefore, Object.keys(inputs.deny), queue);
+      if (!hadPins) return;
+      if (!carriesReadback) {
+        await writeEntries(session, layout, plan, observedBefore, desired, queue);
+        return;
+      }
+      const readback = programReadback(session, layout, placement);
+      await program.cleanup(queue);
+      const behind = [...appliedSteps(), ...(await bootSteps())];
+      try {
+        const ran = await writeEntries(session, layout, plan, observedBefore, desired, queue, [...behind, ...readback.steps]);
+        observed = readback.parse(ran.slice(behind.length));
+      } catch (err) {
+        // The exec may have ended after the copy was patched and before the read-back
+        // (a lost connection), and writeEntries may have put the previous entries back:
+        // no record then, so the next run reads the maps.
+        await removeApplied(session, KIND, declared.name).catch(ignoreFailure);
+        throw err;
+      }
     },
     // A fresh firewall that never attached is removed whole (the steps the revert timer would run).
     rollback: () => program.rollback(revertScript(hook, [], "new")),
     // Queued behind the disarm: they run only once the change is proven.
-    async cleanup() {
-      await program.cleanup(queue);
-      if (declared.denyList) {
-        if (changesEntries || !before.recorded) queue.add(writeAppliedStep(KIND, declared.name, desired));
-      } else if (olds?.denyList) queue.add(removeAppliedStep(KIND, declared.name));
-      // Only once the change is proven: a reboot must never bring back what the host reverted.
-      if (!boot) queue.add(removeBootRestoreStep(KIND, declared.name));
-      else {
-        const persist = boot.persist(bootFiles ?? (await runSteps(session, [boot.check]))[0]!);
-        // Objects missing from the host's cache (rare) go up first; an object is inert until loaded.
-        for (const missing of persist.uploads) await uploadObject(session, missing, false);
-        queue.add(persist.step);
-      }
-    },
+    cleanup: carriesReadback
+      ? undefined
+      : async () => {
+          await program.cleanup(queue);
+          queue.add(...appliedSteps(), ...(await bootSteps()));
+        },
   });
   // bpftool batch stops at the first failed write, so after it succeeded the maps hold
   // exactly the desired entries: only the program side is read back, in the exec that
-  // carries the disarm and the cleanup.
-  const observed = await observeProgram(session, layout, placement, queue);
+  // carries the disarm and the cleanup (or, above, the batch itself).
+  if (!carriesReadback) observed = await observeProgram(session, layout, placement, queue);
   if (!observed) throw new Error(`${session.label}: the firewall's pins vanished right after it was applied`);
+  if (!patched) await runSteps(session, [writeAppliedStep(KIND, declared.name, desired)]);
   const { denyDrift: _repaired, ...converged } = declared;
   return outputsOf(converged, { ...observed, deny: inputs.deny }, object.sha256, expectations?.results ?? {});
 }

@@ -100,3 +100,19 @@ export function driftOf(applied: Iterable<string>, inMaps: Iterable<string>): Re
   for (const entry of Object.keys(drift)) if (missing.has(entry)) drift[entry] = "missing";
   return drift;
 }
+
+/**
+ * The plan between two lists, remembered by the arrays themselves: the registered
+ * versions of a DenyList (sharedContent.ts) are the same arrays for every firewall
+ * of a deployment, so the hosts that move between the same two versions share one
+ * plan (0.1 s per host at 100k entries). Plans are never mutated.
+ */
+const plans = new WeakMap<readonly string[], WeakMap<readonly string[], DenyPlan>>();
+
+export function planBetween(desired: readonly string[], observed: readonly string[]): DenyPlan {
+  let byObserved = plans.get(desired);
+  if (!byObserved) plans.set(desired, (byObserved = new WeakMap()));
+  let plan = byObserved.get(observed);
+  if (!plan) byObserved.set(observed, (plan = planDeny(desired, observed)));
+  return plan;
+}

@@ -3,10 +3,10 @@
  * when a batch stops half way.
  */
 import { applyMapOperations, mapOperationsStep, type MapOperation } from "../remote/mapOperations";
-import { runSteps, type StepQueue } from "../remote/shellSteps";
+import { runSteps, type ShellStep, type StepQueue } from "../remote/shellSteps";
 import type { PinLayout } from "../remote/pins";
 import { HostPreconditionError } from "../remote/preflight";
-import { RemoteCommandError, type SshSession } from "../remote/ssh";
+import { RemoteCommandError, type ExecResult, type SshSession } from "../remote/ssh";
 import { DENY_MAPS, encodeDenyEntry } from "./codec";
 import { observeEntries } from "./hostState";
 import { denyOperations, planDeny, type DenyPlan } from "./plan";
@@ -21,16 +21,30 @@ import { hostJson, mapShow } from "../remote/hostJson";
  * removed whole by the caller. The error names the map the batch stopped at, and
  * says "full" when the kernel said so.
  */
-export async function writeEntries(session: SshSession, layout: PinLayout, plan: DenyPlan, before: readonly string[] | undefined, desired: readonly string[], queue?: StepQueue): Promise<void> {
+export async function writeEntries(
+  session: SshSession,
+  layout: PinLayout,
+  plan: DenyPlan,
+  before: readonly string[] | undefined,
+  desired: readonly string[],
+  queue?: StepQueue,
+  after: readonly ShellStep[] = [],
+): Promise<ExecResult[]> {
   const mapPin = (map: string) => `${layout.maps}/${map}`;
   // A new firewall (no `before`) is filled before it goes on its hook: no reader yet.
   const operations = denyOperations(plan, mapPin, before === undefined);
   const batch = operations.length ? mapOperationsStep(operations) : undefined;
   try {
-    // With `queue`, in the exec that carries what waits there (a revert's arm).
-    if (batch) await (queue ? queue.run([batch]) : runSteps(session, [batch]));
-    else await queue?.flush();
-    return;
+    // With `queue`, in the exec that carries what waits there (a revert's arm); with
+    // `after`, steps that run behind the batch in its exec, only when it succeeded
+    // (their results are returned).
+    const steps = [...(batch ? [batch] : []), ...after];
+    if (steps.length === 0) {
+      await queue?.flush();
+      return [];
+    }
+    const ran = await (queue ? queue.run(steps) : runSteps(session, steps));
+    return ran.slice(batch ? 1 : 0);
   } catch (err) {
     // A step queued before the batch failed: the batch did not run, nothing to put back.
     if (err instanceof RemoteCommandError && !err.connectionLost && err.command !== batch?.command) throw err;

@@ -26,13 +26,14 @@ function list(entries: string[], olds?: string[]) {
   return { name: "feed", digest: contentDigest(keys), count: keys.length };
 }
 
-function inputs(denyList: { name: string; digest: string; count: number }): XdpFirewallInputs {
+function inputs(denyList: { name: string; digest: string; count: number }, extra: { lockoutGuard?: boolean } = {}): XdpFirewallInputs {
   const result = checkXdpFirewall({
     host: { address: host.address, hostKey: host.hostKey, connectTimeoutMs: 3000, commandTimeoutMs: 60_000 },
     credentials: { privateKey },
     interface: "eth0",
     name: "fleetfw",
     denyList,
+    ...extra,
   });
   if (!result.inputs) throw new Error(JSON.stringify(result.failures));
   return result.inputs as XdpFirewallInputs;
@@ -40,6 +41,8 @@ function inputs(denyList: { name: string; digest: string; count: number }): XdpF
 
 const entries = (n: number) => Array.from({ length: n }, (_, i) => `100.64.${(i >>> 8) & 0xff}.${i & 0xff}/32`);
 const applied = async () => String((await lab.inHost(host, ["cat", "/var/lib/bpfleet/applied/xdp-firewall/fleetfw"], { reject: false })).stdout);
+/** Anything the patch leaves beside the copy (its held base, temporaries): nothing, after a good update. */
+const heldOrTemp = async () => String((await lab.inHost(host, ["sh", "-c", "ls -A /var/lib/bpfleet/applied/xdp-firewall | grep -v '^fleetfw$' || true"])).stdout).trim();
 const exact = async (address: string) =>
   (await lab.inHost(host, ["bpftool", "map", "lookup", "pinned", "/sys/fs/bpf/bpfleet/xdp-firewall/fleetfw/maps/deny_v4_exact", "key", ...address.split(".")], { reject: false })).exitCode === 0;
 
@@ -83,6 +86,48 @@ describe("XdpFirewall with a DenyList, on a lab host", () => {
     dumpsFromRecord = update!.steps.filter((s) => /map dump/.test(s)).length;
     expect(await exact("192.0.2.9")).toBe(true);
     expect((await applied()).split("\n")).toContain("192.0.2.9/32");
+    expect(outs.denyList).toEqual(ref);
+    // eth0 carries the management session: the guard is armed, and its fresh login carries the read-back.
+    expect(update!.execs).toBe(3);
+    // No copy crosses the wire: the survey reads its digest, the update sends the difference.
+    expect(update!.steps.filter((s) => /applied-read|cat -- /.test(s))).toEqual([]);
+    expect(await heldOrTemp()).toBe("");
+  });
+
+  it("with no guard armed, a one-entry update is two execs: the survey, then the batch with the copy's patch and the read-back", async () => {
+    clearRegisteredContent();
+    const ref = list([...base], [...base, "192.0.2.9/32"]);
+    counted.length = 0;
+    outs = await ops.update("id", outs, inputs(ref, { lockoutGuard: false }));
+    const [update] = counted;
+    console.log(`one-entry update, no guard: ${update!.execs} exec round trips:\n  ${update!.steps.join("\n  ")}`);
+    expect(update!.execs).toBe(2);
+    expect(update!.logins).toBeLessThanOrEqual(1); // no fresh login for a guard
+    expect(await exact("192.0.2.9")).toBe(false);
+    expect(await applied()).toBe([...base].sort().join("\n"));
+    expect(await heldOrTemp()).toBe("");
+    expect(outs.denyList).toEqual(ref);
+    expect(outs.attached).toBe(true);
+    expect(outs.programId).toBeGreaterThan(0);
+    // And back, for the tests below.
+    clearRegisteredContent();
+    outs = await ops.update("id", outs, inputs(list([...base, "192.0.2.9/32"], [...base]), { lockoutGuard: false }));
+    expect(await exact("192.0.2.9")).toBe(true);
+  });
+
+  it("a host whose copy is a version this deployment does not hold (it missed an update) is planned from its copy, read whole, and patched", async () => {
+    clearRegisteredContent();
+    // Only the new version is registered: the host's (base + .9) is unknown here.
+    const ref = list([...base, "192.0.2.9/32", "192.0.2.10/32"]);
+    counted.length = 0;
+    outs = await ops.update("id", outs, inputs(ref));
+    const [update] = counted;
+    console.log(`update from an unknown version: ${update!.execs} exec round trips:\n  ${update!.steps.join("\n  ")}`);
+    expect(update!.steps.filter((s) => /map dump/.test(s)).length).toBe(dumpsFromRecord);
+    expect(await exact("192.0.2.10")).toBe(true);
+    expect(await exact("192.0.2.9")).toBe(true);
+    expect(await applied()).toBe([...base, "192.0.2.9/32", "192.0.2.10/32"].sort().join("\n"));
+    expect(await heldOrTemp()).toBe("");
     expect(outs.denyList).toEqual(ref);
   });
 

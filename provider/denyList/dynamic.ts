@@ -14,7 +14,7 @@ import { checkDenyList, type DenyListInputs, type DenyListOutputs } from "./sche
 // Each resource step of an `up` checkpoints the whole state (the file backend marshals
 // it to JSON and hashes it with MD5): with 100 firewalls and a 100k list, a second copy
 // of the list in the outputs cost about a quarter of the CLI's CPU for a one-entry
-// `up` (bench/deny-list-engine.ts --hosts). Refresh needs no copy either: a read that
+// `up` (bench/deny-list-engine.ts --consumers 100). Refresh needs no copy either: a read that
 // returns no inputs leaves the resource's inputs as they are (the engine's RefreshStep).
 function outputsOf(inputs: DenyListInputs): DenyListOutputs {
   const keys = parseContentText(inputs.entries);

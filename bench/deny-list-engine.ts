@@ -13,7 +13,12 @@
  * language host, program, provider) and its peak resident memory; after the
  * rounds, the exported state's bytes. Medians over the rounds.
  *
- *   sudo npx vite-node bench/deny-list-engine.ts [--entries 100000] [--rounds 3] [--before 3409409]
+ * With `--consumers N`, the program also declares N resources that take the list's
+ * `ref` as an XdpFirewall does (a dynamic resource that touches nothing): each step of
+ * theirs checkpoints the whole state, as each host's firewall does, so this measures
+ * the part of a fleet's controller cost that grows with hosts × state size, without hosts.
+ *
+ *   sudo npx vite-node bench/deny-list-engine.ts [--entries 100000] [--rounds 3] [--before 3409409] [--consumers 0]
  *
  * Projects go under $BPFLEET_E2E_DIR (default /tmp/bpfleet-e2e), cgroups are
  * fb-dl-*; both are removed at the end.
@@ -29,6 +34,8 @@ const arg = (name: string, fallback: string) => (args.includes(`--${name}`) ? ar
 const ENTRIES = Number(arg("entries", "100000"));
 const ROUNDS = Number(arg("rounds", "3"));
 const BEFORE = arg("before", "3409409");
+const CONSUMERS = Number(arg("consumers", "0"));
+if (!Number.isInteger(CONSUMERS) || CONSUMERS < 0 || CONSUMERS > 1000) throw new Error(`--consumers must be a whole number 0-1000, got ${arg("consumers", "0")}`);
 const TOGGLED = "192.0.2.9/32";
 
 const PROGRAM = `
@@ -41,6 +48,18 @@ const entries = fs.readFileSync(config.require("denyFile"), "utf8").split("\\n")
 const feed = new bpfleet.DenyList("feed", { entries });
 export const digest = feed.digest;
 export const count = feed.count;
+
+// Stand-ins for a fleet's firewalls (--consumers): each carries the list's ref and a
+// host's worth of other inputs, and updates when the ref changes.
+const consumer: pulumi.dynamic.ResourceProvider = {
+  async create(inputs: any) { return { id: inputs.host, outs: inputs }; },
+  async diff(_id: string, olds: any, news: any) { return { changes: JSON.stringify(olds.ref) !== JSON.stringify(news.ref) }; },
+  async update(_id: string, _olds: any, news: any) { return { outs: news }; },
+};
+class Consumer extends pulumi.dynamic.Resource {
+  constructor(name: string, args: any) { super(consumer, name, args); }
+}
+for (let i = 0; i < CONSUMERS; i++) new Consumer(\`fw-\${i}\`, { ref: feed.ref, host: \`10.0.\${i >> 8}.\${i & 255}\`, interface: "eth0", pad: "x".repeat(1024) });
 `;
 
 interface Step {
@@ -106,12 +125,12 @@ class Stack {
 
 function writeProgram(label: string): string {
   const file = join(process.env.BPFLEET_E2E_DIR ?? "/tmp/bpfleet-e2e", `bench-deny-list-${label}.program.ts`);
-  writeFileSync(file, PROGRAM);
+  writeFileSync(file, PROGRAM.replace("CONSUMERS", String(CONSUMERS)));
   return file;
 }
 
 async function main(): Promise<void> {
-  console.log(`DenyList of ${ENTRIES} entries, no host: before = ${BEFORE}, after = this checkout; ${ROUNDS} round(s), interleaved; medians`);
+  console.log(`DenyList of ${ENTRIES} entries, ${CONSUMERS} consumer resource(s), no host: before = ${BEFORE}, after = this checkout; ${ROUNDS} round(s), interleaved; medians`);
   const [beforeTar, afterTar] = [(await packRelease(BEFORE)).tarball, await packBpfleet()];
   const stacks: Stack[] = [];
   try {

@@ -1,6 +1,6 @@
 import * as pulumi from "@pulumi/pulumi";
 import { canonicalDenyList, INVALID_DIGEST } from "../provider/denyList/entries";
-import { kindProvider } from "./kindProvider";
+import { KindResource } from "./kindResource";
 
 export interface DenyListArgs {
   /**
@@ -19,14 +19,12 @@ export interface DenyListRef {
   count: number;
 }
 
-const provider = kindProvider("denyList");
-
 /**
  * Deny entries shared by many firewalls, held once (issue 10): give it to each
  * XdpFirewall as `denyList`. It touches no host; each firewall's state carries the
  * list's digest and count, and each host records the list it applied.
  */
-export class DenyList extends pulumi.dynamic.Resource {
+export class DenyList extends KindResource {
   /** sha256 of the sorted canonical entries (one per line). */
   declare public readonly digest: pulumi.Output<string>;
   declare public readonly count: pulumi.Output<number>;
@@ -46,7 +44,7 @@ export class DenyList extends pulumi.dynamic.Resource {
     // engine at any size), or as written when an entry is bad, so that the list's
     // `check` names that entry by its index.
     const held = pulumi.all([written, canonical]).apply(([list, c]) => c?.text ?? list);
-    super(provider, name, { entries: held, digest: undefined, count: undefined }, opts, "bpfleet", "DenyList");
+    super("denyList", "DenyList", name, { entries: held, digest: undefined, count: undefined }, opts);
     this.entries = canonical.apply((c) => c?.entries ?? {});
     // Through the list's URN, so a firewall given `ref` depends on the list: the list's
     // step (whose check hands its entries to the firewalls) always runs first.

@@ -1,5 +1,5 @@
 import * as pulumi from "@pulumi/pulumi";
-import { kindProvider } from "./kindProvider";
+import { KindResource } from "./kindResource";
 import type { z } from "zod";
 import type { counterCheckSchema, gateTargetSchema, healthGateSchema } from "../provider/healthGate/schema";
 import { splitHost, type HostArgs } from "./host";
@@ -57,8 +57,6 @@ export interface HealthGateReport {
   expectResults?: Record<string, { wanted: string; got: string; met: boolean }>;
 }
 
-const provider = kindProvider("healthGate");
-
 /**
  * A health check between rollout waves. It holds nothing on any host: create and
  * every update check that each target's resource reads back healthy (pins
@@ -66,7 +64,7 @@ const provider = kindProvider("healthGate");
  * that the optional probe passes, and fail (failing `pulumi up`) otherwise.
  * Resources that depend on the gate are not touched when it fails.
  */
-export class HealthGate extends pulumi.dynamic.Resource {
+export class HealthGate extends KindResource {
   /** When the gate last passed (ISO 8601). */
   declare public readonly checkedAt: pulumi.Output<string>;
   /** Per host, what the gate saw when it last passed. */
@@ -76,7 +74,8 @@ export class HealthGate extends pulumi.dynamic.Resource {
   constructor(name: string, args: HealthGateArgs, opts?: pulumi.CustomResourceOptions) {
     const split = args.targets.map((target) => ({ target, ...splitHost(target.host) }));
     super(
-      provider,
+      "healthGate",
+      "HealthGate",
       name,
       {
         fleet: args.fleet ?? name,
@@ -104,8 +103,6 @@ export class HealthGate extends pulumi.dynamic.Resource {
         reports: undefined,
       },
       { ...opts, additionalSecretOutputs: [...(opts?.additionalSecretOutputs ?? []), "credentials"] },
-      "bpfleet",
-      "HealthGate",
     );
   }
 }

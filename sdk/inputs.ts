@@ -6,7 +6,7 @@ import type * as pulumi from "@pulumi/pulumi";
  * and the SDK only adds what Pulumi needs: any value, array element or object
  * field may be an Output or a Promise. Only types cross from provider/ to sdk/
  * (`import type` is erased), so the provider object Pulumi serializes into the
- * state stays the few lines of kindProvider.ts.
+ * state stays the one line of kindResource.ts (providerText).
  *
  * The mapped types below are homomorphic (`[K in keyof T]`), which is what
  * keeps each property's doc comment and optionality on hover; renaming a key

@@ -1,5 +1,5 @@
 import * as pulumi from "@pulumi/pulumi";
-import { kindProvider } from "./kindProvider";
+import { KindResource } from "./kindResource";
 import type { z } from "zod";
 import type { backendObject, maglevServiceSchema, vipObject } from "../provider/maglev/schema";
 import { splitHost, type HostInput } from "./host";
@@ -25,8 +25,6 @@ export type MaglevServiceArgs = SdkInputs<
   pinName?: pulumi.Input<string>;
 };
 
-const provider = kindProvider("maglev");
-
 export interface MaglevCounter {
   packets: number;
   bytes: number;
@@ -40,7 +38,7 @@ export interface MaglevCounter {
  * digest and counters back from the host. Adopting an existing load balancer
  * with `pulumi import` is not supported (dynamic providers cannot import).
  */
-export class MaglevService extends pulumi.dynamic.Resource {
+export class MaglevService extends KindResource {
   /** The VIPs on the host, keyed "address:port/protocol". */
   declare public readonly vips: pulumi.Output<Record<string, { address: string; port: number; protocol: "tcp" | "udp" }>>;
   /** The backends on the host, keyed by address (nat: "address:port"). */
@@ -75,7 +73,8 @@ export class MaglevService extends pulumi.dynamic.Resource {
   constructor(name: string, args: MaglevServiceArgs, opts?: pulumi.CustomResourceOptions) {
     const { host, credentials } = splitHost(args.host);
     super(
-      provider,
+      "maglev",
+      "MaglevService",
       name,
       {
         host,
@@ -106,8 +105,6 @@ export class MaglevService extends pulumi.dynamic.Resource {
         expectResults: undefined,
       },
       { ...opts, additionalSecretOutputs: [...(opts?.additionalSecretOutputs ?? []), "credentials"] },
-      "bpfleet",
-      "MaglevService",
     );
   }
 }

@@ -1,5 +1,5 @@
 import * as pulumi from "@pulumi/pulumi";
-import { kindProvider } from "./kindProvider";
+import { KindResource } from "./kindResource";
 import type { z } from "zod";
 import type { ruleObject, tcPolicySchema } from "../provider/tcPolicy/schema";
 import { splitHost, type HostInput } from "./host";
@@ -49,15 +49,13 @@ export interface TcPolicyCounters {
   flowsReset: number;
 }
 
-const provider = kindProvider("tcPolicy");
-
 /**
  * Stateless rules and stateful flow tracking on the TC ingress and egress hooks
  * of one interface (clsact), IPv4 and IPv6. Other TC filters on the interface are
  * left alone: the policy's filters have their own priority (`priority`, default 2)
  * and handle, and a packet it passes goes on to the next filter.
  */
-export class TcPolicy extends pulumi.dynamic.Resource {
+export class TcPolicy extends KindResource {
   declare public readonly interface: pulumi.Output<string>;
   /** The pin directory name under /sys/fs/bpf/bpfleet/tc-policy/. */
   declare public readonly name: pulumi.Output<string>;
@@ -92,7 +90,8 @@ export class TcPolicy extends pulumi.dynamic.Resource {
   constructor(name: string, args: TcPolicyArgs, opts?: pulumi.CustomResourceOptions) {
     const { host, credentials } = splitHost(args.host);
     super(
-      provider,
+      "tcPolicy",
+      "TcPolicy",
       name,
       {
         host,
@@ -120,8 +119,6 @@ export class TcPolicy extends pulumi.dynamic.Resource {
         qdiscCreated: undefined,
       },
       { ...opts, additionalSecretOutputs: [...(opts?.additionalSecretOutputs ?? []), "credentials"] },
-      "bpfleet",
-      "TcPolicy",
     );
   }
 }

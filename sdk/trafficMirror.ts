@@ -1,5 +1,5 @@
 import * as pulumi from "@pulumi/pulumi";
-import { kindProvider } from "./kindProvider";
+import { KindResource } from "./kindResource";
 import type { z } from "zod";
 import type { filterSchema, gretapTunnelSchema, targetSchema, trafficMirrorSchema, vxlanTunnelSchema } from "../provider/trafficMirror/schema";
 import { splitHost, type HostInput } from "./host";
@@ -29,8 +29,6 @@ export type TrafficMirrorArgs = SdkInputs<Omit<z.input<typeof trafficMirrorSchem
   pinName?: pulumi.Input<string>;
 };
 
-const provider = kindProvider("trafficMirror");
-
 /**
  * A TC program that sends copies of selected packets of one interface to a
  * local interface or, through a tunnel it owns, to a remote collector. The
@@ -38,7 +36,7 @@ const provider = kindProvider("trafficMirror");
  * keep running. No snap length: copies are whole frames (bpf_clone_redirect
  * cannot truncate only the copy); cut them at the collector.
  */
-export class TrafficMirror extends pulumi.dynamic.Resource {
+export class TrafficMirror extends KindResource {
   declare public readonly interface: pulumi.Output<string>;
   /** As attached on the host; "none" when no hook runs the program. */
   declare public readonly direction: pulumi.Output<"ingress" | "egress" | "both" | "none">;
@@ -69,7 +67,8 @@ export class TrafficMirror extends pulumi.dynamic.Resource {
   constructor(name: string, args: TrafficMirrorArgs, opts?: pulumi.CustomResourceOptions) {
     const { host, credentials } = splitHost(args.host);
     super(
-      provider,
+      "trafficMirror",
+      "TrafficMirror",
       name,
       {
         host,
@@ -93,8 +92,6 @@ export class TrafficMirror extends pulumi.dynamic.Resource {
         counters: undefined,
       },
       { ...opts, additionalSecretOutputs: [...(opts?.additionalSecretOutputs ?? []), "credentials"] },
-      "bpfleet",
-      "TrafficMirror",
     );
   }
 }

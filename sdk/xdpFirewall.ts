@@ -1,5 +1,5 @@
 import * as pulumi from "@pulumi/pulumi";
-import { kindProvider } from "./kindProvider";
+import { KindResource } from "./kindResource";
 import type { z } from "zod";
 import type { xdpFirewallSchema } from "../provider/xdpFirewall/schema";
 import { splitHost, type HostInput } from "./host";
@@ -24,10 +24,8 @@ export type XdpFirewallArgs = SdkInputs<Omit<z.input<typeof xdpFirewallSchema>, 
   pinName?: pulumi.Input<string>;
 };
 
-const provider = kindProvider("xdpFirewall");
-
 /** An XDP program that drops packets from denied source addresses on one interface of one host. */
-export class XdpFirewall extends pulumi.dynamic.Resource {
+export class XdpFirewall extends KindResource {
   /** The deny entries really present in the host's maps (canonical CIDR → "deny"). */
   declare public readonly deny: pulumi.Output<Record<string, "deny">>;
   /** Set by refresh: entries the host's maps hold beyond its applied list ("stray") or lack ("missing"). */
@@ -59,7 +57,8 @@ export class XdpFirewall extends pulumi.dynamic.Resource {
     const { host, credentials } = splitHost(args.host);
     const list = args.denyList;
     super(
-      provider,
+      "xdpFirewall",
+      "XdpFirewall",
       name,
       {
         host,
@@ -85,8 +84,6 @@ export class XdpFirewall extends pulumi.dynamic.Resource {
         denyDrift: undefined,
       },
       { ...opts, additionalSecretOutputs: [...(opts?.additionalSecretOutputs ?? []), "credentials"] },
-      "bpfleet",
-      "XdpFirewall",
     );
     this.sharedDenyList = list;
     // The list's entries, computed in the program (the firewall's state no longer holds

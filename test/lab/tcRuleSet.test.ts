@@ -8,6 +8,9 @@
 import { readFileSync } from "node:fs";
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { checkInputs } from "../../provider/dynamicAdapter";
+import { healthGateKind } from "../../provider/healthGate/lifecycle";
+import { healthGateSchema, type HealthGateInputs } from "../../provider/healthGate/schema";
 import { operations } from "../../provider/operations";
 import { closeAllSessions, type Operation } from "../../provider/remote/ssh";
 import { clearRegisteredContent } from "../../provider/sharedContent";
@@ -103,6 +106,26 @@ describe("TcPolicy bound to a TcRuleSet, on two lab hosts", () => {
       expect(await reaches(host, 8081)).toBe(true);
       expect(JSON.stringify(outs[i]).length).toBeLessThan(4000);
     }
+  }, 120_000);
+
+  it("a Fleet's health gate checks each policy's ingress program on its TC ingress hook (the target Fleet builds for a TcPolicy)", async () => {
+    const gate = (programIds: number[]) => {
+      const result = checkInputs(healthGateSchema, {
+        fleet: "pol",
+        wave: 0,
+        targets: hosts.map((h) => ({ host: { address: h.address, hostKey: h.hostKey, connectTimeoutMs: 3000 }, kind: "tc-policy", name: "edge", program: "progs/tc_policy_ingress", hook: { interface: "eth0", type: "tc-ingress" } })),
+        programIds,
+        credentials: hosts.map(() => ({ privateKey })),
+        digest: "0".repeat(64),
+        probeAttempts: 1,
+      });
+      if (!result.inputs) throw new Error(JSON.stringify(result.failures));
+      return result.inputs as HealthGateInputs;
+    };
+    const ids = outs.map((o) => o.programs.ingress.id);
+    const passed = await healthGateKind.create(gate(ids));
+    expect(passed.outs.reports.map((r) => r.programId)).toEqual(ids);
+    await expect(healthGateKind.create(gate([ids[0]!, ids[1]! + 1000]))).rejects.toThrow(new RegExp(`the pinned program is id ${ids[1]}, but the resource reported id ${ids[1]! + 1000}`));
   }, 120_000);
 
   it("a rule broken by hand on one host is reported by read on that host only, as the difference; the next update repairs it", async () => {

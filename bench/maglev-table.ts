@@ -11,16 +11,23 @@
  *    wall time of each through one `bpftool batch file` call against the real
  *    pinned maps of bpf/obj/xdp_maglev.bpf.o, loaded in the root namespace
  *    (the time includes starting bpftool, as the provider pays it on a host).
+ * 3. A fleet's plan (issue 10): `--hosts` H hosts (default 100) with the same N
+ *    backends each plan a one-backend change, which builds the old and the new
+ *    table per host. "before": every build computes (the cache cleared before each,
+ *    as before tables were kept); "after": the process keeps its tables, so the fleet
+ *    computes each once. Rounds alternate before/after; medians. Runs first, needs no
+ *    kernel.
  * Results are also written to .bench/maglev-table.json.
  */
 import { cpus, release } from "node:os";
-import { buildTable, diffTable, type MaglevTable } from "../provider/maglev/table";
+import { buildTable, clearTableCache, diffTable, type MaglevTable } from "../provider/maglev/table";
 import { encodeBackend, encodeIndex, MAPS, tableOperations } from "../provider/maglev/codec";
 import { buildObjects, kernelTestsUnavailable, loadProgram, objectPath, type LoadedProgram, type MapEntry } from "../test/kernel/progRun";
 import { numberOption, printTable, writeBenchRecord } from "./support";
 
 const M = numberOption("size", 65537);
 const ROUNDS = numberOption("rounds", 9);
+const HOSTS = numberOption("hosts", 100);
 
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
@@ -70,7 +77,49 @@ async function timeWrite(lb: LoadedProgram, records: MapEntry[], slots: MapEntry
   return ms(t0);
 }
 
+/** H hosts planning the same one-backend change: the old and the new table each. */
+function fleetPlan(old: { id: string }[], grown: { id: string }[], cached: boolean): number {
+  clearTableCache();
+  const t0 = process.hrtime.bigint();
+  for (let h = 0; h < HOSTS; h++) {
+    if (!cached) clearTableCache();
+    buildTable(old, M);
+    if (!cached) clearTableCache();
+    buildTable(grown, M);
+  }
+  return ms(t0);
+}
+
+function fleetSection(): { n: number; beforeMs: number; afterMs: number }[] {
+  const out: { n: number; beforeMs: number; afterMs: number }[] = [];
+  for (const n of [10, 100, 1000]) {
+    const old = backends(n).map((id) => ({ id }));
+    const grown = backends(n + 1).map((id) => ({ id }));
+    const before: number[] = [];
+    const after: number[] = [];
+    for (let r = 0; r < ROUNDS; r++) {
+      if (r % 2 === 0) {
+        before.push(fleetPlan(old, grown, false));
+        after.push(fleetPlan(old, grown, true));
+      } else {
+        after.push(fleetPlan(old, grown, true));
+        before.push(fleetPlan(old, grown, false));
+      }
+    }
+    out.push({ n, beforeMs: median(before), afterMs: median(after) });
+  }
+  console.log(`a fleet's tables: ${HOSTS} hosts, the same N backends, one-backend change (old + new table per host), M = ${M}, median of ${ROUNDS}:`);
+  printTable(
+    ["N", "before: each host computes (ms)", "after: once per process (ms)", "after/before"],
+    out.map((f) => [String(f.n), f.beforeMs.toFixed(1), f.afterMs.toFixed(1), (f.afterMs / f.beforeMs).toFixed(3)]),
+    [],
+  );
+  console.log("");
+  return out;
+}
+
 async function main(): Promise<void> {
+  const fleet = fleetSection();
   const unavailable = kernelTestsUnavailable();
   if (unavailable) {
     console.error(`bench/maglev-table: ${unavailable}`);
@@ -84,6 +133,8 @@ async function main(): Promise<void> {
     buildTable(set, M);
     const times: number[] = [];
     for (let r = 0; r < ROUNDS; r++) {
+      // The computation itself, not the process's kept table.
+      clearTableCache();
       const t0 = process.hrtime.bigint();
       buildTable(set, M);
       times.push(ms(t0));
@@ -101,6 +152,7 @@ async function main(): Promise<void> {
       const pin = lb.mapPin(MAPS.table);
 
       // Full write: every record, every slot.
+      clearTableCache(); // plan times below are of a host's first plan, as before tables were kept
       let t0 = process.hrtime.bigint();
       const table: MaglevTable = buildTable(base.map((id) => ({ id })), M);
       const fullOps = tableOperations(diffTable(buildTable([], M), table), 0, indexOf, pin);
@@ -111,6 +163,7 @@ async function main(): Promise<void> {
 
       // Add one backend: its record, then the slots that change.
       const added = universe[n]!;
+      clearTableCache();
       t0 = process.hrtime.bigint();
       const grown = buildTable(universe.map((id) => ({ id })), M);
       const addOps = tableOperations(diffTable(table, grown), 0, indexOf, pin);
@@ -119,6 +172,7 @@ async function main(): Promise<void> {
       rows.push({ n, change: "add one", slotWrites: addOps.length, recordWrites: 1, totalWrites: addOps.length + 1, idealSlots: Math.round(M / (n + 1)), planMs: addPlan, writeMs: addWrite });
 
       // Remove it again: the slots first, the cleared record last.
+      clearTableCache();
       t0 = process.hrtime.bigint();
       const shrunk = buildTable(base.map((id) => ({ id })), M);
       const removeOps = tableOperations(diffTable(grown, shrunk), 0, indexOf, pin);
@@ -140,7 +194,7 @@ async function main(): Promise<void> {
   const table = rows.map((r) => [String(r.n), r.change, String(r.slotWrites), String(r.recordWrites), String(r.totalWrites), String(r.idealSlots), r.planMs.toFixed(1), r.writeMs.toFixed(1)]);
   printTable(header, table, [1]);
 
-  writeBenchRecord("maglev-table", { size: M, rounds: ROUNDS, builds, rows });
+  writeBenchRecord("maglev-table", { size: M, rounds: ROUNDS, builds, rows, fleet: { hosts: HOSTS, rows: fleet } });
 }
 
 main().catch((e) => {

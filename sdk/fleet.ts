@@ -4,6 +4,7 @@ import { planWaves } from "../provider/healthGate/waves";
 import { HealthGate, type CounterCheckArgs } from "./healthGate";
 import type { HostArgs } from "./host";
 import { XdpFirewall } from "./xdpFirewall";
+import { TcPolicy, type TcPolicyDirectionState } from "./tcPolicy";
 
 /** A host of a fleet: how to reach it, plus whatever else the per-host factory needs (e.g. `interface`). */
 export interface FleetHost extends HostArgs {
@@ -77,7 +78,7 @@ export interface FleetHealthArgs<H extends FleetHost, R extends pulumi.Resource>
    * still flows through the new program. Default: no counter check.
    */
   counter?: CounterCheckArgs;
-  /** How to check resources other than XdpFirewall (which the fleet knows by itself). */
+  /** How to check resources other than XdpFirewall (which the fleet knows by itself); a TcPolicy the fleet also knows, when this is not given. */
   target?: (resource: R, host: H) => FleetHealthTarget;
   /**
    * Packet expectations every host of a wave must meet before the next wave starts, in
@@ -191,6 +192,48 @@ function hostsFromConfig<H extends FleetHost>(key: string): H[] {
   return hosts;
 }
 
+/**
+ * A TcPolicy's hook as part of its version: a hook bound to a TcRuleSet by the set's
+ * digest and count as the policy reports it applied (read back from the host's record
+ * on refresh: a host a failed wave left on an older set shows that one), an inline
+ * hook by its rules, as they always were. Drift is left out: the host's version is
+ * what it applied, and the next `up` repairs drift.
+ */
+function hookVersion(hook: TcPolicyDirectionState): Record<string, unknown> {
+  return hook.ruleSet ? { default: hook.default, ruleSet: { digest: hook.ruleSet.digest, count: hook.ruleSet.count } } : { default: hook.default, rules: hook.rules };
+}
+
+/** TcPolicy as a fleet target: its ingress program on its TC ingress hook, versioned by its policy. */
+function tcPolicyTarget(resource: TcPolicy): FleetHealthTarget {
+  return {
+    kind: "tc-policy",
+    pinName: resource.name,
+    program: "progs/tc_policy_ingress",
+    hook: pulumi.all([resource.attached, resource.interface]).apply(([attached, iface]) => (attached ? { interface: iface, type: "tc-ingress" as const } : undefined)),
+    programId: resource.programs.apply((p) => p.ingress.id),
+    expect: resource.expect,
+    version: pulumi
+      .all([resource.ingress, resource.egress, resource.stateful, resource.timeouts, resource.interface, resource.objectSha256, resource.programs])
+      .apply(([ingress, egress, stateful, timeouts, iface, objectSha256, programs]) => ({
+        ingress: hookVersion(ingress),
+        egress: hookVersion(egress),
+        stateful,
+        timeouts,
+        interface: iface,
+        objectSha256,
+        programIds: { ingress: programs.ingress.id, egress: programs.egress.id },
+      })),
+    summary: pulumi.all([resource.objectSha256, resource.programs, resource.ingress, resource.egress]).apply(([objectSha256, programs, ingress, egress]) => ({
+      objectSha256,
+      programId: programs.ingress.id,
+      ingressRules: ingress.ruleSet?.count ?? Object.keys(ingress.rules).length,
+      ingressRuleSetDigest: ingress.ruleSet?.digest,
+      egressRules: egress.ruleSet?.count ?? Object.keys(egress.rules).length,
+      egressRuleSetDigest: egress.ruleSet?.digest,
+    })),
+  };
+}
+
 /** The health target and version of a resource the fleet knows by itself. */
 function builtinTarget(resource: pulumi.Resource): FleetHealthTarget | undefined {
   if (!(resource instanceof XdpFirewall)) return undefined;
@@ -278,7 +321,8 @@ export class Fleet<H extends FleetHost = FleetHost, R extends pulumi.Resource = 
           opts: { parent: this, dependsOn: previousGate ? [previousGate] : [] },
         };
         const resource = args.resource(entry, member);
-        const target = builtinTarget(resource) ?? health.target?.(resource, entry);
+        // A program that already says how to check its TcPolicies keeps its own target (and versions).
+        const target = builtinTarget(resource) ?? health.target?.(resource, entry) ?? (resource instanceof TcPolicy ? tcPolicyTarget(resource) : undefined);
         if (!target) throw new Error(`fleet ${name}: the fleet cannot health-check the resource of host ${hostName}; pass health.target to say how`);
         return { entry, hostName, member, resource, target };
       });

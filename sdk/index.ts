@@ -14,4 +14,6 @@ export {
 export { Fleet, type FleetArgs, type FleetHost, type FleetMember, type FleetHealthArgs, type FleetHealthTarget, type FleetHostStatus } from "./fleet";
 export { HealthGate, type HealthGateArgs, type HealthGateTargetArgs, type CounterCheckArgs, type HealthGateReport } from "./healthGate";
 export { MaglevService, type MaglevServiceArgs, type MaglevBackendArgs, type MaglevVipArgs } from "./maglevService";
-export { TcPolicy, type TcPolicyArgs, type TcPolicyDirectionArgs, type TcPolicyRuleArgs, type TcPolicyTimeoutsArgs, type TcPolicyCounters } from "./tcPolicy";
+export { TcRuleSet, type TcRuleSetArgs } from "./tcRuleSet";
+export type { SharedListRef } from "./sharedList";
+export { TcPolicy, type TcPolicyArgs, type TcPolicyDirectionArgs, type TcPolicyDirectionState, type TcPolicyRuleArgs, type TcPolicyTimeoutsArgs, type TcPolicyCounters } from "./tcPolicy";

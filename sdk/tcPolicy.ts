@@ -6,6 +6,8 @@ import { splitHost, type HostInput } from "./host";
 import type { DeepInput, Override, SdkInputs } from "./inputs";
 import type { ExpectationObject } from "../provider/expect/grammar";
 import type { ExpectationResult } from "./expect";
+import type { SharedListRef } from "./sharedList";
+import type { TcRuleSet } from "./tcRuleSet";
 
 type Schema = z.input<typeof tcPolicySchema>;
 
@@ -13,10 +15,36 @@ type Schema = z.input<typeof tcPolicySchema>;
 export type TcPolicyRuleArgs = DeepInput<z.input<typeof ruleObject>>;
 
 /** One hook's policy with its rules as a list (the schema also accepts the keyed form kept in state). */
-type Direction = Override<NonNullable<Schema["ingress"]>, { rules: (string | z.input<typeof ruleObject>)[] }>;
+type Direction = Override<Omit<NonNullable<Schema["ingress"]>, "ruleSet" | "drift">, { rules: (string | z.input<typeof ruleObject>)[] }>;
 
-/** The policy of one hook. */
-export type TcPolicyDirectionArgs = DeepInput<Direction>;
+/**
+ * The policy of one hook. `ruleSet` applies a TcRuleSet's rules instead of `rules`
+ * (held once in the stack's state however many policies apply it); give one or the other.
+ */
+export type TcPolicyDirectionArgs = DeepInput<Direction> & {
+  /**
+   * A TcRuleSet whose rules this hook applies instead of `rules`: held once in the
+   * stack's state however many policies bind it; this policy's state carries its name,
+   * digest and count. Give `rules` or `ruleSet`, not both.
+   */
+  ruleSet?: TcRuleSet;
+};
+
+/** A hook's policy as the provider takes it: a TcRuleSet becomes its ref (name, digest, count). */
+function directionInput(given: pulumi.Input<TcPolicyDirectionArgs> | undefined): pulumi.Input<unknown> {
+  if (given === undefined) return {};
+  if (pulumi.Output.isInstance(given) || given instanceof Promise || !(given as TcPolicyDirectionArgs).ruleSet) return given;
+  const { ruleSet, ...rest } = given as TcPolicyDirectionArgs;
+  return { ...rest, ruleSet: ruleSet!.ref };
+}
+
+/** A hook's policy as applied: a hook bound to a TcRuleSet has no `rules` of its own, its set's ref and, after a refresh that found any, its drift. */
+export interface TcPolicyDirectionState {
+  default: "allow" | "deny";
+  rules: Record<string, "allow" | "deny">;
+  ruleSet?: SharedListRef;
+  drift?: Record<string, "stray" | "missing">;
+}
 
 /** Idle timeouts of tracked flows, in seconds. */
 export type TcPolicyTimeoutsArgs = DeepInput<NonNullable<Schema["timeouts"]>>;
@@ -26,9 +54,13 @@ export type TcPolicyTimeoutsArgs = DeepInput<NonNullable<Schema["timeouts"]>>;
  * documented), with `host` carrying its credentials and rules given as lists.
  */
 export type TcPolicyArgs = SdkInputs<
-  Omit<Schema, "credentials" | "name">,
-  { host: HostInput; ingress: Direction; egress: Direction; expect: (string | ExpectationObject)[] }
+  Omit<Schema, "credentials" | "name" | "ingress" | "egress">,
+  { host: HostInput; expect: (string | ExpectationObject)[] }
 > & {
+  /** Policy for packets the interface receives. Default: allow, no rules. */
+  ingress?: pulumi.Input<TcPolicyDirectionArgs>;
+  /** Policy for packets the interface sends. Default: allow, no rules. */
+  egress?: pulumi.Input<TcPolicyDirectionArgs>;
   /** Pin directory name under /sys/fs/bpf/bpfleet/tc-policy/ (letters, digits, `_`, `-`). Default: the resource name. */
   pinName?: pulumi.Input<string>;
 };
@@ -59,9 +91,9 @@ export class TcPolicy extends KindResource {
   declare public readonly interface: pulumi.Output<string>;
   /** The pin directory name under /sys/fs/bpf/bpfleet/tc-policy/. */
   declare public readonly name: pulumi.Output<string>;
-  /** The policies as loaded on the host: rules keyed by canonical text. */
-  declare public readonly ingress: pulumi.Output<{ default: "allow" | "deny"; rules: Record<string, "allow" | "deny"> }>;
-  declare public readonly egress: pulumi.Output<{ default: "allow" | "deny"; rules: Record<string, "allow" | "deny"> }>;
+  /** The policies as loaded on the host: rules keyed by canonical text (or a TcRuleSet's ref, and drift). */
+  declare public readonly ingress: pulumi.Output<TcPolicyDirectionState>;
+  declare public readonly egress: pulumi.Output<TcPolicyDirectionState>;
   declare public readonly stateful: pulumi.Output<boolean>;
   declare public readonly timeouts: pulumi.Output<{ tcpEstablished: number; tcpTransitory: number; other: number }>;
   /** Whether both hooks run the policy's programs. */
@@ -72,7 +104,7 @@ export class TcPolicy extends KindResource {
   declare public readonly objectSha256: pulumi.Output<string>;
   /** Summed over CPUs, as of the last create/update/refresh. */
   declare public readonly counters: pulumi.Output<TcPolicyCounters>;
-  /** Packets each rule decided, by hook and rule text. */
+  /** Packets each rule decided, by hook and rule text (for a hook bound to a TcRuleSet, only the rules that decided any). */
   declare public readonly ruleHits: pulumi.Output<Record<"ingress" | "egress", Record<string, number>>>;
   /** Entries in the flow table. */
   declare public readonly liveFlows: pulumi.Output<number>;
@@ -98,8 +130,8 @@ export class TcPolicy extends KindResource {
         credentials,
         interface: args.interface,
         name: args.pinName ?? name,
-        ingress: args.ingress ?? {},
-        egress: args.egress ?? {},
+        ingress: directionInput(args.ingress),
+        egress: directionInput(args.egress),
         stateful: args.stateful,
         timeouts: args.timeouts,
         attached: args.attached,

@@ -28,6 +28,3 @@ export function canonicalDenyList(list: readonly string[] | Record<string, strin
   const keys = Object.keys(parsed.data);
   return { entries: parsed.data as Record<string, "deny">, text: contentText(keys), digest: contentDigest(keys), count: keys.length };
 }
-
-/** A placeholder digest for a list that does not parse: never a real sha256 hex string. */
-export const INVALID_DIGEST = "invalid";

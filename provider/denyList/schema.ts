@@ -1,8 +1,7 @@
 /** Inputs of DenyList: the deny entries a fleet's firewalls share, held once in state. */
 import type * as pulumi from "@pulumi/pulumi";
 import { z } from "zod";
-import { checkInputs } from "../dynamicAdapter";
-import { contentText, parseContentText, registerContent } from "../sharedContent";
+import { checkSharedList, heldKeys, sharedTextProperty, type SharedListKind, type SharedListOutputs } from "../sharedList";
 import { denyEntries } from "./entries";
 
 export const denyListSchema = z.object({
@@ -21,31 +20,22 @@ export const denyListSchema = z.object({
    * written (where a bad entry is named by its index), or keyed by entry (how an
    * earlier release kept it in state).
    */
-  entries: z
-    .preprocess((raw) => (typeof raw === "string" ? parseContentText(raw) : raw), denyEntries)
-    .transform((record) => contentText(Object.keys(record)))
-    .default(""),
+  entries: sharedTextProperty(denyEntries),
 });
 
 export type DenyListInputs = z.infer<typeof denyListSchema>;
 
-export interface DenyListOutputs {
-  /** sha256 of the sorted canonical entries, one per line (sharedContent.contentDigest). */
-  digest: string;
-  count: number;
-}
+export type DenyListOutputs = SharedListOutputs;
+
+/** DenyList as a list kind (provider/sharedList.ts). */
+export const denyListKind: SharedListKind = { property: "entries", idPrefix: "deny-list", schema: denyListSchema };
 
 /**
  * The schema, then both versions of the list registered by digest (sharedContent.ts):
  * the new one for the firewalls to apply, the old one as what they applied before.
  */
 export function checkDenyList(olds: unknown, news: Record<string, unknown>): pulumi.dynamic.CheckResult {
-  const result = checkInputs(denyListSchema, news);
-  const entries = (result.inputs as Partial<DenyListInputs> | undefined)?.entries;
-  if (typeof entries === "string") registerContent(parseContentText(entries));
-  const old = heldEntries(olds);
-  if (old) registerContent(old);
-  return result;
+  return checkSharedList(denyListKind, olds, news);
 }
 
 /**
@@ -53,8 +43,5 @@ export function checkDenyList(olds: unknown, news: Record<string, unknown>): pul
  * record an earlier release kept; undefined when there are none.
  */
 export function heldEntries(state: unknown): string[] | undefined {
-  const held = (state as { entries?: unknown } | undefined)?.entries;
-  if (typeof held === "string") return parseContentText(held);
-  if (held && typeof held === "object" && !Array.isArray(held)) return Object.keys(held);
-  return undefined;
+  return heldKeys(state, "entries");
 }

@@ -41,8 +41,15 @@ export const gateTargetSchema = z.strictObject({
   kind: z.string().regex(/^[a-z][a-z0-9-]{0,63}$/, "must be a bpfleet kind such as \"xdp-firewall\""),
   /** The resource's pin directory name under /sys/fs/bpf/bpfleet/<kind>/. */
   name: pinName,
-  /** The program pin inside the pin directory. Default "prog". */
-  program: pinName.default("prog"),
+  /**
+   * The program pin inside the pin directory: a pin name, or a directory and a pin name
+   * (a TcPolicy keeps its programs under `progs/`: "progs/tc_policy_ingress"). Default "prog".
+   */
+  program: z
+    .string()
+    .max(129, "must be at most 129 characters")
+    .regex(/^[A-Za-z0-9][A-Za-z0-9_-]*(\/[A-Za-z0-9][A-Za-z0-9_-]*)?$/, "must be a pin name, or a directory and a pin name (\"progs/tc_policy_ingress\"), each starting with a letter or digit and containing only letters, digits, '_' and '-'")
+    .default("prog"),
   /** The hook the program must be attached to. Omit for a resource that is loaded but deliberately not attached. */
   hook: hookSchema.optional(),
   /** Probe command for this host; none by default. */

@@ -124,14 +124,53 @@ function checkBackends(backends: readonly MaglevBackend[]): { id: string; weight
 }
 
 /**
+ * Tables computed in this process, by a digest of what determines them (size, the
+ * sorted identities and weights): every host of a fleet must hold the same table for
+ * the same backends (issue 10), and one provider process plans every host's update,
+ * so N hosts with the same backends cost one computation, not N (about 10 ms per
+ * table at 1,000 backends, M = 65537; the plan of an update builds two). The last
+ * few are kept: an update needs the old and the new version of each of its tables.
+ * A cached table is shared: its `slots` must not be written to (no caller does).
+ */
+const TABLES_KEPT = 8;
+const tables = new Map<string, MaglevTable>();
+
+function tableKey(sorted: readonly { id: string; weight: number }[], size: number): string {
+  const hash = createHash("sha256").update(`${size}\n`);
+  for (const b of sorted) hash.update(`${b.id} ${b.weight}\n`);
+  return hash.digest("hex");
+}
+
+/**
  * Fills a table of prime `size` from `backends` (any order). Throws MaglevError
- * for a non-prime size, duplicate identities or bad weights.
+ * for a non-prime size, duplicate identities or bad weights. The same backends,
+ * weights and size give the same table object (see `tables`).
  */
 export function buildTable(backends: readonly MaglevBackend[], size = DEFAULT_TABLE_SIZE): MaglevTable {
   if (!isPrime(size) || size > MAX_TABLE_SIZE) {
     throw new MaglevError(tableSizeProblem(size, 0) ?? `table size ${size} is not usable`);
   }
   const sorted = checkBackends(backends);
+  const key = tableKey(sorted, size);
+  const cached = tables.get(key);
+  if (cached) {
+    // Most recently used last, so the oldest is the one to drop.
+    tables.delete(key);
+    tables.set(key, cached);
+    return cached;
+  }
+  const table = fillTable(sorted, size);
+  tables.set(key, table);
+  if (tables.size > TABLES_KEPT) tables.delete(tables.keys().next().value!);
+  return table;
+}
+
+/** For benchmarks and tests: forget every computed table. */
+export function clearTableCache(): void {
+  tables.clear();
+}
+
+function fillTable(sorted: readonly { id: string; weight: number }[], size: number): MaglevTable {
   const n = sorted.length;
   const slots = new Int32Array(size).fill(NO_BACKEND);
   const table: MaglevTable = { size, backends: sorted.map((b) => b.id), slots };

@@ -12,7 +12,7 @@ import { packagedObject } from "../objects";
 import { applyMapOperations, type MapOperation } from "../remote/mapOperations";
 import { objectRemotePath, uploadObject, type LocalObject } from "../remote/objectUpload";
 import { removePins, type PinLayout } from "../remote/pins";
-import { preflight, requireHelpers, requireProgramType } from "../remote/preflight";
+import { HostPreconditionError, preflight, requireHelpers, requireProgramType } from "../remote/preflight";
 import { loadAllPrograms } from "../remote/programLoad";
 import { guardedChange } from "../remote/guardedChange";
 import { expectationCheck, tcProbeTarget } from "../expect/hostRun";
@@ -25,11 +25,15 @@ import { failsafeOf, peerAddress, refuseManagementCut, restoreOperations, revert
 import { hookPlan, isOurs, refuseProtocolClash, strayFilters } from "./hooks";
 import { programsDir, surveyPolicy, type PolicyHostState } from "./hostState";
 import { attachedOn, KIND, observedFrom, outputsOf, type TcPolicyState } from "./outputs";
-import { desiredPolicy, planPolicy } from "./plan";
+import { desiredPolicy, planPolicy, policyFromHost } from "./plan";
 import { requireEthernet, requireKernelBtf } from "./preconditions";
 import { policyAsLoaded } from "./report";
-import { checkTcPolicy, DEFAULT_PRIORITY, DIRECTIONS, rulesOf, tcPolicySchema, type TcPolicyInputs } from "./schema";
+import { checkTcPolicy, DEFAULT_PRIORITY, DIRECTIONS, policyIssues, rulesOf, tcPolicySchema, type TcPolicyInputs } from "./schema";
 import { shellScriptCommand } from "../remote/shellScript";
+import { readApplied, removeApplied, writeAppliedStep } from "../remote/appliedSets";
+import { runSteps } from "../remote/shellSteps";
+import { contentDigest, registeredContent } from "../sharedContent";
+import { appliedLines, appliedRulesOf, boundAsRead, boundDirections, withRuleSets } from "./ruleSets";
 
 export type { TcPolicyState } from "./outputs";
 
@@ -59,20 +63,48 @@ const POLICY_MAPS: readonly string[] = [MAPS.config, MAPS.rules, ...TRIE_MAPS, M
 export const tcHandle = (pinName: string): number => tcHookHandle(KIND, pinName);
 
 
+/**
+ * The inputs with the rules of hooks bound to a TcRuleSet filled in (ruleSets.ts): the
+ * version this deployment registered or, for a set not in the deployment, the host's
+ * own rules when they are that version. Judged like inline rules before anything changes.
+ */
+function resolveRules(session: SshSession, inputs: TcPolicyInputs, host: PolicyHostState): TcPolicyInputs {
+  if (boundDirections(inputs).length === 0) return inputs;
+  const loaded = policyFromHost(observedFrom(host));
+  const resolved = withRuleSets(inputs, (direction, ref) => {
+    const registered = registeredContent(ref.digest);
+    if (registered) return registered;
+    const onHost = Object.keys(loaded[direction].rules);
+    return contentDigest(onHost) === ref.digest ? onHost : undefined;
+  });
+  if (!resolved) {
+    const missing = boundDirections(inputs).find((d) => !registeredContent(inputs[d].ruleSet!.digest))!;
+    const ref = inputs[missing].ruleSet!;
+    throw new HostPreconditionError(
+      `${session.label}: policy ${inputs.name} must apply version ${ref.digest.slice(0, 12)} of TcRuleSet '${ref.name}' (${ref.count} rules) on ${missing}, which is not part of this deployment, and the hook holds other rules. ` +
+        `With \`pulumi up --target\`, target the TcRuleSet resource '${ref.name}' too. Nothing was changed.`,
+    );
+  }
+  const issues = policyIssues({ ...resolved, host: { port: inputs.host.port } });
+  if (issues.length > 0) throw new HostPreconditionError(`${session.label}: policy ${inputs.name}: ${issues.map((i) => i.reason).join("; ")} Nothing was changed.`);
+  return resolved;
+}
+
 /** The host as the policy finds it, refused where the policy cannot go (before anything changes). */
-async function surveyAndRefuse(session: SshSession, layout: PinLayout, object: LocalObject, inputs: TcPolicyInputs) {
+async function surveyAndRefuse(session: SshSession, layout: PinLayout, object: LocalObject, declared: TcPolicyInputs) {
   await preflight(session);
   await requireProgramType(session, "sched_cls");
   await requireHelpers(session, "sched_cls", POLICY_HELPERS, "the flow table's clock and header pulls; TC programs have both from Linux 4.9");
   const peer = peerAddress(await session.managementPeer());
-  const host = await surveyPolicy(session, inputs.interface, layout, { objectPath: objectRemotePath(object), peer: peer && formatAddress(peer.bytes), maps: POLICY_MAPS });
+  const host = await surveyPolicy(session, declared.interface, layout, { objectPath: objectRemotePath(object), peer: peer && formatAddress(peer.bytes), maps: POLICY_MAPS });
+  const inputs = resolveRules(session, declared, host);
   requireKernelBtf(session, host);
   requireEthernet(session, host, inputs.interface);
   requireClsactHook(session, inputs.interface, host.hookQdisc);
   const hook = hookPlan(host, inputs);
   hook.claim(session, "policy", "Remove it, or give the policy another name (the handle follows from it).", (slot) => refuseProtocolClash(session, host, inputs.interface, slot));
   if (inputs.attached && !inputs.allowLockout && peer) refuseManagementCut(session, inputs, peer, host);
-  return { peer, host, hook };
+  return { peer, host, hook, inputs };
 }
 
 /** What undoes the change: the hooks, pins and qdisc as the survey found them, and the map entries the plan rewrites. */
@@ -96,10 +128,11 @@ function revertPlan(layout: PinLayout, inputs: TcPolicyInputs, host: PolicyHostS
  * Brings the host to `inputs`. Create and update share it, so a run that died
  * half way (pins left, filters missing) converges on the next `up`.
  */
-async function converge(inputs: TcPolicyInputs, olds?: TcPolicyState): Promise<TcPolicyState> {
-  const { session, layout } = await connectResource(KIND, inputs);
+async function converge(declared: TcPolicyInputs, olds?: TcPolicyState): Promise<TcPolicyState> {
+  const { session, layout } = await connectResource(KIND, declared);
   const object = packagedObject(OBJECT);
-  const { peer, host, hook } = await surveyAndRefuse(session, layout, object, inputs);
+  // `inputs` holds every hook's rules; `declared` (what the state keeps) a bound hook's set.
+  const { peer, host, hook, inputs } = await surveyAndRefuse(session, layout, object, declared);
   const needsLoad = !host.programs.ingress || !host.programs.egress || olds?.objectSha256 !== object.sha256;
   const mapPin = (map: string) => `${layout.maps}/${map}`;
   const plan = planPolicy(desiredPolicy(inputs, rulesOf(inputs), failsafeOf(inputs, peer)), observedFrom(host), mapPin);
@@ -152,8 +185,13 @@ async function converge(inputs: TcPolicyInputs, olds?: TcPolicyState): Promise<T
   // exactly the plan's result: only the program side and the counters are read back.
   const after = await surveyPolicy(session, inputs.interface, layout, { countFlows: true, maps: [MAPS.stats, MAPS.hits] });
   if (!after.programs.ingress || !after.programs.egress) throw new Error(`${session.label}: the policy's pins vanished right after it was applied`);
+  // The host records the rule sets it applied, once the maps hold them: the baseline
+  // refresh judges drift against. A policy that no longer binds any drops the record.
+  const applied = appliedLines(inputs);
+  if (applied.length > 0) await runSteps(session, [writeAppliedStep(KIND, inputs.name, applied)]);
+  else if (olds && boundDirections(olds).length > 0) await removeApplied(session, KIND, inputs.name);
   const rules = new Map([...plan.kept, ...plan.fresh, ...plan.reused].map((r) => [r.index, r.rule]));
-  return { ...outputsOf(inputs, inputs, inputs.attached && attachedOn(after, inputs), after, rules, object.sha256, qdiscCreated), expectResults: expectations?.results ?? {} };
+  return { ...outputsOf(declared, declared, inputs.attached && attachedOn(after, inputs), after, rules, object.sha256, qdiscCreated), expectResults: expectations?.results ?? {} };
 }
 
 function lockoutAdvice(inputs: TcPolicyInputs): string {
@@ -177,7 +215,16 @@ export const tcPolicyKind = defineKind<TcPolicyInputs, TcPolicyState>({
     const host = await surveyPolicy(session, olds.interface, layout, { countFlows: true, maps: [...POLICY_MAPS, MAPS.stats, MAPS.hits] });
     if (!host.programs.ingress && !host.programs.egress) return undefined;
     const observed = observedFrom(host);
-    return outputsOf(olds, policyAsLoaded(observed), attachedOn(host, olds), host, observed.rules, olds.objectSha256, olds.qdiscCreated ?? false);
+    const loaded = policyAsLoaded(observed);
+    const bound = boundDirections(olds);
+    if (bound.length > 0) {
+      // Judged against what the host recorded as applied, not the set's state: refresh
+      // reads resources in no particular order, and a host a failed wave left behind
+      // holds another version than the stack's.
+      const recorded = await readApplied(session, KIND, olds.name);
+      for (const d of bound) loaded[d] = boundAsRead(loaded[d], olds[d].ruleSet!, recorded && appliedRulesOf(recorded, d));
+    }
+    return outputsOf(olds, loaded, attachedOn(host, olds), host, observed.rules, olds.objectSha256, olds.qdiscCreated ?? false);
   },
 
   async delete(_id, olds) {
@@ -191,6 +238,7 @@ export const tcPolicyKind = defineKind<TcPolicyInputs, TcPolicyState>({
     const ours = host.filters.filter((filter) => filter.handle === handle && isOurs(filter, host));
     if (ours.length > 0) await session.run(ours.map((filter) => deleteBpfFilterCommand({ iface: olds.interface, direction: filter.direction, priority: filter.priority, handle })));
     await removePins(session, layout);
+    if (boundDirections(olds).length > 0) await removeApplied(session, KIND, olds.name);
     // Not ignored: a delete that failed here would leave an empty clsact qdisc behind
     // and still report success; failing names the step, and the next delete removes it.
     await removeClsactIfEmpty(session, olds.interface, olds.qdiscCreated);

@@ -43,6 +43,18 @@ export function attachedOn(host: PolicyHostState, inputs: Placement): boolean {
   });
 }
 
+/**
+ * A hook bound to a TcRuleSet reports only the rules that decided a packet: the set is
+ * held once per fleet, and a count for each of its up to 1,024 rules in every host's
+ * state would hold it once per host again.
+ */
+function hitsOfBound(policy: Pick<TcPolicyInputs, "ingress" | "egress">, hits: Record<Direction, Record<string, number>>): Record<Direction, Record<string, number>> {
+  for (const d of DIRECTIONS) {
+    if (policy[d].ruleSet) hits[d] = Object.fromEntries(Object.entries(hits[d]).filter(([, packets]) => packets > 0));
+  }
+  return hits;
+}
+
 export function outputsOf(
   inputs: TcPolicyInputs,
   policy: Pick<TcPolicyInputs, "ingress" | "egress" | "stateful" | "timeouts">,
@@ -60,7 +72,7 @@ export function outputsOf(
     objectSha256,
     programs: { ingress: program("ingress"), egress: program("egress") },
     counters: countersOf(host.maps.get(MAPS.stats)),
-    ruleHits: ruleHitsOf(host.maps.get(MAPS.hits), rules),
+    ruleHits: hitsOfBound(policy, ruleHitsOf(host.maps.get(MAPS.hits), rules)),
     liveFlows: host.liveFlows ?? 0,
     tcPriority: inputs.priority ?? DEFAULT_PRIORITY,
     tcHandle: tcHandle(KIND, inputs.name),

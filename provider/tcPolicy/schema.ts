@@ -23,8 +23,10 @@ import type { ExpectationResult } from "../expect/hostRun";
 import { credentialsSchema, hostSchema } from "../remote/hostSchema";
 import { lockoutInputs } from "../remote/lockout";
 import { canonicalItems, interfaceName, pinName } from "../validation";
+import { sharedListDrift, sharedListRef } from "../sharedList";
 import { ADDR_MAX_ENTRIES, L4_MAX_ENTRIES, MAPS, MAX_RULES } from "./codec";
 import { l4Prefixes, ruleFamilies } from "./plan";
+import { boundDirections, withRuleSets } from "./ruleSets";
 
 export { MAX_RULES };
 
@@ -168,11 +170,12 @@ function compareRuleText(a: string, b: string): number {
 }
 
 /**
- * The rules of one direction, given as a list of texts or objects (any order,
- * duplicates allowed) or as the canonical object form kept in state; always
- * becomes `{ "<canonical text>": "<action>" }` with sorted keys.
+ * The rules of one direction (or of a TcRuleSet, whose rules have none until a policy
+ * binds them), given as a list of texts or objects (any order, duplicates allowed) or
+ * as the canonical object form kept in state; always becomes
+ * `{ "<canonical text>": "<action>" }` with sorted keys.
  */
-function ruleSet(direction: Direction) {
+export function ruleRecord(direction: Direction) {
   return z
     .union([z.array(z.union([z.string(), ruleObject])), z.record(z.string(), z.enum(ACTIONS))])
     .transform((raw, ctx) => {
@@ -213,7 +216,19 @@ function directionPolicy(direction: Direction) {
        * destination port (on egress the remote one). Changing rules rewrites only the
        * map entries that change, with no detach.
        */
-      rules: ruleSet(direction).prefault([]),
+      rules: ruleRecord(direction).prefault([]),
+      /**
+       * A TcRuleSet to apply instead of `rules` (held once in the stack's state, however
+       * many policies apply it): its name, digest and count, which is all this policy's
+       * state carries of it. The SDK fills it from the direction's `ruleSet`.
+       */
+      ruleSet: sharedListRef.optional(),
+      /**
+       * Set by `pulumi refresh`, never by you: rules this hook holds beyond the rule set
+       * the host recorded as applied ("stray") or lacks ("missing"). The next `up`
+       * removes the strays and restores the missing rules.
+       */
+      drift: sharedListDrift.optional(),
     })
     .prefault({});
 }
@@ -466,14 +481,28 @@ export function policyIssues(inputs: Pick<TcPolicyInputs, "ingress" | "egress" |
 export function checkTcPolicy(news: Record<string, unknown>): pulumi.dynamic.CheckResult {
   const result = checkInputs(tcPolicySchema, news);
   if (result.failures?.length || !result.inputs) return result;
-  const inputs = result.inputs as Record<string, unknown>;
+  const both = DIRECTIONS.filter((d) => {
+    const policy = (result.inputs as Record<string, Partial<DirectionPolicy> | undefined>)[d];
+    return policy?.ruleSet !== undefined && Object.keys(policy.rules ?? {}).length > 0;
+  });
+  if (both.length > 0) return { failures: both.map((d) => ({ property: d, reason: `${d}: give the rules either as \`rules\` or as a \`ruleSet\`, not both` })) };
+  // A hook bound to a TcRuleSet is judged with the set's rules, registered by the set's
+  // own check, which the engine runs first (the policy depends on the set). Without
+  // them (a set not in this deployment) the lifecycle judges them on the host instead.
+  const withRules = withRuleSets(result.inputs as unknown as TcPolicyInputs);
+  if (!withRules) return result;
+  const bound = boundDirections(withRules).length > 0;
+  const inputs = withRules as unknown as Record<string, unknown>;
   const host = inputs.host as { port?: unknown } | string | undefined;
   const port = typeof host === "object" ? host.port : undefined;
   // Judged once the rules and the management port are known (sshd's default when the host omits it).
   const needed = [inputs.ingress, inputs.egress, inputs.stateful, inputs.allowLockout, host, port];
   if (needed.some((value) => JSON.stringify(value ?? null).includes(UNKNOWN))) return result;
   const issues = policyIssues({ ...(inputs as Pick<TcPolicyInputs, "ingress" | "egress" | "stateful" | "allowLockout">), host: { port: typeof port === "number" ? port : 22 } });
-  return issues.length > 0 ? { failures: pathFailures(issues, news) } : withPreviewNote("tcPolicy", result, ["ingress", "egress", "stateful", "expect"]);
+  if (issues.length > 0) return { failures: pathFailures(issues, news) };
+  // With a rule set the rules are not among this policy's inputs: preview does not
+  // evaluate the expectations against them, and the host run during `up` stays the proof.
+  return bound ? result : withPreviewNote("tcPolicy", result, ["ingress", "egress", "stateful", "expect"]);
 }
 
 // ------------------------------------------------------------ outputs

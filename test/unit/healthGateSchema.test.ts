@@ -25,6 +25,12 @@ const valid = {
 };
 
 describe("HealthGate check", () => {
+  it("takes a program pin inside one directory of the pin directory (a TcPolicy's progs/), and nothing deeper or outside", () => {
+    const withProgram = (program: string) => checkInputs(healthGateSchema, { ...valid, targets: [{ ...target, program }] });
+    expect((withProgram("progs/tc_policy_ingress").inputs as HealthGateInputs).targets[0]!.program).toBe("progs/tc_policy_ingress");
+    for (const bad of ["progs/../prog", "a/b/c", "/prog", "progs/", "progs/.x"]) expect(withProgram(bad).failures?.[0]?.reason, bad).toMatch(/^targets\[0\]\.program: .*only letters/);
+  });
+
   it("fills defaults", () => {
     const result = checkInputs(healthGateSchema, valid);
     expect(result.failures).toBeUndefined();

@@ -5,7 +5,7 @@
 //   npx vitest run test/unit/maglevTable.test.ts
 import { describe, expect, it } from "vitest";
 import {
-  buildTable, DEFAULT_TABLE_SIZE, diffTable, entriesBound, entriesPerBackend, isPrime, MaglevError, nextPrime, NO_BACKEND,
+  buildTable, clearTableCache, DEFAULT_TABLE_SIZE, diffTable, entriesBound, entriesPerBackend, isPrime, MaglevError, nextPrime, NO_BACKEND,
   permutationSeeds, tableSizeProblem, type MaglevBackend, type MaglevTable,
 } from "../../provider/maglev/table";
 import { seededRandom } from "../support/seededRandom";
@@ -296,5 +296,45 @@ describe("diffTable", () => {
     const one = buildTable([{ id: "a" }], 13);
     expect(diffTable(empty, one)).toEqual(Array.from({ length: 13 }, (_, slot) => ({ slot, backend: "a" })));
     expect(diffTable(one, empty)).toEqual(Array.from({ length: 13 }, (_, slot) => ({ slot, backend: undefined })));
+  });
+});
+
+describe("one table per fleet: computed once per process for the same backends, weights and size (issue 10)", () => {
+  const ids = Array.from({ length: 50 }, (_, i) => `10.0.${i >> 8}.${i & 255}:8080`);
+
+  it("the same backends in any order give the same table object, equal to a fresh computation", () => {
+    clearTableCache();
+    const first = buildTable(ids.map((id) => ({ id })), 4099);
+    const again = buildTable([...ids].reverse().map((id) => ({ id, weight: 1 })), 4099);
+    expect(again).toBe(first);
+    clearTableCache();
+    const fresh = buildTable(ids.map((id) => ({ id })), 4099);
+    expect(fresh).not.toBe(first);
+    expect(fresh.backends).toEqual(first.backends);
+    expect([...fresh.slots]).toEqual([...first.slots]);
+  });
+
+  it("a different weight, backend or size is another table", () => {
+    clearTableCache();
+    const base = buildTable(ids.map((id) => ({ id })), 4099);
+    const weighted = buildTable(ids.map((id, i) => ({ id, weight: i === 0 ? 2 : 1 })), 4099);
+    const fewer = buildTable(ids.slice(1).map((id) => ({ id })), 4099);
+    const larger = buildTable(ids.map((id) => ({ id })), 8191);
+    for (const other of [weighted, fewer, larger]) expect(other).not.toBe(base);
+    expect(entriesPerBackend(weighted).get(ids[0]!)).toBeGreaterThan(entriesPerBackend(base).get(ids[0]!)!);
+    expect(fewer.backends).not.toContain(ids[0]);
+    expect(larger.size).toBe(8191);
+    // Still cached: the old and new version of an update are both at hand.
+    expect(buildTable(ids.map((id) => ({ id })), 4099)).toBe(base);
+  });
+
+  it("keeps the last 8 tables: a ninth evicts the least recently used", () => {
+    clearTableCache();
+    const sets = Array.from({ length: 9 }, (_, k) => ids.slice(k).map((id) => ({ id })));
+    const built = sets.slice(0, 8).map((set) => buildTable(set, 4099));
+    expect(buildTable(sets[0]!, 4099)).toBe(built[0]);
+    buildTable(sets[8]!, 4099);
+    expect(buildTable(sets[0]!, 4099)).toBe(built[0]);
+    expect(buildTable(sets[1]!, 4099)).not.toBe(built[1]);
   });
 });

@@ -36,10 +36,21 @@ describe("README.md", () => {
   });
 
   it("has a from-zero program and resource snippets that type-check against the SDK", { timeout: 120_000 }, () => {
-    const dir = join(tmpdir(), `bpfleet-readme-${process.pid}`);
+    typeChecks(readmeProgram(), "program");
+  });
+
+  // Not part of the program test/e2e/readme.test.ts runs (a second policy on the same
+  // interface and priority would be refused): test/e2e/tcRuleSet.test.ts runs it.
+  it("has a TcRuleSet snippet that type-checks with the from-zero project's index.ts", { timeout: 120_000 }, () => {
+    const snippets = readmeSnippets();
+    typeChecks(`${snippets.get("index.ts")!}\n${snippets.get("TcRuleSet")!}`, "ruleset");
+  });
+
+  function typeChecks(program: string, label: string): void {
+    const dir = join(tmpdir(), `bpfleet-readme-${label}-${process.pid}`);
     mkdirSync(dir, { recursive: true });
     try {
-      writeFileSync(join(dir, "index.ts"), readmeProgram());
+      writeFileSync(join(dir, "index.ts"), program);
       // Strict, so the snippets also compile in a project whose tsconfig.json asks for it
       // (the README's project has none; test/e2e/readme.test.ts runs it so).
       const options = { compilerOptions: { noEmit: true, strict: true, skipLibCheck: true, module: "commonjs", moduleResolution: "node", target: "ES2022", types: ["node"], typeRoots: [join(ROOT, "node_modules/@types")], baseUrl: ROOT, paths: { bpfleet: ["./sdk/index.ts"], "*": ["./node_modules/*"] } }, files: [join(dir, "index.ts")] };
@@ -52,5 +63,5 @@ describe("README.md", () => {
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
-  });
+  }
 });

@@ -22,7 +22,8 @@ export const proofs = [
   // denyList (issue 10) is the one input added since: every earlier program still type-checks.
   same<Omit<sdk.XdpFirewallArgs, "denyList">, before.XdpFirewallArgs>(true),
   same<sdk.TcPolicyRuleArgs, before.TcPolicyRuleArgs>(true),
-  same<sdk.TcPolicyDirectionArgs, before.TcPolicyDirectionArgs>(true),
+  // ruleSet (a TcRuleSet, issue 10) is added since, in the same way.
+  same<Omit<sdk.TcPolicyDirectionArgs, "ruleSet">, before.TcPolicyDirectionArgs>(true),
   same<sdk.TcPolicyTimeoutsArgs, before.TcPolicyTimeoutsArgs>(true),
   same<sdk.TcPolicyArgs, before.TcPolicyArgs>(true),
   same<sdk.TrafficMirrorFilterArgs, before.TrafficMirrorFilterArgs>(true),

@@ -3,7 +3,12 @@
  * batch, read-back of every map) next to the same bpftool batch run directly on
  * the host, measured side by side on one lab host.
  *
- *   sudo npx vite-node bench/xdp-firewall-push.ts [--entries N] [--lab NAME]
+ *   sudo npx vite-node bench/xdp-firewall-push.ts [--entries N] [--lab NAME] [--revert-seconds S]
+ *
+ * The lab host's eth0 carries the provider's SSH session, so the lockout guard is
+ * armed for every change: its revert timer must outlast the push, or the host
+ * undoes it mid-batch (a 1M push takes minutes). --revert-seconds sets
+ * lockoutRevertSeconds (default 3600, the most it takes); 0 turns the guard off.
  */
 import { readFileSync } from "node:fs";
 import { execa } from "execa";
@@ -18,6 +23,7 @@ import { createLab } from "../test/lab/lab";
 const args = process.argv.slice(2);
 const ENTRIES = Number(args[args.indexOf("--entries") + 1] || 100_000);
 const option = (name: string, fallback: string) => (args.includes(`--${name}`) ? args[args.indexOf(`--${name}`) + 1]! : fallback);
+const REVERT_SECONDS = Number(option("revert-seconds", "3600"));
 
 /** ENTRIES distinct exact IPv4 addresses in 100.64.0.0/10, away from the lab's own subnet. */
 function denyList(n: number): string[] {
@@ -42,6 +48,7 @@ async function main(): Promise<void> {
       interface: "eth0",
       name: "bench",
       deny: list,
+      ...(REVERT_SECONDS > 0 ? { lockoutRevertSeconds: REVERT_SECONDS } : { lockoutGuard: false }),
     }).inputs as XdpFirewallInputs;
   try {
     const [, checkMs] = await timed(async () => inputs(deny));
@@ -73,7 +80,7 @@ async function main(): Promise<void> {
       [`provider update, nothing changed (reads the maps to compare)`, noopMs],
       [`provider update, one entry replaced`, oneMs],
     ];
-    console.log(`\nPushing ${ENTRIES} deny entries to one lab host (kernel ${(await execa("uname", ["-r"])).stdout})`);
+    console.log(`\nPushing ${ENTRIES} deny entries to one lab host (kernel ${(await execa("uname", ["-r"])).stdout}; ${REVERT_SECONDS > 0 ? `lockout guard armed, lockoutRevertSeconds ${REVERT_SECONDS}` : "lockout guard off"})`);
     for (const [label, ms] of rows) console.log(`${label.padEnd(70)} ${ms.toFixed(0).padStart(7)} ms`);
     console.log(`${"mapMemoryBytes after the push (bytes_memlock of every map)".padEnd(70)} ${(pushed.mapMemoryBytes / 1048576).toFixed(1).padStart(7)} MiB`);
     console.log(`${"ratio provider push / direct bpftool batch".padEnd(70)} ${(providerMs / directMs).toFixed(2).padStart(7)} x`);

@@ -20,9 +20,10 @@ export interface Kind<Inputs extends object, Outputs extends Inputs> {
   readonly schema: z.ZodObject<z.ZodRawShape> & z.ZodType<Inputs>;
   /**
    * Checks that span several inputs (e.g. a rule limit over two lists), run on top
-   * of the schema; default: checkInputs(schema, news) alone.
+   * of the schema; default: checkInputs(schema, news) alone. `olds`: the inputs
+   * check returned before, on an update (what the engine passes; empty on a create).
    */
-  check?(news: Record<string, unknown>): pulumi.dynamic.CheckResult;
+  check?(news: Record<string, unknown>, olds?: Record<string, unknown>): pulumi.dynamic.CheckResult;
   /** Input properties whose change needs a new resource. */
   readonly replaceOn: readonly (keyof Inputs & string)[];
   /** Extra input-like facts that make an update necessary (e.g. a newer BPF object). */
@@ -83,7 +84,9 @@ export function defineKind<I extends { host: HostConnection; name: string }, O e
   };
 }
 
-function containsUnknown(value: unknown): boolean {
+const isRecord = (value: unknown): value is Record<string, unknown> => typeof value === "object" && value !== null && !Array.isArray(value);
+
+export function containsUnknown(value: unknown): boolean {
   if (value === UNKNOWN) return true;
   if (Array.isArray(value)) return value.some(containsUnknown);
   if (value && typeof value === "object") return Object.values(value).some(containsUnknown);
@@ -201,7 +204,7 @@ export function dynamicProvider<I extends object, O extends I>(kind: Kind<I, O>)
   // Host-touching operations are counted and their failures reported in one line (operations.ts).
   const host = operations(kind);
   return {
-    check: async (_olds, news) => (kind.check ? kind.check(news) : checkInputs(kind.schema, news)),
+    check: async (olds, news) => (kind.check ? kind.check(news, isRecord(olds) && Object.keys(olds).length > 0 ? olds : undefined) : checkInputs(kind.schema, news)),
     diff: async (_id, olds, news) => diffInputs(kind, olds, news),
     create: async (inputs) => host.create(inputs),
     read: async (id, props) => {

@@ -1,13 +1,14 @@
 /** Inputs of XdpFirewall, as the user writes them and as check() canonicalises them. */
 import type * as pulumi from "@pulumi/pulumi";
 import { z } from "zod";
-import { checkInputs } from "../dynamicAdapter";
+import { checkInputs, containsUnknown } from "../dynamicAdapter";
 import { credentialsSchema, hostSchema } from "../remote/hostSchema";
 import { lockoutInputs } from "../remote/lockout";
 import { expectationSet } from "../expect/schema";
 import { withPreviewNote } from "../expect/preview";
 import type { ExpectationResult } from "../expect/hostRun";
 import { checkMapCapacity, MAX_DENY_ENTRIES } from "./capacity";
+import { previousLists, revertWindowProblem } from "./revertWindow";
 
 export { MAP_CAPACITY, MAX_DENY_ENTRIES } from "./capacity";
 import { chainPriority, cidrSet, interfaceName, pinName } from "../validation";
@@ -116,12 +117,23 @@ export const xdpFirewallSchema = z.object({
 
 export type XdpFirewallInputs = z.infer<typeof xdpFirewallSchema>;
 
-/** The schema; every rule is in it (bootRestore works with and without chainPriority). */
-export function checkXdpFirewall(news: Record<string, unknown>): pulumi.dynamic.CheckResult {
+/**
+ * The schema (every rule is in it: bootRestore works with and without chainPriority),
+ * and, on an update (`olds`: the inputs before), whether the lockout guard's revert
+ * window can hold the entries the update writes (revertWindow.ts).
+ */
+export function checkXdpFirewall(news: Record<string, unknown>, olds?: Record<string, unknown>): pulumi.dynamic.CheckResult {
   const result = checkInputs(xdpFirewallSchema, news);
   const inputs = result.inputs as Partial<XdpFirewallInputs> | undefined;
   if (inputs?.denyList && inputs.deny && typeof inputs.deny === "object" && Object.keys(inputs.deny).length > 0) {
     return { failures: [{ property: "", reason: "deny: give the entries either as `deny` or as a `denyList`, not both" }] };
+  }
+  if (inputs && olds && !containsUnknown([inputs.deny, inputs.denyList, inputs.lockoutRevertSeconds, inputs.lockoutGuard, inputs.attached])) {
+    // The old inputs are what check returned last time: canonical already (not parsed
+    // again: that costs seconds at 1M entries).
+    const problem = revertWindowProblem(inputs, previousLists(olds));
+    // The engine prints `property` as a key of what the user wrote: named only when it is there.
+    if (problem) return { failures: [{ property: "lockoutRevertSeconds" in news ? "lockoutRevertSeconds" : "", reason: problem }] };
   }
   // With a DenyList the entries are not among this firewall's inputs: preview cannot
   // evaluate the expectations against them, and the host run during `up` stays the proof.

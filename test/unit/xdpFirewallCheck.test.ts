@@ -3,6 +3,7 @@ import { failureAt } from "../support/checkFailure";
 import { checkInputs, diffInputs, UNKNOWN } from "../../provider/dynamicAdapter";
 import { xdpFirewallKind } from "../../provider/xdpFirewall/lifecycle";
 import { checkXdpFirewall, xdpFirewallSchema } from "../../provider/xdpFirewall/schema";
+import { revertWindowProblem } from "../../provider/xdpFirewall/revertWindow";
 
 const valid = {
   host: { address: "10.200.1.2", hostKey: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB" },
@@ -96,6 +97,72 @@ describe("XdpFirewall check", () => {
     expect(result.inputs?.deny).toBe(UNKNOWN);
     expect(result.inputs?.host).toEqual({ address: UNKNOWN });
     expect(result.inputs?.interface).toBe("eth0");
+  });
+});
+
+describe("XdpFirewall check: the lockout guard's revert window against the update's batch", () => {
+  // n distinct IPv4 addresses in 100.64.0.0/10, canonical.
+  const addresses = (n: number, from = 0) => Array.from({ length: n }, (_, k) => { const i = k + from; return `100.${64 + ((i >> 16) & 63)}.${(i >> 8) & 255}.${i & 255}/32`; });
+  // At the fastest rate (20,000 entries/s), a 10 s window holds fewer than 200,000 entries.
+  const list = addresses(200_000);
+  // The old inputs as check returned them (computed once: 200,000 entries take a while to canonicalise).
+  let emptyOlds: Record<string, unknown> | undefined;
+  let listOlds: Record<string, unknown> | undefined;
+  const empty = () => (emptyOlds ??= checkInputs(xdpFirewallSchema, { ...valid, deny: [] }).inputs as Record<string, unknown>);
+  const olds = (deny: string[]) => (deny.length === 0 ? empty() : (listOlds ??= checkInputs(xdpFirewallSchema, { ...valid, deny }).inputs as Record<string, unknown>));
+
+  it("refuses a window the batch outlasts even at the fastest rate seen, naming the property, the batch and a window that holds it", () => {
+    const news = { ...valid, deny: list, lockoutRevertSeconds: 10 };
+    const result = checkXdpFirewall(news, olds([]));
+    const failure = failureAt(result, "lockoutRevertSeconds", news);
+    expect(result.failures).toHaveLength(1);
+    // 200,000 entries at 4,500/s: 45 s, doubled for the login proof.
+    expect(failure.reason).toMatch(/^lockoutRevertSeconds: 10 s is too short for this update, which writes 200,000 deny entries .* takes 10 s, so the host would undo the change mid-batch\. Set lockoutRevertSeconds to at least 90 \(/);
+    expect(failure.reason).toMatch(/lockoutGuard: false/);
+    // The default window (30 s), not written by the user: the failure names no property the engine would look up.
+    const byDefault = { ...valid, deny: undefined, denyList: { name: "big", digest: "a".repeat(64), count: 600_000 } };
+    const defaulted = checkXdpFirewall(byDefault, { ...empty(), deny: undefined, denyList: { name: "big", digest: "b".repeat(64), count: 0 } });
+    expect(defaulted.failures).toHaveLength(1);
+    expect(defaulted.failures![0]!.property).toBe("");
+    expect(defaulted.failures![0]!.reason).toMatch(/^lockoutRevertSeconds: 30 s is too short .* 600,000 deny entries .* at least 270 \(/);
+  }, 120_000);
+
+  it("counts only the entries the update writes: one entry fewer fits, and a long list changed by a few entries passes", () => {
+    expect(checkXdpFirewall({ ...valid, deny: list.slice(1), lockoutRevertSeconds: 10 }, olds([])).failures).toBeUndefined();
+    // 200,000 kept, 1 added and 1 removed: 2 entries to write.
+    const changed = checkXdpFirewall({ ...valid, deny: [...list.slice(1), ...addresses(1, 300_000)], lockoutRevertSeconds: 10 }, olds(list));
+    expect(changed.failures).toBeUndefined();
+    // Half replaced: 100,000 removed and 100,000 added.
+    const half = checkXdpFirewall({ ...valid, deny: [...list.slice(100_000), ...addresses(100_000, 300_000)], lockoutRevertSeconds: 10 }, olds(list));
+    expect(half.failures?.[0]?.reason).toMatch(/writes 200,000 deny entries/);
+  }, 120_000);
+
+  it("does not apply to a create (the maps are filled before the program is attached and the guard armed), without the guard, or detached", () => {
+    expect(checkXdpFirewall({ ...valid, deny: list, lockoutRevertSeconds: 10 }).failures).toBeUndefined();
+    expect(checkXdpFirewall({ ...valid, deny: list, lockoutRevertSeconds: 10, lockoutGuard: false }, olds([])).failures).toBeUndefined();
+    expect(checkXdpFirewall({ ...valid, deny: list, lockoutRevertSeconds: 10, attached: false }, olds([])).failures).toBeUndefined();
+  }, 120_000);
+
+  it("lets unknown values through during preview", () => {
+    expect(checkXdpFirewall({ ...valid, deny: UNKNOWN, lockoutRevertSeconds: 10 }, olds([])).failures).toBeUndefined();
+    expect(checkXdpFirewall({ ...valid, deny: ["192.0.2.1"], lockoutRevertSeconds: UNKNOWN }, olds([])).failures).toBeUndefined();
+  });
+
+  it("with a DenyList this process does not hold, counts the difference of the counts (a lower bound)", () => {
+    const digest = (c: string) => c.repeat(64);
+    const news = { ...valid, deny: undefined, denyList: { name: "big", digest: digest("a"), count: 1_000_000 } };
+    const grown = checkXdpFirewall(news, { ...olds([]), deny: undefined, denyList: { name: "big", digest: digest("b"), count: 0 } });
+    expect(grown.failures?.[0]?.reason).toMatch(/writes 1,000,000 deny entries .* at least 450 \(/);
+    const same = checkXdpFirewall(news, { ...olds([]), deny: undefined, denyList: { name: "big", digest: digest("b"), count: 999_000 } });
+    expect(same.failures).toBeUndefined();
+  });
+
+  it("says when no window of at most 3600 s holds the batch, and what step size does", () => {
+    const problem = revertWindowProblem(
+      { lockoutGuard: true, attached: true, lockoutRevertSeconds: 600, denyList: { name: "x", digest: "c".repeat(64), count: 20_000_000 } },
+      { denyList: { name: "x", digest: "d".repeat(64), count: 0 } },
+    );
+    expect(problem).toMatch(/^lockoutRevertSeconds: 600 s is too short .* 20,000,000 deny entries .* takes 1000 s.* No window of at most 3600 s holds it .* steps of at most 8,100,000 entries with lockoutRevertSeconds 3600/);
   });
 });
 

@@ -36,6 +36,8 @@ export const DEFAULT_REVERT_SECONDS = 30;
  * not revert good changes over a slow link. Longer links want the default 30.
  */
 export const MIN_REVERT_SECONDS = 10;
+/** The longest revert window a guarded resource accepts (an hour). */
+export const MAX_REVERT_SECONDS = 3600;
 
 /** The guard's inputs, spread into a resource's schema. */
 export const lockoutInputs = {
@@ -55,7 +57,7 @@ export const lockoutInputs = {
         `prove it with a fresh SSH login (given half the window) and disarm; a fresh login alone took 8 round trips, 4.9 s, through a 600 ms RTT link (satellite) in test/lab, ` +
         `so a shorter window reverts a good change over a slow link`,
     )
-    .max(3600, "must be at most 3600 seconds (an hour)")
+    .max(MAX_REVERT_SECONDS, `must be at most ${MAX_REVERT_SECONDS} seconds (an hour)`)
     .default(DEFAULT_REVERT_SECONDS),
 };
 

@@ -10,7 +10,9 @@
  * revert fires while the batch runs), and a dynamic provider's check has no warning
  * channel, only failures.
  */
+import { MAX_REVERT_SECONDS } from "../remote/lockout";
 import { registeredContent } from "../sharedContent";
+import { planBetween } from "./plan";
 import type { XdpFirewallInputs } from "./schema";
 
 /**
@@ -28,8 +30,6 @@ export const FASTEST_ENTRIES_PER_SECOND = 20_000;
  * suggested is twice that time: half the window is the login proof's.
  */
 export const MEASURED_ENTRIES_PER_SECOND = 4_500;
-
-const MAX_REVERT_SECONDS = 3600;
 
 /** The lists of the previous inputs, read defensively (they come from the engine's state). */
 export function previousLists(olds: Record<string, unknown>): Partial<XdpFirewallInputs> {
@@ -55,12 +55,11 @@ export function entriesToWrite(news: Partial<XdpFirewallInputs>, olds: Partial<X
   const a = entries(news);
   const b = entries(olds);
   if (!a || !b) return Math.abs(count(news) - count(olds));
-  const before = new Set(b);
-  const after = new Set(a);
-  let changed = 0;
-  for (const e of after) if (!before.has(e)) changed++;
-  for (const e of before) if (!after.has(e)) changed++;
-  return changed;
+  // The update's own plan: a DenyList's registered versions are the same arrays for
+  // every firewall, so this is computed once per deployment, and an update from that
+  // version reuses it.
+  const plan = planBetween(a, b);
+  return plan.add.length + plan.remove.length;
 }
 
 /** The failure of a window too short for the batch, or undefined when it may hold it. */

@@ -106,7 +106,7 @@ export function appliedPatchText(add: readonly string[], remove: readonly string
  * Brings the held copy (holdAppliedStep) to the version `digest` by the difference
  * (`add`, `remove`) from it; the host checks the result's digest and, when it is not
  * `digest`, records nothing and the step fails with code 3 (allowed): the caller then
- * writes the copy whole (writeAppliedStep). `onResult` tells which.
+ * writes the copy whole (writeAppliedStep). `onPatched` tells which.
  */
 export function patchAppliedStep(kind: string, name: string, digest: string, add: readonly string[], remove: readonly string[], onPatched: (patched: boolean) => void): ShellStep {
   return scriptStep(

@@ -28,7 +28,7 @@ import { attachedOn, KIND, observedFrom, outputsOf, type TcPolicyState } from ".
 import { desiredPolicy, planPolicy, policyFromHost } from "./plan";
 import { requireEthernet, requireKernelBtf } from "./preconditions";
 import { policyAsLoaded } from "./report";
-import { checkTcPolicy, DEFAULT_PRIORITY, DIRECTIONS, policyIssues, rulesOf, tcPolicySchema, type TcPolicyInputs } from "./schema";
+import { checkTcPolicy, DEFAULT_PRIORITY, DIRECTIONS, policyIssues, rulesOf, tcPolicySchema, type Direction, type TcPolicyInputs } from "./schema";
 import { shellScriptCommand } from "../remote/shellScript";
 import { readApplied, removeApplied, writeAppliedStep } from "../remote/appliedSets";
 import { runSteps } from "../remote/shellSteps";
@@ -71,15 +71,18 @@ export const tcHandle = (pinName: string): number => tcHookHandle(KIND, pinName)
 function resolveRules(session: SshSession, inputs: TcPolicyInputs, host: PolicyHostState): TcPolicyInputs {
   if (boundDirections(inputs).length === 0) return inputs;
   const loaded = policyFromHost(observedFrom(host));
+  // The hook whose version was found nowhere (withRuleSets stops at the first).
+  let missing: Direction | undefined;
   const resolved = withRuleSets(inputs, (direction, ref) => {
     const registered = registeredContent(ref.digest);
     if (registered) return registered;
     const onHost = Object.keys(loaded[direction].rules);
-    return contentDigest(onHost) === ref.digest ? onHost : undefined;
+    if (contentDigest(onHost) === ref.digest) return onHost;
+    missing = direction;
+    return undefined;
   });
   if (!resolved) {
-    const missing = boundDirections(inputs).find((d) => !registeredContent(inputs[d].ruleSet!.digest))!;
-    const ref = inputs[missing].ruleSet!;
+    const ref = inputs[missing!].ruleSet!;
     throw new HostPreconditionError(
       `${session.label}: policy ${inputs.name} must apply version ${ref.digest.slice(0, 12)} of TcRuleSet '${ref.name}' (${ref.count} rules) on ${missing}, which is not part of this deployment, and the hook holds other rules. ` +
         `With \`pulumi up --target\`, target the TcRuleSet resource '${ref.name}' too. Nothing was changed.`,

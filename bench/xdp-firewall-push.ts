@@ -13,6 +13,7 @@
 import { readFileSync } from "node:fs";
 import { execa } from "execa";
 import { checkInputs } from "../provider/dynamicAdapter";
+import { MAX_REVERT_SECONDS, MIN_REVERT_SECONDS } from "../provider/remote/lockout";
 import { batchText } from "../provider/remote/mapOperations";
 import { closeAllSessions } from "../provider/remote/ssh";
 import { xdpFirewallKind as firewall } from "../provider/xdpFirewall/lifecycle";
@@ -24,6 +25,11 @@ const args = process.argv.slice(2);
 const ENTRIES = Number(args[args.indexOf("--entries") + 1] || 100_000);
 const option = (name: string, fallback: string) => (args.includes(`--${name}`) ? args[args.indexOf(`--${name}`) + 1]! : fallback);
 const REVERT_SECONDS = Number(option("revert-seconds", "3600"));
+// 0 turns the guard off; anything else must be a window the schema accepts (a typo must
+// not silently run the push unguarded).
+if (!Number.isInteger(REVERT_SECONDS) || (REVERT_SECONDS !== 0 && (REVERT_SECONDS < MIN_REVERT_SECONDS || REVERT_SECONDS > MAX_REVERT_SECONDS))) {
+  throw new Error(`--revert-seconds must be 0 (guard off) or a whole number ${MIN_REVERT_SECONDS}-${MAX_REVERT_SECONDS}, got ${option("revert-seconds", "3600")}`);
+}
 
 /** ENTRIES distinct exact IPv4 addresses in 100.64.0.0/10, away from the lab's own subnet. */
 function denyList(n: number): string[] {

@@ -6,21 +6,22 @@ import { sortedRecord } from "../validation";
 import { contentDigest } from "../sharedContent";
 
 export interface DenyPlan {
-  add: string[];
-  remove: string[];
+  readonly add: readonly string[];
+  readonly remove: readonly string[];
   /** The whole sets: the index is written from them, not from the difference. */
-  desired: string[];
-  observed: string[];
+  readonly desired: readonly string[];
+  readonly observed: readonly string[];
 }
 
+/** A plan's lists are frozen: plans are shared between hosts (planBetween), and so are their digests (sharedContent.contentDigest). */
 export function planDeny(desired: Iterable<string>, observed: Iterable<string>): DenyPlan {
   const want = new Set(desired);
   const have = new Set(observed);
   return {
-    add: [...want].filter((entry) => !have.has(entry)),
-    remove: [...have].filter((entry) => !want.has(entry)),
-    desired: [...want],
-    observed: [...have],
+    add: Object.freeze([...want].filter((entry) => !have.has(entry))),
+    remove: Object.freeze([...have].filter((entry) => !want.has(entry))),
+    desired: Object.freeze([...want]),
+    observed: Object.freeze([...have]),
   };
 }
 

@@ -31,7 +31,7 @@ function host() {
     write: (keys: string[]) => sh("applied-write", { state, dir, kind: "xdp-firewall", name: "fw" }, contentText(keys)),
     digest: () => parseAppliedDigest({ code: 0, stdout: sh("applied-digest", { path: copy }).stdout, stderr: "" }),
     hold: () => sh("applied-hold", { path: copy, held }),
-    patch: (digest: string, add: string[], remove: string[], text = appliedPatchText(add, remove)) => sh("applied-patch", { state, dir, kind: "xdp-firewall", name: "fw", digest }, text),
+    patch: (digest: string, add: readonly string[], remove: readonly string[], text = appliedPatchText(add, remove)) => sh("applied-patch", { state, dir, kind: "xdp-firewall", name: "fw", digest }, text),
   };
 }
 

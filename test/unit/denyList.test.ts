@@ -4,7 +4,7 @@ import { canonicalDenyList } from "../../provider/denyList/entries";
 import { provider as denyListProvider } from "../../provider/denyList/dynamic";
 import { checkDenyList } from "../../provider/denyList/schema";
 import { appliedText, parseAppliedText } from "../../provider/remote/appliedSets";
-import { clearRegisteredContent, contentDigest, registeredContent } from "../../provider/sharedContent";
+import { clearRegisteredContent, contentDigest, registerContent, registeredContent } from "../../provider/sharedContent";
 import { checkXdpFirewall } from "../../provider/xdpFirewall/schema";
 
 beforeEach(() => clearRegisteredContent());
@@ -119,6 +119,23 @@ describe("the registry of shared content", () => {
     const second = await import("../../provider/sharedContent");
     expect(second).not.toBe(first);
     expect(second.registeredContent(digest)).toEqual(["192.0.2.1/32"]);
+    clearRegisteredContent();
+  });
+
+  it("hands out frozen versions, whose digest is remembered and stays the digest of their keys", () => {
+    clearRegisteredContent();
+    const digest = registerContent(["203.0.113.0/24", "192.0.2.1/32"]);
+    const held = registeredContent(digest)!;
+    expect(Object.isFrozen(held)).toBe(true);
+    expect(() => (held as string[]).push("198.51.100.1/32")).toThrow(TypeError);
+    expect(contentDigest(held)).toBe(digest);
+    expect(contentDigest(held)).toBe(contentDigest(["192.0.2.1/32", "203.0.113.0/24"]));
+    // An array that is not frozen may change, so its digest is computed anew each time.
+    const open = ["192.0.2.1/32"];
+    const before = contentDigest(open);
+    open.push("198.51.100.1/32");
+    expect(contentDigest(open)).not.toBe(before);
+    expect(contentDigest(open)).toBe(contentDigest(["198.51.100.1/32", "192.0.2.1/32"]));
     clearRegisteredContent();
   });
 });

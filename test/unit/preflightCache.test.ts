@@ -15,10 +15,21 @@ const probes = join(scratch, "probes");
 const state = join(scratch, "state");
 const cache = join(state, "probe");
 
-function stubBpftool(version: string): void {
+// The shape of `bpftool -j feature probe kernel` (one line), cut short: every section, and
+// helper lists for more program types than bpfleet loads.
+const PROBE =
+  '{"system_config":{"unprivileged_bpf_disabled":2,"bpf_jit_enable":1},"syscall_config":{"have_bpf_syscall":true},' +
+  '"program_types":{"have_socket_filter_prog_type":true,"have_sched_cls_prog_type":true,"have_xdp_prog_type":true},' +
+  '"map_types":{"have_hash_map_type":true,"have_lpm_trie_map_type":true},' +
+  '"helpers":{"socket_filter_available_helpers":["bpf_map_lookup_elem","bpf_get_prandom_u32"],' +
+  '"sched_cls_available_helpers":["bpf_map_lookup_elem","bpf_ktime_get_ns","bpf_skb_pull_data"],' +
+  '"xdp_available_helpers":["bpf_map_lookup_elem","bpf_fib_lookup","bpf_redirect_map"],"lirc_mode2_available_helpers":[]},' +
+  '"misc":{"have_large_insn_limit":true}}';
+
+function stubBpftool(version: string, probe = '{"program_types":{"have_xdp_prog_type":true}}'): void {
   spawnSync("mkdir", ["-p", bin]);
   // The stub is the bpftool the script finds first; ip and tc need only exist.
-  writeFileSync(join(bin, "bpftool"), `#!/bin/sh\ncase "$*" in\n  "-j feature probe kernel") echo probe >> ${probes}; echo '{"program_types":{"have_xdp_prog_type":true}}' ;;\n  version) echo "bpftool ${version}" ;;\nesac\n`);
+  writeFileSync(join(bin, "bpftool"), `#!/bin/sh\ncase "$*" in\n  "-j feature probe kernel") echo probe >> ${probes}; echo '${probe}' ;;\n  version) echo "bpftool ${version}" ;;\nesac\n`);
   chmodSync(join(bin, "bpftool"), 0o755);
   for (const tool of ["ip", "tc"]) writeFileSync(join(bin, tool), "#!/bin/sh\n"), chmodSync(join(bin, tool), 0o755);
 }
@@ -64,6 +75,21 @@ describe("sh/preflight.sh keeps the feature probe", () => {
     chmodSync(cache, 0o777);
     expect(preflight().stdout).not.toMatch(/planted/);
     expect(probeCount()).toBe(4);
+  });
+
+  it("keeps and sends only what preflight reads: the program types and the xdp and sched_cls helpers", () => {
+    stubBpftool("v7.6.0", PROBE);
+    const out = preflight();
+    expect(out.status).toBe(0);
+    const features = JSON.parse(out.stdout.split("@@features\n")[1]!);
+    expect(features).toEqual({
+      program_types: { have_socket_filter_prog_type: true, have_sched_cls_prog_type: true, have_xdp_prog_type: true },
+      helpers: {
+        sched_cls_available_helpers: ["bpf_map_lookup_elem", "bpf_ktime_get_ns", "bpf_skb_pull_data"],
+        xdp_available_helpers: ["bpf_map_lookup_elem", "bpf_fib_lookup", "bpf_redirect_map"],
+      },
+    });
+    expect(preflight().stdout).toBe(out.stdout);
   });
 
   it("still says which tools are missing", () => {

@@ -28,10 +28,14 @@ fi
 probe=$(bpftool -j feature probe kernel) || exit 1
 types=$(printf '%s\n' "$probe" | grep -o '"program_types": *{[^}]*}')
 helpers=$(printf '%s\n' "$probe" | grep -o -e '"xdp_available_helpers": *\[[^]]*\]' -e '"sched_cls_available_helpers": *\[[^]]*\]' | paste -s -d, -)
+# Without a program_types object this is no probe (an old bpftool prints its error as
+# text): it goes as it came, so preflight.ts names the command and shows what it said.
+features=$probe
+if [ -n "$types" ]; then features="{$types,\"helpers\":{$helpers}}"; fi
 text="kernel=$(uname -r)
 bpftool=$(bpftool version | head -n 1)
 @@features
-{${types:+$types,}\"helpers\":{$helpers}}"
+$features"
 printf '%s\n' "$text"
 # Best effort: a host whose state directory cannot be trusted probes every time.
 if root_dirs "$state" "$cache" 2>/dev/null; then

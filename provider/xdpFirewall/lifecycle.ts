@@ -231,7 +231,9 @@ async function converge(declared: XdpFirewallInputs, olds?: XdpFirewallOutputs):
   // guard off): the host would send that exec's whole answer before it needs an ACK,
   // and only a later exec shows the provider it has lost the host.
   const mayCutSession = survey.managementInterface === inputs.interface && inputs.allowManagementDeny;
-  const carriesReadback = hadPins && changesEntries && !guarded && !expectations && !program.needsLoad && inputs.attached && !mayCutSession;
+  // And only with the program staying where it runs: a hook that moves leaves its old
+  // place in the cleanup, which must follow the batch.
+  const carriesReadback = hadPins && changesEntries && !guarded && !expectations && !program.needsLoad && inputs.attached && hook.inPlace && hook.cleanupCommands(program.ownIds).length === 0 && !mayCutSession;
   let observed: ObservedProgram | undefined;
 
   await guardedChange(session, {
@@ -269,7 +271,6 @@ async function converge(declared: XdpFirewallInputs, olds?: XdpFirewallOutputs):
         return;
       }
       const readback = programReadback(session, layout, placement);
-      await program.cleanup(queue);
       const behind = [...appliedSteps(), ...(await bootSteps())];
       try {
         const ran = await writeEntries(session, layout, plan, observedBefore, desired, queue, [...behind, ...readback.steps]);

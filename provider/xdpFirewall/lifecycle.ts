@@ -203,7 +203,7 @@ function optimisticUpdate(
   if (!olds.denyList || !declared.denyList || olds.denyDrift || olds.denyList.digest === declared.denyList.digest) return undefined;
   if (!olds.attached || !declared.attached || olds.attachMode === "detached" || !olds.programId) return undefined;
   if (olds.objectSha256 !== packagedObject(OBJECT).sha256 || olds.chainPriority !== undefined || declared.chainPriority !== undefined) return undefined;
-  if (declared.bootRestore || Object.keys(declared.expect).length > 0 || declared.allowManagementDeny) return undefined;
+  if (declared.bootRestore || Object.keys(declared.expect ?? {}).length > 0 || declared.allowManagementDeny) return undefined;
   const before = registeredContent(olds.denyList.digest);
   const desired = registeredContent(declared.denyList.digest);
   const peer = session.seesLoginEnvironment ? session.peerGuess() : undefined;

@@ -153,6 +153,10 @@ function denyRecord(entries: readonly string[]): Record<string, "deny"> {
  * restore; when the lockout guard is armed, its proof is a fresh login, and that
  * login carries the read-back's exec (lockout.ts): three execs. A host whose copy is
  * a version the controller does not know costs one exec more, to read it.
+ *
+ * Most updates of a fleet's shared list skip the survey altogether: see
+ * optimisticUpdate (one exec without the guard, two with it, and the survey's path
+ * above, one exec later, when the host is not as the state says).
  */
 async function converge(declared: XdpFirewallInputs, olds?: XdpFirewallOutputs): Promise<XdpFirewallOutputs> {
   try {
@@ -261,7 +265,13 @@ async function convergeOnce(declared: XdpFirewallInputs, olds: XdpFirewallOutput
     applied = assumed.before;
     desired = assumed.desired;
     inputs = asInline(desired);
-    await refuseManagementDeny(session, inputs, assumed.peer);
+    try {
+      await refuseManagementDeny(session, inputs, assumed.peer);
+    } catch {
+      // Refused for the guessed address: only the survey knows the one the host sees
+      // (the guess is wrong behind NAT), and it refuses again when this one is right.
+      return convergeOnce(declared, olds, false);
+    }
     survey = assumed.survey;
     hook = new HookPlan(placement, true, survey.xdp, survey.chain, layout, olds!.programId);
     after = () => undefined;

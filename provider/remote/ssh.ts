@@ -322,6 +322,19 @@ export class SshSession {
     this.peer ??= Promise.resolve(peer);
   }
 
+  /**
+   * A guess of managementPeer with no round trip: this end's address of the TCP
+   * connection, which is what the host sees unless something translates it (NAT, a
+   * proxy). Only for a plan the host checks against $SSH_CONNECTION before it acts
+   * on it (sh/firewall-update-check.sh); undefined through a jump host. ssh2 keeps
+   * the socket it opened in `_sock` (not part of its typed interface).
+   */
+  peerGuess(): string | undefined {
+    if (this.jump) return undefined;
+    const address = (this.client as unknown as { _sock?: { localAddress?: unknown } })._sock?.localAddress;
+    return typeof address === "string" && address !== "" ? address.replace(/^::ffff:(?=\d+\.)/i, "") : undefined;
+  }
+
   /** Whether scripts run with the login's environment ($SSH_CONNECTION): a root login, no sudo. */
   get seesLoginEnvironment(): boolean {
     return !this.wantsSudo();

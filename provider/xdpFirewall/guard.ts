@@ -26,9 +26,13 @@ function entriesCovering(deny: Record<string, unknown>, peer: string, address: P
   return covering;
 }
 
-export async function refuseManagementDeny(session: SshSession, inputs: XdpFirewallInputs): Promise<void> {
+/**
+ * `knownPeer`: the peer an update planned without a survey assumes, which its exec
+ * checks on the host before it changes anything (lifecycle.ts optimisticUpdate).
+ */
+export async function refuseManagementDeny(session: SshSession, inputs: XdpFirewallInputs, knownPeer?: string): Promise<void> {
   if (inputs.allowManagementDeny || !inputs.attached) return;
-  const peer = await session.managementPeer();
+  const peer = knownPeer ?? (await session.managementPeer());
   if (!peer) return;
   let address;
   try {

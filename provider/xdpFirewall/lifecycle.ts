@@ -9,17 +9,18 @@ import { packagedObject } from "../objects";
 import { applyMapOperations } from "../remote/mapOperations";
 import type { LocalObject } from "../remote/objectUpload";
 import { removePins, type PinLayout } from "../remote/pins";
-import { programState } from "../remote/resourceSurvey";
-import { DISPATCHER_OBJECT, dispatcherDir, hookPosition, releaseHook, type XdpPlacement } from "../remote/xdpHook";
+import { programState, type ResourceSurvey } from "../remote/resourceSurvey";
+import { DISPATCHER_OBJECT, dispatcherDir, hookPosition, HookPlan, releaseHook, type XdpPlacement } from "../remote/xdpHook";
 import { bootRestoreSteps, removeBootRestore, removeBootRestoreStep } from "../remote/bootRestore";
 import { uploadObject } from "../remote/objectUpload";
-import { runSteps, StepQueue, type ShellStep } from "../remote/shellSteps";
+import { runSteps, scriptStep, StepQueue, type ShellStep } from "../remote/shellSteps";
 import { guardedChange, ignoreFailure } from "../remote/guardedChange";
 import { expectationCheck, xdpProbeTarget } from "../expect/hostRun";
 import { connectResource } from "../remote/resource";
-import type { SshSession } from "../remote/ssh";
+import { RemoteCommandError, type ExecResult, type SshSession } from "../remote/ssh";
 import { surveyXdp, XdpProgramChange } from "../remote/xdpChange";
-import { STATS_MAP } from "./codec";
+import { DENY_MAPS, STATS_MAP } from "./codec";
+import { INDEX_MAPS } from "./index";
 import { refuseManagementDeny, revertScript } from "./guard";
 import { mapPinsStep, missingIndex, missingIndexIn, observe, observeEntries, observeProgram, programReadback, type Observed, type ObservedProgram } from "./hostState";
 import { denyOperations, driftOf, indexFromScratch, invertPlan, planBetween, planDeny } from "./plan";
@@ -27,6 +28,7 @@ import { checkXdpFirewall, xdpFirewallSchema, type XdpFirewallInputs, type XdpFi
 import { writeEntries } from "./writeEntries";
 import {
   appliedEntries,
+  appliedPath,
   holdAppliedStep,
   parseAppliedDigest,
   patchAppliedStep,
@@ -151,8 +153,87 @@ function denyRecord(entries: readonly string[]): Record<string, "deny"> {
  * restore; when the lockout guard is armed, its proof is a fresh login, and that
  * login carries the read-back's exec (lockout.ts): three execs. A host whose copy is
  * a version the controller does not know costs one exec more, to read it.
+ *
+ * Most updates of a fleet's shared list skip the survey altogether: see
+ * optimisticUpdate (one exec without the guard, two with it, and the survey's path
+ * above, one exec later, when the host is not as the state says).
  */
 async function converge(declared: XdpFirewallInputs, olds?: XdpFirewallOutputs): Promise<XdpFirewallOutputs> {
+  try {
+    return await convergeOnce(declared, olds, true);
+  } catch (err) {
+    if (!(err instanceof AssumptionMissed)) throw err;
+  }
+  // The host is not as the state says (it missed an update, drifted, was changed by
+  // hand, another address manages it): nothing was changed; survey it and plan from
+  // what it really has.
+  return convergeOnce(declared, olds, false);
+}
+
+/**
+ * The first step's refusal in an update planned without a survey (see
+ * optimisticUpdate): the host is not as the plan assumes, and nothing ran after it.
+ * A RemoteCommandError of a step other than the batch, so writeEntries does not try
+ * to put entries back.
+ */
+class AssumptionMissed extends RemoteCommandError {}
+
+/**
+ * An update planned from the provider's own state, with no survey (issue 10): the
+ * common one-entry update of a fleet's shared list. The state says which version the
+ * host applied last (`olds.denyList`), which program it runs and how it is attached;
+ * when both versions are registered by this deployment's lists, the batch between
+ * them is known before the host is asked anything. The exec that carries the change
+ * then starts with sh/firewall-update-check.sh, which checks on the host, reading
+ * only, what the survey would have found (the applied copy's digest, the program and
+ * its hook, the map pins, the management session's address and, with the guard, its
+ * interface); when any of it does not hold, that exec stops there, changing nothing,
+ * and converge falls back to the survey. So an entries-only update is one exec without
+ * the guard, and two with it (the second is the guard's fresh login, carrying disarm,
+ * the copy's patch and the read-back), instead of one more for the survey.
+ *
+ * Not for what the survey must see first: a create, a new object or placement (a
+ * load, a chain slot), boot restore files, packet expectations, a management peer
+ * this end cannot guess (a jump host, a sudo login that hides $SSH_CONNECTION), or
+ * entries allowed to cover the management session (allowManagementDeny). Those take
+ * the survey as before.
+ */
+function optimisticUpdate(
+  session: SshSession,
+  layout: PinLayout,
+  declared: XdpFirewallInputs,
+  olds: XdpFirewallOutputs,
+): { survey: ResourceSurvey; check: ShellStep; peer: string; before: readonly string[]; desired: readonly string[] } | undefined {
+  if (!olds.denyList || !declared.denyList || olds.denyDrift || olds.denyList.digest === declared.denyList.digest) return undefined;
+  if (!olds.attached || !declared.attached || olds.attachMode === "detached" || !olds.programId) return undefined;
+  if (olds.objectSha256 !== packagedObject(OBJECT).sha256 || olds.chainPriority !== undefined || declared.chainPriority !== undefined) return undefined;
+  if (declared.bootRestore || Object.keys(declared.expect ?? {}).length > 0 || declared.allowManagementDeny) return undefined;
+  const before = registeredContent(olds.denyList.digest);
+  const desired = registeredContent(declared.denyList.digest);
+  const peer = session.seesLoginEnvironment ? session.peerGuess() : undefined;
+  if (!before || !desired || !peer) return undefined;
+  // With the guard on, the plan assumes the management session runs over the
+  // firewall's interface (the guard is armed, and proven by a fresh login); a host
+  // managed over another interface falls back to the survey, which then knows better.
+  const routeDev = declared.lockoutGuard ? declared.interface : "";
+  const maps = [...DENY_MAPS, ...INDEX_MAPS].map((m) => `${layout.maps}/${m}`);
+  const check = scriptStep(
+    "firewall-update-check",
+    [layout.program, String(olds.programId), declared.interface, olds.attachMode, appliedPath(KIND, declared.name), olds.denyList.digest, peer, routeDev, ...maps],
+    { failure: (result) => (result.code === 10 ? new AssumptionMissed(session.label, check.command, result, "the host is not as the state says") : undefined) },
+  );
+  const survey: ResourceSurvey = {
+    interfaces: [declared.interface],
+    xdp: { mode: olds.attachMode, programId: olds.programId },
+    program: { id: olds.programId, tag: olds.programTag, name: "" },
+    objectPresent: true,
+    managementInterface: declared.lockoutGuard ? declared.interface : undefined,
+    chain: { dispatcherId: undefined, slots: new Map(), owners: new Map() },
+  };
+  return { survey, check, peer, before, desired };
+}
+
+async function convergeOnce(declared: XdpFirewallInputs, olds: XdpFirewallOutputs | undefined, optimistic: boolean): Promise<XdpFirewallOutputs> {
   const { session, layout, settle } = await connectResource(KIND, declared, { settleInSurvey: true });
   const queue = new StepQueue(session);
   const object = packagedObject(OBJECT);
@@ -173,21 +254,46 @@ async function converge(declared: XdpFirewallInputs, olds?: XdpFirewallOutputs):
   // The entries as if given inline, for the steps that need them all (the management
   // check, boot restore); outputs are built from `declared`.
   let inputs = declared;
-  const { survey, hook, results } = await surveyXdp(session, layout, object, placement, declared.attached, "firewall", async (extra) => {
-    const appliedResult = appliedRead && extra[then.indexOf(appliedRead) + (settle ? 1 : 0)];
-    const version = appliedResult ? parseAppliedDigest(appliedResult) : undefined;
-    applied = (await appliedEntries(version, { baseline: baselineFromRecord, wanted: declared.denyList?.digest }, () => readApplied(session, KIND, declared.name))).entries;
-    desired = desiredEntries(session, declared, version, applied);
+  const assumed = optimistic && olds ? optimisticUpdate(session, layout, declared, olds) : undefined;
+  if (optimistic && !assumed) return convergeOnce(declared, olds, false);
+  let survey: ResourceSurvey;
+  let hook: HookPlan;
+  let after: (step: ShellStep) => ExecResult | undefined;
+  if (assumed) {
+    // The check (and an earlier run's settle) ride in front of the change's own exec.
+    queue.add(...(settle ? [settle] : []), assumed.check);
+    applied = assumed.before;
+    desired = assumed.desired;
     inputs = asInline(desired);
-    await refuseManagementDeny(session, inputs);
-  }, { first: settle ? [settle] : [], then });
-  const after = (step: ShellStep) => results[then.indexOf(step) + (settle ? 1 : 0)];
+    try {
+      await refuseManagementDeny(session, inputs, assumed.peer);
+    } catch {
+      // Refused for the guessed address: only the survey knows the one the host sees
+      // (the guess is wrong behind NAT), and it refuses again when this one is right.
+      return convergeOnce(declared, olds, false);
+    }
+    survey = assumed.survey;
+    hook = new HookPlan(placement, true, survey.xdp, survey.chain, layout, olds!.programId);
+    after = () => undefined;
+  } else {
+    let results: (ExecResult | undefined)[];
+    ({ survey, hook, results } = await surveyXdp(session, layout, object, placement, declared.attached, "firewall", async (extra) => {
+      const appliedResult = appliedRead && extra[then.indexOf(appliedRead) + (settle ? 1 : 0)];
+      const version = appliedResult ? parseAppliedDigest(appliedResult) : undefined;
+      applied = (await appliedEntries(version, { baseline: baselineFromRecord, wanted: declared.denyList?.digest }, () => readApplied(session, KIND, declared.name))).entries;
+      desired = desiredEntries(session, declared, version, applied);
+      inputs = asInline(desired);
+      await refuseManagementDeny(session, inputs);
+    }, { first: settle ? [settle] : [], then }));
+    after = (step) => results[then.indexOf(step) + (settle ? 1 : 0)];
+  }
   const hadPins = survey.program !== undefined;
   // Pins of an object without the index (an upgrade from it): the load below creates
   // the index maps empty, and they are filled from the records before the new program
-  // sees a packet. A missing index pin forces that load too.
+  // sees a packet. A missing index pin forces that load too. (An optimistic update's
+  // check found them all.)
   const pinsListed = after(pins);
-  const indexMissing = hadPins && (pinsListed ? missingIndexIn(pinsListed) : await missingIndex(session, layout));
+  const indexMissing = !assumed && hadPins && (pinsListed ? missingIndexIn(pinsListed) : await missingIndex(session, layout));
   const program = new XdpProgramChange(session, layout, hook, survey.program?.id, !hadPins || olds?.objectSha256 !== object.sha256 || hook.rebinds || indexMissing);
   const mapPin = (map: string) => `${layout.maps}/${map}`;
   const before = hadPins ? await entriesBefore(session, layout, declared, olds, applied) : { entries: [], recorded: false };
@@ -231,7 +337,9 @@ async function converge(declared: XdpFirewallInputs, olds?: XdpFirewallOutputs):
   // guard off): the host would send that exec's whole answer before it needs an ACK,
   // and only a later exec shows the provider it has lost the host.
   const mayCutSession = survey.managementInterface === inputs.interface && inputs.allowManagementDeny;
-  const carriesReadback = hadPins && changesEntries && !guarded && !expectations && !program.needsLoad && inputs.attached && !mayCutSession;
+  // And only with the program staying where it runs: a hook that moves leaves its old
+  // place in the cleanup, which must follow the batch.
+  const carriesReadback = hadPins && changesEntries && !guarded && !expectations && !program.needsLoad && inputs.attached && hook.inPlace && hook.cleanupCommands(program.ownIds).length === 0 && !mayCutSession;
   let observed: ObservedProgram | undefined;
 
   await guardedChange(session, {
@@ -269,12 +377,13 @@ async function converge(declared: XdpFirewallInputs, olds?: XdpFirewallOutputs):
         return;
       }
       const readback = programReadback(session, layout, placement);
-      await program.cleanup(queue);
       const behind = [...appliedSteps(), ...(await bootSteps())];
       try {
         const ran = await writeEntries(session, layout, plan, observedBefore, desired, queue, [...behind, ...readback.steps]);
         observed = readback.parse(ran.slice(behind.length));
       } catch (err) {
+        // The host refused the plan's assumptions before anything ran: nothing to undo.
+        if (err instanceof AssumptionMissed) throw err;
         // The exec may have ended after the copy was patched and before the read-back
         // (a lost connection), and writeEntries may have put the previous entries back:
         // no record then, so the next run reads the maps.

@@ -81,27 +81,34 @@ describe("XdpFirewall with a DenyList, on a lab host", () => {
     outs = await ops.update("id", outs, inputs(ref));
     const [update] = counted;
     console.log(`one-entry update: ${update!.execs} exec round trips:\n  ${update!.steps.join("\n  ")}`);
-    // Its map dumps are the survey's and the read-back's (stats map), none of the entries:
-    // the repair below, which must dump the entries, shows one more.
-    dumpsFromRecord = update!.steps.filter((s) => /map dump/.test(s)).length;
+    // Its one map dump is the read-back's (stats map), none of the entries.
+    expect(update!.steps.filter((s) => /map dump/.test(s)).length).toBe(1);
     expect(await exact("192.0.2.9")).toBe(true);
     expect((await applied()).split("\n")).toContain("192.0.2.9/32");
     expect(outs.denyList).toEqual(ref);
     // eth0 carries the management session: the guard is armed, and its fresh login carries the read-back.
-    expect(update!.execs).toBe(3);
+    // No survey: the update is planned from the state's version, and the change's exec first
+    // checks on the host that the plan's assumptions hold (sh/firewall-update-check.sh), then
+    // arms the revert and runs the batch; the fresh login carries the disarm, the copy's
+    // patch and the read-back. Two execs, and two logins (the pooled one and the guard's).
+    expect(update!.execs).toBe(2);
+    expect(update!.logins).toBeLessThanOrEqual(2);
+    expect(update!.steps[0]).toMatch(/firewall-update-check|bpftool prog show/);
+    expect(update!.steps[0]).toMatch(/bpftool batch/);
     // No copy crosses the wire: the survey reads its digest, the update sends the difference.
     expect(update!.steps.filter((s) => /applied-read|cat -- /.test(s))).toEqual([]);
     expect(await heldOrTemp()).toBe("");
   });
 
-  it("with no guard armed, a one-entry update is two execs: the survey, then the batch with the copy's patch and the read-back", async () => {
+  it("with no guard armed, a one-entry update is one exec: the host's check of the plan's assumptions, the batch, the copy's patch and the read-back", async () => {
     clearRegisteredContent();
     const ref = list([...base], [...base, "192.0.2.9/32"]);
     counted.length = 0;
     outs = await ops.update("id", outs, inputs(ref, { lockoutGuard: false }));
     const [update] = counted;
     console.log(`one-entry update, no guard: ${update!.execs} exec round trips:\n  ${update!.steps.join("\n  ")}`);
-    expect(update!.execs).toBe(2);
+    // Planned from the state's version, no survey: one exec (sh/firewall-update-check.sh first).
+    expect(update!.execs).toBe(1);
     expect(update!.logins).toBeLessThanOrEqual(1); // no fresh login for a guard
     expect(await exact("192.0.2.9")).toBe(false);
     expect(await applied()).toBe([...base].sort().join("\n"));
@@ -113,6 +120,41 @@ describe("XdpFirewall with a DenyList, on a lab host", () => {
     clearRegisteredContent();
     outs = await ops.update("id", outs, inputs(list([...base, "192.0.2.9/32"], [...base]), { lockoutGuard: false }));
     expect(await exact("192.0.2.9")).toBe(true);
+  });
+
+  it("a host that is not on the version the state says (it missed an update) refuses the planned exec, changing nothing, and converges from what it has", async () => {
+    clearRegisteredContent();
+    // The state says base + .9 (registered below, with the new version); the host
+    // holds base + .9 without 100.64.0.5, in its maps and its copy, as if an update
+    // that removed it had applied there and the stack's record were older.
+    await lab.inHost(host, ["bpftool", "map", "delete", "pinned", "/sys/fs/bpf/bpfleet/xdp-firewall/fleetfw/maps/deny_v4_exact", "key", "100", "64", "0", "5"]);
+    await lab.inHost(host, ["sh", "-c", "grep -vx '100.64.0.5/32' /var/lib/bpfleet/applied/xdp-firewall/fleetfw > /tmp/fleetfw.copy; mv /tmp/fleetfw.copy /var/lib/bpfleet/applied/xdp-firewall/fleetfw"]);
+    expect(await exact("100.64.0.5")).toBe(false);
+    const ref = list([...base, "192.0.2.9/32", "192.0.2.11/32"], [...base, "192.0.2.9/32"]);
+    counted.length = 0;
+    outs = await ops.update("id", outs, inputs(ref, { lockoutGuard: false }));
+    const [update] = counted;
+    console.log(`update of a host off the state's version: ${update!.execs} exec round trips:\n  ${update!.steps.join("\n  ")}`);
+    // The first exec stopped at the check (its batch never ran); the survey followed,
+    // found a version this deployment does not hold, read the copy, and planned from it:
+    // 100.64.0.5 comes back with .11.
+    expect(update!.steps[0]).toMatch(/bpftool batch/);
+    expect(update!.steps[2]).toBe("script (cat)");
+    // Its map dumps (past the refused exec) are the survey's and the read-back's, none of
+    // the entries: the baseline of the tests below (the repair, which must dump the
+    // entries, shows one more).
+    dumpsFromRecord = update!.steps.slice(1).filter((s) => /map dump/.test(s)).length;
+    // Refused exec, survey, the copy's read, the change (with patch and read-back).
+    expect(update!.execs).toBe(4);
+    expect(await exact("100.64.0.5")).toBe(true);
+    expect(await exact("192.0.2.11")).toBe(true);
+    expect(await applied()).toBe([...base, "192.0.2.9/32", "192.0.2.11/32"].sort().join("\n"));
+    expect(await heldOrTemp()).toBe("");
+    expect(outs.denyList).toEqual(ref);
+    // And back to base + .9, for the tests below (planned from the state again).
+    clearRegisteredContent();
+    outs = await ops.update("id", outs, inputs(list([...base, "192.0.2.9/32"], [...base, "192.0.2.9/32", "192.0.2.11/32"]), { lockoutGuard: false }));
+    expect(await exact("192.0.2.11")).toBe(false);
   });
 
   it("a host whose copy is a version this deployment does not hold (it missed an update) is planned from its copy, read whole, and patched", async () => {

@@ -9,7 +9,8 @@
 // BPFLEET_FAULTS=ci runs a slice (see CI below).
 // BPFLEET_FAULTS=subset runs mode "cut" (connection destroyed before the step runs) at every
 // step of update and the first, middle and last step of create, delete and read; the kinds
-// can be narrowed with BPFLEET_FAULTS_KINDS=XdpFirewall,TcPolicy.
+// can be narrowed with BPFLEET_FAULTS_KINDS=XdpFirewall,TcPolicy (XdpFirewallDenyList: the
+// firewall with a DenyList, whose update is planned without a survey).
 // BPFLEET_FAULTS=full adds "cut-after" (the step ran, its answer was lost) and
 // "fail" (the step fails, the connection stays up). The matrix is printed.
 // BPFLEET_FAULTS_STEPS=3,7-9 narrows the steps cut to those numbers (to re-run the
@@ -35,7 +36,9 @@ import { trafficMirrorKind } from "../../provider/trafficMirror/lifecycle";
 import { trafficMirrorSchema } from "../../provider/trafficMirror/schema";
 import { tcPolicyKind } from "../../provider/tcPolicy/lifecycle";
 import { xdpFirewallKind } from "../../provider/xdpFirewall/lifecycle";
-import { xdpFirewallSchema } from "../../provider/xdpFirewall/schema";
+import { checkXdpFirewall, xdpFirewallSchema } from "../../provider/xdpFirewall/schema";
+import { checkDenyList } from "../../provider/denyList/schema";
+import { contentDigest, parseContentText } from "../../provider/sharedContent";
 import { attachedPart, hostSnapshot, LatencyProxy, pendingGuards, snapshotDiff, waitForGuards } from "./faults";
 import { createLab, type Lab, type LabHost } from "./lab";
 
@@ -98,6 +101,18 @@ function checked(result: { inputs?: unknown; failures?: unknown }): object {
 
 function firewallInputs(deny: string[], over: Record<string, unknown> = {}): object {
   return checked(checkInputs(xdpFirewallSchema, { host: host(), credentials: { privateKey }, interface: "eth0", name: "fw", deny, lockoutRevertSeconds: REVERT_SECONDS, ...over }));
+}
+
+/**
+ * A firewall applying a DenyList of `entries`, registered as the list's check does
+ * (every call: the harness's update plans from both versions, without a survey, when
+ * both are registered; lifecycle.ts optimisticUpdate).
+ */
+function listFirewallInputs(entries: string[]): object {
+  const list = checkDenyList(undefined, { entries });
+  const keys = parseContentText((list.inputs as { entries: string }).entries);
+  const denyList = { name: "feed", digest: contentDigest(keys), count: keys.length };
+  return checked(checkXdpFirewall({ host: host(), credentials: { privateKey }, interface: "eth0", name: "fwl", denyList, lockoutRevertSeconds: REVERT_SECONDS }));
 }
 
 function policyInputs(rules: string[], over: Record<string, unknown> = {}): object {
@@ -177,6 +192,17 @@ const KINDS: KindCase[] = [
     // A slot an entry left keeps its key bytes, marked not valid (the torn-write steps),
     // so old -> new -> old holds other bytes than a fresh old. What the slots serve is
     // proven by the kernel tests and the unit test's torn-write replays.
+    historyMaps: /^fw_(v4_slots|v6_slots|v4_net_slots)$/,
+  },
+  {
+    // The same kind with its entries held once, in a DenyList: an update between two
+    // registered versions is planned from the state, and its first exec checks the
+    // host before it arms the revert and runs the batch (lifecycle.ts optimisticUpdate).
+    name: "XdpFirewallDenyList",
+    kind: xdpFirewallKind as unknown as AnyKind,
+    id: "",
+    old: () => listFirewallInputs(["192.0.2.1/32", "198.51.100.0/24", "2001:db8::/48"]),
+    new: () => listFirewallInputs(["192.0.2.1/32", "192.0.2.2/32", "203.0.113.0/24", "2001:db8:1::/48"]),
     historyMaps: /^fw_(v4_slots|v6_slots|v4_net_slots)$/,
   },
   {

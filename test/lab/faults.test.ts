@@ -177,7 +177,7 @@ const KINDS: KindCase[] = [
     // A slot an entry left keeps its key bytes, marked not valid (the torn-write steps),
     // so old -> new -> old holds other bytes than a fresh old. What the slots serve is
     // proven by the kernel tests and the unit test's torn-write replays.
-    historyMaps: /^fw_(v4_slots|v6_slots|v4_net_slots)$/,
+    historyMaps: /^fw_(v4_ways|v6_ways|v4_net_slots)$/,
   },
   {
     name: "TcPolicy",

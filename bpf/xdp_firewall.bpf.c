@@ -216,10 +216,29 @@ __noinline int fw_v6_key_listed(__u64 h, __u64 l, __u32 len)
 	bucket = x >> (32 - FW_V6_WAY_BITS);
 	w = bpf_map_lookup_elem(&fw_v6_ways, &bucket);
 	if (w) {
+		const __u64 low7 = 0x7f7f7f7f7f7f7f7fULL;
+		__u64 probe = ((x >> 7) & 0xff) * 0x0101010101010101ULL;
+
 #pragma unroll
-		for (int i = 0; i < FW_WAYS; i++)
-			if ((((*(__u64 *)&w->addr[i][0] ^ hb) | (*(__u64 *)&w->addr[i][8] ^ lb)) | ((w->len[i] ^ len) | (w->valid[i] ^ 1))) == 0)
-				return 1;
+		for (int half = 0; half < 2; half++) {
+			/* A high bit per byte where the way's tag is the probe's (exact:
+			 * no borrow crosses bytes). */
+			__u64 y = *(__u64 *)&w->tag[half * 8] ^ probe;
+			__u64 m = ~((((y & low7) + low7) | y) | low7);
+
+			for (int j = 0; j < 8 && m; j++) {
+				__u32 i = half * 8 + (lowest_bit(m) >> 3);
+
+				m &= m - 1;
+				/* Opaque to the compiler, so that it keeps the check the
+				 * verifier needs (it cannot bound lowest_bit's result). */
+				asm volatile("" : "+r"(i));
+				if (i >= FW_WAYS)
+					break;
+				if ((((*(__u64 *)&w->addr[i][0] ^ hb) | (*(__u64 *)&w->addr[i][8] ^ lb)) | ((w->len[i] ^ len) | (w->valid[i] ^ 1))) == 0)
+					return 1;
+			}
+		}
 		if (!w->overflow)
 			return 0;
 	}

@@ -119,21 +119,26 @@ _Static_assert(sizeof(struct fw_v4_ways) == 64, "provider/xdpFirewall: fw_v4_way
  * first) and the length, folded by h = (h ^ x) * FW_V4_SLOT_MULT from h = 0,
  * top FW_V6_WAY_BITS bits. A bucket holds the FW_WAYS lowest keys (address
  * bytes, then length); an overflowing bucket sends the lookup to fw_v6_long
- * (prefixes) or deny_v6_exact (length 128). 2^17 buckets of 224 bytes, 28 MiB,
+ * (prefixes) or deny_v6_exact (length 128). 2^17 buckets of 240 bytes, 30 MiB,
  * preallocated (the 2^19 direct-mapped slots were 12 MiB, and at 1M keys half
  * of them shared a slot): at 1M keys 1.2% overflow. The same stepwise writes
- * as fw_v4_ways. */
+ * as fw_v4_ways; a way's tag is one of its key bytes. */
 #define FW_V6_WAY_BITS 17
 #define FW_V6_WAY_BUCKETS (1 << FW_V6_WAY_BITS)
 
 struct fw_v6_ways {
 	__u8 addr[FW_WAYS][16]; /* masked, as on the wire */
+	__u8 tag[16];           /* tag[i]: bits 7..14 of way i's key's fold (its
+				 * bucket is bits 15..31); 0 past the ways. The
+				 * program compares a way's key only where its tag
+				 * is the probe's: twelve in one word-wide step,
+				 * since a LONGER bucket probes once per length. */
 	__u8 len[FW_WAYS];      /* 25..128 */
 	__u8 valid[FW_WAYS];
 	__u8 overflow;
 	__u8 pad[7];
 };
-_Static_assert(sizeof(struct fw_v6_ways) == 224, "provider/xdpFirewall: fw_v6_ways");
+_Static_assert(sizeof(struct fw_v6_ways) == 240, "provider/xdpFirewall: fw_v6_ways");
 
 struct fw_v4_prefix_key {
 	__u32 prefixlen; /* host byte order, as the LPM trie expects */

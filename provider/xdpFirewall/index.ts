@@ -58,14 +58,17 @@ export const v4NetSlot = (bucket: number) => Math.imul(bucket, V4_SLOT_MULT) >>>
 
 /** fw_v6_ways: FW_V6_WAY_BITS. */
 export const V6_WAY_BITS = 17;
-/** The fw_v6_ways bucket of (length, masked address), as the program computes it. */
-export function v6WayBucket(bytes: Uint8Array, length: number): number {
+/** The fold of (length, masked address) fw_v6_key_listed computes. */
+function v6Fold(bytes: Uint8Array, length: number): number {
   const view = new DataView(bytes.buffer, bytes.byteOffset, 16);
   let h = 0;
   for (let i = 0; i < 4; i++) h = Math.imul(h ^ view.getUint32(i * 4, false), V4_SLOT_MULT);
-  h = Math.imul(h ^ length, V4_SLOT_MULT);
-  return h >>> (32 - V6_WAY_BITS);
+  return Math.imul(h ^ length, V4_SLOT_MULT);
 }
+/** The fw_v6_ways bucket of (length, masked address), as the program computes it. */
+export const v6WayBucket = (bytes: Uint8Array, length: number) => v6Fold(bytes, length) >>> (32 - V6_WAY_BITS);
+/** A key's tag in its fw_v6_ways bucket: bits 7..14 of the fold. */
+export const v6WayTag = (bytes: Uint8Array, length: number) => (v6Fold(bytes, length) >>> 7) & 0xff;
 
 /** Capacity of the detail maps (FW_V4_HOSTS_MAX_ENTRIES, FW_V6_LONG_MAX_ENTRIES). */
 export const V4_HOSTS_MAX_ENTRIES = 262_144;
@@ -229,16 +232,19 @@ function waysValue(all: readonly Uint8Array[] | undefined): WaysValue {
 /**
  * struct fw_v4_ways (keys of 4 bytes: addr[12], valid[12], overflow, pad) or
  * struct fw_v6_ways (keys of 17 bytes, address then length: addr[12][16],
- * len[12], valid[12], overflow, pad).
+ * tag[16], len[12], valid[12], overflow, pad). A way's tag is written with its key.
  */
 export function encodeWays(family: 4 | 6, value: WaysValue): Uint8Array {
-  const out = new Uint8Array(family === 4 ? 64 : 224);
+  const out = new Uint8Array(family === 4 ? 64 : 240);
   const width = family === 4 ? 4 : 16;
-  const validAt = WAYS * width + (family === 4 ? 0 : WAYS);
+  const validAt = family === 4 ? WAYS * 4 : WAYS * 16 + 16 + WAYS;
   value.keys.forEach((key, i) => {
     if (!key) return;
     out.set(key.subarray(0, width), i * width);
-    if (family === 6) out[WAYS * 16 + i] = key[16]!;
+    if (family === 6) {
+      out[WAYS * 16 + i] = v6WayTag(key.subarray(0, 16), key[16]!);
+      out[WAYS * 16 + 16 + i] = key[16]!;
+    }
   });
   value.valid.forEach((v, i) => (out[validAt + i] = v ? 1 : 0));
   out[validAt + WAYS] = value.overflow ? 1 : 0;

@@ -159,7 +159,7 @@ export interface XdpFirewallOutputs extends XdpFirewallInputs {
   /**
    * Memory of the firewall's maps as the kernel accounts it (bytes_memlock summed
    * over its pinned maps): the two 4 MiB index arrays, the way buckets (8 MiB IPv4,
-   * 28 MiB IPv6) and the 2.5 MiB of IPv4 /24 host bitmap slots always, the hash maps
+   * 30 MiB IPv6) and the 2.5 MiB of IPv4 /24 host bitmap slots always, the hash maps
    * and tries as they fill.
    */
   mapMemoryBytes: number;

@@ -92,7 +92,7 @@ describe.skipIf(unavailable !== undefined)("xdp_firewall", { timeout: 60_000 }, 
         fw_v4_hosts: { type: "hash", flags: NO_PREALLOC, bytes_key: 4, bytes_value: 32, max_entries: 262144 },
         fw_v4_ways: { type: "array", flags: 0, bytes_key: 4, bytes_value: 64, max_entries: 1 << V4_WAY_BITS },
         fw_v4_net_slots: { type: "array", flags: 0, bytes_key: 4, bytes_value: 40, max_entries: 1 << V4_NET_SLOT_BITS },
-        fw_v6_ways: { type: "array", flags: 0, bytes_key: 4, bytes_value: 224, max_entries: 1 << V6_WAY_BITS },
+        fw_v6_ways: { type: "array", flags: 0, bytes_key: 4, bytes_value: 240, max_entries: 1 << V6_WAY_BITS },
         fw_v6_long: { type: "hash", flags: NO_PREALLOC, bytes_key: 20, bytes_value: 1, max_entries: 262144 },
         fw_v6_lengths: { type: "array", flags: 0, bytes_key: 4, bytes_value: 16, max_entries: 1 },
         fw_stats: { type: "percpu_array", flags: 0, bytes_key: 4, bytes_value: 16, max_entries: 2 },
@@ -119,7 +119,7 @@ describe.skipIf(unavailable !== undefined)("xdp_firewall", { timeout: 60_000 }, 
       expect(layout("fw_index_block")).toEqual({ size: 64, members: [["state", 0]] });
       expect(layout("fw_v4_hosts")).toEqual({ size: 32, members: [["bits", 0]] });
       expect(layout("fw_v4_ways")).toEqual({ size: 64, members: [["addr", 0], ["valid", 4 * WAYS], ["overflow", 5 * WAYS], ["pad", 5 * WAYS + 1]] });
-      expect(layout("fw_v6_ways")).toEqual({ size: 224, members: [["addr", 0], ["len", 16 * WAYS], ["valid", 17 * WAYS], ["overflow", 18 * WAYS], ["pad", 18 * WAYS + 1]] });
+      expect(layout("fw_v6_ways")).toEqual({ size: 240, members: [["addr", 0], ["tag", 16 * WAYS], ["len", 16 * WAYS + 16], ["valid", 17 * WAYS + 16], ["overflow", 18 * WAYS + 16], ["pad", 18 * WAYS + 17]] });
       expect(layout("fw_v4_net_slot")).toEqual({ size: 40, members: [["net", 0], ["valid", 4], ["overflow", 5], ["pad", 6], ["bits", 8]] });
       expect(layout("fw_v6_lengths")).toEqual({ size: 16, members: [["bits", 0]] });
     });

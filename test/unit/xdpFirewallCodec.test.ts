@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import { batchText } from "../../provider/remote/mapOperations";
 import { decodeDenyEntry, DENY_MAPS, encodeDenyEntry } from "../../provider/xdpFirewall/codec";
 import { denyOperations, planDeny } from "../../provider/xdpFirewall/plan";
-import { BUCKET, buildIndex, indexOperations, packBlock, v4NetSlot, v4WayBucket, v6WayBucket, WAYS } from "../../provider/xdpFirewall/index";
+import { BUCKET, buildIndex, indexOperations, packBlock, v4NetSlot, v4WayBucket, v6WayBucket, v6WayTag, WAYS } from "../../provider/xdpFirewall/index";
 import { seededRandom } from "../support/seededRandom";
 import { formatAddress, parsePrefix, prefixContains } from "../../provider/cidr";
 import type { MapOperation } from "../../provider/remote/mapOperations";
@@ -196,11 +196,15 @@ describe("index", () => {
       const s = state(maps, "fw_v6_index", top);
       if (s === 0 || s === 1) return s === 1;
       // fw_v6_key_listed's bucket: "hit", "miss", or "ask" the hash. fw_v6_ways: addr[12][16] at 0,
-      // len[12] at 192, valid[12] at 204, overflow at 216.
+      // tag[16] at 192, len[12] at 208, valid[12] at 220, overflow at 232; a way is compared
+      // only where its tag is the probe's.
       const v6SlotAnswer = (masked: Uint8Array, len: number) => {
-        const ways = maps.get("fw_v6_ways")?.get(hex(u32le(v6WayBucket(masked, len)))) ?? new Uint8Array(224);
-        for (let i = 0; i < WAYS; i++) if (ways[17 * WAYS + i] === 1 && ways[16 * WAYS + i] === len && hex(ways.subarray(16 * i, 16 * i + 16)) === hex(masked)) return "hit";
-        return ways[18 * WAYS] === 1 ? "ask" : "miss";
+        const ways = maps.get("fw_v6_ways")?.get(hex(u32le(v6WayBucket(masked, len)))) ?? new Uint8Array(240);
+        const tag = v6WayTag(masked, len);
+        for (let i = 0; i < WAYS; i++) {
+          if (ways[192 + i] === tag && ways[220 + i] === 1 && ways[208 + i] === len && hex(ways.subarray(16 * i, 16 * i + 16)) === hex(masked)) return "hit";
+        }
+        return ways[232] === 1 ? "ask" : "miss";
       };
       if (s === 3) {
         const lengths = maps.get("fw_v6_lengths")?.get("00000000") ?? new Uint8Array(16);
@@ -315,7 +319,7 @@ describe("index", () => {
         const slotsUsed = new Set(slotWrites(guarded).map((o) => `${o.map} ${hex(o.key)}`));
         expect(slotWrites(unread)).toHaveLength(slotsUsed.size);
         // Guarded: keys while not valid, then valid; and a bucket past its ways turns `overflow` on last.
-        const overflowing = slotWrites(unread).filter((o) => o.op === "update" && o.map !== "fw_v4_net_slots" && o.value[(o.map === "fw_v4_ways" ? 5 : 18) * WAYS] === 1).length;
+        const overflowing = slotWrites(unread).filter((o) => o.op === "update" && o.map !== "fw_v4_net_slots" && o.value[o.map === "fw_v4_ways" ? 5 * WAYS : 232] === 1).length;
         expect(slotWrites(guarded).length).toBe(2 * slotsUsed.size + overflowing);
         const end = (ops: MapOperation[]) => {
           const maps: Maps = new Map();

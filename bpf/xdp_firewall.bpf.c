@@ -194,14 +194,21 @@ static __always_inline __u32 lowest_bit(__u64 x)
 	return __builtin_popcountll((x & -x) - 1);
 }
 
+/* Which byte holds the lowest set bit of m, whose set bits are all bit 7 of
+ * their byte: that bit, moved to bit 0 of byte j, times a constant whose byte
+ * 7 - j is j, leaves j in the top byte (a multiply, not lowest_bit's popcount,
+ * which BPF has no instruction for: ~20 instructions). */
+static __always_inline __u32 lowest_tag(__u64 m)
+{
+	return (((m & -m) >> 7) * 0x0001020304050607ULL) >> 56;
+}
 
 /* Whether the key (len, h:l) is listed (the masked address's halves in host
  * order; len 25..128): its fw_v6_ways bucket, and when the bucket overflows the
- * hash, fw_v6_long for a prefix or deny_v6_exact for an address. A global
- * function: the verifier checks it once, not once per IPv6 prefix length the
- * caller's loop may try (up to 103); inlined, its twelve compares multiplied
- * the verifier's work past its limit. */
-__noinline int fw_v6_key_listed(__u64 h, __u64 l, __u32 len)
+ * hash, fw_v6_long for a prefix or deny_v6_exact for an address. Inlined where
+ * a packet asks it at most once (an EXACT bucket's address; a LONGER bucket's
+ * longest length): the call of fw_v6_key_listed below costs a few ns. */
+static __always_inline int v6_key_listed(__u64 h, __u64 l, __u32 len)
 {
 	struct fw_v6_prefix_key key = { .prefixlen = len };
 	__u64 hb = bpf_cpu_to_be64(h), lb = bpf_cpu_to_be64(l);
@@ -223,11 +230,11 @@ __noinline int fw_v6_key_listed(__u64 h, __u64 l, __u32 len)
 		for (int half = 0; half < 2; half++) {
 			/* A high bit per byte where the way's tag is the probe's (exact:
 			 * no borrow crosses bytes). */
-			__u64 y = *(__u64 *)&w->tag[half * 8] ^ probe;
+			__u64 y = *(__u64 *)__builtin_assume_aligned(&w->tag[half * 8], 8) ^ probe;
 			__u64 m = ~((((y & low7) + low7) | y) | low7);
 
 			for (int j = 0; j < 8 && m; j++) {
-				__u32 i = half * 8 + (lowest_bit(m) >> 3);
+				__u32 i = half * 8 + lowest_tag(m);
 
 				m &= m - 1;
 				/* Opaque to the compiler, so that it keeps the check the
@@ -249,17 +256,33 @@ __noinline int fw_v6_key_listed(__u64 h, __u64 l, __u32 len)
 	return bpf_map_lookup_elem(&fw_v6_long, &key) != NULL;
 }
 
-/* Whether a prefix of length `len` (25..127) covers hi:lo (the address's
- * two halves in host order). */
+/* v6_key_listed as a global function, for the walk of the lengths: the
+ * verifier checks it once, not once per IPv6 prefix length the walk may try
+ * (up to 103); inlined there, its twelve compares multiplied the verifier's
+ * work past its limit. */
+__noinline int fw_v6_key_listed(__u64 h, __u64 l, __u32 len)
+{
+	return v6_key_listed(h, l, len);
+}
+
+/* hi:lo (the address's two halves in host order) masked to `len` (25..127),
+ * in place. */
+static __always_inline void v6_mask(__u64 *h, __u64 *l, __u32 len)
+{
+	if (len >= 64)
+		*l = len == 64 ? 0 : *l & (~0ULL << (128 - len));
+	else {
+		*h &= ~0ULL << (64 - len);
+		*l = 0;
+	}
+}
+
+/* Whether a prefix of length `len` (25..127) covers hi:lo, by the global
+ * function. */
 static __always_inline int v6_long_hit(__u64 hi, __u64 lo, __u32 len)
 {
-	__u64 h = hi, l = 0;
-
-	if (len >= 64)
-		l = len == 64 ? 0 : lo & (~0ULL << (128 - len));
-	else
-		h = hi & (~0ULL << (64 - len));
-	return fw_v6_key_listed(h, l, len);
+	v6_mask(&hi, &lo, len);
+	return fw_v6_key_listed(hi, lo, len);
 }
 
 static __always_inline int v6_denied(const struct in6_addr *saddr)
@@ -287,8 +310,27 @@ static __always_inline int v6_denied(const struct in6_addr *saddr)
 
 		if (lengths) {
 			/* Longest first (the set is stored reversed: bit k is
-			 * length 127 - k); each present length is one lookup. */
-			w = lengths->bits[0];
+			 * length 127 - k); each present length is one lookup.
+			 * The longest is asked inline (below the loops it
+			 * would be asked by a call, one per length). */
+			__u64 w0 = lengths->bits[0], w1 = lengths->bits[1];
+			__u32 first = 0;
+
+			if (w0) {
+				first = 127 - lowest_bit(w0);
+				w0 &= w0 - 1;
+			} else if (w1) {
+				first = 63 - lowest_bit(w1);
+				w1 &= w1 - 1;
+			}
+			if (first >= 25) {
+				__u64 h = hi, l = lo;
+
+				v6_mask(&h, &l, first);
+				if (v6_key_listed(h, l, first))
+					return 1;
+			}
+			w = w0;
 			for (int i = 0; i < 64 && w; i++) {
 				__u32 k = lowest_bit(w);
 
@@ -296,7 +338,7 @@ static __always_inline int v6_denied(const struct in6_addr *saddr)
 				if (v6_long_hit(hi, lo, 127 - k))
 					return 1;
 			}
-			w = lengths->bits[1];
+			w = w1;
 			for (int i = 0; i < 64 && w; i++) {
 				__u32 k = lowest_bit(w);
 
@@ -307,8 +349,9 @@ static __always_inline int v6_denied(const struct in6_addr *saddr)
 					return 1;
 			}
 		}
+		return fw_v6_key_listed(hi, lo, 128);
 	}
-	return fw_v6_key_listed(hi, lo, 128);
+	return v6_key_listed(hi, lo, 128);
 }
 
 static __always_inline void count(__u32 stat, __u64 bytes)

@@ -131,13 +131,15 @@ struct fw_v6_ways {
 	__u8 tag[16];           /* tag[i]: bits 7..14 of way i's key's fold (its
 				 * bucket is bits 15..31); 0 past the ways. The
 				 * program compares a way's key only where its tag
-				 * is the probe's: twelve in one word-wide step,
+				 * is the probe's: twelve in two word-wide steps,
 				 * since a LONGER bucket probes once per length. */
 	__u8 len[FW_WAYS];      /* 25..128 */
 	__u8 valid[FW_WAYS];
 	__u8 overflow;
 	__u8 pad[7];
-};
+} __attribute__((aligned(8))); /* as array map values are: the program's word
+				* loads of addr and tag are then one load each,
+				* not eight byte loads and fourteen shifts/ors */
 _Static_assert(sizeof(struct fw_v6_ways) == 240, "provider/xdpFirewall: fw_v6_ways");
 
 struct fw_v4_prefix_key {

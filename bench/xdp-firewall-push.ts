@@ -3,8 +3,10 @@
  * batch, read-back of every map) next to the same bpftool batch run directly on
  * the host, measured side by side on one lab host.
  *
- *   sudo npx vite-node bench/xdp-firewall-push.ts [--entries N] [--lab NAME] [--revert-seconds S]
+ *   sudo npx vite-node bench/xdp-firewall-push.ts [--entries N] [--lab NAME] [--revert-seconds S] [--no-direct]
  *
+ * --no-direct skips the direct bpftool batch and dump (minutes at 1M entries), for a
+ * before/after of the provider's push alone, two trees back to back.
  * The lab host's eth0 carries the provider's SSH session, so the lockout guard is
  * armed for every change: its revert timer must outlast the push, or the host
  * undoes it mid-batch (a 1M push takes minutes). --revert-seconds sets
@@ -25,6 +27,7 @@ const args = process.argv.slice(2);
 const ENTRIES = Number(args[args.indexOf("--entries") + 1] || 100_000);
 const option = (name: string, fallback: string) => (args.includes(`--${name}`) ? args[args.indexOf(`--${name}`) + 1]! : fallback);
 const REVERT_SECONDS = Number(option("revert-seconds", "3600"));
+const DIRECT = !args.includes("--no-direct");
 // 0 turns the guard off; anything else must be a window the schema accepts (a typo must
 // not silently run the push unguarded).
 if (!Number.isInteger(REVERT_SECONDS) || (REVERT_SECONDS !== 0 && (REVERT_SECONDS < MIN_REVERT_SECONDS || REVERT_SECONDS > MAX_REVERT_SECONDS))) {
@@ -71,17 +74,25 @@ async function main(): Promise<void> {
     await firewall.delete(empty.id, pushed);
 
     // The same map writes, straight into a freshly loaded firewall's maps on the host.
-    const direct = await firewall.create(inputs([]));
-    const batch = batchText(denyOperations(planDeny(Object.keys(inputs(deny).deny), []), (m) => `/sys/fs/bpf/bpfleet/xdp-firewall/bench/maps/${m}`));
-    const [, directMs] = await timed(() => lab.inHost(host, ["bpftool", "batch", "file", "-"], { input: batch }));
-    const [, dumpMs] = await timed(() => lab.inHost(host, ["bpftool", "-j", "map", "dump", "pinned", "/sys/fs/bpf/bpfleet/xdp-firewall/bench/maps/deny_v4_exact"], { stdout: "ignore" }));
-    await firewall.delete(direct.id, direct.outs);
+    let directMs = NaN;
+    let dumpMs = NaN;
+    if (DIRECT) {
+      const direct = await firewall.create(inputs([]));
+      const batch = batchText(denyOperations(planDeny(Object.keys(inputs(deny).deny), []), (m) => `/sys/fs/bpf/bpfleet/xdp-firewall/bench/maps/${m}`));
+      [, directMs] = await timed(() => lab.inHost(host, ["bpftool", "batch", "file", "-"], { input: batch }));
+      [, dumpMs] = await timed(() => lab.inHost(host, ["bpftool", "-j", "map", "dump", "pinned", "/sys/fs/bpf/bpfleet/xdp-firewall/bench/maps/deny_v4_exact"], { stdout: "ignore" }));
+      await firewall.delete(direct.id, direct.outs);
+    }
 
     const rows: [string, number][] = [
       [`check(): canonicalise ${ENTRIES} entries (pure)`, checkMs],
       [`provider update 0 -> ${ENTRIES} entries (SSH + batch + read-back)`, providerMs],
-      [`bpftool batch of the same ${ENTRIES} updates, run on the host`, directMs],
-      [`bpftool map dump of ${ENTRIES} entries, run on the host`, dumpMs],
+      ...(DIRECT
+        ? ([
+            [`bpftool batch of the same ${ENTRIES} updates, run on the host`, directMs],
+            [`bpftool map dump of ${ENTRIES} entries, run on the host`, dumpMs],
+          ] as [string, number][])
+        : []),
       [`provider read (refresh): every record map dumped and decoded`, readMs],
       [`provider update, nothing changed (reads the maps to compare)`, noopMs],
       [`provider update, one entry replaced`, oneMs],
@@ -89,8 +100,10 @@ async function main(): Promise<void> {
     console.log(`\nPushing ${ENTRIES} deny entries to one lab host (kernel ${(await execa("uname", ["-r"])).stdout}; ${REVERT_SECONDS > 0 ? `lockout guard armed, lockoutRevertSeconds ${REVERT_SECONDS}` : "lockout guard off"})`);
     for (const [label, ms] of rows) console.log(`${label.padEnd(70)} ${ms.toFixed(0).padStart(7)} ms`);
     console.log(`${"mapMemoryBytes after the push (bytes_memlock of every map)".padEnd(70)} ${(pushed.mapMemoryBytes / 1048576).toFixed(1).padStart(7)} MiB`);
-    console.log(`${"ratio provider push / direct bpftool batch".padEnd(70)} ${(providerMs / directMs).toFixed(2).padStart(7)} x`);
-    console.log(`${"ratio provider push / (direct batch + direct dump)".padEnd(70)} ${(providerMs / (directMs + dumpMs)).toFixed(2).padStart(7)} x`);
+    if (DIRECT) {
+      console.log(`${"ratio provider push / direct bpftool batch".padEnd(70)} ${(providerMs / directMs).toFixed(2).padStart(7)} x`);
+      console.log(`${"ratio provider push / (direct batch + direct dump)".padEnd(70)} ${(providerMs / (directMs + dumpMs)).toFixed(2).padStart(7)} x`);
+    }
   } finally {
     closeAllSessions();
     await lab.destroy();

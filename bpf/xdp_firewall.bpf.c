@@ -5,8 +5,8 @@
  * bucket of the address (xdp_firewall.h): most packets (misses, and hits of
  * prefixes up to /24) are decided there, without a hash or trie lookup; an
  * exact address, and an IPv6 prefix longer than /24 (one per length present,
- * longest first), is then read from a direct-mapped array of slots (a hash
- * lookup only for entries sharing a slot); an IPv4 address in a /24 with a
+ * longest first), is then read from an array of 12-way buckets (a hash
+ * lookup only for entries past a full bucket); an IPv4 address in a /24 with a
  * /25–/31 reads that /24's host bitmap, from a direct-mapped slot likewise.
  * The LPM tries are the records
  * of the prefixes, read by the provider, never by this program.
@@ -93,17 +93,17 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, FW_V4_SLOTS);
+	__uint(max_entries, FW_V4_WAY_BUCKETS);
 	__type(key, __u32);
-	__type(value, struct fw_v4_slot);
-} fw_v4_slots SEC(".maps");
+	__type(value, struct fw_v4_ways);
+} fw_v4_ways SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, FW_V6_SLOTS);
+	__uint(max_entries, FW_V6_WAY_BUCKETS);
 	__type(key, __u32);
-	__type(value, struct fw_v6_slot);
-} fw_v6_slots SEC(".maps");
+	__type(value, struct fw_v6_ways);
+} fw_v6_ways SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -171,13 +171,16 @@ static __always_inline int v4_denied(__be32 saddr)
 		 * points at it). */
 	}
 	{
-		__u32 slot = (addr * FW_V4_SLOT_MULT) >> (32 - FW_V4_SLOT_BITS);
-		struct fw_v4_slot *s = bpf_map_lookup_elem(&fw_v4_slots, &slot);
+		__u32 bucket = (addr * FW_V4_SLOT_MULT) >> (32 - FW_V4_WAY_BITS);
+		struct fw_v4_ways *w = bpf_map_lookup_elem(&fw_v4_ways, &bucket);
 
-		if (s) {
-			if (s->valid && s->addr == saddr)
-				return 1;
-			if (!s->overflow)
+		if (w) {
+			/* Unrolled: twelve compares of one cache line. */
+#pragma unroll
+			for (int i = 0; i < FW_WAYS; i++)
+				if (((w->addr[i] ^ saddr) | (w->valid[i] ^ 1)) == 0)
+					return 1;
+			if (!w->overflow)
 				return 0;
 		}
 	}
@@ -191,54 +194,95 @@ static __always_inline __u32 lowest_bit(__u64 x)
 	return __builtin_popcountll((x & -x) - 1);
 }
 
-enum fw_slot_answer {
-	FW_SLOT_MISS = 0,  /* not listed */
-	FW_SLOT_HIT = 1,   /* listed */
-	FW_SLOT_ASK = 2,   /* the slot overflows: ask the hash */
-};
-
-/* fw_v6_slots' answer for the key (len, h:l), the masked address's halves in
- * host order. */
-static __always_inline int v6_slot(__u64 h, __u64 l, __u32 len)
+/* Which byte holds the lowest set bit of m, whose set bits are all bit 7 of
+ * their byte: that bit, moved to bit 0 of byte j, times a constant whose byte
+ * 7 - j is j, leaves j in the top byte (a multiply, not lowest_bit's popcount,
+ * which BPF has no instruction for: ~20 instructions). */
+static __always_inline __u32 lowest_tag(__u64 m)
 {
-	__u32 x = 0, slot;
-	struct fw_v6_slot *s;
+	return (((m & -m) >> 7) * 0x0001020304050607ULL) >> 56;
+}
+
+/* Whether the key (len, h:l) is listed (the masked address's halves in host
+ * order; len 25..128): its fw_v6_ways bucket, and when the bucket overflows the
+ * hash, fw_v6_long for a prefix or deny_v6_exact for an address. Inlined where
+ * a packet asks it at most once (an EXACT bucket's address; a LONGER bucket's
+ * longest length): the call of fw_v6_key_listed below costs a few ns. */
+static __always_inline int v6_key_listed(__u64 h, __u64 l, __u32 len)
+{
+	struct fw_v6_prefix_key key = { .prefixlen = len };
+	__u64 hb = bpf_cpu_to_be64(h), lb = bpf_cpu_to_be64(l);
+	__u32 x = 0, bucket;
+	struct fw_v6_ways *w;
 
 	x = (x ^ (__u32)(h >> 32)) * FW_V4_SLOT_MULT;
 	x = (x ^ (__u32)h) * FW_V4_SLOT_MULT;
 	x = (x ^ (__u32)(l >> 32)) * FW_V4_SLOT_MULT;
 	x = (x ^ (__u32)l) * FW_V4_SLOT_MULT;
 	x = (x ^ len) * FW_V4_SLOT_MULT;
-	slot = x >> (32 - FW_V6_SLOT_BITS);
-	s = bpf_map_lookup_elem(&fw_v6_slots, &slot);
-	if (!s)
-		return FW_SLOT_ASK;
-	if (s->valid && s->len == len &&
-	    *(__u64 *)&s->addr[0] == bpf_cpu_to_be64(h) && *(__u64 *)&s->addr[8] == bpf_cpu_to_be64(l))
-		return FW_SLOT_HIT;
-	return s->overflow ? FW_SLOT_ASK : FW_SLOT_MISS;
+	bucket = x >> (32 - FW_V6_WAY_BITS);
+	w = bpf_map_lookup_elem(&fw_v6_ways, &bucket);
+	if (w) {
+		const __u64 low7 = 0x7f7f7f7f7f7f7f7fULL;
+		__u64 probe = ((x >> 7) & 0xff) * 0x0101010101010101ULL;
+
+#pragma unroll
+		for (int half = 0; half < 2; half++) {
+			/* A high bit per byte where the way's tag is the probe's (exact:
+			 * no borrow crosses bytes). */
+			__u64 y = *(__u64 *)__builtin_assume_aligned(&w->tag[half * 8], 8) ^ probe;
+			__u64 m = ~((((y & low7) + low7) | y) | low7);
+
+			for (int j = 0; j < 8 && m; j++) {
+				__u32 i = half * 8 + lowest_tag(m);
+
+				m &= m - 1;
+				/* Opaque to the compiler, so that it keeps the check the
+				 * verifier needs (it cannot bound lowest_bit's result). */
+				asm volatile("" : "+r"(i));
+				if (i >= FW_WAYS)
+					break;
+				if ((((*(__u64 *)&w->addr[i][0] ^ hb) | (*(__u64 *)&w->addr[i][8] ^ lb)) | ((w->len[i] ^ len) | (w->valid[i] ^ 1))) == 0)
+					return 1;
+			}
+		}
+		if (!w->overflow)
+			return 0;
+	}
+	__builtin_memcpy(key.addr, &hb, 8);
+	__builtin_memcpy(key.addr + 8, &lb, 8);
+	if (len == 128)
+		return bpf_map_lookup_elem(&deny_v6_exact, key.addr) != NULL;
+	return bpf_map_lookup_elem(&fw_v6_long, &key) != NULL;
 }
 
-/* Whether a prefix of length `len` (25..127) covers hi:lo (the address's
- * two halves in host order): its slot, and fw_v6_long if the slot overflows. */
+/* v6_key_listed as a global function, for the walk of the lengths: the
+ * verifier checks it once, not once per IPv6 prefix length the walk may try
+ * (up to 103); inlined there, its twelve compares multiplied the verifier's
+ * work past its limit. */
+__noinline int fw_v6_key_listed(__u64 h, __u64 l, __u32 len)
+{
+	return v6_key_listed(h, l, len);
+}
+
+/* hi:lo (the address's two halves in host order) masked to `len` (25..127),
+ * in place. */
+static __always_inline void v6_mask(__u64 *h, __u64 *l, __u32 len)
+{
+	if (len >= 64)
+		*l = len == 64 ? 0 : *l & (~0ULL << (128 - len));
+	else {
+		*h &= ~0ULL << (64 - len);
+		*l = 0;
+	}
+}
+
+/* Whether a prefix of length `len` (25..127) covers hi:lo, by the global
+ * function. */
 static __always_inline int v6_long_hit(__u64 hi, __u64 lo, __u32 len)
 {
-	struct fw_v6_prefix_key key = { .prefixlen = len };
-	__u64 h = hi, l = 0;
-	int answer;
-
-	if (len >= 64)
-		l = len == 64 ? 0 : lo & (~0ULL << (128 - len));
-	else
-		h = hi & (~0ULL << (64 - len));
-	answer = v6_slot(h, l, len);
-	if (answer != FW_SLOT_ASK)
-		return answer;
-	h = bpf_cpu_to_be64(h);
-	l = bpf_cpu_to_be64(l);
-	__builtin_memcpy(key.addr, &h, 8);
-	__builtin_memcpy(key.addr + 8, &l, 8);
-	return bpf_map_lookup_elem(&fw_v6_long, &key) != NULL;
+	v6_mask(&hi, &lo, len);
+	return fw_v6_key_listed(hi, lo, len);
 }
 
 static __always_inline int v6_denied(const struct in6_addr *saddr)
@@ -247,7 +291,6 @@ static __always_inline int v6_denied(const struct in6_addr *saddr)
 	__u32 state = bucket_state(&fw_v6_index, top24);
 	struct fw_v6_addr key;
 	__u64 hi, lo;
-	int answer;
 
 	if (state == FW_BUCKET_NONE)
 		return 0;
@@ -267,8 +310,27 @@ static __always_inline int v6_denied(const struct in6_addr *saddr)
 
 		if (lengths) {
 			/* Longest first (the set is stored reversed: bit k is
-			 * length 127 - k); each present length is one lookup. */
-			w = lengths->bits[0];
+			 * length 127 - k); each present length is one lookup.
+			 * The longest is asked inline (below the loops it
+			 * would be asked by a call, one per length). */
+			__u64 w0 = lengths->bits[0], w1 = lengths->bits[1];
+			__u32 first = 0;
+
+			if (w0) {
+				first = 127 - lowest_bit(w0);
+				w0 &= w0 - 1;
+			} else if (w1) {
+				first = 63 - lowest_bit(w1);
+				w1 &= w1 - 1;
+			}
+			if (first >= 25) {
+				__u64 h = hi, l = lo;
+
+				v6_mask(&h, &l, first);
+				if (v6_key_listed(h, l, first))
+					return 1;
+			}
+			w = w0;
 			for (int i = 0; i < 64 && w; i++) {
 				__u32 k = lowest_bit(w);
 
@@ -276,7 +338,7 @@ static __always_inline int v6_denied(const struct in6_addr *saddr)
 				if (v6_long_hit(hi, lo, 127 - k))
 					return 1;
 			}
-			w = lengths->bits[1];
+			w = w1;
 			for (int i = 0; i < 64 && w; i++) {
 				__u32 k = lowest_bit(w);
 
@@ -287,11 +349,9 @@ static __always_inline int v6_denied(const struct in6_addr *saddr)
 					return 1;
 			}
 		}
+		return fw_v6_key_listed(hi, lo, 128);
 	}
-	answer = v6_slot(hi, lo, 128);
-	if (answer != FW_SLOT_ASK)
-		return answer;
-	return bpf_map_lookup_elem(&deny_v6_exact, &key) != NULL;
+	return v6_key_listed(hi, lo, 128);
 }
 
 static __always_inline void count(__u32 stat, __u64 bytes)

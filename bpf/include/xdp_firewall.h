@@ -31,7 +31,7 @@ enum fw_bucket_state {
 	FW_BUCKET_EXACT = 2,  /* exact addresses only: look in deny_v4/v6_exact */
 	FW_BUCKET_LONGER = 3, /* prefixes longer than /24 (and maybe exact
 			       * addresses): IPv4 fw_v4_net_slots (fw_v4_hosts
-			       * when the slot overflows), IPv6 fw_v6_slots per
+			       * when the slot overflows), IPv6 fw_v6_ways per
 			       * length then the exact address */
 };
 
@@ -56,8 +56,8 @@ _Static_assert(sizeof(struct fw_v4_hosts) == 32, "provider/xdpFirewall: fw_v4_ho
  * Each slot holds the lowest /24 of its slot (with its bitmap), and `overflow`
  * when other /24s share the slot: those are found in fw_v4_hosts, which holds
  * every LONGER /24 and is read only then. 2^16 slots of 40 bytes, 2.5 MiB,
- * preallocated: with 10k LONGER /24s 86% have a slot of their own. The same
- * stepwise writes as fw_v4_slots (index.ts, slotOperations): `net` changes
+ * preallocated: with 10k LONGER /24s 86% have a slot of their own. Stepwise
+ * writes (index.ts, slotOperations): `net` changes
  * only while `valid` is 0 and `overflow` 1, and the bitmap with it; a bitmap
  * rewritten in place (same /24) mixes old and new bytes when read torn, and
  * never loses a bit both hold. */
@@ -84,50 +84,63 @@ struct fw_v6_lengths {
 };
 _Static_assert(sizeof(struct fw_v6_lengths) == 16, "provider/xdpFirewall: fw_v6_lengths");
 
-/* IPv4 exact addresses, direct-mapped, so that an exact hit costs an inlined
- * array read instead of a hash lookup (~30 ns here, as much as the rest of
- * the program). Slot of address a (host order): (a * FW_V4_SLOT_MULT) >> (32 -
- * FW_V4_SLOT_BITS). Each slot holds the lowest listed address of its slot, and
- * `overflow` when other listed addresses share the slot: those are found in
- * deny_v4_exact, which the program reads only then. Read for EXACT buckets
- * (and a LONGER one without its bitmap). 2^20 slots of 8 bytes, 8 MiB,
- * preallocated: at 100k exact entries 95% of them have a slot of their own, at
- * 1M two thirds.
+/* IPv4 exact addresses in buckets of FW_WAYS ways, so that an exact hit costs
+ * one inlined array read (one 64-byte line) instead of a hash lookup (~30 ns
+ * here, as much as the rest of the program). Bucket of address a (host order):
+ * (a * FW_V4_SLOT_MULT) >> (32 - FW_V4_WAY_BITS). A bucket holds the FW_WAYS
+ * lowest listed addresses of its bucket, in ascending order (way i the i-th),
+ * and `overflow` when more share it: those are found in deny_v4_exact, which
+ * the program reads only then. Read for EXACT buckets (and a LONGER one without
+ * its bitmap). 2^17 buckets of 64 bytes, 8 MiB, preallocated (as the direct-
+ * mapped 2^20 slots before, where at 1M entries a third shared a slot and took
+ * the hash): at 1M exact entries 1.2% of them overflow, at 100k none.
  *
- * A slot changes in steps that each keep every remaining address enforced,
- * torn or not (index.ts, slotOperations): `valid` and `overflow` are single
- * bytes; the address bytes change only while `valid` is 0 and `overflow` 1. */
-#define FW_V4_SLOT_BITS 20
-#define FW_V4_SLOTS (1 << FW_V4_SLOT_BITS)
+ * A bucket changes in steps that each keep every remaining address enforced,
+ * torn or not (index.ts, bucketOperations): `valid[i]` and `overflow` are single
+ * bytes; a way's address changes only while its `valid` is 0, and a way holding
+ * an address both lists keep is emptied only while `overflow` is 1. */
+#define FW_WAYS 12
+#define FW_V4_WAY_BITS 17
+#define FW_V4_WAY_BUCKETS (1 << FW_V4_WAY_BITS)
 #define FW_V4_SLOT_MULT 0x9E3779B1u
 
-struct fw_v4_slot {
-	__be32 addr;     /* as on the wire */
-	__u8 valid;      /* 1: addr is listed */
-	__u8 overflow;   /* 1: look in deny_v4_exact when addr is not the one */
-	__u8 pad[2];
+struct fw_v4_ways {
+	__be32 addr[FW_WAYS]; /* as on the wire, ascending */
+	__u8 valid[FW_WAYS];  /* 1: addr[i] is listed */
+	__u8 overflow;        /* 1: look in deny_v4_exact when no way holds it */
+	__u8 pad[3];
 };
-_Static_assert(sizeof(struct fw_v4_slot) == 8, "provider/xdpFirewall: fw_v4_slot");
+_Static_assert(sizeof(struct fw_v4_ways) == 64, "provider/xdpFirewall: fw_v4_ways");
 
-/* IPv6 exact addresses and prefixes longer than /24, direct-mapped the same
- * way, keyed by (length, masked address): an exact hit and a long-prefix hit
- * (one slot read per length present) then cost no hash lookup either. Slot
- * of a key: the four 32-bit words of the masked address (host order, first
- * word first) and the length, folded by h = (h ^ x) * FW_V4_SLOT_MULT from
- * h = 0, top FW_V6_SLOT_BITS bits. An overflowing slot sends the lookup to
- * fw_v6_long (prefixes) or deny_v6_exact (length 128). 2^19 slots of 24
- * bytes, 12 MiB, preallocated; the same stepwise writes as fw_v4_slots. */
-#define FW_V6_SLOT_BITS 19
-#define FW_V6_SLOTS (1 << FW_V6_SLOT_BITS)
+/* IPv6 exact addresses and prefixes longer than /24, in buckets the same way,
+ * keyed by (length, masked address): an exact hit and a long-prefix hit (one
+ * bucket read per length present) then cost no hash lookup either. Bucket of
+ * a key: the four 32-bit words of the masked address (host order, first word
+ * first) and the length, folded by h = (h ^ x) * FW_V4_SLOT_MULT from h = 0,
+ * top FW_V6_WAY_BITS bits. A bucket holds the FW_WAYS lowest keys (address
+ * bytes, then length); an overflowing bucket sends the lookup to fw_v6_long
+ * (prefixes) or deny_v6_exact (length 128). 2^17 buckets of 240 bytes, 30 MiB,
+ * preallocated (the 2^19 direct-mapped slots were 12 MiB, and at 1M keys half
+ * of them shared a slot): at 1M keys 1.2% overflow. The same stepwise writes
+ * as fw_v4_ways; a way's tag is one of its key bytes. */
+#define FW_V6_WAY_BITS 17
+#define FW_V6_WAY_BUCKETS (1 << FW_V6_WAY_BITS)
 
-struct fw_v6_slot {
-	__u8 addr[16];   /* masked, as on the wire */
-	__u8 len;        /* 25..128 */
-	__u8 valid;
+struct fw_v6_ways {
+	__u8 addr[FW_WAYS][16]; /* masked, as on the wire */
+	__u8 tag[16];           /* tag[i]: bits 7..14 of way i's key's fold (its
+				 * bucket is bits 15..31); 0 past the ways. The
+				 * program compares a way's key only where its tag
+				 * is the probe's: twelve in two word-wide steps,
+				 * since a LONGER bucket probes once per length. */
+	__u8 len[FW_WAYS];      /* 25..128 */
+	__u8 valid[FW_WAYS];
 	__u8 overflow;
-	__u8 pad[5];
-};
-_Static_assert(sizeof(struct fw_v6_slot) == 24, "provider/xdpFirewall: fw_v6_slot");
+	__u8 pad[7];
+} __attribute__((aligned(8))); /* as array map values are: the program's word
+				* loads of addr and tag are then one load each,
+				* not eight byte loads and fourteen shifts/ors */
+_Static_assert(sizeof(struct fw_v6_ways) == 240, "provider/xdpFirewall: fw_v6_ways");
 
 struct fw_v4_prefix_key {
 	__u32 prefixlen; /* host byte order, as the LPM trie expects */

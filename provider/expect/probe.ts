@@ -18,7 +18,7 @@ import { buildFrame, flowOpener, type FrameOptions } from "./packet";
 /** Maps each program only reads, shared with the probe copy; the rest are fresh. */
 export const SHARED_MAPS: Record<ExpectKind, readonly string[]> = {
   // The deny tries are the provider's records; the program reads the exact hashes and the index (its slots included).
-  xdpFirewall: ["deny_v4_exact", "deny_v6_exact", "fw_v4_index", "fw_v6_index", "fw_v4_hosts", "fw_v6_long", "fw_v6_lengths", "fw_v4_slots", "fw_v6_slots", "fw_v4_net_slots"],
+  xdpFirewall: ["deny_v4_exact", "deny_v6_exact", "fw_v4_index", "fw_v6_index", "fw_v4_hosts", "fw_v6_long", "fw_v6_lengths", "fw_v4_ways", "fw_v6_ways", "fw_v4_net_slots"],
   tcPolicy: ["tcpol_cfg", "tcpol_rules", "tcpol_l4", "tcpol_src4", "tcpol_src6", "tcpol_dst4", "tcpol_dst6", "tcpol_peer4"],
   maglevService: ["lb_vips", "lb_vip_index", "maglev_table", "lb_backends", "lb_config"],
 };

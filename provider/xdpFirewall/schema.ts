@@ -158,8 +158,9 @@ export interface XdpFirewallOutputs extends XdpFirewallInputs {
   counters: XdpFirewallCounters;
   /**
    * Memory of the firewall's maps as the kernel accounts it (bytes_memlock summed
-   * over its pinned maps): the two 4 MiB index arrays and the slot arrays (8 MiB
-   * IPv4, 12 MiB IPv6, 2.5 MiB IPv4 /24 host bitmaps) always, the hash maps and tries as they fill.
+   * over its pinned maps): the two 4 MiB index arrays, the way buckets (8 MiB IPv4,
+   * 30 MiB IPv6) and the 2.5 MiB of IPv4 /24 host bitmap slots always, the hash maps
+   * and tries as they fill.
    */
   mapMemoryBytes: number;
   /** Each packet expectation's result on the host at the last create/update, by canonical text (provider/expect/hostRun.ts). */

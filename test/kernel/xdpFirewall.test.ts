@@ -20,7 +20,7 @@ import { sumCounters as codecSumCounters } from "../../provider/counters";
 import { canonicalPrefix, formatAddress, parsePrefix, prefixContains } from "../../provider/cidr";
 import { batchText } from "../../provider/remote/mapOperations";
 import { denyOperations, planDeny } from "../../provider/xdpFirewall/plan";
-import { V4_NET_SLOT_BITS, V4_SLOT_BITS, V6_SLOT_BITS, v4NetSlot, v4Slot, v6Slot } from "../../provider/xdpFirewall/index";
+import { V4_NET_SLOT_BITS, V4_WAY_BITS, V6_WAY_BITS, WAYS, v4NetSlot, v4WayBucket, v6WayBucket } from "../../provider/xdpFirewall/index";
 import { seededRandom } from "../support/seededRandom";
 
 const unavailable = kernelTestsUnavailable();
@@ -79,7 +79,7 @@ describe.skipIf(unavailable !== undefined)("xdp_firewall", { timeout: 60_000 }, 
     it("pins exactly its fifteen maps (thirteen of its own, two of the XDP chain), with the types, sizes and flags the provider relies on", async () => {
       expect(fw.mapNames()).toEqual([
         "deny_v4_exact", "deny_v4_prefix", "deny_v6_exact", "deny_v6_prefix",
-        "fw_stats", "fw_v4_hosts", "fw_v4_index", "fw_v4_net_slots", "fw_v4_slots", "fw_v6_index", "fw_v6_lengths", "fw_v6_long", "fw_v6_slots", "xdp_chain", "xdp_chain_next",
+        "fw_stats", "fw_v4_hosts", "fw_v4_index", "fw_v4_net_slots", "fw_v4_ways", "fw_v6_index", "fw_v6_lengths", "fw_v6_long", "fw_v6_ways", "xdp_chain", "xdp_chain_next",
       ]);
       const NO_PREALLOC = 1;
       const expected = {
@@ -90,9 +90,9 @@ describe.skipIf(unavailable !== undefined)("xdp_firewall", { timeout: 60_000 }, 
         fw_v4_index: { type: "array", flags: 0, bytes_key: 4, bytes_value: 64, max_entries: 65536 },
         fw_v6_index: { type: "array", flags: 0, bytes_key: 4, bytes_value: 64, max_entries: 65536 },
         fw_v4_hosts: { type: "hash", flags: NO_PREALLOC, bytes_key: 4, bytes_value: 32, max_entries: 262144 },
-        fw_v4_slots: { type: "array", flags: 0, bytes_key: 4, bytes_value: 8, max_entries: 1 << V4_SLOT_BITS },
+        fw_v4_ways: { type: "array", flags: 0, bytes_key: 4, bytes_value: 64, max_entries: 1 << V4_WAY_BITS },
         fw_v4_net_slots: { type: "array", flags: 0, bytes_key: 4, bytes_value: 40, max_entries: 1 << V4_NET_SLOT_BITS },
-        fw_v6_slots: { type: "array", flags: 0, bytes_key: 4, bytes_value: 24, max_entries: 1 << V6_SLOT_BITS },
+        fw_v6_ways: { type: "array", flags: 0, bytes_key: 4, bytes_value: 240, max_entries: 1 << V6_WAY_BITS },
         fw_v6_long: { type: "hash", flags: NO_PREALLOC, bytes_key: 20, bytes_value: 1, max_entries: 262144 },
         fw_v6_lengths: { type: "array", flags: 0, bytes_key: 4, bytes_value: 16, max_entries: 1 },
         fw_stats: { type: "percpu_array", flags: 0, bytes_key: 4, bytes_value: 16, max_entries: 2 },
@@ -118,8 +118,8 @@ describe.skipIf(unavailable !== undefined)("xdp_firewall", { timeout: 60_000 }, 
       expect(layout("fw_counter")).toEqual({ size: 16, members: [["packets", 0], ["bytes", 8]] });
       expect(layout("fw_index_block")).toEqual({ size: 64, members: [["state", 0]] });
       expect(layout("fw_v4_hosts")).toEqual({ size: 32, members: [["bits", 0]] });
-      expect(layout("fw_v4_slot")).toEqual({ size: 8, members: [["addr", 0], ["valid", 4], ["overflow", 5], ["pad", 6]] });
-      expect(layout("fw_v6_slot")).toEqual({ size: 24, members: [["addr", 0], ["len", 16], ["valid", 17], ["overflow", 18], ["pad", 19]] });
+      expect(layout("fw_v4_ways")).toEqual({ size: 64, members: [["addr", 0], ["valid", 4 * WAYS], ["overflow", 5 * WAYS], ["pad", 5 * WAYS + 1]] });
+      expect(layout("fw_v6_ways")).toEqual({ size: 240, members: [["addr", 0], ["tag", 16 * WAYS], ["len", 16 * WAYS + 16], ["valid", 17 * WAYS + 16], ["overflow", 18 * WAYS + 16], ["pad", 18 * WAYS + 17]] });
       expect(layout("fw_v4_net_slot")).toEqual({ size: 40, members: [["net", 0], ["valid", 4], ["overflow", 5], ["pad", 6], ["bits", 8]] });
       expect(layout("fw_v6_lengths")).toEqual({ size: 16, members: [["bits", 0]] });
     });
@@ -324,15 +324,14 @@ describe.skipIf(unavailable !== undefined)("xdp_firewall", { timeout: 60_000 }, 
       for (const src of [...drop, ...pass]) expect((await fw.run(from(src))).retval, src).toBe(XDP.PASS);
     });
 
-    // Addresses of 198.51.100.0/24 and beyond that share one fw_v4_slots slot, lowest first.
-    const sharing = (count: number) => {
+    // Addresses from 198.51.100.0 (or `base`) on that share one fw_v4_ways bucket, lowest first.
+    const sharing = (count: number, base = 0xc6336400) => {
       const out: string[] = [];
-      const base = 0xc6336400;
-      for (let a = base; out.length < count; a++) if (v4Slot(a) === v4Slot(base)) out.push(formatAddress(Buffer.from([a >>> 24, (a >>> 16) & 255, (a >>> 8) & 255, a & 255])));
+      for (let a = base; out.length < count; a++) if (v4WayBucket(a) === v4WayBucket(base)) out.push(formatAddress(Buffer.from([a >>> 24, (a >>> 16) & 255, (a >>> 8) & 255, a & 255])));
       return out;
     };
 
-    it("finds exact IPv4 addresses that share a slot: the slot's own, and the others in deny_v4_exact", async () => {
+    it("finds exact IPv4 addresses that share a bucket", async () => {
       const [s0, s1, s2] = sharing(3);
       const neighbour = "198.51.100.1"; // its /24 is an EXACT bucket; its slot is another
       for (const list of [[s0!, s1!, s2!], [s1!, s2!], [s0!, s2!], [s2!], [s0!]]) {
@@ -341,7 +340,7 @@ describe.skipIf(unavailable !== undefined)("xdp_firewall", { timeout: 60_000 }, 
         expect((await fw.run(from(neighbour))).retval, neighbour).toBe(XDP.PASS);
         expect((await fw.run(from("198.51.100.77"))).retval).toBe(XDP.DROP);
       }
-      // 0.0.0.0 is an address like any other (the slot's `valid` tells a held slot from an empty one).
+      // 0.0.0.0 is an address like any other (a way's `valid` tells a held way from an empty one).
       await setDeny(fw, ["0.0.0.0/32"]);
       expect((await fw.run(from("0.0.0.0"))).retval).toBe(XDP.DROP);
       await setDeny(fw, ["0.0.0.1/32"]);
@@ -372,20 +371,20 @@ describe.skipIf(unavailable !== undefined)("xdp_firewall", { timeout: 60_000 }, 
       for (const src of probes) expect((await fw.run(from(src))).retval, src).toBe(XDP.PASS);
     });
 
-    // IPv6 keys of one fw_v6_slots slot: exact addresses (length 128) or /64 prefixes.
-    const sharing6 = (length: number, count: number) => {
+    // IPv6 keys of one fw_v6_ways bucket: exact addresses (length 128) or /64 prefixes, lowest first.
+    const sharing6 = (length: number, count: number, start = "20010db8005500000000000000000000") => {
       const out: string[] = [];
-      const bytes = Buffer.from("20010db8005500000000000000000000", "hex");
+      const bytes = Buffer.from(start, "hex");
       const word = length === 128 ? 3 : 1;
-      const want = v6Slot(bytes, length);
+      const want = v6WayBucket(bytes, length);
       for (let i = 0; out.length < count; i++) {
         bytes.writeUInt32BE(i, word * 4);
-        if (v6Slot(bytes, length) === want) out.push(formatAddress(bytes));
+        if (v6WayBucket(bytes, length) === want) out.push(formatAddress(bytes));
       }
       return out;
     };
 
-    it("finds IPv6 addresses and /64 prefixes that share a slot: the slot's own, and the others in the hashes", async () => {
+    it("finds IPv6 addresses and /64 prefixes that share a bucket", async () => {
       const exact = sharing6(128, 3);
       const nets = sharing6(64, 3);
       const inNet = (net: string) => offset(parsePrefix(net).bytes, 0x1234n);
@@ -402,6 +401,47 @@ describe.skipIf(unavailable !== undefined)("xdp_firewall", { timeout: 60_000 }, 
       for (const a of [...exact, ...nets.map(inNet)]) expect((await fw.run(from(a))).retval, a).toBe(XDP.DROP);
       expect((await fw.run(from("2001:db8:55:0:ffff::1"))).retval, "same /64 as the exact addresses, not listed").toBe(XDP.PASS);
       await setDeny(fw, []);
+    });
+
+    it("finds the addresses of a full bucket: its twelve lowest in the ways, the others in the hashes, as they come and go", async () => {
+      // WAYS + 2 keys of one bucket each: IPv4 addresses, IPv6 addresses, IPv6 /64s.
+      const v4 = sharing(WAYS + 2, 0xc6337000); // from 198.51.112.0
+      const v6 = sharing6(128, WAYS + 2, "20010db8005600000000000000000000");
+      const nets = sharing6(64, WAYS + 2, "20010db8005700000000000000000000");
+      const inNet = (net: string) => offset(parsePrefix(net).bytes, 0x99n);
+      const all = [...v4.map((a) => `${a}/32`), ...v6.map((a) => `${a}/128`), ...nets.map((n) => `${n}/64`)];
+      const probes = [...v4, ...v6, ...nets.map(inNet)];
+      // Full and overflowing; the lowest gone (the 13th moves into a way); one in the middle gone;
+      // the highest two gone (no overflow); every other one; only the overflowing two.
+      const picks = [
+        [...Array(WAYS + 2).keys()],
+        [...Array(WAYS + 2).keys()].filter((i) => i !== 0),
+        [...Array(WAYS + 2).keys()].filter((i) => i !== 5),
+        [...Array(WAYS).keys()],
+        [...Array(WAYS + 2).keys()].filter((i) => i % 2 === 1),
+        [WAYS, WAYS + 1],
+        [...Array(WAYS + 2).keys()],
+      ];
+      for (const pick of picks) {
+        const list = [v4, v6].flatMap((keys, f) => pick.map((i) => `${keys[i]}/${f === 0 ? 32 : 128}`)).concat(pick.map((i) => `${nets[i]}/64`));
+        await setDeny(fw, list);
+        for (const src of probes) {
+          const want = list.some((e) => prefixContains(parsePrefix(e), parsePrefix(src))) ? XDP.DROP : XDP.PASS;
+          expect((await fw.run(from(src))).retval, `${pick.join(",")}: ${src}`).toBe(want);
+        }
+      }
+      // The ways really overflow: with all of them listed, the two highest of each bucket are in no way.
+      await setDeny(fw, all);
+      const bucket = v4WayBucket(Buffer.from(parsePrefix(v4[0]!).bytes).readUInt32BE(0));
+      const keyHex = [0, 8, 16, 24].map((s) => ((bucket >>> s) & 255).toString(16).padStart(2, "0"));
+      const lookup = JSON.parse(execFileSync("bpftool", ["-j", "map", "lookup", "pinned", fw.mapPin("fw_v4_ways"), "key", "hex", ...keyHex]).toString()) as { value: string[] };
+      const held = Buffer.from(lookup.value.map((x) => parseInt(x, 16)));
+      const ways = Array.from({ length: WAYS }, (_, i) => formatAddress(Buffer.from(held.subarray(4 * i, 4 * i + 4))));
+      expect(ways).toEqual(v4.slice(0, WAYS));
+      expect([...held.subarray(4 * WAYS, 5 * WAYS)]).toEqual(Array(WAYS).fill(1));
+      expect(held[5 * WAYS], "overflow").toBe(1);
+      await setDeny(fw, []);
+      for (const src of probes) expect((await fw.run(from(src))).retval, src).toBe(XDP.PASS);
     });
 
     it("agrees with a reference on random exact + prefix mixes, at and around every entry", async () => {
@@ -433,18 +473,26 @@ describe.skipIf(unavailable !== undefined)("xdp_firewall", { timeout: 60_000 }, 
       // Each kept entry sits in a bucket whose structure the updates rebuild: the /24 turns
       // from DENY into LONGER and back, exact addresses gain and lose a covering prefix,
       // IPv6 lengths come and go around the kept one.
-      // And a kept exact address whose fw_v4_slots slot changes hands: a lower address
-      // takes the slot in one list, a higher one shares it in the other.
+      // And a kept exact address whose fw_v4_ways bucket changes: a lower address
+      // joins it in one list, a higher one in the other.
       const [s0, s1, s2] = sharing(3);
       const [t0, t1, t2] = sharing6(128, 3);
       const [n0, n1, n2] = sharing6(64, 3);
       // And a kept /26 whose /24's net slot changes hands (h0 takes it in one list, h2
       // shares it in the other) while its bitmap gains and loses a /28 beside it.
       const [h0, h1, h2] = sharingNets(3, 0xc6336f); // from 198.51.111.0/24
-      const kept = ["198.51.100.7/32", "198.51.100.128/26", "203.0.113.9/32", `${s1}/32`, "2001:db8:5::/48", "2001:db8:5:1::9/128", "2001:db8:6::/56", `${t1}/128`, `${n1}/64`, `${h1}64/26`];
-      const a = [...kept, "198.51.100.0/24", "203.0.113.0/25", `${s0}/32`, "2001:db8::/32", "2001:db8:5:2::/64", `${t0}/128`, `${n0}/64`, `${h0}4/30`, `${h1}0/28`];
-      const b = [...kept, "198.51.100.0/25", "203.0.113.200/30", `${s2}/32`, "2001:db8:5:3::/60", "2001:db8:7::/40", `${t2}/128`, `${n2}/64`, `${h2}0/31`];
-      const probes = ["198.51.100.7", "198.51.100.130", "198.51.100.191", "203.0.113.9", s1!, "2001:db8:5:ffff::1", "2001:db8:5:1::9", "2001:db8:6:ff::1", t1!, offset(parsePrefix(n1!).bytes, 77n), `${h1}64`, `${h1}127`];
+      // And full buckets (WAYS + 2 keys, IPv4 and IPv6): a kept key moves from way 5 to way 1
+      // and back, and the kept highest one from the hash (the bucket overflows in `a`) into
+      // a way (in `b`, where the bucket holds three keys) and back.
+      const u = sharing(WAYS + 2, 0xc6337100); // from 198.51.113.0
+      const w = sharing6(128, WAYS + 2, "20010db8005800000000000000000000");
+      const fullKept = [`${u[5]}/32`, `${u[WAYS + 1]}/32`, `${w[5]}/128`, `${w[WAYS + 1]}/128`];
+      const fullA = [...Array(WAYS + 1).keys()].filter((i) => i !== 5).flatMap((i) => [`${u[i]}/32`, `${w[i]}/128`]);
+      const fullB = [`${u[1]}/32`, `${w[1]}/128`];
+      const kept = ["198.51.100.7/32", "198.51.100.128/26", "203.0.113.9/32", `${s1}/32`, "2001:db8:5::/48", "2001:db8:5:1::9/128", "2001:db8:6::/56", `${t1}/128`, `${n1}/64`, `${h1}64/26`, ...fullKept];
+      const a = [...kept, "198.51.100.0/24", "203.0.113.0/25", `${s0}/32`, "2001:db8::/32", "2001:db8:5:2::/64", `${t0}/128`, `${n0}/64`, `${h0}4/30`, `${h1}0/28`, ...fullA];
+      const b = [...kept, "198.51.100.0/25", "203.0.113.200/30", `${s2}/32`, "2001:db8:5:3::/60", "2001:db8:7::/40", `${t2}/128`, `${n2}/64`, `${h2}0/31`, ...fullB];
+      const probes = ["198.51.100.7", "198.51.100.130", "198.51.100.191", "203.0.113.9", s1!, "2001:db8:5:ffff::1", "2001:db8:5:1::9", "2001:db8:6:ff::1", t1!, offset(parsePrefix(n1!).bytes, 77n), `${h1}64`, `${h1}127`, u[5]!, u[WAYS + 1]!, w[5]!, w[WAYS + 1]!];
       await setDeny(fw, a);
       const statsBefore = sumCounters(await fw.lookupPerCpu(STATS_MAP, statKey(FW_STAT_PASS)));
       const dropsBefore = sumCounters(await fw.lookupPerCpu(STATS_MAP, statKey(FW_STAT_DROP)));

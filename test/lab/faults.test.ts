@@ -189,10 +189,11 @@ const KINDS: KindCase[] = [
     id: "",
     old: () => firewallInputs(["192.0.2.1", "198.51.100.0/24", "2001:db8::/48"]),
     new: () => firewallInputs(["192.0.2.1", "192.0.2.2", "203.0.113.0/24", "2001:db8:1::/48"]),
-    // A slot an entry left keeps its key bytes, marked not valid (the torn-write steps),
-    // so old -> new -> old holds other bytes than a fresh old. What the slots serve is
-    // proven by the kernel tests and the unit test's torn-write replays.
-    historyMaps: /^fw_(v4_slots|v6_slots|v4_net_slots)$/,
+    // A net slot an entry left keeps its key bytes, marked not valid (the torn-write steps),
+    // so old -> new -> old holds other bytes than a fresh old; a way bucket ends as built
+    // fresh, but a cut mid-steps leaves a step's bytes. What they serve is proven by the
+    // kernel tests and the unit test's torn-write replays.
+    historyMaps: /^fw_(v4_ways|v6_ways|v4_net_slots)$/,
   },
   {
     // The same kind with its entries held once, in a DenyList: an update between two

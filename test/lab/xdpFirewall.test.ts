@@ -333,7 +333,7 @@ describe("XdpFirewall upgrade from the object before the index (83e2324)", () =>
       expect(outs.programId).not.toBe(olds.programId);
       expect(String((await denied4).stdout)).toMatch(/300 packets transmitted, 0 received/);
       expect(String((await denied6).stdout)).toMatch(/300 packets transmitted, 0 received/);
-      expect(await listPins(session, layout.maps)).toEqual(expect.arrayContaining(["fw_v4_index", "fw_v6_index", "fw_v4_hosts", "fw_v6_long", "fw_v6_lengths", "fw_v4_slots", "fw_v6_slots", "fw_v4_net_slots"]));
+      expect(await listPins(session, layout.maps)).toEqual(expect.arrayContaining(["fw_v4_index", "fw_v6_index", "fw_v4_hosts", "fw_v6_long", "fw_v6_lengths", "fw_v4_ways", "fw_v6_ways", "fw_v4_net_slots"]));
       expect(await pingReaches(lab, c2, h2.address)).toBe(true);
       expect(outs.mapMemoryBytes).toBeGreaterThan((2 * 4 + 8 + 12 + 2.5) * 1024 * 1024);
 
@@ -345,6 +345,86 @@ describe("XdpFirewall upgrade from the object before the index (83e2324)", () =>
       await firewall.delete(resourceId("xdp-firewall", next), updated);
     } finally {
       await session.run(["sh", "-c", "bpftool net detach xdp dev eth0 2>/dev/null; rm -rf /sys/fs/bpf/bpfleet/xdp-firewall/fwup"]).catch(() => undefined);
+    }
+  }, 120_000);
+});
+
+describe("XdpFirewall upgrade from the object with direct-mapped slots (282fe48)", () => {
+  // The last object whose exact addresses had one slot each (fw_v4_slots, fw_v6_slots), now
+  // 12-way buckets under other names: its pins must not be offered to the new load (bpftool
+  // refuses a map the object lacks), and the new buckets are filled from the records first.
+  const PREVIOUS = "282fe48";
+  let previous: LocalObject;
+  beforeAll(() => {
+    const dir = mkdtempSync(join(tmpdir(), "bpfleet-fw-slots-"));
+    const repo = join(__dirname, "../..");
+    execFileSync("sh", ["-c", 'git -c safe.directory="*" -C "$1" archive "$2" bpf | tar -x -C "$3"', "sh", repo, PREVIOUS, dir]);
+    execFileSync("make", ["-s", "-C", join(dir, "bpf"), "obj/xdp_firewall.bpf.o"], { stdio: "inherit" });
+    previous = localObject(join(dir, "bpf/obj/xdp_firewall.bpf.o"));
+  }, 120_000);
+
+  // Its slot functions and values (282fe48's provider/xdpFirewall/index.ts), to write what it left.
+  const MULT = 0x9e3779b1;
+  const u32le = (n: number) => Uint8Array.of(n & 255, (n >>> 8) & 255, (n >>> 16) & 255, n >>> 24);
+  const oldV4Slot = (bytes: Uint8Array) => Math.imul(((bytes[0]! << 24) | (bytes[1]! << 16) | (bytes[2]! << 8) | bytes[3]!) >>> 0, MULT) >>> (32 - 20);
+  const oldV6Slot = (bytes: Uint8Array, length: number) => {
+    const view = new DataView(bytes.buffer, bytes.byteOffset, 16);
+    let h = 0;
+    for (let i = 0; i < 4; i++) h = Math.imul(h ^ view.getUint32(i * 4, false), MULT);
+    return Math.imul(h ^ length, MULT) >>> (32 - 19);
+  };
+
+  it("is loaded against the old pins without the retired slots, its buckets filled from the records before it attaches: no denied packet gets through", async () => {
+    const h2 = lab.hosts[1]!;
+    const [c1, c2] = lab.clients as [(typeof lab.clients)[0], (typeof lab.clients)[0]];
+    const v6Prefix = canonicalPrefix(`${c1.address6}/120`);
+    const want = inputs(h2, { name: "fwslots", deny: [c1.address, v6Prefix, "203.0.113.0/24"] });
+    const { session, layout } = await connectResource("xdp-firewall", want);
+    try {
+      // What the previous provider left: its object loaded with its maps pinned, attached, the
+      // records and the index written (the maps both objects share by the current planner; the
+      // two slots by hand, as 282fe48 wrote them).
+      await session.run(["mkdir", "-p", layout.dir]);
+      const remote = await uploadObject(session, previous);
+      await session.run(["bpftool", "prog", "load", remote, layout.program, "type", "xdp", "pinmaps", layout.maps]);
+      await session.run(attachXdpCommand("eth0", layout.program, "auto"));
+      const shared = denyOperations(planDeny(Object.keys(want.deny), []), (m) => `${layout.maps}/${m}`).filter((op) => !/fw_v[46]_ways$/.test(op.map));
+      const v4 = encodeDenyEntry(`${c1.address}/32`).key;
+      const v6 = encodeDenyEntry(v6Prefix);
+      const v6Key = v6.key.subarray(4);
+      await applyMapOperations(session, [
+        ...shared,
+        { op: "update", map: `${layout.maps}/fw_v4_slots`, key: u32le(oldV4Slot(v4)), value: Uint8Array.of(...v4, 1, 0, 0, 0) },
+        { op: "update", map: `${layout.maps}/fw_v6_slots`, key: u32le(oldV6Slot(v6Key, 120)), value: Uint8Array.of(...v6Key, 120, 1, 0, 0, 0, 0, 0, 0) },
+      ]);
+      expect(await listPins(session, layout.maps)).toEqual(expect.arrayContaining(["fw_v4_slots", "fw_v6_slots"]));
+      expect(await pingReaches(lab, c1, h2.address)).toBe(false);
+      const olds = (await firewall.read(resourceId("xdp-firewall", want), { ...want, objectSha256: previous.sha256 } as XdpFirewallOutputs))!.outs;
+      expect(Object.keys(olds.deny).sort()).toEqual(Object.keys(want.deny).sort());
+
+      // Denied pings from c1, v4 and v6, every 10 ms, all through the upgrade.
+      const denied4 = lab.inClient(c1, ["ping", "-n", "-q", "-i", "0.01", "-c", "300", "-W", "1", h2.address], { reject: false });
+      const denied6 = lab.inClient(c1, ["ping", "-6", "-n", "-q", "-i", "0.01", "-c", "300", "-W", "1", h2.address6], { reject: false });
+      await new Promise((r) => setTimeout(r, 300));
+      const outs = await firewall.update(resourceId("xdp-firewall", want), olds, want);
+      expect(outs.objectSha256).toBe(packagedObject("xdp_firewall").sha256);
+      expect(outs.programId).not.toBe(olds.programId);
+      expect(String((await denied4).stdout)).toMatch(/300 packets transmitted, 0 received/);
+      expect(String((await denied6).stdout)).toMatch(/300 packets transmitted, 0 received/);
+      const pins = await listPins(session, layout.maps);
+      expect(pins).toEqual(expect.arrayContaining(["fw_v4_ways", "fw_v6_ways"]));
+      expect(pins).not.toContain("fw_v4_slots");
+      expect(pins).not.toContain("fw_v6_slots");
+      expect(await pingReaches(lab, c2, h2.address)).toBe(true);
+
+      // Entries changed after the upgrade go through the buckets too.
+      const next = inputs(h2, { name: "fwslots", deny: [v6Prefix, "203.0.113.0/24", `${c2.address}/32`] });
+      const updated = await firewall.update(resourceId("xdp-firewall", want), outs, next);
+      expect(await pingReaches(lab, c1, h2.address)).toBe(true);
+      expect(await pingReaches(lab, c2, h2.address)).toBe(false);
+      await firewall.delete(resourceId("xdp-firewall", next), updated);
+    } finally {
+      await session.run(["sh", "-c", "bpftool net detach xdp dev eth0 2>/dev/null; rm -rf /sys/fs/bpf/bpfleet/xdp-firewall/fwslots"]).catch(() => undefined);
     }
   }, 120_000);
 });

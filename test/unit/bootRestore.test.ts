@@ -138,13 +138,13 @@ describe("per-resource restore script", () => {
     const zeros = (n: number) => " 00".repeat(n);
     expect(text).toBe(
       // The index from empty maps (the restore loads the object afresh): detail first (the IPv6 long
-      // prefix; the slots of 192.0.2.9, 0x000bee6a, and of 2001:db8::/32, 0x00050e7c, each written
-      // not valid then valid; the IPv6 length set),
+      // prefix; the way buckets of 192.0.2.9, 0x00017dcd, and of 2001:db8::/32, 0x0001439f, each the key in
+      // way 0 written not valid, then valid, the IPv6 key with its tag, 0x10; the IPv6 length set),
       `map update pinned ${maps}/fw_v6_long key hex 20 00 00 00 20 01 0d b8${zeros(12)} value hex 01\n` +
-        `map update pinned ${maps}/fw_v4_slots key hex 6a ee 0b 00 value hex c0 00 02 09 00 00 00 00\n` +
-        `map update pinned ${maps}/fw_v4_slots key hex 6a ee 0b 00 value hex c0 00 02 09 01 00 00 00\n` +
-        `map update pinned ${maps}/fw_v6_slots key hex 7c 0e 05 00 value hex 20 01 0d b8${zeros(12)} 20 00${zeros(6)}\n` +
-        `map update pinned ${maps}/fw_v6_slots key hex 7c 0e 05 00 value hex 20 01 0d b8${zeros(12)} 20 01${zeros(6)}\n` +
+        `map update pinned ${maps}/fw_v4_ways key hex cd 7d 01 00 value hex c0 00 02 09${zeros(44)}${zeros(12)}${zeros(4)}\n` +
+        `map update pinned ${maps}/fw_v4_ways key hex cd 7d 01 00 value hex c0 00 02 09${zeros(44)} 01${zeros(11)}${zeros(4)}\n` +
+        `map update pinned ${maps}/fw_v6_ways key hex 9f 43 01 00 value hex 20 01 0d b8${zeros(12)}${zeros(176)} 10${zeros(15)} 20${zeros(11)}${zeros(12)}${zeros(8)}\n` +
+        `map update pinned ${maps}/fw_v6_ways key hex 9f 43 01 00 value hex 20 01 0d b8${zeros(12)}${zeros(176)} 10${zeros(15)} 20${zeros(11)} 01${zeros(11)}${zeros(8)}\n` +
         `map update pinned ${maps}/fw_v6_lengths key hex 00 00 00 00 value hex${zeros(11)} 80${zeros(4)}\n` +
         // then the blocks: 192.0.2.0/24 is bucket 2 of block 0xc000 (EXACT), 2001:0d is bucket 13 of block 0x2001 (LONGER),
         `map update pinned ${maps}/fw_v4_index key hex 00 c0 00 00 value hex 20${zeros(63)}\n` +

@@ -243,6 +243,24 @@ describe("program-load.sh", () => {
     expect(existsSync(join(host.dir, "state"))).toBe(false);
   });
 
+  it("does not offer retired maps (XdpFirewall's fw_v4_slots, fw_v6_slots) to the load, and unpins them once it loaded", () => {
+    const host = stubHost({ bpftool });
+    const dir = join(host.dir, "pins", "xdp-firewall", "edge");
+    mkdirSync(join(dir, "maps"), { recursive: true });
+    for (const m of ["deny_v4", "fw_v4_slots", "fw_v6_slots"]) writeFileSync(join(dir, "maps", m), "old");
+    const result = runScript("program-load", ["/var/tmp/o.bpf.o", dir, "xdp", "load", "", join(host.dir, "state"), join(host.dir, "state", "objects")], host.path);
+    expect(result).toMatchObject({ code: 0, stderr: "" });
+    expect(host.calls()).toEqual([`bpftool prog load /var/tmp/o.bpf.o ${dir}/prog_new type xdp map name deny_v4 pinned ${dir}/maps/deny_v4 pinmaps ${dir}/maps_staged`]);
+    expect(readdirSync(join(dir, "maps")).sort()).toEqual(["deny_v4", "stats", "xdp_chain"]);
+    // A failed load leaves them pinned: the program still attached is the one that reads them.
+    const failing = stubHost({ bpftool: `FAIL=1; ${bpftool}` });
+    const dir2 = join(failing.dir, "pins", "xdp-firewall", "edge");
+    mkdirSync(join(dir2, "maps"), { recursive: true });
+    for (const m of ["deny_v4", "fw_v4_slots"]) writeFileSync(join(dir2, "maps", m), "old");
+    expect(runScript("program-load", ["/o.bpf.o", dir2, "xdp", "load", "", "/nonexistent", "/nonexistent/objects"], failing.path).code).toBe(1);
+    expect(readdirSync(join(dir2, "maps")).sort()).toEqual(["deny_v4", "fw_v4_slots"]);
+  });
+
   it("loads every program for loadall, checking the cache dirs of a cached object", () => {
     const host = stubHost({ bpftool });
     const dir = join(host.dir, "pins", "tc-policy", "p");

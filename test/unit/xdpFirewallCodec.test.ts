@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import { batchText } from "../../provider/remote/mapOperations";
 import { decodeDenyEntry, DENY_MAPS, encodeDenyEntry } from "../../provider/xdpFirewall/codec";
 import { denyOperations, planDeny } from "../../provider/xdpFirewall/plan";
-import { BUCKET, buildIndex, indexOperations, packBlock, v4NetSlot, v4Slot, v6Slot } from "../../provider/xdpFirewall/index";
+import { BUCKET, buildIndex, indexOperations, packBlock, v4NetSlot, v4WayBucket, v6WayBucket, v6WayTag, WAYS } from "../../provider/xdpFirewall/index";
 import { seededRandom } from "../support/seededRandom";
 import { formatAddress, parsePrefix, prefixContains } from "../../provider/cidr";
 import type { MapOperation } from "../../provider/remote/mapOperations";
@@ -60,13 +60,15 @@ describe("planning", () => {
       `map update pinned ${pin("deny_v4_exact")} key hex 0a 00 00 01 value hex 01`,
       `map delete pinned ${pin("deny_v4_prefix")} key hex 08 00 00 00 0a 00 00 00`,
     ]);
-    // The new address's fw_v4_slots slot: its address while not valid, then valid (no other address shares it).
-    const slot = Buffer.alloc(4);
-    slot.writeUInt32LE(v4Slot(0x0a000001));
-    const slotKey = [...slot].map((b) => b.toString(16).padStart(2, "0")).join(" ");
+    // The new address's fw_v4_ways bucket: the address in way 0 while not valid, then valid (no other address shares it).
+    const bucket = Buffer.alloc(4);
+    bucket.writeUInt32LE(v4WayBucket(0x0a000001));
+    const bucketKey = [...bucket].map((b) => b.toString(16).padStart(2, "0")).join(" ");
+    const bytes = (...parts: string[][]) => parts.flat().join(" ");
+    const zeros = (n: number) => Array<string>(n).fill("00");
     expect(lines.slice(0, 2)).toEqual([
-      `map update pinned ${pin("fw_v4_slots")} key hex ${slotKey} value hex 0a 00 00 01 00 00 00 00`,
-      `map update pinned ${pin("fw_v4_slots")} key hex ${slotKey} value hex 0a 00 00 01 01 00 00 00`,
+      `map update pinned ${pin("fw_v4_ways")} key hex ${bucketKey} value hex ${bytes(["0a", "00", "00", "01"], zeros(44), zeros(12), zeros(4))}`,
+      `map update pinned ${pin("fw_v4_ways")} key hex ${bucketKey} value hex ${bytes(["0a", "00", "00", "01"], zeros(44), ["01"], zeros(11), zeros(4))}`,
     ]);
     expect(lines.slice(2, -2).every((l) => l.startsWith(`map update pinned ${pin("fw_v4_index")} `))).toBe(true);
     // 10.0.0.0/8 covered 256 blocks (/16s); the /32 leaves one bucket in the EXACT state.
@@ -185,18 +187,24 @@ describe("index", () => {
             if (bits) return bit(bits);
           }
         }
-        const slot = maps.get("fw_v4_slots")?.get(hex(u32le(v4Slot(Buffer.from(address).readUInt32BE(0))))) ?? new Uint8Array(8);
-        if (slot[4] === 1 && hex(slot.subarray(0, 4)) === hex(address)) return true;
-        if (slot[5] !== 1) return false;
+        // fw_v4_ways: addr[12] at 0, valid[12] at 48, overflow at 60.
+        const ways = maps.get("fw_v4_ways")?.get(hex(u32le(v4WayBucket(Buffer.from(address).readUInt32BE(0))))) ?? new Uint8Array(64);
+        for (let i = 0; i < WAYS; i++) if (ways[4 * WAYS + i] === 1 && hex(ways.subarray(4 * i, 4 * i + 4)) === hex(address)) return true;
+        if (ways[5 * WAYS] !== 1) return false;
         return maps.get("deny_v4_exact")?.has(hex(address)) ?? false;
       }
       const s = state(maps, "fw_v6_index", top);
       if (s === 0 || s === 1) return s === 1;
-      // v6_slot: "hit", "miss", or "ask" the hash.
+      // fw_v6_key_listed's bucket: "hit", "miss", or "ask" the hash. fw_v6_ways: addr[12][16] at 0,
+      // tag[16] at 192, len[12] at 208, valid[12] at 220, overflow at 232; a way is compared
+      // only where its tag is the probe's.
       const v6SlotAnswer = (masked: Uint8Array, len: number) => {
-        const slot = maps.get("fw_v6_slots")?.get(hex(u32le(v6Slot(masked, len)))) ?? new Uint8Array(24);
-        if (slot[17] === 1 && slot[16] === len && hex(slot.subarray(0, 16)) === hex(masked)) return "hit";
-        return slot[18] === 1 ? "ask" : "miss";
+        const ways = maps.get("fw_v6_ways")?.get(hex(u32le(v6WayBucket(masked, len)))) ?? new Uint8Array(240);
+        const tag = v6WayTag(masked, len);
+        for (let i = 0; i < WAYS; i++) {
+          if (ways[192 + i] === tag && ways[220 + i] === 1 && ways[208 + i] === len && hex(ways.subarray(16 * i, 16 * i + 16)) === hex(masked)) return "hit";
+        }
+        return ways[232] === 1 ? "ask" : "miss";
       };
       if (s === 3) {
         const lengths = maps.get("fw_v6_lengths")?.get("00000000") ?? new Uint8Array(16);
@@ -215,15 +223,15 @@ describe("index", () => {
     };
     /**
      * `op` as a reader may see it half written: every mix of old and new bytes
-     * of an fw_v4_slots value (the kernel copies a value with memcpy), then the
+     * of a slot or way bucket value (the kernel copies a value with memcpy), then the
      * whole write. Other maps change atomically (hash elements are replaced
      * whole) or byte by byte (an index block: each bucket's 2 bits are in one byte).
      */
     const tearing = seededRandom(7);
     const torn = (maps: Maps, op: MapOperation, check: (when: string) => void) => {
-      if (op.op === "update" && (op.map === "fw_v4_slots" || op.map === "fw_v6_slots" || op.map === "fw_v4_net_slots")) {
+      if (op.op === "update" && (op.map === "fw_v4_ways" || op.map === "fw_v6_ways" || op.map === "fw_v4_net_slots")) {
         const old = maps.get(op.map)?.get(hex(op.key)) ?? new Uint8Array(op.value.length);
-        // fw_v4_slot: every mix of its 8 bytes; fw_v6_slot and fw_v4_net_slot (2^24, 2^40 mixes): each byte alone, all but each byte, and 100 random mixes.
+        // Every value (2^40 mixes and more): each byte alone, all but each byte, and 100 random mixes.
         const n = op.value.length;
         const masks: boolean[][] = n === 8
           ? Array.from({ length: 254 }, (_, m) => Array.from({ length: 8 }, (_, i) => (((m + 1) >> i) & 1) === 1))
@@ -250,26 +258,25 @@ describe("index", () => {
       return [p.bytes, last, middle];
     };
 
-    // Three IPv4 addresses in one fw_v4_slots slot.
+    // WAYS + 2 IPv4 addresses in one fw_v4_ways bucket, lowest first (198.51.100.0 the lowest).
     const S: string[] = [];
     const base = 0xc6336400; // 198.51.100.0
-    for (let a = base + 1; S.length < 3; a++) if (v4Slot(a) === v4Slot(base)) S.push(`${formatAddress(u32be(a))}/32`);
-    S.unshift(`${formatAddress(u32be(base))}/32`);
-    S.length = 3;
+    for (let a = base; S.length < WAYS + 2; a++) if (v4WayBucket(a) === v4WayBucket(base)) S.push(`${formatAddress(u32be(a))}/32`);
 
-    // Three IPv6 addresses, and three /64 prefixes, in one fw_v6_slots slot each.
+    // WAYS + 2 IPv6 addresses, and as many /64 prefixes, in one fw_v6_ways bucket each.
     const sharing6 = (length: number, word: number) => {
       const out: string[] = [];
       const bytes = Buffer.from("20010db8000000000000000000000000", "hex");
-      const want = v6Slot(bytes, length);
-      for (let i = 0; out.length < 3; i++) {
+      const want = v6WayBucket(bytes, length);
+      for (let i = 0; out.length < WAYS + 2; i++) {
         bytes.writeUInt32BE(i, word * 4);
-        if (v6Slot(bytes, length) === want) out.push(`${formatAddress(bytes)}/${length}`);
+        if (v6WayBucket(bytes, length) === want) out.push(`${formatAddress(bytes)}/${length}`);
       }
       return out;
     };
     const T = sharing6(128, 3);
     const P = sharing6(64, 1);
+    const upTo = (keys: string[], n: number) => keys.slice(0, n);
 
     // Three /24s in one fw_v4_net_slots slot (h1 < h2 < h3), as "a.b.c." prefixes.
     const H: string[] = [];
@@ -281,14 +288,20 @@ describe("index", () => {
       ["an exact /24 grows a long prefix", ["192.0.2.1/32", "192.0.2.200/32"], ["192.0.2.1/32", "192.0.2.128/26"]],
       ["IPv6 lengths come and go", ["2001:db8::/48", "2001:db8:0:1::/64", "2001:db8::1/128", "2001:db8::/24"], ["2001:db8::/48", "2001:db8::1/128", "2001:db8:0:2::/56", "2001:db9::/32"]],
       ["everything to nothing and back", ["0.0.0.0/0", "::/0"], ["0.0.0.0/0", "::/0", "10.0.0.1/32"]],
-      // fw_v4_slots: s1 < s2 < s3 share one slot; s1 holds it, s2 and s3 overflow.
-      ["a slot's lowest address goes and the next takes the slot", [S[0]!, S[1]!, S[2]!, "10.0.0.1/32"], [S[1]!, S[2]!, "10.0.0.1/32"]],
-      ["a lower address joins a slot held alone", [S[1]!], [S[0]!, S[1]!]],
-      ["a slot changes hands between two addresses", [S[0]!, S[2]!], [S[1]!, S[2]!]],
-      ["a slot's overflow goes", [S[0]!, S[1]!], [S[0]!]],
-      // fw_v6_slots: T* exact addresses of one slot, P* /64 prefixes of one slot.
-      ["an IPv6 slot changes hands, an exact address and a /64 prefix", [T[0]!, T[2]!, P[1]!, "2001:db8:77::/48"], [T[1]!, T[2]!, P[0]!, P[1]!, "2001:db8:77::/48"]],
-      ["an IPv6 slot's lowest key goes", [T[0]!, T[1]!, T[2]!, P[0]!, P[1]!, P[2]!], [T[1]!, T[2]!, P[1]!, P[2]!]],
+      // fw_v4_ways: S* share one bucket, ascending.
+      ["a bucket's lowest address goes and the others move down a way", [S[0]!, S[1]!, S[2]!, "10.0.0.1/32"], [S[1]!, S[2]!, "10.0.0.1/32"]],
+      ["a lower address joins a bucket held alone", [S[1]!], [S[0]!, S[1]!]],
+      ["a way changes hands between two addresses", [S[0]!, S[2]!], [S[1]!, S[2]!]],
+      ["one of two addresses of a bucket goes", [S[0]!, S[1]!], [S[0]!]],
+      // A full bucket: WAYS in the ways, the rest in the hash.
+      ["a full bucket's lowest address goes and the first past the ways moves into a way", upTo(S, WAYS + 2), S.slice(1)],
+      ["a full bucket empties to three: a kept address moves down four ways, the highest from the hash into a way", upTo(S, WAYS + 2), [S[1]!, S[5]!, S[WAYS + 1]!]],
+      ["a bucket fills past its ways", [S[3]!, S[WAYS]!], upTo(S, WAYS + 1)],
+      // fw_v6_ways: T* exact addresses of one bucket, P* /64 prefixes of one bucket.
+      ["an IPv6 way changes hands, an exact address and a /64 prefix", [T[0]!, T[2]!, P[1]!, "2001:db8:77::/48"], [T[1]!, T[2]!, P[0]!, P[1]!, "2001:db8:77::/48"]],
+      ["an IPv6 bucket's lowest key goes", [T[0]!, T[1]!, T[2]!, P[0]!, P[1]!, P[2]!], [T[1]!, T[2]!, P[1]!, P[2]!]],
+      ["a full IPv6 bucket of addresses: the lowest goes", upTo(T, WAYS + 2), T.slice(1)],
+      ["a full IPv6 bucket of /64s empties to three: a kept one moves, the highest from the hash into a way", upTo(P, WAYS + 2), [P[1]!, P[5]!, P[WAYS + 1]!]],
       // fw_v4_net_slots: H* /24s of one slot; their /25–/31 and exact addresses share its bitmap.
       ["a net slot's lowest /24 goes and the next takes the slot", [`${H[0]}128/25`, `${H[1]}8/29`, `${H[1]}77/32`, `${H[2]}2/31`], [`${H[1]}8/29`, `${H[1]}77/32`, `${H[2]}2/31`]],
       ["a lower /24 joins a net slot held alone", [`${H[1]}64/26`, `${H[1]}200/32`], [`${H[0]}0/30`, `${H[1]}64/26`, `${H[1]}200/32`]],
@@ -302,16 +315,29 @@ describe("index", () => {
       for (const list of [before, after]) {
         const guarded = denyOperations(planDeny(list, []), (m) => m);
         const unread = denyOperations(planDeny(list, []), (m) => m, true);
-        const slotWrites = (ops: MapOperation[]) => ops.filter((o) => o.map === "fw_v4_slots" || o.map === "fw_v6_slots" || o.map === "fw_v4_net_slots");
+        const slotWrites = (ops: MapOperation[]) => ops.filter((o) => o.map === "fw_v4_ways" || o.map === "fw_v6_ways" || o.map === "fw_v4_net_slots");
         const slotsUsed = new Set(slotWrites(guarded).map((o) => `${o.map} ${hex(o.key)}`));
         expect(slotWrites(unread)).toHaveLength(slotsUsed.size);
-        expect(slotWrites(guarded).length).toBe(2 * slotsUsed.size);
+        // Guarded: keys while not valid, then valid; and a bucket past its ways turns `overflow` on last.
+        const overflowing = slotWrites(unread).filter((o) => o.op === "update" && o.map !== "fw_v4_net_slots" && o.value[o.map === "fw_v4_ways" ? 5 * WAYS : 232] === 1).length;
+        expect(slotWrites(guarded).length).toBe(2 * slotsUsed.size + overflowing);
         const end = (ops: MapOperation[]) => {
           const maps: Maps = new Map();
           for (const op of ops) apply(maps, op);
           return JSON.stringify([...maps].map(([m, e]) => [m, [...e].map(([k, v]) => [k, hex(v)]).sort()]).sort());
         };
         expect(end(unread)).toBe(end(guarded));
+      }
+    });
+
+    it.each(lists)("%s: the way buckets end with the bytes of a bucket built from the new list alone", (_name, before, after) => {
+      const ways = (maps: Maps) => JSON.stringify(["fw_v4_ways", "fw_v6_ways"].map((m) => [...(maps.get(m) ?? new Map<string, Uint8Array>())].filter(([, v]) => v.some((b) => b !== 0)).map(([k, v]) => [k, hex(v)]).sort()));
+      for (const [from, to] of [[before, after], [after, before]] as const) {
+        const updated: Maps = new Map();
+        for (const op of [...denyOperations(planDeny(from, []), (m) => m), ...denyOperations(planDeny(to, from), (m) => m)]) apply(updated, op);
+        const fresh: Maps = new Map();
+        for (const op of denyOperations(planDeny(to, []), (m) => m, true)) apply(fresh, op);
+        expect(ways(updated)).toBe(ways(fresh));
       }
     });
 

@@ -161,13 +161,19 @@ export interface Operation {
   logins: number;
   /** What each step ran, in order. */
   readonly steps: string[];
+  /**
+   * Revert timers this operation armed (or queued to arm) and has not seen disarmed
+   * or fired: when it fails, its report asks the host whether they are still pending,
+   * so it does not call a change "new" that a timer is about to undo.
+   */
+  readonly unsettledTimers: { token: string; seconds: number }[];
 }
 
 const operations = new AsyncLocalStorage<Operation>();
 
 /** Runs `fn` as one counted operation. */
 export function withOperation<T>(kind: string, op: string, fn: () => Promise<T>): Promise<T> {
-  return operations.run({ kind, op, execs: 0, logins: 0, steps: [] }, fn);
+  return operations.run({ kind, op, execs: 0, logins: 0, steps: [], unsettledTimers: [] }, fn);
 }
 
 export function currentOperation(): Operation | undefined {

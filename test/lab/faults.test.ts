@@ -420,7 +420,7 @@ function describeKind(spec: KindCase): void {
             }
             matrix.push({ kind: spec.name, op, mode, step: k, of: n, stepName: steps[k - 1] ?? "?", after: state, said, guardPending, converged: !problem, problem: problem?.split("\n")[0] });
             // One line per case as it ends: a long matrix (BPFLEET_FAULTS=full) can be followed, and read up to a crash.
-            console.log(`case ${matrixRow(matrix[matrix.length - 1]!)} (${((performance.now() - caseStart) / 1000).toFixed(1)} s)`);
+            console.log(`case ${matrixRow(matrix[matrix.length - 1]!)} (${((performance.now() - caseStart) / 1000).toFixed(1)} s)\n  said: ${firstLine}`);
             if (problem) problems.push(`step ${k} (${steps[k - 1]}): ${problem}\n  the failure said: ${firstLine}`);
             if (state === "other" && !guardPending) problems.push(`step ${k} (${steps[k - 1]}): the host holds neither the old nor the new state:\n${snapshotDiff(before, after)}\n  the failure said: ${firstLine}`);
           }

@@ -75,6 +75,16 @@ async function observeAfterFailure(kind: Kind<object, object>, id: string, befor
     return { state: after ? "neither" : "gone", text: after ? "It is gone from the host: the next `pulumi up` recreates it." : "It is gone from the host, as the delete wanted." };
   }
   const fromBefore = before ? differing(kind, observed.inputs, before) : ["(it exists)"];
+  // What the inputs cannot show (a program off its hook, tables changed): what an
+  // update would now have to fix that it did not have to before.
+  const wasPending = new Set(before ? (kind.pendingChanges?.(before, before) ?? []) : []);
+  const nowPending = before ? (kind.pendingChanges?.(observed.outs, before) ?? []).filter((p) => !wasPending.has(p)) : [];
+  if (before && fromBefore.length === 0 && nowPending.length > 0) {
+    const changed = nowPending.join("; ");
+    return after
+      ? { state: "neither", text: `The host holds neither the previous nor the new configuration (${changed}); the next \`pulumi up\` converges it.` }
+      : { state: "neither", text: `It is still on the host, changed (${changed}); the next \`pulumi up\` (or destroy) deletes it again.` };
+  }
   if (before && fromBefore.length === 0) return { state: "as before", text: "The host holds exactly the previous configuration: it is as before." };
   if (after) {
     const fromAfter = differing(kind, observed.inputs, after);

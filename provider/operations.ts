@@ -10,8 +10,9 @@ import type { Kind } from "./dynamicAdapter";
 import { HostPreconditionError } from "./remote/preflight";
 import { hostLabel, type HostConnection } from "./remote/hostSchema";
 import { LockoutError } from "./remote/lockout";
-import { RevertedError } from "./remote/revertTimer";
-import { currentOperation, RemoteCommandError, withOperation, type Operation } from "./remote/ssh";
+import { pendingTimers, RevertedError } from "./remote/revertTimer";
+import { currentOperation, RemoteCommandError, sessionFor, withOperation, type Operation } from "./remote/ssh";
+import type { Credentials } from "./remote/hostSchema";
 
 /** How long the read-back after a failure may take before the report says it could not look. */
 const CHECK_AFTER_FAILURE_MS = 20_000;
@@ -19,7 +20,7 @@ const CHECK_AFTER_FAILURE_MS = 20_000;
 export class OperationError extends Error {
   constructor(
     message: string,
-    /** "as before" | "new" | "neither" | "gone" | "unknown": what the host held afterwards. */
+    /** "as before" | "new" | "neither" | "gone" | "unknown" | "reverting" (a pending revert timer undoes what it holds): what the host held afterwards. */
     readonly hostState: string,
     readonly original: unknown,
   ) {
@@ -74,6 +75,16 @@ async function observeAfterFailure(kind: Kind<object, object>, id: string, befor
     return { state: after ? "neither" : "gone", text: after ? "It is gone from the host: the next `pulumi up` recreates it." : "It is gone from the host, as the delete wanted." };
   }
   const fromBefore = before ? differing(kind, observed.inputs, before) : ["(it exists)"];
+  // What the inputs cannot show (a program off its hook, tables changed): what an
+  // update would now have to fix that it did not have to before.
+  const wasPending = new Set(before ? (kind.pendingChanges?.(before, before) ?? []) : []);
+  const nowPending = before ? (kind.pendingChanges?.(observed.outs, before) ?? []).filter((p) => !wasPending.has(p)) : [];
+  if (before && fromBefore.length === 0 && nowPending.length > 0) {
+    const changed = nowPending.join("; ");
+    return after
+      ? { state: "neither", text: `The host holds neither the previous nor the new configuration (${changed}); the next \`pulumi up\` converges it.` }
+      : { state: "neither", text: `It is still on the host, changed (${changed}); the next \`pulumi up\` (or destroy) deletes it again.` };
+  }
   if (before && fromBefore.length === 0) return { state: "as before", text: "The host holds exactly the previous configuration: it is as before." };
   if (after) {
     const fromAfter = differing(kind, observed.inputs, after);
@@ -82,6 +93,33 @@ async function observeAfterFailure(kind: Kind<object, object>, id: string, befor
     return { state: "neither", text: `The host holds neither the previous nor the new configuration (it differs in ${fromAfter.filter((k) => changing.includes(k)).join(", ")}); the next \`pulumi up\` converges it.` };
   }
   return { state: "neither", text: `It is still on the host, changed in ${fromBefore.join(", ")}; the next \`pulumi up\` (or destroy) deletes it again.` };
+}
+
+/**
+ * What the host was seen to hold, and whether a revert timer the failed operation
+ * armed is still pending there (its disarm never came, or its answer was lost): the
+ * host then holds what was read only until the timer fires, and goes back to the
+ * state before the change (state "reverting"). Asked of the host, not assumed.
+ */
+async function withTimers(seen: { state: string; text: string }, operation: Operation | undefined, inputs: object | undefined, existed: boolean): Promise<{ state: string; text: string }> {
+  const timers = operation?.unsettledTimers ?? [];
+  const placed = inputs as { host?: HostConnection; credentials?: Credentials } | undefined;
+  if (timers.length === 0 || !placed?.host || !placed.credentials) return seen;
+  let pending: string[];
+  try {
+    const session = await withTimeout(sessionFor(placed.host, placed.credentials), CHECK_AFTER_FAILURE_MS);
+    pending = await withTimeout(pendingTimers(session, timers.map((t) => t.token)), CHECK_AFTER_FAILURE_MS);
+  } catch (err) {
+    return { state: seen.state, text: `${seen.text} Whether the revert timer armed before the change is still pending could not be read (${String((err as Error).message).split("\n")[0]}): if it is, it undoes the change when it fires.` };
+  }
+  if (pending.length === 0) return seen;
+  const seconds = Math.max(...timers.filter((t) => pending.includes(t.token)).map((t) => t.seconds));
+  const back = existed ? "the previous configuration" : "nothing of it";
+  if (seen.state === "as before") return { state: seen.state, text: `${seen.text} Its revert timer is still pending; when it fires (${seconds} s after arming) it restores the same state.` };
+  return {
+    state: "reverting",
+    text: `${seen.text} But the revert timer armed before the change is still pending on the host: it undoes the change ${seconds} s after arming, leaving ${back}; the next \`pulumi up\` settles it first and applies the change again.`,
+  };
 }
 
 /** The one-line report of a failed operation, followed by the details of the original error. */
@@ -102,7 +140,8 @@ async function report(kind: Kind<object, object>, op: string, id: string, err: u
   } else {
     where = `${op} failed ${lastStep}: ${first}`;
   }
-  const seen = op === "read" ? { state: "as before", text: "A read changes nothing on the host." } : await observeAfterFailure(kind, id, before, after);
+  let seen = op === "read" ? { state: "as before", text: "A read changes nothing on the host." } : await observeAfterFailure(kind, id, before, after);
+  if (op !== "read") seen = await withTimers(seen, operation, before ?? after, before !== undefined);
   const wrapped = new OperationError([`${id}: ${where}. ${seen.text}`, ...(err instanceof RemoteCommandError ? details : [first, ...details].slice(1))].join("\n"), seen.state, err);
   // Where it really failed: the original frames, not this report's.
   wrapped.stack = [wrapped.message, ...(err.stack ?? "").split("\n").filter((line) => /^\s+at /.test(line))].join("\n");

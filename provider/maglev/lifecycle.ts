@@ -186,6 +186,9 @@ export const maglevServiceKind = defineKind<MaglevServiceInputs, MaglevServiceOu
       }
     }
     if (olds.nextHopDrift?.length) pending.push(`next hops changed on the host: ${olds.nextHopDrift.join("; ")}`);
+    // Pins without the program on its hook serve no VIP (a delete stopped after the detach,
+    // or someone took it off): the inputs read back alike, only the attachment shows it.
+    if (olds.attachMode === "detached") pending.push("the load balancer's program is not on its hook (detached)");
     const wantNat = news.mode === "nat" && Object.keys(news.vips ?? {}).length > 0;
     if (olds.reverseNat !== undefined && olds.reverseNat !== wantNat) pending.push(`lb_config reverse NAT ${olds.reverseNat ? "on" : "off"} -> ${wantNat ? "on" : "off"}`);
     return pending;

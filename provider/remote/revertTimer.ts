@@ -9,7 +9,7 @@ import { randomBytes } from "node:crypto";
 import { RUN_DIR } from "./hostDirs";
 import { runShellScript } from "./shellScript";
 import { scriptStep, type ShellStep, type StepQueue } from "./shellSteps";
-import type { ExecResult, SshSession } from "./ssh";
+import { currentOperation, type ExecResult, type SshSession } from "./ssh";
 
 const GUARD_DIR = `${RUN_DIR}/guards`;
 
@@ -46,6 +46,13 @@ export interface RevertTimer {
 export async function armRevert(session: SshSession, revertScript: string, seconds: number, queue?: StepQueue): Promise<RevertTimer> {
   const token = `${Date.now()}-${randomBytes(6).toString("hex")}`;
   let neverRan = false;
+  // Until it is seen disarmed (or never armed), a failure of the operation must say whether it is pending.
+  const unsettled = currentOperation()?.unsettledTimers;
+  unsettled?.push({ token, seconds });
+  const settled = () => {
+    const i = unsettled?.findIndex((t) => t.token === token) ?? -1;
+    if (i >= 0) unsettled!.splice(i, 1);
+  };
   const arm = scriptStep(
     "revert-arm",
     { guards: GUARD_DIR, token, seconds: String(seconds), keep: String(KEPT_FIRED_GUARDS), log_bytes: String(GUARD_LOG_BYTES) },
@@ -58,6 +65,7 @@ export async function armRevert(session: SshSession, revertScript: string, secon
       return new RevertedError(`${session.label}: the revert timer fired before it could be disarmed, so the host undid the change (raise lockoutRevertSeconds if the change is slow). Revert log: ${result.stderr.trim() || "(empty)"}`);
     }
     if (result.code !== 0) return new Error(`${session.label}: disarming the revert timer failed: ${result.stderr.trim()}`);
+    settled();
     return undefined;
   };
   const disarmStep = () => scriptStep("revert-disarm", { guards: GUARD_DIR, token }, { failure: disarmFailure });
@@ -65,14 +73,17 @@ export async function armRevert(session: SshSession, revertScript: string, secon
     token,
     seconds,
     async disarm() {
-      if (neverRan) return;
+      if (neverRan) return void settled();
       const failure = disarmFailure(await runShellScript(session, "revert-disarm", disarmStep().args, { allowFailure: true }));
       if (failure) throw failure;
     },
     disarmStep,
     async fireNow() {
       const result = await runShellScript(session, "revert-now", { guards: GUARD_DIR, token, log_bytes: String(GUARD_LOG_BYTES) }, { allowFailure: true });
-      if (result.code === 0) return result.stdout;
+      if (result.code === 0) {
+        settled();
+        return result.stdout;
+      }
       if (result.code === 7) throw new RevertedError(`${session.label}: the revert timer had fired already, so the host undid the change. Revert log: ${result.stderr.trim() || "(empty)"}`);
       throw new Error(`${session.label}: running the revert now failed (exit ${result.code}): ${result.stderr.trim()}`);
     },
@@ -97,4 +108,14 @@ export async function settlePendingReverts(session: SshSession, pinDir: string):
 /** settlePendingReverts as the first step of a larger exec (a survey's). */
 export function settleStep(pinDir: string): ShellStep {
   return scriptStep("revert-settle", { guards: GUARD_DIR, pin_dir: pinDir });
+}
+
+/**
+ * Which of `tokens` are still pending on the host (armed, neither fired nor disarmed),
+ * in one exec: what a failed operation's report says about the timers it left.
+ */
+export async function pendingTimers(session: SshSession, tokens: readonly string[]): Promise<string[]> {
+  if (tokens.length === 0) return [];
+  const result = await session.run(["sh", "-c", 'g=$1; shift; for t; do [ -e "$g/$t.sh" ] && echo "$t"; done; true', "pending", GUARD_DIR, ...tokens]);
+  return result.stdout.split("\n").filter((t) => tokens.includes(t));
 }

@@ -44,13 +44,18 @@ export class RemoteCommandError extends Error {
   readonly connectionLost: boolean;
   /** The step's number within its operation (see withOperation), when it ran in one. */
   readonly at: number | undefined;
+  /**
+   * True when this command's own session dropped the connection (fault injection): the
+   * other commands in flight on it then fail too, as its consequence, not its cause.
+   */
+  readonly droppedConnection: boolean;
 
   constructor(
     readonly host: string,
     readonly command: string,
     readonly result: ExecResult | undefined,
     reason: string,
-    options: { connectionLost?: boolean; at?: number; step?: string } = {},
+    options: { connectionLost?: boolean; droppedConnection?: boolean; at?: number; step?: string } = {},
   ) {
     const stderr = result?.stderr.trim();
     // An exec of several steps (shellSteps.ts) is named by them, not by its wrapper's text.
@@ -61,6 +66,7 @@ export class RemoteCommandError extends Error {
     this.explanation = cause;
     this.connectionLost = options.connectionLost ?? false;
     this.at = options.at;
+    this.droppedConnection = options.droppedConnection ?? false;
   }
 }
 
@@ -155,13 +161,19 @@ export interface Operation {
   logins: number;
   /** What each step ran, in order. */
   readonly steps: string[];
+  /**
+   * Revert timers this operation armed (or queued to arm) and has not seen disarmed
+   * or fired: when it fails, its report asks the host whether they are still pending,
+   * so it does not call a change "new" that a timer is about to undo.
+   */
+  readonly unsettledTimers: { token: string; seconds: number }[];
 }
 
 const operations = new AsyncLocalStorage<Operation>();
 
 /** Runs `fn` as one counted operation. */
 export function withOperation<T>(kind: string, op: string, fn: () => Promise<T>): Promise<T> {
-  return operations.run({ kind, op, execs: 0, logins: 0, steps: [] }, fn);
+  return operations.run({ kind, op, execs: 0, logins: 0, steps: [], unsettledTimers: [] }, fn);
 }
 
 export function currentOperation(): Operation | undefined {
@@ -244,14 +256,14 @@ export class SshSession {
     const named = options.describe;
     operation?.steps.push(named ?? describeStep(commandLine));
     const fault = injectedFault(operation, step);
-    const lost = (why: string, result?: ExecResult) =>
-      new RemoteCommandError(this.label, commandLine, result, why, { connectionLost: true, at, step: named });
+    const lost = (why: string, result?: ExecResult, droppedConnection = false) =>
+      new RemoteCommandError(this.label, commandLine, result, why, { connectionLost: true, droppedConnection, at, step: named });
     return new Promise<ExecResult>((resolve, reject) => {
       if (this.closed) return reject(new SshError(`${this.label}: the SSH connection is closed`));
       if (fault?.mode === "fail") return reject(new RemoteCommandError(this.label, commandLine, undefined, "injected failure (BPFLEET_FAULT)", { at, step: named }));
       if (fault?.mode === "cut") {
         this.cut();
-        return reject(lost("connection cut (BPFLEET_FAULT)"));
+        return reject(lost("connection cut (BPFLEET_FAULT)", undefined, true));
       }
       this.client.exec(wire, (err, channel: ClientChannel) => {
         if (err) {
@@ -279,7 +291,7 @@ export class SshSession {
           clearTimeout(timer);
           if (fault?.mode === "cut-after") {
             this.cut();
-            return reject(lost("connection cut after the command ran (BPFLEET_FAULT)"));
+            return reject(lost("connection cut after the command ran (BPFLEET_FAULT)", undefined, true));
           }
           // No exit status and no signal: the channel closed because the connection went away.
           if ((code === null || code === undefined) && !signal) return reject(lost("the connection closed without an exit status", collect()));

@@ -63,7 +63,8 @@ export interface Observed {
 
 /**
  * How directly a failure of one of several commands sent together (one round trip)
- * says what went wrong: a command that failed, or was running when the connection
+ * says what went wrong: the command whose own session dropped the connection (-1),
+ * a command that failed, or was running when the connection
  * dropped (0), before one that was lost before it started (1), before one sent once
  * the connection was already gone (2). When the connection drops, every command in
  * flight fails with it; the report must name the step where it happened, not
@@ -71,6 +72,9 @@ export interface Observed {
  */
 function directness(err: unknown): number {
   if (!(err instanceof RemoteCommandError)) return 2;
+  // The command whose own session dropped the connection (a fault injected after it
+  // ran): the others in flight then lost their answers because of it.
+  if (err.droppedConnection) return -1;
   return err.connectionLost && /before the command started/.test(err.explanation) ? 1 : 0;
 }
 

@@ -78,7 +78,14 @@ export async function writeEntries(
         `${session.label}: writing the deny entries failed: map ${map} is full (it holds at most ${capacity ?? "?"} entries; the deny list needs ${needed} there, ${stoppedAt} of ${steps.length} writes went through); ${outcome} Split the list or use wider prefixes.`,
       );
     }
-    throw new Error(`${(err as Error).message}\n  the batch stopped${map ? ` at map ${map}` : ""} after ${Math.max(stoppedAt, 0)} of ${steps.length} writes; ${outcome}`);
+    const stopped = `\n  the batch stopped${map ? ` at map ${map}` : ""} after ${Math.max(stoppedAt, 0)} of ${steps.length} writes; ${outcome}`;
+    // The batch's own error, kept (not wrapped): the report names the step that failed
+    // from it, not the last step run (the read-back and undo above).
+    if (err instanceof RemoteCommandError) {
+      err.message += stopped;
+      throw err;
+    }
+    throw new Error(`${(err as Error).message}${stopped}`);
   }
 }
 

@@ -3,7 +3,8 @@
 // a clean run first), through the hook in provider/remote/ssh.ts (BPFLEET_FAULT).
 // After each cut: the host must hold exactly the old or exactly the new state (a
 // pending revert timer may still be on its way to "old"), the error must name the
-// resource and the step, and the retry the next `pulumi up` would make must
+// resource and the step, what it says the host holds ("as before", "new") must be
+// what the host holds (the matrix's "said" column), and the retry the next `pulumi up` would make must
 // converge with no manual action, also once every revert timer has fired.
 //
 // BPFLEET_FAULTS=ci runs a slice (see CI below).
@@ -21,7 +22,7 @@
 import { readFileSync } from "node:fs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { checkInputs, type Kind } from "../../provider/dynamicAdapter";
-import { operations } from "../../provider/operations";
+import { OperationError, operations } from "../../provider/operations";
 import { closeAllSessions, sessionFor, stepNamed, type Operation } from "../../provider/remote/ssh";
 import type { Credentials, HostConnection } from "../../provider/remote/hostSchema";
 import { pinLayout } from "../../provider/remote/pins";
@@ -248,6 +249,8 @@ interface Outcome {
   of: number;
   stepName: string;
   after: "old" | "new" | "detached" | "staged" | "other";
+  /** What the error said the host held (OperationError.hostState), or the error's class when it says it in its own words. */
+  said: string;
   guardPending: boolean;
   converged: boolean;
   problem?: string;
@@ -283,7 +286,7 @@ afterAll(async () => {
 
 function printMatrix(): void {
   const lines = [`fault matrix (modes: ${MODES.join(", ")}; ${LEVEL}${FULL ? "" : "; BPFLEET_FAULTS=full for every step in every mode"})`];
-  lines.push("kind          op      mode       step  what the step runs                                   host after  guard  next op converged");
+  lines.push("kind          op      mode       step  what the step runs                                   host after  said       guard  next op converged");
   for (const o of matrix) lines.push(matrixRow(o));
   // "other" with a revert timer armed is a host on its way back to old (the test waits for it).
   const bad = matrix.filter((o) => !o.converged || (o.after === "other" && !o.guardPending));
@@ -293,7 +296,7 @@ function printMatrix(): void {
 }
 
 function matrixRow(o: Outcome): string {
-  return `${o.kind.padEnd(13)} ${o.op.padEnd(7)} ${o.mode.padEnd(10)} ${`${o.step}/${o.of}`.padEnd(5)} ${o.stepName.slice(0, 52).padEnd(52)} ${o.after.padEnd(11)} ${(o.guardPending ? "armed" : "-").padEnd(6)} ${o.converged ? "yes" : `NO: ${o.problem}`}`;
+  return `${o.kind.padEnd(13)} ${o.op.padEnd(7)} ${o.mode.padEnd(10)} ${`${o.step}/${o.of}`.padEnd(5)} ${o.stepName.slice(0, 52).padEnd(52)} ${o.after.padEnd(11)} ${o.said.slice(0, 10).padEnd(10)} ${(o.guardPending ? "armed" : "-").padEnd(6)} ${o.converged ? "yes" : `NO: ${o.problem}`}`;
 }
 
 /** Runs one kind's matrix. */
@@ -409,6 +412,8 @@ function describeKind(spec: KindCase): void {
             if (!error) problems.push(`step ${k}: the operation did not fail`);
             // One line: the resource, the operation and the step.
             else if (!firstLine.includes(reference.id) || !new RegExp(`${op} failed (at|after) step ${k}\\b`).test(firstLine)) problems.push(`step ${k}: the error does not name the resource and step ${k} in its first line: ${firstLine}`);
+            const said = error instanceof OperationError ? error.hostState : (error?.constructor.name ?? "-");
+            // Before the snapshot: a timer that fires in between then leaves "old", not "other" unarmed.
             const guardPending = (await pendingGuards(lab, h1)) > 0;
             const after = await snapshot();
             // A delete cut between taking the program off the hook and removing its pins leaves
@@ -425,6 +430,10 @@ function describeKind(spec: KindCase): void {
                     : op === "create" && attachedPart(after) === attachedPart(before)
                       ? "staged"
                       : "other";
+            // The error says what the host was seen to hold (operations.ts): a claim it makes must be true.
+            // A read's "as before" is not observed (a read changes nothing), so only what a change claims is judged.
+            if (op !== "read" && said === "as before" && state !== "old" && state !== "staged") problems.push(`step ${k}: the error says the host is as before, but it holds ${state}\n  the failure said: ${firstLine}`);
+            if (said === "new" && state !== "new" && state !== "detached") problems.push(`step ${k}: the error says the host holds the new configuration, but it holds ${state}\n  the failure said: ${firstLine}`);
 
             // The next `pulumi up` (or refresh, or destroy): the same operation from the same recorded state.
             let problem: string | undefined;
@@ -436,9 +445,9 @@ function describeKind(spec: KindCase): void {
             } catch (err) {
               problem = `the retry failed: ${(err as Error).message.split("\n")[0]}`;
             }
-            matrix.push({ kind: spec.name, op, mode, step: k, of: n, stepName: steps[k - 1] ?? "?", after: state, guardPending, converged: !problem, problem: problem?.split("\n")[0] });
+            matrix.push({ kind: spec.name, op, mode, step: k, of: n, stepName: steps[k - 1] ?? "?", after: state, said, guardPending, converged: !problem, problem: problem?.split("\n")[0] });
             // One line per case as it ends: a long matrix (BPFLEET_FAULTS=full) can be followed, and read up to a crash.
-            console.log(`case ${matrixRow(matrix[matrix.length - 1]!)} (${((performance.now() - caseStart) / 1000).toFixed(1)} s)`);
+            console.log(`case ${matrixRow(matrix[matrix.length - 1]!)} (${((performance.now() - caseStart) / 1000).toFixed(1)} s)\n  said: ${firstLine}`);
             if (problem) problems.push(`step ${k} (${steps[k - 1]}): ${problem}\n  the failure said: ${firstLine}`);
             if (state === "other" && !guardPending) problems.push(`step ${k} (${steps[k - 1]}): the host holds neither the old nor the new state:\n${snapshotDiff(before, after)}\n  the failure said: ${firstLine}`);
           }

@@ -184,6 +184,12 @@ describe("MaglevService diff", () => {
     const drifted = maglevServiceKind.pendingChanges!({ ...olds, tableDigest: "f".repeat(64) }, inputs);
     expect(drifted.join("\n")).toMatch(/maglev_table does not hold the tables these backends give/);
   });
+
+  it("sees a program read back off its hook (pins left, attachMode detached) as a change, even with equal inputs", () => {
+    const inputs = canonical();
+    const detached = maglevServiceKind.pendingChanges!({ ...outputs(inputs), attachMode: "detached" }, inputs);
+    expect(detached).toContain("the load balancer's program is not on its hook (detached)");
+  });
 });
 
 // ---------------------------------------------------------------- plan

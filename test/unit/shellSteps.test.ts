@@ -7,7 +7,7 @@ import { describe, expect, it } from "vitest";
 import { armRevert } from "../../provider/remote/revertTimer";
 import { commandStep, parseSteps, scriptStep, StepQueue, stepsDescription, type ShellStep } from "../../provider/remote/shellSteps";
 import { shellScript } from "../../provider/remote/shellScript";
-import { stepNamed, type SshSession } from "../../provider/remote/ssh";
+import { currentOperation, stepNamed, withOperation, type SshSession } from "../../provider/remote/ssh";
 
 /** What runSteps sends, run by a local sh. */
 function runLocally(steps: ShellStep[]) {
@@ -120,5 +120,40 @@ describe("StepQueue: steps nobody waits for ride in the next exec", () => {
     await timer.disarm();
     expect(session.execs).toHaveLength(0);
     expect(timer.disarmStep().command).toMatch(/^sh -c /);
+  });
+});
+
+describe("revert timers an operation has not seen settled (what its failure report asks the host about)", () => {
+  /** Answers every script with `code` without running it: only the provider's bookkeeping is under test. */
+  const answering = (code: () => number) => ({ label: "fake", runScript: async () => ({ code: code(), stdout: "", stderr: "" }) }) as unknown as SshSession;
+
+  it("a timer is listed from its arming until its disarm is answered, and stays listed when the disarm found it fired", async () => {
+    let code = 0;
+    const session = answering(() => code);
+    await withOperation("k", "update", async () => {
+      const listed = () => currentOperation()!.unsettledTimers.map((t) => t.token);
+      const timer = await armRevert(session, "true\n", 30);
+      expect(listed()).toEqual([timer.token]);
+      expect(currentOperation()!.unsettledTimers[0]!.seconds).toBe(30);
+      await timer.disarm();
+      expect(listed()).toEqual([]);
+      const fired = await armRevert(session, "true\n", 20);
+      code = 7;
+      await expect(fired.disarm()).rejects.toThrow(/fired before it could be disarmed/);
+      expect(listed()).toEqual([fired.token]);
+    });
+  });
+
+  it("a queued arm that never ran settles at its disarm, with no exec", async () => {
+    const session = new LocalSession();
+    await withOperation("k", "create", async () => {
+      const queue = new StepQueue(session as unknown as SshSession);
+      const timer = await armRevert(session as unknown as SshSession, "true\n", 30, queue);
+      expect(currentOperation()!.unsettledTimers).toHaveLength(1);
+      queue.discard();
+      await timer.disarm();
+      expect(currentOperation()!.unsettledTimers).toEqual([]);
+      expect(session.execs).toHaveLength(0);
+    });
   });
 });

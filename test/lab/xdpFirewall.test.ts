@@ -291,16 +291,39 @@ describe("XdpFirewall convergence", () => {
   });
 });
 
+/** The firewall's object as commit `ref` built it, from git, as that release shipped it. */
+function firewallObjectAt(ref: string): LocalObject {
+  const dir = mkdtempSync(join(tmpdir(), `bpfleet-fw-${ref}-`));
+  const repo = join(__dirname, "../..");
+  execFileSync("sh", ["-c", 'git -c safe.directory="*" -C "$1" archive "$2" bpf | tar -x -C "$3"', "sh", repo, ref, dir]);
+  execFileSync("make", ["-s", "-C", join(dir, "bpf"), "obj/xdp_firewall.bpf.o"], { stdio: "inherit" });
+  return localObject(join(dir, "bpf/obj/xdp_firewall.bpf.o"));
+}
+
+/**
+ * Reads the firewall an earlier object left on h2 and updates it to this release's object
+ * while c1 pings h2 (IPv4 and IPv6) every 10 ms: not one ping may get through the upgrade.
+ */
+async function upgradeWhileDenied(want: XdpFirewallInputs, previous: LocalObject, c1: (typeof lab.clients)[0], h2: LabHost): Promise<{ olds: XdpFirewallOutputs; outs: XdpFirewallOutputs }> {
+  const olds = (await firewall.read(resourceId("xdp-firewall", want), { ...want, objectSha256: previous.sha256 } as XdpFirewallOutputs))!.outs;
+  expect(Object.keys(olds.deny).sort()).toEqual(Object.keys(want.deny).sort());
+  const denied4 = lab.inClient(c1, ["ping", "-n", "-q", "-i", "0.01", "-c", "300", "-W", "1", h2.address], { reject: false });
+  const denied6 = lab.inClient(c1, ["ping", "-6", "-n", "-q", "-i", "0.01", "-c", "300", "-W", "1", h2.address6], { reject: false });
+  await new Promise((r) => setTimeout(r, 300));
+  const outs = await firewall.update(resourceId("xdp-firewall", want), olds, want);
+  expect(outs.objectSha256).toBe(packagedObject("xdp_firewall").sha256);
+  expect(outs.programId).not.toBe(olds.programId);
+  expect(String((await denied4).stdout)).toMatch(/300 packets transmitted, 0 received/);
+  expect(String((await denied6).stdout)).toMatch(/300 packets transmitted, 0 received/);
+  return { olds, outs };
+}
+
 describe("XdpFirewall upgrade from the object before the index (83e2324)", () => {
   // The last object without the index: built from git, as it was released.
   const PREVIOUS = "83e2324";
   let previous: LocalObject;
   beforeAll(() => {
-    const dir = mkdtempSync(join(tmpdir(), "bpfleet-fw-previous-"));
-    const repo = join(__dirname, "../..");
-    execFileSync("sh", ["-c", 'git -c safe.directory="*" -C "$1" archive "$2" bpf | tar -x -C "$3"', "sh", repo, PREVIOUS, dir]);
-    execFileSync("make", ["-s", "-C", join(dir, "bpf"), "obj/xdp_firewall.bpf.o"], { stdio: "inherit" });
-    previous = localObject(join(dir, "bpf/obj/xdp_firewall.bpf.o"));
+    previous = firewallObjectAt(PREVIOUS);
   }, 120_000);
 
   it("is loaded against the old pins with its index filled from the records before it attaches: no denied packet gets through", async () => {
@@ -321,18 +344,7 @@ describe("XdpFirewall upgrade from the object before the index (83e2324)", () =>
       }));
       expect(await listPins(session, layout.maps)).not.toContain("fw_v4_index");
       expect(await pingReaches(lab, c1, h2.address)).toBe(false);
-      const olds = (await firewall.read(resourceId("xdp-firewall", want), { ...want, objectSha256: previous.sha256 } as XdpFirewallOutputs))!.outs;
-      expect(Object.keys(olds.deny).sort()).toEqual(Object.keys(want.deny).sort());
-
-      // Denied pings from c1, v4 and v6, every 10 ms, all through the upgrade.
-      const denied4 = lab.inClient(c1, ["ping", "-n", "-q", "-i", "0.01", "-c", "300", "-W", "1", h2.address], { reject: false });
-      const denied6 = lab.inClient(c1, ["ping", "-6", "-n", "-q", "-i", "0.01", "-c", "300", "-W", "1", h2.address6], { reject: false });
-      await new Promise((r) => setTimeout(r, 300));
-      const outs = await firewall.update(resourceId("xdp-firewall", want), olds, want);
-      expect(outs.objectSha256).toBe(packagedObject("xdp_firewall").sha256);
-      expect(outs.programId).not.toBe(olds.programId);
-      expect(String((await denied4).stdout)).toMatch(/300 packets transmitted, 0 received/);
-      expect(String((await denied6).stdout)).toMatch(/300 packets transmitted, 0 received/);
+      const { olds, outs } = await upgradeWhileDenied(want, previous, c1, h2);
       expect(await listPins(session, layout.maps)).toEqual(expect.arrayContaining(["fw_v4_index", "fw_v6_index", "fw_v4_hosts", "fw_v6_long", "fw_v6_lengths", "fw_v4_ways", "fw_v6_ways", "fw_v4_net_slots"]));
       expect(await pingReaches(lab, c2, h2.address)).toBe(true);
       expect(outs.mapMemoryBytes).toBeGreaterThan((2 * 4 + 8 + 12 + 2.5) * 1024 * 1024);
@@ -356,11 +368,7 @@ describe("XdpFirewall upgrade from the object with direct-mapped slots (282fe48)
   const PREVIOUS = "282fe48";
   let previous: LocalObject;
   beforeAll(() => {
-    const dir = mkdtempSync(join(tmpdir(), "bpfleet-fw-slots-"));
-    const repo = join(__dirname, "../..");
-    execFileSync("sh", ["-c", 'git -c safe.directory="*" -C "$1" archive "$2" bpf | tar -x -C "$3"', "sh", repo, PREVIOUS, dir]);
-    execFileSync("make", ["-s", "-C", join(dir, "bpf"), "obj/xdp_firewall.bpf.o"], { stdio: "inherit" });
-    previous = localObject(join(dir, "bpf/obj/xdp_firewall.bpf.o"));
+    previous = firewallObjectAt(PREVIOUS);
   }, 120_000);
 
   // Its slot functions and values (282fe48's provider/xdpFirewall/index.ts), to write what it left.
@@ -399,18 +407,7 @@ describe("XdpFirewall upgrade from the object with direct-mapped slots (282fe48)
       ]);
       expect(await listPins(session, layout.maps)).toEqual(expect.arrayContaining(["fw_v4_slots", "fw_v6_slots"]));
       expect(await pingReaches(lab, c1, h2.address)).toBe(false);
-      const olds = (await firewall.read(resourceId("xdp-firewall", want), { ...want, objectSha256: previous.sha256 } as XdpFirewallOutputs))!.outs;
-      expect(Object.keys(olds.deny).sort()).toEqual(Object.keys(want.deny).sort());
-
-      // Denied pings from c1, v4 and v6, every 10 ms, all through the upgrade.
-      const denied4 = lab.inClient(c1, ["ping", "-n", "-q", "-i", "0.01", "-c", "300", "-W", "1", h2.address], { reject: false });
-      const denied6 = lab.inClient(c1, ["ping", "-6", "-n", "-q", "-i", "0.01", "-c", "300", "-W", "1", h2.address6], { reject: false });
-      await new Promise((r) => setTimeout(r, 300));
-      const outs = await firewall.update(resourceId("xdp-firewall", want), olds, want);
-      expect(outs.objectSha256).toBe(packagedObject("xdp_firewall").sha256);
-      expect(outs.programId).not.toBe(olds.programId);
-      expect(String((await denied4).stdout)).toMatch(/300 packets transmitted, 0 received/);
-      expect(String((await denied6).stdout)).toMatch(/300 packets transmitted, 0 received/);
+      const { olds, outs } = await upgradeWhileDenied(want, previous, c1, h2);
       const pins = await listPins(session, layout.maps);
       expect(pins).toEqual(expect.arrayContaining(["fw_v4_ways", "fw_v6_ways"]));
       expect(pins).not.toContain("fw_v4_slots");

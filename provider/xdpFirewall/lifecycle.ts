@@ -254,8 +254,8 @@ async function convergeOnce(declared: XdpFirewallInputs, olds: XdpFirewallOutput
   // The entries as if given inline, for the steps that need them all (the management
   // check, boot restore); outputs are built from `declared`.
   let inputs = declared;
+  // When the survey-free path does not apply, the survey below runs in this same pass.
   const assumed = optimistic && olds ? optimisticUpdate(session, layout, declared, olds) : undefined;
-  if (optimistic && !assumed) return convergeOnce(declared, olds, false);
   let survey: ResourceSurvey;
   let hook: HookPlan;
   let after: (step: ShellStep) => ExecResult | undefined;

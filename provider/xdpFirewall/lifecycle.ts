@@ -163,6 +163,7 @@ async function converge(declared: XdpFirewallInputs, olds?: XdpFirewallOutputs):
     return await convergeOnce(declared, olds, true);
   } catch (err) {
     if (!(err instanceof AssumptionMissed)) throw err;
+    slowPathNote(err.host, declared.name, err.reason);
   }
   // The host is not as the state says (it missed an update, drifted, was changed by
   // hand, another address manages it): nothing was changed; survey it and plan from
@@ -171,12 +172,29 @@ async function converge(declared: XdpFirewallInputs, olds?: XdpFirewallOutputs):
 }
 
 /**
+ * Why an update the state could plan took the survey after all (one exec more, on
+ * every update while the cause stays): printed like the provider's other notes
+ * (console.log reaches the user through the engine), so an SRE sees it in `pulumi up`.
+ */
+function slowPathNote(host: string, name: string, reason: string): void {
+  console.log(`bpfleet: ${host}: firewall ${name}: the update planned from the state did not apply (${reason}); surveying the host and planning from what it has (one exec more).`);
+}
+
+/**
  * The first step's refusal in an update planned without a survey (see
  * optimisticUpdate): the host is not as the plan assumes, and nothing ran after it.
  * A RemoteCommandError of a step other than the batch, so writeEntries does not try
- * to put entries back.
+ * to put entries back. `reason`: what the check found different, in its words.
  */
-class AssumptionMissed extends RemoteCommandError {}
+class AssumptionMissed extends RemoteCommandError {
+  readonly reason: string;
+
+  constructor(host: string, command: string, result: ExecResult) {
+    super(host, command, result, "the host is not as the state says");
+    const said = result.stderr.split("\n").find((line) => line.startsWith("bpfleet: "));
+    this.reason = said ? said.slice("bpfleet: ".length).trim() : `the host's check exited ${result.code}`;
+  }
+}
 
 /**
  * An update planned from the provider's own state, with no survey (issue 10): the
@@ -220,7 +238,7 @@ function optimisticUpdate(
   const check = scriptStep(
     "firewall-update-check",
     [layout.program, String(olds.programId), declared.interface, olds.attachMode, appliedPath(KIND, declared.name), olds.denyList.digest, peer, routeDev, ...maps],
-    { failure: (result) => (result.code === 10 ? new AssumptionMissed(session.label, check.command, result, "the host is not as the state says") : undefined) },
+    { failure: (result) => (result.code === 10 ? new AssumptionMissed(session.label, check.command, result) : undefined) },
   );
   const survey: ResourceSurvey = {
     interfaces: [declared.interface],
@@ -270,6 +288,7 @@ async function convergeOnce(declared: XdpFirewallInputs, olds: XdpFirewallOutput
     } catch {
       // Refused for the guessed address: only the survey knows the one the host sees
       // (the guess is wrong behind NAT), and it refuses again when this one is right.
+      slowPathNote(session.label, declared.name, `a deny entry covers ${assumed.peer}, the address the management session may come from`);
       return convergeOnce(declared, olds, false);
     }
     survey = assumed.survey;

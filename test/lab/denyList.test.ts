@@ -4,7 +4,7 @@
 // trips are counted, drift is judged against the record, and a version this deployment
 // does not hold is refused before anything changes.
 import { readFileSync } from "node:fs";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { checkDenyList } from "../../provider/denyList/schema";
 import { operations } from "../../provider/operations";
 import { closeAllSessions, type Operation } from "../../provider/remote/ssh";
@@ -132,7 +132,17 @@ describe("XdpFirewall with a DenyList, on a lab host", () => {
     expect(await exact("100.64.0.5")).toBe(false);
     const ref = list([...base, "192.0.2.9/32", "192.0.2.11/32"], [...base, "192.0.2.9/32"]);
     counted.length = 0;
-    outs = await ops.update("id", outs, inputs(ref, { lockoutGuard: false }));
+    const log = vi.spyOn(console, "log");
+    try {
+      outs = await ops.update("id", outs, inputs(ref, { lockoutGuard: false }));
+      // Why it took the slow path, as the host's check said it (the provider's note).
+      const note = log.mock.calls.map((args) => args.join(" ")).filter((line) => /planned from the state/.test(line));
+      expect(note).toEqual([
+        `bpfleet: root@${host.address}: firewall fleetfw: the update planned from the state did not apply (the applied copy is version ${contentDigest([...base, "192.0.2.9/32"].filter((e) => e !== "100.64.0.5/32"))}, not ${contentDigest([...base, "192.0.2.9/32"])}); surveying the host and planning from what it has (one exec more).`,
+      ]);
+    } finally {
+      log.mockRestore();
+    }
     const [update] = counted;
     console.log(`update of a host off the state's version: ${update!.execs} exec round trips:\n  ${update!.steps.join("\n  ")}`);
     // The first exec stopped at the check (its batch never ran); the survey followed,

@@ -25,6 +25,7 @@ import { refuseManagementDeny, revertScript } from "./guard";
 import { mapPinsStep, missingIndex, missingIndexIn, observe, observeEntries, observeProgram, programReadback, type Observed, type ObservedProgram } from "./hostState";
 import { denyOperations, driftOf, indexFromScratch, invertPlan, planBetween, planDeny } from "./plan";
 import { checkXdpFirewall, xdpFirewallSchema, type XdpFirewallInputs, type XdpFirewallOutputs } from "./schema";
+import { candidatePeers, managementSession, recordedSession, sessionFromCheck, type ManagementSession } from "./managementSession";
 import { writeEntries } from "./writeEntries";
 import {
   appliedEntries,
@@ -50,14 +51,21 @@ function placementOf(inputs: XdpFirewallInputs): XdpPlacement {
   return { iface: inputs.interface, mode: inputs.mode, chainPriority: inputs.chainPriority };
 }
 
-function outputsOf(inputs: XdpFirewallInputs, observed: Observed, objectSha256: string, expectResults?: XdpFirewallOutputs["expectResults"]): XdpFirewallOutputs {
+/**
+ * `management`: the session as the host saw it in this create/update (kept from
+ * `inputs` when they are a state's, on a read, which does not look).
+ */
+function outputsOf(inputs: XdpFirewallInputs, observed: Observed, objectSha256: string, expectResults?: XdpFirewallOutputs["expectResults"], management?: ManagementSession): XdpFirewallOutputs {
   // An absent drift is no key at all: the engine's struct encoding refuses undefined values.
   if (inputs.denyDrift === undefined) {
     const { denyDrift: _none, ...rest } = inputs;
     inputs = rest;
   }
+  const session = management ?? recordedSession(inputs as { managementSession?: unknown });
+  const { managementSession: _kept, ...rest } = inputs as XdpFirewallInputs & { managementSession?: unknown };
   return {
-    ...inputs,
+    ...rest,
+    ...(session ? { managementSession: session } : {}),
     // With a DenyList the entries are held once, in the list's state (issue 10): this
     // firewall's state carries the list's digest and count, and drift, not the entries.
     deny: inputs.denyList ? {} : observed.deny,
@@ -210,45 +218,65 @@ class AssumptionMissed extends RemoteCommandError {
  * the guard, and two with it (the second is the guard's fresh login, carrying disarm,
  * the copy's patch and the read-back), instead of one more for the survey.
  *
+ * The address the session comes from may be this end's socket address (`peerGuess`)
+ * or the one the host reported at the last create/update (`managementSession` in the
+ * state): behind NAT, a TCP proxy or a jump host only the latter is right. The check
+ * accepts either, comparing with $SSH_CONNECTION on the host, and judges the route of
+ * the address it sees there: the guard's decision and the management-deny refusal
+ * (made here for every candidate) thus refer to the session's real address, as the
+ * survey's do. With the guard on, the plan assumes the interface the host routed the
+ * session over last time (the firewall's when none is recorded), and the check holds
+ * the host to it: the firewall's, guarded; another, not guarded, as the survey would
+ * decide.
+ *
  * Not for what the survey must see first: a create, a new object or placement (a
  * load, a chain slot), boot restore files, packet expectations, a management peer
- * this end cannot guess (a jump host, a sudo login that hides $SSH_CONNECTION), or
- * entries allowed to cover the management session (allowManagementDeny). Those take
- * the survey as before.
+ * known neither way (through a jump host from a state written before the record; a
+ * sudo login, which hides $SSH_CONNECTION), or entries allowed to cover the management
+ * session (allowManagementDeny). Those take the survey as before.
  */
 function optimisticUpdate(
   session: SshSession,
   layout: PinLayout,
   declared: XdpFirewallInputs,
   olds: XdpFirewallOutputs,
-): { survey: ResourceSurvey; check: ShellStep; peer: string; before: readonly string[]; desired: readonly string[] } | undefined {
+): { survey: ResourceSurvey; check: ShellStep; peers: string[]; seen: () => ManagementSession | undefined; before: readonly string[]; desired: readonly string[] } | undefined {
   if (!olds.denyList || !declared.denyList || olds.denyDrift || olds.denyList.digest === declared.denyList.digest) return undefined;
   if (!olds.attached || !declared.attached || olds.attachMode === "detached" || !olds.programId) return undefined;
   if (olds.objectSha256 !== packagedObject(OBJECT).sha256 || olds.chainPriority !== undefined || declared.chainPriority !== undefined) return undefined;
   if (declared.bootRestore || Object.keys(declared.expect ?? {}).length > 0 || declared.allowManagementDeny) return undefined;
   const before = registeredContent(olds.denyList.digest);
   const desired = registeredContent(declared.denyList.digest);
-  const peer = session.seesLoginEnvironment ? session.peerGuess() : undefined;
-  if (!before || !desired || !peer) return undefined;
-  // With the guard on, the plan assumes the management session runs over the
-  // firewall's interface (the guard is armed, and proven by a fresh login); a host
-  // managed over another interface falls back to the survey, which then knows better.
-  const routeDev = declared.lockoutGuard ? declared.interface : "";
+  const recorded = recordedSession(olds);
+  const peers = session.seesLoginEnvironment ? candidatePeers(session.peerGuess(), recorded) : [];
+  if (!before || !desired || peers.length === 0) return undefined;
+  // The guard's decision as the survey makes it, from the interface the host routes
+  // the session over (armed when that is the firewall's), held to by the check.
+  const routeDev = declared.lockoutGuard ? (recorded?.interface ?? declared.interface) : "";
   const maps = [...DENY_MAPS, ...INDEX_MAPS].map((m) => `${layout.maps}/${m}`);
+  let seen: ManagementSession | undefined;
   const check = scriptStep(
     "firewall-update-check",
-    [layout.program, String(olds.programId), declared.interface, olds.attachMode, appliedPath(KIND, declared.name), olds.denyList.digest, peer, routeDev, ...maps],
-    { failure: (result) => (result.code === 10 ? new AssumptionMissed(session.label, check.command, result) : undefined) },
+    [layout.program, String(olds.programId), declared.interface, olds.attachMode, appliedPath(KIND, declared.name), olds.denyList.digest, peers.join(" "), routeDev, ...maps],
+    {
+      failure: (result) => (result.code === 10 ? new AssumptionMissed(session.label, check.command, result) : undefined),
+      onResult: (result) => {
+        if (result?.code !== 0) return;
+        seen = sessionFromCheck(result);
+        // What the guard's lockout report names, should the proof fail: no exec to ask.
+        session.notePeer(seen?.address);
+      },
+    },
   );
   const survey: ResourceSurvey = {
     interfaces: [declared.interface],
     xdp: { mode: olds.attachMode, programId: olds.programId },
     program: { id: olds.programId, tag: olds.programTag, name: "" },
     objectPresent: true,
-    managementInterface: declared.lockoutGuard ? declared.interface : undefined,
+    managementInterface: routeDev || undefined,
     chain: { dispatcherId: undefined, slots: new Map(), owners: new Map() },
   };
-  return { survey, check, peer, before, desired };
+  return { survey, check, peers, seen: () => seen, before, desired };
 }
 
 async function convergeOnce(declared: XdpFirewallInputs, olds: XdpFirewallOutputs | undefined, optimistic: boolean): Promise<XdpFirewallOutputs> {
@@ -277,23 +305,31 @@ async function convergeOnce(declared: XdpFirewallInputs, olds: XdpFirewallOutput
   let survey: ResourceSurvey;
   let hook: HookPlan;
   let after: (step: ShellStep) => ExecResult | undefined;
+  // The session as the host sees it, for the state (managementSession.ts): from the
+  // check, or from the survey (which reads $SSH_CONNECTION, or asked the login user).
+  let management: () => Promise<ManagementSession | undefined>;
   if (assumed) {
     // The check (and an earlier run's settle) ride in front of the change's own exec.
     queue.add(...(settle ? [settle] : []), assumed.check);
     applied = assumed.before;
     desired = assumed.desired;
     inputs = asInline(desired);
-    try {
-      await refuseManagementDeny(session, inputs, assumed.peer);
-    } catch {
-      // Refused for the guessed address: only the survey knows the one the host sees
-      // (the guess is wrong behind NAT), and it refuses again when this one is right.
-      slowPathNote(session.label, declared.name, `a deny entry covers ${assumed.peer}, the address the management session may come from`);
-      return convergeOnce(declared, olds, false);
+    // The check lets the change run for any of them: none may be covered.
+    for (const peer of assumed.peers) {
+      try {
+        await refuseManagementDeny(session, inputs, peer);
+      } catch {
+        // Refused for a candidate address: only the survey knows the one the host sees
+        // (the guess is wrong behind NAT, a record may be stale), and it refuses again
+        // when the refused one is right.
+        slowPathNote(session.label, declared.name, `a deny entry covers ${peer}, an address the management session may come from`);
+        return convergeOnce(declared, olds, false);
+      }
     }
     survey = assumed.survey;
     hook = new HookPlan(placement, true, survey.xdp, survey.chain, layout, olds!.programId);
     after = () => undefined;
+    management = async () => assumed.seen();
   } else {
     let results: (ExecResult | undefined)[];
     ({ survey, hook, results } = await surveyXdp(session, layout, object, placement, declared.attached, "firewall", async (extra) => {
@@ -305,6 +341,8 @@ async function convergeOnce(declared: XdpFirewallInputs, olds: XdpFirewallOutput
       await refuseManagementDeny(session, inputs);
     }, { first: settle ? [settle] : [], then }));
     after = (step) => results[then.indexOf(step) + (settle ? 1 : 0)];
+    const routed = survey.managementInterface;
+    management = async () => managementSession(await session.managementPeer().catch(() => undefined), routed);
   }
   const hadPins = survey.program !== undefined;
   // Pins of an object without the index (an upgrade from it): the load below creates
@@ -427,7 +465,7 @@ async function convergeOnce(declared: XdpFirewallInputs, olds: XdpFirewallOutput
   if (!observed) throw new Error(`${session.label}: the firewall's pins vanished right after it was applied`);
   if (!patched) await runSteps(session, [writeAppliedStep(KIND, declared.name, desired)]);
   const { denyDrift: _repaired, ...converged } = declared;
-  return outputsOf(converged, { ...observed, deny: inputs.deny }, object.sha256, expectations?.results ?? {});
+  return outputsOf(converged, { ...observed, deny: inputs.deny }, object.sha256, expectations?.results ?? {}, await management());
 }
 
 /**
@@ -453,7 +491,7 @@ export const xdpFirewallKind = defineKind<XdpFirewallInputs, XdpFirewallOutputs>
   check: checkXdpFirewall,
   replaceOn: ["host", "interface", "name", "mode"],
   object: OBJECT,
-  outputOnly: { objectSha256: true, programId: true, programTag: true, attachMode: true, counters: true, mapMemoryBytes: true, expectResults: true },
+  outputOnly: { objectSha256: true, programId: true, programTag: true, attachMode: true, counters: true, mapMemoryBytes: true, expectResults: true, managementSession: true },
   converge,
 
   async observe(olds) {

@@ -7,6 +7,7 @@ import { lockoutInputs } from "../remote/lockout";
 import { expectationSet } from "../expect/schema";
 import { withPreviewNote } from "../expect/preview";
 import type { ExpectationResult } from "../expect/hostRun";
+import type { ManagementSession } from "./managementSession";
 import { checkMapCapacity, MAX_DENY_ENTRIES } from "./capacity";
 import { previousLists, revertWindowProblem } from "./revertWindow";
 
@@ -165,4 +166,11 @@ export interface XdpFirewallOutputs extends XdpFirewallInputs {
   mapMemoryBytes: number;
   /** Each packet expectation's result on the host at the last create/update, by canonical text (provider/expect/hostRun.ts). */
   expectResults: Record<string, ExpectationResult>;
+  /**
+   * The management SSH session as the host saw it at the last create/update: the
+   * address it came from and the interface the host routes it over
+   * (managementSession.ts). Kept by the provider, never an input; absent in a state
+   * written before it existed, or when the host did not say.
+   */
+  managementSession?: ManagementSession;
 }

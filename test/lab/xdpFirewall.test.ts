@@ -15,7 +15,10 @@ import { DENY_VALUE, encodeDenyEntry } from "../../provider/xdpFirewall/codec";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { checkInputs } from "../../provider/dynamicAdapter";
 import { packagedObject } from "../../provider/objects";
-import { closeAllSessions, dropSession, sessionFor } from "../../provider/remote/ssh";
+import { closeAllSessions, dropSession, sessionFor, type Operation } from "../../provider/remote/ssh";
+import { operations } from "../../provider/operations";
+import { checkDenyList } from "../../provider/denyList/schema";
+import { clearRegisteredContent, contentDigest, contentText, parseContentText } from "../../provider/sharedContent";
 import { xdpFirewallKind as firewall } from "../../provider/xdpFirewall/lifecycle";
 import { denyOperations, planDeny } from "../../provider/xdpFirewall/plan";
 import { xdpFirewallSchema, type XdpFirewallInputs, type XdpFirewallOutputs } from "../../provider/xdpFirewall/schema";
@@ -284,10 +287,48 @@ describe("XdpFirewall convergence", () => {
     const made = await firewall.create(viaJump);
     expect(await pinsOn(h2)).toContain("deny_v4_exact");
     expect(await pinsOn(h1)).not.toContain("fw");
+    // Recorded as the host saw it: the jump host's address, routed over eth0.
+    expect(made.outs.managementSession).toEqual({ address: h1.address, interface: "eth0" });
     await firewall.delete(made.id, made.outs);
     // A jump host with the wrong pinned key is refused like any other host.
     const badJump = { ...viaJump.host, jumpHost: { ...viaJump.host.jumpHost, hostKey: h2.hostKey } };
     await expect(sessionFor(badJump, viaJump.credentials)).rejects.toThrow(/host key verification failed/);
+  });
+
+  it("through a jump host, a DenyList update is planned from the address the state recorded: one exec without the guard", async () => {
+    const [h1, h2] = lab.hosts as [LabHost, LabHost];
+    const jumpHost = { address: h1.address, port: 22, user: "root", hostKey: h1.hostKey, insecureSkipHostKeyCheck: false };
+    const listed = (entries: string[], olds?: string[]) => {
+      const result = checkDenyList(olds && { entries: contentText(olds) }, { entries });
+      const keys = parseContentText((result.inputs as { entries: string }).entries);
+      return { name: "feed", digest: contentDigest(keys), count: keys.length };
+    };
+    const viaJump = (denyList: ReturnType<typeof listed>) => {
+      const base = inputs(h2, { deny: [], denyList, lockoutGuard: false, name: "jumpfw" });
+      return { ...base, host: { ...base.host, jumpHost } };
+    };
+    const counted: Operation[] = [];
+    const ops = operations(firewall, (op) => counted.push({ ...op, steps: [...op.steps] }));
+    clearRegisteredContent();
+    let outs = (await ops.create(viaJump(listed(["192.0.2.1/32"])))).outs;
+    expect(outs.managementSession).toEqual({ address: h1.address, interface: "eth0" });
+    // A state without the record (an earlier release): no address to plan with (this
+    // end cannot guess through a jump host), so the survey, then the change.
+    const { managementSession: _none, ...earlier } = outs;
+    clearRegisteredContent();
+    counted.length = 0;
+    outs = await ops.update("id", earlier as XdpFirewallOutputs, viaJump(listed(["192.0.2.1/32", "192.0.2.3/32"], ["192.0.2.1/32"])));
+    expect(counted[0]!.execs).toBe(2);
+    expect(outs.managementSession).toEqual({ address: h1.address, interface: "eth0" });
+    clearRegisteredContent();
+    counted.length = 0;
+    outs = await ops.update("id", outs, viaJump(listed(["192.0.2.1/32", "192.0.2.2/32"], ["192.0.2.1/32", "192.0.2.3/32"])));
+    expect(counted[0]!.execs).toBe(1);
+    expect(counted[0]!.steps[0]).toMatch(/bpftool batch/);
+    const lookup = await lab.inHost(h2, ["bpftool", "map", "lookup", "pinned", "/sys/fs/bpf/bpfleet/xdp-firewall/jumpfw/maps/deny_v4_exact", "key", "192", "0", "2", "2"], { reject: false });
+    expect(lookup.exitCode).toBe(0);
+    await ops.delete("id", outs);
+    expect(await pinsOn(h2)).not.toContain("jumpfw");
   });
 });
 

@@ -22,6 +22,7 @@
  *   sudo npx vite-node bench/fleet-scale.ts [--hosts 1,10] [--entries 10,10000] [--repeat 1]
  *                                           [--layouts before,after] [--full] [--keep-going]
  *                                           [--before-package TGZ] [--after-package TGZ] [--lab-prefix fb]
+ *                                           [--after-parallel N]
  *
  * Default grid: 1 and 10 hosts × 10 and 10,000 entries (about 10 minutes on 2
  * cores). `--full` is the issue's grid, 1/30/100 hosts × 10/10k/100k entries.
@@ -35,6 +36,10 @@
  * A layout may also be given as LABEL=LAYOUT, to compare two packages of one
  * layout: `--layouts main=after,branch=after --main-package A.tgz
  * --branch-package B.tgz` runs the DenyList program from each tarball.
+ * `--<label>-parallel N` runs that label's CLI with PULUMI_PARALLEL=N (as
+ * `--parallel N`): the engine's default is 4 resource operations per CPU, 8 on
+ * 2 cores, while the anchor logs in to every host at once. `--layouts
+ * p8=after,p100=after --p100-parallel 100` measures both in one run.
  * Labs are named <prefix><hosts> (`--lab-prefix`, default fb: fb1, fb10; give
  * another to run beside someone else's bench), cgroups fb-* (fb-<prefix>-* with
  * a prefix), projects under $BPFLEET_E2E_DIR
@@ -188,9 +193,14 @@ async function measure(group: CpuGroup, hosts: readonly HostAccounting[], fn: ()
   };
 }
 
+/** The engine's parallelism per project, from `--<label>-parallel` (the CLI's own default when absent). */
+const PARALLEL = new Map<PulumiProject, string>();
+
 async function pulumi(project: PulumiProject, args: string[]): Promise<string> {
   const [file, argv] = inGroup(cliGroup!, "pulumi", [...args, "--non-interactive"]);
-  const r = await execa(file, argv, { cwd: project.dir, env: project.env, reject: false, all: true, timeout: STEP_TIMEOUT_MS });
+  const parallel = PARALLEL.get(project);
+  const env = parallel ? { ...project.env, PULUMI_PARALLEL: parallel } : project.env;
+  const r = await execa(file, argv, { cwd: project.dir, env, reject: false, all: true, timeout: STEP_TIMEOUT_MS });
   if (r.exitCode !== 0) throw new Error(`pulumi ${args.join(" ")} failed (exit ${r.exitCode}${r.timedOut ? ", timed out" : ""}):\n${String(r.all).slice(-4000)}`);
   return r.stdout;
 }
@@ -474,6 +484,9 @@ async function main(): Promise<void> {
     projectDirs.push(dir, `${dir}.program.ts`);
     const project = await layoutProject(PulumiProject, layout);
     layoutProjects.set(layout, project);
+    const parallel = option(`${layout}-parallel`, "");
+    if (parallel && !/^[1-9][0-9]*$/.test(parallel)) throw new Error(`--${layout}-parallel: ${parallel} is not a positive whole number`);
+    if (parallel) PARALLEL.set(project, parallel);
   }
 
   const cells: Cell[] = [];

@@ -46,6 +46,8 @@ import { sortedRecord } from "../validation";
 
 const KIND = "xdp-firewall";
 const OBJECT = "xdp_firewall";
+/** What a firewall without pins holds: one array, so every host created with the same list shares one plan (planBetween) and its batch text (writeEntries). */
+const NO_ENTRIES: readonly string[] = Object.freeze([]);
 
 function placementOf(inputs: XdpFirewallInputs): XdpPlacement {
   return { iface: inputs.interface, mode: inputs.mode, chainPriority: inputs.chainPriority };
@@ -353,7 +355,7 @@ async function convergeOnce(declared: XdpFirewallInputs, olds: XdpFirewallOutput
   const indexMissing = !assumed && hadPins && (pinsListed ? missingIndexIn(pinsListed) : await missingIndex(session, layout));
   const program = new XdpProgramChange(session, layout, hook, survey.program?.id, !hadPins || olds?.objectSha256 !== object.sha256 || hook.rebinds || indexMissing);
   const mapPin = (map: string) => `${layout.maps}/${map}`;
-  const before = hadPins ? await entriesBefore(session, layout, declared, olds, applied) : { entries: [], recorded: false };
+  const before = hadPins ? await entriesBefore(session, layout, declared, olds, applied) : { entries: NO_ENTRIES, recorded: false };
   const observedBefore = before.entries;
   const plan = planBetween(desired, observedBefore);
   const changesEntries = plan.add.length + plan.remove.length > 0;

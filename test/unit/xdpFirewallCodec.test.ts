@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { batchText } from "../../provider/remote/mapOperations";
+import { batchStepUnder, batchText } from "../../provider/remote/mapOperations";
+import { planBatchText } from "../../provider/xdpFirewall/writeEntries";
 import { decodeDenyEntry, DENY_MAPS, encodeDenyEntry } from "../../provider/xdpFirewall/codec";
 import { denyOperations, planDeny } from "../../provider/xdpFirewall/plan";
 import { BUCKET, buildIndex, indexOperations, packBlock, v4NetSlot, v4WayBucket, v6WayBucket, v6WayTag, WAYS } from "../../provider/xdpFirewall/index";
@@ -95,6 +96,25 @@ describe("planning", () => {
     // A pair that shares the wanted list but not the old one is not served the first pair's writes.
     const other = canonicalPlan(wanted, [...old, "10.9.9.9/32", "10.3.3.0/24"]);
     expect(denyOperations(other, (m) => m).slice(0, -other.add.length - other.remove.length)).toEqual(indexOperations(buildIndex(other.desired), buildIndex(other.observed), (m) => m));
+  });
+
+  it("gives every host created with one list the batch a fresh computation gives, each with its own pins, from the plan's one text", () => {
+    const next = seededRandom(11);
+    const random = (n: number) => Math.floor(next() * n);
+    const wanted = Array.from({ length: 300 }, () => `10.${random(4)}.${random(256)}.${random(256)}/${[32, 32, 24][random(3)]}`);
+    const plan = canonicalPlan(wanted, []);
+    for (const unread of [true, false]) {
+      for (const host of ["fw-h1", "fw-h2"]) {
+        const dir = `/sys/fs/bpf/bpfleet/xdp-firewall/${host}/maps`;
+        const step = batchStepUnder(planBatchText(plan, unread), dir);
+        expect(step.stdin, `${host} unread=${unread}`).toBe(batchText(denyOperations(plan, (m) => `${dir}/${m}`, unread)));
+        expect(step.command).toBe("bpftool batch file -");
+      }
+    }
+    // A new firewall's batch (no reader yet) and an existing one's differ: neither is served the other's.
+    expect(planBatchText(plan, true)).not.toBe(planBatchText(plan, false));
+    expect(() => batchStepUnder(planBatchText(plan, true), "/sys/fs/bpf/x y")).toThrow(/unsafe pin path/);
+    expect(() => batchStepUnder(planBatchText(plan, true), "/tmp/maps")).toThrow(/unsafe pin path/);
   });
 
   it("writes nothing when nothing changes", () => {

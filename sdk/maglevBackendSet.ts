@@ -26,10 +26,7 @@ export class MaglevBackendSet extends SharedList<Record<string, Backend>> {
   public readonly backends: pulumi.Output<Record<string, Backend>>;
 
   constructor(name: string, args: MaglevBackendSetArgs, opts?: pulumi.CustomResourceOptions) {
-    super("maglevBackendSet", "MaglevBackendSet", "backends", name, args.backends, (list) => {
-      const c = canonicalBackendSet(list);
-      return c && { items: c.backends, text: c.text, digest: c.digest, count: c.count };
-    }, opts);
+    super("maglevBackendSet", "MaglevBackendSet", "backends", name, args.backends, canonicalBackendSet, opts);
     this.backends = this.canonicalItems.apply((backends) => backends ?? {});
   }
 }

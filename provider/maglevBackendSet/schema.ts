@@ -10,8 +10,7 @@ import type * as pulumi from "@pulumi/pulumi";
 import { z } from "zod";
 import { backendLines, backendsOfLines } from "../maglev/backendLines";
 import type { Backend } from "../maglev/schema";
-import { contentDigest, contentText } from "../sharedContent";
-import { checkSharedList, sharedTextProperty, type SharedListKind } from "../sharedList";
+import { canonicalList, checkSharedList, sharedTextProperty, type CanonicalList, type SharedListKind } from "../sharedList";
 
 export const maglevBackendSetSchema = z.object({
   /**
@@ -32,17 +31,7 @@ export function checkMaglevBackendSet(olds: unknown, news: Record<string, unknow
   return checkSharedList(maglevBackendSetKind, olds, news);
 }
 
-export interface CanonicalBackendSet {
-  backends: Record<string, Backend>;
-  text: string;
-  digest: string;
-  count: number;
-}
-
-/** The canonical form of backends as written (in the program, for the digest a service carries), or undefined when one is invalid. */
-export function canonicalBackendSet(written: readonly unknown[]): CanonicalBackendSet | undefined {
-  const parsed = backendLines.safeParse(written);
-  if (!parsed.success) return undefined;
-  const lines = Object.keys(parsed.data);
-  return { backends: backendsOfLines(lines), text: contentText(lines), digest: contentDigest(lines), count: lines.length };
+/** The canonical form of backends as written (in the program, for the digest a service carries; `items` keyed as a service keys its backends), or undefined when one is invalid. */
+export function canonicalBackendSet(written: readonly unknown[]): CanonicalList<Record<string, Backend>> | undefined {
+  return canonicalList(backendLines, written, (_lines, keys) => backendsOfLines(keys));
 }

@@ -58,8 +58,8 @@ describe("MaglevBackendSet's canonical form", () => {
     expect(c.digest).toBe(createHash("sha256").update(canonicalText).digest("hex"));
     expect(canonicalBackendSet([...written].reverse())!.digest).toBe(c.digest);
     const inline = checked(service({ backends: asObjects })).backends;
-    expect(c.backends).toEqual(inline);
-    expect(Object.keys(c.backends)).toEqual(Object.keys(inline));
+    expect(c.items).toEqual(inline);
+    expect(Object.keys(c.items)).toEqual(Object.keys(inline));
   });
 
   it("a line reads back as the backend it was written from, ports and IPv6 included", () => {

@@ -43,30 +43,6 @@ export function sharedTextProperty(items: z.ZodType<Record<string, string>, unkn
     .default("");
 }
 
-/** A list's canonical form, computed in the program: its items, and the text, digest and count of their canonical keys. */
-export interface CanonicalList<Items> {
-  items: Items;
-  text: string;
-  digest: string;
-  count: number;
-}
-
-/**
- * The canonical form of a list as written (in the program, for the digest a host
- * resource carries), or undefined when an item is invalid (the list's check then names
- * it). `itemsOf` turns the keyed record into the items the program sees.
- */
-export function canonicalList<Parsed extends Record<string, unknown>, Items = Parsed>(
-  items: z.ZodType<Parsed, unknown>,
-  written: readonly unknown[],
-  itemsOf: (parsed: Parsed, keys: string[]) => Items = (parsed) => parsed as unknown as Items,
-): CanonicalList<Items> | undefined {
-  const parsed = items.safeParse(written);
-  if (!parsed.success) return undefined;
-  const keys = Object.keys(parsed.data);
-  return { items: itemsOf(parsed.data, keys), text: contentText(keys), digest: contentDigest(keys), count: keys.length };
-}
-
 export interface SharedListKind {
   /** The state property holding the text, e.g. "entries". */
   property: string;

@@ -7,7 +7,8 @@
  */
 import type * as pulumi from "@pulumi/pulumi";
 import { z } from "zod";
-import { canonicalList, checkSharedList, sharedTextProperty, type SharedListKind } from "../sharedList";
+import { contentDigest, contentText } from "../sharedContent";
+import { checkSharedList, sharedTextProperty, type SharedListKind } from "../sharedList";
 import { ruleRecord, type Action } from "../tcPolicy/schema";
 
 /**
@@ -43,7 +44,9 @@ export interface CanonicalRuleSet {
 
 /** The canonical form of rules as written (in the program, for the digest a policy carries), or undefined when a rule is invalid. */
 export function canonicalRuleSet(written: readonly unknown[]): CanonicalRuleSet | undefined {
-  const c = canonicalList(rules, written);
-  return c && { rules: c.items, text: c.text, digest: c.digest, count: c.count };
+  const parsed = rules.safeParse(written);
+  if (!parsed.success) return undefined;
+  const keys = Object.keys(parsed.data);
+  return { rules: parsed.data, text: contentText(keys), digest: contentDigest(keys), count: keys.length };
 }
 

@@ -8,7 +8,7 @@
  * the same version builds the same tables (table.ts computes them once per process).
  */
 import { maglevExpectationProblems } from "../expect/schema";
-import { boundContent, boundRefAsRead } from "../boundList";
+import { boundContent, boundRefAsRead, unknownVersionError } from "../boundList";
 import { readApplied } from "../remote/appliedSets";
 import { HostPreconditionError } from "../remote/preflight";
 import type { SshSession } from "../remote/ssh";
@@ -37,12 +37,7 @@ export async function resolveBackendSet(
   let inputs = declared;
   if (ref) {
     const lines = boundContent(ref, () => recorded);
-    if (!lines) {
-      throw new HostPreconditionError(
-        `${session.label}: load balancer ${declared.name} must apply version ${ref.digest.slice(0, 12)} of MaglevBackendSet '${ref.name}' (${ref.count} backends), which is not part of this deployment, and the host records another version as applied. ` +
-          `With \`pulumi up --target\`, target the MaglevBackendSet resource '${ref.name}' too. Nothing was changed.`,
-      );
-    }
+    if (!lines) throw unknownVersionError(session.label, { subject: `load balancer ${declared.name}`, listKind: "MaglevBackendSet", ref, items: "backends", where: "", holder: "the host's applied record" });
     inputs = withBackendSet(declared, backendsOfLines(lines));
     const problems = [...boundProblems(inputs), ...maglevExpectationProblems(inputs.expect, inputs.vips, inputs.backends)];
     if (problems.length > 0) throw new HostPreconditionError(`${session.label}: load balancer ${declared.name}: ${problems.map((p) => p.reason).join("; ")}. Nothing was changed.`);

@@ -32,6 +32,7 @@ export function checkMaglevBackendSet(olds: unknown, news: Record<string, unknow
 }
 
 /** The canonical form of backends as written (in the program, for the digest a service carries; `items` keyed as a service keys its backends), or undefined when one is invalid. */
-export function canonicalBackendSet(written: readonly unknown[]): CanonicalList<Record<string, Backend>> | undefined {
-  return canonicalList(backendLines, written, (_lines, keys) => backendsOfLines(keys));
+export function canonicalBackendSet(written: readonly unknown[]): CanonicalList<Backend> | undefined {
+  const c = canonicalList(backendLines, written);
+  return c && { ...c, items: backendsOfLines(Object.keys(c.items)) };
 }

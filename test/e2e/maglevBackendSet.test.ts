@@ -12,7 +12,7 @@ import { createLab, type Lab, type LabHost } from "../lab/lab";
 import { readmeSnippets } from "../support/readmeSnippets";
 import { tearDownLabProject, useLab } from "./labHosts";
 import { updatedBlocks } from "./previewOutput";
-import { LAB_PROGRAM_OPENING, stateResources } from "./labProgram";
+import { labProgram, stateResources } from "./labProgram";
 import { PulumiProject } from "./pulumiProject";
 
 const WORK = process.env.BPFLEET_E2E_DIR ?? "/tmp/bpfleet-e2e";
@@ -21,12 +21,7 @@ let project: PulumiProject;
 
 /** The README's snippet for the first host, and the same set bound by a service on each other host. */
 function program(snippet: string): string {
-  return `${LAB_PROGRAM_OPENING}
-${snippet}
-for (const h of lab.hosts.slice(1)) {
-  new bpfleet.MaglevService(\`web-\${h.name}\`, { host: hostOf(h), interface: "eth0", vips: ["198.51.100.10:80/tcp"], backendSet: pool });
-}
-`;
+  return labProgram(snippet, `new bpfleet.MaglevService(\`web-\${h.name}\`, { host: hostOf(h), interface: "eth0", vips: ["198.51.100.10:80/tcp"], backendSet: pool });`);
 }
 
 const PINS: Record<string, string> = { h1: "web-shared", h2: "web-h2", h3: "web-h3" };

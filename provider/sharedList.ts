@@ -34,13 +34,32 @@ export type SharedListDrift = z.infer<typeof sharedListDrift>;
  * The list property: accepted as the SDK's text, as a list as written (where a bad item
  * is named by its index), or keyed by item (a record, as an earlier release kept it);
  * always becomes the canonical text. `items` validates and canonicalises the items into
- * a record keyed by canonical text.
+ * a record keyed by canonical text (its values, e.g. a rule's action or a filter's
+ * fields, are the kind's own: only the keys are held).
  */
-export function sharedTextProperty(items: z.ZodType<Record<string, string>, unknown>) {
+export function sharedTextProperty(items: z.ZodType<Record<string, unknown>, unknown>) {
   return z
     .preprocess((raw) => (typeof raw === "string" ? parseContentText(raw) : raw), items)
     .transform((record) => contentText(Object.keys(record)))
     .default("");
+}
+
+/** A list's canonical form, computed in the program (the SDK sends the text and puts the ref on each host resource). */
+export interface CanonicalList<V> {
+  /** The canonical items keyed by their canonical text. */
+  items: Record<string, V>;
+  /** The keys sorted, one per line: what the list's state holds (sharedContent.contentText). */
+  text: string;
+  digest: string;
+  count: number;
+}
+
+/** The canonical form of a list as written, by the kind's item schema; undefined when an item is invalid (the list's check then names it). */
+export function canonicalList<V>(items: z.ZodType<Record<string, V>, unknown>, written: readonly unknown[]): CanonicalList<V> | undefined {
+  const parsed = items.safeParse(written);
+  if (!parsed.success) return undefined;
+  const keys = Object.keys(parsed.data);
+  return { items: parsed.data, text: contentText(keys), digest: contentDigest(keys), count: keys.length };
 }
 
 export interface SharedListKind {

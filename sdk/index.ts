@@ -14,6 +14,7 @@ export {
 export { Fleet, type FleetArgs, type FleetHost, type FleetMember, type FleetHealthArgs, type FleetHealthTarget, type FleetHostStatus } from "./fleet";
 export { HealthGate, type HealthGateArgs, type HealthGateTargetArgs, type CounterCheckArgs, type HealthGateReport } from "./healthGate";
 export { MaglevService, type MaglevServiceArgs, type MaglevBackendArgs, type MaglevVipArgs } from "./maglevService";
+export { MaglevBackendSet, type MaglevBackendSetArgs } from "./maglevBackendSet";
 export { TcRuleSet, type TcRuleSetArgs } from "./tcRuleSet";
 export type { SharedListRef } from "./sharedList";
 export { TcPolicy, type TcPolicyArgs, type TcPolicyDirectionArgs, type TcPolicyDirectionState, type TcPolicyRuleArgs, type TcPolicyTimeoutsArgs, type TcPolicyCounters } from "./tcPolicy";

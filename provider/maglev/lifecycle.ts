@@ -30,6 +30,10 @@ import { addressesToResolve, nextHopMacs, nextHopMtus, surveyRouting, tunnelSour
 import { observe } from "./observe";
 import { planService, tableDigest, tableImage, type ServicePlan, type TableImage } from "./plan";
 import { maglevServiceSchema, type MaglevServiceInputs, type MaglevServiceOutputs } from "./schema";
+import { appliedBackendLines } from "./backendLines";
+import { boundOutputs, registeredBackends, resolveBackendSet } from "./backendSet";
+import { removeApplied, writeAppliedStep } from "../remote/appliedSets";
+import { runSteps } from "../remote/shellSteps";
 
 const KIND = "maglev";
 const OBJECT = "xdp_maglev";
@@ -54,8 +58,11 @@ function knownTables(olds: MaglevServiceOutputs | undefined, marker: string | un
  * half-finished earlier run (pins left, program not attached) converges on
  * the next `up`.
  */
-async function converge(inputs: MaglevServiceInputs, olds?: MaglevServiceOutputs): Promise<MaglevServiceOutputs> {
-  const { session, layout } = await connectResource(KIND, inputs);
+async function converge(declared: MaglevServiceInputs, olds?: MaglevServiceOutputs): Promise<MaglevServiceOutputs> {
+  const { session, layout } = await connectResource(KIND, declared);
+  // `inputs` holds the backends; `declared` (what the state keeps) a bound set's ref;
+  // `previous` the old state with the backends it applied (backendSet.ts).
+  const { inputs, previous } = await resolveBackendSet(session, KIND, declared, olds);
   const object = packagedObject(OBJECT);
   const { survey, hook } = await surveyXdp(session, layout, object, placementOf(inputs), true, "load balancer");
   await guardManagementPath(session, inputs.vips);
@@ -90,7 +97,7 @@ async function converge(inputs: MaglevServiceInputs, olds?: MaglevServiceOutputs
       const observed = await observeMaps(session, layout);
       if (!observed.markerExists) await createMarker(session, layout);
       const desired = { ...inputs, macs, nextHopMtus: mtus, tunnelSources: sources };
-      const tables = knownTables(olds, observed.marker);
+      const tables = knownTables(previous, observed.marker);
       before = { dumps: observed.dumps, tables };
       plan = planService(desired, { ...observed, tables }, { nextBackendIndex: olds?.nextBackendIndex }, mapPin(layout), markerPin(layout));
     },
@@ -122,7 +129,12 @@ async function converge(inputs: MaglevServiceInputs, olds?: MaglevServiceOutputs
     },
     cleanup: () => program.cleanup(),
   });
-  return { ...(await outputsOf(session, layout, inputs, plan!, macs, object.sha256)), expectResults: expectations?.results ?? {} };
+  // The host records the set's backends it applied, once the maps hold them: the baseline
+  // refresh judges drift against. A service that no longer binds a set drops the record.
+  if (inputs.backendSet) await runSteps(session, [writeAppliedStep(KIND, inputs.name, appliedBackendLines(inputs.backends))]);
+  else if (olds?.backendSet) await removeApplied(session, KIND, inputs.name);
+  const outputs = await outputsOf(session, layout, inputs, plan!, macs, object.sha256);
+  return { ...(declared.backendSet ? boundOutputs(outputs, declared) : outputs), expectResults: expectations?.results ?? {} };
 }
 
 /**
@@ -175,11 +187,13 @@ export const maglevServiceKind = defineKind<MaglevServiceInputs, MaglevServiceOu
    */
   pendingChanges(olds, news) {
     const pending: string[] = [];
-    if ([news.vips, news.backends, news.mode, news.tableSize].some(hasUnknown)) return pending;
-    const ids = Object.keys(news.backends ?? {});
-    if (olds.tableDigest && olds.backendIndexes && ids.every((id) => olds.backendIndexes[id] !== undefined)) {
+    if ([news.vips, news.backends, news.backendSet, news.mode, news.tableSize].some(hasUnknown)) return pending;
+    // A bound service's backends are its set's version, when this deployment registered it.
+    const backends = news.backendSet ? registeredBackends(news) : news.backends;
+    const ids = Object.keys(backends ?? {});
+    if (backends && olds.tableDigest && olds.backendIndexes && ids.every((id) => olds.backendIndexes[id] !== undefined)) {
       try {
-        const expected = tableDigest(tableImage(news, olds.backendIndexes).image);
+        const expected = tableDigest(tableImage({ ...news, backends }, olds.backendIndexes).image);
         if (expected !== olds.tableDigest) pending.push("maglev_table does not hold the tables these backends give (changed on the host)");
       } catch {
         // Inputs check() refuses; the update reports them.
@@ -201,5 +215,6 @@ export const maglevServiceKind = defineKind<MaglevServiceInputs, MaglevServiceOu
     const ids = state.program ? [state.program.id] : [];
     await releaseHook(session, olds.interface, hookPosition(state.xdp, state.chain, ids), ids);
     await removePins(session, layout);
+    if (olds.backendSet) await removeApplied(session, KIND, olds.name);
   },
 });

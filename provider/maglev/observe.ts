@@ -8,6 +8,7 @@ import { connectResource } from "../remote/resource";
 import type { SshSession } from "../remote/ssh";
 import type { XdpPlacement } from "../remote/xdpHook";
 import { decodeVip, decodeVipKey, encodeVip, encodeVipKey, LB_TABLE_CAPACITY, type BackendRecord, type LbMode, type VipValue } from "./codec";
+import { appliedBackendsOf, boundAsRead } from "./backendSet";
 import { observeMaps, observeProgram, readCountersAndTables } from "./hostState";
 import { addressesToResolve, nextHopMacs, nextHopMtus, surveyRouting, tunnelSources } from "./neighbours";
 import { recordKey, tableDigest } from "./plan";
@@ -61,11 +62,16 @@ async function nextHopDrift(
 }
 
 /** Everything `read` reports, or undefined when the service's pins are gone. */
-export async function observe(kind: string, placement: XdpPlacement, olds: MaglevServiceOutputs): Promise<MaglevServiceOutputs | undefined> {
-  const { session, layout } = await connectResource(kind, olds);
+export async function observe(kind: string, placement: XdpPlacement, declared: MaglevServiceOutputs): Promise<MaglevServiceOutputs | undefined> {
+  const { session, layout } = await connectResource(kind, declared);
   const program = await observeProgram(session, layout, placement);
   if (!program) return undefined;
   const maps = await observeMaps(session, layout);
+  // Bound to a MaglevBackendSet: judged against the backends the host recorded as applied,
+  // not the set's state (refresh reads resources in no particular order, and a host a
+  // failed wave left behind holds another version than the stack's).
+  const bound = declared.backendSet ? await appliedBackendsOf(session, kind, declared) : undefined;
+  const olds = bound ? { ...declared, backends: bound.backends } : declared;
 
   const backends: Record<string, Backend> = {};
   const backendIndexes: Record<string, number> = {};
@@ -113,7 +119,7 @@ export async function observe(kind: string, placement: XdpPlacement, olds: Magle
     backendIndexes,
     [...regions].sort((a, b) => a[0] - b[0]).map(([offset, size]) => ({ offset, size })),
   );
-  return {
+  const observed: MaglevServiceOutputs = {
     ...olds,
     vips: sortedLike(vips, olds.vips),
     backends: sortedLike(backends, olds.backends),
@@ -131,6 +137,7 @@ export async function observe(kind: string, placement: XdpPlacement, olds: Magle
     reverseNat: maps.reverseNat,
     counters: { vips: counterRecord(Object.keys(vips), read.vips), backends: counterRecord(Object.keys(backends), read.backends), totals: program.totals },
   };
+  return bound ? boundAsRead(observed, declared, bound.recorded) : observed;
 }
 
 /** `observed` with the keys that `previous` also has in previous's order first, so that state does not churn. */

@@ -15,6 +15,9 @@ import { checkInputs, pathFailures, UNKNOWN } from "../dynamicAdapter";
 import { credentialsSchema, hostSchema } from "../remote/hostSchema";
 import { lockoutInputs } from "../remote/lockout";
 import { chainPriority, interfaceName, pinName } from "../validation";
+import { registeredContent } from "../sharedContent";
+import { sharedListDrift, sharedListRef } from "../sharedList";
+import { backendsOfLines } from "./backendLines";
 import { LB_MAX_BACKENDS, LB_MAX_VIPS, LB_TABLE_CAPACITY, MAPS, type L4Protocol, type LbMode } from "./codec";
 import { DEFAULT_TABLE_SIZE, MAX_TABLE_SIZE, MAX_WEIGHT, tableSizeProblem } from "./table";
 
@@ -241,7 +244,7 @@ export const backendObject = z.strictObject({
     .optional(),
 });
 
-const backendEntry = z.unknown().transform((raw, ctx): Backend => {
+export const backendEntry = z.unknown().transform((raw, ctx): Backend => {
   const result = backendObject.safeParse(typeof raw === "string" ? { address: raw } : raw);
   if (result.success) {
     const b = result.data;
@@ -256,7 +259,7 @@ const backendEntry = z.unknown().transform((raw, ctx): Backend => {
  * or the record form check() produced. The same address and port twice is an
  * error: which weight would count?
  */
-const backendsSchema = z.union([z.array(z.unknown()), z.record(z.string(), z.unknown())]).transform((raw, ctx) => {
+export const backendsSchema = z.union([z.array(z.unknown()), z.record(z.string(), z.unknown())]).transform((raw, ctx) => {
   const byKey = new Map<string, { backend: Backend; at: string | number }>();
   for (const [at, value] of entriesOf(raw)) {
     const result = backendEntry.safeParse(value);
@@ -315,9 +318,21 @@ export const maglevServiceSchema = z.object({
    * port twice is an error. Adding or removing one rewrites only the table slots
    * that change (about M/N), in one batch whose every step balances: a new
    * backend's record is written before any slot names it, a removed one's cleared
-   * only after no slot does.
+   * only after no slot does. Give `backends` or `backendSet`, not both.
    */
-  backends: backendsSchema,
+  backends: backendsSchema.prefault([]),
+  /**
+   * A MaglevBackendSet to balance over instead of `backends` (held once in the stack's
+   * state, however many services bind it): its name, digest and count, which is all this
+   * service's state carries of it. The SDK fills it from `backendSet`.
+   */
+  backendSet: sharedListRef.optional(),
+  /**
+   * Set by `pulumi refresh`, never by you: backends this service's host holds beyond the
+   * MaglevBackendSet it recorded as applied ("stray") or lacks ("missing"). The next `up`
+   * removes the strays and restores the missing ones.
+   */
+  backendDrift: sharedListDrift.optional(),
   /**
    * "dsr" (default): only the destination MAC is rewritten; backends hold the
    * VIP on a loopback with arp_ignore=1/arp_announce=2 (IPv6: on lo, where it
@@ -509,13 +524,40 @@ function isUnknown(value: unknown): boolean {
  * so they live here.
  */
 export function checkMaglevService(news: Record<string, unknown>): pulumi.dynamic.CheckResult {
+  const bound = news.backendSet !== undefined && news.backendSet !== null;
+  const inline = news.backends !== undefined && news.backends !== null;
+  if (bound && inline && (isUnknown(news.backends) || Object.keys(news.backends as object).length > 0)) {
+    return { failures: pathFailures([{ property: "backendSet", reason: "backendSet: give the backends either as `backends` or as a `backendSet`, not both" }], news) };
+  }
+  if (!bound && !inline) return { failures: [{ property: "", reason: "backends: required: give the backends as `backends` or as a `backendSet` (a MaglevBackendSet)" }] };
   const result = checkInputs(maglevServiceSchema, news);
   if (result.failures?.length || !result.inputs) return result;
-  const inputs = result.inputs as MaglevServiceInputs;
+  const declared = result.inputs as MaglevServiceInputs;
+  // A bound service is judged with the set's backends, registered by the set's own check,
+  // which the engine runs first (the service depends on the set). Without them (a set not
+  // in this deployment) the lifecycle judges them on the host instead.
+  if (bound && (isUnknown(declared.backendSet) || !registeredContent(declared.backendSet!.digest))) return result;
+  const inputs = bound ? withBackendSet(declared, backendsOfLines(registeredContent(declared.backendSet!.digest)!)) : declared;
   if ([inputs.mode, inputs.vips, inputs.backends, inputs.tableSize].some(isUnknown)) return result;
-  const problems = serviceProblems(inputs, { vips: news.vips, backends: news.backends });
+  const problems = bound ? boundProblems(inputs) : serviceProblems(inputs, { vips: news.vips, backends: news.backends });
   if (!isUnknown(inputs.expect)) problems.push(...maglevExpectationProblems(inputs.expect, inputs.vips, inputs.backends, news.expect));
-  return problems.length > 0 ? { failures: pathFailures(problems, news) } : withPreviewNote("maglevService", result, ["mode", "vips", "backends", "tableSize", "expect"]);
+  if (problems.length > 0) return { failures: pathFailures(problems, news) };
+  // With a set the backends are not among this service's inputs: preview does not
+  // evaluate the expectations against them, and the host run during `up` stays the proof.
+  return bound ? result : withPreviewNote("maglevService", result, ["mode", "vips", "backends", "tableSize", "expect"]);
+}
+
+/** A bound service with its set's backends in `backends`: what the tables and the rules across properties read. */
+export function withBackendSet(inputs: MaglevServiceInputs, backends: Record<string, Backend>): MaglevServiceInputs {
+  return { ...inputs, backends };
+}
+
+/** serviceProblems for a service bound to a MaglevBackendSet: a backend is named in the set, by its key. */
+export function boundProblems(inputs: MaglevServiceInputs): InputProblem[] {
+  const set = `backendSet '${inputs.backendSet!.name}'`;
+  return serviceProblems(inputs).map(({ property, reason }) =>
+    property.startsWith("backends") ? { property: "backendSet", reason: `backendSet: ${set}: ${reason}` } : { property, reason },
+  );
 }
 
 // ---------------------------------------------------------------- outputs

@@ -46,6 +46,11 @@ describe("README.md", () => {
     typeChecks(`${snippets.get("index.ts")!}\n${snippets.get("TcRuleSet")!}`, "ruleset");
   });
 
+  it("has a MaglevBackendSet snippet that type-checks with the from-zero project's index.ts", { timeout: 120_000 }, () => {
+    const snippets = readmeSnippets();
+    typeChecks(`${snippets.get("index.ts")!}\n${snippets.get("MaglevBackendSet")!}`, "backendset");
+  });
+
   function typeChecks(program: string, label: string): void {
     const dir = join(tmpdir(), `bpfleet-readme-${label}-${process.pid}`);
     mkdirSync(dir, { recursive: true });

@@ -34,7 +34,10 @@ export const proofs = [
   same<sdk.TrafficMirrorArgs, before.TrafficMirrorArgs>(true),
   same<sdk.MaglevVipArgs, before.MaglevVipArgs>(true),
   same<sdk.MaglevBackendArgs, before.MaglevBackendArgs>(true),
-  same<sdk.MaglevServiceArgs, before.MaglevServiceArgs>(true),
+  // backendSet (a MaglevBackendSet, issue 10) is added since, and `backends` became optional
+  // (a set may take its place; check refuses neither and both): every earlier program still type-checks.
+  same<Omit<sdk.MaglevServiceArgs, "backendSet" | "backends">, Omit<before.MaglevServiceArgs, "backends">>(true),
+  same<NonNullable<sdk.MaglevServiceArgs["backends"]>, before.MaglevServiceArgs["backends"]>(true),
   same<sdk.HealthGateTargetArgs, before.HealthGateTargetArgs>(true),
   same<sdk.CounterCheckArgs, before.CounterCheckArgs>(true),
   same<sdk.HealthGateArgs, before.HealthGateArgs>(true),

@@ -32,7 +32,7 @@ import { checkTcPolicy, DEFAULT_PRIORITY, DIRECTIONS, policyIssues, rulesOf, tcP
 import { shellScriptCommand } from "../remote/shellScript";
 import { readApplied, removeApplied, writeAppliedStep } from "../remote/appliedSets";
 import { runSteps } from "../remote/shellSteps";
-import { contentDigest, registeredContent } from "../sharedContent";
+import { boundContent } from "../boundList";
 import { appliedLines, appliedRulesOf, boundAsRead, boundDirections, withRuleSets } from "./ruleSets";
 
 export type { TcPolicyState } from "./outputs";
@@ -74,12 +74,9 @@ function resolveRules(session: SshSession, inputs: TcPolicyInputs, host: PolicyH
   // The hook whose version was found nowhere (withRuleSets stops at the first).
   let missing: Direction | undefined;
   const resolved = withRuleSets(inputs, (direction, ref) => {
-    const registered = registeredContent(ref.digest);
-    if (registered) return registered;
-    const onHost = Object.keys(loaded[direction].rules);
-    if (contentDigest(onHost) === ref.digest) return onHost;
-    missing = direction;
-    return undefined;
+    const lines = boundContent(ref, () => Object.keys(loaded[direction].rules));
+    if (!lines) missing = direction;
+    return lines;
   });
   if (!resolved) {
     const ref = inputs[missing!].ruleSet!;

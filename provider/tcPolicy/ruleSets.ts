@@ -7,8 +7,9 @@
  * (appliedSets.ts, one `<direction> <rule>` a line, ruleId's form), which `refresh`
  * judges drift against.
  */
-import { contentDigest, registeredContent } from "../sharedContent";
-import { contentDrift, type SharedListRef } from "../sharedList";
+import { boundRefAsRead } from "../boundList";
+import { registeredContent } from "../sharedContent";
+import type { SharedListRef } from "../sharedList";
 import { DIRECTIONS, type Action, type Direction, type DirectionPolicy, type TcPolicyInputs } from "./schema";
 
 type Policy = Pick<TcPolicyInputs, "ingress" | "egress">;
@@ -54,14 +55,6 @@ export function appliedRulesOf(applied: readonly string[], direction: Direction)
  * between the maps and that record (stray and missing rules, nothing else).
  */
 export function boundAsRead(loaded: DirectionPolicy, ref: SharedListRef, recorded: readonly string[] | undefined): DirectionPolicy {
-  const onHost = Object.keys(loaded.rules);
-  const baseline = recorded ?? onHost;
-  const digest = contentDigest(baseline);
-  const drift = contentDrift(baseline, onHost);
-  return {
-    default: loaded.default,
-    rules: {},
-    ruleSet: digest === ref.digest ? ref : { ...ref, digest, count: baseline.length },
-    ...(drift ? { drift } : {}),
-  };
+  const read = boundRefAsRead(ref, Object.keys(loaded.rules), recorded);
+  return { default: loaded.default, rules: {}, ruleSet: read.ref, ...(read.drift ? { drift: read.drift } : {}) };
 }

@@ -6,6 +6,7 @@
  * records as applied; how a ref becomes content, and how refresh reports a bound list,
  * is the same for every kind.
  */
+import { HostPreconditionError } from "./remote/preflight";
 import { contentDigest, registeredContent } from "./sharedContent";
 import { contentDrift, type SharedListDrift, type SharedListRef } from "./sharedList";
 
@@ -34,4 +35,27 @@ export function boundRefAsRead(ref: SharedListRef, onHost: readonly string[], re
   const digest = contentDigest(baseline);
   const drift = contentDrift(baseline, onHost);
   return { ref: digest === ref.digest ? ref : { ...ref, digest, count: baseline.length }, ...(drift ? { drift } : {}) };
+}
+
+/** What unknownVersionError names: whose content, of which list, and where it would go. */
+export interface UnknownVersion {
+  /** Whose content it is, e.g. "policy edge", "mirror tap". */
+  subject: string;
+  /** The list kind, e.g. "TcRuleSet". */
+  listKind: string;
+  ref: SharedListRef;
+  /** What the list's keys are, e.g. "rules", "filters". */
+  items: string;
+  /** Where on the host it applies, e.g. " on ingress"; "" when the resource has one place. */
+  where: string;
+  /** What holds other content, e.g. "the hook". */
+  holder: string;
+}
+
+/** The refusal when boundContent found the version nowhere, before the host is touched. */
+export function unknownVersionError(label: string, v: UnknownVersion): HostPreconditionError {
+  return new HostPreconditionError(
+    `${label}: ${v.subject} must apply version ${v.ref.digest.slice(0, 12)} of ${v.listKind} '${v.ref.name}' (${v.ref.count} ${v.items})${v.where}, which is not part of this deployment, and ${v.holder} holds other ${v.items}. ` +
+      `With \`pulumi up --target\`, target the ${v.listKind} resource '${v.ref.name}' too. Nothing was changed.`,
+  );
 }

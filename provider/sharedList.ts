@@ -34,9 +34,10 @@ export type SharedListDrift = z.infer<typeof sharedListDrift>;
  * The list property: accepted as the SDK's text, as a list as written (where a bad item
  * is named by its index), or keyed by item (a record, as an earlier release kept it);
  * always becomes the canonical text. `items` validates and canonicalises the items into
- * a record keyed by canonical text.
+ * a record keyed by canonical text (its values, e.g. a rule's action or a filter's
+ * fields, are the kind's own: only the keys are held).
  */
-export function sharedTextProperty(items: z.ZodType<Record<string, string>, unknown>) {
+export function sharedTextProperty(items: z.ZodType<Record<string, unknown>, unknown>) {
   return z
     .preprocess((raw) => (typeof raw === "string" ? parseContentText(raw) : raw), items)
     .transform((record) => contentText(Object.keys(record)))

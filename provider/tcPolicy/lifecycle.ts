@@ -32,7 +32,7 @@ import { checkTcPolicy, DEFAULT_PRIORITY, DIRECTIONS, policyIssues, rulesOf, tcP
 import { shellScriptCommand } from "../remote/shellScript";
 import { readApplied, removeApplied, writeAppliedStep } from "../remote/appliedSets";
 import { runSteps } from "../remote/shellSteps";
-import { boundContent } from "../boundList";
+import { boundContent, unknownVersionError } from "../boundList";
 import { appliedLines, appliedRulesOf, boundAsRead, boundDirections, withRuleSets } from "./ruleSets";
 
 export type { TcPolicyState } from "./outputs";
@@ -80,10 +80,7 @@ function resolveRules(session: SshSession, inputs: TcPolicyInputs, host: PolicyH
   });
   if (!resolved) {
     const ref = inputs[missing!].ruleSet!;
-    throw new HostPreconditionError(
-      `${session.label}: policy ${inputs.name} must apply version ${ref.digest.slice(0, 12)} of TcRuleSet '${ref.name}' (${ref.count} rules) on ${missing}, which is not part of this deployment, and the hook holds other rules. ` +
-        `With \`pulumi up --target\`, target the TcRuleSet resource '${ref.name}' too. Nothing was changed.`,
-    );
+    throw unknownVersionError(session.label, { subject: `policy ${inputs.name}`, listKind: "TcRuleSet", ref, items: "rules", where: ` on ${missing}`, holder: "the hook" });
   }
   const issues = policyIssues({ ...resolved, host: { port: inputs.host.port } });
   if (issues.length > 0) throw new HostPreconditionError(`${session.label}: policy ${inputs.name}: ${issues.map((i) => i.reason).join("; ")} Nothing was changed.`);

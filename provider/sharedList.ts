@@ -44,6 +44,24 @@ export function sharedTextProperty(items: z.ZodType<Record<string, unknown>, unk
     .default("");
 }
 
+/** A list's canonical form, computed in the program (the SDK sends the text and puts the ref on each host resource). */
+export interface CanonicalList<V> {
+  /** The canonical items keyed by their canonical text. */
+  items: Record<string, V>;
+  /** The keys sorted, one per line: what the list's state holds (sharedContent.contentText). */
+  text: string;
+  digest: string;
+  count: number;
+}
+
+/** The canonical form of a list as written, by the kind's item schema; undefined when an item is invalid (the list's check then names it). */
+export function canonicalList<V>(items: z.ZodType<Record<string, V>, unknown>, written: readonly unknown[]): CanonicalList<V> | undefined {
+  const parsed = items.safeParse(written);
+  if (!parsed.success) return undefined;
+  const keys = Object.keys(parsed.data);
+  return { items: parsed.data, text: contentText(keys), digest: contentDigest(keys), count: keys.length };
+}
+
 export interface SharedListKind {
   /** The state property holding the text, e.g. "entries". */
   property: string;

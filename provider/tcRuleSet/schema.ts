@@ -7,8 +7,7 @@
  */
 import type * as pulumi from "@pulumi/pulumi";
 import { z } from "zod";
-import { contentDigest, contentText } from "../sharedContent";
-import { checkSharedList, sharedTextProperty, type SharedListKind } from "../sharedList";
+import { canonicalList, checkSharedList, sharedTextProperty, type SharedListKind } from "../sharedList";
 import { ruleRecord, type Action } from "../tcPolicy/schema";
 
 /**
@@ -44,9 +43,6 @@ export interface CanonicalRuleSet {
 
 /** The canonical form of rules as written (in the program, for the digest a policy carries), or undefined when a rule is invalid. */
 export function canonicalRuleSet(written: readonly unknown[]): CanonicalRuleSet | undefined {
-  const parsed = rules.safeParse(written);
-  if (!parsed.success) return undefined;
-  const keys = Object.keys(parsed.data);
-  return { rules: parsed.data, text: contentText(keys), digest: contentDigest(keys), count: keys.length };
+  const c = canonicalList(rules, written);
+  return c && { rules: c.items, text: c.text, digest: c.digest, count: c.count };
 }
-

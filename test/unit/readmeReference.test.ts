@@ -46,6 +46,12 @@ describe("README.md", () => {
     typeChecks(`${snippets.get("index.ts")!}\n${snippets.get("TcRuleSet")!}`, "ruleset");
   });
 
+  // Likewise: a second mirror at the same priority on the same interface would be refused.
+  it("has a MirrorFilterSet snippet that type-checks with the from-zero project's index.ts", { timeout: 120_000 }, () => {
+    const snippets = readmeSnippets();
+    typeChecks(`${snippets.get("index.ts")!}\n${snippets.get("MirrorFilterSet")!}`, "filterset");
+  });
+
   function typeChecks(program: string, label: string): void {
     const dir = join(tmpdir(), `bpfleet-readme-${label}-${process.pid}`);
     mkdirSync(dir, { recursive: true });

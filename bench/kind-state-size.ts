@@ -2,9 +2,12 @@
  * Bytes of Pulumi state one MaglevService and one TrafficMirror cost a host (issue 10:
  * "N hosts x a few KB"), small and at their largest content: a balancer with 1 backend
  * and 1 VIP against one with `--backends` backends (static MACs, DSR) and `--vips` VIPs,
- * and a mirror with 1 filter against one with `--filters` filters. Real CLI, one lab
- * host, `pulumi stack export`; per resource, its bytes, its inputs' and outputs', and
- * its largest outputs.
+ * and a mirror with 1 filter against one with `--filters` filters, inline and then held
+ * once in a MirrorFilterSet that the mirror binds as `filterSet` (the set's bytes are
+ * paid once per stack, the mirror's once per host). Real CLI, one lab host,
+ * `pulumi stack export`; per resource, its bytes, its inputs' and outputs', and its
+ * largest outputs. Last, `pulumi preview --diff` with one filter fewer in the set, as
+ * the CLI prints it.
  *
  *   sudo npx vite-node bench/kind-state-size.ts [--backends 254] [--vips 16] [--filters 64]
  *
@@ -38,11 +41,13 @@ new bpfleet.MaglevService("lb", {
   vips: Array.from({ length: config.requireNumber("vips") }, (_, i) => \`198.51.100.\${10 + i}:80/tcp\`),
   backends: Array.from({ length: config.requireNumber("backends") }, (_, i) => ({ address: \`10.9.\${i >> 8}.\${(i & 255) + 1}\`, mac: \`02:00:00:00:\${hex(i >> 8)}:\${hex(i & 255)}\` })),
 });
+const filters = Array.from({ length: config.requireNumber("filters") }, (_, i) => ({ protocol: "tcp" as const, destinationPort: 1000 + i }));
+const held = config.require("filterLayout") === "set";
 new bpfleet.TrafficMirror("mirror", {
   host: h,
   interface: host.interface,
   direction: "ingress",
-  filters: Array.from({ length: config.requireNumber("filters") }, (_, i) => ({ protocol: "tcp", destinationPort: 1000 + i })),
+  ...(held ? { filterSet: new bpfleet.MirrorFilterSet("mirror-filters", { filters }) } : { filters }),
   target: { interface: "mirtap0" },
 });
 `;
@@ -60,28 +65,35 @@ async function main(): Promise<void> {
   const host = lab.hosts[0]!;
   const project = await PulumiProject.fromSource("bench-kind-state", PROGRAM);
   const rows: string[][] = [];
+  let preview = "";
   try {
     await lab.inHost(host, ["ip", "link", "add", "mirtap0", "type", "veth", "peer", "name", "mirtap1"]);
     for (const link of ["mirtap0", "mirtap1"]) await lab.inHost(host, ["ip", "link", "set", link, "up"]);
     await project.ok(["config", "set", "labFile", lab.jsonPath]);
-    for (const [backends, vips, filters] of [[1, 1, 1], [BACKENDS, VIPS, FILTERS]] as const) {
-      for (const [key, value] of Object.entries({ backends, vips, filters })) await project.ok(["config", "set", key, String(value)]);
+    for (const [backends, vips, filters, filterLayout] of [[1, 1, 1, "inline"], [BACKENDS, VIPS, FILTERS, "inline"], [BACKENDS, VIPS, FILTERS, "set"]] as const) {
+      for (const [key, value] of Object.entries({ backends, vips, filters, filterLayout })) await project.ok(["config", "set", key, String(value)]);
       await project.ok(["up", "--yes", "--skip-preview"]);
       const state = JSON.parse(await project.exportState()) as { deployment: { resources: StateResource[] } };
       for (const r of state.deployment.resources) {
         const kind = r.type.split(":").pop()!;
-        if (kind !== "MaglevService" && kind !== "TrafficMirror") continue;
-        const content = kind === "MaglevService" ? `${backends} backends, ${vips} VIPs` : `${filters} filters`;
+        if (kind !== "MaglevService" && kind !== "TrafficMirror" && kind !== "MirrorFilterSet") continue;
+        // The balancer is the same in the set layout's run: its row would repeat.
+        if (kind === "MaglevService" && filterLayout === "set") continue;
+        const content = kind === "MaglevService" ? `${backends} backends, ${vips} VIPs` : kind === "MirrorFilterSet" ? `${filters} filters, once per stack` : `${filters} filters ${filterLayout === "set" ? "in a set" : "inline"}`;
         const largest = Object.entries(r.outputs ?? {}).map(([k, v]) => [k, bytes(v)] as const).sort((a, b) => b[1] - a[1]).slice(0, 4);
         rows.push([kind, content, String(bytes(r)), String(bytes(r.inputs)), String(bytes(r.outputs)), largest.map(([k, n]) => `${k} ${n}`).join(", ")]);
       }
     }
+    await project.ok(["config", "set", "filters", String(FILTERS - 1)]);
+    preview = (await project.ok(["preview", "--diff"])).stdout;
     await project.ok(["destroy", "--yes", "--skip-preview"]);
   } finally {
     await lab.destroy();
   }
   console.log("\nPulumi state of one resource on one host (pulumi stack export, JSON bytes)");
   printTable(["kind", "content", "resource", "inputs", "outputs", "largest outputs"], rows, [0, 1, 5]);
+  console.log(`\npulumi preview --diff, the set's last filter removed (${FILTERS} -> ${FILTERS - 1}):`);
+  console.log(preview);
 }
 
 main().then(

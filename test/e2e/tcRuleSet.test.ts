@@ -12,6 +12,7 @@ import { createLab, type Lab, type LabHost } from "../lab/lab";
 import { readmeSnippets } from "../support/readmeSnippets";
 import { tearDownLabProject, useLab } from "./labHosts";
 import { updatedBlocks } from "./previewOutput";
+import { LAB_PROGRAM_OPENING, stateResources } from "./labProgram";
 import { PulumiProject } from "./pulumiProject";
 
 const WORK = process.env.BPFLEET_E2E_DIR ?? "/tmp/bpfleet-e2e";
@@ -20,16 +21,7 @@ let project: PulumiProject;
 
 /** The README's snippet for the first host, and the same set bound by a policy on each other host. */
 function program(snippet: string): string {
-  return `import * as fs from "node:fs";
-import * as pulumi from "@pulumi/pulumi";
-import * as bpfleet from "bpfleet";
-
-const config = new pulumi.Config();
-const lab = JSON.parse(fs.readFileSync(config.require("labFile"), "utf8")) as { privateKeyPath: string; hosts: { name: string; address: string; hostKey: string }[] };
-const privateKey = pulumi.secret(fs.readFileSync(lab.privateKeyPath, "utf8"));
-const hostOf = (h: { address: string; hostKey: string }) => ({ address: h.address, user: "root", hostKey: h.hostKey, privateKey });
-const host = hostOf(lab.hosts[0]!);
-
+  return `${LAB_PROGRAM_OPENING}
 ${snippet}
 for (const h of lab.hosts.slice(1)) {
   new bpfleet.TcPolicy(\`edge-policy-\${h.name}\`, { host: hostOf(h), interface: "eth0", stateful: true, ingress: { default: "deny", ruleSet: edgeRules } });
@@ -40,15 +32,7 @@ for (const h of lab.hosts.slice(1)) {
 const PINS: Record<string, string> = { h1: "edge-policy-shared", h2: "edge-policy-h2", h3: "edge-policy-h3" };
 const applied = async (host: LabHost) => String((await lab.inHost(host, ["cat", `/var/lib/bpfleet/applied/tc-policy/${PINS[host.name]}`])).stdout).split("\n").filter(Boolean);
 
-interface StateResource {
-  type: string;
-  urn: string;
-  inputs?: Record<string, unknown>;
-  outputs?: Record<string, unknown>;
-}
-async function resources(): Promise<StateResource[]> {
-  return JSON.parse(await project.exportState()).deployment.resources as StateResource[];
-}
+const resources = () => stateResources(project);
 
 beforeAll(async () => {
   lab = await createLab("e2erset", { hosts: 3, clients: 0 });

@@ -6,7 +6,7 @@
 import type { PulumiProject } from "./pulumiProject";
 
 /** The program up to the snippet: `hostOf(h)` gives a lab host's connection, `host` the first's. */
-export const LAB_PROGRAM_OPENING = `import * as fs from "node:fs";
+const LAB_PROGRAM_OPENING = `import * as fs from "node:fs";
 import * as pulumi from "@pulumi/pulumi";
 import * as bpfleet from "bpfleet";
 
@@ -16,6 +16,19 @@ const privateKey = pulumi.secret(fs.readFileSync(lab.privateKeyPath, "utf8"));
 const hostOf = (h: { address: string; hostKey: string }) => ({ address: h.address, user: "root", hostKey: h.hostKey, privateKey });
 const host = hostOf(lab.hosts[0]!);
 `;
+
+/**
+ * A README snippet written for the first lab host, then `eachOtherHost` (a statement
+ * using `h`, the host, and `hostOf(h)`) for every other host of the lab.
+ */
+export function labProgram(snippet: string, eachOtherHost: string): string {
+  return `${LAB_PROGRAM_OPENING}
+${snippet}
+for (const h of lab.hosts.slice(1)) {
+  ${eachOtherHost}
+}
+`;
+}
 
 export interface StateResource {
   type: string;

@@ -12,7 +12,7 @@ import { createLab, type Lab, type LabHost } from "../lab/lab";
 import { readmeSnippets } from "../support/readmeSnippets";
 import { tearDownLabProject, useLab } from "./labHosts";
 import { updatedBlocks } from "./previewOutput";
-import { LAB_PROGRAM_OPENING, stateResources } from "./labProgram";
+import { labProgram, stateResources } from "./labProgram";
 import { PulumiProject } from "./pulumiProject";
 
 const WORK = process.env.BPFLEET_E2E_DIR ?? "/tmp/bpfleet-e2e";
@@ -21,12 +21,7 @@ let project: PulumiProject;
 
 /** The README's snippet for the first host, and the same set bound by a policy on each other host. */
 function program(snippet: string): string {
-  return `${LAB_PROGRAM_OPENING}
-${snippet}
-for (const h of lab.hosts.slice(1)) {
-  new bpfleet.TcPolicy(\`edge-policy-\${h.name}\`, { host: hostOf(h), interface: "eth0", stateful: true, ingress: { default: "deny", ruleSet: edgeRules } });
-}
-`;
+  return labProgram(snippet, `new bpfleet.TcPolicy(\`edge-policy-\${h.name}\`, { host: hostOf(h), interface: "eth0", stateful: true, ingress: { default: "deny", ruleSet: edgeRules } });`);
 }
 
 const PINS: Record<string, string> = { h1: "edge-policy-shared", h2: "edge-policy-h2", h3: "edge-policy-h3" };

@@ -6,7 +6,7 @@
  */
 import { parseMapDump } from "../../provider/remote/mapOperations";
 import { compileClassifier, CONFIG_MAP, decodeConfig, encodeConfig, encodeFilter, filterSlot, FILTERS_MAP, HEADS_MAP, liveFilterList } from "../../provider/trafficMirror/codec";
-import type { MirrorFilter } from "../../provider/trafficMirror/schema";
+import { filterKey, type MirrorFilter } from "../../provider/trafficMirror/schema";
 import type { Lab, LabHost } from "./lab";
 
 const bytes = (b: Uint8Array) => Array.from(b, (x) => String(x));
@@ -26,4 +26,18 @@ export async function slipFilterIn(lab: Lab, host: LabHost, pin: string, filter:
   const live = liveFilterList({ ...config, setLength }, slots);
   await lab.inHost(host, ["bpftool", "map", "update", "pinned", `${pin}/maps/${HEADS_MAP}`, "key", ...bytes(Uint8Array.of(config.activeSet, 0, 0, 0)), "value", ...bytes(compileClassifier(live).head)]);
   return live;
+}
+
+/**
+ * The filters a mirror's live set holds, as the program reads them (its config's active
+ * half and length, then the records there), each as its text, sorted: what the host
+ * applies, whatever the state or the applied record says.
+ */
+export async function liveFilters(lab: Lab, host: LabHost, pin: string): Promise<string[]> {
+  const dumpOf = async (map: string) => String((await lab.inHost(host, ["bpftool", "-j", "map", "dump", "pinned", `${pin}/maps/${map}`])).stdout);
+  const dump = JSON.parse(await dumpOf(CONFIG_MAP)) as { value: string[] }[];
+  const config = decodeConfig(Uint8Array.from(dump[0]!.value.map((b) => parseInt(b, 16))));
+  const records = parseMapDump(await dumpOf(FILTERS_MAP));
+  const slots = new Map(records.map((e) => [new DataView(e.key.buffer, e.key.byteOffset).getUint32(0, true), e.values[0]!]));
+  return liveFilterList(config, slots).map(filterKey).sort();
 }

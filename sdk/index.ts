@@ -11,6 +11,7 @@ export {
   type VxlanTunnelArgs,
   type GretapTunnelArgs,
 } from "./trafficMirror";
+export { MirrorFilterSet, type MirrorFilterSetArgs } from "./mirrorFilterSet";
 export { Fleet, type FleetArgs, type FleetHost, type FleetMember, type FleetHealthArgs, type FleetHealthTarget, type FleetHostStatus } from "./fleet";
 export { HealthGate, type HealthGateArgs, type HealthGateTargetArgs, type CounterCheckArgs, type HealthGateReport } from "./healthGate";
 export { MaglevService, type MaglevServiceArgs, type MaglevBackendArgs, type MaglevVipArgs } from "./maglevService";

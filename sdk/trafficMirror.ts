@@ -4,6 +4,8 @@ import type { z } from "zod";
 import type { filterSchema, gretapTunnelSchema, targetSchema, trafficMirrorSchema, vxlanTunnelSchema } from "../provider/trafficMirror/schema";
 import { splitHost, type HostInput } from "./host";
 import type { DeepInput, SdkInputs } from "./inputs";
+import type { MirrorFilterSet } from "./mirrorFilterSet";
+import type { SharedListRef } from "./sharedList";
 
 /** Which packets to mirror (documented in provider/trafficMirror/schema.ts). */
 export type TrafficMirrorFilterArgs = DeepInput<z.input<typeof filterSchema>>;
@@ -24,9 +26,15 @@ export type TrafficMirrorTargetArgs = DeepInput<z.input<typeof targetSchema>>;
  * Inputs of TrafficMirror: the schema's (provider/trafficMirror/schema.ts, where
  * each is documented), with `host` carrying its credentials and `filters` a list.
  */
-export type TrafficMirrorArgs = SdkInputs<Omit<z.input<typeof trafficMirrorSchema>, "credentials" | "name">, { host: HostInput; filters: z.input<typeof filterSchema>[] }> & {
+export type TrafficMirrorArgs = SdkInputs<Omit<z.input<typeof trafficMirrorSchema>, "credentials" | "name" | "filterSet" | "filterDrift">, { host: HostInput; filters: z.input<typeof filterSchema>[] }> & {
   /** Pin directory name under /sys/fs/bpf/bpfleet/traffic-mirror/ (letters, digits, `_`, `-`). Default: the resource name. */
   pinName?: pulumi.Input<string>;
+  /**
+   * A MirrorFilterSet whose filters this mirror applies instead of `filters`: held once
+   * in the stack's state however many mirrors bind it; this mirror's state carries its
+   * name, digest and count. Give `filters` or `filterSet`, not both.
+   */
+  filterSet?: MirrorFilterSet;
 };
 
 /**
@@ -40,8 +48,12 @@ export class TrafficMirror extends KindResource {
   declare public readonly interface: pulumi.Output<string>;
   /** As attached on the host; "none" when no hook runs the program. */
   declare public readonly direction: pulumi.Output<"ingress" | "egress" | "both" | "none">;
-  /** The filters really in the program's live set, keyed by their tcpdump-like expression. */
+  /** The filters really in the program's live set, keyed by their tcpdump-like expression (none for a mirror bound to a MirrorFilterSet). */
   declare public readonly filters: pulumi.Output<Record<string, TrafficMirrorFilter>>;
+  /** The MirrorFilterSet the mirror applies (its name, digest and count), as the host recorded it. */
+  declare public readonly filterSet: pulumi.Output<SharedListRef | undefined>;
+  /** After a refresh that found any: filters of the live set beyond the applied MirrorFilterSet ("stray") or missing from it. */
+  declare public readonly filterDrift: pulumi.Output<Record<string, "stray" | "missing"> | undefined>;
   declare public readonly sampleRate: pulumi.Output<number>;
   declare public readonly target: pulumi.Output<{ interface?: string; tunnel?: Record<string, unknown> }>;
   /** The device copies leave through: the local target or the tunnel device. */
@@ -77,11 +89,14 @@ export class TrafficMirror extends KindResource {
         name: args.pinName ?? name,
         direction: args.direction,
         filters: args.filters ?? [],
+        // Through the set's ref, which depends on its URN: the set's check runs first.
+        filterSet: args.filterSet?.ref,
         sampleRate: args.sampleRate,
         target: args.target,
         priority: args.priority,
         lockoutGuard: args.lockoutGuard,
         lockoutRevertSeconds: args.lockoutRevertSeconds,
+        filterDrift: undefined,
         targetInterface: undefined,
         targetIfindex: undefined,
         tcHandle: undefined,

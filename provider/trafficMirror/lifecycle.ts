@@ -20,6 +20,9 @@ import { connectResource } from "../remote/resource";
 import type { SshSession } from "../remote/ssh";
 import { deleteBpfFilterCommand, findFilter, hookQdisc, removeClsactIfEmpty, TC_DIRECTIONS, tcFilters, type TcDirection } from "../remote/tc";
 import { requireClsactHook, slotOf, tcHandle as tcHookHandle, TcHookPlan } from "../remote/tcHook";
+import { readApplied, removeApplied, writeAppliedStep } from "../remote/appliedSets";
+import { runSteps } from "../remote/shellSteps";
+import { boundOutputs, resolveFilterSet } from "./filterSets";
 import { changedPaths, mirrorRevertScript, touchesManagementPath, type MirrorRevertPlan } from "./guard";
 import { KIND, observe, readMaps, type MapsState, type Observed } from "./hostState";
 import { mirrorOperations, planMirror, type DesiredMirror } from "./plan";
@@ -110,17 +113,19 @@ function revertPlan(layout: PinLayout, inputs: TrafficMirrorInputs, hook: TcHook
  * half way (pins left, filters missing) converges on the next `up`. A change
  * on the path of the management session runs under the lockout guard (guard.ts).
  */
-async function converge(inputs: TrafficMirrorInputs, olds?: TrafficMirrorOutputs): Promise<TrafficMirrorOutputs> {
-  const { session, layout } = await connectResource(KIND, inputs);
-  const { links, localTarget, program, hook } = await surveyAndRefuse(session, layout, inputs);
-  const wanted = directionsOf(inputs.direction);
+async function converge(declared: TrafficMirrorInputs, olds?: TrafficMirrorOutputs): Promise<TrafficMirrorOutputs> {
+  const { session, layout } = await connectResource(KIND, declared);
+  const { links, localTarget, program, hook } = await surveyAndRefuse(session, layout, declared);
+  const wanted = directionsOf(declared.direction);
   const object = packagedObject(OBJECT);
   const fresh = program === undefined;
   const needsLoad = fresh || olds?.objectSha256 !== object.sha256;
   const hooksChange = TC_DIRECTIONS.some((d) => (wanted.includes(d) ? needsLoad || !hook.runsOurs(d) : hook.hooked(d) !== undefined));
-  const tunnelDevice = inputs.target.tunnel && tunnelDeviceName(inputs.name, inputs.target.tunnel);
+  const tunnelDevice = declared.target.tunnel && tunnelDeviceName(declared.name, declared.target.tunnel);
   // Read before any change: loading reuses these very maps (a fresh mirror reads again after its load).
   let current = fresh ? undefined : await readMaps(session, layout);
+  // `inputs` holds the filters; `declared` (what the state keeps) a bound MirrorFilterSet's ref.
+  const inputs = await resolveFilterSet(session.label, declared, current?.filters, () => readApplied(session, KIND, declared.name));
   const knownTarget = inputs.target.tunnel ? readyTunnel(links, inputs) : localTarget;
   const rewritesConfig = !current || !knownTarget || mirrorOperations(planMirror(desiredMirror(inputs, knownTarget.ifindex), current), (map) => map).length > 0;
   const paths = inputs.lockoutGuard && (needsLoad || hooksChange || rewritesConfig) ? await changedPaths(session, inputs.target.tunnel?.remote) : undefined;
@@ -166,9 +171,13 @@ async function converge(inputs: TrafficMirrorInputs, olds?: TrafficMirrorOutputs
       await removeOwnedTunnels(session, inputs.name, tunnel?.link.ifname);
     },
   });
+  // The host records the set it applied, once the maps hold it: the baseline refresh
+  // judges drift against. A mirror that no longer binds one drops the record.
+  if (declared.filterSet) await runSteps(session, [writeAppliedStep(KIND, declared.name, Object.keys(inputs.filters))]);
+  else if (olds?.filterSet) await removeApplied(session, KIND, declared.name);
   const observed = await observe(session, layout, inputs);
   if (!observed) throw new Error(`${session.label}: the mirror's pins vanished right after it was applied`);
-  return outputsOf(inputs, observed, object.sha256, qdiscCreated);
+  return boundOutputs(outputsOf(declared, observed, object.sha256, qdiscCreated), observed.filters, Object.keys(inputs.filters));
 }
 
 export const trafficMirrorKind = defineKind<TrafficMirrorInputs, TrafficMirrorOutputs>({
@@ -181,8 +190,10 @@ export const trafficMirrorKind = defineKind<TrafficMirrorInputs, TrafficMirrorOu
 
   async observe(olds) {
     const { session, layout } = await connectResource(KIND, olds);
-    const observed = await observe(session, layout, olds);
-    return observed && outputsOf(olds, observed, olds.objectSha256, olds.qdiscCreated);
+    // A bound mirror is judged against what the host recorded as applied, not the set's
+    // state: a host a failed wave left behind holds another version than the stack's.
+    const [observed, recorded] = await Promise.all([observe(session, layout, olds), olds.filterSet ? readApplied(session, KIND, olds.name) : undefined]);
+    return observed && boundOutputs(outputsOf(olds, observed, olds.objectSha256, olds.qdiscCreated), observed.filters, recorded);
   },
 
   async delete(_id, olds) {
@@ -200,6 +211,7 @@ export const trafficMirrorKind = defineKind<TrafficMirrorInputs, TrafficMirrorOu
     if (detach.length > 0) await session.run(detach.map(deleteBpfFilterCommand));
     await removeOwnedTunnels(session, olds.name);
     await removePins(session, layout);
+    if (olds.filterSet) await removeApplied(session, KIND, olds.name);
     // Not ignored: a delete that failed here would leave an empty clsact qdisc behind
     // and still report success; failing names the step, and the next delete removes it.
     await removeClsactIfEmpty(session, olds.interface, olds.qdiscCreated);

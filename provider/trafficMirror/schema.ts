@@ -11,6 +11,7 @@ import { canonicalInputPrefix, CidrError, formatAddress, parseInputPrefix } from
 import { checkInputs, pathFailures, UNKNOWN } from "../dynamicAdapter";
 import { credentialsSchema, hostSchema } from "../remote/hostSchema";
 import { lockoutInputs } from "../remote/lockout";
+import { sharedListDrift, sharedListRef } from "../sharedList";
 import { interfaceName, pinName } from "../validation";
 
 /**
@@ -163,24 +164,75 @@ export function filterRecord(filters: readonly MirrorFilter[]): Record<string, M
 }
 
 /**
- * A list of filters, or the record form check() produced (its keys are
- * recomputed from the values, never trusted).
+ * A filter's fields from its text as filterKey() writes it ("tcp and dst port 80",
+ * "proto 47 and src net 10.0.0.0/8", "all"), for filterSchema to judge: the form a
+ * MirrorFilterSet's state holds, one filter a line. Case and spacing are free.
  */
-const filtersSchema = z.union([z.array(z.unknown()), z.record(z.string(), z.unknown())]).transform((raw, ctx) => {
-  const entries: [string | number, unknown][] = Array.isArray(raw) ? raw.map((v, i) => [i, v]) : Object.entries(raw);
-  const parsed: MirrorFilter[] = [];
-  for (const [at, value] of entries) {
-    const result = filterSchema.safeParse(value);
-    if (result.success) parsed.push(result.data);
-    else for (const issue of result.error.issues) ctx.addIssue({ code: "custom", path: [at, ...issue.path.map((p) => (typeof p === "symbol" ? String(p) : p))], message: issue.message });
+export function filterFields(text: string): Record<string, unknown> {
+  const normal = text.trim().replace(/\s+/g, " ").toLowerCase();
+  const fields: Record<string, unknown> = {};
+  if (normal === "all") return fields;
+  const set = (field: string, value: unknown) => {
+    if (field in fields) throw new Error(`"${text}" gives ${field} twice`);
+    fields[field] = value;
+  };
+  for (const term of normal.split(" and ")) {
+    let m: RegExpExecArray | null;
+    if ((m = /^proto (\d+)$/.exec(term))) set("protocol", Number(m[1]));
+    else if (Object.hasOwn(PROTOCOL_NUMBERS, term)) set("protocol", term);
+    else if ((m = /^(src|dst) net (\S+)$/.exec(term))) set(m[1] === "src" ? "source" : "destination", m[2]);
+    else if ((m = /^(src|dst) port (\d+)$/.exec(term))) set(m[1] === "src" ? "sourcePort" : "destinationPort", Number(m[2]));
+    else if ((m = /^(src|dst) portrange (\d+ ?- ?\d+)$/.exec(term))) set(m[1] === "src" ? "sourcePort" : "destinationPort", m[2]);
+    else {
+      throw new Error(
+        `"${text}": "${term}" is not a filter term (a protocol name or "proto N", "src net"/"dst net" PREFIX, "src port"/"dst port" N, "src portrange"/"dst portrange" A-B, joined by "and"; or "all")`,
+      );
+    }
   }
-  const record = filterRecord(parsed);
-  const count = Object.keys(record).length;
-  if (count > MAX_FILTERS) {
-    ctx.addIssue({ code: "custom", message: `has ${count} distinct filters; the program holds at most ${MAX_FILTERS} (map mirror_filters has ${2 * MAX_FILTERS} slots: two sets of ${MAX_FILTERS}, one live while an update writes the other)` });
-  }
-  return record;
-});
+  return fields;
+}
+
+/**
+ * A list of filters, or the record form check() produced (its keys are recomputed
+ * from the values, never trusted); with `text`, a filter may also be given as its
+ * text (filterFields), as a MirrorFilterSet's state holds it.
+ */
+function filterList(text: boolean) {
+  return z.union([z.array(z.unknown()), z.record(z.string(), z.unknown())]).transform((raw, ctx) => {
+    const entries: [string | number, unknown][] = Array.isArray(raw) ? raw.map((v, i) => [i, v]) : Object.entries(raw);
+    const parsed: MirrorFilter[] = [];
+    for (const [at, value] of entries) {
+      let fields = value;
+      if (text && typeof value === "string") {
+        try {
+          fields = filterFields(value);
+        } catch (err) {
+          ctx.addIssue({ code: "custom", path: [at], message: (err as Error).message });
+          continue;
+        }
+      }
+      const result = filterSchema.safeParse(fields);
+      if (result.success) parsed.push(result.data);
+      else for (const issue of result.error.issues) ctx.addIssue({ code: "custom", path: [at, ...issue.path.map((p) => (typeof p === "symbol" ? String(p) : p))], message: issue.message });
+    }
+    const record = filterRecord(parsed);
+    const count = Object.keys(record).length;
+    if (count > MAX_FILTERS) {
+      ctx.addIssue({ code: "custom", message: `has ${count} distinct filters; the program holds at most ${MAX_FILTERS} (map mirror_filters has ${2 * MAX_FILTERS} slots: two sets of ${MAX_FILTERS}, one live while an update writes the other)` });
+    }
+    return record;
+  });
+}
+
+const filtersSchema = filterList(false);
+
+/** A MirrorFilterSet's filters: as a mirror's inline `filters`, or each as its text ("tcp and dst port 80"). */
+export const filterSetFilters = filterList(true);
+
+/** The filters of canonical texts (a set's version, registered or on the host): filterKey() of each is the text. */
+export function filtersOfKeys(keys: readonly string[]): Record<string, MirrorFilter> {
+  return filterRecord(keys.map((key) => filterSchema.parse(filterFields(key))));
+}
 
 /** An IP address (not a prefix, not a name): where a tunnel's packets go. Canonical text. */
 export const ipAddress = z.string().transform((text, ctx) => {
@@ -292,6 +344,19 @@ export const trafficMirrorSchema = z.object({
    */
   filters: filtersSchema.default({}),
   /**
+   * A MirrorFilterSet to mirror by instead of `filters` (held once in the stack's
+   * state, however many mirrors bind it): its name, digest and count, which is all
+   * this mirror's state carries of it. The SDK fills it from `filterSet`. Give
+   * `filters` or `filterSet`, not both.
+   */
+  filterSet: sharedListRef.optional(),
+  /**
+   * Set by `pulumi refresh`, never by you: filters the mirror's live set holds beyond
+   * the MirrorFilterSet version the host recorded as applied ("stray") or lacks
+   * ("missing"). The next `up` writes the set's filters again.
+   */
+  filterDrift: sharedListDrift.optional(),
+  /**
    * Mirror 1 in N matching packets: every Nth on each CPU, deterministic, not
    * random (periodic traffic can alias with it). Default 1 (all).
    */
@@ -336,6 +401,9 @@ export function checkTrafficMirror(news: Record<string, unknown>): pulumi.dynami
   const result = checkInputs(trafficMirrorSchema, news);
   if (result.failures?.length || !result.inputs) return result;
   const inputs = result.inputs as Partial<TrafficMirrorInputs>;
+  if (inputs.filterSet !== undefined && Object.keys(inputs.filters ?? {}).length > 0) {
+    return { failures: pathFailures([{ property: "filterSet", reason: "filterSet: give the filters either as `filters` or as a `filterSet` (a MirrorFilterSet), not both" }], news) };
+  }
   const target = inputs.target as { interface?: unknown } | undefined;
   if (typeof target?.interface === "string" && target.interface !== UNKNOWN && target.interface === inputs.interface) {
     return {

@@ -10,18 +10,16 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { checkInputs } from "../../provider/dynamicAdapter";
 import { packagedObject } from "../../provider/objects";
-import { parseMapDump } from "../../provider/remote/mapOperations";
 import { operations } from "../../provider/operations";
 import { objectRemotePath } from "../../provider/remote/objectUpload";
 import { closeAllSessions } from "../../provider/remote/ssh";
-import {
-  compileClassifier, CONFIG_MAP, decodeConfig, encodeConfig, encodeFilter, filterSlot, FILTERS_MAP, HEADS_MAP, liveFilterList,
-} from "../../provider/trafficMirror/codec";
+import { CONFIG_MAP } from "../../provider/trafficMirror/codec";
 import { tcHandle, trafficMirrorKind as mirror } from "../../provider/trafficMirror/lifecycle";
 import { filterKey, trafficMirrorSchema, type TrafficMirrorInputs, type TrafficMirrorOutputs } from "../../provider/trafficMirror/schema";
 import { checksumsValid, dissect, ETH_P, IPPROTO } from "../kernel/packets";
 import { expectRevertedByHost, guardFiles, watchGuards } from "./guards";
 import { createLab, type Lab, type LabHost, type Run } from "./lab";
+import { slipFilterIn } from "./mirrorByHand";
 import { tcpdumpListening } from "./traffic";
 
 let lab: Lab;
@@ -287,21 +285,9 @@ describe("TrafficMirror to a local interface", () => {
   it("read: a filter deleted by hand and a filter added by hand show up as drift; update restores both", async () => {
     const handle = `0x${tcHandle("mir").toString(16)}`;
     await lab.inHost(h1, ["tc", "filter", "del", "dev", "eth0", "egress", "prio", "1", "handle", handle, "bpf"]);
-    // A filter slipped into the live set with bpftool: config and slot written by hand.
-    const dump = JSON.parse(await inHostText(h1, ["bpftool", "-j", "map", "dump", "pinned", `${PIN}/maps/${CONFIG_MAP}`])) as { value: string[] }[];
-    const config = decodeConfig(Uint8Array.from(dump[0]!.value.map((b) => parseInt(b, 16))));
-    const index = config.setLength[config.activeSet];
-    const bytes = (b: Uint8Array) => Array.from(b, (x) => String(x));
-    await lab.inHost(h1, ["bpftool", "map", "update", "pinned", `${PIN}/maps/mirror_filters`, "key", ...bytes(Uint8Array.of(filterSlot(config.activeSet, index), 0, 0, 0)), "value", ...bytes(encodeFilter({ protocol: "icmp" }))]);
-    const setLength: [number, number] = [...config.setLength];
-    setLength[config.activeSet] = index + 1;
-    await lab.inHost(h1, ["bpftool", "map", "update", "pinned", `${PIN}/maps/${CONFIG_MAP}`, "key", "0", "0", "0", "0", "value", ...bytes(encodeConfig({ ...config, setLength }))]);
-    // And into the classifier the program matches with (icmp only changes the set's head), so that it is really live.
-    const records = parseMapDump(await inHostText(h1, ["bpftool", "-j", "map", "dump", "pinned", `${PIN}/maps/${FILTERS_MAP}`]));
-    const slots = new Map(records.map((e) => [new DataView(e.key.buffer, e.key.byteOffset).getUint32(0, true), e.values[0]!]));
-    const live = liveFilterList({ ...config, setLength }, slots);
+    // A filter slipped into the live set with bpftool (config, slot and the classifier the program matches with), so that it is really live.
+    const live = await slipFilterIn(lab, h1, PIN, { protocol: "icmp" });
     expect(live.map(filterKey)).toEqual(["tcp and dst port 80", "tcp and src port 80", "icmp"]);
-    await lab.inHost(h1, ["bpftool", "map", "update", "pinned", `${PIN}/maps/${HEADS_MAP}`, "key", ...bytes(Uint8Array.of(config.activeSet, 0, 0, 0)), "value", ...bytes(compileClassifier(live).head)]);
 
     const read = await mirror.read(created.id, created.outs);
     expect(read!.inputs.direction).toBe("ingress");

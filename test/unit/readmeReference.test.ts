@@ -46,9 +46,18 @@ describe("README.md", () => {
     typeChecks(`${snippets.get("index.ts")!}\n${snippets.get("TcRuleSet")!}`, "ruleset");
   });
 
+  // Likewise (a second balancer on the same interface and VIPs would be refused):
+  // test/e2e/maglevBackendSet.test.ts runs it.
   it("has a MaglevBackendSet snippet that type-checks with the from-zero project's index.ts", { timeout: 120_000 }, () => {
     const snippets = readmeSnippets();
     typeChecks(`${snippets.get("index.ts")!}\n${snippets.get("MaglevBackendSet")!}`, "backendset");
+  });
+
+  // Likewise (a second mirror at the same priority on the same interface would be
+  // refused): test/e2e/mirrorFilterSet.test.ts runs it.
+  it("has a MirrorFilterSet snippet that type-checks with the from-zero project's index.ts", { timeout: 120_000 }, () => {
+    const snippets = readmeSnippets();
+    typeChecks(`${snippets.get("index.ts")!}\n${snippets.get("MirrorFilterSet")!}`, "filterset");
   });
 
   function typeChecks(program: string, label: string): void {

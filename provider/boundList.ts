@@ -2,7 +2,9 @@
  * A host resource bound to a list held once per fleet (issue 10): the part that does
  * not depend on what the list holds. A resource binds a list as a ref (name, digest,
  * count; sharedList.ts); TcPolicy's hooks bind a TcRuleSet this way, a MaglevService a
- * MaglevBackendSet, a TrafficMirror a MirrorFilterSet. Each kind says how its host holds the content and what the host
+ * MaglevBackendSet, a TrafficMirror a MirrorFilterSet, an XdpFirewall a DenyList (which
+ * resolves its version here too, and keeps its own refusal, naming the version its host
+ * records). Each kind says how its host holds the content and what the host
  * records as applied; how a ref becomes content, and how refresh reports a bound list,
  * is the same for every kind.
  */

@@ -42,6 +42,7 @@ import {
 } from "../remote/appliedSets";
 import { HostPreconditionError } from "../remote/preflight";
 import { contentDigest, registeredContent } from "../sharedContent";
+import { boundContent } from "../boundList";
 import { sortedRecord } from "../validation";
 
 const KIND = "xdp-firewall";
@@ -108,9 +109,8 @@ function bootRestoreOf(layout: PinLayout, object: LocalObject, inputs: XdpFirewa
 function desiredEntries(session: SshSession, inputs: XdpFirewallInputs, version: AppliedVersion | undefined, applied: readonly string[] | undefined): readonly string[] {
   const list = inputs.denyList;
   if (!list) return Object.keys(inputs.deny);
-  const registered = registeredContent(list.digest);
-  if (registered) return registered;
-  if (applied && contentDigest(applied) === list.digest) return applied;
+  const entries = boundContent(list, () => applied);
+  if (entries) return entries;
   const holds = version ? `holds version ${version.digest.slice(0, 12)} (${version.count} entries)` : "records no applied list";
   throw new HostPreconditionError(
     `${session.label}: firewall ${inputs.name} must apply version ${list.digest.slice(0, 12)} of DenyList '${list.name}' (${list.count} entries), which is not part of this deployment, and the host ${holds}. ` +
